@@ -1,0 +1,35 @@
+# Two commands on a fresh clone (see README.md):
+#   make demo   — optimize a bundled example model
+#   make test   — run the test suite
+# Both create .venv with a Python >= 3.12 found on this machine (PATH or pyenv).
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow lint venv clean
+
+$(STAMP): pyproject.toml
+	@PYBIN=$$(scripts/find-python.sh) || exit 2; \
+	  echo "using $$PYBIN"; \
+	  [ -x $(PY) ] || $$PYBIN -m venv $(VENV); \
+	  $(PY) -m pip install -q --upgrade pip >/dev/null; \
+	  $(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/eqsat optimize --example bert -o demo-optimized.onnx
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check eqsat tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo-optimized.onnx

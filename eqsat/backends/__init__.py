@@ -1,0 +1,1 @@
+"""backends stage (see ARCHITECTURE.md)."""

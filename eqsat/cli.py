@@ -1,0 +1,280 @@
+"""The ``eqsat`` command line: argv → pipeline calls, tables, exit codes.
+
+Exit codes: 0 ok; 1 verification failed (the models differ, nothing written); 2 bad input or
+usage (one line on stderr, never a traceback); 3 internal error (a bug: one line, and the
+traceback only with EQSAT_DEBUG=1); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from eqsat import __version__
+from eqsat.errors import EqsatError, InputError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _fmt_count(n: float) -> str:
+    for unit, k in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= k:
+            return f"{n / k:.2f}{unit}"
+    return f"{n:g}"
+
+
+def _shape(s) -> str:
+    return "[" + ", ".join(str(d) for d in s) + "]"
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        n = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError("--seeds takes a count, e.g. 3") from e
+    if n < 1:
+        raise argparse.ArgumentTypeError("--seeds must be at least 1")
+    return tuple(range(n))
+
+
+def _add_tolerance(p: argparse.ArgumentParser) -> None:
+    from eqsat.verify import numeric
+
+    p.add_argument("--rtol", type=float, default=numeric.DEFAULT_RTOL, help="relative tolerance")
+    p.add_argument("--atol", type=float, default=numeric.DEFAULT_ATOL, help="absolute tolerance")
+    p.add_argument(
+        "--seeds", type=_seeds, default=numeric.DEFAULT_SEEDS, help="random input sets (count)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="eqsat", description="Equality-saturation optimizer for ONNX models."
+    )
+    p.add_argument("--version", action="version", version=f"eqsat {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = sub.add_parser("info", help="op histogram, parameters, FLOPs, inputs/outputs")
+    info.add_argument("model", nargs="?", help="an .onnx file")
+    info.add_argument("--example", help="a bundled example model instead of a file")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+
+    opt = sub.add_parser("optimize", help="optimize a model (verified before it is written)")
+    opt.add_argument("model", nargs="?", help="an .onnx file (default: a bundled example)")
+    opt.add_argument("-o", "--output", help="where to write the optimized model")
+    opt.add_argument("--example", help="a bundled example model (see `eqsat examples`)")
+    opt.add_argument("--json", action="store_true", help="machine-readable summary")
+    opt.add_argument(
+        "--no-verify", action="store_true", help="skip the verification gate (not recommended)"
+    )
+    _add_tolerance(opt)
+
+    ver = sub.add_parser("verify", help="numerical equivalence of two models in onnxruntime")
+    ver.add_argument("a", help="reference model")
+    ver.add_argument("b", help="candidate model")
+    ver.add_argument("--json", action="store_true", help="machine-readable verdict")
+    _add_tolerance(ver)
+
+    ex = sub.add_parser("examples", help="list the bundled example models, or write one")
+    ex.add_argument("--write", metavar="NAME", help="write this example as NAME.onnx")
+    ex.add_argument("-o", "--output", help="file to write (with --write)")
+    ex.add_argument("--size", default="default", choices=["default", "small"])
+    return p
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def _source(args) -> tuple[object, str]:
+    from eqsat import pipeline
+
+    if args.model and args.example:
+        raise InputError("give a model file or --example, not both")
+    if args.model:
+        return Path(args.model), args.model
+    name = args.example or "bert"
+    return pipeline.example_model(name), f"example:{name}"
+
+
+def cmd_info(args) -> int:
+    from eqsat import pipeline
+    from eqsat.egraph.onnx_io import import_onnx
+
+    src, label = _source(args)
+    s = pipeline.summarize(import_onnx(src))
+    if args.json:
+        print(json.dumps({"model": label} | s, indent=2))
+        return 0
+    out.print(f"[bold]{label}[/]  opset {s['opset']}  {s['producer']}")
+    io = Table("", "name", "dtype", "shape", box=None)
+    for kind in ("inputs", "outputs"):
+        for v in s[kind]:
+            io.add_row(kind[:-1], v["name"], v["dtype"], _shape(v["shape"]))
+    out.print(io)
+    ops = Table("op", "count", box=None)
+    for op, n in sorted(s["ops"].items(), key=lambda kv: (-kv[1], kv[0])):
+        ops.add_row(op + (" (opaque)" if op in s["opaque_ops"] else ""), str(n))
+    out.print(ops)
+    out.print(
+        f"nodes {s['nodes']}   params {_fmt_count(s['params'])} "
+        f"({_fmt_count(s['param_bytes'])}B)   FLOPs {_fmt_count(s['flops'])}"
+        + ("   (symbolic dims counted as 1)" if _symbolic(s) else "")
+    )
+    return 0
+
+
+def _symbolic(s: dict) -> bool:
+    return any(isinstance(d, str) for v in s["inputs"] for d in v["shape"])
+
+
+def cmd_optimize(args) -> int:
+    from eqsat import pipeline
+
+    src, label = _source(args)
+    output = args.output
+    if output is None:
+        if args.model:
+            raise InputError("-o/--output is required when optimizing a file")
+        output = f"{label.split(':', 1)[1]}-optimized.onnx"
+    if Path(output).is_dir():
+        raise InputError(f"{output} is a directory")
+    if args.model and Path(output).resolve() == Path(args.model).resolve():
+        raise InputError("the output would overwrite the input; choose another -o")
+    opts = pipeline.Options(
+        verify=not args.no_verify, rtol=args.rtol, atol=args.atol, seeds=args.seeds
+    )
+    show = not args.json and err.is_terminal
+    with err.status("optimizing", spinner="dots") if show else _nullctx() as status:
+
+        def progress(phase: str) -> None:
+            if status is not None:
+                status.update(f"{label}: {phase}")
+
+        result = pipeline.optimize(src, opts, output=output, progress=progress)
+    summary = {"model": label} | result.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    _print_optimize(summary)
+    return 0
+
+
+class _nullctx:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _print_optimize(s: dict) -> None:
+    t = Table("op", "before", "after", box=None)
+    ops = sorted(set(s["ops_before"]) | set(s["ops_after"]))
+    for op in ops:
+        b, a = s["ops_before"].get(op, 0), s["ops_after"].get(op, 0)
+        style = "green" if a < b else ("red" if a > b else "")
+        t.add_row(op, str(b), f"[{style}]{a}[/]" if style else str(a))
+    t.add_row("[bold]total[/]", str(s["nodes_before"]), str(s["nodes_after"]))
+    out.print(t)
+    times = "  ".join(f"{k} {v:.2f}s" for k, v in s["times_s"].items())
+    out.print(f"time: {times}")
+    v = s["verification"]
+    if v:
+        out.print(
+            f"verified: {len(v['seeds'])} random input sets, max abs error {v['max_abs']:.3g} "
+            f"(rtol {v['rtol']:g}, atol {v['atol']:g})"
+        )
+    else:
+        out.print("[yellow]not verified (--no-verify)[/]")
+    out.print(f"wrote {s['output']}")
+
+
+def cmd_verify(args) -> int:
+    from eqsat.egraph.onnx_io import load_model
+    from eqsat.verify import numeric
+
+    a, b = load_model(args.a), load_model(args.b)  # one-line errors for unreadable files
+    del a, b
+    v = numeric.compare_models(
+        Path(args.a), Path(args.b), seeds=args.seeds, rtol=args.rtol, atol=args.atol
+    )
+    if args.json:
+        print(json.dumps(v.to_json(), indent=2, default=str))
+    else:
+        t = Table("output", "shape", "max abs", "max rel", "max ulp", "ok", box=None)
+        for o in v.outputs:
+            t.add_row(
+                o.name,
+                _shape(o.shape),
+                f"{o.max_abs:.3g}",
+                f"{o.max_rel:.3g}",
+                str(o.max_ulp),
+                "[green]yes[/]" if o.ok else "[red]NO[/]",
+            )
+        out.print(t)
+        dims = ", ".join(f"{k}={n}" for k, n in v.dim_values.items())
+        out.print(
+            f"{len(v.seeds)} random input sets{' (' + dims + ')' if dims else ''}; "
+            f"rtol {v.rtol:g}, atol {v.atol:g}: "
+            + ("[green]equivalent[/]" if v.ok else f"[red]DIFFERENT[/] — {v.reason}")
+        )
+    return 0 if v.ok else 1
+
+
+def cmd_examples(args) -> int:
+    from eqsat import pipeline
+    from eqsat.egraph.onnx_io import save_model
+    from eqsat.examples import example_names
+
+    if not args.write:
+        for name in example_names():
+            out.print(name)
+        return 0
+    model = pipeline.example_model(args.write, size=args.size)
+    path = args.output or f"{args.write}.onnx"
+    save_model(model, path)
+    out.print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {
+    "info": cmd_info,
+    "optimize": cmd_optimize,
+    "verify": cmd_verify,
+    "examples": cmd_examples,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except EqsatError as e:
+        err.print(f"eqsat: error: {e}", markup=False, soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        err.print("eqsat: interrupted", markup=False)
+        return 130
+    except Exception as e:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("EQSAT_DEBUG"):
+            traceback.print_exc()
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        err.print(
+            f"eqsat: internal error: {type(e).__name__}: {first} "
+            "(set EQSAT_DEBUG=1 for a traceback)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

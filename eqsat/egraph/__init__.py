@@ -1,0 +1,1 @@
+"""egraph stage (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""Op definitions, one module per family; :mod:`eqsat.egraph.ops` assembles them into the table."""

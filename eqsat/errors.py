@@ -1,0 +1,21 @@
+"""Exceptions that carry the CLI's exit codes: a user sees one line, never a traceback."""
+
+from __future__ import annotations
+
+
+class EqsatError(Exception):
+    """Base class; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 2
+
+
+class InputError(EqsatError):
+    """Bad input or usage: unreadable/corrupt model, cycles, unknown ops without shapes..."""
+
+    exit_code = 2
+
+
+class VerificationError(EqsatError):
+    """The optimized model does not match the original within tolerance."""
+
+    exit_code = 1

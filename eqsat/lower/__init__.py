@@ -1,0 +1,1 @@
+"""lower stage (see ARCHITECTURE.md)."""

@@ -1,0 +1,181 @@
+"""The pipeline: composes the stages (the only module that imports them all besides the CLI).
+
+``optimize``: ONNX → import → constant folding and dead-code removal → export → onnx.checker →
+verification gate (original vs optimized in onnxruntime) → :class:`Result`. With an output
+path the file is written atomically: into a temporary directory beside the target, checked and
+verified there, and renamed into place only when everything passed — a failure leaves no file.
+The e-graph stages slot in between folding and export (see ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from eqsat.egraph import onnx_io, passes
+from eqsat.egraph.ir import TensorGraph
+from eqsat.egraph.ops import node_flops
+from eqsat.errors import InputError, VerificationError
+from eqsat.verify import numeric
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Options:
+    """Every setting of a pipeline run, in one place (the CLI fills it from flags)."""
+
+    verify: bool = True
+    rtol: float = numeric.DEFAULT_RTOL
+    atol: float = numeric.DEFAULT_ATOL
+    seeds: tuple[int, ...] = numeric.DEFAULT_SEEDS
+    fold_constants: bool = True
+
+
+def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
+    """Op counts of an ONNX file as written (Constant nodes included), like onnxsim's table."""
+    hist: dict[str, int] = {}
+    for n in model.graph.node:
+        key = f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+        hist[key] = hist.get(key, 0) + 1
+    return dict(sorted(hist.items()))
+
+
+@dataclass
+class Result:
+    source: onnx.ModelProto
+    original: TensorGraph
+    graph: TensorGraph
+    model: onnx.ModelProto
+    times: dict[str, float] = field(default_factory=dict)
+    verdict: numeric.Verdict | None = None
+    output: Path | None = None
+
+    def summary(self) -> dict:
+        return {
+            "output": str(self.output) if self.output else None,
+            "nodes_before": len(self.source.graph.node),
+            "nodes_after": len(self.model.graph.node),
+            "ops_before": op_histogram(self.source),
+            "ops_after": op_histogram(self.model),
+            "params_before": self.original.param_count(),
+            "params_after": self.graph.param_count(),
+            "times_s": {k: round(v, 4) for k, v in self.times.items()},
+            "verification": self.verdict.to_json() if self.verdict else None,
+        }
+
+
+class _Timer:
+    def __init__(self, progress: Progress | None):
+        self.times: dict[str, float] = {}
+        self.progress = progress
+
+    def phase(self, name: str):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                if timer.progress:
+                    timer.progress(name)
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.times[name] = timer.times.get(name, 0.0) + time.perf_counter() - self.t0
+
+        return _Ctx()
+
+
+def load(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
+    return model if isinstance(model, onnx.ModelProto) else onnx_io.load_model(model)
+
+
+def optimize(
+    model: onnx.ModelProto | str | os.PathLike,
+    options: Options | None = None,
+    output: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> Result:
+    """Optimize a model; with ``output``, write it atomically after the verification gate."""
+    options = options or Options()
+    timer = _Timer(progress)
+    with timer.phase("import"):
+        source = load(model)
+        original = onnx_io.import_onnx(source)
+    graph = original
+    if options.fold_constants:
+        with timer.phase("fold"):
+            graph = passes.fold_constants(graph)
+    with timer.phase("dce"):
+        graph = passes.eliminate_dead_code(graph)
+    with timer.phase("export"):
+        out_model = onnx_io.export_onnx(graph)
+    result = Result(source, original, graph, out_model, timer.times)
+    with tempfile.TemporaryDirectory(
+        prefix=".eqsat-", dir=Path(output).parent if output else None
+    ) as tmp:
+        name = Path(output).name if output else "optimized.onnx"
+        files = onnx_io.save_model(out_model, Path(tmp) / name)
+        with timer.phase("check"):
+            try:
+                onnx.checker.check_model(str(files[0]), full_check=True)
+            except onnx.checker.ValidationError as e:
+                raise VerificationError(f"the optimized model fails onnx.checker: {e}") from e
+        if options.verify:
+            with timer.phase("verify"):
+                reference = model if not isinstance(model, onnx.ModelProto) else source
+                result.verdict = numeric.compare_models(
+                    reference, files[0], seeds=options.seeds, rtol=options.rtol, atol=options.atol
+                )
+            if not result.verdict.ok:
+                raise VerificationError(
+                    f"verification failed, no output written: {result.verdict.reason} "
+                    f"(max abs error {result.verdict.max_abs:.3g})"
+                )
+        if output:
+            dest = Path(output).parent
+            for f in files:
+                os.replace(f, dest / f.name)
+            result.output = Path(output)
+    return result
+
+
+def summarize(graph: TensorGraph) -> dict:
+    """What ``eqsat info`` shows: op histogram, parameters, FLOPs, interface."""
+    flops = 0
+    for n in graph.nodes:
+        ins = [graph.types.get(i) if i else None for i in n.inputs]
+        outs = [graph.types[o] for o in n.outputs if o]
+        flops += node_flops(n, ins, outs)
+    opaque = sorted({n.op for n in graph.nodes if n.opaque is not None})
+    return {
+        "opset": graph.meta.opset,
+        "producer": f"{graph.meta.producer_name} {graph.meta.producer_version}".strip(),
+        "nodes": len(graph.nodes),
+        "ops": graph.op_histogram(),
+        "opaque_ops": opaque,
+        "params": graph.param_count(),
+        "param_bytes": graph.param_bytes(),
+        "flops": int(flops),
+        "inputs": [_io(graph, i) for i in graph.inputs],
+        "outputs": [_io(graph, o) for o in graph.outputs],
+    }
+
+
+def _io(graph: TensorGraph, name: str) -> dict:
+    t = graph.types[name]
+    return {"name": name, "dtype": t.dtype, "shape": list(t.shape)}
+
+
+def example_model(name: str, size: str = "default") -> onnx.ModelProto:
+    from eqsat.examples import build_example
+
+    try:
+        return build_example(name, size=size)
+    except KeyError as e:
+        raise InputError(str(e).strip("'\"")) from e

@@ -1,0 +1,1 @@
+"""rules stage (see ARCHITECTURE.md)."""

@@ -1,0 +1,133 @@
+"""The CLI: info/optimize/verify on examples and files, exit codes, one-line errors, atomic
+output, and the verification gate refusing a wrong model."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from eqsat import cli, pipeline
+from eqsat.egraph import passes
+from eqsat.examples import build_example, example_names
+
+
+@pytest.fixture
+def vgg_file(tmp_path):
+    p = tmp_path / "vgg.onnx"
+    onnx.save_model(build_example("vgg", size="small"), str(p))
+    return p
+
+
+def _run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+@pytest.mark.parametrize("name", example_names())
+def test_info_json_on_every_example(capsys, name):
+    code, out, _ = _run(capsys, "info", "--example", name, "--json")
+    assert code == 0
+    s = json.loads(out)
+    assert s["nodes"] == sum(s["ops"].values()) > 0
+    assert s["params"] > 0 and s["flops"] > 0
+    assert s["inputs"] and s["outputs"]
+
+
+def test_info_table_on_a_file(capsys, vgg_file):
+    code, out, _ = _run(capsys, "info", vgg_file)
+    assert code == 0
+    assert "Conv" in out and "Gemm" in out and "params" in out and "FLOPs" in out
+
+
+@pytest.mark.parametrize("name", example_names())
+def test_optimize_every_example_writes_a_verified_model(capsys, tmp_path, name, monkeypatch):
+    small = build_example(name, size="small")
+    monkeypatch.setattr(pipeline, "example_model", lambda n, size="default": small)
+    out_path = tmp_path / f"{name}.onnx"
+    code, out, _ = _run(capsys, "optimize", "--example", name, "-o", out_path, "--json")
+    assert code == 0
+    s = json.loads(out)
+    assert s["verification"]["ok"] and s["nodes_after"] <= s["nodes_before"]
+    assert set(s["times_s"]) >= {"import", "fold", "export", "verify"}
+    onnx.checker.check_model(str(out_path), full_check=True)
+    code, _, _ = _run(capsys, "verify", out_path, out_path)
+    assert code == 0
+
+
+def test_optimize_folds_constant_nodes(capsys, tmp_path, monkeypatch):
+    small = build_example("bert", size="small")
+    monkeypatch.setattr(pipeline, "example_model", lambda n, size="default": small)
+    code, out, _ = _run(capsys, "optimize", "-o", tmp_path / "b.onnx")
+    assert code == 0
+    s = json.loads(_run(capsys, "optimize", "-o", tmp_path / "c.onnx", "--json")[1])
+    assert s["ops_before"]["Constant"] == 8 and "Constant" not in s["ops_after"]
+    assert s["nodes_after"] < s["nodes_before"] == len(small.graph.node)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "b.onnx")).graph.node}
+    assert "Constant" not in ops and "MatMul" in ops
+    assert "verified" in out and "total" in out
+
+
+def test_verify_detects_a_different_model(capsys, tmp_path, vgg_file):
+    m = onnx.load(str(vgg_file))
+    w = m.graph.initializer[0]
+    arr = onnx.numpy_helper.to_array(w) * 1.5
+    w.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), w.name))
+    other = tmp_path / "other.onnx"
+    onnx.save_model(m, str(other))
+    code, out, _ = _run(capsys, "verify", vgg_file, other)
+    assert code == 1 and "DIFFERENT" in out
+    code, out, _ = _run(capsys, "verify", vgg_file, other, "--json")
+    assert code == 1 and json.loads(out)["ok"] is False
+
+
+def test_gate_refuses_a_wrong_optimization_and_writes_nothing(
+    capsys, tmp_path, vgg_file, monkeypatch
+):
+    def broken_fold(graph):
+        name = next(iter(graph.weights))
+        return graph.replace(weights={**graph.weights, name: graph.weights[name] * 2})
+
+    monkeypatch.setattr(passes, "fold_constants", broken_fold)
+    out_path = tmp_path / "never.onnx"
+    code, _, err = _run(capsys, "optimize", vgg_file, "-o", out_path)
+    assert code == 1
+    assert "verification failed" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == [vgg_file]  # no output, no temporary left
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["info", "{tmp}/missing.onnx"], "no such file"),
+        (["info", "{tmp}/garbage.onnx"], "not a readable ONNX model"),
+        (["info", "{tmp}/truncated.onnx"], "truncated.onnx"),
+        (["optimize", "{tmp}/truncated.onnx", "-o", "{tmp}/o.onnx"], "truncated.onnx"),
+        (["verify", "{tmp}/garbage.onnx", "{tmp}/garbage.onnx"], "garbage.onnx"),
+        (["optimize", "{tmp}/vgg.onnx"], "-o/--output is required"),
+        (["optimize", "--example", "nope", "-o", "{tmp}/o.onnx"], "nope"),
+        (["optimize", "{tmp}/vgg.onnx", "-o", "{tmp}/vgg.onnx"], "overwrite the input"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, vgg_file, argv, message):
+    (tmp_path / "garbage.onnx").write_bytes(b"\x00\x01garbage\xff" * 10)
+    (tmp_path / "truncated.onnx").write_bytes(vgg_file.read_bytes()[:300])
+    code, out, err = _run(capsys, *[a.format(tmp=tmp_path) for a in argv])
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_console_script_runs_without_traceback(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"nope")
+    r = subprocess.run(
+        [sys.executable, "-m", "eqsat", "info", str(bad)], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("eqsat:")
+    r = subprocess.run([sys.executable, "-m", "eqsat", "bogus"], capture_output=True, text=True)
+    assert r.returncode == 2
