@@ -20,7 +20,7 @@ from rich.table import Table
 from eqsat import __version__
 from eqsat.errors import EqsatError, InputError
 
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
 

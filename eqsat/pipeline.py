@@ -129,9 +129,19 @@ def optimize(
         if options.verify:
             with timer.phase("verify"):
                 reference = model if not isinstance(model, onnx.ModelProto) else source
-                result.verdict = numeric.compare_models(
-                    reference, files[0], seeds=options.seeds, rtol=options.rtol, atol=options.atol
-                )
+                try:
+                    result.verdict = numeric.compare_models(
+                        reference,
+                        files[0],
+                        seeds=options.seeds,
+                        rtol=options.rtol,
+                        atol=options.atol,
+                    )
+                except InputError as e:
+                    raise InputError(
+                        f"{e} — the verification gate runs both models in onnxruntime; "
+                        "--no-verify skips it"
+                    ) from e
             if not result.verdict.ok:
                 raise VerificationError(
                     f"verification failed, no output written: {result.verdict.reason} "

@@ -25,7 +25,7 @@ import onnx.helper
 import onnx.numpy_helper
 from google.protobuf.message import DecodeError
 
-from eqsat.egraph.const_eval import ConstEval
+from eqsat.egraph.const_eval import SYMBOLIC_CONSUMERS, ConstEval
 from eqsat.egraph.ir import (
     ArrayAttr,
     GraphError,
@@ -291,7 +291,8 @@ def _infer_types(node, types, consts, onnx_types, opset) -> list[TensorType]:
     if node.opaque is None:
         ins = [types[i] if i else None for i in node.inputs]
         try:
-            out = infer_node(node, ins, [consts.get(i) for i in node.inputs], opset)
+            get = consts.get_sym if node.op in SYMBOLIC_CONSUMERS else consts.get
+            out = infer_node(node, ins, [get(i) for i in node.inputs], opset)
             if len(out) >= len([o for o in node.outputs if o]):
                 return out
         except ShapeError as e:
@@ -332,9 +333,11 @@ def _dedup_weights(graph: TensorGraph, keep: set[str]) -> dict[str, str]:
     canon: dict[tuple, str] = {}
     rename: dict[str, str] = {}
     for name in sorted(graph.weights, key=lambda n: (n not in keep, n)):
-        w = np.ascontiguousarray(graph.weights[name])
+        w = np.asarray(graph.weights[name])  # not ascontiguousarray: it makes 0-d arrays 1-d
         key = (w.dtype.str, w.shape, hash(w.tobytes()))
-        if key in canon and np.array_equal(graph.weights[canon[key]], w) and name not in keep:
+        twin = graph.weights.get(canon.get(key, ""))
+        same = twin is not None and twin.shape == w.shape and np.array_equal(twin, w)
+        if same and name not in keep:
             rename[name] = canon[key]
         else:
             canon.setdefault(key, name)

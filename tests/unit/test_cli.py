@@ -131,3 +131,69 @@ def test_console_script_runs_without_traceback(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("eqsat:")
     r = subprocess.run([sys.executable, "-m", "eqsat", "bogus"], capture_output=True, text=True)
     assert r.returncode == 2
+
+
+def _save(tmp_path, name, m):
+    p = tmp_path / name
+    onnx.save_model(m, str(p))
+    return p
+
+
+def test_structurally_bad_models_are_one_line_exit_2(capsys, tmp_path):
+    from onnx import helper
+
+    from tests.helpers import model, vi
+
+    cyclic = model(
+        [helper.make_node("Relu", ["b"], ["a"]), helper.make_node("Add", ["x", "a"], ["b"])],
+        [vi("x", [2])],
+        [vi("b", [2])],
+    )
+    unknown = model(
+        [helper.make_node("Frob", ["x"], ["y"], domain="com.acme")], [vi("x", [2])], [vi("y", None)]
+    )
+    unknown.opset_import.append(helper.make_opsetid("com.acme", 1))
+    missing = model(
+        [helper.make_node("Add", ["x", "nowhere"], ["y"])], [vi("x", [2])], [vi("y", [2])]
+    )
+    for name, m, msg in [
+        ("cyclic.onnx", cyclic, "cycle"),
+        ("unknown.onnx", unknown, "com.acme.Frob is unknown to eqsat"),
+        ("missing.onnx", missing, "nowhere"),
+    ]:
+        path = _save(tmp_path, name, m)
+        for argv in (["info", path], ["optimize", path, "-o", tmp_path / "o.onnx"]):
+            code, _, err = _run(capsys, *argv)
+            assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_unknown_op_ort_cannot_run_needs_no_verify(capsys, tmp_path):
+    from onnx import helper
+
+    from tests.helpers import model, vi
+
+    m = model(
+        [helper.make_node("Frob", ["x"], ["y"], domain="com.acme")], [vi("x", [2])], [vi("y", [2])]
+    )
+    m.opset_import.append(helper.make_opsetid("com.acme", 1))
+    path = _save(tmp_path, "frob.onnx", m)
+    code, _, err = _run(capsys, "optimize", path, "-o", tmp_path / "o.onnx")
+    assert code == 2 and "--no-verify" in err and not (tmp_path / "o.onnx").exists()
+    code, out, _ = _run(capsys, "optimize", path, "-o", tmp_path / "o.onnx", "--no-verify")
+    assert code == 0 and "not verified" in out
+    kept = onnx.load(str(tmp_path / "o.onnx"))
+    assert [(n.op_type, n.domain) for n in kept.graph.node] == [("Frob", "com.acme")]
+
+
+def test_unnamed_dynamic_dims_become_symbols(capsys, tmp_path):
+    from onnx import helper
+
+    from tests.helpers import model, vi
+
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [None, 3])], [vi("y", [None, 3])])
+    path = _save(tmp_path, "dyn.onnx", m)
+    code, out, _ = _run(capsys, "info", path, "--json")
+    assert code == 0 and json.loads(out)["inputs"][0]["shape"] == ["x_d0", 3]
+    code, _, _ = _run(capsys, "optimize", path, "-o", tmp_path / "o.onnx")
+    assert code == 0

@@ -164,6 +164,20 @@ def test_identical_weights_are_stored_once():
     assert compare_models(m, out, rtol=0, atol=0).ok
 
 
+def test_scalar_and_one_element_weights_are_not_merged():
+    nodes = [
+        helper.make_node("Gather", ["x", "i0"], ["a"], axis=0),  # scalar index: drops the axis
+        helper.make_node("Gather", ["x", "i1"], ["b"], axis=0),  # [1] index: keeps it
+        helper.make_node("Add", ["a", "b"], ["y"]),
+    ]
+    inits = [init("i0", np.array(0, np.int64)), init("i1", np.array([0], np.int64))]
+    m = model(nodes, [vi("x", [2, 3])], [vi("y", [1, 3])], inits)
+    out = export_onnx(import_onnx(m))
+    assert len(out.graph.initializer) == 2
+    onnx.checker.check_model(out, full_check=True)
+    assert compare_models(m, out, rtol=0, atol=0).ok
+
+
 def test_metadata_and_names_are_kept():
     m = _chain()
     m.producer_name, m.producer_version, m.doc_string = "me", "1.2", "a doc"

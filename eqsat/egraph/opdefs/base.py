@@ -153,6 +153,12 @@ def ints(a) -> list[int]:
     return [int(v) for v in np.asarray(a).reshape(-1)]
 
 
+def shape_arg(a) -> list[Dim]:
+    """A shape-valued input as dims: ints, or symbols where the value is only known
+    symbolically (see :mod:`eqsat.egraph.const_eval`)."""
+    return [v if isinstance(v, str) else int(v) for v in np.asarray(a).reshape(-1)]
+
+
 def same(ctx: InferCtx) -> list[TensorType]:
     """Output has the type of input 0 (unary element-wise ops)."""
     return [ctx.t(0)]

@@ -29,6 +29,7 @@ from eqsat.egraph.opdefs.base import (
     ints,
     norm_axis,
     opt_input_or_attr,
+    shape_arg,
     sym_dim,
     sym_divide,
     sym_product,
@@ -76,7 +77,7 @@ def norm_axes(axes, rank: int) -> list[int]:
 # ---------------------------------------------------------------------------- Shape, Size
 
 
-def _shape_range(r: int, attrs) -> slice:
+def shape_range(r: int, attrs) -> slice:
     """The dims Shape returns: ``start``/``end`` (opset 15) wrapped once, then clamped."""
     start, end = int(attrs.get("start", 0) or 0), attrs.get("end")
     end = r if end is None else int(end)
@@ -86,20 +87,20 @@ def _shape_range(r: int, attrs) -> slice:
 
 def _shape_infer(ctx: InferCtx) -> list[TensorType]:
     x = ctx.t(0)
-    n = len(x.shape[_shape_range(x.rank, ctx.attrs)])
+    n = len(x.shape[shape_range(x.rank, ctx.attrs)])
     return [TensorType("int64", (n,))]
 
 
 def _shape_static(ctx: InferCtx) -> list[np.ndarray] | None:
     x = ctx.t(0)
-    dims = x.shape[_shape_range(x.rank, ctx.attrs)]
+    dims = x.shape[shape_range(x.rank, ctx.attrs)]
     if not all(isinstance(d, int) for d in dims):
         return None
     return [np.array(dims, dtype=np.int64)]
 
 
 def _shape(args, at):
-    return [np.array(args[0].shape[_shape_range(args[0].ndim, at)], dtype=np.int64)]
+    return [np.array(args[0].shape[shape_range(args[0].ndim, at)], dtype=np.int64)]
 
 
 def _size_infer(ctx: InferCtx) -> list[TensorType]:
@@ -202,7 +203,9 @@ def _reshape_dims(in_shape, shape, allowzero: bool) -> list[Dim]:
     out: list[Dim | None] = []
     neg = None
     for i, s in enumerate(shape):
-        if s == -1:
+        if isinstance(s, str):  # a symbolic target dim (a shape computed from a symbolic dim)
+            out.append(s)
+        elif s == -1:
             if neg is not None:
                 raise ShapeError("Reshape: more than one -1 in the target shape")
             neg = i
@@ -224,7 +227,9 @@ def _reshape_dims(in_shape, shape, allowzero: bool) -> list[Dim]:
     return out  # type: ignore[return-value]
 
 
-def _reshape_target(ctx: InferCtx) -> list[int]:
+def _reshape_target(ctx: InferCtx) -> list[Dim]:
+    if ctx.has(1):
+        return shape_arg(ctx.const(1, "Reshape shape"))
     v = opt_input_or_attr(ctx, 1, "shape", "Reshape shape")
     if v is None:
         raise ShapeError("Reshape needs a shape")
@@ -298,7 +303,7 @@ def _axes_op(dims_fn, what: str):
 
 def _expand_infer(ctx: InferCtx) -> list[TensorType]:
     x = ctx.t(0)
-    return [TensorType(x.dtype, broadcast(x.shape, tuple(ints(ctx.const(1, "Expand shape")))))]
+    return [TensorType(x.dtype, broadcast(x.shape, tuple(shape_arg(ctx.const(1, "Expand shape")))))]
 
 
 def _expand(args, at):
