@@ -106,7 +106,8 @@ def optimize(
     timer = _Timer(progress)
     with timer.phase("import"):
         source = load(model)
-        original = onnx_io.import_onnx(source)
+        base_dir = None if isinstance(model, onnx.ModelProto) else Path(model).parent
+        original = onnx_io.import_onnx(source, base_dir)
     graph = original
     if options.fold_constants:
         with timer.phase("fold"):
@@ -120,7 +121,7 @@ def optimize(
         prefix=".eqsat-", dir=Path(output).parent if output else None
     ) as tmp:
         name = Path(output).name if output else "optimized.onnx"
-        files = onnx_io.save_model(out_model, Path(tmp) / name)
+        files = onnx_io.save_model(out_model, Path(tmp) / name, weights=graph.weights)
         with timer.phase("check"):
             try:
                 onnx.checker.check_model(str(files[0]), full_check=True)

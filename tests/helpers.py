@@ -29,3 +29,17 @@ def run_ort(m: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
 
     s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     return s.run(None, feeds)
+
+
+def run_op(op: str, args, attrs=None, n_out: int = 1):
+    """Run a table op the way ``ops.run_node`` does, checking its inferred types on the way."""
+    from eqsat.egraph.ir import TensorType
+    from eqsat.egraph.opdefs.base import InferCtx
+    from eqsat.egraph.ops import OPS
+
+    at = {**(attrs or {}), "_num_outputs": n_out}
+    types = [TensorType(a.dtype.name, a.shape) if a is not None else None for a in args]
+    want = OPS[op].infer(InferCtx(types, args, at))[:n_out]
+    got = OPS[op].run(list(args), at)[:n_out]
+    assert [TensorType(g.dtype.name, g.shape) for g in got] == want
+    return got

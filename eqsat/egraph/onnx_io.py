@@ -16,7 +16,7 @@ distinct weight once (identical tensors are deduplicated), and writes opaque nod
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,12 @@ EXTERNAL_DATA_THRESHOLD = 1 << 30  # weights above 1 GiB in total go to an exter
 
 
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read an .onnx file (with its external data); InputError on anything unreadable."""
+    """Read an .onnx file; InputError on anything unreadable.
+
+    External weight data is *not* loaded into the proto (protobuf cannot hold a tensor over
+    2 GB, even in memory): :func:`import_onnx` reads it from the data files with numpy. Here the
+    files are only checked to exist and to be long enough.
+    """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
@@ -59,11 +64,36 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise InputError(f"{p}: not a readable ONNX model ({_one_line(e)})") from e
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise InputError(f"{p}: not an ONNX model (no graph)")
-    try:
-        onnx.external_data_helper.load_external_data_for_model(model, str(p.parent))
-    except (OSError, ValueError, onnx.checker.ValidationError) as e:
-        raise InputError(f"{p}: cannot read external weight data ({_one_line(e)})") from e
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            loc, offset, length = _external_ref(t)
+            f = p.parent / loc
+            if not f.is_file() or f.stat().st_size < offset + length:
+                raise InputError(
+                    f"{p}: external data {loc!r} of weight {t.name!r} is missing or truncated"
+                )
     return model
+
+
+def _external_ref(t: onnx.TensorProto) -> tuple[str, int, int]:
+    ext = {e.key: e.value for e in t.external_data}
+    n = int(np.prod(t.dims, dtype=np.int64))
+    itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+    return ext.get("location", ""), int(ext.get("offset", 0)), int(ext.get("length", n * itemsize))
+
+
+def _read_tensor(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
+    """A weight as a numpy array; external data is memory-mapped read-only from its file."""
+    if t.data_location != onnx.TensorProto.EXTERNAL:
+        return onnx.numpy_helper.to_array(t)
+    if base_dir is None:
+        raise InputError(f"weight {t.name!r} is in an external file: load the model from a path")
+    loc, offset, _ = _external_ref(t)
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
+    shape = tuple(int(d) for d in t.dims)
+    if int(np.prod(shape, dtype=np.int64)) == 0:
+        return np.zeros(shape, dtype)
+    return np.memmap(base_dir / loc, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
 def _one_line(e: BaseException) -> str:
@@ -200,7 +230,7 @@ def _convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _onnx_inferred_types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     """ONNX's own shape inference, used as a fallback; {} when it cannot run."""
-    if sum(t.ByteSize() for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD:
+    if weight_bytes(model) > EXTERNAL_DATA_THRESHOLD:
         return {}
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
@@ -210,17 +240,23 @@ def _onnx_inferred_types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProt
     return {vi.name: vi for vi in list(g.value_info) + list(g.output)}
 
 
-def import_onnx(model: onnx.ModelProto | str | os.PathLike) -> TensorGraph:
-    """ONNX model (or path) → checked TensorGraph. InputError on anything eqsat cannot take."""
+def import_onnx(
+    model: onnx.ModelProto | str | os.PathLike, base_dir: str | os.PathLike | None = None
+) -> TensorGraph:
+    """ONNX model (or path) → checked TensorGraph. InputError on anything eqsat cannot take.
+
+    ``base_dir`` is where a ModelProto's external data files lie (a path brings its own)."""
     if not isinstance(model, onnx.ModelProto):
+        base_dir = Path(model).parent
         model = load_model(model)
+    base = Path(base_dir) if base_dir is not None else None
     model = _convert_opset(model)
     g = model.graph
     onnx_types = _onnx_inferred_types(model)
 
     weights: dict[str, np.ndarray] = {}
     for t in g.initializer:
-        weights[t.name] = onnx.numpy_helper.to_array(t)
+        weights[t.name] = _read_tensor(t, base)
     for st in g.sparse_initializer:
         weights[st.values.name] = onnx.numpy_helper.to_array(st)
 
@@ -344,8 +380,28 @@ def _dedup_weights(graph: TensorGraph, keep: set[str]) -> dict[str, str]:
     return rename
 
 
+PENDING = "__eqsat_pending__"  # location of external tensors whose bytes save_model writes
+SMALL_TENSOR = 1024  # bytes: tensors up to this size stay inline even in external-data models
+
+
+def _initializer(name: str, w: np.ndarray, external: bool) -> onnx.TensorProto:
+    if not external or w.nbytes <= SMALL_TENSOR:
+        return onnx.numpy_helper.from_array(np.asarray(w), name)
+    t = onnx.TensorProto()
+    t.name = name
+    t.dims.extend(w.shape)
+    t.data_type = onnx.helper.np_dtype_to_tensor_dtype(w.dtype)
+    t.data_location = onnx.TensorProto.EXTERNAL
+    t.external_data.add(key="location", value=PENDING)
+    return t
+
+
 def export_onnx(graph: TensorGraph) -> onnx.ModelProto:
-    """TensorGraph → ModelProto that keeps names, types, opsets and metadata."""
+    """TensorGraph → ModelProto that keeps names, types, opsets and metadata.
+
+    When the weights exceed ``EXTERNAL_DATA_THRESHOLD`` the large ones are left out of the proto
+    (protobuf cannot hold them) and marked external: :func:`save_model` with ``weights=`` writes
+    their bytes. Smaller models are self-contained."""
     keep = set(graph.outputs) | {i for n in graph.nodes for i in n.implicit}
     rename = _dedup_weights(graph, keep)
     r = lambda name: rename.get(name, name)  # noqa: E731
@@ -368,11 +424,9 @@ def export_onnx(graph: TensorGraph) -> onnx.ModelProto:
         nodes.append(p)
 
     used = {r(i) for n in graph.nodes for i in n.reads} | set(graph.outputs)
-    inits = [
-        onnx.numpy_helper.from_array(np.asarray(w), name)
-        for name, w in graph.weights.items()
-        if name in used and name not in rename
-    ]
+    kept = {k: w for k, w in graph.weights.items() if k in used and k not in rename}
+    external = sum(w.nbytes for w in kept.values()) > EXTERNAL_DATA_THRESHOLD
+    inits = [_initializer(name, w, external) for name, w in kept.items()]
     g = onnx.helper.make_graph(
         nodes,
         graph.meta.graph_name,
@@ -402,23 +456,49 @@ def export_onnx(graph: TensorGraph) -> onnx.ModelProto:
 
 
 def weight_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the initializers held in memory (raw_data; ByteSize() is unsafe past 2 GB)."""
     return sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer)
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> list[Path]:
-    """Write ``model`` to ``path`` (plus ``<name>.data`` when weights exceed the 2 GB protobuf
-    limit's safety margin). Not atomic by itself: see :func:`eqsat.pipeline.atomic_output`.
-    Returns the files written."""
+def save_model(
+    model: onnx.ModelProto,
+    path: str | os.PathLike,
+    weights: Mapping[str, np.ndarray] | None = None,
+) -> list[Path]:
+    """Write ``model`` to ``path``, plus ``<name>.data`` for external weights: those
+    :func:`export_onnx` left pending (their bytes come from ``weights``) or, for a model built
+    elsewhere, all large ones when they exceed ``EXTERNAL_DATA_THRESHOLD``. Not atomic by
+    itself (the pipeline writes into a temporary directory and renames). Returns the files."""
     p = Path(path)
+    pending = [
+        t
+        for t in model.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+        and any(e.key == "location" and e.value == PENDING for e in t.external_data)
+    ]
+    data = p.name + ".data"
+    if pending:
+        if weights is None:
+            raise ValueError("this model has pending external weights: pass weights=")
+        with open(p.parent / data, "wb") as f:
+            for t in pending:
+                offset = -(-f.tell() // 4096) * 4096  # page-aligned, so readers can mmap
+                f.seek(offset)
+                w = np.ascontiguousarray(weights[t.name])
+                w.tofile(f)
+                del t.external_data[:]
+                for k, v in (("location", data), ("offset", offset), ("length", w.nbytes)):
+                    t.external_data.add(key=k, value=str(v))
+        onnx.save_model(model, str(p))
+        return [p, p.parent / data]
     if weight_bytes(model) > EXTERNAL_DATA_THRESHOLD:
-        data = p.name + ".data"
         onnx.save_model(
             model,
             str(p),
             save_as_external_data=True,
             all_tensors_to_one_file=True,
             location=data,
-            size_threshold=1024,
+            size_threshold=SMALL_TENSOR,
         )
         return [p, p.parent / data]
     onnx.save_model(model, str(p))

@@ -201,10 +201,28 @@ def test_external_data_is_read_and_written(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_io, "EXTERNAL_DATA_THRESHOLD", 1000)
     dst = tmp_path / "out" / "dst.onnx"
     dst.parent.mkdir()
-    files = onnx_io.save_model(export_onnx(g), dst)
+    exported = export_onnx(g)
+    assert exported.graph.initializer[0].data_location == onnx.TensorProto.EXTERNAL
+    assert not exported.graph.initializer[0].raw_data  # never held inline
+    files = onnx_io.save_model(exported, dst, weights=g.weights)
     assert [f.name for f in files] == ["dst.onnx", "dst.onnx.data"]
     assert (dst.parent / "dst.onnx.data").stat().st_size >= w.nbytes
     assert compare_models(src, dst, rtol=0, atol=0).ok
+
+
+def test_truncated_external_data_is_an_input_error(tmp_path):
+    w = np.ones((64, 64), np.float32)
+    m = model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [vi("x", [1, 64])],
+        [vi("y", [1, 64])],
+        [init("w", w)],
+    )
+    src = tmp_path / "src.onnx"
+    onnx.save_model(m, str(src), save_as_external_data=True, location="src.bin", size_threshold=0)
+    (tmp_path / "src.bin").write_bytes(b"\0" * 100)
+    with pytest.raises(InputError, match="missing or truncated"):
+        import_onnx(src)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from onnx import helper
 from eqsat.egraph.ir import TensorType
 from eqsat.egraph.opdefs import nn
 from eqsat.egraph.opdefs.base import InferCtx, ShapeError
+from tests.helpers import run_op as run
 
 OPS = {d.name: d for d in nn.DEFS}
 F32 = "float32"
@@ -20,16 +21,6 @@ rng = np.random.default_rng(0)
 def infer(op, types, attrs=None, consts=None):
     consts = consts if consts is not None else [None] * len(types)
     return OPS[op].infer(InferCtx(types, consts, dict(attrs or {})))
-
-
-def run(op, args, attrs=None, n_out=1):
-    """Run an op the way ``ops.run_node`` does, and check its inferred types on the way."""
-    at = {**(attrs or {}), "_num_outputs": n_out}
-    types = [TensorType(a.dtype.name, a.shape) if a is not None else None for a in args]
-    want = OPS[op].infer(InferCtx(types, args, at))[:n_out]
-    got = OPS[op].run(list(args), at)[:n_out]
-    assert [TensorType(g.dtype.name, g.shape) for g in got] == want
-    return got
 
 
 def ort_run(op, args, attrs=None, n_out=1, dtypes=None):

@@ -11,6 +11,7 @@ import pytest
 from eqsat.egraph.ir import ArrayAttr, TensorType
 from eqsat.egraph.opdefs import tensor
 from eqsat.egraph.opdefs.base import InferCtx, ShapeError
+from tests.helpers import run_op as run
 
 OPS = {d.name: d for d in tensor.DEFS}
 F32 = "float32"
@@ -34,16 +35,6 @@ def infer(op, types, consts=None, attrs=None, n_out=1):
 
 def shapes(op, types, consts=None, attrs=None, n_out=1):
     return [t.shape for t in infer(op, types, consts, attrs, n_out)]
-
-
-def run(op, args, attrs=None, n_out=1):
-    """Run an op as ``ops.run_node`` does, checking the inferred types on the way."""
-    at = {**(attrs or {}), "_num_outputs": n_out}
-    types = [TensorType(a.dtype.name, a.shape) if a is not None else None for a in args]
-    want = OPS[op].infer(InferCtx(types, args, at))[:n_out]
-    got = OPS[op].run(list(args), at)[:n_out]
-    assert [TensorType(g.dtype.name, g.shape) for g in got] == want
-    return got
 
 
 def _shape_arg(v):
