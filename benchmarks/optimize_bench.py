@@ -1,0 +1,141 @@
+"""Benchmark ``eqsat optimize``: nodes before/after, optimize time per phase, and onnxruntime
+latency of the original vs the optimized model.
+
+    .venv/bin/python benchmarks/optimize_bench.py [MODEL.onnx ...] [--examples a,b] [--reps 15]
+
+For every bundled example (default size) and every .onnx file given: both models run in ORT
+with ORT_ENABLE_ALL on the same inputs; repetitions are interleaved (original, optimized,
+original, ...) so that background load hits both alike; each repetition times enough inner runs
+to last >= 20 ms. Reported: the minimum (the stable figure on a shared machine) and the median
+per run, and the ratio original ÷ optimized (> 1 means eqsat made it faster), for 1 intra-op
+thread and for 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+
+from eqsat import pipeline
+from eqsat.examples import build_example, example_names
+from eqsat.verify.numeric import input_specs, random_feeds
+
+
+def session(path: Path, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _inner(sess, feeds) -> int:
+    t0 = time.perf_counter()
+    sess.run(None, feeds)
+    one = max(time.perf_counter() - t0, 1e-6)
+    return max(1, int(0.02 / one))
+
+
+def interleaved(paths: list[Path], feeds: dict, threads: int, reps: int) -> list[list[float]]:
+    """Per model, the seconds per run of each repetition; models alternate every repetition."""
+    sessions = [session(p, threads) for p in paths]
+    for s in sessions:  # warm-up
+        for _ in range(3):
+            s.run(None, feeds)
+    inner = [_inner(s, feeds) for s in sessions]
+    times: list[list[float]] = [[] for _ in sessions]
+    for _ in range(reps):
+        for k, s in enumerate(sessions):
+            t0 = time.perf_counter()
+            for _ in range(inner[k]):
+                s.run(None, feeds)
+            times[k].append((time.perf_counter() - t0) / inner[k])
+    return times
+
+
+def bench_one(label: str, source, workdir: Path, reps: int, options: pipeline.Options) -> dict:
+    src = workdir / f"{label}.onnx"
+    if isinstance(source, onnx.ModelProto):
+        onnx.save_model(source, str(src))
+    else:
+        src = Path(source)
+    out = workdir / f"{label}.opt.onnx"
+    t0 = time.perf_counter()
+    result = pipeline.optimize(src, options, output=out)
+    total = time.perf_counter() - t0
+    feeds = random_feeds(input_specs(src), seed=0)
+    row = {
+        "model": label,
+        "nodes": (len(result.source.graph.node), len(result.model.graph.node)),
+        "optimize_s": total,
+        "phases": result.times,
+    }
+    for threads in (1, 2):
+        a, b = interleaved([src, out], feeds, threads, reps)
+        row[f"t{threads}"] = {
+            "orig_min_ms": min(a) * 1e3,
+            "opt_min_ms": min(b) * 1e3,
+            "orig_med_ms": statistics.median(a) * 1e3,
+            "opt_med_ms": statistics.median(b) * 1e3,
+            "speedup_min": min(a) / min(b),
+            "speedup_med": statistics.median(a) / statistics.median(b),
+        }
+    return row
+
+
+def print_table(rows: list[dict]) -> None:
+    head = (
+        f"{'model':22s} {'nodes':>11s} {'opt s':>6s} "
+        f"{'orig ms':>8s} {'opt ms':>8s} {'x(min,1t)':>9s} {'x(med,1t)':>9s} {'x(min,2t)':>9s}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        t1, t2 = r["t1"], r["t2"]
+        nodes = f"{r['nodes'][0]}->{r['nodes'][1]}"
+        print(
+            f"{r['model']:22s} {nodes:>11s} {r['optimize_s']:6.2f} "
+            f"{t1['orig_min_ms']:8.3f} {t1['opt_min_ms']:8.3f} {t1['speedup_min']:9.3f} "
+            f"{t1['speedup_med']:9.3f} {t2['speedup_min']:9.3f}"
+        )
+    print()
+    for r in rows:
+        phases = "  ".join(f"{k} {v:.3f}" for k, v in r["phases"].items())
+        print(f"{r['model']:22s} phases (s): {phases}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("models", nargs="*", help=".onnx files to benchmark besides the examples")
+    p.add_argument("--examples", default=",".join(example_names()), help="comma list or ''")
+    p.add_argument("--size", default="default", choices=["default", "small"])
+    p.add_argument("--reps", type=int, default=15, help="interleaved repetitions (>= 15)")
+    args = p.parse_args(argv)
+    options = pipeline.Options()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for name in [n for n in args.examples.split(",") if n]:
+            rows.append(bench_one(name, build_example(name, args.size), work, args.reps, options))
+            print(f"done {name}", file=sys.stderr)
+        for m in args.models:
+            rows.append(bench_one(Path(m).stem, Path(m), work, args.reps, options))
+            print(f"done {m}", file=sys.stderr)
+    print(
+        f"onnxruntime {ort.__version__}, ORT_ENABLE_ALL, {args.reps} interleaved repetitions; "
+        "x = original / optimized latency (> 1: faster)"
+    )
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
