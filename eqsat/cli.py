@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--json", action="store_true", help="machine-readable verdict")
     _add_tolerance(ver)
 
+    cal = sub.add_parser("calibrate", help="measure this machine's roofline cost constants")
+    cal.add_argument("-o", "--output", help="file to write (default: the user cache)")
+
     ex = sub.add_parser("examples", help="list the bundled example models, or write one")
     ex.add_argument("--write", metavar="NAME", help="write this example as NAME.onnx")
     ex.add_argument("-o", "--output", help="file to write (with --write)")
@@ -229,6 +232,23 @@ def cmd_verify(args) -> int:
     return 0 if v.ok else 1
 
 
+def cmd_calibrate(args) -> int:
+    from eqsat.extract.roofline import cache_file, calibrate
+
+    path = Path(args.output) if args.output else cache_file()
+    with err.status("measuring (about 5 s)", spinner="dots") if err.is_terminal else _nullctx():
+        c = calibrate(path)
+    peaks = ", ".join(
+        f"{k} {v:g}" for k, v in sorted(c.peak_gflops.items()) if v != c.bandwidth_gbs
+    )
+    out.print(
+        f"per-kernel overhead {c.overhead_us:g} us, bandwidth {c.bandwidth_gbs:g} GB/s, "
+        f"peak GFLOP/s: {peaks}"
+    )
+    out.print(f"wrote {path}")
+    return 0
+
+
 def cmd_examples(args) -> int:
     from eqsat import pipeline
     from eqsat.egraph.onnx_io import save_model
@@ -250,6 +270,7 @@ COMMANDS = {
     "optimize": cmd_optimize,
     "verify": cmd_verify,
     "examples": cmd_examples,
+    "calibrate": cmd_calibrate,
 }
 
 

@@ -197,3 +197,15 @@ def test_unnamed_dynamic_dims_become_symbols(capsys, tmp_path):
     assert code == 0 and json.loads(out)["inputs"][0]["shape"] == ["x_d0", 3]
     code, _, _ = _run(capsys, "optimize", path, "-o", tmp_path / "o.onnx")
     assert code == 0
+
+
+def test_calibrate_and_examples_commands(capsys, tmp_path):
+    code, out, _ = _run(capsys, "calibrate", "-o", tmp_path / "c.json")
+    assert code == 0 and "GB/s" in out and (tmp_path / "c.json").is_file()
+    code, out, _ = _run(capsys, "examples")
+    assert code == 0 and out.split() == example_names()
+    code, _, _ = _run(
+        capsys, "examples", "--write", "vgg", "--size", "small", "-o", tmp_path / "v.onnx"
+    )
+    assert code == 0
+    onnx.checker.check_model(str(tmp_path / "v.onnx"), full_check=True)
