@@ -45,6 +45,19 @@ def _seeds(text: str) -> tuple[int, ...]:
     return tuple(range(n))
 
 
+def _positive(kind):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"not a number: {text}") from e
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text}")
+        return v
+
+    return parse
+
+
 def _add_tolerance(p: argparse.ArgumentParser) -> None:
     from eqsat.verify import numeric
 
@@ -75,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument(
         "--no-verify", action="store_true", help="skip the verification gate (not recommended)"
     )
+    opt.add_argument("--rules", default="cleanup", help="rule families, comma-separated")
+    opt.add_argument(
+        "--disable-rule", action="append", default=[], metavar="NAME", help="leave a rule out"
+    )
+    opt.add_argument("--iter-limit", type=_positive(int), default=30, help="saturation rounds")
+    opt.add_argument("--node-limit", type=_positive(int), default=100_000, help="e-node limit")
+    opt.add_argument("--time-limit", type=_positive(float), default=60.0, help="seconds")
+    opt.add_argument("--cost-model", default="roofline", choices=["roofline", "ast-size"])
+    opt.add_argument("--no-egraph", action="store_true", help="only fold constants and DCE")
     _add_tolerance(opt)
 
     ver = sub.add_parser("verify", help="numerical equivalence of two models in onnxruntime")
@@ -152,7 +174,17 @@ def cmd_optimize(args) -> int:
     if args.model and Path(output).resolve() == Path(args.model).resolve():
         raise InputError("the output would overwrite the input; choose another -o")
     opts = pipeline.Options(
-        verify=not args.no_verify, rtol=args.rtol, atol=args.atol, seeds=args.seeds
+        verify=not args.no_verify,
+        rtol=args.rtol,
+        atol=args.atol,
+        seeds=args.seeds,
+        egraph=not args.no_egraph,
+        rules=tuple(r for r in args.rules.split(",") if r),
+        disabled_rules=tuple(args.disable_rule),
+        iter_limit=args.iter_limit,
+        node_limit=args.node_limit,
+        time_limit=args.time_limit,
+        cost_model=args.cost_model,
     )
     show = not args.json and err.is_terminal
     with err.status("optimizing", spinner="dots") if show else _nullctx() as status:
@@ -189,6 +221,15 @@ def _print_optimize(s: dict) -> None:
     out.print(t)
     times = "  ".join(f"{k} {v:.2f}s" for k, v in s["times_s"].items())
     out.print(f"time: {times}")
+    eg = s.get("egraph")
+    if eg:
+        sat = eg["saturation"]
+        fired = ", ".join(f"{k} {v}" for k, v in sat["matches"].items() if v) or "none"
+        out.print(
+            f"e-graph: {sat['enodes'][0]} -> {sat['enodes'][-1]} e-nodes in "
+            f"{sat['iterations']} iterations ({sat['stop_reason']}); rules fired: {fired}"
+        )
+        out.print(f"cost ({eg['cost_model']}): {eg['cost_before']:.4g} -> {eg['cost_after']:.4g}")
     v = s["verification"]
     if v:
         out.print(

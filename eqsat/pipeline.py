@@ -1,10 +1,11 @@
 """The pipeline: composes the stages (the only module that imports them all besides the CLI).
 
-``optimize``: ONNX → import → constant folding and dead-code removal → export → onnx.checker →
-verification gate (original vs optimized in onnxruntime) → :class:`Result`. With an output
-path the file is written atomically: into a temporary directory beside the target, checked and
-verified there, and renamed into place only when everything passed — a failure leaves no file.
-The e-graph stages slot in between folding and export (see ARCHITECTURE.md).
+``optimize``: ONNX → import → constant folding and dead-code removal → encode into an e-graph →
+saturate with the rule schedule → extract under a cost model (roofline by default) → export →
+onnx.checker → verification gate (original vs optimized in onnxruntime) → :class:`Result`.
+With an output path the file is written atomically: into a temporary directory beside the
+target, checked and verified there, and renamed into place only when everything passed — a
+failure leaves no file.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ class Options:
     atol: float = numeric.DEFAULT_ATOL
     seeds: tuple[int, ...] = numeric.DEFAULT_SEEDS
     fold_constants: bool = True
+    egraph: bool = True  # run the e-graph stages (encode, saturate, extract)
+    rules: tuple[str, ...] = ("cleanup",)  # rule families (see eqsat.rules.schedule)
+    disabled_rules: tuple[str, ...] = ()
+    iter_limit: int = 30
+    node_limit: int = 100_000
+    time_limit: float = 60.0
+    cost_model: str = "roofline"  # roofline | ast-size
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
@@ -56,6 +64,7 @@ class Result:
     times: dict[str, float] = field(default_factory=dict)
     verdict: numeric.Verdict | None = None
     output: Path | None = None
+    egraph: dict | None = None  # saturation and extraction statistics
 
     def summary(self) -> dict:
         return {
@@ -67,6 +76,7 @@ class Result:
             "params_before": self.original.param_count(),
             "params_after": self.graph.param_count(),
             "times_s": {k: round(v, 4) for k, v in self.times.items()},
+            "egraph": self.egraph,
             "verification": self.verdict.to_json() if self.verdict else None,
         }
 
@@ -114,9 +124,12 @@ def optimize(
             graph = passes.fold_constants(graph)
     with timer.phase("dce"):
         graph = passes.eliminate_dead_code(graph)
+    stats = None
+    if options.egraph:
+        graph, stats = _egraph_stages(graph, options, timer)
     with timer.phase("export"):
         out_model = onnx_io.export_onnx(graph)
-    result = Result(source, original, graph, out_model, timer.times)
+    result = Result(source, original, graph, out_model, timer.times, egraph=stats)
     with tempfile.TemporaryDirectory(
         prefix=".eqsat-", dir=Path(output).parent if output else None
     ) as tmp:
@@ -154,6 +167,62 @@ def optimize(
                 os.replace(f, dest / f.name)
             result.output = Path(output)
     return result
+
+
+def _cost_model(name: str):
+    from eqsat.extract.cost import AstSize
+    from eqsat.extract.roofline import RooflineCostModel
+
+    models = {"roofline": RooflineCostModel, "ast-size": AstSize}
+    if name not in models:
+        raise InputError(f"unknown cost model {name!r}; known: {', '.join(models)}")
+    return models[name]()
+
+
+def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
+    """encode → saturate → extract; returns the extracted graph and the statistics."""
+    from eqsat.egraph.encode import encode
+    from eqsat.egraph.saturate import saturate
+    from eqsat.extract.extraction import extract
+    from eqsat.rules import schedule
+
+    try:
+        rules = schedule.select(options.rules, options.disabled_rules)
+    except ValueError as e:
+        raise InputError(str(e)) from e
+    cost_model = _cost_model(options.cost_model)
+    with timer.phase("encode"):
+        enc = encode(graph)
+    with timer.phase("saturate"):
+        sat = saturate(
+            enc,
+            schedule.rulesets(rules),
+            iter_limit=options.iter_limit,
+            node_limit=options.node_limit,
+            time_limit=options.time_limit,
+        )
+    with timer.phase("extract"):
+        ex = extract(sat, cost_model)
+        before = extract_cost(graph, cost_model)
+    stats = {
+        "rules": len(rules),
+        "saturation": sat.summary(),
+        "extraction": ex.summary(),
+        "cost_model": cost_model.name,
+        "cost_before": before,
+        "cost_after": ex.cost,
+    }
+    return ex.graph, stats
+
+
+def extract_cost(graph: TensorGraph, cost_model) -> float:
+    """The cost of a graph as it stands (weight-only nodes are free, as in extraction)."""
+    total = 0.0
+    for n in graph.nodes:
+        ins = [graph.types.get(i) if i else None for i in n.inputs]
+        outs = [graph.types[o] for o in n.outputs if o]
+        total += cost_model.node_cost(n.op, n.attr, ins, outs)
+    return total
 
 
 def summarize(graph: TensorGraph) -> dict:

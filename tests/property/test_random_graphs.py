@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
+from eqsat import pipeline
 from eqsat.egraph import passes
 from eqsat.egraph.onnx_io import export_onnx, import_onnx
 from eqsat.verify.numeric import compare_models, input_specs, random_feeds
@@ -113,3 +114,12 @@ def test_round_trip_interpret_and_fold(m):
     folded = passes.fold_constants(passes.eliminate_dead_code(g))
     folded.check()
     assert compare_models(m, export_onnx(folded), seeds=(0, 1)).ok
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graphs())
+def test_optimize_end_to_end_preserves_semantics(m):
+    result = pipeline.optimize(m, pipeline.Options(seeds=(0, 1)))
+    assert result.verdict.ok
+    result.graph.check()
+    assert len(result.model.graph.node) <= len(m.graph.node)

@@ -1,0 +1,92 @@
+"""Cost models for extraction: the cost of one e-node, given its op and its shapes.
+
+Consumes an op name (the ONNX op type), its attributes (as an ONNX node would carry them) and the
+TensorTypes of its inputs (None for an omitted optional input) and outputs; produces a
+non-negative float. The extractor sums these over the chosen DAG, counting every shared
+subterm once.
+
+What is *not* asked of a model: leaves (graph inputs, weights, literals, omitted inputs) and the
+plumbing of the e-graph (output projections of multi-output nodes, vectors of inputs) cost
+nothing and never reach it. :class:`~eqsat.extract.roofline.RooflineCostModel` (estimated
+microseconds on this machine) has this signature; :class:`AstSize` counts nodes (tests, and the
+"fewest nodes" objective); :class:`OpWeights` gives each op a fixed weight (tests that need one
+rewrite to win over another); :class:`Analytic` is a roofline with fixed constants (FLOPs and
+bytes from the op table), shape-dependent like the roofline but the same on every machine, for
+golden tests of cost-driven choices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+from eqsat.egraph.ir import AttrValue, Node, TensorType, make_attrs
+from eqsat.egraph.ops import node_bytes, node_flops
+
+
+@runtime_checkable
+class CostModel(Protocol):
+    """The cost of one node. Must be >= 0 (extraction relies on it); ``math.inf`` forbids a
+    node."""
+
+    name: str
+
+    def node_cost(
+        self,
+        op: str,
+        attrs: Mapping[str, AttrValue],
+        ins: Sequence[TensorType | None],
+        outs: Sequence[TensorType | None],
+    ) -> float: ...
+
+
+class AstSize:
+    """Every node costs 1: extraction then minimises the node count of the DAG."""
+
+    name = "ast-size"
+
+    def node_cost(self, op, attrs, ins, outs) -> float:
+        return 1.0
+
+
+class OpWeights:
+    """A fixed cost per op (``default`` for the others)."""
+
+    name = "op-weights"
+
+    def __init__(self, weights: Mapping[str, float], default: float = 1.0):
+        self.weights = dict(weights)
+        self.default = default
+
+    def node_cost(self, op, attrs, ins, outs) -> float:
+        return self.weights.get(op, self.default)
+
+
+class Analytic:
+    """``overhead + flops / flops_per_unit + bytes / bytes_per_unit``: kernel launches, compute
+    and memory traffic in one machine-independent unit (defaults: 1 per kernel, 1 per 1000
+    FLOPs, 1 per 1000 bytes)."""
+
+    name = "analytic"
+
+    def __init__(
+        self, overhead: float = 1.0, flops_per_unit: float = 1e3, bytes_per_unit: float = 1e3
+    ):
+        self.overhead = overhead
+        self.flops_per_unit = flops_per_unit
+        self.bytes_per_unit = bytes_per_unit
+
+    def node_cost(self, op, attrs, ins, outs) -> float:
+        node = Node(op, tuple("x" for _ in ins), tuple("y" for _ in outs), make_attrs(attrs))
+        flops = node_flops(node, ins, outs)
+        moved = node_bytes(ins, [t for t in outs if t is not None])
+        return self.overhead + flops / self.flops_per_unit + moved / self.bytes_per_unit
+
+
+def checked_cost(model: CostModel, op, attrs, ins, outs) -> float:
+    """``model.node_cost`` with its contract enforced: NaN or negative costs raise."""
+    c = float(model.node_cost(op, attrs, ins, outs))
+    if math.isnan(c) or c < 0:
+        raise ValueError(f"cost model {model.name!r} gave {c} for {op}: costs must be >= 0")
+    return c

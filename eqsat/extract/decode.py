@@ -1,0 +1,375 @@
+"""Chosen e-nodes → TensorGraph, and what each ``Tensor`` e-node means as an ONNX node.
+
+Consumes a :class:`~eqsat.extract.serialized.SerializedEGraph`, the
+:class:`~eqsat.egraph.encode.Encoding` it grew from and a choice of one e-node per e-class;
+produces a checked TensorGraph.
+
+- :func:`view` reads one e-node as a :class:`View` (leaf, typed op with canonical attributes,
+  generic node, output projection) — shared by typing, costing and decoding.
+- :func:`class_types` gives every e-class its TensorType: the type of the original value bound
+  in it (its let) when there is one, else inferred with the op table from its children's types
+  (new classes made by rules). A multi-output generic node's class has a tuple of types.
+- :func:`decode` writes the graph. Graph inputs, outputs, weight names and the values an opaque
+  node's subgraphs capture keep their names (an extra Identity gives a second name to a value
+  that needs two). Every other value takes an original name of its e-class when it has one,
+  else a fresh ``_eq<n>``; any original name denotes the same value, and keeping them keeps
+  graphs diffable. Nodes are ordered topologically, preferring the original order. Attributes
+  are respelled by :func:`spell_attrs`; weights are copied from the original graph.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from eqsat.egraph.encode import Encoding
+from eqsat.egraph.ir import AttrValue, Node, TensorGraph, TensorType, make_attrs
+from eqsat.egraph.lang import BY_CTOR, OpSpec, canonical_attrs, implied
+from eqsat.egraph.opdefs.base import ShapeError
+from eqsat.egraph.ops import infer_node
+from eqsat.extract.serialized import SerializedEGraph
+
+ClassType = TensorType | tuple[TensorType | None, ...]
+
+
+@dataclass(frozen=True)
+class View:
+    kind: str  # input | weight | ints | scalar | none | op | generic | output | other
+    op: str = ""  # ONNX op type (op, generic)
+    spec: OpSpec | None = None
+    values: tuple = ()  # canonical attribute values (op)
+    inputs: tuple[str | None, ...] = ()  # input classes, None for an omitted one
+    implicit: tuple[str, ...] = ()  # classes a generic node's subgraphs capture
+    name: str = ""  # input / weight name; generic key
+    literal: tuple = ()  # ints: the values; scalar: (value, dtype)
+    index: int = 0  # output projection: which output
+
+    def attrs(self, enc: Encoding) -> dict[str, AttrValue]:
+        """Attributes for type inference and cost models (canonical: every one explicit)."""
+        if self.kind == "generic":
+            return enc.generic[self.name].attr
+        assert self.spec is not None
+        return dict(zip((a.name for a in self.spec.attrs), self.values, strict=True))
+
+
+def none_classes(eg: SerializedEGraph) -> set[str]:
+    return {n.eclass for n in eg.nodes.values() if n.op == "Tensor.none"}
+
+
+def view(eg: SerializedEGraph, nid: str, enc: Encoding, nones: set[str]) -> View:
+    node = eg.nodes[nid]
+    if not node.op.startswith("Tensor."):
+        return View("other")
+    name, kids = node.op[len("Tensor.") :], node.children
+    if name in ("input", "weight"):
+        return View(name, name=eg.literal(kids[0]))
+    if name == "ints":
+        return View("ints", literal=eg.literal(kids[0]))
+    if name == "scalar":
+        return View("scalar", literal=(eg.literal(kids[0]), eg.literal(kids[1])))
+    if name == "none":
+        return View("none")
+    if name == "output":
+        return View("output", inputs=(eg.nodes[kids[0]].eclass,), index=eg.literal(kids[1]))
+
+    def opt(c: str) -> str | None:
+        return None if c in nones else c
+
+    if name == "node":
+        key, ins = eg.literal(kids[0]), eg.literal(kids[1])
+        orig = enc.generic[key]
+        n = len(orig.inputs)
+        return View("generic", orig.op, None, (), tuple(map(opt, ins[:n])), ins[n:], key)
+    spec = BY_CTOR.get(name)
+    if spec is None:
+        return View("other")
+    if spec.inputs == "*":
+        ins, rest = eg.literal(kids[0]), kids[1:]
+    else:
+        k = len(spec.inputs)
+        ins, rest = tuple(opt(eg.nodes[c].eclass) for c in kids[:k]), kids[k:]
+    return View("op", spec.op, spec, tuple(eg.literal(c) for c in rest), tuple(ins))
+
+
+def is_tuple(v: View, enc: Encoding) -> bool:
+    """A multi-output generic node: its class is a tuple, its outputs are projections."""
+    if v.kind != "generic":
+        return False
+    outs = enc.generic[v.name].outputs
+    return not (len(outs) == 1 and outs[0])
+
+
+def leaf_type(v: View, enc: Encoding) -> TensorType | None:
+    if v.kind in ("input", "weight"):
+        return enc.graph.types.get(v.name)
+    if v.kind == "ints":
+        return TensorType("int64", (len(v.literal),))
+    if v.kind == "scalar":
+        return TensorType(v.literal[1], ())
+    return None
+
+
+def leaf_value(v: View, enc: Encoding) -> np.ndarray | None:
+    if v.kind == "weight":
+        return enc.graph.weights.get(v.name)
+    if v.kind == "ints":
+        return np.array(v.literal, dtype=np.int64)
+    if v.kind == "scalar":
+        return np.array(v.literal[0], dtype=v.literal[1])
+    return None
+
+
+def class_types(
+    eg: SerializedEGraph, enc: Encoding, views: Mapping[str, View], classes: Sequence[str]
+) -> dict[str, ClassType]:
+    """A type for every class of ``classes`` that has one (see the module docstring)."""
+    value_of = enc.value_of_let
+    types: dict[str, ClassType] = {}
+    for let, c in eg.lets.items():
+        if let in value_of and c not in types:
+            types[c] = enc.graph.types[value_of[let]]
+    consts: dict[str, np.ndarray] = {}
+    for c in classes:
+        for nid in eg.classes[c]:
+            val = leaf_value(views[nid], enc)
+            if val is not None:
+                consts.setdefault(c, val)
+    parents: dict[str, list[str]] = {}
+    todo: list[str] = []
+    wanted = set(classes)
+    for c in classes:
+        for nid in eg.classes[c]:
+            if views[nid].kind != "other":
+                todo.append(nid)
+                for k in eg.child_classes(nid):
+                    parents.setdefault(k, []).append(nid)
+    while todo:
+        nid = todo.pop()
+        c = eg.nodes[nid].eclass
+        if c in types or c not in wanted:
+            continue
+        t = _node_type(views[nid], enc, types, consts)
+        if t is not None:
+            types[c] = t
+            todo.extend(parents.get(c, ()))
+    return types
+
+
+def _node_type(v: View, enc: Encoding, types, consts) -> ClassType | None:
+    if v.kind in ("input", "weight", "ints", "scalar"):
+        return leaf_type(v, enc)
+    if v.kind == "generic":
+        orig = enc.generic[v.name]
+        outs = tuple(enc.graph.types.get(o) if o else None for o in orig.outputs)
+        return outs[0] if len(outs) == 1 else outs
+    if v.kind == "output":
+        tup = types.get(v.inputs[0])
+        return tup[v.index] if isinstance(tup, tuple) and v.index < len(tup) else None
+    if v.kind != "op" or any(c is not None and c not in types for c in v.inputs):
+        return None
+    ins = [types[c] if c is not None else None for c in v.inputs]
+    if any(isinstance(t, tuple) for t in ins):
+        return None
+    node = Node(v.op, tuple(c or "" for c in v.inputs), ("y",), make_attrs(v.attrs(enc)))
+    try:
+        out = infer_node(node, ins, [consts.get(c) if c else None for c in v.inputs])
+    except ShapeError:
+        return None
+    return out[0] if out else None
+
+
+def spell_attrs(
+    spec: OpSpec,
+    values: Sequence[AttrValue],
+    types: Sequence[TensorType | None],
+    hint: tuple[tuple[str, AttrValue], ...] | None = None,
+) -> tuple[tuple[str, AttrValue], ...]:
+    """ONNX attributes for constructor attribute ``values``: the original spelling ``hint`` when
+    it means the same on these input types, else the attributes that differ from their absence."""
+    values = tuple(values)
+    if hint is not None and canonical_attrs(spec, dict(hint), types) == values:
+        return hint
+    out: dict[str, AttrValue] = {}
+    for a, v in zip(spec.attrs, values, strict=True):
+        try:
+            imp = implied(spec, a, types)
+        except ShapeError:
+            imp = None
+        if imp is None or imp != v:
+            out[a.name] = v
+    return make_attrs(out)
+
+
+class _Names:
+    def __init__(self, reserved: set[str]):
+        self.taken: set[str] = set()
+        self.avoid = set(reserved)
+        self.n = 0
+
+    def claim(self, name: str) -> bool:
+        if name in self.taken:
+            return False
+        self.taken.add(name)
+        return True
+
+    def fresh(self) -> str:
+        while True:
+            self.n += 1
+            name = f"_eq{self.n}"
+            if name not in self.taken and name not in self.avoid:
+                self.taken.add(name)
+                return name
+
+
+def decode(
+    eg: SerializedEGraph,
+    enc: Encoding,
+    choice: Mapping[str, str],
+    order: Sequence[str],
+    views: Mapping[str, View],
+    types: Mapping[str, ClassType],
+) -> TensorGraph:
+    """Write the chosen e-nodes (``order``: children before parents) as a TensorGraph."""
+    g = enc.graph
+    names = _Names(set(g.types))
+    cls_view = {c: views[choice[c]] for c in order}
+    name: dict[str, str] = {}
+    aliases: dict[str, list[str]] = {}  # class -> extra names (Identity nodes)
+    weights: dict[str, np.ndarray] = {}
+    for i in g.inputs:
+        names.claim(i)
+    for c in order:
+        v = cls_view[c]
+        if v.kind in ("input", "weight"):
+            name[c] = v.name
+            names.claim(v.name)
+        if v.kind == "weight":
+            weights[v.name] = g.weights[v.name]
+
+    def pin(c: str, want: str) -> None:
+        if name.get(c) == want:
+            return
+        if c not in name and names.claim(want):
+            name[c] = want
+        else:
+            names.claim(want)
+            aliases.setdefault(c, []).append(want)
+
+    for let, o in zip(enc.roots, g.outputs, strict=True):
+        pin(eg.lets[let], o)
+    for c in order:
+        v = cls_view[c]
+        if v.kind == "generic":
+            for k, cap in zip(v.implicit, enc.generic[v.name].implicit, strict=True):
+                pin(k, cap)
+    value_of = enc.value_of_let
+    originals: dict[str, list[tuple[int, str]]] = {}  # class -> (let number, value name or "")
+    for let, c in eg.lets.items():
+        if let[:1] in "vn" and let[1:].isdigit():
+            originals.setdefault(c, []).append((int(let[1:]), value_of.get(let, "")))
+    for c in order:
+        v = cls_view[c]
+        if c in name or v.kind in ("none", "other") or is_tuple(v, enc):
+            continue
+        cands = [n for _, n in sorted(originals.get(c, []))]
+        if v.kind in ("ints", "scalar"):
+            cands.insert(0, enc.const_names.get((v.kind, *v.literal), ""))
+        name[c] = next((n for n in cands if n and names.claim(n)), None) or names.fresh()
+    for c in order:
+        if cls_view[c].kind in ("ints", "scalar"):
+            weights[name[c]] = leaf_value(cls_view[c], enc)  # type: ignore[assignment]
+
+    def ref(c: str | None) -> str:
+        return "" if c is None else name[c]
+
+    projections = {(v.inputs[0], v.index): c for c, v in cls_view.items() if v.kind == "output"}
+    missing = [name[c] for c in name if c not in types]
+    if missing:
+        raise ValueError(f"no type is known for the chosen value(s) {missing[:5]}")
+    out_types: dict[str, TensorType] = {i: g.types[i] for i in g.inputs}
+    out_types.update({name[c]: types[c] for c in name})  # type: ignore[misc]
+    nodes: dict[str, Node] = {}
+    for c in order:
+        v = cls_view[c]
+        if v.kind == "op":
+            ins = [types[i] if i is not None else None for i in v.inputs]
+            hint = enc.spellings.get((v.op, v.values))
+            attrs = spell_attrs(v.spec, v.values, ins, hint)  # type: ignore[arg-type]
+            inputs = [ref(i) for i in v.inputs]
+            while inputs and not inputs[-1]:
+                inputs.pop()
+            nodes[c] = Node(v.op, tuple(inputs), (name[c],), attrs)
+        elif v.kind == "generic":
+            orig = enc.generic[v.name]
+            if not is_tuple(v, enc):
+                outs = (name[c],)
+            else:
+                outs = tuple(
+                    _tuple_output(c, k, o, projections, name, names, out_types, g)
+                    for k, o in enumerate(orig.outputs)
+                )
+            caps = tuple(enc.generic[v.name].implicit)
+            ins = tuple(ref(i) for i in v.inputs)
+            nodes[c] = Node(
+                orig.op, ins, outs, orig.attrs, orig.domain, orig.name, orig.opaque, caps
+            )
+    ordered = _order(order, cls_view, originals)
+    for c, extra in aliases.items():
+        for a in extra:
+            out_types[a] = types[c]  # type: ignore[assignment]
+    body: list[Node] = []
+    for c in ordered:
+        if c in nodes:
+            body.append(nodes[c])
+            body.extend(Node("Identity", (name[c],), (a,)) for a in aliases.get(c, ()))
+    leaves = [c for c in aliases if c not in nodes]  # an input or weight that is also an output
+    body[:0] = [Node("Identity", (name[c],), (a,)) for c in leaves for a in aliases[c]]
+    graph = TensorGraph(g.inputs, g.outputs, tuple(body), out_types, weights, g.meta)
+    graph.check()
+    return graph
+
+
+def _tuple_output(c, k, orig_out, projections, name, names, out_types, g) -> str:
+    """The name of output ``k`` of the multi-output node chosen for class ``c``."""
+    p = projections.get((c, k))
+    if p is not None and p in name:
+        return name[p]
+    if not orig_out:
+        return ""
+    out = orig_out if names.claim(orig_out) else names.fresh()
+    out_types[out] = g.types[orig_out]
+    return out
+
+
+def _order(order, cls_view, originals) -> list[str]:
+    """Kahn's algorithm over the chosen classes, preferring each class's original position;
+    a class a rule created goes right after its last input."""
+    pos: dict[str, float] = {}
+    deps: dict[str, set[str]] = {}
+    for c in order:
+        v = cls_view[c]
+        kids = {k for k in v.inputs + v.implicit if k is not None}
+        deps[c] = {k for k in kids if k in cls_view}
+        own = [i for i, _ in originals.get(c, [])]
+        below = max((pos[k] for k in deps[c]), default=-1.0)
+        pos[c] = float(min(own)) if own else below + 0.5
+    users: dict[str, list[str]] = {}
+    waiting = {c: len(d) for c, d in deps.items()}
+    for c, d in deps.items():
+        for k in d:
+            users.setdefault(k, []).append(c)
+    rank = {c: i for i, c in enumerate(order)}
+    ready = [(pos[c], rank[c], c) for c in order if waiting[c] == 0]
+    heapq.heapify(ready)
+    out: list[str] = []
+    while ready:
+        _, _, c = heapq.heappop(ready)
+        out.append(c)
+        for u in users.get(c, ()):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, (pos[u], rank[u], u))
+    return out

@@ -1,0 +1,63 @@
+"""Rules as named data: the :class:`Rule` record and its compilation to egglog.
+
+Consumes terms of :mod:`eqsat.egraph.lang` (patterns with egglog variables); produces egglog
+rules for :mod:`eqsat.egraph.saturate`. A rule is a record, not code: a unique, stable,
+kebab-case name (per-rule statistics are reported by it), the left- and right-hand sides, side
+conditions (``when``: egglog facts such as ``eq(p).to(Vec(...))``), a proof *claim* whose
+evidence lives in ``eqsat/verify`` (the ledger, issue 5), whether it is exact in floating point,
+and where it came from. Every rule compiles to ``rule(eq(root).to(lhs), *when, name=name)
+.then(union(root).with_(rhs))`` so that egglog's run report counts matches by rule name; one-way
+clean-ups may ``subsume`` their left-hand side (EGGLOG_NOTES: it keeps the e-graph small).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from egglog import RewriteOrRule, eq, rule, subsume, union, var
+
+from eqsat.egraph.lang import Tensor
+
+_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+PROOF_CLAIMS = ("unproved", "bounded", "axioms")
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    family: str
+    lhs: Tensor
+    rhs: Tensor
+    when: tuple = ()
+    proof: str = "unproved"  # a claim; the ledger in eqsat/verify holds the evidence
+    fp_exact: bool = True  # False where it reassociates floating-point arithmetic
+    origin: str = "hand"  # hand | generated
+    subsume: bool = False  # one-way clean-up: the lhs is removed from extraction
+    doc: str = ""  # the identity in math, where it is not obvious
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"rule name {self.name!r} is not kebab-case")
+        if self.proof not in PROOF_CLAIMS:
+            raise ValueError(f"rule {self.name}: proof claim {self.proof!r}")
+
+    def egglog(self) -> RewriteOrRule:
+        root = var("__root", Tensor)
+        actions = [union(root).with_(self.rhs)]
+        if self.subsume:
+            actions.append(subsume(self.lhs))
+        return rule(eq(root).to(self.lhs), *self.when, name=self.name).then(*actions)
+
+    def text(self) -> str:
+        """The printed form: what the proof ledger hashes (editing a rule drops its proof)."""
+        when = f" if {', '.join(str(w) for w in self.when)}" if self.when else ""
+        return f"{self.lhs} => {self.rhs}{when}"
+
+
+def check_unique(rules: list[Rule]) -> None:
+    seen: set[str] = set()
+    for r in rules:
+        if r.name in seen:
+            raise ValueError(f"rule name {r.name!r} is used twice")
+        seen.add(r.name)
