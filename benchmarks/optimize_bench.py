@@ -6,7 +6,8 @@ latency of the original vs the optimized model.
 For every bundled example (default size) and every .onnx file given: both models run in ORT
 with ORT_ENABLE_ALL on the same inputs; repetitions are interleaved (original, optimized,
 original, ...) so that background load hits both alike; each repetition times enough inner runs
-to last >= 20 ms. Reported: the minimum (the stable figure on a shared machine) and the median
+to last >= 20 ms; idle ORT threads do not spin (they would steal the other session's cores).
+Reported: the minimum (the stable figure on a shared machine) and the median
 per run, and the ratio original ÷ optimized (> 1 means eqsat made it faster), for 1 intra-op
 thread and for 2.
 """
@@ -34,6 +35,9 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # Two sessions alternate on 2 cores: a spinning idle thread pool of one steals the CPU from
+    # the other (measured: identical graphs came out 0.74x apart at 2 threads with spinning).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
