@@ -222,7 +222,14 @@ def _print_optimize(s: dict) -> None:
     times = "  ".join(f"{k} {v:.2f}s" for k, v in s["times_s"].items())
     out.print(f"time: {times}")
     eg = s.get("egraph")
-    if eg:
+    if eg and "error" in eg:
+        err.print(
+            f"eqsat: warning: the e-graph stage failed ({eg['error']}); wrote the "
+            "constant-folded model instead",
+            markup=False,
+            soft_wrap=True,
+        )
+    elif eg:
         sat = eg["saturation"]
         fired = ", ".join(f"{k} {v}" for k, v in sat["matches"].items() if v) or "none"
         out.print(

@@ -126,7 +126,14 @@ def optimize(
         graph = passes.eliminate_dead_code(graph)
     stats = None
     if options.egraph:
-        graph, stats = _egraph_stages(graph, options, timer)
+        try:
+            graph, stats = _egraph_stages(graph, options, timer)
+        except InputError:
+            raise
+        except Exception as e:  # a bug in the e-graph stages must not cost the user the run:
+            # the folded graph is still correct (and still goes through the gate); say so.
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            stats = {"error": f"{type(e).__name__}: {first}"[:300], "fallback": "folded graph"}
     with timer.phase("export"):
         out_model = onnx_io.export_onnx(graph)
     result = Result(source, original, graph, out_model, timer.times, egraph=stats)

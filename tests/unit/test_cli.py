@@ -209,3 +209,17 @@ def test_calibrate_and_examples_commands(capsys, tmp_path):
     )
     assert code == 0
     onnx.checker.check_model(str(tmp_path / "v.onnx"), full_check=True)
+
+
+def test_egraph_failure_falls_back_to_the_folded_model(capsys, tmp_path, vgg_file, monkeypatch):
+    from eqsat.egraph import encode
+
+    def broken(graph):
+        raise RuntimeError("simulated egglog panic")
+
+    monkeypatch.setattr(encode, "encode", broken)
+    code, out, err = _run(capsys, "optimize", vgg_file, "-o", tmp_path / "o.onnx")
+    assert code == 0 and "e-graph stage failed" in err and "simulated" in err
+    assert (tmp_path / "o.onnx").exists() and "verified" in out
+    code, out, _ = _run(capsys, "optimize", vgg_file, "-o", tmp_path / "p.onnx", "--json")
+    assert json.loads(out)["egraph"]["fallback"] == "folded graph"
