@@ -211,6 +211,8 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
     with timer.phase("extract"):
         ex = extract(sat, cost_model)
         before = extract_cost(graph, cost_model)
+    with timer.phase("fold"):
+        extracted = passes.fold_constants(ex.graph, bounded=False)  # weight-only subterms
     stats = {
         "rules": len(rules),
         "saturation": sat.summary(),
@@ -219,7 +221,7 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
         "cost_before": before,
         "cost_after": ex.cost,
     }
-    return ex.graph, stats
+    return extracted, stats
 
 
 def extract_cost(graph: TensorGraph, cost_model) -> float:

@@ -52,8 +52,9 @@ _ARITH = {
 
 
 class ConstEval:
-    def __init__(self, values: Mapping[str, np.ndarray]):
+    def __init__(self, values: Mapping[str, np.ndarray], bounded: bool = True):
         self.values: dict[str, np.ndarray] = dict(values)
+        self.bounded = bounded  # False: fold whatever the size (a plan chose these subterms)
         self.symbolic: dict[str, np.ndarray] = {}  # object arrays of ints and symbols
 
     def get(self, name: str) -> np.ndarray | None:
@@ -91,7 +92,7 @@ class ConstEval:
             except Exception:  # an op that cannot run on these values is simply not folded
                 return None
             in_bytes = sum(a.nbytes for a in present)
-            if sum(v.nbytes for v in out) > max(SMALL_BYTES, in_bytes):
+            if self.bounded and sum(v.nbytes for v in out) > max(SMALL_BYTES, in_bytes):
                 return None
         elif d.static_value is not None:
             ins = [types.get(i) if i else None for i in node.inputs]

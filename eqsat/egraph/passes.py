@@ -10,9 +10,11 @@ from eqsat.egraph.const_eval import ConstEval
 from eqsat.egraph.ir import Node, TensorGraph
 
 
-def fold_constants(graph: TensorGraph) -> TensorGraph:
-    """Replace every node whose outputs are compile-time constants by weights."""
-    consts = ConstEval(graph.weights)
+def fold_constants(graph: TensorGraph, bounded: bool = True) -> TensorGraph:
+    """Replace every node whose outputs are compile-time constants by weights. ``bounded``
+    refuses results that would grow the model (a huge Expand of a scalar); after extraction the
+    weight-only subterms were chosen as free by the cost model, so they are all folded."""
+    consts = ConstEval(graph.weights, bounded)
     weights = dict(graph.weights)
     kept: list[Node] = []
     for node in graph.nodes:

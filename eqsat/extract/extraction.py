@@ -7,7 +7,8 @@ TensorGraph again (same inputs, outputs and meta as the encoded one), with its D
 The steps, each timed: serialize the e-graph to plain Python (:mod:`.serialized`), read every
 e-node reachable from the roots as an op (:func:`.decode.view`), type every e-class
 (:func:`.decode.class_types`), choose one e-node per class with the greedy DAG extractor
-(:mod:`.greedy`; costs from the model, leaves and plumbing free, untyped nodes excluded), and
+(:mod:`.greedy`; costs from the model, leaves and plumbing free, weight-only typed nodes free
+because the fold pass after extraction computes them once at export, untyped nodes excluded), and
 decode the choice (:func:`.decode.decode`). This is the only module here that needs all of them.
 """
 
@@ -67,10 +68,14 @@ def extract(
     t2 = time.perf_counter()
     times["types"] = t2 - t1
 
+    constant = constant_classes(eg, views, classes)
+
     def cost(nid: str) -> float:
         v = views[nid]
         if v.kind not in ("op", "generic"):
             return 0.0
+        if v.kind == "op" and all(i is None or i in constant for i in v.inputs):
+            return 0.0  # weight-only: computed once at export (the fold after extraction)
         c = eg.nodes[nid].eclass
         ins = [types.get(i, ()) if i is not None else None for i in v.inputs]  # () = untyped
         typed = all(t is None or isinstance(t, TensorType) for t in ins)
@@ -94,3 +99,31 @@ def extract(
         enodes=len(views),
         eclasses=len(classes),
     )
+
+
+def constant_classes(eg: SerializedEGraph, views: dict, classes) -> set[str]:
+    """E-classes whose value is known at compile time: weight and literal leaves, and typed ops
+    all of whose inputs are such classes (a least fixpoint). Generic nodes never count: an opaque
+    op may be random or stateful."""
+    constant = {
+        eg.nodes[nid].eclass
+        for nid, v in views.items()
+        if v.kind in ("weight", "ints", "scalar", "none")
+    }
+    changed = True
+    while changed:
+        changed = False
+        for c in classes:
+            if c in constant:
+                continue
+            for nid in eg.classes[c]:
+                v = views.get(nid)
+                if (
+                    v is not None
+                    and v.kind == "op"
+                    and all(i is None or i in constant for i in v.inputs)
+                ):
+                    constant.add(c)
+                    changed = True
+                    break
+    return constant
