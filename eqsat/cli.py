@@ -171,6 +171,8 @@ def cmd_optimize(args) -> int:
         output = f"{label.split(':', 1)[1]}-optimized.onnx"
     if Path(output).is_dir():
         raise InputError(f"{output} is a directory")
+    if not Path(output).resolve().parent.is_dir():
+        raise InputError(f"{output}: the directory {Path(output).parent} does not exist")
     if args.model and Path(output).resolve() == Path(args.model).resolve():
         raise InputError("the output would overwrite the input; choose another -o")
     opts = pipeline.Options(
@@ -332,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("eqsat: interrupted", markup=False)
         return 130
+    except OSError as e:  # the environment, not eqsat: permissions, a full disk, ...
+        err.print(f"eqsat: error: {e}", markup=False, soft_wrap=True)
+        return 2
     except Exception as e:  # a bug: one line for the user, the traceback on request
         if os.environ.get("EQSAT_DEBUG"):
             traceback.print_exc()

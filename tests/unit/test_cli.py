@@ -110,6 +110,7 @@ def test_gate_refuses_a_wrong_optimization_and_writes_nothing(
         (["optimize", "{tmp}/vgg.onnx"], "-o/--output is required"),
         (["optimize", "--example", "nope", "-o", "{tmp}/o.onnx"], "nope"),
         (["optimize", "{tmp}/vgg.onnx", "-o", "{tmp}/vgg.onnx"], "overwrite the input"),
+        (["optimize", "{tmp}/vgg.onnx", "-o", "{tmp}/no/such/dir/o.onnx"], "does not exist"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, vgg_file, argv, message):
@@ -223,3 +224,15 @@ def test_egraph_failure_falls_back_to_the_folded_model(capsys, tmp_path, vgg_fil
     assert (tmp_path / "o.onnx").exists() and "verified" in out
     code, out, _ = _run(capsys, "optimize", vgg_file, "-o", tmp_path / "p.onnx", "--json")
     assert json.loads(out)["egraph"]["fallback"] == "folded graph"
+
+
+def test_io_errors_are_one_line_exit_2(capsys, tmp_path, vgg_file, monkeypatch):
+    from eqsat.egraph import onnx_io
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(onnx_io, "save_model", full_disk)
+    code, _, err = _run(capsys, "optimize", vgg_file, "-o", tmp_path / "o.onnx")
+    assert code == 2 and "No space left" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.onnx").exists() and not list(tmp_path.glob(".eqsat-*"))
