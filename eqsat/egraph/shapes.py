@@ -276,13 +276,11 @@ def shape_rules() -> Ruleset:
     kk, n = var("k", Dim), var("n", Dim)
     for ra in range(2, MAX_RANK + 1):
         lead = _dvars("m", ra - 1)
+        # Both rules read the same operands; one computes the shape, one detects a misfit.
+        operands = (eq(r).to(mm), has_shape(a, sa), _rank(sa, ra), has_shape(b, sb), _rank(sb, 2))
         rules.append(
             rule(
-                eq(r).to(mm),
-                has_shape(a, sa),
-                _rank(sa, ra),
-                has_shape(b, sb),
-                _rank(sb, 2),
+                *operands,
                 *_bind(sa, lead),
                 eq(kk).to(sa[i64(ra - 1)]),
                 eq(kk).to(sb[i64(0)]),
@@ -292,11 +290,7 @@ def shape_rules() -> Ruleset:
         )
         rules.append(
             rule(
-                eq(r).to(mm),
-                has_shape(a, sa),
-                _rank(sa, ra),
-                has_shape(b, sb),
-                _rank(sb, 2),
+                *operands,
                 eq(dx).to(sa[i64(ra - 1)]),
                 eq(dy).to(sb[i64(0)]),
                 *_sizes_differ(dx, dy, p, q, allow_one=False),
