@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from eqsat.egraph.serialized import ENode, SerializedEGraph
 from eqsat.extract.greedy import greedy_dag
-from eqsat.extract.serialized import ENode, SerializedEGraph
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared/benchmarks/extraction-gym-tensat"
 

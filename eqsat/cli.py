@@ -88,14 +88,33 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument(
         "--no-verify", action="store_true", help="skip the verification gate (not recommended)"
     )
-    opt.add_argument("--rules", default="cleanup", help="rule families, comma-separated")
+    opt.add_argument(
+        "--rules",
+        default="cleanup,algebra,fold,merge,layout",
+        help="rule families, comma-separated",
+    )
     opt.add_argument(
         "--disable-rule", action="append", default=[], metavar="NAME", help="leave a rule out"
     )
     opt.add_argument("--iter-limit", type=_positive(int), default=30, help="saturation rounds")
     opt.add_argument("--node-limit", type=_positive(int), default=100_000, help="e-node limit")
-    opt.add_argument("--time-limit", type=_positive(float), default=60.0, help="seconds")
+    opt.add_argument(
+        "--time-limit",
+        type=_positive(float),
+        default=60.0,
+        help="seconds of saturation (checked between iterations; the e-graph process is killed "
+        "past time limit + extract time limit + 30 s and the folded model is written)",
+    )
     opt.add_argument("--cost-model", default="roofline", choices=["roofline", "ast-size"])
+    opt.add_argument(
+        "--extractor",
+        default="auto",
+        choices=["auto", "greedy", "ilp"],
+        help="greedy DAG, ILP (never worse than greedy), or auto (ILP unless the e-graph is huge)",
+    )
+    opt.add_argument(
+        "--extract-time-limit", type=_positive(float), default=10.0, help="seconds for the ILP"
+    )
     opt.add_argument("--no-egraph", action="store_true", help="only fold constants and DCE")
     _add_tolerance(opt)
 
@@ -187,6 +206,8 @@ def cmd_optimize(args) -> int:
         node_limit=args.node_limit,
         time_limit=args.time_limit,
         cost_model=args.cost_model,
+        extractor=args.extractor,
+        extract_time_limit=args.extract_time_limit,
     )
     show = not args.json and err.is_terminal
     with err.status("optimizing", spinner="dots") if show else _nullctx() as status:

@@ -10,6 +10,7 @@ failure leaves no file.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import tempfile
 import time
@@ -38,12 +39,24 @@ class Options:
     seeds: tuple[int, ...] = numeric.DEFAULT_SEEDS
     fold_constants: bool = True
     egraph: bool = True  # run the e-graph stages (encode, saturate, extract)
-    rules: tuple[str, ...] = ("cleanup",)  # rule families (see eqsat.rules.schedule)
+    # rule families: schedule.DEFAULT_FAMILIES, spelled out so that importing this module does
+    # not load egglog (a test keeps the two equal)
+    rules: tuple[str, ...] = ("cleanup", "algebra", "fold", "merge", "layout")
     disabled_rules: tuple[str, ...] = ()
     iter_limit: int = 30
     node_limit: int = 100_000
     time_limit: float = 60.0
     cost_model: str = "roofline"  # roofline | ast-size
+    extractor: str = "auto"  # auto | greedy | ilp (see eqsat.extract.extraction)
+    extract_time_limit: float = 10.0  # seconds for the ILP
+    # run the egglog shape analysis alongside the rules and refuse the e-graph (fall back to the
+    # folded graph, with the conflict in the statistics) if a rewrite merged two shapes
+    shape_check: bool = True
+    # run the e-graph stages in a forked child process, killed when they overrun
+    # time_limit + extract_time_limit + HARD_LIMIT_GRACE: the time limit is then hard (egglog runs
+    # an iteration inside Rust, where nothing else can stop it); the run falls back to the
+    # folded graph. Where fork is unavailable the stages run in process (soft limits only).
+    isolate: bool = True
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
@@ -133,7 +146,8 @@ def optimize(
         except Exception as e:  # a bug in the e-graph stages must not cost the user the run:
             # the folded graph is still correct (and still goes through the gate); say so.
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            stats = {"error": f"{type(e).__name__}: {first}"[:300], "fallback": "folded graph"}
+            error = first if isinstance(e, EGraphStageError) else f"{type(e).__name__}: {first}"
+            stats = {"error": error[:300], "fallback": "folded graph"}
     with timer.phase("export"):
         out_model = onnx_io.export_onnx(graph)
     result = Result(source, original, graph, out_model, timer.times, egraph=stats)
@@ -186,33 +200,129 @@ def _cost_model(name: str):
     return models[name]()
 
 
+HARD_LIMIT_GRACE = 30.0  # seconds past the soft limits before the child is killed
+
+
+class EGraphStageError(RuntimeError):
+    """The e-graph stages failed in the child process; the message names the original error."""
+
+
+class HardTimeLimit(EGraphStageError):
+    """The e-graph stages overran their hard time limit and were killed."""
+
+
 def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
-    """encode → saturate → extract; returns the extracted graph and the statistics."""
+    """encode → saturate → extract → fold; returns the extracted graph and the statistics.
+    Options are checked here (InputError); the work runs in a child when ``options.isolate``."""
+    from eqsat.extract.extraction import EXTRACTORS
+    from eqsat.rules import schedule
+
+    try:
+        schedule.select(options.rules, options.disabled_rules)
+    except ValueError as e:
+        raise InputError(str(e)) from e
+    if options.extractor not in EXTRACTORS:
+        raise InputError(f"unknown extractor {options.extractor!r}; known: {', '.join(EXTRACTORS)}")
+    _cost_model(options.cost_model)
+    if options.shape_check:
+        from eqsat.egraph import shapes
+
+        shapes.shape_rules()  # build the (cached) ruleset once here, not in every child
+    if options.isolate and "fork" in multiprocessing.get_all_start_methods():
+        extracted, stats = _in_child(graph, options, timer)
+    else:
+        extracted, stats = _egraph_work(graph, options, timer)
+    with timer.phase("fold"):
+        extracted = passes.fold_constants(extracted, bounded=False)  # weight-only subterms
+    return extracted, stats
+
+
+def _in_child(graph: TensorGraph, options: Options, timer: _Timer):
+    """:func:`_egraph_work` in a forked child. The child inherits ``graph`` (no copy) and sends
+    back phase names (for the progress display), then the extracted graph *without* the weights
+    it shares with ``graph`` (a 2 GB model is not pickled back), or the error."""
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child_main, args=(graph, options, send), daemon=True)
+    child.start()
+    send.close()
+    limit = options.time_limit + options.extract_time_limit + HARD_LIMIT_GRACE
+    deadline = time.monotonic() + limit
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not receive.poll(left):
+                raise HardTimeLimit(f"the e-graph stages ran past the hard limit of {limit:.0f} s")
+            try:
+                kind, payload = receive.recv()
+            except EOFError:
+                raise EGraphStageError(
+                    f"the e-graph process died (exit code {child.exitcode})"
+                ) from None
+            if kind == "phase" and timer.progress:
+                timer.progress(payload)
+            elif kind == "done":
+                out, shared, own, stats, times = payload
+                break
+            elif kind == "error":
+                cls, msg = payload
+                raise (InputError if cls == "InputError" else EGraphStageError)(msg)
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        receive.close()
+    for k, v in times.items():
+        timer.times[k] = timer.times.get(k, 0.0) + v
+    return out.replace(weights={**{k: graph.weights[k] for k in shared}, **own}), stats
+
+
+def _child_main(graph: TensorGraph, options: Options, send) -> None:
+    timer = _Timer(lambda phase: send.send(("phase", phase)))
+    try:
+        out, stats = _egraph_work(graph, options, timer)
+        own = {k: v for k, v in out.weights.items() if graph.weights.get(k) is not v}
+        shared = [k for k in out.weights if k not in own]  # in order: names only
+        send.send(("done", (out.replace(weights={}), shared, own, stats, timer.times)))
+    except BaseException as e:  # everything goes back to the parent, which decides
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        send.send(("error", (type(e).__name__, f"{type(e).__name__}: {first}"[:300])))
+    finally:
+        send.close()
+
+
+def _egraph_work(graph: TensorGraph, options: Options, timer: _Timer):
+    """encode → saturate → extract (see :func:`_egraph_stages`)."""
+    from eqsat.egraph import shapes
     from eqsat.egraph.encode import encode
     from eqsat.egraph.saturate import saturate
     from eqsat.extract.extraction import extract
     from eqsat.rules import schedule
 
-    try:
-        rules = schedule.select(options.rules, options.disabled_rules)
-    except ValueError as e:
-        raise InputError(str(e)) from e
+    rules = schedule.select(options.rules, options.disabled_rules)
     cost_model = _cost_model(options.cost_model)
     with timer.phase("encode"):
         enc = encode(graph)
+        rulesets = schedule.rulesets(rules)
+        if options.shape_check:
+            shapes.seed(enc)
+            rulesets = [shapes.shape_rules(), *rulesets]
     with timer.phase("saturate"):
         sat = saturate(
             enc,
-            schedule.rulesets(rules),
+            rulesets,
             iter_limit=options.iter_limit,
             node_limit=options.node_limit,
             time_limit=options.time_limit,
+            rewrites=schedule.rewrites(rules),
         )
+        if options.shape_check:
+            shapes.check_shapes(enc.egraph)  # ShapeConflict: a rule is unsound
     with timer.phase("extract"):
-        ex = extract(sat, cost_model)
+        ex = extract(
+            sat, cost_model, extractor=options.extractor, time_limit=options.extract_time_limit
+        )
         before = extract_cost(graph, cost_model)
-    with timer.phase("fold"):
-        extracted = passes.fold_constants(ex.graph, bounded=False)  # weight-only subterms
     stats = {
         "rules": len(rules),
         "saturation": sat.summary(),
@@ -221,7 +331,7 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
         "cost_before": before,
         "cost_after": ex.cost,
     }
-    return extracted, stats
+    return ex.graph, stats
 
 
 def extract_cost(graph: TensorGraph, cost_model) -> float:

@@ -76,7 +76,7 @@ def float_literal(w: np.ndarray) -> tuple[float, str] | None:
     return v, w.dtype.name
 
 
-def _ints(values) -> Vec[i64]:
+def ints_vec(values) -> Vec[i64]:
     return Vec[i64](*(i64(int(v)) for v in values)) if len(values) else Vec[i64].empty()
 
 
@@ -84,20 +84,42 @@ def _tensors(items: list[Tensor]) -> Vec[Tensor]:
     return Vec[Tensor](*items) if items else Vec[Tensor].empty()
 
 
-def _prim(kind: str, v: AttrValue):
+def prim(kind: str, v: AttrValue):
+    """An attribute value of ``kind`` (:class:`~eqsat.egraph.lang.AttrSpec`) for egglog."""
     if kind == "int":
         return i64(int(v))  # type: ignore[arg-type]
     if kind == "float":
         return f64(float(v))  # type: ignore[arg-type]
     if kind == "str":
         return String(str(v))
-    return _ints(v)
+    return ints_vec(v)
 
 
 def generic_key(op: str, index: int) -> str:
     """``Tensor.node`` key of the node at ``index``: readable, and plain ASCII so it prints
     without escapes in the serialized e-graph."""
     return f"{re.sub(r'[^A-Za-z0-9_.]', '_', op)}#{index}"
+
+
+try:  # egglog-python internals (pinned egglog==14.0.0): a reference to a let by its name
+    from egglog.declarations import LetRefDecl, TypedExprDecl
+    from egglog.egraph import to_runtime_expr
+    from egglog.runtime import RuntimeExpr
+
+    _LET_INTERNALS: tuple | None = (LetRefDecl, TypedExprDecl, to_runtime_expr, RuntimeExpr)
+except ImportError:  # pragma: no cover - only if egglog's internals move
+    _LET_INTERNALS = None
+
+
+def let_ref(name: str) -> Tensor:
+    """A ``Tensor`` term that refers to the let ``name`` (as ``EGraph.let`` returns it), for
+    actions registered after the let: how rewrites driven from Python name existing e-classes."""
+    if _LET_INTERNALS is None:  # pragma: no cover
+        raise RuntimeError("egglog internals moved: let references are unavailable")
+    let_ref_decl, typed, to_runtime, runtime = _LET_INTERNALS
+    r = to_runtime(Tensor.none())
+    decl = typed(r.__egg_typed_expr__.tp, let_ref_decl(name))
+    return runtime.__from_values__(r.__egg_decls__, decl)
 
 
 class _Binder:
@@ -107,24 +129,14 @@ class _Binder:
         self.egraph = egraph
         self.actions: list = []
         self.count = 0  # lets bound so far: let names carry it, so they sort in graph order
-        try:  # egglog-python internals: a reference to a let name, as EGraph.let returns it
-            from egglog.declarations import LetRefDecl, TypedExprDecl
-            from egglog.egraph import to_runtime_expr
-            from egglog.runtime import RuntimeExpr
-
-            self._fast = (LetRefDecl, TypedExprDecl, to_runtime_expr, RuntimeExpr)
-        except ImportError:  # pragma: no cover - only if egglog's internals move
-            self._fast = None
+        self._fast = _LET_INTERNALS is not None
 
     def bind(self, name: str, expr: Tensor) -> Tensor:
         self.count += 1
-        if self._fast is None:  # pragma: no cover
+        if not self._fast:  # pragma: no cover
             return self.egraph.let(name, expr)
-        let_ref, typed, to_runtime, runtime = self._fast
         self.actions.append(let(name, expr))
-        r = to_runtime(expr)
-        tp = r.__egg_typed_expr__.tp
-        return runtime.__from_values__(r.__egg_decls__, typed(tp, let_ref(name)))
+        return let_ref(name)
 
     def flush(self) -> None:
         if self.actions:
@@ -155,7 +167,7 @@ def encode(graph: TensorGraph) -> Encoding:
         ints, scalar = int_literal(w), float_literal(w)
         if ints is not None:
             const_names.setdefault(("ints", ints), name)
-            bind_value(name, Tensor.ints(_ints(ints)))
+            bind_value(name, Tensor.ints(ints_vec(ints)))
         elif scalar is not None:
             const_names.setdefault(("scalar", *scalar), name)
             bind_value(name, Tensor.scalar(f64(scalar[0]), String(scalar[1])))
@@ -225,5 +237,5 @@ def _typed_term(
     if values is None:
         return None
     spellings.setdefault((spec.op, values), node.attrs)
-    attrs = [_prim(a.kind, v) for a, v in zip(spec.attrs, values, strict=True)]
+    attrs = [prim(a.kind, v) for a, v in zip(spec.attrs, values, strict=True)]
     return ctor(spec.ctor)(*args, *attrs)

@@ -10,17 +10,35 @@ egglog runs an iteration inside Rust, where neither a node limit nor SIGALRM can
 (EGGLOG_NOTES: one add-associativity iteration grew 165k → 16.2M e-nodes in ~190 s), so rules
 must be bounded by their own schedule, and a hard wall-clock bound needs a subprocess. With no
 rulesets nothing runs and the loaded e-graph is returned as is.
-"""
+
+Python-driven rewrites (:class:`PyRewrite`: horizontal merging, type-guarded folds) run after the
+rulesets reach a fixpoint, once each, in order: each reads a
+:class:`~eqsat.egraph.classes.Snapshot`, its unions are registered, and the rulesets run again.
+Running each once is their bound: a merge rewrite applied to its own output would merge merged
+groups again."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from egglog import EGraph, Ruleset, Schedule, run, seq
+from egglog import EGraph, Ruleset, Schedule, run, seq, union
 
+from eqsat.egraph.classes import Snapshot
 from eqsat.egraph.encode import Encoding
+from eqsat.egraph.lang import Tensor
+
+
+class PyRewrite(Protocol):
+    """A rewrite driven from Python (``eqsat.rules.base.PyRule``): its name, and the unions to
+    make in a snapshot of the e-graph."""
+
+    name: str
+
+    def find(self, snapshot: Snapshot) -> list[tuple[Tensor, Tensor]]: ...
+
 
 STOP_REASONS = ("no-rules", "saturated", "iter-limit", "node-limit", "time-limit")
 
@@ -44,7 +62,9 @@ class Saturation:
 
     @property
     def iterations(self) -> int:
-        return len(self.sizes) - 1
+        return len(self.sizes) - 1 - self.rewrite_passes
+
+    rewrite_passes: int = 0  # entries of ``sizes`` that come from Python-driven rewrites
 
     def summary(self) -> dict:
         return {
@@ -77,30 +97,60 @@ def saturate(
     iter_limit: int = 30,
     node_limit: int = 100_000,
     time_limit: float = 60.0,
+    rewrites: Sequence[PyRewrite] = (),
 ) -> Saturation:
-    """Run ``rulesets`` on the encoding's e-graph until saturated or a limit is reached."""
+    """Run ``rulesets`` on the encoding's e-graph until saturated or a limit is reached; then
+    each of ``rewrites`` once, in order, each followed by ``rulesets`` again (so what a rewrite
+    adds is cleaned up before the next one looks). ``iter_limit`` bounds each of these runs of
+    the rulesets (every pass counts as an iteration in the result); a rewrite adds one entry to
+    ``sizes``; its matches are the unions it made. The node and time limits are global."""
     egraph = encoding.egraph
     result = Saturation(encoding, [egraph_size(egraph)])
-    if not rulesets:
+    if not rulesets and not rewrites:
         return result
     steps = [run(r) if isinstance(r, Ruleset) else r for r in rulesets]
-    schedule = steps[0] if len(steps) == 1 else seq(*steps)
+    schedule = (steps[0] if len(steps) == 1 else seq(*steps)) if steps else None
     t0 = time.perf_counter()
-    result.stop_reason = "iter-limit"
-    for _ in range(iter_limit):
-        report = egraph.run(schedule)
-        for decl, n in report.num_matches_per_rule.items():
-            name = rule_name(decl, report._decls)
-            result.matches[name] = result.matches.get(name, 0) + n
-        result.sizes.append(egraph_size(egraph))
-        if not report.updated:
-            result.stop_reason = "saturated"
-            break
-        if result.sizes[-1] > node_limit:
-            result.stop_reason = "node-limit"
-            break
-        if time.perf_counter() - t0 > time_limit:
-            result.stop_reason = "time-limit"
-            break
+
+    def rules_to_fixpoint() -> bool:
+        """Run the rulesets until nothing changes; False when a limit stopped them."""
+        result.stop_reason = "saturated"
+        passes = 0
+        while schedule is not None:
+            if passes >= iter_limit:
+                result.stop_reason = "iter-limit"
+                return False
+            report = egraph.run(schedule)
+            passes += 1
+            for decl, n in report.num_matches_per_rule.items():
+                name = rule_name(decl, report._decls)
+                result.matches[name] = result.matches.get(name, 0) + n
+            result.sizes.append(egraph_size(egraph))
+            if not report.updated:
+                break
+            if not _within(result, node_limit, time_limit, t0):
+                return False
+        return _within(result, node_limit, time_limit, t0)
+
+    if rules_to_fixpoint():
+        for rw in rewrites:
+            unions = rw.find(Snapshot.take(encoding))
+            if unions:
+                egraph.register(*(union(a).with_(b) for a, b in unions))
+            result.matches[rw.name] = result.matches.get(rw.name, 0) + len(unions)
+            result.sizes.append(egraph_size(egraph))
+            result.rewrite_passes += 1
+            if not rules_to_fixpoint():
+                break
     result.time = time.perf_counter() - t0
     return result
+
+
+def _within(result: Saturation, node_limit: int, time_limit: float, t0: float) -> bool:
+    if result.sizes[-1] > node_limit:
+        result.stop_reason = "node-limit"
+        return False
+    if time.perf_counter() - t0 > time_limit:
+        result.stop_reason = "time-limit"
+        return False
+    return True

@@ -67,7 +67,7 @@ from egglog import (
     var,
 )
 
-from eqsat.egraph.encode import Encoding
+from eqsat.egraph.encode import Encoding, let_ref
 from eqsat.egraph.ir import Shape
 from eqsat.egraph.lang import Tensor
 
@@ -122,18 +122,6 @@ def dims(shape: Iterable[int | str]) -> Vec[Dim]:
     """The ``Vec[Dim]`` of a TensorType shape (int -> ``Dim.int``, str -> ``Dim.sym``)."""
     ds = [dim(d) for d in shape]
     return Vec[Dim](*ds) if ds else Vec[Dim].empty()
-
-
-def let_ref(name: str) -> Tensor:
-    """A reference to the ``Tensor`` let ``name`` (as ``EGraph.let`` returns it), built with
-    egglog-python internals like the encoder's batch path (pinned egglog==14.0.0)."""
-    from egglog.declarations import LetRefDecl, TypedExprDecl
-    from egglog.egraph import to_runtime_expr
-    from egglog.runtime import RuntimeExpr
-
-    r = to_runtime_expr(Tensor.none())
-    tp = r.__egg_typed_expr__.tp
-    return RuntimeExpr.__from_values__(r.__egg_decls__, TypedExprDecl(tp, LetRefDecl(name)))
 
 
 def seed_shapes(encoding: Encoding) -> list:

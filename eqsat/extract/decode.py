@@ -1,14 +1,11 @@
 """Chosen e-nodes → TensorGraph, and what each ``Tensor`` e-node means as an ONNX node.
 
-Consumes a :class:`~eqsat.extract.serialized.SerializedEGraph`, the
+Consumes a :class:`~eqsat.egraph.serialized.SerializedEGraph`, the
 :class:`~eqsat.egraph.encode.Encoding` it grew from and a choice of one e-node per e-class;
 produces a checked TensorGraph.
 
-- :func:`view` reads one e-node as a :class:`View` (leaf, typed op with canonical attributes,
-  generic node, output projection) — shared by typing, costing and decoding.
-- :func:`class_types` gives every e-class its TensorType: the type of the original value bound
-  in it (its let) when there is one, else inferred with the op table from its children's types
-  (new classes made by rules). A multi-output generic node's class has a tuple of types.
+- E-nodes are read and e-classes typed by :mod:`eqsat.egraph.classes` (:func:`view`,
+  :func:`class_types`), shared with the Python-driven rewrites of ``eqsat.rules``.
 - :func:`decode` writes the graph. Graph inputs, outputs, weight names and the values an opaque
   node's subgraphs capture keep their names (an extra Identity gives a second name to a value
   that needs two). Every other value takes an original name of its e-class when it has one,
@@ -21,164 +18,15 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from eqsat.egraph.classes import ClassType, View, is_tuple, leaf_value
 from eqsat.egraph.encode import Encoding
 from eqsat.egraph.ir import AttrValue, Node, TensorGraph, TensorType, make_attrs
-from eqsat.egraph.lang import BY_CTOR, OpSpec, canonical_attrs, implied
+from eqsat.egraph.lang import OpSpec, canonical_attrs, implied
 from eqsat.egraph.opdefs.base import ShapeError
-from eqsat.egraph.ops import infer_node
-from eqsat.extract.serialized import SerializedEGraph
-
-ClassType = TensorType | tuple[TensorType | None, ...]
-
-
-@dataclass(frozen=True)
-class View:
-    kind: str  # input | weight | ints | scalar | none | op | generic | output | other
-    op: str = ""  # ONNX op type (op, generic)
-    spec: OpSpec | None = None
-    values: tuple = ()  # canonical attribute values (op)
-    inputs: tuple[str | None, ...] = ()  # input classes, None for an omitted one
-    implicit: tuple[str, ...] = ()  # classes a generic node's subgraphs capture
-    name: str = ""  # input / weight name; generic key
-    literal: tuple = ()  # ints: the values; scalar: (value, dtype)
-    index: int = 0  # output projection: which output
-
-    def attrs(self, enc: Encoding) -> dict[str, AttrValue]:
-        """Attributes for type inference and cost models (canonical: every one explicit)."""
-        if self.kind == "generic":
-            return enc.generic[self.name].attr
-        assert self.spec is not None
-        return dict(zip((a.name for a in self.spec.attrs), self.values, strict=True))
-
-
-def none_classes(eg: SerializedEGraph) -> set[str]:
-    return {n.eclass for n in eg.nodes.values() if n.op == "Tensor.none"}
-
-
-def view(eg: SerializedEGraph, nid: str, enc: Encoding, nones: set[str]) -> View:
-    node = eg.nodes[nid]
-    if not node.op.startswith("Tensor."):
-        return View("other")
-    name, kids = node.op[len("Tensor.") :], node.children
-    if name in ("input", "weight"):
-        return View(name, name=eg.literal(kids[0]))
-    if name == "ints":
-        return View("ints", literal=eg.literal(kids[0]))
-    if name == "scalar":
-        return View("scalar", literal=(eg.literal(kids[0]), eg.literal(kids[1])))
-    if name == "none":
-        return View("none")
-    if name == "output":
-        return View("output", inputs=(eg.nodes[kids[0]].eclass,), index=eg.literal(kids[1]))
-
-    def opt(c: str) -> str | None:
-        return None if c in nones else c
-
-    if name == "node":
-        key, ins = eg.literal(kids[0]), eg.literal(kids[1])
-        orig = enc.generic[key]
-        n = len(orig.inputs)
-        return View("generic", orig.op, None, (), tuple(map(opt, ins[:n])), ins[n:], key)
-    spec = BY_CTOR.get(name)
-    if spec is None:
-        return View("other")
-    if spec.inputs == "*":
-        ins, rest = eg.literal(kids[0]), kids[1:]
-    else:
-        k = len(spec.inputs)
-        ins, rest = tuple(opt(eg.nodes[c].eclass) for c in kids[:k]), kids[k:]
-    return View("op", spec.op, spec, tuple(eg.literal(c) for c in rest), tuple(ins))
-
-
-def is_tuple(v: View, enc: Encoding) -> bool:
-    """A multi-output generic node: its class is a tuple, its outputs are projections."""
-    if v.kind != "generic":
-        return False
-    outs = enc.generic[v.name].outputs
-    return not (len(outs) == 1 and outs[0])
-
-
-def leaf_type(v: View, enc: Encoding) -> TensorType | None:
-    if v.kind in ("input", "weight"):
-        return enc.graph.types.get(v.name)
-    if v.kind == "ints":
-        return TensorType("int64", (len(v.literal),))
-    if v.kind == "scalar":
-        return TensorType(v.literal[1], ())
-    return None
-
-
-def leaf_value(v: View, enc: Encoding) -> np.ndarray | None:
-    if v.kind == "weight":
-        return enc.graph.weights.get(v.name)
-    if v.kind == "ints":
-        return np.array(v.literal, dtype=np.int64)
-    if v.kind == "scalar":
-        return np.array(v.literal[0], dtype=v.literal[1])
-    return None
-
-
-def class_types(
-    eg: SerializedEGraph, enc: Encoding, views: Mapping[str, View], classes: Sequence[str]
-) -> dict[str, ClassType]:
-    """A type for every class of ``classes`` that has one (see the module docstring)."""
-    value_of = enc.value_of_let
-    types: dict[str, ClassType] = {}
-    for let, c in eg.lets.items():
-        if let in value_of and c not in types:
-            types[c] = enc.graph.types[value_of[let]]
-    consts: dict[str, np.ndarray] = {}
-    for c in classes:
-        for nid in eg.classes[c]:
-            val = leaf_value(views[nid], enc)
-            if val is not None:
-                consts.setdefault(c, val)
-    parents: dict[str, list[str]] = {}
-    todo: list[str] = []
-    wanted = set(classes)
-    for c in classes:
-        for nid in eg.classes[c]:
-            if views[nid].kind != "other":
-                todo.append(nid)
-                for k in eg.child_classes(nid):
-                    parents.setdefault(k, []).append(nid)
-    while todo:
-        nid = todo.pop()
-        c = eg.nodes[nid].eclass
-        if c in types or c not in wanted:
-            continue
-        t = _node_type(views[nid], enc, types, consts)
-        if t is not None:
-            types[c] = t
-            todo.extend(parents.get(c, ()))
-    return types
-
-
-def _node_type(v: View, enc: Encoding, types, consts) -> ClassType | None:
-    if v.kind in ("input", "weight", "ints", "scalar"):
-        return leaf_type(v, enc)
-    if v.kind == "generic":
-        orig = enc.generic[v.name]
-        outs = tuple(enc.graph.types.get(o) if o else None for o in orig.outputs)
-        return outs[0] if len(outs) == 1 else outs
-    if v.kind == "output":
-        tup = types.get(v.inputs[0])
-        return tup[v.index] if isinstance(tup, tuple) and v.index < len(tup) else None
-    if v.kind != "op" or any(c is not None and c not in types for c in v.inputs):
-        return None
-    ins = [types[c] if c is not None else None for c in v.inputs]
-    if any(isinstance(t, tuple) for t in ins):
-        return None
-    node = Node(v.op, tuple(c or "" for c in v.inputs), ("y",), make_attrs(v.attrs(enc)))
-    try:
-        out = infer_node(node, ins, [consts.get(c) if c else None for c in v.inputs])
-    except ShapeError:
-        return None
-    return out[0] if out else None
+from eqsat.egraph.serialized import SerializedEGraph
 
 
 def spell_attrs(

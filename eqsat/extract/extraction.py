@@ -9,7 +9,9 @@ e-node reachable from the roots as an op (:func:`.decode.view`), type every e-cl
 (:func:`.decode.class_types`), choose one e-node per class with the greedy DAG extractor
 (:mod:`.greedy`; costs from the model, leaves and plumbing free, weight-only typed nodes free
 because the fold pass after extraction computes them once at export, untyped nodes excluded), and
-decode the choice (:func:`.decode.decode`). This is the only module here that needs all of them.
+decode the choice (:func:`.decode.decode`). By default the ILP (:mod:`.ilp`) then improves on
+greedy's choice: greedy cannot pick a merge, which pays only when all its users take it.
+This is the only module here that needs all of them.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from eqsat.egraph.classes import class_types, constant_classes, none_classes, view
 from eqsat.egraph.ir import TensorGraph, TensorType
 from eqsat.egraph.saturate import Saturation
+from eqsat.egraph.serialized import SerializedEGraph, serialize
 from eqsat.extract.cost import AstSize, CostModel, checked_cost
-from eqsat.extract.decode import class_types, decode, none_classes, view
+from eqsat.extract.decode import decode
 from eqsat.extract.greedy import greedy_dag, reachable
-from eqsat.extract.serialized import SerializedEGraph, serialize
+from eqsat.extract.ilp import ilp_dag
 
 
 @dataclass
@@ -34,6 +38,8 @@ class Extraction:
     times: dict[str, float] = field(default_factory=dict)  # per step
     enodes: int = 0  # e-nodes reachable from the roots (what the extractor chose among)
     eclasses: int = 0
+    extractor: str = "greedy"  # what made the choice: greedy | ilp
+    ilp: dict = field(default_factory=dict)  # the ILP's status, objective, bound, gap, time
 
     def summary(self) -> dict:
         return {
@@ -43,16 +49,33 @@ class Extraction:
             "eclasses": self.eclasses,
             "time_s": round(self.time, 4),
             "times_s": {k: round(v, 4) for k, v in self.times.items()},
+            "extractor": self.extractor,
+            **({"ilp": self.ilp} if self.ilp else {}),
         }
+
+
+EXTRACTORS = ("auto", "greedy", "ilp")
+# Rewritten e-nodes cost this much more (relative) than the e-node the input graph had: where the
+# cost model sees a tie, the original wins. A reordered Mul chain that the model prices the same
+# can break a fusion pattern onnxruntime looks for (measured: SwiGLU's RMSNorm reassociated by
+# mul-associative ran 0.98x), so an alternative must be strictly cheaper to be taken.
+TIE_BREAK = 1e-6
+AUTO_ILP_MAX_ENODES = 50_000  # auto: above this many reachable e-nodes, greedy alone
 
 
 def extract(
     saturation: Saturation,
     cost_model: CostModel | None = None,
     serialized: SerializedEGraph | None = None,
+    extractor: str = "auto",
+    time_limit: float = 10.0,
 ) -> Extraction:
-    """The cheapest graph the e-graph holds under ``cost_model`` (AST size by default), by
-    greedy DAG extraction. ``serialized`` reuses an earlier serialization of the same state."""
+    """The cheapest graph the e-graph holds under ``cost_model`` (AST size by default).
+    ``extractor``: ``greedy`` (greedy DAG), ``ilp`` (the ILP, started from greedy's choice and
+    never worse than it) or ``auto`` (ILP up to :data:`AUTO_ILP_MAX_ENODES` reachable e-nodes).
+    ``time_limit`` bounds the ILP. ``serialized`` reuses an earlier serialization."""
+    if extractor not in EXTRACTORS:
+        raise ValueError(f"unknown extractor {extractor!r}; known: {', '.join(EXTRACTORS)}")
     model = cost_model or AstSize()
     enc = saturation.encoding
     times: dict[str, float] = {}
@@ -69,8 +92,13 @@ def extract(
     times["types"] = t2 - t1
 
     constant = constant_classes(eg, views, classes)
+    original = original_nodes(eg, enc, views)
 
     def cost(nid: str) -> float:
+        c = base_cost(nid)
+        return c if nid in original else c * (1.0 + TIE_BREAK)
+
+    def base_cost(nid: str) -> float:
         v = views[nid]
         if v.kind not in ("op", "generic"):
             return 0.0
@@ -86,6 +114,23 @@ def extract(
         return checked_cost(model, v.op, v.attrs(enc), ins, outs)
 
     chosen = greedy_dag(eg, roots, cost)
+    used, ilp_info = "greedy", {}
+    if extractor == "ilp" or (extractor == "auto" and len(views) <= AUTO_ILP_MAX_ENODES):
+        t_greedy = time.perf_counter()
+        times["greedy"] = t_greedy - t2
+        res = ilp_dag(eg, roots, cost, time_limit=time_limit, incumbent=chosen)
+        ilp_info = {
+            "status": res.status,
+            "objective": res.objective,
+            "bound": res.bound,
+            "gap": res.gap,
+            "cut_rounds": res.rounds,
+            "variables": res.variables,
+            "time_s": round(res.time, 4),
+            "greedy_cost": chosen.cost,
+        }
+        if res.choice is not None and res.choice.cost < chosen.cost - 1e-9 * abs(chosen.cost):
+            chosen, used = res.choice, "ilp"
     t3 = time.perf_counter()
     times["choose"] = t3 - t2
     graph = decode(eg, enc, chosen.choice, chosen.order, views, types)
@@ -93,37 +138,28 @@ def extract(
     times["decode"] = t4 - t3
     return Extraction(
         graph=graph,
-        cost=chosen.cost,
+        cost=sum(base_cost(n) for n in chosen.choice.values()),  # without the tie-break
         time=t4 - t0,
         times=times,
         enodes=len(views),
         eclasses=len(classes),
+        extractor=used,
+        ilp=ilp_info,
     )
 
 
-def constant_classes(eg: SerializedEGraph, views: dict, classes) -> set[str]:
-    """E-classes whose value is known at compile time: weight and literal leaves, and typed ops
-    all of whose inputs are such classes (a least fixpoint). Generic nodes never count: an opaque
-    op may be random or stateful."""
-    constant = {
-        eg.nodes[nid].eclass
-        for nid, v in views.items()
-        if v.kind in ("weight", "ints", "scalar", "none")
-    }
-    changed = True
-    while changed:
-        changed = False
-        for c in classes:
-            if c in constant:
-                continue
-            for nid in eg.classes[c]:
-                v = views.get(nid)
-                if (
-                    v is not None
-                    and v.kind == "op"
-                    and all(i is None or i in constant for i in v.inputs)
-                ):
-                    constant.add(c)
-                    changed = True
-                    break
-    return constant
+def original_nodes(eg: SerializedEGraph, enc, views) -> set[str]:
+    """The e-nodes the input graph had: for each typed node, the e-node of its output's class
+    with its op and its inputs' classes; generic nodes are always original (no rule makes one)."""
+    out = {nid for nid, v in views.items() if v.kind == "generic"}
+    cls = {value: eg.lets[let] for value, let in enc.lets.items() if let in eg.lets}
+    for node in enc.graph.nodes:
+        if len(node.outputs) != 1 or node.outputs[0] not in cls:
+            continue
+        c = cls[node.outputs[0]]
+        ins = tuple(cls.get(i) if i else None for i in node.inputs)
+        for nid in eg.classes.get(c, ()):
+            v = views.get(nid)
+            if v is not None and v.kind == "op" and v.op == node.op and v.inputs[: len(ins)] == ins:
+                out.add(nid)
+    return out

@@ -1,6 +1,6 @@
 """Greedy DAG extraction over a serialized e-graph.
 
-Consumes a :class:`~eqsat.extract.serialized.SerializedEGraph`, root e-classes and a cost for
+Consumes a :class:`~eqsat.egraph.serialized.SerializedEGraph`, root e-classes and a cost for
 each e-node; produces a :class:`Choice`: one e-node per e-class reachable from the roots, with
 no cycle, and the DAG cost of the selection (every e-class counted once however many parents
 share it).
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eqsat.extract.serialized import SerializedEGraph
+from eqsat.egraph.serialized import SerializedEGraph
 
 
 class ExtractionError(RuntimeError):

@@ -30,6 +30,9 @@ from eqsat.egraph.ir import Node, TensorType, make_attrs
 from eqsat.egraph.ops import OPS, node_bytes, node_flops
 
 DEFAULT_FILE = Path(__file__).with_name("roofline_default.json")
+# Ops that read only the part of their data input they copy out: charging them the whole input
+# would price slicing one gate out of a merged matmul's result like copying all of it.
+PARTIAL_READS = frozenset({"Slice", "Split", "Gather"})
 
 
 def cache_file() -> Path:
@@ -79,6 +82,8 @@ class RooflineCostModel:
         node = Node(op, tuple("x" for _ in ins), tuple("y" for _ in outs), make_attrs(attrs))
         flops = node_flops(node, ins, outs)
         moved = node_bytes(ins, outs)
+        if op in PARTIAL_READS:  # reads only what it writes (plus small index inputs)
+            moved = 2 * sum(t.nbytes() for t in outs)
         category = OPS[op].category if op in OPS else "data"
         peak = self.c.peak_gflops.get(category) or self.c.peak_gflops.get("elementwise", 1.0)
         compute_us = flops / (peak * 1e3)

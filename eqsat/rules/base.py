@@ -13,10 +13,12 @@ clean-ups may ``subsume`` their left-hand side (EGGLOG_NOTES: it keeps the e-gra
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from egglog import RewriteOrRule, eq, rule, subsume, union, var
 
+from eqsat.egraph.classes import Snapshot
 from eqsat.egraph.lang import Tensor
 
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -55,9 +57,44 @@ class Rule:
         return f"{self.lhs} => {self.rhs}{when}"
 
 
-def check_unique(rules: list[Rule]) -> None:
+def check_unique(rules: list[Rule | PyRule]) -> None:
     seen: set[str] = set()
     for r in rules:
         if r.name in seen:
             raise ValueError(f"rule name {r.name!r} is used twice")
         seen.add(r.name)
+
+
+@dataclass(frozen=True)
+class PyRule:
+    """A rewrite driven from Python over a :class:`~eqsat.egraph.classes.Snapshot` of the
+    e-graph, for the two things one egglog rule cannot do well:
+
+    - **groups of any size** (N matmuls sharing an operand): egglog patterns have a fixed arity,
+      and pairwise merge rules regrow every subset of a group (2^8 merged matmuls for NAS-RNN's
+      eight gates — the blow-up Tensat bounds with its multi-pattern iteration limit);
+    - **guards on types** (a per-channel constant, a rank, a static size) and right-hand sides
+      computed from them (slice bounds), which in egglog would need the shape analysis to run
+      inside every rule's query.
+
+    ``find`` returns the unions to make: (an existing e-node's term, its new equivalent). It
+    runs once per phase (see :mod:`eqsat.rules.schedule`), so each group is merged once,
+    maximally. ``pattern`` is its printed form (what the proof ledger hashes)."""
+
+    name: str
+    family: str
+    pattern: str
+    find: Callable[[Snapshot], list[tuple[Tensor, Tensor]]]
+    proof: str = "unproved"
+    fp_exact: bool = True
+    origin: str = "hand"
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"rule name {self.name!r} is not kebab-case")
+        if self.proof not in PROOF_CLAIMS:
+            raise ValueError(f"rule {self.name}: proof claim {self.proof!r}")
+
+    def text(self) -> str:
+        return self.pattern

@@ -1,27 +1,50 @@
 """The saturation schedule, in one place: which rule families run, in what order, with which
-budget. Consumes Rule records from the family modules; produces egglog rulesets for
-:func:`eqsat.egraph.saturate.saturate`.
+budget. Consumes rule records from the family modules; produces egglog rulesets and the ordered
+Python-driven rewrites for :func:`eqsat.egraph.saturate.saturate`.
 
-Families are selected by name (``--rules cleanup,...``) and single rules removed by name
-(``--disable-rule NAME``). Today there is one phase: the clean-up family, which only shrinks
-the e-graph and so saturates by itself. Multi-pattern merge families (which grow the e-graph
-fastest) will run in a separately bounded phase (see issue 3).
-"""
+Families are selected by name (``--rules cleanup,algebra,fold,merge,layout``) and single rules
+removed by name (``--disable-rule NAME``). Two phases:
+
+1. The egglog rules run to a fixpoint or a limit: one ruleset of the rules that shrink the
+   e-graph or add a bounded number of nodes (clean-up, the element-wise-through-slice rules of
+   layout), then each family of :data:`GROWING` (algebra: commutativity and associativity) in
+   its own ruleset under egglog's back-off scheduler.
+2. The Python-driven rewrites (:class:`~eqsat.rules.base.PyRule`) run once each, in the order of
+   :data:`FAMILIES` and, within a family, the order its module lists them, each followed by
+   phase 1 again. Folding comes first (dropout, batch norm, then per-channel Mul before Add, so
+   that ``conv * a + b`` folds completely), then merging: batching (shared rhs) before
+   shared-lhs merging, so that the batched matmuls of one input can then merge across weights;
+   then layout (slices of concatenations, concatenations of slices — what merging leaves).
+   Running each once is what bounds them (:mod:`eqsat.rules.base` says why they are not egglog
+   rules); the order does not depend on the order families are named on the command line."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from egglog import Ruleset, ruleset
+from egglog import Ruleset, Schedule, back_off, ruleset, run
 
-from eqsat.rules import cleanup
-from eqsat.rules.base import Rule, check_unique
+from eqsat.rules import algebra, cleanup, fold, layout, merge
+from eqsat.rules.base import PyRule, Rule, check_unique
 
-FAMILIES = {"cleanup": cleanup.rules}
-DEFAULT_FAMILIES = ("cleanup",)
+FAMILIES = {
+    "cleanup": cleanup.rules,
+    "algebra": algebra.rules,
+    "fold": fold.rules,
+    "merge": merge.rules,
+    "layout": layout.rules,
+}
+# families that can grow the e-graph without bound: each runs in its own ruleset under egglog's
+# back-off scheduler (a rule that matches more than BACK_OFF_MATCHES times in one pass is banned
+# for a few passes, with both numbers doubling each time)
+GROWING = ("algebra",)
+BACK_OFF_MATCHES = 2000
+DEFAULT_FAMILIES = ("cleanup", "algebra", "fold", "merge", "layout")
 
 
-def select(families: Iterable[str] = DEFAULT_FAMILIES, disabled: Iterable[str] = ()) -> list[Rule]:
+def select(
+    families: Iterable[str] = DEFAULT_FAMILIES, disabled: Iterable[str] = ()
+) -> list[Rule | PyRule]:
     """The rules of ``families`` without the ``disabled`` ones; ValueError on unknown names."""
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
@@ -35,7 +58,21 @@ def select(families: Iterable[str] = DEFAULT_FAMILIES, disabled: Iterable[str] =
     return [r for r in chosen if r.name not in set(disabled)]
 
 
-def rulesets(rules: list[Rule]) -> list[Ruleset]:
-    if not rules:
-        return []
-    return [ruleset(*(r.egglog() for r in rules), name="eqsat-main")]
+def rulesets(rules: list[Rule | PyRule]) -> list[Ruleset | Schedule]:
+    """Phase 1: the shrinking egglog rules as one ruleset, then each growing family in its own
+    ruleset under the back-off scheduler."""
+    plain = [r.egglog() for r in rules if isinstance(r, Rule) and r.family not in GROWING]
+    out: list[Ruleset | Schedule] = [ruleset(*plain, name="eqsat-main")] if plain else []
+    for fam in GROWING:
+        mine = [r.egglog() for r in rules if isinstance(r, Rule) and r.family == fam]
+        if mine:
+            rs = ruleset(*mine, name=f"eqsat-{fam}")
+            out.append(run(rs, scheduler=back_off(match_limit=BACK_OFF_MATCHES)))
+    return out
+
+
+def rewrites(rules: list[Rule | PyRule]) -> list[PyRule]:
+    """Phase 2: the Python-driven rewrites, in the order they run."""
+    rank = {f: k for k, f in enumerate(FAMILIES)}
+    py = [r for r in rules if isinstance(r, PyRule)]
+    return sorted(py, key=lambda r: rank[r.family])  # stable: module order within a family

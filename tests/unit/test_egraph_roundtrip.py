@@ -19,13 +19,13 @@ from eqsat.egraph.lang import SPECS, Tensor, canonical_attrs
 from eqsat.egraph.onnx_io import export_onnx, import_onnx
 from eqsat.egraph.passes import eliminate_dead_code, fold_constants
 from eqsat.egraph.saturate import saturate
+from eqsat.egraph.serialized import ENode, SerializedEGraph, parse_string
 from eqsat.examples import build_example, example_names
 from eqsat.extract.cost import Analytic
 from eqsat.extract.decode import spell_attrs
 from eqsat.extract.extraction import extract
 from eqsat.extract.greedy import greedy_dag
 from eqsat.extract.roofline import RooflineCostModel
-from eqsat.extract.serialized import ENode, SerializedEGraph, parse_string
 from eqsat.verify.numeric import compare_models
 from tests.helpers import init, model, vi
 from tests.property.test_random_graphs import graphs

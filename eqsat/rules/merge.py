@@ -1,0 +1,172 @@
+"""Horizontal merging: N matmuls that share an operand become one matmul plus slices.
+
+Consumes a :class:`~eqsat.egraph.classes.Snapshot` of the e-graph; produces unions (each
+original matmul with a slice of the merged one) as :class:`~eqsat.rules.base.PyRule` s. The
+merged form is only an *alternative*: extraction decides whether it pays, and it only pays when
+all members take it together, which is why the extractor must see the whole group (ILP).
+
+``merge-matmul-shared-lhs`` (TASO/Tensat's merge: BERT's Q/K/V, SwiGLU's gate and up, NAS-RNN's
+eight gates)::
+
+    matmul(x, w_i)  =  slice(matmul(x, concat(w_1..w_n, axis=1)), o_i, o_i + n_i, axis=-1)
+
+for constant ``w_i`` of shape ``[k, n_i]`` (same ``k`` and dtype), ``o_i = n_1 + .. + n_(i-1)``.
+The concatenated weight is weight-only: it costs nothing at run time (it is folded at export).
+
+``merge-matmul-shared-rhs`` (batching: one weight applied to several inputs, e.g. an RNN's
+input projection at every time step)::
+
+    matmul(x_i, w)  =  slice(matmul(concat(x_1..x_n, axis=0), w), o_i, o_i + m_i, axis=0)
+
+for a constant ``w`` of rank 2 and non-constant ``x_i`` of rank >= 2 whose shapes agree except
+on axis 0, which is static (``m_i``). A member is left out when its ``x`` depends on another
+member's result (an RNN's state: merging it would need the future), so no merge closes a cycle.
+On this CPU it is the merge that pays most (NAS-RNN: the weight is read once, not once per step).
+
+Both compute every output element as the same dot product over the same ``k`` terms, but a
+matmul kernel may block and vectorise a wider (or taller) problem differently, so the rounding
+may differ: ``fp_exact=False``.
+Groups are formed in graph order and capped at :data:`MAX_GROUP` members per merged matmul.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from egglog import Vec, i64
+
+from eqsat.egraph.classes import Snapshot
+from eqsat.egraph.encode import ints_vec
+from eqsat.egraph.ir import TensorType
+from eqsat.egraph.lang import Tensor
+from eqsat.rules.base import PyRule
+
+FAMILY = "merge"
+MAX_GROUP = 16
+
+
+def rules() -> list[PyRule]:
+    return [
+        PyRule(
+            "merge-matmul-shared-rhs",
+            FAMILY,
+            "matmul(x_i, w) => slice(matmul(concat(x_1..x_n, 0), w), o_i, o_i + m_i, 0)",
+            shared_rhs,
+            fp_exact=False,
+            doc="one constant weight applied to n inputs: one matmul on their concatenation",
+        ),
+        PyRule(
+            "merge-matmul-shared-lhs",
+            FAMILY,
+            "matmul(x, w_i) => slice(matmul(x, concat(w_1..w_n, 1)), o_i, o_i + n_i, -1)",
+            shared_lhs,
+            fp_exact=False,
+            doc="n constant weights applied to one input: one matmul on the concatenated weights",
+        ),
+    ]
+
+
+def _matmuls(s: Snapshot) -> list[tuple[str, str, str]]:
+    """(class, lhs class, rhs class) of every typed MatMul e-node, in graph order."""
+    out = []
+    for nid, v in s.views.items():
+        if s.eg.nodes[nid].subsumed or v.kind != "op" or v.op != "MatMul":
+            continue
+        a, b = v.inputs
+        if a is not None and b is not None:
+            out.append((s.eg.nodes[nid].eclass, a, b))
+    out.sort(key=lambda t: (s.order(t[0]), t[1], t[2]))
+    return out
+
+
+def _tensor_type(s: Snapshot, c: str) -> TensorType | None:
+    t = s.types.get(c)
+    return t if isinstance(t, TensorType) else None
+
+
+def _slice(m: Tensor, start: int, end: int, axis: int) -> Tensor:
+    return Tensor.slice(
+        m,
+        Tensor.ints(ints_vec([start])),
+        Tensor.ints(ints_vec([end])),
+        Tensor.ints(ints_vec([axis])),
+        Tensor.none(),
+    )
+
+
+def _chunks(items: list, n: int = MAX_GROUP) -> list[list]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
+
+
+def shared_lhs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    groups: dict[tuple, list[tuple[str, str]]] = defaultdict(list)
+    for c, a, b in _matmuls(s):
+        ta, tb = _tensor_type(s, a), _tensor_type(s, b)
+        if ta is None or tb is None or b not in s.constant or a in s.constant:
+            continue
+        if tb.rank != 2 or not tb.is_static or ta.rank < 1 or ta.dtype != tb.dtype:
+            continue
+        members = groups[(a, int(tb.shape[0]), tb.dtype)]
+        if all(b != other for _, other in members):
+            members.append((c, b))
+    unions = []
+    for (a, _, _), members in groups.items():
+        for chunk in _chunks(members):
+            if len(chunk) < 2:
+                continue
+            xa = s.term(a)
+            ws = [s.term(b) for _, b in chunk]
+            if xa is None or any(w is None for w in ws):
+                continue
+            merged = Tensor.matmul(xa, Tensor.concat(Vec[Tensor](*ws), i64(1)))
+            rank = max(_tensor_type(s, a).rank, 2) if _tensor_type(s, a) else 2
+            off = 0
+            for (_, b), w in zip(chunk, ws, strict=True):
+                n = int(_tensor_type(s, b).shape[1])
+                unions.append((Tensor.matmul(xa, w), _slice(merged, off, off + n, rank - 1)))
+                off += n
+    return unions
+
+
+def shared_rhs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    groups: dict[tuple, list[tuple[str, str, int]]] = defaultdict(list)
+    for c, a, b in _matmuls(s):
+        ta, tb = _tensor_type(s, a), _tensor_type(s, b)
+        if ta is None or tb is None or b not in s.constant or a in s.constant:
+            continue
+        if tb.rank != 2 or ta.rank < 2 or ta.dtype != tb.dtype or not isinstance(ta.shape[0], int):
+            continue
+        members = groups[(b, ta.shape[1:], ta.dtype)]
+        if all(a != other for _, other, _ in members):
+            members.append((c, a, int(ta.shape[0])))
+    unions = []
+    for (b, _, _), members in groups.items():
+        kept = _independent(s, members)
+        for chunk in _chunks(kept):
+            if len(chunk) < 2:
+                continue
+            w = s.term(b)
+            xs = [s.term(a) for _, a, _ in chunk]
+            if w is None or any(x is None for x in xs):
+                continue
+            merged = Tensor.matmul(Tensor.concat(Vec[Tensor](*xs), i64(0)), w)
+            off = 0
+            for (_, _, m), x in zip(chunk, xs, strict=True):
+                unions.append((Tensor.matmul(x, w), _slice(merged, off, off + m, 0)))
+                off += m
+    return unions
+
+
+def _independent(s: Snapshot, members: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """The members, in order, that can be computed together: a member is dropped when its lhs
+    depends on an earlier kept member's result, or a kept member's lhs depends on its result."""
+    kept: list[tuple[str, str, int]] = []
+    for m in members:
+        c, a, _ = m
+        results = {k[0] for k in kept}
+        if s.reaches([a], results | {c}):
+            continue  # its input needs a kept result (or its own: a cycle already)
+        if s.reaches([k[1] for k in kept], {c}):
+            continue  # a kept input needs its result
+        kept.append(m)
+    return kept
