@@ -81,6 +81,8 @@ def bench_one(label: str, source, workdir: Path, reps: int, options: pipeline.Op
         "nodes": (len(result.source.graph.node), len(result.model.graph.node)),
         "optimize_s": total,
         "phases": result.times,
+        "extractor": (result.egraph or {}).get("extraction", {}).get("extractor", "-"),
+        "error": (result.egraph or {}).get("error"),
     }
     for threads in (1, 2):
         a, b = interleaved([src, out], feeds, threads, reps)
@@ -113,7 +115,9 @@ def print_table(rows: list[dict]) -> None:
     print()
     for r in rows:
         phases = "  ".join(f"{k} {v:.3f}" for k, v in r["phases"].items())
-        print(f"{r['model']:22s} phases (s): {phases}")
+        print(f"{r['model']:22s} extractor {r['extractor']}; phases (s): {phases}")
+        if r["error"]:
+            print(f"{'':22s} e-graph stages failed, folded graph used: {r['error']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,8 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--examples", default=",".join(example_names()), help="comma list or ''")
     p.add_argument("--size", default="default", choices=["default", "small"])
     p.add_argument("--reps", type=int, default=15, help="interleaved repetitions (>= 15)")
+    p.add_argument("--rules", help="rule families, comma-separated (default: the schedule's)")
+    p.add_argument("--extractor", default="auto", choices=["auto", "greedy", "ilp"])
     args = p.parse_args(argv)
-    options = pipeline.Options()
+    options = pipeline.Options(extractor=args.extractor)
+    if args.rules is not None:
+        options.rules = tuple(f for f in args.rules.split(",") if f)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"done {m}", file=sys.stderr)
     print(
         f"onnxruntime {ort.__version__}, ORT_ENABLE_ALL, {args.reps} interleaved repetitions; "
-        "x = original / optimized latency (> 1: faster)"
+        "x = original / optimized latency (> 1: faster); rules: " + ",".join(options.rules)
     )
     print_table(rows)
     return 0

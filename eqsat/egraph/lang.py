@@ -129,6 +129,10 @@ class Tensor(Expr):
         cls, x: Tensor, starts: Tensor, ends: Tensor, axes: Tensor, steps: Tensor
     ) -> Tensor: ...
     @classmethod
+    def pad(
+        cls, x: Tensor, pads: Tensor, value: Tensor, axes: Tensor, mode: StringLike
+    ) -> Tensor: ...
+    @classmethod
     def softmax(cls, x: Tensor, axis: i64Like) -> Tensor: ...
     @classmethod
     def flatten(cls, x: Tensor, axis: i64Like) -> Tensor: ...
@@ -275,6 +279,7 @@ def _specs() -> dict[str, OpSpec]:
         OpSpec("Reshape", "reshape", "tt", (A("allowzero", "int"),)),
         OpSpec("Concat", "concat", "*", (A("axis", "int", REQUIRED, "axis"),)),
         OpSpec("Slice", "slice", "tttoo"),
+        OpSpec("Pad", "pad", "ttoo", (A("mode", "str"),)),
         OpSpec("Softmax", "softmax", "t", (A("axis", "int", None, "axis"),)),
         OpSpec("Flatten", "flatten", "t", (A("axis", "int", None, "flatten"),)),
         OpSpec("LayerNormalization", "layer_norm", "tto", ln),

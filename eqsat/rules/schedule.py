@@ -32,6 +32,7 @@ FAMILIES = {
     "algebra": algebra.rules,
     "fold": fold.rules,
     "merge": merge.rules,
+    "merge-conv": merge.conv_rules,  # opt-in: measured slower in onnxruntime on CPU
     "layout": layout.rules,
 }
 # families that can grow the e-graph without bound: each runs in its own ruleset under egglog's
