@@ -13,6 +13,13 @@ eight gates)::
 for constant ``w_i`` of shape ``[k, n_i]`` (same ``k`` and dtype), ``o_i = n_1 + .. + n_(i-1)``.
 The concatenated weight is weight-only: it costs nothing at run time (it is folded at export).
 
+``merge-matmul-add`` (Tensat's RNN rewrite)::
+
+    matmul(x, a) + matmul(h, b)  =  matmul(concat(x, h, axis=-1), concat(a, b, axis=0))
+
+for constant ``a`` ``[k1, n]`` and ``b`` ``[k2, n]`` and non-constant ``x``, ``h`` whose shapes
+agree except on the last axis (one sum of ``k1 + k2`` products instead of two sums added).
+
 ``merge-matmul-shared-rhs`` (batching: one weight applied to several inputs, e.g. an RNN's
 input projection at every time step)::
 
@@ -62,6 +69,15 @@ def rules() -> list[PyRule]:
             shared_lhs,
             fp_exact=False,
             doc="n constant weights applied to one input: one matmul on the concatenated weights",
+        ),
+        PyRule(
+            "merge-matmul-add",
+            FAMILY,
+            "matmul(x, a) + matmul(h, b) => matmul(concat(x, h, -1), concat(a, b, 0))",
+            matmul_add,
+            fp_exact=False,
+            doc="a sum of two projections is one projection of the concatenated inputs "
+            "(Tensat's X·A + H·B = [X H]·[A; B])",
         ),
     ]
 
@@ -288,3 +304,47 @@ def _conv_plan(s: Snapshot, members, dilations):
 
 def _ints_term(values) -> Tensor:
     return Tensor.ints(ints_vec(list(values)))
+
+
+def matmul_add(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    adds = [
+        (s.eg.nodes[n].eclass, v)
+        for n, v in s.views.items()
+        if v.kind == "op" and v.op == "Add" and not s.eg.nodes[n].subsumed
+    ]
+    adds.sort(key=lambda cv: (s.order(cv[0]), cv[1].inputs))
+    for c, add in adds:
+        left, right = (_matmuls_in(s, k) for k in add.inputs)
+        for x, a in left:
+            for h, b in right:
+                tx, th, ta, tb = (_tensor_type(s, k) for k in (x, h, a, b))
+                if None in (tx, th, ta, tb) or ta.rank != 2 or tb.rank != 2:
+                    continue
+                if tx.rank < 2 or tx.shape[:-1] != th.shape[:-1] or ta.shape[1] != tb.shape[1]:
+                    continue
+                if len({tx.dtype, th.dtype, ta.dtype, tb.dtype}) != 1:
+                    continue
+                terms = [s.term(k) for k in (c, x, h, a, b)]
+                if any(t is None for t in terms):
+                    continue
+                root, xt, ht, at, bt = terms
+                cat_in = Tensor.concat(Vec[Tensor](xt, ht), i64(tx.rank - 1))
+                cat_w = Tensor.concat(Vec[Tensor](at, bt), i64(0))
+                unions.append((root, Tensor.matmul(cat_in, cat_w)))
+    return unions
+
+
+def _matmuls_in(s: Snapshot, c: str | None) -> list[tuple[str, str]]:
+    """(lhs, rhs) of the MatMul e-nodes of class ``c`` with a non-constant lhs and a constant
+    rhs."""
+    if c is None:
+        return []
+    return [
+        (v.inputs[0], v.inputs[1])
+        for _, v in s.nodes(c)
+        if v.kind == "op"
+        and v.op == "MatMul"
+        and v.inputs[0] not in s.constant
+        and v.inputs[1] in s.constant
+    ]

@@ -96,11 +96,43 @@ def shared_input_conv_witness(small_pads=(1, 1, 1, 1)) -> onnx.ModelProto:
     return model(nodes, [vi("x", [1, 3, 6, 6])], [vi("y", None)], inits)
 
 
+def matmul_add_witness(h_rows=3) -> onnx.ModelProto:
+    """tanh(x @ a + h @ b), an RNN gate: x [3, 4], h [h_rows, 5]."""
+    rng = np.random.default_rng(4)
+    nodes = [
+        helper.make_node("MatMul", ["x", "a"], ["xa"]),
+        helper.make_node("MatMul", ["h", "b"], ["hb"]),
+        helper.make_node("Add", ["xa", "hb"], ["s"]),
+        helper.make_node("Tanh", ["s"], ["y"]),
+    ]
+    inits = [
+        init("a", rng.standard_normal((4, 6)).astype(np.float32)),
+        init("b", rng.standard_normal((5, 6)).astype(np.float32)),
+    ]
+    return model(nodes, [vi("x", [3, 4]), vi("h", [h_rows, 5])], [vi("y", None)], inits)
+
+
 WITNESSES = {
+    "merge-matmul-add": matmul_add_witness,
     "merge-matmul-shared-lhs": shared_lhs_witness,
     "merge-matmul-shared-rhs": shared_rhs_witness,
     "merge-conv-shared-input": shared_input_conv_witness,
 }
+
+
+def test_sum_of_two_projections_becomes_one_projection_of_the_concatenation():
+    m = matmul_add_witness()
+    sat, _, out = _run(m, disabled=("merge-matmul-shared-lhs", "merge-matmul-shared-rhs"))
+    assert sat.matches["merge-matmul-add"] == 1
+    assert _ops(out) == ["Concat", "MatMul", "Tanh"]
+    _check_both_directions(m, out)
+
+
+def test_projections_of_differently_shaped_inputs_are_not_concatenated():
+    m = matmul_add_witness(h_rows=1)  # [3, 6] + [1, 6] broadcasts, but [x h] does not exist
+    sat, _, out = _run(m, disabled=("merge-matmul-shared-lhs", "merge-matmul-shared-rhs"))
+    assert sat.matches["merge-matmul-add"] == 0
+    assert _ops(out).count("MatMul") == 2
 
 
 def test_convs_of_one_input_merge_with_the_small_kernel_padded():
@@ -137,7 +169,7 @@ def test_conv_merging_is_not_in_the_default_schedule():
 
 def test_shared_lhs_merges_three_matmuls_into_one():
     m = shared_lhs_witness()
-    sat, ex, out = _run(m, disabled=("merge-matmul-shared-rhs",))
+    sat, ex, out = _run(m, disabled=("merge-matmul-shared-rhs", "merge-matmul-add"))
     assert sat.matches["merge-matmul-shared-lhs"] == 3
     assert _ops(out).count("MatMul") == 1
     assert _ops(out).count("Slice") == 3
@@ -147,7 +179,7 @@ def test_shared_lhs_merges_three_matmuls_into_one():
 
 def test_shared_rhs_batches_independent_inputs_only():
     m = shared_rhs_witness()
-    sat, ex, out = _run(m, disabled=("merge-matmul-shared-lhs",))
+    sat, ex, out = _run(m, disabled=("merge-matmul-shared-lhs", "merge-matmul-add"))
     # x0 @ w and x1 @ w merge; hs @ w depends on x0 @ w and is left out.
     assert sat.matches["merge-matmul-shared-rhs"] == 2
     assert _ops(out).count("MatMul") == 2
@@ -158,7 +190,7 @@ def test_shared_rhs_batches_independent_inputs_only():
 @pytest.mark.parametrize("rule", ["merge-matmul-shared-lhs", "merge-matmul-shared-rhs"])
 def test_disabled_merge_does_not_fire(rule):
     m = shared_lhs_witness() if rule.endswith("lhs") else shared_rhs_witness()
-    sat, _, out = _run(m, disabled=(rule,))
+    sat, _, out = _run(m, disabled=(rule, "merge-matmul-add"))
     assert sat.matches.get(rule, 0) == 0
     assert _ops(out).count("MatMul") == _ops(m).count("MatMul")
 
