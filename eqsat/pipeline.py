@@ -234,6 +234,7 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
         extracted, stats = _egraph_work(graph, options, timer)
     with timer.phase("fold"):
         extracted = passes.fold_constants(extracted, bounded=False)  # weight-only subterms
+        extracted = passes.eliminate_dead_code(passes.slices_to_split(extracted))
     return extracted, stats
 
 

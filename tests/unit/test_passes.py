@@ -69,3 +69,46 @@ def test_dead_code_is_removed_but_inputs_stay():
     assert [n.op for n in g.nodes] == ["Relu"]
     assert g.inputs == ("x", "z") and not g.weights
     g.check()
+
+
+def _sliced_model(bounds, axis=1, width=8):
+    """y_k = Tanh(Slice(Sigmoid(x), bounds[k], axis)) for each (start, end) in ``bounds``."""
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"])]
+    inits = [init("ax", np.array([axis], np.int64))]
+    outs = []
+    for k, (b, e) in enumerate(bounds):
+        inits += [init(f"b{k}", np.array([b], np.int64)), init(f"e{k}", np.array([e], np.int64))]
+        nodes.append(helper.make_node("Slice", ["s", f"b{k}", f"e{k}", "ax"], [f"p{k}"]))
+        nodes.append(helper.make_node("Tanh", [f"p{k}"], [f"y{k}"]))
+        outs.append(vi(f"y{k}", None))
+    return model(nodes, [vi("x", [2, width])], outs, inits)
+
+
+def _split_check(bounds, expect_split: bool):
+    m = _sliced_model(bounds)
+    g = passes.eliminate_dead_code(passes.slices_to_split(import_onnx(m)))
+    ops = [n.op for n in g.nodes]
+    assert ("Split" in ops) == expect_split
+    assert ops.count("Slice") == (0 if expect_split else len(bounds))
+    out = export_onnx(g)
+    assert compare_models(m, out, rtol=0, atol=0).ok
+    return g
+
+
+def test_slices_that_tile_an_axis_become_one_split():
+    g = _split_check([(4, 8), (0, 2), (2, 4)], True)  # any order
+    split = next(n for n in g.nodes if n.op == "Split")
+    np.testing.assert_array_equal(g.weights[split.inputs[1]], [2, 2, 4])
+
+
+def test_slices_covering_half_an_axis_split_with_unused_outputs():
+    g = _split_check([(0, 2), (4, 6)], True)  # gaps 2..4 and 6..8 become unused outputs
+    split = next(n for n in g.nodes if n.op == "Split")
+    assert len(split.outputs) == 4
+    np.testing.assert_array_equal(g.weights[split.inputs[1]], [2, 2, 2, 2])
+
+
+def test_overlapping_or_sparse_slices_stay():
+    _split_check([(0, 4), (2, 6)], False)  # overlap
+    _split_check([(0, 1), (7, 8)], False)  # a quarter of the axis: Split would copy 4x more
+    _split_check([(0, 8)], False)  # one slice
