@@ -1,12 +1,12 @@
 """Extraction on Tensat's saturated e-graphs (extraction-gym JSON): DAG cost and time.
 
-    .venv/bin/python benchmarks/extract_gym.py [DIR]   (default: ../shared/benchmarks/...)
+    .venv/bin/python benchmarks/extract_gym.py [DIR] [--ilp-time S]   (default DIR: ../shared/...)
 
 Each file holds a peer's e-graph in the egraph-serialize format (nodes with ``op``, ``cost``,
 ``eclass``, ``children``; ``root_eclasses``). Every eqsat extractor runs on it with the file's
 own per-node costs; reported: the DAG cost of the chosen plan (each chosen e-class counted
-once), whether the plan is acyclic, and the time. Today the extractor is the greedy DAG one;
-the ILP extractor (issue 4) joins this table when it exists.
+once), whether the plan is acyclic, and the time — for the greedy DAG extractor and for the ILP
+(started from greedy's plan, time-limited; with its status, lower bound and optimality gap).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from eqsat.egraph.serialized import ENode, SerializedEGraph
 from eqsat.extract.greedy import greedy_dag
+from eqsat.extract.ilp import ilp_dag
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared/benchmarks/extraction-gym-tensat"
 
@@ -69,6 +70,11 @@ def acyclic(eg: SerializedEGraph, roots: list[str], choice: dict[str, str]) -> b
 
 
 def main(argv: list[str]) -> int:
+    ilp_time = 30.0
+    if "--ilp-time" in argv:
+        k = argv.index("--ilp-time")
+        ilp_time = float(argv[k + 1])
+        argv = argv[:k] + argv[k + 2 :]
     folder = Path(argv[0]) if argv else DEFAULT_DIR
     files = sorted(folder.glob("*.json"))
     if not files:
@@ -76,7 +82,7 @@ def main(argv: list[str]) -> int:
         return 2
     print(
         f"{'e-graph':22s} {'e-nodes':>8s} {'classes':>8s} {'extractor':>10s} "
-        f"{'DAG cost':>10s} {'acyclic':>8s} {'time s':>8s}"
+        f"{'DAG cost':>10s} {'acyclic':>8s} {'time s':>8s}  ILP status (bound, gap)"
     )
     for f in files:
         eg, roots, costs = load(f)
@@ -88,6 +94,18 @@ def main(argv: list[str]) -> int:
         print(
             f"{f.stem:22s} {len(eg.nodes):8d} {len(eg.classes):8d} {'greedy-dag':>10s} "
             f"{cost:10.4f} {str(ok):>8s} {dt:8.3f}"
+        )
+        t0 = time.perf_counter()
+        res = ilp_dag(eg, roots, lambda nid, c=costs: c[nid], ilp_time, incumbent=chosen)
+        dt = time.perf_counter() - t0
+        plan = res.choice.choice if res.choice else chosen.choice
+        cost = dag_cost(eg, roots, plan, costs)
+        ok = acyclic(eg, roots, plan)
+        bound = f"{res.bound:.4f}" if res.bound is not None else "-"
+        gap = f"{100 * res.gap:.2f}%" if res.gap is not None else "-"
+        print(
+            f"{'':22s} {'':8s} {'':8s} {'ilp':>10s} {cost:10.4f} {str(ok):>8s} {dt:8.3f}  "
+            f"{res.status} ({bound}, {gap})"
         )
     return 0
 

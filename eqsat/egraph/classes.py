@@ -243,6 +243,22 @@ class Snapshot:
             if n in self.views and not eg.nodes[n].subsumed
         ]
 
+    def ops(self, op: str) -> list[tuple[str, View]]:
+        """(class, view) of every unsubsumed typed e-node of ONNX op ``op``, in a deterministic
+        order (graph order of the class, then inputs and attributes)."""
+        out = [
+            (self.eg.nodes[n].eclass, v)
+            for n, v in self.views.items()
+            if v.kind == "op" and v.op == op and not self.eg.nodes[n].subsumed
+        ]
+        out.sort(key=lambda cv: (self.order(cv[0]), cv[1].inputs, cv[1].values))
+        return out
+
+    def tensor_type(self, c: str | None) -> TensorType | None:
+        """The class's type when it is a single tensor's (None for tuples and untyped)."""
+        t = self.types.get(c) if c is not None else None
+        return t if isinstance(t, TensorType) else None
+
     def order(self, c: str) -> tuple[int, str]:
         """A deterministic sort key: graph order of the class's first original value."""
         lets = self.lets_of.get(c)

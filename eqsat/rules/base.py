@@ -39,10 +39,7 @@ class Rule:
     doc: str = ""  # the identity in math, where it is not obvious
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise ValueError(f"rule name {self.name!r} is not kebab-case")
-        if self.proof not in PROOF_CLAIMS:
-            raise ValueError(f"rule {self.name}: proof claim {self.proof!r}")
+        _check(self.name, self.proof)
 
     def egglog(self) -> RewriteOrRule:
         root = var("__root", Tensor)
@@ -55,6 +52,13 @@ class Rule:
         """The printed form: what the proof ledger hashes (editing a rule drops its proof)."""
         when = f" if {', '.join(str(w) for w in self.when)}" if self.when else ""
         return f"{self.lhs} => {self.rhs}{when}"
+
+
+def _check(name: str, proof: str) -> None:
+    if not _NAME.match(name):
+        raise ValueError(f"rule name {name!r} is not kebab-case")
+    if proof not in PROOF_CLAIMS:
+        raise ValueError(f"rule {name}: proof claim {proof!r}")
 
 
 def check_unique(rules: list[Rule | PyRule]) -> None:
@@ -91,10 +95,7 @@ class PyRule:
     doc: str = ""
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
-            raise ValueError(f"rule name {self.name!r} is not kebab-case")
-        if self.proof not in PROOF_CLAIMS:
-            raise ValueError(f"rule {self.name}: proof claim {self.proof!r}")
+        _check(self.name, self.proof)
 
     def text(self) -> str:
         return self.pattern

@@ -74,22 +74,6 @@ def rules() -> list[PyRule]:
 # ---------------------------------------------------------------------------- helpers
 
 
-def _ops(s: Snapshot, op: str) -> list[tuple[str, View]]:
-    """(class, view) of every unsubsumed typed e-node of ``op``, in a deterministic order."""
-    out = [
-        (s.eg.nodes[n].eclass, v)
-        for n, v in s.views.items()
-        if v.kind == "op" and v.op == op and not s.eg.nodes[n].subsumed
-    ]
-    out.sort(key=lambda cv: (s.order(cv[0]), cv[1].inputs))
-    return out
-
-
-def _ttype(s: Snapshot, c: str | None) -> TensorType | None:
-    t = s.types.get(c) if c is not None else None
-    return t if isinstance(t, TensorType) else None
-
-
 def _ints(values) -> Tensor:
     return Tensor.ints(ints_vec(list(values)))
 
@@ -157,18 +141,18 @@ def dropout_elim(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
 
 def batchnorm_into_conv(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     unions = []
-    for c, bn in _ops(s, "BatchNormalization"):
+    for c, bn in s.ops("BatchNormalization"):
         y, scale, beta, mean, var = bn.inputs
-        ty = _ttype(s, y)
+        ty = s.tensor_type(y)
         params = (scale, beta, mean, var)
         if ty is None or ty.dtype not in FLOATS or any(p not in s.constant for p in params):
             continue
-        if any((t := _ttype(s, p)) is None or t.rank != 1 for p in params):
+        if any((t := s.tensor_type(p)) is None or t.rank != 1 for p in params):
             continue
         eps = dict(zip((a.name for a in bn.spec.attrs), bn.values, strict=True))["epsilon"]
         for conv in _convs_in(s, y):
             x, w, b = conv.inputs
-            tw = _ttype(s, w)
+            tw = s.tensor_type(w)
             terms = _terms(s, c, x, w, b, scale, beta, mean, var)
             if tw is None or terms is None:
                 continue
@@ -185,9 +169,9 @@ def batchnorm_into_conv(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
 def _conv_and_constant(s: Snapshot, op: str):
     """(class, conv view, constant class, conv output type) for ``op(conv, c)`` / ``op(c, conv)``
     with a per-channel constant ``c`` of the conv's dtype."""
-    for c, v in _ops(s, op):
+    for c, v in s.ops(op):
         for conv_side, k in ((v.inputs[0], v.inputs[1]), (v.inputs[1], v.inputs[0])):
-            tk, tout = _ttype(s, k), _ttype(s, conv_side)
+            tk, tout = s.tensor_type(k), s.tensor_type(conv_side)
             if k not in s.constant or tk is None or tout is None or tk.dtype != tout.dtype:
                 continue
             if tout.rank < 3 or not isinstance(tout.shape[1], int) or not _per_channel(tk, tout):
@@ -214,7 +198,7 @@ def add_into_conv(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     unions = []
     for c, conv, k, tout in _conv_and_constant(s, "Add"):
         x, w, b = conv.inputs
-        tk = _ttype(s, k)
+        tk = s.tensor_type(k)
         channels = max((int(d) for d in tk.shape), default=1) if tk else 1
         if b is None and channels != tout.shape[1]:
             continue  # a single value cannot be a bias of C channels without an Expand
@@ -229,9 +213,9 @@ def add_into_conv(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
 
 def matmul_add_to_gemm(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     unions = []
-    for c, add in _ops(s, "Add"):
+    for c, add in s.ops("Add"):
         for mm_side, k in ((add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0])):
-            tk, tout = _ttype(s, k), _ttype(s, mm_side)
+            tk, tout = s.tensor_type(k), s.tensor_type(mm_side)
             if k not in s.constant or tk is None or tout is None or tout.rank != 2:
                 continue
             if tk.rank > 2 or tk.dtype != tout.dtype or tout.dtype not in FLOATS:
@@ -243,7 +227,7 @@ def matmul_add_to_gemm(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
                 if mm.kind != "op" or mm.op != "MatMul":
                     continue
                 a, w = mm.inputs
-                ta, tw = _ttype(s, a), _ttype(s, w)
+                ta, tw = s.tensor_type(a), s.tensor_type(w)
                 if ta is None or tw is None or ta.rank != 2 or tw.rank != 2:
                     continue
                 terms = _terms(s, c, a, w, k)

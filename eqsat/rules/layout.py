@@ -28,7 +28,6 @@ from egglog import i64, var
 
 from eqsat.egraph.classes import Snapshot, View
 from eqsat.egraph.encode import ints_vec
-from eqsat.egraph.ir import TensorType
 from eqsat.egraph.lang import Tensor
 from eqsat.rules.algebra import UNARY
 from eqsat.rules.base import PyRule, Rule
@@ -86,21 +85,6 @@ def rules() -> list[Rule | PyRule]:
     return out
 
 
-def _ops(s: Snapshot, op: str) -> list[tuple[str, View]]:
-    out = [
-        (s.eg.nodes[n].eclass, v)
-        for n, v in s.views.items()
-        if v.kind == "op" and v.op == op and not s.eg.nodes[n].subsumed
-    ]
-    out.sort(key=lambda cv: (s.order(cv[0]), cv[1].inputs, cv[1].values))
-    return out
-
-
-def _ttype(s: Snapshot, c: str | None) -> TensorType | None:
-    t = s.types.get(c) if c is not None else None
-    return t if isinstance(t, TensorType) else None
-
-
 def _ints_of(s: Snapshot, c: str | None) -> tuple[int, ...] | None:
     """The values of an ``ints`` literal class, else None."""
     if c is None:
@@ -118,7 +102,7 @@ def _pair(s: Snapshot, a: str, b: str | None):
 
 def transpose_compose(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     unions = []
-    for c, outer in _ops(s, "Transpose"):
+    for c, outer in s.ops("Transpose"):
         (p,) = outer.values
         for _, inner in s.nodes(outer.inputs[0]):
             if inner.kind != "op" or inner.op != "Transpose":
@@ -137,7 +121,7 @@ def transpose_compose(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
 
 def reshape_compose(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     unions = []
-    for c, outer in _ops(s, "Reshape"):
+    for c, outer in s.ops("Reshape"):
         shape = _ints_of(s, outer.inputs[1])
         (allowzero,) = outer.values
         if shape is None or (0 in shape and not allowzero):
@@ -153,8 +137,8 @@ def reshape_compose(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
 
 def noop(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     unions = []
-    for c, v in _ops(s, "Reshape"):
-        tin, tout = _ttype(s, v.inputs[0]), _ttype(s, c)
+    for c, v in s.ops("Reshape"):
+        tin, tout = s.tensor_type(v.inputs[0]), s.tensor_type(c)
         if tin is None or tout is None or tin != tout:
             continue
         pair = _pair(s, c, v.inputs[0])
@@ -167,7 +151,7 @@ def _unit_slice(s: Snapshot, v: View) -> tuple[int, int, int] | None:
     """(start, end, axis) of a Slice e-node with literal one-axis bounds and unit step, with the
     bounds clamped to the static extent of its input and the axis made non-negative."""
     x, starts, ends, axes, steps = v.inputs
-    tx = _ttype(s, x)
+    tx = s.tensor_type(x)
     b, e, ax = _ints_of(s, starts), _ints_of(s, ends), _ints_of(s, axes)
     st = _ints_of(s, steps) if steps is not None else (1,)
     if tx is None or b is None or e is None or len(b) != 1 or len(e) != 1 or st != (1,):
@@ -185,7 +169,7 @@ def _unit_slice(s: Snapshot, v: View) -> tuple[int, int, int] | None:
 
 def slice_of_concat(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     unions = []
-    for c, v in _ops(s, "Slice"):
+    for c, v in s.ops("Slice"):
         bounds = _unit_slice(s, v)
         if bounds is None:
             continue
@@ -195,7 +179,7 @@ def slice_of_concat(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
                 continue
             off = 0
             for part in cat.inputs:
-                t = _ttype(s, part)
+                t = s.tensor_type(part)
                 if t is None or not isinstance(t.shape[axis], int):
                     break
                 n = int(t.shape[axis])
@@ -210,7 +194,7 @@ def slice_of_concat(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
 
 def concat_of_slices(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     unions = []
-    for c, cat in _ops(s, "Concat"):
+    for c, cat in s.ops("Concat"):
         (axis,) = cat.values
         sources: set[str] = set()
         pieces = []
@@ -229,7 +213,7 @@ def concat_of_slices(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
         if len(pieces) != len(cat.inputs) or len(sources) != 1:
             continue
         src = pieces[0][0]
-        t = _ttype(s, src)
+        t = s.tensor_type(src)
         tiles = [(b, e) for _, b, e in pieces]
         contiguous = tiles[0][0] == 0 and all(
             tiles[k][0] == tiles[k - 1][1] for k in range(1, len(tiles))
@@ -263,7 +247,7 @@ def _slice_term(x: Tensor, bounds: tuple[int, int, int]) -> Tensor:
 
 def slice_slice_commute(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     unions = []
-    for c, outer in _ops(s, "Slice"):
+    for c, outer in s.ops("Slice"):
         ob = _unit_slice(s, outer)
         if ob is None:
             continue
@@ -281,11 +265,11 @@ def binary_slice_commute(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     seen: set[tuple] = set()
     for op in ("Add", "Sub", "Mul", "Div"):
         f = getattr(Tensor, op.lower())
-        for c, v in _ops(s, op):
+        for c, v in s.ops(op):
             a, b = v.inputs
             for sa, ba in _slices_in(s, a):
                 for sb, bb in _slices_in(s, b):
-                    ta, tb = _ttype(s, sa.inputs[0]), _ttype(s, sb.inputs[0])
+                    ta, tb = s.tensor_type(sa.inputs[0]), s.tensor_type(sb.inputs[0])
                     if ba != bb or ta is None or ta != tb:
                         continue
                     key = (c, sa.inputs[0], sb.inputs[0], ba)

@@ -44,7 +44,6 @@ from egglog import Vec, i64
 
 from eqsat.egraph.classes import Snapshot, View
 from eqsat.egraph.encode import ints_vec
-from eqsat.egraph.ir import TensorType
 from eqsat.egraph.lang import Tensor
 from eqsat.rules.base import PyRule
 
@@ -95,11 +94,6 @@ def _matmuls(s: Snapshot) -> list[tuple[str, str, str]]:
     return out
 
 
-def _tensor_type(s: Snapshot, c: str) -> TensorType | None:
-    t = s.types.get(c)
-    return t if isinstance(t, TensorType) else None
-
-
 def _slice(m: Tensor, start: int, end: int, axis: int) -> Tensor:
     return Tensor.slice(
         m,
@@ -117,7 +111,7 @@ def _chunks(items: list, n: int = MAX_GROUP) -> list[list]:
 def shared_lhs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     groups: dict[tuple, list[tuple[str, str]]] = defaultdict(list)
     for c, a, b in _matmuls(s):
-        ta, tb = _tensor_type(s, a), _tensor_type(s, b)
+        ta, tb = s.tensor_type(a), s.tensor_type(b)
         if ta is None or tb is None or b not in s.constant or a in s.constant:
             continue
         if tb.rank != 2 or not tb.is_static or ta.rank < 1 or ta.dtype != tb.dtype:
@@ -135,10 +129,10 @@ def shared_lhs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
             if xa is None or any(w is None for w in ws):
                 continue
             merged = Tensor.matmul(xa, Tensor.concat(Vec[Tensor](*ws), i64(1)))
-            rank = max(_tensor_type(s, a).rank, 2) if _tensor_type(s, a) else 2
+            rank = max(s.tensor_type(a).rank, 2) if s.tensor_type(a) else 2
             off = 0
             for (_, b), w in zip(chunk, ws, strict=True):
-                n = int(_tensor_type(s, b).shape[1])
+                n = int(s.tensor_type(b).shape[1])
                 unions.append((Tensor.matmul(xa, w), _slice(merged, off, off + n, rank - 1)))
                 off += n
     return unions
@@ -147,7 +141,7 @@ def shared_lhs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
 def shared_rhs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     groups: dict[tuple, list[tuple[str, str, int]]] = defaultdict(list)
     for c, a, b in _matmuls(s):
-        ta, tb = _tensor_type(s, a), _tensor_type(s, b)
+        ta, tb = s.tensor_type(a), s.tensor_type(b)
         if ta is None or tb is None or b not in s.constant or a in s.constant:
             continue
         if tb.rank != 2 or ta.rank < 2 or ta.dtype != tb.dtype or not isinstance(ta.shape[0], int):
@@ -225,7 +219,7 @@ def shared_input_conv(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
             continue
         x, w, b = v.inputs
         a = dict(zip((at.name for at in v.spec.attrs), v.values, strict=True))
-        tw, tx = _tensor_type(s, w), _tensor_type(s, x)
+        tw, tx = s.tensor_type(w), s.tensor_type(x)
         if a["group"] != 1 or w not in s.constant or tw is None or tx is None or not tw.is_static:
             continue
         if x in s.constant or (b is not None and b not in s.constant):
@@ -267,7 +261,7 @@ def shared_input_conv(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
         off = 0
         for c, v in members:
             root = s.term(c)
-            n = int(_tensor_type(s, v.inputs[1]).shape[0])
+            n = int(s.tensor_type(v.inputs[1]).shape[0])
             if root is not None:
                 unions.append((root, _slice(merged, off, off + n, 1)))
             off += n
@@ -277,7 +271,7 @@ def shared_input_conv(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
 def _conv_plan(s: Snapshot, members, dilations):
     """(kernel, pads, per-member weight paddings) of the merged convolution, or None."""
     attrs = [dict(zip((a.name for a in v.spec.attrs), v.values, strict=True)) for _, v in members]
-    shapes = [tuple(int(d) for d in _tensor_type(s, v.inputs[1]).shape) for _, v in members]
+    shapes = [tuple(int(d) for d in s.tensor_type(v.inputs[1]).shape) for _, v in members]
     if len({sh[1] for sh in shapes}) != 1:
         return None  # input channels differ: not one input after all
     kernels = [tuple(a["kernel_shape"]) for a in attrs]
@@ -318,7 +312,7 @@ def matmul_add(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
         left, right = (_matmuls_in(s, k) for k in add.inputs)
         for x, a in left:
             for h, b in right:
-                tx, th, ta, tb = (_tensor_type(s, k) for k in (x, h, a, b))
+                tx, th, ta, tb = (s.tensor_type(k) for k in (x, h, a, b))
                 if None in (tx, th, ta, tb) or ta.rank != 2 or tb.rank != 2:
                     continue
                 if tx.rank < 2 or tx.shape[:-1] != th.shape[:-1] or ta.shape[1] != tb.shape[1]:
