@@ -128,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=15, help="interleaved repetitions (>= 15)")
     p.add_argument("--rules", help="rule families, comma-separated (default: the schedule's)")
     p.add_argument("--extractor", default="auto", choices=["auto", "greedy", "ilp"])
+    p.add_argument("--cost-model", default="roofline", choices=["roofline", "measured"])
     args = p.parse_args(argv)
-    options = pipeline.Options(extractor=args.extractor)
+    options = pipeline.Options(extractor=args.extractor, cost_model=args.cost_model)
     if args.rules is not None:
         options.rules = tuple(f for f in args.rules.split(",") if f)
     rows = []
@@ -143,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"done {m}", file=sys.stderr)
     print(
         f"onnxruntime {ort.__version__}, ORT_ENABLE_ALL, {args.reps} interleaved repetitions; "
-        "x = original / optimized latency (> 1: faster); rules: " + ",".join(options.rules)
+        "x = original / optimized latency (> 1: faster); rules: "
+        + ",".join(options.rules)
+        + f"; cost model: {options.cost_model}"
     )
     print_table(rows)
     return 0

@@ -105,7 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds of saturation (checked between iterations; the e-graph process is killed "
         "past time limit + extract time limit + 30 s and the folded model is written)",
     )
-    opt.add_argument("--cost-model", default="roofline", choices=["roofline", "ast-size"])
+    opt.add_argument(
+        "--cost-model",
+        default="roofline",
+        choices=["roofline", "measured", "ast-size"],
+        help="roofline (estimated), measured (each kernel timed once in onnxruntime, cached)",
+    )
     opt.add_argument(
         "--extractor",
         default="auto",

@@ -46,7 +46,7 @@ class Options:
     iter_limit: int = 30
     node_limit: int = 100_000
     time_limit: float = 60.0
-    cost_model: str = "roofline"  # roofline | ast-size
+    cost_model: str = "roofline"  # roofline | measured | ast-size
     extractor: str = "auto"  # auto | greedy | ilp (see eqsat.extract.extraction)
     extract_time_limit: float = 10.0  # seconds for the ILP
     # run the egglog shape analysis alongside the rules and refuse the e-graph (fall back to the
@@ -192,9 +192,10 @@ def optimize(
 
 def _cost_model(name: str):
     from eqsat.extract.cost import AstSize
+    from eqsat.extract.measured import MeasuredCostModel
     from eqsat.extract.roofline import RooflineCostModel
 
-    models = {"roofline": RooflineCostModel, "ast-size": AstSize}
+    models = {"roofline": RooflineCostModel, "measured": MeasuredCostModel, "ast-size": AstSize}
     if name not in models:
         raise InputError(f"unknown cost model {name!r}; known: {', '.join(models)}")
     return models[name]()
@@ -337,11 +338,14 @@ def _egraph_work(graph: TensorGraph, options: Options, timer: _Timer):
 
 def extract_cost(graph: TensorGraph, cost_model) -> float:
     """The cost of a graph as it stands (weight-only nodes are free, as in extraction)."""
+    from eqsat.extract.cost import checked_cost
+
     total = 0.0
     for n in graph.nodes:
         ins = [graph.types.get(i) if i else None for i in n.inputs]
         outs = [graph.types[o] for o in n.outputs if o]
-        total += cost_model.node_cost(n.op, n.attr, ins, outs)
+        consts = [graph.weights.get(i) if i else None for i in n.inputs]
+        total += checked_cost(cost_model, n.op, n.attr, ins, outs, consts)
     return total
 
 

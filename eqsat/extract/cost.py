@@ -84,9 +84,15 @@ class Analytic:
         return self.overhead + flops / self.flops_per_unit + moved / self.bytes_per_unit
 
 
-def checked_cost(model: CostModel, op, attrs, ins, outs) -> float:
-    """``model.node_cost`` with its contract enforced: NaN or negative costs raise."""
-    c = float(model.node_cost(op, attrs, ins, outs))
+def checked_cost(model: CostModel, op, attrs, ins, outs, consts=None) -> float:
+    """``model.node_cost`` with its contract enforced: NaN or negative costs raise. A model
+    with ``needs_values`` also gets ``consts``: per input, None (computed at run time), the
+    array of a constant input whose value is known, or a marker for a constant of unknown value
+    (see :mod:`eqsat.extract.measured`)."""
+    if getattr(model, "needs_values", False):
+        c = float(model.node_cost(op, attrs, ins, outs, consts=consts))
+    else:
+        c = float(model.node_cost(op, attrs, ins, outs))
     if math.isnan(c) or c < 0:
         raise ValueError(f"cost model {model.name!r} gave {c} for {op}: costs must be >= 0")
     return c

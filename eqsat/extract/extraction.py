@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from eqsat.egraph.classes import class_types, constant_classes, none_classes, view
+from eqsat.egraph.classes import class_types, constant_classes, leaf_value, none_classes, view
 from eqsat.egraph.ir import TensorGraph, TensorType
 from eqsat.egraph.saturate import Saturation
 from eqsat.egraph.serialized import SerializedEGraph, serialize
@@ -28,6 +28,7 @@ from eqsat.extract.cost import AstSize, CostModel, checked_cost
 from eqsat.extract.decode import decode
 from eqsat.extract.greedy import greedy_dag, reachable
 from eqsat.extract.ilp import ilp_dag
+from eqsat.extract.measured import CONST
 
 
 @dataclass
@@ -60,6 +61,8 @@ EXTRACTORS = ("auto", "greedy", "ilp")
 # can break a fusion pattern onnxruntime looks for (measured: SwiGLU's RMSNorm reassociated by
 # mul-associative ran 0.98x), so an alternative must be strictly cheaper to be taken.
 TIE_BREAK = 1e-6
+# A cost model with a ``noise`` attribute (its relative measurement error) gets that margin
+# instead: an alternative must beat the original by more than the model can tell apart.
 AUTO_ILP_MAX_ENODES = 50_000  # auto: above this many reachable e-nodes, greedy alone
 
 
@@ -93,10 +96,18 @@ def extract(
 
     constant = constant_classes(eg, views, classes)
     original = original_nodes(eg, enc, views)
+    values: dict[str, object] = {}  # constant class -> its value where a leaf gives it
+    if getattr(model, "needs_values", False):
+        for nid, v in views.items():
+            val = leaf_value(v, enc)
+            if val is not None:
+                values.setdefault(eg.nodes[nid].eclass, val)
+
+    margin = max(TIE_BREAK, float(getattr(model, "noise", 0.0)))
 
     def cost(nid: str) -> float:
         c = base_cost(nid)
-        return c if nid in original else c * (1.0 + TIE_BREAK)
+        return c if nid in original else c * (1.0 + margin)
 
     def base_cost(nid: str) -> float:
         v = views[nid]
@@ -111,7 +122,10 @@ def extract(
             return math.inf  # cannot be written back without types
         outs = types[c]
         outs = [t for t in outs if t is not None] if isinstance(outs, tuple) else [outs]
-        return checked_cost(model, v.op, v.attrs(enc), ins, outs)
+        consts = [
+            None if i is None or i not in constant else values.get(i, CONST) for i in v.inputs
+        ]
+        return checked_cost(model, v.op, v.attrs(enc), ins, outs, consts)
 
     chosen = greedy_dag(eg, roots, cost)
     used, ilp_info = "greedy", {}
@@ -133,6 +147,8 @@ def extract(
             chosen, used = res.choice, "ilp"
     t3 = time.perf_counter()
     times["choose"] = t3 - t2
+    if hasattr(model, "save"):
+        model.save()  # the measured model's cache of timed configurations
     graph = decode(eg, enc, chosen.choice, chosen.order, views, types)
     t4 = time.perf_counter()
     times["decode"] = t4 - t3
