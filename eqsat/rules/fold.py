@@ -9,6 +9,8 @@ the fold pass after extraction computes them once at export.
 - ``dropout-elim``: inference-mode ``Dropout(x)`` (one output, no training_mode input) is ``x``.
 - ``fold-batchnorm-into-conv``: ``BN(conv(x, w, b))`` is ``conv(x, w * f, (b - mean) * f + beta)``
   with ``f = scale / sqrt(var + eps)`` per output channel (all BN inputs constant).
+- ``fold-batchnorm-into-gemm``: the same for a BN over a Gemm's ``[N, C]`` result: the factor
+  scales the columns of ``B`` and ``C`` becomes ``(beta_gemm * C - mean) * f + beta`` (beta 1).
 - ``fold-mul-into-conv``: ``conv(x, w, b) * c`` is ``conv(x, w * c, b * c)`` for a constant ``c``
   that is per output channel (or a single value): broadcast against ``[N, C, ...]`` it varies
   along axis 1 at most and adds no axis.
@@ -45,6 +47,13 @@ def rules() -> list[PyRule]:
             "bn(conv(x, w, b), s, beta, m, v, eps) => "
             "conv(x, w * r(s / sqrt(v + eps)), (b - m) * s / sqrt(v + eps) + beta)",
             batchnorm_into_conv,
+            fp_exact=False,
+        ),
+        PyRule(
+            "fold-batchnorm-into-gemm",
+            FAMILY,
+            "bn(gemm(a, b, c), s, beta, m, v, eps) => gemm(a, b * f, (c - m) * f + beta)",
+            batchnorm_into_gemm,
             fp_exact=False,
         ),
         PyRule(
@@ -139,8 +148,9 @@ def dropout_elim(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     return unions
 
 
-def batchnorm_into_conv(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
-    unions = []
+def _batchnorms(s: Snapshot):
+    """(class, input class, dtype, terms of scale, beta, mean, var, the factor
+    ``scale / sqrt(var + eps)``) of every BatchNormalization with constant rank-1 parameters."""
     for c, bn in s.ops("BatchNormalization"):
         y, scale, beta, mean, var = bn.inputs
         ty = s.tensor_type(y)
@@ -149,20 +159,57 @@ def batchnorm_into_conv(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
             continue
         if any((t := s.tensor_type(p)) is None or t.rank != 1 for p in params):
             continue
+        terms = _terms(s, c, scale, beta, mean, var)
+        if terms is None:
+            continue
+        root, ts, tbeta, tmean, tvar = terms
         eps = dict(zip((a.name for a in bn.spec.attrs), bn.values, strict=True))["epsilon"]
+        eps_t = Tensor.scalar(f64(float(eps)), String(ty.dtype))
+        f = Tensor.div(ts, Tensor.sqrt(Tensor.add(tvar, eps_t)))
+        yield c, root, y, ty, tbeta, tmean, f
+
+
+def batchnorm_into_conv(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for _, root, y, _, tbeta, tmean, f in _batchnorms(s):
         for conv in _convs_in(s, y):
             x, w, b = conv.inputs
             tw = s.tensor_type(w)
-            terms = _terms(s, c, x, w, b, scale, beta, mean, var)
+            terms = _terms(s, x, w, b)
             if tw is None or terms is None:
                 continue
-            root, tx, tw_, tb, ts, tbeta, tmean, tvar = terms
-            eps_t = Tensor.scalar(f64(float(eps)), String(ty.dtype))
-            f = Tensor.div(ts, Tensor.sqrt(Tensor.add(tvar, eps_t)))
+            tx, tw_, tb = terms
             w2 = Tensor.mul(tw_, _reshape(f, [-1] + [1] * (tw.rank - 1)))
             shifted = Tensor.neg(tmean) if b is None else Tensor.sub(tb, tmean)
             b2 = Tensor.add(Tensor.mul(shifted, f), tbeta)
             unions.append((root, _conv(s, conv, tx, w2, b2)))
+    return unions
+
+
+def batchnorm_into_gemm(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for _, root, y, ty, tbeta, tmean, f in _batchnorms(s):
+        if ty.rank != 2:
+            continue
+        for _, g in s.nodes(y):
+            if g.kind != "op" or g.op != "Gemm":
+                continue
+            a, b, c = g.inputs
+            alpha, beta, trans_a, trans_b = g.values
+            if b not in s.constant or (c is not None and c not in s.constant):
+                continue
+            terms = _terms(s, a, b, c)
+            if terms is None:
+                continue
+            ta, tb, tc = terms
+            b2 = Tensor.mul(tb, _reshape(f, [-1, 1]) if trans_b else f)  # scale output columns
+            if c is None:
+                c2 = Tensor.sub(tbeta, Tensor.mul(tmean, f))
+            else:
+                scaled = Tensor.mul(tc, Tensor.scalar(f64(float(beta)), String(ty.dtype)))
+                c2 = Tensor.add(Tensor.mul(Tensor.sub(scaled, tmean), f), tbeta)
+            gemm = Tensor.gemm(ta, b2, c2, f64(float(alpha)), f64(1.0), i64(trans_a), i64(trans_b))
+            unions.append((root, gemm))
     return unions
 
 

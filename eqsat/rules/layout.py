@@ -13,6 +13,8 @@ from attribute values or guarded on types are :class:`~eqsat.rules.base.PyRule` 
 - ``binary-slice-commute``: an element-wise binary op (Add, Sub, Mul, Div) of two slices with the
   same bounds of tensors of the same type is that slice of the op: one wide op instead of one per
   slice (with the two above: NAS-RNN's eight gate additions per step become one).
+- ``unary-concat-distribute``: an element-wise unary op of a concatenation is the
+  concatenation of the op on each part.
 - ``slice-of-concat``: a unit-step slice of a concatenation along the same axis that covers
   exactly one of its inputs is that input.
 - ``concat-of-slices``: concatenating unit-step slices of one tensor that tile its axis in
@@ -24,7 +26,7 @@ from attribute values or guarded on types are :class:`~eqsat.rules.base.PyRule` 
 
 from __future__ import annotations
 
-from egglog import i64, var
+from egglog import Vec, i64, var
 
 from eqsat.egraph.classes import Snapshot, View
 from eqsat.egraph.encode import ints_vec
@@ -57,6 +59,12 @@ def rules() -> list[Rule | PyRule]:
             FAMILY,
             "op(slice(a, k), slice(b, k)) => slice(op(a, b), k) if type(a) = type(b)",
             binary_slice_commute,
+        ),
+        PyRule(
+            "unary-concat-distribute",
+            FAMILY,
+            "f(concat(x_1..x_n, ax)) => concat(f(x_1)..f(x_n), ax) for element-wise unary f",
+            unary_concat,
         ),
         PyRule(
             "slice-of-concat",
@@ -279,4 +287,23 @@ def binary_slice_commute(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
                     root, xa, xb = s.term(c), s.term(sa.inputs[0]), s.term(sb.inputs[0])
                     if root is not None and xa is not None and xb is not None:
                         unions.append((root, _slice_term(f(xa, xb), ba)))
+    return unions
+
+
+_UNARY_OPS = {op.capitalize() if op != "reciprocal" else "Reciprocal": op for op in UNARY}
+
+
+def unary_concat(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for onnx_op, ctor in sorted(_UNARY_OPS.items()):
+        f = getattr(Tensor, ctor)
+        for c, v in s.ops(onnx_op):
+            for _, cat in s.nodes(v.inputs[0]):
+                if cat.kind != "op" or cat.op != "Concat":
+                    continue
+                root, parts = s.term(c), [s.term(p) for p in cat.inputs]
+                if root is None or any(p is None for p in parts):
+                    continue
+                mapped = Vec[Tensor](*(f(p) for p in parts))
+                unions.append((root, Tensor.concat(mapped, i64(cat.values[0]))))
     return unions

@@ -76,7 +76,20 @@ def witness_gemm(rank=2):
     return model(nodes, [vi("a", shape)], [vi("y", None)], [_w("w", [4, 5]), _w("c", [5])])
 
 
+def witness_batchnorm_gemm(trans_b=1, with_c=True):
+    w_shape = [5, 4] if trans_b else [4, 5]
+    ins = ["a", "w", "c"] if with_c else ["a", "w"]
+    nodes = [
+        helper.make_node("Gemm", ins, ["g"], alpha=0.5, beta=2.0, transB=trans_b),
+        helper.make_node("BatchNormalization", ["g", "s", "be", "m", "v"], ["y"], epsilon=1e-3),
+    ]
+    inits = [_w("w", w_shape), _w("s", [5]), _w("be", [5]), _w("m", [5])]
+    inits += [_w("v", [5], positive=True)] + ([_w("c", [5])] if with_c else [])
+    return model(nodes, [vi("a", [3, 4])], [vi("y", None)], inits)
+
+
 WITNESSES = {
+    "fold-batchnorm-into-gemm": witness_batchnorm_gemm,
     "dropout-elim": witness_dropout,
     "fold-batchnorm-into-conv": witness_batchnorm,
     "fold-mul-into-conv": witness_mul,
@@ -101,6 +114,13 @@ def test_dropout_elim():
 def test_batchnorm_folds_into_conv(bias, group):
     n, ops = _optimize(witness_batchnorm(bias, group), "fold-batchnorm-into-conv")
     assert n >= 1 and ops == ["Conv"]
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+@pytest.mark.parametrize("with_c", [True, False])
+def test_batchnorm_folds_into_gemm(trans_b, with_c):
+    n, ops = _optimize(witness_batchnorm_gemm(trans_b, with_c), "fold-batchnorm-into-gemm")
+    assert n >= 1 and ops == ["Gemm"]
 
 
 @pytest.mark.parametrize("shape", [(4, 1, 1), (1, 4, 1, 1), (1,), ()])
