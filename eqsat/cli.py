@@ -132,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     cal = sub.add_parser("calibrate", help="measure this machine's roofline cost constants")
     cal.add_argument("-o", "--output", help="file to write (default: the user cache)")
 
+    rules = sub.add_parser("rules", help="the rewrite rules: list them, or verify them with Z3")
+    rsub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    rl = rsub.add_parser("list", help="every rule: family, proof claim and status, exactness")
+    rl.add_argument("--json", action="store_true", help="machine-readable list")
+    rv = rsub.add_parser("verify", help="prove rules with Z3 (bounded shape instances)")
+    rv.add_argument("names", nargs="*", help="rules to verify (default: all egglog rules)")
+    rv.add_argument("--write-ledger", action="store_true", help="record the results")
+    rv.add_argument("--json", action="store_true", help="machine-readable verdicts")
+
     ex = sub.add_parser("examples", help="list the bundled example models, or write one")
     ex.add_argument("--write", metavar="NAME", help="write this example as NAME.onnx")
     ex.add_argument("-o", "--output", help="file to write (with --write)")
@@ -341,7 +350,97 @@ def cmd_examples(args) -> int:
     return 0
 
 
+def cmd_rules(args) -> int:
+    import json
+
+    from eqsat.rules import schedule
+    from eqsat.rules.base import Rule
+    from eqsat.verify import rules as rv
+
+    every = schedule.select(tuple(schedule.FAMILIES))
+    ledger = rv.load_ledger()
+    if args.rules_command == "list":
+        rows = []
+        for r in every:
+            entry = ledger.get(r.name, {})
+            status = (
+                "proved"
+                if rv.holds(r, ledger)
+                else ("stale" if entry.get("result") == "proved" else entry.get("result", "-"))
+            )
+            rows.append(
+                {
+                    "name": r.name,
+                    "family": r.family,
+                    "kind": "egglog" if isinstance(r, Rule) else "python",
+                    "claim": r.proof,
+                    "ledger": status,
+                    "scope": entry.get("scope", ""),
+                    "fp_exact": r.fp_exact,
+                    "default": r.family in schedule.DEFAULT_FAMILIES,
+                }
+            )
+        if args.json:
+            out.print_json(json.dumps(rows))
+            return 0
+        t = Table(show_edge=False)
+        for col in ("rule", "family", "kind", "claim", "ledger", "exact", "default"):
+            t.add_column(col)
+        for row in rows:
+            t.add_row(
+                row["name"],
+                row["family"],
+                row["kind"],
+                row["claim"],
+                row["ledger"],
+                "yes" if row["fp_exact"] else "reals",
+                "yes" if row["default"] else "no",
+            )
+        out.print(t)
+        proved = sum(row["ledger"] == "proved" for row in rows)
+        out.print(f"{len(rows)} rules, {proved} proved in the ledger ({rv.LEDGER})")
+        return 0
+    by_name = {r.name: r for r in every}
+    unknown = [n for n in args.names if n not in by_name]
+    if unknown:
+        raise InputError(f"no rule named {unknown[0]!r} (see `eqsat rules list`)")
+    chosen = (
+        [by_name[n] for n in args.names]
+        if args.names
+        else [r for r in every if isinstance(r, Rule)]
+    )
+    python_rules = [r.name for r in chosen if not isinstance(r, Rule)]
+    if python_rules:
+        raise InputError(
+            f"{python_rules[0]} is a Python-driven rule: Z3 proofs of those are not implemented yet"
+        )
+    verdicts = []
+    show = not args.json and err.is_terminal
+    with err.status("proving", spinner="dots") if show else _nullctx() as status:
+        for r in chosen:
+            if status is not None:
+                status.update(f"proving {r.name}")
+            verdicts.append(rv.verify_rule(r))
+    if args.write_ledger:
+        rv.write_ledger(verdicts)
+    if args.json:
+        out.print_json(json.dumps([{"name": v.name, **rv.ledger_entry(v)} for v in verdicts]))
+    else:
+        for v in verdicts:
+            out.print(
+                f"{v.name:34s} {v.result:11s} {v.instances:4d} instances {v.time_s:6.2f} s"
+                + (f"  {v.detail}" if v.detail else "")
+            )
+        ok = sum(v.result == "proved" for v in verdicts)
+        out.print(
+            f"{ok}/{len(verdicts)} proved in {sum(v.time_s for v in verdicts):.1f} s"
+            + (f"; ledger written: {rv.LEDGER}" if args.write_ledger else "")
+        )
+    return 0 if all(v.result == "proved" for v in verdicts) else 1
+
+
 COMMANDS = {
+    "rules": cmd_rules,
     "info": cmd_info,
     "optimize": cmd_optimize,
     "verify": cmd_verify,

@@ -35,6 +35,9 @@ from eqsat.rules.algebra import UNARY
 from eqsat.rules.base import PyRule, Rule
 
 FAMILY = "layout"
+# the claim for this module's egglog rules; the evidence is eqsat/verify/ledger.json, written by
+# `eqsat rules verify --write-ledger` (a fast test fails when it does not hold the rule as written)
+PROOF = "bounded"
 
 
 def rules() -> list[Rule | PyRule]:
@@ -87,6 +90,7 @@ def rules() -> list[Rule | PyRule]:
                 FAMILY,
                 f(Tensor.slice(x, s, e, a, st)),
                 Tensor.slice(f(x), s, e, a, st),
+                proof=PROOF,
                 doc=f"{op}(slice(x)) = slice({op}(x)): element-wise",
             )
         )

@@ -1,0 +1,296 @@
+"""Rule verification with Z3, and the proof ledger.
+
+Consumes :class:`~eqsat.rules.base.Rule` records (egglog rules: their printed left- and
+right-hand sides); produces a :class:`Verdict` per rule and the ledger ``ledger.json`` next to
+this module: one entry per rule name with a hash of the rule's printed form, the result, the
+scope it holds in, the semantics and solver versions.
+
+How a rule is checked (bounded, TASO's first method): the printed form of a side
+(``Tensor.add(Tensor.mul(a, b), c)``) is Python, so it is evaluated with ``Tensor`` bound to the
+Z3 semantics of :mod:`.z3_ops` and each pattern variable bound to a tensor of fresh real symbols,
+for every shape instance the generator draws: ranks 1-3 (or the rank a literal permutation
+fixes), every dimension in 1..3, operands equal, broadcast (size-1 or missing axes) or chained
+(matmul); permutation variables take every permutation of the rank, slice-bound variables
+literal bounds, axes and steps. An instance whose left-hand side is ill-typed is skipped (the
+rule cannot match it); for every other one Z3 must prove ``lhs = rhs`` element by element for
+all values of the symbols. One refutation refutes the rule (with the instance and a model).
+
+Python-driven rules (:class:`~eqsat.rules.base.PyRule`) are not proved here yet: their claims
+stay ``unproved`` (issue 5 continues).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import itertools
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import z3
+
+from eqsat.egraph.lang import BY_CTOR
+from eqsat.egraph.opdefs.base import ShapeError
+from eqsat.verify import z3_ops
+
+LEDGER = Path(__file__).with_name("ledger.json")
+MAX_INSTANCES = 200  # shape instances per rule (drawn deterministically)
+DIMS = (1, 2, 3)
+
+
+@dataclass
+class Verdict:
+    name: str
+    result: str  # proved | refuted | unknown | unsupported
+    scope: str
+    instances: int
+    time_s: float
+    detail: str = ""
+    hash: str = ""
+
+
+def rule_hash(rule) -> str:
+    return hashlib.sha256(rule.text().encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+class _Sym:
+    """``Tensor``'s constructors over Z3 tensors (see :mod:`.z3_ops`)."""
+
+    @staticmethod
+    def scalar(v, dtype):
+        return z3_ops.real(float(v))
+
+    @staticmethod
+    def ints(values):
+        return np.array(values, dtype=np.int64)
+
+    @staticmethod
+    def none():
+        return None
+
+
+def _make_ctor(spec):
+    def ctor(*args):
+        if spec.inputs == "*":
+            inputs, rest = list(args[0]), args[1:]
+        else:
+            k = len(spec.inputs)
+            inputs, rest = list(args[:k]), args[k:]
+        attrs = {
+            a.name: (list(v) if isinstance(v, tuple) else v)
+            for a, v in zip(spec.attrs, rest, strict=True)
+        }
+        while inputs and inputs[-1] is None:
+            inputs.pop()
+        return z3_ops.run(spec.op, attrs, inputs)[0]
+
+    return staticmethod(ctor)
+
+
+for _name, _spec in BY_CTOR.items():
+    setattr(_Sym, _name, _make_ctor(_spec))
+
+
+class _VecNS:
+    def __getitem__(self, _):
+        return lambda *xs: tuple(xs)
+
+
+NAMESPACE = {"Tensor": _Sym, "Vec": _VecNS(), "i64": int, "f64": float, "String": str}
+
+
+def _variables(text: str) -> dict[str, str]:
+    """Pattern variables of a printed side and their roles: tensor | perm | slice1..slice4
+    (a Slice's starts, ends, axes, steps)."""
+    roles: dict[str, str] = {}
+    for node in ast.walk(ast.parse(text, mode="eval")):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        ctor = node.func.attr
+        for k, arg in enumerate(node.args):
+            if isinstance(arg, ast.Name) and arg.id not in NAMESPACE:
+                if ctor == "transpose" and k == 1:
+                    roles[arg.id] = "perm"
+                elif ctor == "slice" and k >= 1:
+                    roles[arg.id] = f"slice{k}"
+                elif ctor == "reshape" and k == 1:
+                    raise z3_ops.Unsupported("a reshape target that is a pattern variable")
+                else:
+                    roles.setdefault(arg.id, "tensor")
+    return roles
+
+
+def _ranks(text: str) -> list[int]:
+    """Ranks to try: those of the literal permutations in the rule, else 1..3."""
+    perms = [len(ast.literal_eval("(" + inner + ",)")) for inner in _perm_literals(text)]
+    return sorted(set(perms)) or [1, 2, 3]
+
+
+def _perm_literals(text: str) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(text, mode="eval")):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "transpose"
+            and len(node.args) == 2
+            and isinstance(node.args[1], ast.Call)
+        ):
+            inner = ", ".join(
+                ast.unparse(a).replace("i64(", "").replace(")", "") for a in node.args[1].args
+            )
+            out.append(inner)
+    return out
+
+
+def instances(rule, seed: int = 0, limit: int = MAX_INSTANCES):
+    """Environments (variable -> value) for the rule's shape instances, deterministic."""
+    text = rule.text().split(" => ")[0]
+    roles = _variables(text)
+    tensors = sorted(v for v, r in roles.items() if r == "tensor")
+    matmul = "matmul" in text
+    rng = np.random.default_rng(seed)
+    envs = []
+    for rank in _ranks(text):
+        if matmul:
+            rank = max(rank, 2)
+        for base in itertools.product(DIMS, repeat=rank):
+            for variant in ("equal", "broadcast", "chain"):
+                if variant == "chain" and not matmul:
+                    continue
+                shapes = _shapes(tensors, list(base), variant, rng)
+                perms = (
+                    list(itertools.permutations(range(rank)))
+                    if "perm" in roles.values()
+                    else [None]
+                )
+                for perm in perms:
+                    envs.append((shapes, perm, rank))
+    rng.shuffle(envs)
+    # always keep the most informative instance first: distinct dims, no broadcasting
+    envs.sort(key=lambda e: -len(set(d for s in e[0].values() for d in s)))
+    out = []
+    for shapes, perm, _ in envs[:limit]:
+        env: dict[str, object] = {v: z3_ops.symbols(v, s) for v, s in shapes.items()}
+        first = shapes[tensors[0]] if tensors else [2]
+        axis = int(rng.integers(0, len(first)))
+        d = first[axis]
+        bounds = {  # one axis of the first tensor, any bounds, steps 1, 2 and -1
+            "slice1": int(rng.integers(-d, d + 1)),
+            "slice2": int(rng.integers(-d, d + 2)),
+            "slice3": axis,
+            "slice4": int(rng.choice([1, 2, -1])),
+        }
+        for v, role in roles.items():
+            if role == "perm":
+                env[v] = perm
+            elif role.startswith("slice"):
+                env[v] = np.array([bounds[role]], dtype=np.int64)
+        out.append(env)
+    return out
+
+
+def _shapes(names, base, variant, rng) -> dict[str, list[int]]:
+    out = {}
+    for k, n in enumerate(names):
+        if variant == "equal" or k == 0:
+            out[n] = list(base)
+        elif variant == "broadcast":
+            s = [d if rng.random() < 0.6 else 1 for d in base]
+            out[n] = s[int(rng.integers(0, len(s))) :] if rng.random() < 0.3 else s
+        else:  # chain: a [.., m, k], b [.., k, n], c [.., n, p]
+            dims = [int(x) for x in rng.choice(DIMS, size=len(names) + 1)]
+            out[n] = [*base[:-2], dims[k], dims[k + 1]]
+    if variant == "chain" and names:
+        dims = [int(x) for x in rng.choice(DIMS, size=len(names) + 1)]
+        out = {n: [*base[:-2], dims[k], dims[k + 1]] for k, n in enumerate(names)}
+    return out
+
+
+def verify_rule(rule, limit: int = MAX_INSTANCES) -> Verdict:
+    t0 = time.perf_counter()
+    lhs_text, rhs_text = str(rule.lhs), str(rule.rhs)
+    checked = 0
+    for env in instances(rule, limit=limit):
+        try:
+            lhs = eval(lhs_text, dict(NAMESPACE), dict(env))
+        except (ShapeError, ValueError, IndexError, TypeError):
+            continue  # ill-typed: the rule cannot match this instance
+        except z3_ops.Unsupported as e:
+            return Verdict(rule.name, "unsupported", "", checked, time.perf_counter() - t0, str(e))
+        try:
+            rhs = eval(rhs_text, dict(NAMESPACE), dict(env))
+        except (ShapeError, ValueError, IndexError, TypeError) as e:
+            return Verdict(
+                rule.name,
+                "refuted",
+                _scope(checked),
+                checked,
+                time.perf_counter() - t0,
+                f"rhs ill-typed where lhs is not: {e}",
+            )
+        lhs, rhs = np.asarray(lhs, dtype=object), np.asarray(rhs, dtype=object)
+        verdict, detail = z3_ops.equal(lhs, rhs)
+        if verdict != "proved":
+            shapes = {k: getattr(v, "shape", v) for k, v in env.items()}
+            return Verdict(
+                rule.name,
+                verdict,
+                _scope(checked),
+                checked,
+                time.perf_counter() - t0,
+                f"instance {shapes}: {detail}",
+            )
+        checked += 1
+    result = "proved" if checked else "unknown"
+    detail = "" if checked else "no well-typed instance was generated"
+    return Verdict(
+        rule.name,
+        result,
+        _scope(checked),
+        checked,
+        time.perf_counter() - t0,
+        detail,
+        rule_hash(rule),
+    )
+
+
+def _scope(n: int) -> str:
+    return f"bounded: {n} shape instances (dims in 1..3; ranks 1-3 or the literal permutation's)"
+
+
+# ---------------------------------------------------------------------------- the ledger
+
+
+def load_ledger(path: Path = LEDGER) -> dict[str, dict]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def ledger_entry(v: Verdict) -> dict:
+    d = asdict(v)
+    d.pop("name")
+    d.pop("time_s")  # the ledger is committed: only what the proof depends on
+    d["semantics"] = z3_ops.SEMANTICS_VERSION
+    d["solver"] = f"z3 {z3.get_version_string()}"
+    return d
+
+
+def write_ledger(verdicts: list[Verdict], path: Path = LEDGER) -> None:
+    data = load_ledger(path)
+    for v in verdicts:
+        data[v.name] = ledger_entry(v)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(sorted(data.items())), indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def holds(rule, ledger: dict[str, dict]) -> bool:
+    """Whether the ledger proves ``rule`` as it is now written."""
+    e = ledger.get(rule.name)
+    return bool(e) and e.get("result") == "proved" and e.get("hash") == rule_hash(rule)

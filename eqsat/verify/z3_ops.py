@@ -1,0 +1,251 @@
+"""Z3 semantics of the ops, over small concrete shapes with symbolic real-valued elements.
+
+Consumes an op name, its attributes and its inputs; produces its outputs. A float tensor is a
+numpy *object* array of Z3 real expressions (one per element, so a shape is always concrete);
+integer tensors (shapes, axes, slice bounds, pads) are plain numpy int arrays, because rules only
+ever hold them as literals. Keyed by the op table's names (``Add``, ``MatMul``, ...):
+
+- arithmetic is Z3 arithmetic over the reals (``Div`` is Z3's real division; ``Reciprocal`` is
+  ``1 / x``), broadcasting is numpy's (object arrays broadcast like any other);
+- ``Relu`` is ``If(x > 0, x, 0)``; ``Sigmoid``, ``Tanh``, ``Erf``, ``Exp``, ``Sqrt``, ``Log`` are
+  *uninterpreted* functions (one per op): sound for rules that only move or share them, and a
+  rule that needs a property of one (``sqrt(v) > 0``) must state it as a hypothesis;
+- ``MatMul`` and ``Gemm`` are sums of products (``np.matmul`` on object arrays); ``Conv`` is the
+  sum over its window, written out;
+- data movement (``Transpose``, ``Reshape``, ``Concat``, ``Slice``, ``Split``, ``Pad``,
+  ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Expand``) runs the op table's own numpy reference
+  implementation on the object arrays: an index map is the same map whatever the elements are.
+
+Everything is real-valued: a proof here says "equal over the reals", which is what a rule that
+reassociates floating point can claim at best; whether it is also bit-exact is the rule's
+``fp_exact`` flag, justified in its doc (it only moves or copies values).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import z3
+
+from eqsat.egraph.ir import Node, make_attrs
+from eqsat.egraph.opdefs.base import ShapeError
+from eqsat.egraph.ops import OPS, op_attrs
+
+SEMANTICS_VERSION = 1  # bump when a semantics below changes: ledger entries name it
+
+UNINTERPRETED = ("Sigmoid", "Tanh", "Erf", "Exp", "Sqrt", "Log")
+STRUCTURAL = (
+    "Identity",
+    "Transpose",
+    "Reshape",
+    "Concat",
+    "Slice",
+    "Split",
+    "Pad",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Expand",
+)
+_UF: dict[str, z3.FuncDeclRef] = {}
+
+
+class Unsupported(Exception):
+    """An op (or an attribute of one) that has no Z3 semantics here."""
+
+
+def symbols(name: str, shape: Sequence[int]) -> np.ndarray:
+    """A tensor of fresh real symbols ``name[i,j,...]``."""
+    out = np.empty(tuple(shape), dtype=object)
+    for idx in itertools.product(*(range(d) for d in shape)):
+        out[idx] = z3.Real(f"{name}[{','.join(map(str, idx))}]")
+    return out
+
+
+def real(a) -> np.ndarray:
+    """A numeric array (or scalar) as an object array of Z3 real constants."""
+    a = np.asarray(a)
+    out = np.empty(a.shape, dtype=object)
+    for idx in itertools.product(*(range(d) for d in a.shape)):
+        out[idx] = z3.RealVal(str(float(a[idx])))
+    return out
+
+
+def _z(x):
+    return x if isinstance(x, z3.ExprRef) else z3.RealVal(str(x))
+
+
+def _lift(a: np.ndarray) -> np.ndarray:
+    """Python numbers that numpy put in an object array (a pad value, a 0) as Z3 constants."""
+    if a.dtype != object:
+        return a
+    return np.vectorize(_z, otypes=[object])(a) if a.size else a
+
+
+def _uf(op: str) -> z3.FuncDeclRef:
+    if op not in _UF:
+        _UF[op] = z3.Function(op.lower(), z3.RealSort(), z3.RealSort())
+    return _UF[op]
+
+
+def _map(f, x: np.ndarray) -> np.ndarray:
+    return np.vectorize(f, otypes=[object])(x) if x.size else x.copy()
+
+
+def run(op: str, attrs: Mapping, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+    """The outputs of ``op`` on symbolic (object) and literal (int) inputs; ShapeError when the
+    inputs do not fit (the instance is ill-typed), Unsupported when there is no semantics."""
+    a = dict(attrs)
+    node = Node(op, tuple(f"i{k}" for k in range(len(inputs))), ("y",), make_attrs(a))
+    full = op_attrs(node) if op in OPS else a
+    x = inputs[0] if inputs else None
+    if op in ("Add", "Sub", "Mul", "Div"):
+        _check_broadcast(inputs[0], inputs[1])
+        f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
+        return [f(inputs[0], inputs[1])]
+    if op == "Neg":
+        return [_map(lambda v: -v, x)]
+    if op == "Reciprocal":
+        return [_map(lambda v: 1 / _z(v), x)]
+    if op == "Relu":
+        return [_map(lambda v: z3.If(v > 0, v, z3.RealVal(0)), x)]
+    if op in UNINTERPRETED:
+        f = _uf(op)
+        return [_map(lambda v: f(v), x)]
+    if op == "MatMul":
+        a0, b0 = inputs
+        if a0.ndim == 0 or b0.ndim == 0 or a0.shape[-1] != b0.shape[-2 if b0.ndim > 1 else 0]:
+            raise ShapeError("matmul contraction sizes differ")
+        return [_lift(np.asarray(np.matmul(a0, b0), dtype=object))]
+    if op == "Gemm":
+        return [_gemm(inputs, full)]
+    if op == "Conv":
+        return [_conv(inputs, full)]
+    if op == "BatchNormalization":
+        return [_batchnorm(inputs, full)]
+    if op in STRUCTURAL:
+        try:
+            outs = OPS[op].run(list(inputs), full)
+        except (ValueError, IndexError) as e:
+            raise ShapeError(str(e)) from e
+        return [_lift(np.asarray(o, dtype=object)) if o.dtype == object else o for o in outs]
+    raise Unsupported(f"no Z3 semantics for {op}")
+
+
+def _check_broadcast(a: np.ndarray, b: np.ndarray) -> None:
+    try:
+        np.broadcast_shapes(a.shape, b.shape)
+    except ValueError as e:
+        raise ShapeError(str(e)) from e
+
+
+def _gemm(inputs, attrs) -> np.ndarray:
+    a, b = inputs[0], inputs[1]
+    c = inputs[2] if len(inputs) > 2 else None
+    if a.ndim != 2 or b.ndim != 2:
+        raise ShapeError("Gemm takes matrices")
+    a = a.T if attrs.get("transA", 0) else a
+    b = b.T if attrs.get("transB", 0) else b
+    if a.shape[1] != b.shape[0]:
+        raise ShapeError("gemm contraction sizes differ")
+    y = np.matmul(a, b)
+    alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
+    if alpha != 1.0:
+        y = y * z3.RealVal(str(alpha))
+    if c is not None:
+        _check_broadcast(y, c)
+        y = y + (c if beta == 1.0 else c * z3.RealVal(str(beta)))
+    return _lift(np.asarray(y, dtype=object))
+
+
+def _conv(inputs, attrs) -> np.ndarray:
+    x, w = inputs[0], inputs[1]
+    b = inputs[2] if len(inputs) > 2 else None
+    group = int(attrs.get("group", 1))
+    nd = x.ndim - 2
+    strides = list(attrs.get("strides") or [1] * nd)
+    dil = list(attrs.get("dilations") or [1] * nd)
+    pads = list(attrs.get("pads") or [0] * (2 * nd))
+    if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
+        raise Unsupported("Conv auto_pad SAME")
+    n, c_in = x.shape[:2]
+    c_out, c_per = w.shape[:2]
+    if c_in != c_per * group or c_out % group:
+        raise ShapeError("conv channels do not fit")
+    zero = z3.RealVal(0)
+    xp = np.full(
+        (n, c_in, *(x.shape[2 + i] + pads[i] + pads[nd + i] for i in range(nd))), zero, dtype=object
+    )
+    xp[
+        (slice(None), slice(None), *(slice(pads[i], pads[i] + x.shape[2 + i]) for i in range(nd)))
+    ] = x
+    ks = w.shape[2:]
+    outs = [(xp.shape[2 + i] - (dil[i] * (ks[i] - 1) + 1)) // strides[i] + 1 for i in range(nd)]
+    if any(o <= 0 for o in outs):
+        raise ShapeError("conv output is empty")
+    y = np.empty((n, c_out, *outs), dtype=object)
+    per_group = c_out // group
+    for bi, co in itertools.product(range(n), range(c_out)):
+        g = co // per_group
+        for pos in itertools.product(*(range(o) for o in outs)):
+            terms = []
+            for ci, kpos in itertools.product(range(c_per), itertools.product(*map(range, ks))):
+                src = tuple(pos[i] * strides[i] + kpos[i] * dil[i] for i in range(nd))
+                terms.append(xp[(bi, g * c_per + ci, *src)] * w[(co, ci, *kpos)])
+            s = z3.Sum(terms) if terms else zero
+            y[(bi, co, *pos)] = s + b[co] if b is not None else s
+    return y
+
+
+def _batchnorm(inputs, attrs) -> np.ndarray:
+    x, scale, bias, mean, var = inputs[:5]
+    eps = z3.RealVal(str(float(attrs.get("epsilon", 1e-5))))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    sq = _map(lambda v: _uf("Sqrt")(v + eps), var)
+    f = np.reshape(scale / sq, shape)
+    return (x - np.reshape(mean, shape)) * f + np.reshape(bias, shape)
+
+
+def sqrt_hypotheses(exprs: Sequence[z3.ExprRef]) -> list[z3.BoolRef]:
+    """``sqrt(t) > 0`` for every ``sqrt(t)`` application in ``exprs`` whose argument is
+    positive — what BatchNorm folding needs (``var + eps > 0`` is assumed of ``var >= 0``)."""
+    seen: set = set()
+    out: list[z3.BoolRef] = []
+    sqrt = _uf("Sqrt")
+
+    def walk(e):
+        if e.get_id() in seen:
+            return
+        seen.add(e.get_id())
+        if z3.is_app(e) and e.decl() == sqrt:
+            out.append(sqrt(e.arg(0)) > 0)
+        for k in e.children():
+            walk(k)
+
+    for e in exprs:
+        walk(e)
+    return out
+
+
+def equal(lhs: np.ndarray, rhs: np.ndarray, hypotheses=(), timeout_ms: int = 20_000):
+    """(verdict, detail): ``"proved"`` when every element of ``lhs`` equals the one of ``rhs``
+    for all values of the symbols (under ``hypotheses``), ``"refuted"`` with a counterexample,
+    ``"unknown"`` when Z3 gives up. Different shapes are refuted outright."""
+    if lhs.shape != rhs.shape:
+        return "refuted", f"shapes differ: {lhs.shape} vs {rhs.shape}"
+    solver = z3.Solver()
+    solver.set("timeout", timeout_ms)
+    pairs = [(_z(a), _z(b)) for a, b in zip(lhs.reshape(-1), rhs.reshape(-1), strict=True)]
+    solver.add(*hypotheses)
+    solver.add(z3.Or([a != b for a, b in pairs]) if pairs else z3.BoolVal(False))
+    r = solver.check()
+    if r == z3.unsat:
+        return "proved", ""
+    if r == z3.sat:
+        return "refuted", str(solver.model())[:500]
+    return "unknown", solver.reason_unknown()
+
+
+__all__ = ["SEMANTICS_VERSION", "Unsupported", "equal", "real", "run", "symbols"]
