@@ -72,11 +72,14 @@ def extract(
     serialized: SerializedEGraph | None = None,
     extractor: str = "auto",
     time_limit: float = 10.0,
+    prefer_rewrites: bool = False,
 ) -> Extraction:
     """The cheapest graph the e-graph holds under ``cost_model`` (AST size by default).
     ``extractor``: ``greedy`` (greedy DAG), ``ilp`` (the ILP, started from greedy's choice and
     never worse than it) or ``auto`` (ILP up to :data:`AUTO_ILP_MAX_ENODES` reachable e-nodes).
-    ``time_limit`` bounds the ILP. ``serialized`` reuses an earlier serialization."""
+    ``time_limit`` bounds the ILP. ``serialized`` reuses an earlier serialization.
+    ``prefer_rewrites`` cuts to a tenth the cost of every e-node the input graph did not have,
+    so that the extracted graph shows what the rules did (rule verification; never optimizing)."""
     if extractor not in EXTRACTORS:
         raise ValueError(f"unknown extractor {extractor!r}; known: {', '.join(EXTRACTORS)}")
     model = cost_model or AstSize()
@@ -103,7 +106,7 @@ def extract(
             if val is not None:
                 values.setdefault(eg.nodes[nid].eclass, val)
 
-    margin = max(TIE_BREAK, float(getattr(model, "noise", 0.0)))
+    margin = -0.9 if prefer_rewrites else max(TIE_BREAK, float(getattr(model, "noise", 0.0)))
 
     def cost(nid: str) -> float:
         c = base_cost(nid)

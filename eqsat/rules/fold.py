@@ -35,12 +35,15 @@ from eqsat.egraph.lang import Tensor
 from eqsat.rules.base import PyRule
 
 FAMILY = "fold"
+# the claim for this module's rules; the evidence is eqsat/verify/ledger.json, written by
+# `eqsat rules verify --write-ledger` (a fast test fails when it does not hold the rule as written)
+PROOF = "bounded"
 FLOATS = ("float16", "float32", "float64")
 
 
 def rules() -> list[PyRule]:
     return [
-        PyRule("dropout-elim", FAMILY, "dropout(x) => x", dropout_elim),
+        PyRule("dropout-elim", FAMILY, "dropout(x) => x", dropout_elim, proof=PROOF),
         PyRule(
             "fold-batchnorm-into-conv",
             FAMILY,
@@ -48,6 +51,7 @@ def rules() -> list[PyRule]:
             "conv(x, w * r(s / sqrt(v + eps)), (b - m) * s / sqrt(v + eps) + beta)",
             batchnorm_into_conv,
             fp_exact=False,
+            proof=PROOF,
         ),
         PyRule(
             "fold-batchnorm-into-gemm",
@@ -55,6 +59,7 @@ def rules() -> list[PyRule]:
             "bn(gemm(a, b, c), s, beta, m, v, eps) => gemm(a, b * f, (c - m) * f + beta)",
             batchnorm_into_gemm,
             fp_exact=False,
+            proof=PROOF,
         ),
         PyRule(
             "fold-mul-into-conv",
@@ -62,6 +67,7 @@ def rules() -> list[PyRule]:
             "conv(x, w, b) * c => conv(x, w * r(c), b * c) if c per-channel",
             mul_into_conv,
             fp_exact=False,
+            proof=PROOF,
         ),
         PyRule(
             "fold-add-into-conv",
@@ -69,6 +75,7 @@ def rules() -> list[PyRule]:
             "conv(x, w, b) + c => conv(x, w, b + c) if c per-channel",
             add_into_conv,
             fp_exact=False,
+            proof=PROOF,
         ),
         PyRule(
             "matmul-add-to-gemm",
@@ -76,6 +83,7 @@ def rules() -> list[PyRule]:
             "matmul(a, w) + c => gemm(a, w, c) if rank(a) = 2",
             matmul_add_to_gemm,
             fp_exact=False,
+            proof=PROOF,
         ),
     ]
 

@@ -43,43 +43,61 @@ PROOF = "bounded"
 def rules() -> list[Rule | PyRule]:
     x, s, e, a, st = (var(n, Tensor) for n in ("x", "s", "e", "a", "st"))
     out: list[Rule | PyRule] = [
-        PyRule("transpose-compose", FAMILY, "T_p(T_q(x)) => T_(q o p)(x)", transpose_compose),
+        PyRule(
+            "transpose-compose",
+            FAMILY,
+            "T_p(T_q(x)) => T_(q o p)(x)",
+            transpose_compose,
+            proof=PROOF,
+        ),
         PyRule(
             "reshape-compose",
             FAMILY,
             "reshape(reshape(x, s1), s2) => reshape(x, s2) if 0 not in s2",
             reshape_compose,
+            proof=PROOF,
         ),
-        PyRule("reshape-noop", FAMILY, "reshape(x, s) => x if type(result) = type(x)", noop),
+        PyRule(
+            "reshape-noop",
+            FAMILY,
+            "reshape(x, s) => x if type(result) = type(x)",
+            noop,
+            proof=PROOF,
+        ),
         PyRule(
             "slice-slice-commute",
             FAMILY,
             "slice_a(slice_b(x)) => slice_b(slice_a(x)) if axes a != b",
             slice_slice_commute,
+            proof=PROOF,
         ),
         PyRule(
             "binary-slice-commute",
             FAMILY,
             "op(slice(a, k), slice(b, k)) => slice(op(a, b), k) if type(a) = type(b)",
             binary_slice_commute,
+            proof=PROOF,
         ),
         PyRule(
             "unary-concat-distribute",
             FAMILY,
             "f(concat(x_1..x_n, ax)) => concat(f(x_1)..f(x_n), ax) for element-wise unary f",
             unary_concat,
+            proof=PROOF,
         ),
         PyRule(
             "slice-of-concat",
             FAMILY,
             "slice(concat(x_1..x_n, ax), o_i, o_i + d_i, ax) => x_i",
             slice_of_concat,
+            proof=PROOF,
         ),
         PyRule(
             "concat-of-slices",
             FAMILY,
             "concat(slice(x, 0, o_1, ax), .., slice(x, o_(n-1), d, ax), ax) => x",
             concat_of_slices,
+            proof=PROOF,
         ),
     ]
     for op in UNARY:

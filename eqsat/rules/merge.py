@@ -48,6 +48,9 @@ from eqsat.egraph.lang import Tensor
 from eqsat.rules.base import PyRule
 
 FAMILY = "merge"
+# the claim for this module's rules; the evidence is eqsat/verify/ledger.json, written by
+# `eqsat rules verify --write-ledger` (a fast test fails when it does not hold the rule as written)
+PROOF = "bounded"
 MAX_GROUP = 16
 
 
@@ -60,6 +63,7 @@ def rules() -> list[PyRule]:
             shared_rhs,
             fp_exact=False,
             doc="one constant weight applied to n inputs: one matmul on their concatenation",
+            proof=PROOF,
         ),
         PyRule(
             "merge-matmul-shared-lhs",
@@ -68,6 +72,7 @@ def rules() -> list[PyRule]:
             shared_lhs,
             fp_exact=False,
             doc="n constant weights applied to one input: one matmul on the concatenated weights",
+            proof=PROOF,
         ),
         PyRule(
             "merge-matmul-add",
@@ -77,6 +82,7 @@ def rules() -> list[PyRule]:
             fp_exact=False,
             doc="a sum of two projections is one projection of the concatenated inputs "
             "(Tensat's X·A + H·B = [X H]·[A; B])",
+            proof=PROOF,
         ),
     ]
 
@@ -199,6 +205,7 @@ def conv_rules() -> list[PyRule]:
             fp_exact=False,
             doc="convolutions of one input merged along output channels; smaller kernels "
             "zero-padded to the largest (1x1 -> 3x3) where their padding centres them",
+            proof=PROOF,
         )
     ]
 

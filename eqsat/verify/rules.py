@@ -15,14 +15,13 @@ literal bounds, axes and steps. An instance whose left-hand side is ill-typed is
 rule cannot match it); for every other one Z3 must prove ``lhs = rhs`` element by element for
 all values of the symbols. One refutation refutes the rule (with the instance and a model).
 
-Python-driven rules (:class:`~eqsat.rules.base.PyRule`) are not proved here yet: their claims
-stay ``unproved`` (issue 5 continues).
+Python-driven rules (:class:`~eqsat.rules.base.PyRule`) are proved on witnesses instead, by
+:mod:`.pyrules`; :func:`verify` picks the method.
 """
 
 from __future__ import annotations
 
 import ast
-import hashlib
 import itertools
 import json
 import time
@@ -35,8 +34,8 @@ import z3
 from eqsat.egraph.lang import BY_CTOR
 from eqsat.egraph.opdefs.base import ShapeError
 from eqsat.verify import z3_ops
+from eqsat.verify.ledger import LEDGER, load_ledger, rule_hash
 
-LEDGER = Path(__file__).with_name("ledger.json")
 MAX_INSTANCES = 200  # shape instances per rule (drawn deterministically)
 DIMS = (1, 2, 3)
 
@@ -50,10 +49,6 @@ class Verdict:
     time_s: float
     detail: str = ""
     hash: str = ""
-
-
-def rule_hash(rule) -> str:
-    return hashlib.sha256(rule.text().encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -265,11 +260,16 @@ def _scope(n: int) -> str:
     return f"bounded: {n} shape instances (dims in 1..3; ranks 1-3 or the literal permutation's)"
 
 
+def verify(rule) -> Verdict:
+    """Prove ``rule``: an egglog rule from its printed form, a Python-driven one on witnesses."""
+    if hasattr(rule, "find"):
+        from eqsat.verify.pyrules import verify_pyrule
+
+        return verify_pyrule(rule)
+    return verify_rule(rule)
+
+
 # ---------------------------------------------------------------------------- the ledger
-
-
-def load_ledger(path: Path = LEDGER) -> dict[str, dict]:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def ledger_entry(v: Verdict) -> dict:
@@ -288,9 +288,3 @@ def write_ledger(verdicts: list[Verdict], path: Path = LEDGER) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(dict(sorted(data.items())), indent=1, sort_keys=True) + "\n")
     tmp.replace(path)
-
-
-def holds(rule, ledger: dict[str, dict]) -> bool:
-    """Whether the ledger proves ``rule`` as it is now written."""
-    e = ledger.get(rule.name)
-    return bool(e) and e.get("result") == "proved" and e.get("hash") == rule_hash(rule)

@@ -1,0 +1,38 @@
+"""The proof ledger: which rules are proved, as written, and in what scope.
+
+Consumes rule records; produces the ledger's entries (``ledger.json`` next to this module,
+committed) and :func:`holds`, the check that a rule's proof still applies to its current text.
+This module imports no solver, so the optimizer can consult the ledger cheaply (the default
+schedule uses only proved rules); :mod:`.rules` writes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from pathlib import Path
+
+LEDGER = Path(__file__).with_name("ledger.json")
+
+
+def rule_hash(rule) -> str:
+    """A hash of what the proof depends on: an egglog rule's printed form; for a Python-driven
+    rule its pattern *and the source of the module that defines its code* (editing any helper
+    there drops the proof: conservative, and re-proving takes seconds)."""
+    text = rule.text()
+    find = getattr(rule, "find", None)
+    if find is not None:
+        module = inspect.getmodule(find)
+        text += "\n" + (inspect.getsource(module) if module else inspect.getsource(find))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_ledger(path: Path = LEDGER) -> dict[str, dict]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def holds(rule, ledger: dict[str, dict]) -> bool:
+    """Whether the ledger proves ``rule`` as it is now written."""
+    e = ledger.get(rule.name)
+    return bool(e) and e.get("result") == "proved" and e.get("hash") == rule_hash(rule)
