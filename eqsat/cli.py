@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("-o", "--output", help="where to write the optimized model")
     opt.add_argument("--example", help="a bundled example model (see `eqsat examples`)")
     opt.add_argument("--json", action="store_true", help="machine-readable summary")
+    opt.add_argument("--report", metavar="OUT.html", help="write an HTML report (+ .json)")
     opt.add_argument(
         "--no-verify", action="store_true", help="skip the verification gate (not recommended)"
     )
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("a", help="reference model")
     ver.add_argument("b", help="candidate model")
     ver.add_argument("--json", action="store_true", help="machine-readable verdict")
+    ver.add_argument("--report", metavar="OUT.html", help="write an HTML report (+ .json)")
     _add_tolerance(ver)
 
     cal = sub.add_parser("calibrate", help="measure this machine's roofline cost constants")
@@ -213,6 +215,7 @@ def cmd_optimize(args) -> int:
         raise InputError(f"{output}: the directory {Path(output).parent} does not exist")
     if args.model and Path(output).resolve() == Path(args.model).resolve():
         raise InputError("the output would overwrite the input; choose another -o")
+    _check_report_path(args.report)
     opts = pipeline.Options(
         verify=not args.no_verify,
         rtol=args.rtol,
@@ -237,12 +240,45 @@ def cmd_optimize(args) -> int:
                 status.update(f"{label}: {phase}")
 
         result = pipeline.optimize(src, opts, output=output, progress=progress)
+        if args.report:
+            if status is not None:
+                status.update(f"{label}: report (timing both models)")
+            _report(
+                "optimize",
+                result.verdict,
+                result.source,
+                result.model,
+                (label, str(output)),
+                args.report,
+                result.egraph,
+            )
     summary = {"model": label} | result.summary()
+    if args.report:
+        summary["report"] = str(args.report)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
         return 0
     _print_optimize(summary)
+    if args.report:
+        out.print(f"report: {args.report} (and {Path(args.report).with_suffix('.json')})")
     return 0
+
+
+def _check_report_path(path: str | None) -> None:
+    if path and not Path(path).resolve().parent.is_dir():
+        raise InputError(f"--report {path}: the directory {Path(path).parent} does not exist")
+
+
+def _report(kind, verdict, reference, candidate, labels, path, egraph=None) -> None:
+    from eqsat.verify import report
+
+    if verdict is None:
+        raise InputError("--report needs the verification gate (drop --no-verify)")
+    data = report.build(kind, verdict, reference, candidate, labels, egraph)
+    try:
+        report.write(data, Path(path))
+    except OSError as e:
+        raise InputError(f"cannot write the report {path}: {e.strerror or e}") from e
 
 
 class _nullctx:
@@ -295,11 +331,13 @@ def cmd_verify(args) -> int:
     from eqsat.egraph.onnx_io import load_model
     from eqsat.verify import numeric
 
+    _check_report_path(args.report)
     a, b = load_model(args.a), load_model(args.b)  # one-line errors for unreadable files
-    del a, b
     v = numeric.compare_models(
         Path(args.a), Path(args.b), seeds=args.seeds, rtol=args.rtol, atol=args.atol
     )
+    if args.report:
+        _report("verify", v, a, b, (args.a, args.b), args.report)
     if args.json:
         print(json.dumps(v.to_json(), indent=2, default=str))
     else:

@@ -1,0 +1,61 @@
+"""Equivalence-verification reports: self-contained HTML plus JSON, from optimize and verify."""
+
+import json
+import re
+
+import onnx
+from onnx import helper
+
+from eqsat import cli
+from eqsat.examples import build_example
+from tests.helpers import model, vi
+
+
+def _no_external_assets(page: str) -> bool:
+    return not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page) and "@import" not in page
+
+
+def test_optimize_report_shows_errors_latency_and_proved_rules(tmp_path, capsys):
+    out, rep = tmp_path / "o.onnx", tmp_path / "r.html"
+    code = cli.main(
+        ["optimize", "--example", "nasrnn", "-o", str(out), "--report", str(rep), "--json"]
+    )
+    assert code == 0
+    page, data = rep.read_text(), json.loads(rep.with_suffix(".json").read_text())
+    assert _no_external_assets(page) and "<svg" in page
+    assert data["verdict"]["ok"] and data["verdict"]["seeds"]
+    assert data["latency"]["reference"]["min_ms"] > 0
+    fired = {r["rule"]: r for r in data["rules"]}
+    assert "merge-matmul-shared-rhs" in fired
+    assert all(r["proof"] == "proved" and r["scope"] for r in fired.values())
+    assert data["ops"]["reference"]["MatMul"] > data["ops"]["candidate"]["MatMul"]
+    assert "EQUIVALENT" in page and "every one is proved" in page
+    assert json.loads(capsys.readouterr().out)["report"] == str(rep)
+
+
+def test_verify_report_of_different_models_says_so(tmp_path):
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    for path, op in ((a, "Relu"), (b, "Sigmoid")):
+        onnx.save(
+            model([helper.make_node(op, ["x"], ["y"])], [vi("x", [2, 3])], [vi("y", [2, 3])]),
+            str(path),
+        )
+    rep = tmp_path / "v.html"
+    assert cli.main(["verify", str(a), str(b), "--report", str(rep)]) == 1
+    page = rep.read_text()
+    data = json.loads(rep.with_suffix(".json").read_text())
+    assert not data["verdict"]["ok"] and "DIFFERENT" in page
+    assert data["ops"] == {"reference": {"Relu": 1}, "candidate": {"Sigmoid": 1}}
+    assert _no_external_assets(page)
+
+
+def test_report_into_a_missing_directory_is_a_usage_error(tmp_path):
+    m = tmp_path / "m.onnx"
+    onnx.save(build_example("nasrnn", "small"), str(m))
+    missing = tmp_path / "nope" / "r.html"
+    assert cli.main(["verify", str(m), str(m), "--report", str(missing)]) == 2
+    assert (
+        cli.main(["optimize", str(m), "-o", str(tmp_path / "o.onnx"), "--report", str(missing)])
+        == 2
+    )
+    assert not (tmp_path / "o.onnx").exists()
