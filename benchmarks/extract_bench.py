@@ -45,9 +45,7 @@ from eqsat.extract.measured import MeasuredCostModel
 from eqsat.extract.roofline import RooflineCostModel
 from eqsat.rules import schedule
 from eqsat.verify.numeric import compare_models, input_specs, random_feeds
-
-sys.path.insert(0, str(Path(__file__).parent))
-from optimize_bench import interleaved  # noqa: E402
+from eqsat.verify.timing import interleaved
 
 FAMILIES = (*schedule.DEFAULT_FAMILIES, "merge-conv")
 

@@ -27,42 +27,7 @@ import onnxruntime as ort
 from eqsat import pipeline
 from eqsat.examples import build_example, example_names
 from eqsat.verify.numeric import input_specs, random_feeds
-
-
-def session(path: Path, threads: int) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    # Two sessions alternate on 2 cores: a spinning idle thread pool of one steals the CPU from
-    # the other (measured: identical graphs came out 0.74x apart at 2 threads with spinning).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def _inner(sess, feeds) -> int:
-    t0 = time.perf_counter()
-    sess.run(None, feeds)
-    one = max(time.perf_counter() - t0, 1e-6)
-    return max(1, int(0.02 / one))
-
-
-def interleaved(paths: list[Path], feeds: dict, threads: int, reps: int) -> list[list[float]]:
-    """Per model, the seconds per run of each repetition; models alternate every repetition."""
-    sessions = [session(p, threads) for p in paths]
-    for s in sessions:  # warm-up
-        for _ in range(3):
-            s.run(None, feeds)
-    inner = [_inner(s, feeds) for s in sessions]
-    times: list[list[float]] = [[] for _ in sessions]
-    for _ in range(reps):
-        for k, s in enumerate(sessions):
-            t0 = time.perf_counter()
-            for _ in range(inner[k]):
-                s.run(None, feeds)
-            times[k].append((time.perf_counter() - t0) / inner[k])
-    return times
+from eqsat.verify.timing import interleaved
 
 
 def bench_one(label: str, source, workdir: Path, reps: int, options: pipeline.Options) -> dict:

@@ -21,7 +21,6 @@ import html
 import json
 import os
 import statistics
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -37,24 +36,14 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
 def measure_latency(models: list, reps: int = 10, seed: int = 0) -> list[dict]:
     """Per model: min and median milliseconds per run in onnxruntime (ORT_ENABLE_ALL, one
     intra-op thread), the models' repetitions interleaved so that background load hits all."""
-    specs = numeric.input_specs(models[0])
-    feeds = numeric.random_feeds(specs, seed)
-    sessions = [numeric._session(m, threads=1) for m in models]
-    for s in sessions:
-        s.run(None, feeds)
-    inner = []
-    for s in sessions:
-        t0 = time.perf_counter()
-        s.run(None, feeds)
-        inner.append(max(1, int(0.02 / max(time.perf_counter() - t0, 1e-6))))
-    times: list[list[float]] = [[] for _ in sessions]
-    for _ in range(reps):
-        for k, s in enumerate(sessions):
-            t0 = time.perf_counter()
-            for _ in range(inner[k]):
-                s.run(None, feeds)
-            times[k].append((time.perf_counter() - t0) / inner[k] * 1e3)
-    return [{"min_ms": min(t), "median_ms": statistics.median(t), "reps": reps} for t in times]
+    from eqsat.verify.timing import interleaved
+
+    feeds = numeric.random_feeds(numeric.input_specs(models[0]), seed)
+    times = interleaved(models, feeds, threads=1, reps=reps)
+    return [
+        {"min_ms": min(t) * 1e3, "median_ms": statistics.median(t) * 1e3, "reps": reps}
+        for t in times
+    ]
 
 
 def build(
