@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -118,10 +119,13 @@ body{font:15px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;max-width:960px;
 padding:0 1em;color:#1d1d1f}
 h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid
 #ddd;padding-bottom:.2em}table{border-collapse:collapse;margin:.5em 0}td,th{padding:.25em .7em;
-text-align:right;border-bottom:1px solid #eee}th{background:#f6f6f6}td:first-child,th:first-child
-{text-align:left}.ok{color:#137333;font-weight:600}.bad{color:#b3261e;font-weight:600}
+text-align:left;border-bottom:1px solid #eee;vertical-align:top}th{background:#f6f6f6}
+td.n{text-align:right;font-variant-numeric:tabular-nums}.ok{color:#137333;font-weight:600}.bad{color:#b3261e;font-weight:600}
 .muted{color:#666}code{background:#f4f4f4;padding:0 .25em;border-radius:3px}
 """
+
+
+_NUMBER = re.compile(r"^-?[0-9.]+(e[-+]?[0-9]+)?$")
 
 
 def _e(x) -> str:
@@ -130,7 +134,14 @@ def _e(x) -> str:
 
 def _table(head: list[str], rows: list[list]) -> str:
     h = "".join(f"<th>{_e(c)}</th>" for c in head)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class='n'>{c}</td>" if _NUMBER.match(str(c)) else f"<td>{c}</td>" for c in r
+        )
+        + "</tr>"
+        for r in rows
+    )
     return f"<table><tr>{h}</tr>{body}</table>"
 
 
