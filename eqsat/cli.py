@@ -421,6 +421,7 @@ def cmd_rules(args) -> int:
                     "claim": r.proof,
                     "ledger": status,
                     "scope": entry.get("scope", ""),
+                    "generic": entry.get("generic", ""),
                     "fp_exact": r.fp_exact,
                     "default": r.family in schedule.DEFAULT_FAMILIES,
                 }
@@ -429,7 +430,7 @@ def cmd_rules(args) -> int:
             out.print_json(json.dumps(rows))
             return 0
         t = Table(show_edge=False)
-        for col in ("rule", "family", "kind", "claim", "ledger", "exact", "default"):
+        for col in ("rule", "family", "kind", "claim", "ledger", "sizes", "exact", "default"):
             t.add_column(col)
         for row in rows:
             t.add_row(
@@ -438,6 +439,7 @@ def cmd_rules(args) -> int:
                 row["kind"],
                 row["claim"],
                 row["ledger"],
+                "all" if row["generic"] else ("bounded" if row["scope"] else "-"),
                 "yes" if row["fp_exact"] else "reals",
                 "yes" if row["default"] else "no",
             )

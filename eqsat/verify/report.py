@@ -94,7 +94,7 @@ def _rules(egraph: dict) -> list[dict]:
                 "family": r.family,
                 "matches": n,
                 "proof": "proved" if holds(r, ledger) else "not proved",
-                "scope": entry.get("scope", ""),
+                "scope": "; ".join(x for x in (entry.get("generic"), entry.get("scope")) if x),
                 "exact": "bit-exact" if r.fp_exact else "over the reals",
             }
         )

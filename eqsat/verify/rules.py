@@ -49,6 +49,7 @@ class Verdict:
     time_s: float
     detail: str = ""
     hash: str = ""
+    generic: str = ""  # the shape-generic proof's scope, where one exists (see .generic)
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -261,12 +262,22 @@ def _scope(n: int) -> str:
 
 
 def verify(rule) -> Verdict:
-    """Prove ``rule``: an egglog rule from its printed form, a Python-driven one on witnesses."""
+    """Prove ``rule``: an egglog rule from its printed form over bounded shapes and, where its
+    ops allow, for every size (:mod:`.generic`); a Python-driven one on witnesses."""
     if hasattr(rule, "find"):
         from eqsat.verify.pyrules import verify_pyrule
 
         return verify_pyrule(rule)
-    return verify_rule(rule)
+    from eqsat.verify import generic
+
+    v = verify_rule(rule)
+    if v.result == "proved":
+        result, scope = generic.prove(rule)
+        if result == "proved":
+            v.generic = scope
+        elif result == "refuted":  # cannot happen when the bounded proof holds; never hide it
+            v.result, v.detail = "refuted", f"generic proof: {scope}"
+    return v
 
 
 # ---------------------------------------------------------------------------- the ledger

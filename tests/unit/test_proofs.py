@@ -127,6 +127,27 @@ def test_rules_cli_lists_and_verifies(capsys):
     assert cli.main(["rules", "verify", "no-such-rule"]) == 2
 
 
+def test_shape_generic_proofs_where_the_ops_allow():
+    from eqsat.verify import generic
+
+    by = {r.name: r for r in EVERY}
+    assert generic.prove(by["add-associative"]) == (
+        "proved",
+        "generic: every size, ranks 1-6, operands of one shape",
+    )
+    assert generic.prove(by["relu-transpose-commute"])[0] == "proved"
+    assert generic.prove(by["matmul-transpose-2d"])[0] == "unsupported"  # a sum over a size
+    wrong = Rule(
+        "wrong-perm",
+        "t",
+        Tensor.transpose(Tensor.transpose(x, Vec[i64](1, 2, 0)), Vec[i64](1, 2, 0)),
+        x,
+    )
+    assert generic.prove(wrong)[0] == "refuted"
+    ledger = led.load_ledger()
+    assert sum(bool(e.get("generic")) for e in ledger.values()) >= 50
+
+
 @pytest.mark.slow
 def test_every_rule_is_proved_now():
     verdicts = [rv.verify(r) for r in EVERY]

@@ -4,6 +4,7 @@ import json
 import re
 
 import onnx
+import pytest
 from onnx import helper
 
 from eqsat import cli
@@ -59,3 +60,44 @@ def test_report_into_a_missing_directory_is_a_usage_error(tmp_path):
         == 2
     )
     assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(tmp_path):
+    """Rendered once in a real browser (Debian's chromium, when the machine has it)."""
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    rep, png = tmp_path / "r.html", tmp_path / "r.png"
+    assert (
+        cli.main(
+            [
+                "optimize",
+                "--example",
+                "nasrnn",
+                "-o",
+                str(tmp_path / "o.onnx"),
+                "--report",
+                str(rep),
+            ]
+        )
+        == 0
+    )
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    subprocess.run(
+        [browser, *flags, "--window-size=1000,1400", f"--screenshot={png}", rep.as_uri()],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert png.stat().st_size > 20_000  # a page with tables and a chart, not a blank one

@@ -1,0 +1,155 @@
+"""Shape-generic proofs: a rule proved for *every* size of each rank, not only small ones.
+
+Consumes an egglog :class:`~eqsat.rules.base.Rule`; produces a verdict for each rank 1..6 (or
+the rank a literal permutation fixes). A tensor of rank ``r`` is an uninterpreted function from
+``r`` integer indices to a real (TASO's view of operators as functions), so no size appears
+anywhere: element-wise ops act pointwise (``neg``/``relu``/``reciprocal`` interpreted,
+``sigmoid``/``tanh``/``erf``/``exp``/``sqrt`` uninterpreted), ``Transpose(x, p)`` maps index
+``i`` to ``x`` at ``j`` with ``j[p[k]] = i[k]``, a 0-d literal is a constant. ``lhs(i) = rhs(i)``
+for fresh integer symbols ``i`` proves the rule for all indices, hence for all sizes.
+
+Scope, precisely: operands of one shape (no broadcasting: the bounded proof in :mod:`.rules`
+covers broadcast shapes up to size 3), and only rules built from the ops above; a permutation
+variable is instantiated with every permutation of the rank (ranks <= 4). Rules with matmuls,
+slices or reshapes have sums or index arithmetic over sizes and keep only the bounded proof.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+
+import z3
+
+from eqsat.verify.rules import NAMESPACE, _perm_literals, _variables
+
+UNARY = {
+    "neg": lambda v: -v,
+    "relu": lambda v: z3.If(v > 0, v, z3.RealVal(0)),
+    "reciprocal": lambda v: 1 / v,
+    "identity": lambda v: v,
+}
+UNINTERPRETED = ("sigmoid", "tanh", "erf", "exp", "sqrt")
+BINARY = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+}
+SUPPORTED = {*UNARY, *UNINTERPRETED, *BINARY, "transpose", "scalar"}
+MAX_RANK = 6
+MAX_PERM_RANK = 4
+
+
+class Indexed:
+    """A tensor as a function of its index tuple: ``self(i)`` is a Z3 real."""
+
+    def __init__(self, f, rank: int | None):
+        self.f, self.rank = f, rank  # rank None: a 0-d literal (broadcasts to any rank)
+
+    def __call__(self, idx):
+        return self.f(idx)
+
+
+_UF = {name: z3.Function(f"g_{name}", z3.RealSort(), z3.RealSort()) for name in UNINTERPRETED}
+
+
+class _Gen:
+    """``Tensor``'s constructors over index functions."""
+
+    @staticmethod
+    def scalar(v, dtype):
+        c = z3.RealVal(str(float(v)))
+        return Indexed(lambda i: c, None)
+
+    @staticmethod
+    def transpose(x: Indexed, perm):
+        perm = tuple(perm)
+        if x.rank != len(perm):
+            raise ValueError("perm rank")
+
+        def f(i):
+            j = [None] * len(perm)
+            for k, p in enumerate(perm):
+                j[p] = i[k]
+            return x(tuple(j))
+
+        return Indexed(f, x.rank)
+
+
+for _n, _op in UNARY.items():
+    setattr(_Gen, _n, staticmethod(lambda x, _op=_op: Indexed(lambda i: _op(x(i)), x.rank)))
+for _n in UNINTERPRETED:
+    setattr(
+        _Gen,
+        _n,
+        staticmethod(lambda x, _g=_UF[_n]: Indexed(lambda i: _g(x(i)), x.rank)),
+    )
+for _n, _op in BINARY.items():
+
+    def _bin(a, b, _op=_op):
+        ranks = {r for r in (a.rank, b.rank) if r is not None}
+        if len(ranks) > 1:
+            raise ValueError("ranks differ")
+        return Indexed(lambda i: _op(a(i), b(i)), next(iter(ranks), None))
+
+    setattr(_Gen, _n, staticmethod(_bin))
+
+
+def supported(rule) -> bool:
+    """Whether the rule is built only from ops with a shape-generic semantics here."""
+    if hasattr(rule, "find"):
+        return False
+    for side in (str(rule.lhs), str(rule.rhs)):
+        for node in ast.walk(ast.parse(side, mode="eval")):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.value.__class__ is ast.Name and node.func.value.id == "Tensor":
+                    if node.func.attr not in SUPPORTED:
+                        return False
+    return True
+
+
+def prove(rule) -> tuple[str, str]:
+    """(result, scope): ``proved`` for every rank tried, ``refuted`` with the rank and a model,
+    or ``unsupported``."""
+    if not supported(rule):
+        return "unsupported", ""
+    lhs_text, rhs_text = str(rule.lhs), str(rule.rhs)
+    roles = _variables(lhs_text)
+    literal = [len(ast.literal_eval("(" + p + ",)")) for p in _perm_literals(lhs_text)]
+    has_perm_var = "perm" in roles.values()
+    ranks = sorted(set(literal)) or list(
+        range(1, (MAX_PERM_RANK if has_perm_var else MAX_RANK) + 1)
+    )
+    proved_ranks = []
+    for r in ranks:
+        idx = tuple(z3.Int(f"i{k}") for k in range(r))
+        env_base = {}
+        for v, role in roles.items():
+            if role == "tensor":
+                fn = z3.Function(f"T_{v}", *([z3.IntSort()] * r), z3.RealSort())
+                env_base[v] = Indexed(lambda i, fn=fn: fn(*i), r)
+        perm_vars = [v for v, role in roles.items() if role == "perm"]
+        for perms in itertools.product(itertools.permutations(range(r)), repeat=len(perm_vars)):
+            env = dict(env_base, **dict(zip(perm_vars, perms, strict=True)))
+            ns = dict(NAMESPACE, Tensor=_Gen)
+            try:
+                lhs = eval(lhs_text, dict(ns), dict(env))
+            except ValueError:
+                continue  # ill-typed at this rank
+            rhs = eval(rhs_text, dict(ns), dict(env))
+            s = z3.Solver()
+            s.set("timeout", 10_000)
+            s.add(lhs(idx) != rhs(idx))
+            res = s.check()
+            if res == z3.sat:
+                return "refuted", f"rank {r}, perms {perms}: {s.model()}"[:400]
+            if res != z3.unsat:
+                return "unknown", f"rank {r}: {s.reason_unknown()}"
+        proved_ranks.append(r)
+    scope = (
+        f"generic: every size, ranks {proved_ranks[0]}-{proved_ranks[-1]}, operands of one shape"
+        if len(proved_ranks) > 1
+        else f"generic: every size, rank {proved_ranks[0]}, operands of one shape"
+    )
+    return "proved", scope
