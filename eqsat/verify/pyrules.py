@@ -227,7 +227,7 @@ def evaluate(graph: TensorGraph, symbolic: set[str]) -> list[np.ndarray]:
         if node.op == "Dropout":  # inference: the identity (training_mode is not given)
             outs = [ins[0]]
         else:
-            outs = z3_ops.run(node.op, dict(node.attr), ins)
+            outs = z3_ops.run(node.op, dict(node.attr), ins, len(node.outputs))
         for name, value in zip(node.outputs, outs, strict=False):
             if name:
                 env[name] = value

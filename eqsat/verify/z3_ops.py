@@ -94,11 +94,14 @@ def _map(f, x: np.ndarray) -> np.ndarray:
     return np.vectorize(f, otypes=[object])(x) if x.size else x.copy()
 
 
-def run(op: str, attrs: Mapping, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+def run(
+    op: str, attrs: Mapping, inputs: Sequence[np.ndarray | None], n_outputs: int = 1
+) -> list[np.ndarray]:
     """The outputs of ``op`` on symbolic (object) and literal (int) inputs; ShapeError when the
     inputs do not fit (the instance is ill-typed), Unsupported when there is no semantics."""
     a = dict(attrs)
-    node = Node(op, tuple(f"i{k}" for k in range(len(inputs))), ("y",), make_attrs(a))
+    outs = tuple(f"y{k}" for k in range(n_outputs))
+    node = Node(op, tuple(f"i{k}" for k in range(len(inputs))), outs, make_attrs(a))
     full = op_attrs(node) if op in OPS else a
     x = inputs[0] if inputs else None
     if op in ("Add", "Sub", "Mul", "Div"):
