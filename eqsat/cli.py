@@ -148,6 +148,27 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("--write-ledger", action="store_true", help="record the results")
     rv.add_argument("--json", action="store_true", help="machine-readable verdicts")
 
+    rd = rsub.add_parser(
+        "discover", help="generate rules: enumerate small graphs, fingerprint, prove, prune"
+    )
+    rd.add_argument("--max-ops", type=int, default=3, help="ops per side, at most (1-4)")
+    rd.add_argument(
+        "--ops",
+        default="",
+        help="op set, comma-separated (default: matmul,add,mul,smul,transpose,relu,concat; "
+        "also sub, neg)",
+    )
+    rd.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    rd.add_argument("--ray", metavar="ADDRESS", help="run the work units on a Ray cluster")
+    rd.add_argument("--no-prune", action="store_true", help="keep rules implied by others")
+    rd.add_argument(
+        "-o",
+        "--output",
+        help="rules file to write (default: the `generated` family's file; only that one "
+        "updates the proof ledger)",
+    )
+    rd.add_argument("--json", action="store_true", help="machine-readable summary")
+
     ex = sub.add_parser("examples", help="list the bundled example models, or write one")
     ex.add_argument("--write", metavar="NAME", help="write this example as NAME.onnx")
     ex.add_argument("-o", "--output", help="file to write (with --write)")
@@ -394,9 +415,69 @@ def cmd_examples(args) -> int:
     return 0
 
 
+def cmd_discover(args) -> int:
+    import json
+    from dataclasses import asdict
+
+    from eqsat.rules.discover import exprs, rulefile, search
+    from eqsat.verify import rules as rv
+
+    ops = tuple(o for o in args.ops.split(",") if o) if args.ops else exprs.DEFAULT_OPS
+    try:
+        exprs.expand_ops(ops)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if not 1 <= args.max_ops <= 4:
+        raise InputError(f"--max-ops {args.max_ops}: give 1 to 4")
+    path = Path(args.output) if args.output else rulefile.RULES_FILE
+    show = not args.json and err.is_terminal
+    with err.status("discovering", spinner="dots") if show else _nullctx() as status:
+
+        def progress(msg: str) -> None:
+            if status is not None:
+                status.update(msg)
+            elif not args.json:
+                err.print(msg)
+
+        try:
+            entries, summary = search.discover(
+                rv.prove_unit,
+                ops,
+                args.max_ops,
+                workers=args.workers or None,
+                ray_address=args.ray,
+                prune=not args.no_prune,
+                progress=progress,
+            )
+        except RuntimeError as e:  # --ray without ray
+            raise InputError(str(e)) from None
+        progress(f"recording the proofs of {len(entries)} rules")
+        rules = [rulefile.to_rule(e["name"], e["lhs"], e["rhs"], e["shapes"]) for e in entries]
+        verdicts = [rv.verify(r) for r in rules]
+    wrong = [v for v in verdicts if v.result != "proved"]
+    if wrong:  # every rule was proved during discovery: this would be a bug, never hide it
+        raise InputError(f"rule {wrong[0].name} did not verify again: {wrong[0].detail}")
+    rulefile.write(entries, search.header(summary), path)
+    if path.resolve() == rulefile.RULES_FILE.resolve():
+        rv.write_ledger(verdicts, replace_prefix="gen-")
+    if args.json:
+        out.print_json(json.dumps({"file": str(path), **asdict(summary)}))
+        return 0
+    t = Table(show_edge=False, title=f"rule discovery: {', '.join(summary.settings['ops'])}")
+    for col, just in (("phase", "left"), ("count", "right"), ("time", "right")):
+        t.add_column(col, justify=just)
+    for row in summary.table():
+        t.add_row(*row)
+    out.print(t)
+    out.print(f"{len(entries)} rules written to {path}")
+    return 0
+
+
 def cmd_rules(args) -> int:
     import json
 
+    if args.rules_command == "discover":
+        return cmd_discover(args)
     from eqsat.rules import schedule
     from eqsat.rules.base import Rule
     from eqsat.verify import ledger as led

@@ -98,6 +98,11 @@ reshape_demand = relation("reshape_demand", Vec[Dim], Vec[i64])
 reshape_dim = relation("reshape_dim", Vec[Dim], Vec[i64], i64, Dim)
 # concat: the shape of the input at each position of an input vector
 concat_arg = relation("concat_arg", Vec[Tensor], i64, Vec[Dim])
+# a view of two-input concatenations, ``concat2(r, a, b, axis)`` for ``r = concat([a, b], axis)``,
+# that generated rules query (eqsat.rules.discover.rulefile): matching the elements of a
+# ``Vec[Tensor]`` in a pattern leaves them ungrounded, and reading them with ``vec-get`` made
+# egglog plan the join from the shape guards (28 s for one pass over 1k e-nodes, measured)
+concat2 = relation("concat2", Tensor, Tensor, Tensor, i64)
 
 
 class ShapeConflict(Exception):
@@ -386,6 +391,10 @@ def _concat_rules() -> list:
                 name=f"shape-concat-arg-{j}",
             ).then(concat_arg(ins, i64(j), s))
         )
+    rules.append(
+        rule(eq(r).to(Tensor.concat(ins, ax)), eq(ins.length()).to(i64(2)), name="view-concat2")
+        .then(concat2(r, ins[i64(0)], ins[i64(1)], ax))
+    )
     for n in range(2, MAX_CONCAT + 1):
         ss = [var(f"s{j}", Vec[Dim]) for j in range(n)]
         ps = [var(f"p{j}", i64) for j in range(n)]

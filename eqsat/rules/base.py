@@ -37,6 +37,11 @@ class Rule:
     origin: str = "hand"  # hand | generated
     subsume: bool = False  # one-way clean-up: the lhs is removed from extraction
     doc: str = ""  # the identity in math, where it is not obvious
+    # generated rules: each variable's symbolic shape ((var, dims), ...), each dim a sum of atoms
+    # (("a",), ("a", "b") for a + b); ``when`` holds the matching has_shape guards, and the
+    # verifier proves the rule for every size of the atoms (eqsat.verify.rules.verify_typed)
+    shapes: tuple = ()
+    source: tuple = ()  # generated rules: the printed sides (lhs, rhs) the verifier evaluates
 
     def __post_init__(self) -> None:
         _check(self.name, self.proof)
@@ -51,7 +56,8 @@ class Rule:
     def text(self) -> str:
         """The printed form: what the proof ledger hashes (editing a rule drops its proof)."""
         when = f" if {', '.join(str(w) for w in self.when)}" if self.when else ""
-        return f"{self.lhs} => {self.rhs}{when}"
+        source = f" from {self.source[0]} => {self.source[1]}" if self.source else ""
+        return f"{self.lhs} => {self.rhs}{when}{source}"
 
 
 def _check(name: str, proof: str) -> None:

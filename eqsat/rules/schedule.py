@@ -26,6 +26,7 @@ from egglog import Ruleset, Schedule, back_off, ruleset, run
 
 from eqsat.rules import algebra, cleanup, fold, layout, merge
 from eqsat.rules.base import PyRule, Rule, check_unique
+from eqsat.rules.discover import rulefile
 
 FAMILIES = {
     "cleanup": cleanup.rules,
@@ -34,11 +35,14 @@ FAMILIES = {
     "merge": merge.rules,
     "merge-conv": merge.conv_rules,  # opt-in: measured slower in onnxruntime on CPU
     "layout": layout.rules,
+    # opt-in: the rules `eqsat rules discover` wrote to eqsat/rules/generated/rules.json, each
+    # guarded by the shapes it was proved for (so they need the shape analysis, on by default)
+    "generated": rulefile.load,
 }
 # families that can grow the e-graph without bound: each runs in its own ruleset under egglog's
 # back-off scheduler (a rule that matches more than BACK_OFF_MATCHES times in one pass is banned
 # for a few passes, with both numbers doubling each time)
-GROWING = ("algebra",)
+GROWING = ("algebra", "generated")
 BACK_OFF_MATCHES = 2000
 DEFAULT_FAMILIES = ("cleanup", "algebra", "fold", "merge", "layout")
 

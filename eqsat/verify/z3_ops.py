@@ -232,15 +232,31 @@ def sqrt_hypotheses(exprs: Sequence[z3.ExprRef]) -> list[z3.BoolRef]:
     return out
 
 
+def _identical(a, b) -> bool:
+    """A fast sufficient test: ``a - b`` rewrites to 0 in Z3's simplifier (sums of monomials,
+    sums sorted, also inside ``If`` conditions and uninterpreted applications). Sound because
+    the simplifier preserves equivalence; when it fails the solver decides. Measured on rule
+    discovery: a matmul over a relu of a commuted sum took 14 s in nlsat, 1 ms this way."""
+    try:
+        if not (z3.is_arith(a) and z3.is_arith(b)):
+            return False
+        d = z3.simplify(a - b, som=True, sort_sums=True)
+        return z3.is_rational_value(d) and d.numerator_as_long() == 0
+    except z3.Z3Exception:
+        return False
+
+
 def equal(lhs: np.ndarray, rhs: np.ndarray, hypotheses=(), timeout_ms: int = 20_000):
     """(verdict, detail): ``"proved"`` when every element of ``lhs`` equals the one of ``rhs``
     for all values of the symbols (under ``hypotheses``), ``"refuted"`` with a counterexample,
     ``"unknown"`` when Z3 gives up. Different shapes are refuted outright."""
     if lhs.shape != rhs.shape:
         return "refuted", f"shapes differ: {lhs.shape} vs {rhs.shape}"
+    pairs = [(_z(a), _z(b)) for a, b in zip(lhs.reshape(-1), rhs.reshape(-1), strict=True)]
+    if all(_identical(a, b) for a, b in pairs):
+        return "proved", ""
     solver = z3.Solver()
     solver.set("timeout", timeout_ms)
-    pairs = [(_z(a), _z(b)) for a, b in zip(lhs.reshape(-1), rhs.reshape(-1), strict=True)]
     solver.add(*hypotheses)
     solver.add(z3.Or([a != b for a, b in pairs]) if pairs else z3.BoolVal(False))
     r = solver.check()

@@ -1,0 +1,117 @@
+"""Ruler-style pruning: drop every rule that the rules kept before it already imply.
+
+Consumes proved :class:`~.exprs.Candidate` pairs; produces the subset to keep. Candidates are
+taken by total size (smallest first; within a size the most general typing first, since it
+implies its instances), in chunks of :data:`CHUNK`. For a chunk, one e-graph holds both sides of
+every candidate (variables as ``Tensor.input`` leaves of their own, with the shapes of the
+candidate's typing, atoms as distinct primes) and the kept rules run in it, with their shape
+guards, for :data:`ITERATIONS` iterations; a candidate whose two sides end in one e-class is
+implied and dropped. Of the rest, the first is kept, its rule joins the ruleset, and the chunk
+runs again, until every candidate is kept or dropped. So no kept rule is implied, within the
+budget, by the rules kept before it.
+
+A kept rule runs from its larger side to its smaller one, and both ways when the sides are the
+same size, which keeps the e-graphs from growing without bound under the budget. The price is
+completeness: a rule that only a detour through larger terms derives is kept although implied.
+The count of kept rules is therefore an upper bound on the non-redundant ones; every rule
+written is proved on its own either way.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from egglog import EGraph, Vec, eq, i64, ruleset
+
+from eqsat.egraph.lang import Tensor
+from eqsat.egraph.shapes import dims, has_shape, shape_rules
+from eqsat.rules.discover import exprs as X
+from eqsat.rules.discover.exprs import Candidate
+
+ITERATIONS = 3
+CHUNK = 200  # candidates per pruning e-graph: one e-graph for 8,405 of them never finished
+PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29)  # atom sizes in the pruning e-graph
+
+
+def ground(e, k: int) -> Tensor:
+    """``e`` with its variables as the leaves of candidate ``k`` (each candidate its own)."""
+    if len(e) == 1:
+        return Tensor.input(f"{e[0]}_{k}")
+    op, *kids = e
+    a = [ground(c, k) for c in kids]
+    if op == "smul":
+        return Tensor.mul(a[0], Tensor.input(f"{X.SCALAR}_{k}"))
+    if op == "transpose":
+        return Tensor.transpose(a[0], Vec[i64](i64(1), i64(0)))
+    if op in ("concat0", "concat1"):
+        return Tensor.concat(Vec[Tensor](a[0], a[1]), i64(int(op[-1])))
+    return getattr(Tensor, op)(*a)
+
+
+def _shape_facts(c: Candidate, k: int) -> list:
+    sizes: dict[str, int] = {}
+    out = []
+    for v, s in c.shapes:
+        for d in s:
+            for a in d:
+                sizes.setdefault(a, PRIMES[len(sizes) % len(PRIMES)])
+        out.append(has_shape(Tensor.input(f"{v}_{k}"), dims(X.concrete(s, sizes))))
+    return out
+
+
+def _atoms(c: Candidate) -> set[str]:
+    return {a for _, s in c.shapes for d in s for a in d}
+
+
+def prune(
+    cands: list[Candidate], iterations: int = ITERATIONS, progress=None
+) -> list[Candidate]:
+    from eqsat.rules.discover.rulefile import to_rule
+
+    batches: dict[int, list[Candidate]] = defaultdict(list)
+    for c in cands:
+        batches[X.size(c.lhs) + X.size(c.rhs)].append(c)
+    for batch in batches.values():  # the most general first: it implies its instances
+        batch.sort(key=lambda c: (-len(c.shapes), len(_atoms(c)) * -1, c.key()))
+    kept: list[Candidate] = []
+    kept_rules = ruleset(name="discover-kept")
+    shapes = shape_rules()
+    for total in sorted(batches):
+        batch = batches[total]
+        for lo in range(0, len(batch), CHUNK):
+            if progress:
+                progress(
+                    f"pruning rules of size {total}: {lo}/{len(batch)} checked, {len(kept)} kept"
+                )
+            chunk = list(enumerate(batch[lo : lo + CHUNK], start=lo))
+            _prune_chunk(chunk, kept, kept_rules, shapes, iterations, to_rule)
+    return kept
+
+
+def _prune_chunk(todo, kept, kept_rules, shapes, iterations, to_rule) -> None:
+    """Keep or drop each candidate of ``todo`` (in order) against ``kept``; appends to both."""
+    eg = EGraph()
+    sides = {}  # named sides: checking ``lhs_k = rhs_k`` is then a lookup, while checking two
+    # terms with nested concatenations made egglog join over every Vec (one check ran > 100 s)
+    for k, c in todo:
+        sides[k] = (eg.let(f"lhs_{k}", ground(c.lhs, k)), eg.let(f"rhs_{k}", ground(c.rhs, k)))
+        eg.register(*_shape_facts(c, k))
+    eg.run(shapes.saturate())
+    while todo:
+        if kept:
+            for _ in range(iterations):
+                report = eg.run(kept_rules)
+                eg.run(shapes.saturate())
+                if not report.updated:
+                    break
+        todo = [(k, c) for k, c in todo if not eg.check_bool(eq(sides[k][0]).to(sides[k][1]))]
+        if todo:
+            k, c = todo.pop(0)
+            kept.append(c)
+            shapes_ = dict(c.shapes)
+            rule = to_rule(f"kept-{len(kept)}", X.to_text(c.lhs), X.to_text(c.rhs), shapes_)
+            kept_rules.append(rule.egglog())
+            if X.size(c.lhs) == X.size(c.rhs):  # and the other way round where it does not grow
+                lhs, rhs = X.to_text(c.rhs), X.to_text(c.lhs)
+                back = to_rule(f"kept-{len(kept)}-back", lhs, rhs, shapes_)
+                kept_rules.append(back.egglog())

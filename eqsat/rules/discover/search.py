@@ -1,0 +1,284 @@
+"""Rule discovery, the pipeline: enumerate, fingerprint, pair, check, prove, prune.
+
+Consumes generator settings (op set, ``max_ops``); produces proved, non-redundant rules as rules
+-file entries (:mod:`.rulefile`) and a :class:`Summary` of every phase. TASO's method (SOSP'19
+§3) with Ruler's pruning (OOPSLA'21):
+
+1. **Enumerate** every well-typed expression of up to ``max_ops`` ops over the variables
+   (:mod:`.exprs`: shapes are inferred symbolically, so one expression covers every size).
+   Variable assignments are all kept (``add(x, y)`` and ``add(y, x)`` differ: that is how
+   commutativity is found); pairs are renamed canonically later.
+2. **Fingerprint** each one (exact integer arithmetic modulo a prime, relu as a polynomial) and
+   **bucket** by (fingerprint, concrete shapes of the variables and the result).
+3. **Pair** every member of a bucket with its smallest member (the rule rewrites towards it; the
+   pairs of a bucket span it without the transitive ones), rename the variables of each pair
+   jointly, unify the two sides' typings: that typing is the rule's shape guard.
+4. **Check** each pair in float64 on inputs of unequal atom sizes (a cheap filter), then
+   **prove** it with Z3 (:func:`eqsat.verify.rules.verify_typed`, exact relu, every atom size in
+   1..3).
+5. **Prune**: TASO's count (renaming duplicates and pairs whose roots agree and differ in one
+   child that is itself a proved pair) is reported; the rules written are Ruler's: in order of
+   size, a rule is dropped when the rules kept so far, run in an e-graph holding both its sides,
+   make them equal (:mod:`.prune`).
+
+Work units are plain tuples handed to a :class:`Runner`: a local process pool by default, or a
+Ray cluster (``ray_address``) with the same functions — rule spaces grow past one machine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from eqsat.rules.discover import exprs as X
+from eqsat.rules.discover.exprs import Candidate, Expr
+
+
+@dataclass
+class Summary:
+    settings: dict
+    enumerated: int = 0  # well-typed expressions
+    buckets: int = 0
+    candidates: int = 0  # distinct pairs after renaming
+    numeric_ok: int = 0
+    proved: int = 0
+    refuted: int = 0
+    unknown: int = 0
+    taso_pruned: int = 0  # proved, after TASO's common-subterm pruning
+    kept: int = 0  # proved, after e-graph pruning: the rules written
+    times: dict = field(default_factory=dict)
+
+    def table(self) -> list[tuple[str, str, str]]:
+        t = self.times
+        return [
+            ("expressions enumerated (well-typed)", str(self.enumerated), _s(t, "enumerate")),
+            ("fingerprint buckets", str(self.buckets), _s(t, "fingerprint")),
+            ("candidate pairs (after renaming)", str(self.candidates), _s(t, "pair")),
+            ("numerically equal (float64)", str(self.numeric_ok), _s(t, "numeric")),
+            ("proved with Z3", str(self.proved), _s(t, "prove")),
+            ("refuted / unknown", f"{self.refuted} / {self.unknown}", ""),
+            ("after TASO's pruning", str(self.taso_pruned), ""),
+            ("after e-graph pruning (written)", str(self.kept), _s(t, "prune")),
+        ]
+
+
+def _s(t: dict, k: str) -> str:
+    return f"{t[k]:.1f} s" if k in t else ""
+
+
+# ---------------------------------------------------------------------------- runners
+
+
+class Runner:
+    """Maps a module-level function over work units."""
+
+    def map(self, fn: Callable, units: list) -> list:
+        return [fn(u) for u in units]
+
+
+class LocalRunner(Runner):
+    def __init__(self, workers: int):
+        self.workers = max(1, workers)
+
+    def map(self, fn: Callable, units: list) -> list:
+        if self.workers == 1 or len(units) < 2:
+            return [fn(u) for u in units]
+        with ProcessPoolExecutor(max_workers=self.workers) as pool:
+            return list(pool.map(fn, units))
+
+
+class RayRunner(Runner):
+    """The same work units on a Ray cluster (``ray`` is optional: ``pip install ray``)."""
+
+    def __init__(self, address: str):
+        try:
+            import ray
+        except ImportError as e:
+            raise RuntimeError("--ray needs the ray package: pip install ray") from e
+        self.ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+
+    def map(self, fn: Callable, units: list) -> list:
+        remote = self.ray.remote(fn)
+        return self.ray.get([remote.remote(u) for u in units])
+
+
+def _split(items: list, n: int) -> list[list]:
+    """About ``n`` contiguous units (results are joined in order). Items are sorted by size, so
+    the last units cost most: ask for many more units than workers, the pool balances them."""
+    n = max(1, n)
+    step = max(1, -(-len(items) // n))
+    return [items[i : i + step] for i in range(0, len(items), step)]
+
+
+# ---------------------------------------------------------------------------- work units
+
+
+def grow_unit(unit: tuple) -> list[Expr]:
+    """(op, n, smaller expressions by size) -> the well-typed expressions with ``op`` at the
+    root and ``n`` ops."""
+    op, n, by_size = unit
+    return X.well_typed(X.grow(op, by_size, n))
+
+
+def fingerprint_unit(unit: list[Expr]) -> list[tuple | None]:
+    return [X.fingerprint(e) for e in unit]
+
+
+def numeric_unit(unit: list[Candidate]) -> list[bool]:
+    return [_numeric_ok(c) for c in unit]
+
+
+def _numeric_ok(c: Candidate) -> bool:
+    shapes = dict(c.shapes)
+    atoms = sorted({a for s in shapes.values() for d in s for a in d})
+    for seed, base in ((11, 2), (12, 4)):
+        sizes = {a: base + k for k, a in enumerate(atoms)}  # unequal sizes
+        a = X.evaluate(c.lhs, shapes, seed=seed, mod=False, sizes=sizes)
+        b = X.evaluate(c.rhs, shapes, seed=seed, mod=False, sizes=sizes)
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-9, atol=1e-9):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------- the pipeline
+
+
+def enumerate_all(ops: Sequence[str], max_ops: int, runner: Runner) -> list[Expr]:
+    by_size: dict[int, list[Expr]] = {0: [(v,) for v in X.VARS]}
+    for n in range(1, max_ops + 1):
+        units = [(op, n, {k: by_size[k] for k in range(n)}) for op in ops]
+        by_size[n] = sorted({e for part in runner.map(grow_unit, units) for e in part}, key=repr)
+    out = [e for n in range(1, max_ops + 1) for e in by_size[n]] + by_size[0]
+    return sorted(out, key=lambda e: (X.size(e), repr(e)))
+
+
+def pair(exprs: list[Expr], fps: list) -> tuple[int, list[Candidate]]:
+    buckets: dict[tuple, list[Expr]] = defaultdict(list)
+    for e, f in zip(exprs, fps, strict=True):
+        if f is not None:
+            buckets[f].append(e)
+    found: dict[tuple, Candidate] = {}
+    for members in buckets.values():
+        members.sort(key=lambda e: (X.size(e), repr(e)))
+        small = members[0]
+        for e in members[1:]:
+            lhs, rhs = X.canonical(e, small)
+            shapes = X.typing(lhs, rhs)
+            if shapes is None or (lhs, rhs) in found:
+                continue
+            shapes.pop("")
+            found[(lhs, rhs)] = Candidate(lhs, rhs, tuple(sorted(shapes.items())))
+    return len(buckets), sorted(found.values(), key=Candidate.key)
+
+
+def taso_prune(cands: list[Candidate]) -> list[Candidate]:
+    """TASO's common-subgraph pruning: drop ``op(.., a, ..) = op(.., b, ..)`` (same root, one
+    child differs) when ``a = b`` is itself among the rules, up to renaming."""
+    have = {(c.lhs, c.rhs) for c in cands} | {(c.rhs, c.lhs) for c in cands}
+    have |= {X.canonical(a, b) for a, b in list(have)}
+    out = []
+    for c in cands:
+        a, b = c.lhs, c.rhs
+        if len(a) > 1 and len(b) > 1 and a[0] == b[0] and len(a) == len(b):
+            diff = [k for k in range(1, len(a)) if a[k] != b[k]]
+            if len(diff) == 1:
+                k = diff[0]
+                if (a[k], b[k]) in have or X.canonical(a[k], b[k]) in have:
+                    continue
+        out.append(c)
+    return out
+
+
+def name_rules(kept: list[Candidate]) -> list[dict]:
+    counts: dict[str, int] = defaultdict(int)
+    out = []
+    for c in kept:
+        fam = c.lhs[0].removesuffix("0").removesuffix("1") if len(c.lhs) > 1 else "var"
+        out.append(
+            {
+                "name": f"gen-{fam}-{counts[fam]:04d}",
+                "lhs": X.to_text(c.lhs),
+                "rhs": X.to_text(c.rhs),
+                "shapes": {v: [list(d) for d in s] for v, s in c.shapes},
+            }
+        )
+        counts[fam] += 1
+    return out
+
+
+def discover(
+    prove: Callable[[list[tuple]], list[tuple[str, str]]],
+    ops: Sequence[str] = X.DEFAULT_OPS,
+    max_ops: int = 2,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    prune: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[dict], Summary]:
+    """Proved, pruned rules (rules-file entries, named and sorted) and the phase summary.
+
+    ``prove`` is the proving work unit, (lhs text, rhs text, shapes) per candidate -> (result,
+    detail): :func:`eqsat.verify.rules.prove_unit`. The caller passes it because ``rules`` sits
+    below ``verify`` in the layering (ARCHITECTURE.md: only the pipeline, the CLI and tests read
+    ``verify``); it must be a module-level function so that the process pool and Ray can ship
+    it."""
+    ops = X.expand_ops(ops)
+    workers = workers or os.cpu_count() or 1
+    runner: Runner = RayRunner(ray_address) if ray_address else LocalRunner(workers)
+    say = progress or (lambda _m: None)
+    s = Summary({"ops": list(ops), "max_ops": max_ops, "atom_size": X.SIZE, "prime": X.PRIME})
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        s.times[name] = round(now - clock[0], 3)
+        clock[0] = now
+
+    say(f"enumerating expressions of up to {max_ops} ops over {', '.join(ops)}")
+    exprs = enumerate_all(ops, max_ops, runner)
+    s.enumerated = len(exprs)
+    lap("enumerate")
+    say(f"fingerprinting {len(exprs)} expressions")
+    fps = [f for part in runner.map(fingerprint_unit, _split(exprs, 16 * workers)) for f in part]
+    lap("fingerprint")
+    s.buckets, cands = pair(exprs, fps)
+    s.candidates = len(cands)
+    lap("pair")
+    say(f"checking {len(cands)} candidate pairs numerically")
+    ok = [b for part in runner.map(numeric_unit, _split(cands, 16 * workers)) for b in part]
+    cands = [c for c, good in zip(cands, ok, strict=True) if good]
+    s.numeric_ok = len(cands)
+    lap("numeric")
+    say(f"proving {len(cands)} pairs with Z3")
+    units = [(X.to_text(c.lhs), X.to_text(c.rhs), c.shapes) for c in cands]
+    results = [r for part in runner.map(prove, _split(units, 64 * workers)) for r in part]
+    proved = [c for c, (r, _) in zip(cands, results, strict=True) if r == "proved"]
+    s.proved = len(proved)
+    s.refuted = sum(r == "refuted" for r, _ in results)
+    s.unknown = len(results) - s.proved - s.refuted
+    lap("prove")
+    s.taso_pruned = len(taso_prune(proved))
+    if prune:
+        from eqsat.rules.discover.prune import prune as egraph_prune
+
+        say(f"pruning {len(proved)} proved rules in an e-graph")
+        kept = egraph_prune(proved, progress=say)
+    else:
+        kept = proved
+    s.kept = len(kept)
+    lap("prune")
+    return name_rules(kept), s
+
+
+def header(summary: Summary) -> dict:
+    d = asdict(summary)
+    d.pop("times")  # the file is deterministic: timings go to the summary table only
+    return {"generator": "eqsat rules discover", **d}
