@@ -11,7 +11,9 @@ runs again, until every candidate is kept or dropped. So no kept rule is implied
 budget, by the rules kept before it.
 
 A kept rule runs from its larger side to its smaller one, and both ways when the sides are the
-same size, which keeps the e-graphs from growing without bound under the budget. The price is
+same size; a chunk's e-graph stops iterating once it is :data:`GROWTH` times its first size,
+and is built afresh for the candidates left (with sub and neg in the op set, ``x - x`` and its
+rules grew one chunk to 575k e-nodes without that cap). The price is
 completeness: a rule that only a detour through larger terms derives is kept although implied.
 The count of kept rules is therefore an upper bound on the non-redundant ones; every rule
 written is proved on its own either way.
@@ -29,7 +31,8 @@ from eqsat.rules.discover import exprs as X
 from eqsat.rules.discover.exprs import Candidate
 
 ITERATIONS = 3
-CHUNK = 200  # candidates per pruning e-graph: one e-graph for 8,405 of them never finished
+GROWTH = 20  # a chunk's e-graph stops iterating past this many times its first size
+CHUNK = 200  # candidates per pruning e-graph: each kept rule re-runs its chunk, keep it small
 PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29)  # atom sizes in the pruning e-graph
 
 
@@ -88,8 +91,12 @@ def prune(
     return kept
 
 
-def _prune_chunk(todo, kept, kept_rules, shapes, iterations, to_rule) -> None:
-    """Keep or drop each candidate of ``todo`` (in order) against ``kept``; appends to both."""
+def _size(eg: EGraph) -> int:
+    return sum(n for _, n in eg.all_function_sizes())
+
+
+def _egraph(todo, shapes):
+    """A fresh e-graph holding both sides of every candidate in ``todo``."""
     eg = EGraph()
     sides = {}  # named sides: checking ``lhs_k = rhs_k`` is then a lookup, while checking two
     # terms with nested concatenations made egglog join over every Vec (one check ran > 100 s)
@@ -97,12 +104,18 @@ def _prune_chunk(todo, kept, kept_rules, shapes, iterations, to_rule) -> None:
         sides[k] = (eg.let(f"lhs_{k}", ground(c.lhs, k)), eg.let(f"rhs_{k}", ground(c.rhs, k)))
         eg.register(*_shape_facts(c, k))
     eg.run(shapes.saturate())
+    return eg, sides, GROWTH * _size(eg)
+
+
+def _prune_chunk(todo, kept, kept_rules, shapes, iterations, to_rule) -> None:
+    """Keep or drop each candidate of ``todo`` (in order) against ``kept``; appends to both."""
+    eg, sides, cap = _egraph(todo, shapes)
     while todo:
         if kept:
             for _ in range(iterations):
                 report = eg.run(kept_rules)
                 eg.run(shapes.saturate())
-                if not report.updated:
+                if not report.updated or _size(eg) > cap:
                     break
         todo = [(k, c) for k, c in todo if not eg.check_bool(eq(sides[k][0]).to(sides[k][1]))]
         if todo:
@@ -115,3 +128,5 @@ def _prune_chunk(todo, kept, kept_rules, shapes, iterations, to_rule) -> None:
                 lhs, rhs = X.to_text(c.rhs), X.to_text(c.lhs)
                 back = to_rule(f"kept-{len(kept)}-back", lhs, rhs, shapes_)
                 kept_rules.append(back.egglog())
+            if _size(eg) > cap:  # start the rest afresh: each kept rule runs again from scratch
+                eg, sides, cap = _egraph(todo, shapes)
