@@ -115,7 +115,7 @@ def main() -> None:
         for label, count, t in s.table():
             print(f"  {label:40s} {count:>10s} {t:>9s}")
         last = entries
-    rules = [rulefile.to_rule(e["name"], e["lhs"], e["rhs"], e["shapes"]) for e in last]
+    rules = [r for e in last for r in rulefile.rules_of(e)]
     gen_rs = ruleset(*(r.egglog() for r in rules), name="bench-generated")
     hand = [
         r

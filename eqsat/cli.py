@@ -158,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="op set, comma-separated (default: matmul,add,mul,smul,transpose,relu,concat; "
         "also sub, neg)",
     )
+    rd.add_argument(
+        "--variables",
+        type=int,
+        default=4,
+        help="tensor variables x, y, z, w: how many (1-4; 4 finds x·z + y·w = [x y]·[z; w])",
+    )
     rd.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
     rd.add_argument("--ray", metavar="ADDRESS", help="run the work units on a Ray cluster")
     rd.add_argument("--no-prune", action="store_true", help="keep rules implied by others")
@@ -429,6 +435,8 @@ def cmd_discover(args) -> int:
         raise InputError(str(e)) from None
     if not 1 <= args.max_ops <= 4:
         raise InputError(f"--max-ops {args.max_ops}: give 1 to 4")
+    if not 1 <= args.variables <= len(exprs.VARS):
+        raise InputError(f"--variables {args.variables}: give 1 to {len(exprs.VARS)}")
     path = Path(args.output) if args.output else rulefile.RULES_FILE
     show = not args.json and err.is_terminal
     with err.status("discovering", spinner="dots") if show else _nullctx() as status:
@@ -448,11 +456,12 @@ def cmd_discover(args) -> int:
                 ray_address=args.ray,
                 prune=not args.no_prune,
                 progress=progress,
+                variables=args.variables,
             )
         except RuntimeError as e:  # --ray without ray
             raise InputError(str(e)) from None
         progress(f"recording the proofs of {len(entries)} rules")
-        rules = [rulefile.to_rule(e["name"], e["lhs"], e["rhs"], e["shapes"]) for e in entries]
+        rules = [r for e in entries for r in rulefile.rules_of(e)]
         verdicts = [rv.verify(r) for r in rules]
     wrong = [v for v in verdicts if v.result != "proved"]
     if wrong:  # every rule was proved during discovery: this would be a bug, never hide it

@@ -187,3 +187,11 @@ def test_cli_discover(tmp_path, capsys):
     assert "rules written" in capsys.readouterr().out
     assert main(["rules", "discover", "--ops", "frobnicate", "-o", str(out)]) == 2
     assert main(["rules", "discover", "--max-ops", "9", "-o", str(out)]) == 2
+    assert main(["rules", "discover", "--variables", "5", "-o", str(out)]) == 2
+
+
+def test_the_number_of_variables_is_a_setting():
+    three = search.enumerate_all(("add",), 3, search.Runner(), variables=3)
+    four = search.enumerate_all(("add",), 3, search.Runner())
+    assert not any("w" in X.variables(e) for e in three)
+    assert ("add", ("add", x, y), ("add", z, ("w",))) in four

@@ -1,6 +1,6 @@
 """Typed expressions for rule discovery: enumeration, shape inference, fingerprints, printing.
 
-An expression is a nested tuple: a leaf ``("x",)`` (tensor variables ``x``, ``y``, ``z``) or
+An expression is a nested tuple: a leaf ``("x",)`` (tensor variables ``x``, ``y``, ``z``, ``w``) or
 ``(op, child, ...)``. ``("smul", e)`` is ``e`` times the 0-d scalar variable ``c``.
 
 **Shapes are symbolic and inferred, not enumerated.** Every variable is a matrix whose two dims
@@ -31,7 +31,7 @@ import numpy as np
 
 PRIME = 2_147_483_647  # 2^31 - 1: a product of two residues fits in int64 before the reduction
 SIZE = 3  # every dim atom is this big when fingerprinting
-VARS = ("x", "y", "z")
+VARS = ("x", "y", "z", "w")  # the first ``variables`` of them are enumerated (default all)
 SCALAR = "c"
 UNARY = ("relu", "neg", "transpose", "smul")
 BINARY = ("add", "sub", "mul", "matmul", "concat0", "concat1")

@@ -132,6 +132,14 @@ def read(path: Path = RULES_FILE) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def rules_of(entry: dict) -> list[Rule]:
+    """An entry's rule, and its reverse ``NAME-rev`` when the entry is used both ways."""
+    out = [to_rule(entry["name"], entry["lhs"], entry["rhs"], entry["shapes"])]
+    if entry.get("both_ways"):
+        out.append(to_rule(entry["name"] + "-rev", entry["rhs"], entry["lhs"], entry["shapes"]))
+    return out
+
+
 def load(path: Path = RULES_FILE) -> list[Rule]:
     """The rules of a rules file (none when there is no file)."""
-    return [to_rule(r["name"], r["lhs"], r["rhs"], r["shapes"]) for r in read(path)["rules"]]
+    return [r for e in read(path)["rules"] for r in rules_of(e)]

@@ -151,8 +151,10 @@ def _numeric_ok(c: Candidate) -> bool:
 # ---------------------------------------------------------------------------- the pipeline
 
 
-def enumerate_all(ops: Sequence[str], max_ops: int, runner: Runner) -> list[Expr]:
-    by_size: dict[int, list[Expr]] = {0: [(v,) for v in X.VARS]}
+def enumerate_all(
+    ops: Sequence[str], max_ops: int, runner: Runner, variables: int = 4
+) -> list[Expr]:
+    by_size: dict[int, list[Expr]] = {0: [(v,) for v in X.VARS[:variables]]}
     for n in range(1, max_ops + 1):
         units = [(op, n, {k: by_size[k] for k in range(n)}) for op in ops]
         by_size[n] = sorted({e for part in runner.map(grow_unit, units) for e in part}, key=repr)
@@ -208,6 +210,10 @@ def name_rules(kept: list[Candidate]) -> list[dict]:
                 "lhs": X.to_text(c.lhs),
                 "rhs": X.to_text(c.rhs),
                 "shapes": {v: [list(d) for d in s] for v, s in c.shapes},
+                # used right to left too (as NAME-rev): the sides are equally big, so neither
+                # way is the simplification (a merge, x·z + y·w = [x y]·[z; w], is one of them)
+                "both_ways": X.size(c.lhs) == X.size(c.rhs)
+                and X.canonical(c.rhs, c.lhs) != (c.lhs, c.rhs),
             }
         )
         counts[fam] += 1
@@ -222,6 +228,7 @@ def discover(
     ray_address: str | None = None,
     prune: bool = True,
     progress: Callable[[str], None] | None = None,
+    variables: int = 4,
 ) -> tuple[list[dict], Summary]:
     """Proved, pruned rules (rules-file entries, named and sorted) and the phase summary.
 
@@ -234,7 +241,17 @@ def discover(
     workers = workers or os.cpu_count() or 1
     runner: Runner = RayRunner(ray_address) if ray_address else LocalRunner(workers)
     say = progress or (lambda _m: None)
-    s = Summary({"ops": list(ops), "max_ops": max_ops, "atom_size": X.SIZE, "prime": X.PRIME})
+    if not 1 <= variables <= len(X.VARS):
+        raise ValueError(f"variables: give 1 to {len(X.VARS)}")
+    s = Summary(
+        {
+            "ops": list(ops),
+            "max_ops": max_ops,
+            "variables": list(X.VARS[:variables]),
+            "atom_size": X.SIZE,
+            "prime": X.PRIME,
+        }
+    )
     clock = [time.perf_counter()]
 
     def lap(name: str) -> None:
@@ -243,7 +260,7 @@ def discover(
         clock[0] = now
 
     say(f"enumerating expressions of up to {max_ops} ops over {', '.join(ops)}")
-    exprs = enumerate_all(ops, max_ops, runner)
+    exprs = enumerate_all(ops, max_ops, runner, variables)
     s.enumerated = len(exprs)
     lap("enumerate")
     say(f"fingerprinting {len(exprs)} expressions")
