@@ -31,7 +31,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -76,21 +76,33 @@ def _s(t: dict, k: str) -> str:
 
 
 class Runner:
-    """Maps a module-level function over work units."""
+    """Maps a module-level function over work units, in order; ``done(k, n)`` is told as units
+    finish (progress on long phases)."""
 
-    def map(self, fn: Callable, units: list) -> list:
-        return [fn(u) for u in units]
+    def map(self, fn: Callable, units: list, done: Callable | None = None) -> list:
+        out = []
+        for u in units:
+            out.append(fn(u))
+            if done:
+                done(len(out), len(units))
+        return out
 
 
 class LocalRunner(Runner):
     def __init__(self, workers: int):
         self.workers = max(1, workers)
 
-    def map(self, fn: Callable, units: list) -> list:
+    def map(self, fn: Callable, units: list, done: Callable | None = None) -> list:
         if self.workers == 1 or len(units) < 2:
-            return [fn(u) for u in units]
+            return super().map(fn, units, done)
+        out: list = [None] * len(units)
         with ProcessPoolExecutor(max_workers=self.workers) as pool:
-            return list(pool.map(fn, units))
+            futures = {pool.submit(fn, u): k for k, u in enumerate(units)}
+            for n, f in enumerate(as_completed(futures), 1):
+                out[futures[f]] = f.result()
+                if done:
+                    done(n, len(units))
+        return out
 
 
 class RayRunner(Runner):
@@ -105,9 +117,12 @@ class RayRunner(Runner):
         if not ray.is_initialized():
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
 
-    def map(self, fn: Callable, units: list) -> list:
+    def map(self, fn: Callable, units: list, done: Callable | None = None) -> list:
         remote = self.ray.remote(fn)
-        return self.ray.get([remote.remote(u) for u in units])
+        out = self.ray.get([remote.remote(u) for u in units])
+        if done:
+            done(len(units), len(units))
+        return out
 
 
 def _split(items: list, n: int) -> list[list]:
@@ -276,7 +291,13 @@ def discover(
     lap("numeric")
     say(f"proving {len(cands)} pairs with Z3")
     units = [(X.to_text(c.lhs), X.to_text(c.rhs), c.shapes) for c in cands]
-    results = [r for part in runner.map(prove, _split(units, 64 * workers)) for r in part]
+    parts = _split(units, 64 * workers)
+
+    def proving(k: int, n: int) -> None:
+        if k == n or k % max(1, n // 20) == 0:  # about every 5 %
+            say(f"proving {len(cands)} pairs with Z3: {k * 100 // n} %")
+
+    results = [r for part in runner.map(prove, parts, proving) for r in part]
     proved = [c for c, (r, _) in zip(cands, results, strict=True) if r == "proved"]
     s.proved = len(proved)
     s.refuted = sum(r == "refuted" for r, _ in results)
