@@ -321,3 +321,15 @@ class Candidate:
 
     def key(self):
         return (size(self.lhs) + size(self.rhs), size(self.lhs), repr(self.lhs), repr(self.rhs))
+
+    def atoms(self) -> list[str]:
+        """The dim atoms of the typing, sorted."""
+        return sorted({a for _, s in self.shapes for d in s for a in d})
+
+    def both_ways(self) -> bool:
+        """Whether the rule is also used right to left: its sides are equally big (neither way
+        is the simplification) and the reverse is not the rule itself renamed."""
+        return size(self.lhs) == size(self.rhs) and canonical(self.rhs, self.lhs) != (
+            self.lhs,
+            self.rhs,
+        )

@@ -11,9 +11,10 @@ runs again, until every candidate is kept or dropped. So no kept rule is implied
 budget, by the rules kept before it.
 
 A kept rule runs from its larger side to its smaller one, and both ways when the sides are the
-same size; a chunk's e-graph stops iterating once it is :data:`GROWTH` times its first size,
-and is built afresh for the candidates left (with sub and neg in the op set, ``x - x`` and its
-rules grew one chunk to 575k e-nodes without that cap). The price is
+same size (:meth:`~.exprs.Candidate.both_ways`, as the rules file uses it). A chunk's e-graph
+stops iterating once it is :data:`GROWTH` times its first size, and is built afresh for the
+candidates left (with sub and neg in the op set, ``x - x`` and its rules grew one chunk to 575k
+e-nodes without that cap). The price is
 completeness: a rule that only a detour through larger terms derives is kept although implied.
 The count of kept rules is therefore an upper bound on the non-redundant ones; every rule
 written is proved on its own either way.
@@ -37,18 +38,11 @@ PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29)  # atom sizes in the pruning e-gra
 
 
 def ground(e, k: int) -> Tensor:
-    """``e`` with its variables as the leaves of candidate ``k`` (each candidate its own)."""
-    if len(e) == 1:
-        return Tensor.input(f"{e[0]}_{k}")
-    op, *kids = e
-    a = [ground(c, k) for c in kids]
-    if op == "smul":
-        return Tensor.mul(a[0], Tensor.input(f"{X.SCALAR}_{k}"))
-    if op == "transpose":
-        return Tensor.transpose(a[0], Vec[i64](i64(1), i64(0)))
-    if op in ("concat0", "concat1"):
-        return Tensor.concat(Vec[Tensor](a[0], a[1]), i64(int(op[-1])))
-    return getattr(Tensor, op)(*a)
+    """``e`` with its variables as the leaves of candidate ``k`` (each candidate its own): the
+    printed form evaluated, so the terms are the ones the rules are written in."""
+    ns = {"Tensor": Tensor, "Vec": Vec, "i64": i64}
+    ns.update({v: Tensor.input(f"{v}_{k}") for v in X.variables(e)})
+    return eval(X.to_text(e), ns)
 
 
 def _shape_facts(c: Candidate, k: int) -> list:
@@ -62,10 +56,6 @@ def _shape_facts(c: Candidate, k: int) -> list:
     return out
 
 
-def _atoms(c: Candidate) -> set[str]:
-    return {a for _, s in c.shapes for d in s for a in d}
-
-
 def prune(
     cands: list[Candidate], iterations: int = ITERATIONS, progress=None
 ) -> list[Candidate]:
@@ -75,7 +65,7 @@ def prune(
     for c in cands:
         batches[X.size(c.lhs) + X.size(c.rhs)].append(c)
     for batch in batches.values():  # the most general first: it implies its instances
-        batch.sort(key=lambda c: (-len(c.shapes), len(_atoms(c)) * -1, c.key()))
+        batch.sort(key=lambda c: (-len(c.shapes), -len(c.atoms()), c.key()))
     kept: list[Candidate] = []
     kept_rules = ruleset(name="discover-kept")
     shapes = shape_rules()
@@ -124,7 +114,7 @@ def _prune_chunk(todo, kept, kept_rules, shapes, iterations, to_rule) -> None:
             shapes_ = dict(c.shapes)
             rule = to_rule(f"kept-{len(kept)}", X.to_text(c.lhs), X.to_text(c.rhs), shapes_)
             kept_rules.append(rule.egglog())
-            if X.size(c.lhs) == X.size(c.rhs):  # and the other way round where it does not grow
+            if c.both_ways():  # and right to left, as the rules file will use it
                 lhs, rhs = X.to_text(c.rhs), X.to_text(c.lhs)
                 back = to_rule(f"kept-{len(kept)}-back", lhs, rhs, shapes_)
                 kept_rules.append(back.egglog())

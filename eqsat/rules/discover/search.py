@@ -153,7 +153,7 @@ def numeric_unit(unit: list[Candidate]) -> list[bool]:
 
 def _numeric_ok(c: Candidate) -> bool:
     shapes = dict(c.shapes)
-    atoms = sorted({a for s in shapes.values() for d in s for a in d})
+    atoms = c.atoms()
     for seed, base in ((11, 2), (12, 4)):
         sizes = {a: base + k for k, a in enumerate(atoms)}  # unequal sizes
         a = X.evaluate(c.lhs, shapes, seed=seed, mod=False, sizes=sizes)
@@ -225,10 +225,8 @@ def name_rules(kept: list[Candidate]) -> list[dict]:
                 "lhs": X.to_text(c.lhs),
                 "rhs": X.to_text(c.rhs),
                 "shapes": {v: [list(d) for d in s] for v, s in c.shapes},
-                # used right to left too (as NAME-rev): the sides are equally big, so neither
-                # way is the simplification (a merge, x·z + y·w = [x y]·[z; w], is one of them)
-                "both_ways": X.size(c.lhs) == X.size(c.rhs)
-                and X.canonical(c.rhs, c.lhs) != (c.lhs, c.rhs),
+                # used right to left too, as NAME-rev (a merge, x·z + y·w = [x y]·[z; w])
+                "both_ways": c.both_ways(),
             }
         )
         counts[fam] += 1
