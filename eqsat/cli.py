@@ -155,14 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument(
         "--ops",
         default="",
-        help="op set, comma-separated (default: matmul,add,mul,smul,transpose,relu,concat; "
-        "also sub, neg)",
+        help="op set, comma-separated (default: matmul, add, mul, smul, transpose, relu, "
+        "concat, split, conv, pool, enlarge; also sub, neg)",
     )
     rd.add_argument(
         "--variables",
         type=int,
         default=4,
-        help="tensor variables x, y, z, w: how many (1-4; 4 finds x·z + y·w = [x y]·[z; w])",
+        help="tensor variables x, y, z, w: how many (1-4; 4 finds x·z + y·w = [x y]·[z; w]); "
+        "the rank-4 tensors of the conv ops take at most 3",
     )
     rd.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
     rd.add_argument("--ray", metavar="ADDRESS", help="run the work units on a Ray cluster")
@@ -461,8 +462,9 @@ def cmd_discover(args) -> int:
         except RuntimeError as e:  # --ray without ray
             raise InputError(str(e)) from None
         progress(f"recording the proofs of {len(entries)} rules")
-        rules = [r for e in entries for r in rulefile.rules_of(e)]
-        verdicts = [rv.verify(r) for r in rules]
+        runner = search.LocalRunner(args.workers or os.cpu_count() or 1)
+        parts = search._split(entries, 8 * runner.workers)
+        verdicts = [v for part in runner.map(rv.verify_entries, parts) for v in part]
     wrong = [v for v in verdicts if v.result != "proved"]
     if wrong:  # every rule was proved during discovery: this would be a bug, never hide it
         raise InputError(f"rule {wrong[0].name} did not verify again: {wrong[0].detail}")
@@ -478,6 +480,8 @@ def cmd_discover(args) -> int:
     for row in summary.table():
         t.add_row(*row)
     out.print(t)
+    for lhs, rhs, result, detail in summary.not_proved:
+        out.print(f"not proved ({result}): {lhs} = {rhs}: {detail.splitlines()[0][:160]}")
     out.print(f"{len(entries)} rules written to {path}")
     return 0
 

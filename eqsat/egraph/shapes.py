@@ -7,7 +7,8 @@ and terms of :mod:`eqsat.egraph.lang`; produces
 - :func:`seed_shapes`: one ``has_shape(v, dims)`` action per let-bound value with a known type,
 - :func:`shape_rules`: a ruleset that gives shapes bottom-up to e-nodes created by rewrites
   (element-wise ops, matmul, transpose, concat, reshape by a literal, softmax,
-  layer_norm) and reports conflicts,
+  layer_norm, one-axis slices, "same" 2-D convs and pools, a 1x1 kernel padded to 3x3) and
+  reports conflicts,
 - :func:`conflicts` / :func:`check_shapes`: the conflicts found, or a :class:`ShapeConflict`.
 
 Later shape-guarded rules put ``has_shape(w, dims)`` and guards on ``dims`` in their query.
@@ -103,6 +104,9 @@ concat_arg = relation("concat_arg", Vec[Tensor], i64, Vec[Dim])
 # ``Vec[Tensor]`` in a pattern leaves them ungrounded, and reading them with ``vec-get`` made
 # egglog plan the join from the shape guards (28 s for one pass over 1k e-nodes, measured)
 concat2 = relation("concat2", Tensor, Tensor, Tensor, i64)
+# a view of one-axis slices with literal bounds and unit step, ``slice1(r, x, start, end, axis)``
+# for ``r = x[start:end]`` along ``axis`` (as written: not clamped), for the same reason
+slice1 = relation("slice1", Tensor, Tensor, i64, i64, i64)
 
 
 class ShapeConflict(Exception):
@@ -176,9 +180,15 @@ def _sizes_differ(x: Dim, y: Dim, p: i64, q: i64, allow_one: bool) -> list:
 
 
 @cache
-def shape_rules() -> Ruleset:
-    """The shape analysis: run it (saturated) together with, or after, the rewrites. Built once
-    (about 0.3 s: some 360 rules, generated per rank) and shared."""
+def shape_rules(
+    max_rank: int = MAX_RANK, max_concat: int = MAX_CONCAT, lean: bool = False
+) -> Ruleset:
+    """The shape analysis: run it (saturated) together with, or after, the rewrites. Rules
+    are generated for ranks up to ``max_rank`` and concatenations of up to ``max_concat``
+    inputs; ``lean`` leaves out broadcasting, the ill-shaped detectors and reshape (rule
+    discovery's pruning needs ranks up to 4, two inputs, equal shapes: measured, the full
+    analysis took 3/4 of its time).
+    Built once (about 0.3 s: some 400 rules, generated per rank) and shared."""
     r = var("r", Tensor)
     x, a, b = var("x", Tensor), var("a", Tensor), var("b", Tensor)
     s, sa, sb = var("s", Vec[Dim]), var("sa", Vec[Dim]), var("sb", Vec[Dim])
@@ -218,7 +228,7 @@ def shape_rules() -> Ruleset:
                 has_shape(r, sb)
             )
         )
-        for ra in range(2, MAX_RANK + 1):
+        for ra in range(2, 1 if lean else max_rank + 1):
             for rb in range(1, ra):
                 big = _dvars("d", ra)
                 small = _vec(big[ra - rb :])
@@ -242,15 +252,16 @@ def shape_rules() -> Ruleset:
                         name=f"shape-{op}-suffix-a-{ra}-{rb}",
                     ).then(has_shape(r, sb))
                 )
-        rules.append(
-            rule(*base, name=f"shape-{op}-args").then(ill_shaped_candidate(String(op), sa, sb))
-        )
+        if not lean:
+            rules.append(
+                rule(*base, name=f"shape-{op}-args").then(ill_shaped_candidate(String(op), sa, sb))
+            )
 
     # element-wise sizes that cannot broadcast (aligned from the right)
     o, sx, sy = var("o", String), var("sx", Vec[Dim]), var("sy", Vec[Dim])
     dx, dy = var("dx", Dim), var("dy", Dim)
-    for rx in range(1, MAX_RANK + 1):
-        for ry in range(1, MAX_RANK + 1):
+    for rx in range(1, max_rank + 1):
+        for ry in range(1, max_rank + 1):
             for k in range(1, min(rx, ry) + 1):  # k-th dim from the right
                 rules.append(
                     rule(
@@ -267,7 +278,7 @@ def shape_rules() -> Ruleset:
     # matmul: [..., m, k] x [k, n] -> [..., m, n]
     mm = Tensor.matmul(a, b)
     kk, n = var("k", Dim), var("n", Dim)
-    for ra in range(2, MAX_RANK + 1):
+    for ra in range(2, max_rank + 1):
         lead = _dvars("m", ra - 1)
         # Both rules read the same operands; one computes the shape, one detects a misfit.
         operands = (eq(r).to(mm), has_shape(a, sa), _rank(sa, ra), has_shape(b, sb), _rank(sb, 2))
@@ -293,7 +304,7 @@ def shape_rules() -> Ruleset:
 
     # batched matmul, equal batch dims: [..., m, k] x [..., k, n] -> [..., m, n]
     m = var("m", Dim)
-    for rk in range(3, MAX_RANK + 1):
+    for rk in range(3, max_rank + 1):
         lead = _dvars("b", rk - 2)
         rules.append(
             rule(
@@ -314,7 +325,7 @@ def shape_rules() -> Ruleset:
 
     # transpose: out[k] = in[perm[k]]
     perm = var("perm", Vec[i64])
-    for rk in range(1, MAX_RANK + 1):
+    for rk in range(1, max_rank + 1):
         out = _dvars("t", rk)
         rules.append(
             rule(
@@ -327,12 +338,112 @@ def shape_rules() -> Ruleset:
             ).then(has_shape(r, _vec(out)))
         )
 
-    rules += _reshape_rules()
-    rules += _concat_rules()
-    return ruleset(*rules, name="shapes")
+    rules += [] if lean else _reshape_rules(max_rank)
+    rules += _concat_rules(max_rank, max_concat)
+    rules += _slice_rules(max_rank)
+    rules += _window_rules()
+    full = (max_rank, max_concat, lean) == (MAX_RANK, MAX_CONCAT, False)
+    name = "shapes" if full else f"shapes-r{max_rank}-c{max_concat}{'-lean' if lean else ''}"
+    return ruleset(*rules, name=name)
 
 
-def _reshape_rules() -> list:
+def _window_rules() -> list:
+    """ "Same" 2-D windows, whose output keeps the input's spatial dims: convolutions (group 1,
+    stride 1, dilation 1) with a 3x3 kernel padded by 1 or a 1x1 kernel, 3x3 max/average pools
+    padded by 1 with stride 1, and the constant Pad that enlarges a 1x1 kernel to 3x3 (rule
+    discovery's conv ops). Every attribute is a literal in the query: the general form, with
+    output sizes computed from ``Dim.int`` sizes, took 5.8 s per pass on a 2.6k-node e-graph
+    (egglog scans the ``Dim.int`` table for every row) and these take milliseconds. Other
+    windows get no shape from the analysis (the importer's types still seed them)."""
+    r, x, w, b = (var(n, Tensor) for n in "rxwb")
+    sx, sw = var("sx", Vec[Dim]), var("sw", Vec[Dim])
+    n, c, o, h, wd = (var(v, Dim) for v in ("n", "c", "o", "h", "wd"))
+    one2 = Vec[i64](i64(1), i64(1))
+    pads = {k: Vec[i64](*[i64((k - 1) // 2)] * 4) for k in (1, 3)}
+    kernel = {k: Vec[i64](i64(k), i64(k)) for k in (1, 3)}
+    image = [has_shape(x, sx), _rank(sx, 4), *_bind(sx, [n, c, h, wd])]
+    rules = []
+    for k in (1, 3):
+        conv = Tensor.conv(x, w, b, i64(1), one2, pads[k], one2, kernel[k])
+        rules.append(
+            rule(
+                eq(r).to(conv),
+                *image,
+                has_shape(w, sw),
+                _rank(sw, 4),
+                eq(o).to(sw[i64(0)]),
+                eq(c).to(sw[i64(1)]),
+                eq(sw[i64(2)]).to(Dim.int(i64(k))),
+                eq(sw[i64(3)]).to(Dim.int(i64(k))),
+                name=f"shape-conv-same-{k}x{k}",
+            ).then(has_shape(r, _vec([n, o, h, wd])))
+        )
+    flag = var("flag", i64)
+    for name, pool in (
+        ("max", Tensor.max_pool(x, kernel[3], one2, pads[3], one2, i64(0), flag)),
+        ("average", Tensor.average_pool(x, kernel[3], one2, pads[3], one2, i64(0), flag)),
+    ):
+        rules.append(
+            rule(eq(r).to(pool), *image, name=f"shape-{name}-pool-same").then(has_shape(r, sx))
+        )
+    enlarge = Vec[i64](*[i64(p) for p in (0, 0, 1, 1, 0, 0, 1, 1)])
+    pad = Tensor.pad(x, Tensor.ints(enlarge), Tensor.none(), Tensor.none(), String("constant"))
+    three = Dim.int(i64(3))
+    rules.append(
+        rule(
+            eq(r).to(pad),
+            *image,
+            eq(h).to(Dim.int(i64(1))),
+            eq(wd).to(Dim.int(i64(1))),
+            name="shape-pad-1x1-to-3x3",
+        ).then(has_shape(r, _vec([n, c, three, three])))
+    )
+    return rules
+
+
+def _slice_rules(max_rank: int) -> list:
+    """One-axis slices with literal bounds, no steps or a unit step: the ``slice1`` view, and the
+    shape where the axis has a known size, ``0 <= start < end``, ``end`` clamped to the size
+    (``x[2:INT64_MAX]`` is ``x[2:]``), the axis non-negative. Other slices get no shape."""
+    r, x = var("r", Tensor), var("x", Tensor)
+    b, e, a = var("b", Vec[i64]), var("e", Vec[i64]), var("a", Vec[i64])
+    s, n = var("s", Vec[Dim]), var("n", i64)
+    lo, hi = var("lo", i64), var("hi", i64)
+    rules = []
+    for k, steps in enumerate((Tensor.none(), Tensor.ints(Vec[i64](i64(1))))):
+        rules.append(
+            rule(
+                eq(r).to(Tensor.slice(x, Tensor.ints(b), Tensor.ints(e), Tensor.ints(a), steps)),
+                *[eq(v.length()).to(i64(1)) for v in (b, e, a)],
+                name=f"view-slice1-{k}",
+            ).then(slice1(r, x, b[i64(0)], e[i64(0)], a[i64(0)]))
+        )
+    for rk in range(1, max_rank + 1):
+        for axis in range(rk):
+            ds = _dvars("d", rk)
+            base = [
+                slice1(r, x, lo, hi, i64(axis)),
+                has_shape(x, s),
+                _rank(s, rk),
+                eq(s[i64(axis)]).to(Dim.int(n)),
+                *[eq(ds[k]).to(s[i64(k)]) for k in range(rk) if k != axis],
+                lo >= i64(0),
+                lo < hi,
+            ]
+            for end, cond in (("in", hi <= n), ("clamped", hi > n)):
+                out = [
+                    Dim.int((hi if end == "in" else n) - lo) if k == axis else ds[k]
+                    for k in range(rk)
+                ]
+                rules.append(
+                    rule(*base, cond, lo < n, name=f"shape-slice-{end}-r{rk}-a{axis}").then(
+                        has_shape(r, _vec(out))
+                    )
+                )
+    return rules
+
+
+def _reshape_rules(max_rank: int) -> list:
     """reshape(x, ints(v), allowzero=0) where every entry of ``v`` is a positive size or 0 (copy
     the input's dim): per output position, ``reshape_dim`` is computed once per (input shape,
     spec) pair, then one rule per output rank collects the positions. ``-1`` is not handled
@@ -347,7 +458,7 @@ def _reshape_rules() -> list:
             reshape_demand(s, v)
         )
     ]
-    for k in range(MAX_RANK):
+    for k in range(max_rank):
         at = [reshape_demand(s, v), eq(c).to(v[i64(k)])]
         rules.append(
             rule(*at, c > i64(0), name=f"shape-reshape-size-{k}").then(
@@ -359,7 +470,7 @@ def _reshape_rules() -> list:
                 reshape_dim(s, v, i64(k), d)
             )
         )
-    for rk in range(1, MAX_RANK + 1):
+    for rk in range(1, max_rank + 1):
         out = _dvars("o", rk)
         rules.append(
             rule(
@@ -373,7 +484,7 @@ def _reshape_rules() -> list:
     return rules
 
 
-def _concat_rules() -> list:
+def _concat_rules(max_rank: int, max_concat: int) -> list:
     """concat of n inputs of rank rk along ``axis``: non-axis dims equal, axis sizes known ints
     summed in the query. The input shapes are first collected per input position into
     ``concat_arg(inputs, j, shape)``: binding ``ins[j]`` and its ``has_shape`` for all inputs in
@@ -382,7 +493,7 @@ def _concat_rules() -> list:
     r, ins, x = var("r", Tensor), var("ins", Vec[Tensor]), var("x", Tensor)
     s, ax = var("s", Vec[Dim]), var("ax", i64)
     rules = []
-    for j in range(MAX_CONCAT):
+    for j in range(max_concat):
         rules.append(
             rule(
                 eq(r).to(Tensor.concat(ins, ax)),
@@ -392,14 +503,15 @@ def _concat_rules() -> list:
             ).then(concat_arg(ins, i64(j), s))
         )
     rules.append(
-        rule(eq(r).to(Tensor.concat(ins, ax)), eq(ins.length()).to(i64(2)), name="view-concat2")
-        .then(concat2(r, ins[i64(0)], ins[i64(1)], ax))
+        rule(
+            eq(r).to(Tensor.concat(ins, ax)), eq(ins.length()).to(i64(2)), name="view-concat2"
+        ).then(concat2(r, ins[i64(0)], ins[i64(1)], ax))
     )
-    for n in range(2, MAX_CONCAT + 1):
+    for n in range(2, max_concat + 1):
         ss = [var(f"s{j}", Vec[Dim]) for j in range(n)]
         ps = [var(f"p{j}", i64) for j in range(n)]
         tot = var("tot", i64)
-        for rk in range(1, CONCAT_MAX_RANK + 1):
+        for rk in range(1, min(CONCAT_MAX_RANK, max_rank) + 1):
             for axis in range(rk):
                 ds = _dvars("c", rk)
                 facts = [eq(r).to(Tensor.concat(ins, i64(axis))), eq(ins.length()).to(i64(n))]
@@ -417,7 +529,7 @@ def _concat_rules() -> list:
     # non-axis sizes of the first two inputs that differ: an ill-shaped concat
     s0, s1 = var("s0", Vec[Dim]), var("s1", Vec[Dim])
     dx, dy, p, q = var("dx", Dim), var("dy", Dim), var("p", i64), var("q", i64)
-    for rk in range(1, CONCAT_MAX_RANK + 1):
+    for rk in range(1, min(CONCAT_MAX_RANK, max_rank) + 1):
         for k in range(rk):
             rules.append(
                 rule(

@@ -11,7 +11,8 @@ ever hold them as literals. Keyed by the op table's names (``Add``, ``MatMul``, 
   *uninterpreted* functions (one per op): sound for rules that only move or share them, and a
   rule that needs a property of one (``sqrt(v) > 0``) must state it as a hypothesis;
 - ``MatMul`` and ``Gemm`` are sums of products (``np.matmul`` on object arrays); ``Conv`` is the
-  sum over its window, written out;
+  sum over its window, written out; ``MaxPool`` a nested ``If``, ``AveragePool`` a sum over
+  a count (no ceil_mode, no auto_pad SAME);
 - data movement (``Transpose``, ``Reshape``, ``Concat``, ``Slice``, ``Split``, ``Pad``,
   ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Expand``) runs the op table's own numpy reference
   implementation on the object arrays: an index map is the same map whatever the elements are.
@@ -128,6 +129,8 @@ def run(
         return [_conv(inputs, full)]
     if op == "BatchNormalization":
         return [_batchnorm(inputs, full)]
+    if op in ("MaxPool", "AveragePool"):
+        return [_pool(op, x, full)]
     if op in STRUCTURAL:
         try:
             outs = OPS[op].run(list(inputs), full)
@@ -199,6 +202,42 @@ def _conv(inputs, attrs) -> np.ndarray:
                 terms.append(xp[(bi, g * c_per + ci, *src)] * w[(co, ci, *kpos)])
             s = z3.Sum(terms) if terms else zero
             y[(bi, co, *pos)] = s + b[co] if b is not None else s
+    return y
+
+
+def _pool(op: str, x: np.ndarray, attrs) -> np.ndarray:
+    """MaxPool (the largest element of the window's inside, as nested ``If``) and AveragePool
+    (their sum over the count: the inside, or the whole window with count_include_pad)."""
+    nd = x.ndim - 2
+    ks = list(attrs["kernel_shape"])
+    strides = list(attrs.get("strides") or [1] * nd)
+    dil = list(attrs.get("dilations") or [1] * nd)
+    pads = list(attrs.get("pads") or [0] * (2 * nd))
+    if int(attrs.get("ceil_mode", 0)) or attrs.get("auto_pad", "NOTSET") not in (
+        "NOTSET", b"NOTSET", "VALID", b"VALID"
+    ):  # fmt: skip
+        raise Unsupported(f"{op} with ceil_mode or auto_pad SAME")
+    ext = [dil[i] * (ks[i] - 1) + 1 for i in range(nd)]
+    outs = [(x.shape[2 + i] + pads[i] + pads[nd + i] - ext[i]) // strides[i] + 1 for i in range(nd)]
+    if any(o <= 0 for o in outs):
+        raise ShapeError(f"{op} output is empty")
+    include_pad = op == "AveragePool" and int(attrs.get("count_include_pad", 0))
+    y = np.empty(x.shape[:2] + tuple(outs), dtype=object)
+    for lead in itertools.product(*map(range, x.shape[:2])):
+        for pos in itertools.product(*(range(o) for o in outs)):
+            vals = []
+            for kpos in itertools.product(*map(range, ks)):
+                src = [pos[i] * strides[i] + kpos[i] * dil[i] - pads[i] for i in range(nd)]
+                if all(0 <= src[i] < x.shape[2 + i] for i in range(nd)):
+                    vals.append(_z(x[(*lead, *src)]))
+            if op == "MaxPool":
+                best = vals[0]
+                for v in vals[1:]:
+                    best = z3.If(v > best, v, best)
+                y[(*lead, *pos)] = best
+            else:
+                count = int(np.prod(ks)) if include_pad else len(vals)
+                y[(*lead, *pos)] = z3.Sum(vals) / z3.RealVal(count)
     return y
 
 

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 
 from eqsat.egraph.ir import Node, make_attrs
+from eqsat.egraph.lang import BY_CTOR
 from eqsat.egraph.opdefs.base import ShapeError
 from eqsat.egraph.ops import run_node
 from eqsat.rules import schedule
 from eqsat.rules.base import Rule
+from eqsat.verify.rules import _Sym
 
 # generated rules are typed patterns (concat views, shape guards): test_discover checks each one
 EGGLOG_RULES = [
@@ -54,6 +56,31 @@ class Eval:
     def concat(xs, axis):
         return _run("Concat", *xs, axis=axis)
 
+    # what generated rules print (test_discover's spot check): literals, as the verifier reads
+    # them, and window ops, from the op table's constructor specs (below)
+    ints = _Sym.ints
+    none = _Sym.none
+
+
+def _from_spec(spec):
+    """A constructor that runs the op table's reference kernel: inputs, then attributes."""
+
+    def ctor(*args):
+        k = len(spec.inputs)
+        inputs = list(args[:k])
+        while inputs and inputs[-1] is None:
+            inputs.pop()
+        attrs = {
+            a.name: (list(v) if isinstance(v, tuple) else v)
+            for a, v in zip(spec.attrs, args[k:], strict=True)
+        }
+        return _run(spec.op, *inputs, **attrs)
+
+    return staticmethod(ctor)
+
+
+for _name in ("conv", "max_pool", "average_pool", "pad"):
+    setattr(Eval, _name, _from_spec(BY_CTOR[_name]))
 
 for _ctor, _op in {
     "add": "Add",

@@ -1,23 +1,33 @@
 """Typed expressions for rule discovery: enumeration, shape inference, fingerprints, printing.
 
-An expression is a nested tuple: a leaf ``("x",)`` (tensor variables ``x``, ``y``, ``z``, ``w``) or
-``(op, child, ...)``. ``("smul", e)`` is ``e`` times the 0-d scalar variable ``c``.
+An expression is a nested tuple: a leaf ``("x",)`` or ``(op, child, ...)``. ``("smul", e)`` is
+``e`` times the 0-d scalar variable ``c``. Two worlds of variables, never mixed by an op:
+matrices ``x, y, z, w`` (matmul, transpose) and rank-4 tensors ``X, Y, Z`` (NCHW images and
+OIHW kernels: convolutions, pools, enlarge); element-wise ops, concat and split work on both.
 
-**Shapes are symbolic and inferred, not enumerated.** Every variable is a matrix whose two dims
-are *dim expressions*: a sum of atoms (``("a",)``, or ``("a", "b")`` for ``a + b``, what a
-concatenation makes). Each expression gets its most general typing by unification
-(:class:`Typing`): ``matmul`` unifies the contraction dims, element-wise ops unify whole shapes
-(no broadcasting: a generated rule is guarded by its operands' shapes, so it never fires on a
-broadcast), ``concat`` adds the axis dims. A sum unifies with a sum of the same length
-component by component (``a + b = c + d`` as ``a = c, b = d``: a restriction, never unsound,
-because the rule then carries that typing as its guard) and with a single atom by binding it.
-An expression that cannot be typed is dropped.
+**Shapes are symbolic and inferred, not enumerated.** Every dim is a *dim expression*: a sum
+of atoms (``("a",)``, or ``("a", "b")`` for ``a + b``, what a concatenation makes), or a
+literal size (``("3",)``: a convolution's kernel is 3x3 or 1x1). Each expression gets its most
+general typing by unification (:class:`Typing`): ``matmul`` unifies the contraction dims,
+element-wise ops unify whole shapes (no broadcasting: a generated rule is guarded by its
+operands' shapes, so it never fires on a broadcast), ``concat`` adds the axis dims, a split
+takes the first atom of the axis (``split0l``, rows ``0..a``) or the rest (``split0r``, rows
+``a..a+b``), making a plain dim a sum of two fresh atoms first. A sum unifies with a sum of the
+same length component by component (``a + b = c + d`` as ``a = c, b = d``: a restriction, never
+unsound, because the rule then carries that typing as its guard) and with a single atom by
+binding it. A split's first piece stays one atom (*rigid*): binding it to a sum later would
+move the split point. An expression that cannot be typed is dropped.
 
-**Fingerprints** evaluate an expression on random integer matrices modulo a prime (exact
+**Convolutions** are "same": stride 1, padding ``(k - 1) / 2``, so the output keeps the
+input's H and W; ``conv3``/``conv1`` fix the kernel's spatial dims to the literal 3 or 1,
+``enlarge`` zero-pads a 1x1 kernel to 3x3 (TASO's enlarge), the pools are 3x3 with stride 1 and
+padding 1 (the average over the window's inside: ONNX's ``count_include_pad=0``).
+
+**Fingerprints** evaluate an expression on random integer tensors modulo a prime (exact
 arithmetic), every atom of size :data:`SIZE`; a variable's values depend on its name and its
-concrete shape, so two expressions whose variables have the same concrete shapes are evaluated on
-the same inputs. ``relu`` becomes a fixed polynomial (TASO): identities that only move relu
-survive, those that depend on what relu is (idempotence) do not.
+concrete shape. ``relu`` becomes a fixed polynomial (TASO): identities that only move relu
+survive, those that depend on what relu is (idempotence) do not. Max pooling compares residues:
+identities that only move it survive, those that depend on order (``max(x) + y``) do not.
 """
 
 from __future__ import annotations
@@ -31,13 +41,58 @@ import numpy as np
 
 PRIME = 2_147_483_647  # 2^31 - 1: a product of two residues fits in int64 before the reduction
 SIZE = 3  # every dim atom is this big when fingerprinting
-VARS = ("x", "y", "z", "w")  # the first ``variables`` of them are enumerated (default all)
+VARS = ("x", "y", "z", "w")  # matrices; the first ``variables`` of them are enumerated
+VARS4 = ("X", "Y", "Z", "W")  # rank-4 tensors (NCHW images, OIHW kernels), for the conv ops
 SCALAR = "c"
-UNARY = ("relu", "neg", "transpose", "smul")
-BINARY = ("add", "sub", "mul", "matmul", "concat0", "concat1")
+SPLITS = ("split0l", "split0r", "split1l", "split1r")  # the two pieces of a split, per axis
+CONV = ("conv3", "conv1")  # "same" convolutions (stride 1) with 3x3 and 1x1 kernels
+POOLS = ("maxpool", "avgpool")  # 3x3, stride 1, padding 1 (avgpool: count_include_pad=0)
+UNARY = ("relu", "neg", "transpose", "smul", *SPLITS, *POOLS, "enlarge")
+BINARY = ("add", "sub", "mul", "matmul", "concat0", "concat1", *CONV)
 OPS = UNARY + BINARY
-DEFAULT_OPS = ("matmul", "add", "mul", "smul", "transpose", "relu", "concat0", "concat1")
-ALIASES = {"concat": ("concat0", "concat1"), "scalar-mul": ("smul",)}
+RANK2_OPS = ("matmul", "transpose")
+RANK4_OPS = (*CONV, *POOLS, "enlarge")
+DEFAULT_OPS = (
+    "matmul", "add", "mul", "smul", "transpose", "relu", "concat0", "concat1", *SPLITS,
+    *CONV, *POOLS, "enlarge",
+)  # fmt: skip
+ALIASES = {
+    "concat": ("concat0", "concat1"),
+    "scalar-mul": ("smul",),
+    "split": SPLITS,
+    "slice": SPLITS,
+    "conv": CONV,
+    "pooling": POOLS,
+    "pool": POOLS,
+}
+
+
+def worlds(ops: Sequence[str]) -> tuple[int, ...]:
+    """The variable ranks an op set is enumerated over: matrices unless only rank-4 ops are
+    asked for, rank-4 tensors when any rank-4 op is (element-wise ops, concat and split work
+    on both; no op mixes them, so a mixed expression is ill-typed anyway)."""
+    out = []
+    if any(o in RANK2_OPS for o in ops) or not any(o in RANK4_OPS for o in ops):
+        out.append(2)
+    if any(o in RANK4_OPS for o in ops):
+        out.append(4)
+    return tuple(out)
+
+
+MAX_VARS4 = 3  # rank-4 variables enumerated at most (a fourth: measured below)
+
+
+def leaves(ops: Sequence[str], variables: int) -> list[Expr]:
+    names = {2: VARS[:variables], 4: VARS4[: min(variables, MAX_VARS4)]}
+    return [(v,) for r in worlds(ops) for v in names[r]]
+
+
+def family(op: str) -> str:
+    """The op family a rule is named after: ``concat0`` -> concat, ``split1r`` -> split."""
+    named = {**dict.fromkeys(SPLITS, "split"), **dict.fromkeys(CONV, "conv")}
+    named.update(dict.fromkeys(POOLS, "pool"))
+    return named.get(op, op.removesuffix("0").removesuffix("1"))
+
 
 Expr = tuple
 Dim = tuple  # a sum of atoms
@@ -90,6 +145,7 @@ class Typing:
     def __init__(self) -> None:
         self.subst: dict[str, Dim] = {}
         self.shapes: dict[str, Shape] = {}
+        self.rigid: set[str] = set()  # the first piece of every split: never a sum later
         self._fresh = 0
 
     def fresh(self) -> Dim:
@@ -98,7 +154,8 @@ class Typing:
 
     def var(self, name: str) -> Shape:
         if name not in self.shapes:
-            self.shapes[name] = () if name == SCALAR else (self.fresh(), self.fresh())
+            rank = 0 if name == SCALAR else 4 if name in VARS4 else 2
+            self.shapes[name] = tuple(self.fresh() for _ in range(rank))
         return self.shapes[name]
 
     def resolve(self, d: Dim) -> Dim:
@@ -107,19 +164,26 @@ class Typing:
             out += self.resolve(self.subst[a]) if a in self.subst else [a]
         return tuple(out)
 
+    def _fixed(self, a: str) -> int:
+        """0: a free atom; 1: a split's first piece (stays one atom); 2: a literal size."""
+        return 2 if a.isdigit() else 1 if a in self.rigid else 0
+
     def unify(self, d1: Dim, d2: Dim) -> None:
         r1, r2 = self.resolve(d1), self.resolve(d2)
         if r1 == r2:
             return
-        if len(r1) == 1 and r1[0] not in r2:
-            self.subst[r1[0]] = r2
-        elif len(r2) == 1 and r2[0] not in r1:
-            self.subst[r2[0]] = r1
-        elif len(r1) == len(r2):
+        if len(r1) > 1 and len(r2) > 1:  # a sum with a sum: part by part (a restriction)
+            if len(r1) != len(r2):
+                raise TypeFail(f"{r1} vs {r2}")
             for a, b in zip(r1, r2, strict=True):
                 self.unify((a,), (b,))
-        else:
-            raise TypeFail(f"{r1} vs {r2}")
+            return
+        if len(r1) > 1 or (len(r2) == 1 and self._fixed(r2[0]) < self._fixed(r1[0])):
+            r1, r2 = r2, r1  # bind the freest atom
+        a, fixed = r1[0], self._fixed(r1[0])
+        if a in r2 or (fixed and (len(r2) > 1 or fixed == 2 or self._fixed(r2[0]) == 2)):
+            raise TypeFail(f"{a} vs {r2}")
+        self.subst[a] = r2
 
     def unify_shapes(self, s1: Shape, s2: Shape) -> None:
         if len(s1) != len(s2):
@@ -132,7 +196,10 @@ class Typing:
             return self.var(e[0])
         op, *kids = e
         s = [self.infer(k) for k in kids]
-        if op in ("relu", "neg"):
+        rank = {o: 2 for o in RANK2_OPS} | {o: 4 for o in RANK4_OPS}
+        if op in rank and any(len(x) != rank[op] for x in s):
+            raise TypeFail(f"{op} takes rank {rank[op]}")
+        if op in ("relu", "neg", *POOLS):
             return s[0]
         if op == "smul":
             self.var(SCALAR)
@@ -145,12 +212,32 @@ class Typing:
         if op == "matmul":
             self.unify(s[0][1], s[1][0])
             return (s[0][0], s[1][1])
-        if op == "concat0":
+        if op in ("concat0", "concat1"):
+            ax = int(op[-1])
+            self.unify_shapes(s[0][:ax] + s[0][ax + 1 :], s[1][:ax] + s[1][ax + 1 :])
+            d = self.resolve(s[0][ax]) + self.resolve(s[1][ax])
+            return s[0][:ax] + (d,) + s[0][ax + 1 :]
+        if op in SPLITS:
+            ax = int(op[5])
+            if len(s[0]) <= ax:
+                raise TypeFail("split of a scalar")
+            d = self.resolve(s[0][ax])
+            if len(d) == 1:  # split a plain dim: it becomes a sum of two fresh atoms
+                self.unify(d, self.fresh() + self.fresh())
+                d = self.resolve(d)
+            self.rigid.add(d[0])
+            piece = d[:1] if op[-1] == "l" else d[1:]
+            return s[0][:ax] + (piece,) + s[0][ax + 1 :]
+        if op in CONV:  # x: N C H W, k: O C K K
+            k = (op[-1],)
+            self.unify(s[1][2], k)
+            self.unify(s[1][3], k)
             self.unify(s[0][1], s[1][1])
-            return (self.resolve(s[0][0]) + self.resolve(s[1][0]), s[0][1])
-        if op == "concat1":
-            self.unify(s[0][0], s[1][0])
-            return (s[0][0], self.resolve(s[0][1]) + self.resolve(s[1][1]))
+            return (s[0][0], s[1][0], s[0][2], s[0][3])
+        if op == "enlarge":  # a 1x1 kernel zero-padded to 3x3
+            self.unify(s[0][2], ("1",))
+            self.unify(s[0][3], ("1",))
+            return (s[0][0], s[0][1], ("3",), ("3",))
         raise ValueError(op)
 
     def final(self, shape: Shape | None = None) -> dict[str, Shape]:
@@ -158,7 +245,7 @@ class Typing:
         order of first appearance (x, y, z, c)."""
         names: dict[str, str] = {}
         out: dict[str, Shape] = {}
-        items = [(v, self.shapes[v]) for v in (*VARS, SCALAR) if v in self.shapes]
+        items = [(v, self.shapes[v]) for v in (*VARS, *VARS4, SCALAR) if v in self.shapes]
         if shape is not None:
             items.append(("", shape))
         for v, s in items:
@@ -166,11 +253,17 @@ class Typing:
             for d in s:
                 atoms = []
                 for a in self.resolve(d):
-                    names.setdefault(a, "abcdefghijklmnopqrstuvw"[len(names)])
-                    atoms.append(names[a])
+                    if not a.isdigit():  # a literal size keeps its name
+                        names.setdefault(a, _atom_name(len(names)))
+                    atoms.append(names.get(a, a))
                 dims.append(tuple(atoms))
             out[v] = tuple(dims)
         return out
+
+
+def _atom_name(k: int) -> str:
+    letters = "abcdefghijkmnopqrstuvwxyz"  # not l: it reads like the literal size 1
+    return letters[k % len(letters)] + ("" if k < len(letters) else str(k // len(letters)))
 
 
 def typing(*es: Expr) -> dict[str, Shape] | None:
@@ -187,7 +280,10 @@ def typing(*es: Expr) -> dict[str, Shape] | None:
 
 
 def concrete(shape: Shape, sizes: dict[str, int] | None = None) -> tuple[int, ...]:
-    return tuple(sum((sizes or {}).get(a, SIZE) for a in d) for d in shape)
+    """Concrete dims: literal atoms are their size, the others ``sizes`` (default SIZE)."""
+    return tuple(
+        sum(int(a) if a.isdigit() else (sizes or {}).get(a, SIZE) for a in d) for d in shape
+    )
 
 
 # ---------------------------------------------------------------------------- enumeration
@@ -229,6 +325,80 @@ def _matmul_mod(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def _windows(x: np.ndarray, k: int):
+    """The k x k windows of ``x`` (N C H W) padded by (k - 1) / 2: per offset, the shifted
+    input and where it is inside (not padding)."""
+    p = (k - 1) // 2
+    h, w = x.shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    inside = np.pad(np.ones((h, w), dtype=bool), p)
+    for dy in range(k):
+        for dx in range(k):
+            yield dy, dx, xp[:, :, dy : dy + h, dx : dx + w], inside[dy : dy + h, dx : dx + w]
+
+
+def _conv(x: np.ndarray, w: np.ndarray, mod: bool) -> np.ndarray:
+    out = np.zeros((x.shape[0], w.shape[0], *x.shape[2:]), dtype=x.dtype)
+    for dy, dx, xs, _ in _windows(x, w.shape[2]):
+        for ci in range(x.shape[1]):  # one channel at a time: no int64 overflow
+            term = xs[:, None, ci] * w[None, :, ci, dy, dx, None, None]
+            out = (out + term % PRIME) % PRIME if mod else out + term
+    return out
+
+
+_INVERSE = {n: pow(n, PRIME - 2, PRIME) for n in range(1, 10)}  # 1 / n modulo PRIME
+
+
+def _pool(x: np.ndarray, op: str, mod: bool) -> np.ndarray:
+    """3x3 pooling, stride 1, padding 1; the average over the window's inside only (ONNX
+    count_include_pad=0), modulo PRIME a product with the inverse of the count."""
+    if op == "maxpool":
+        best = None
+        for _, _, xs, inside in _windows(x, 3):
+            v = np.where(inside, xs, -1 if mod else -np.inf)  # residues are >= 0
+            best = v if best is None else np.maximum(best, v)
+        return best
+    total = np.zeros_like(x)
+    count = np.zeros(x.shape[2:], dtype=np.int64)
+    for _, _, xs, inside in _windows(x, 3):
+        total = (total + xs) % PRIME if mod else total + xs
+        count += inside
+    if mod:
+        return total * np.vectorize(_INVERSE.get)(count) % PRIME
+    return total / count
+
+
+def shape_of(e: Expr, shapes: dict[str, Shape]) -> Shape:
+    """The symbolic shape of ``e`` under a final typing (variable shapes, atoms named): no
+    unification left to do. A split's pieces are the first atom of its dim and the rest (the
+    typing keeps that first atom one atom: it is rigid)."""
+    if len(e) == 1:
+        return shapes[e[0]]
+    op, *kids = e
+    s = [shape_of(k, shapes) for k in kids]
+    if op == "transpose":
+        return (s[0][1], s[0][0])
+    if op == "matmul":
+        return (s[0][0], s[1][1])
+    if op in ("concat0", "concat1"):
+        ax = int(op[-1])
+        return s[0][:ax] + (s[0][ax] + s[1][ax],) + s[0][ax + 1 :]
+    if op in SPLITS:
+        ax, d = int(op[5]), s[0][int(op[5])]
+        return s[0][:ax] + ((d[:1] if op[-1] == "l" else d[1:]),) + s[0][ax + 1 :]
+    if op in CONV:
+        return (s[0][0], s[1][0], s[0][2], s[0][3])
+    if op == "enlarge":
+        return (s[0][0], s[0][1], ("3",), ("3",))
+    return s[0]
+
+
+def split_bounds(e: Expr, shapes: dict[str, Shape]) -> tuple[tuple, tuple]:
+    """A split's (start, end) on its axis, each a tuple of atoms summed (``()`` is 0)."""
+    d = shape_of(e[1], shapes)[int(e[0][5])]
+    return ((), d[:1]) if e[0][-1] == "l" else (d[:1], d)
+
+
 def evaluate(
     e: Expr, shapes: dict[str, Shape], seed: int = 1, mod: bool = True, sizes=None
 ) -> np.ndarray:
@@ -246,6 +416,15 @@ def evaluate(
             return np.concatenate(v, axis=0)
         if op == "concat1":
             return np.concatenate(v, axis=1)
+        if op in SPLITS:
+            lo, hi = (concrete((b,), sizes)[0] for b in split_bounds(t, shapes))
+            return v[0][lo:hi] if op[5] == "0" else v[0][:, lo:hi]
+        if op == "enlarge":
+            return np.pad(v[0], ((0, 0), (0, 0), (1, 1), (1, 1)))
+        if op in CONV:
+            return _conv(v[0], v[1], mod)
+        if op in POOLS:
+            return _pool(v[0], op, mod)
         if mod:
             return {
                 "add": lambda: (v[0] + v[1]) % PRIME,
@@ -270,32 +449,69 @@ def evaluate(
 
 
 def fingerprint(e: Expr) -> tuple | None:
-    """(hash of the value mod PRIME, concrete shapes of the variables and of the result); None
-    when ``e`` is ill-typed."""
+    """(hash of the value mod PRIME, the value's shape); None when ``e`` is ill-typed. The
+    variables' shapes are not part of it: a variable's values depend on its concrete shape, so
+    expressions that use it at other shapes differ anyway, and ``split0l(concat0(x, y))`` must
+    meet ``x`` although it also reads ``y``."""
     shapes = typing(e)
     if shapes is None:
         return None
     value = evaluate(e, shapes)
-    sig = tuple(sorted((v, concrete(s)) for v, s in shapes.items()))
     digest = hashlib.blake2b(value.tobytes(), digest_size=8).hexdigest()
-    return (digest, sig)  # not hash(): it differs between worker processes
+    return (digest, value.shape)  # not hash(): it differs between worker processes
 
 
 # ---------------------------------------------------------------------------- printing
 
 
-def to_text(e: Expr) -> str:
-    """The printed form of a side, as :class:`~eqsat.rules.base.Rule` prints it."""
+def _ivec(*xs) -> str:
+    return f"Vec[i64]({', '.join(f'i64({x})' for x in xs)})"
+
+
+def _size_text(atoms: tuple) -> str:
+    return " + ".join(f"size_{a}" for a in atoms) or "i64(0)"
+
+
+def to_text(e: Expr, shapes: dict[str, Shape] | None = None) -> str:
+    """The printed form of a side, as :class:`~eqsat.rules.base.Rule` prints it. A split is a
+    one-axis Slice whose bounds name the atoms' sizes (``size_a``): the typing ``shapes`` is
+    needed for those. The namespace that evaluates the text binds them (an egglog ``i64`` in
+    a rule, an int in a proof)."""
     if len(e) == 1:
         return e[0]
     op, *kids = e
-    k = [to_text(c) for c in kids]
+    k = [to_text(c, shapes) for c in kids]
     if op == "smul":
         return f"Tensor.mul({k[0]}, {SCALAR})"
     if op == "transpose":
         return f"Tensor.transpose({k[0]}, Vec[i64](i64(1), i64(0)))"
     if op in ("concat0", "concat1"):
         return f"Tensor.concat(Vec[Tensor]({k[0]}, {k[1]}), i64({op[-1]}))"
+    if op in CONV:
+        kk, p = op[-1], (int(op[-1]) - 1) // 2
+        return (
+            f"Tensor.conv({k[0]}, {k[1]}, Tensor.none(), i64(1), {_ivec(1, 1)}, "
+            f"{_ivec(p, p, p, p)}, {_ivec(1, 1)}, {_ivec(kk, kk)})"
+        )
+    if op == "maxpool":
+        return (
+            f"Tensor.max_pool({k[0]}, {_ivec(3, 3)}, {_ivec(1, 1)}, {_ivec(1, 1, 1, 1)}, "
+            f"{_ivec(1, 1)}, i64(0), i64(0))"
+        )
+    if op == "avgpool":
+        return (
+            f"Tensor.average_pool({k[0]}, {_ivec(3, 3)}, {_ivec(1, 1)}, {_ivec(1, 1, 1, 1)}, "
+            f"{_ivec(1, 1)}, i64(0), i64(0))"
+        )
+    if op == "enlarge":
+        pads = _ivec(0, 0, 1, 1, 0, 0, 1, 1)
+        return f'Tensor.pad({k[0]}, Tensor.ints({pads}), Tensor.none(), Tensor.none(), "constant")'
+    if op in SPLITS:
+        if shapes is None:
+            raise ValueError("printing a split needs the typing")
+        lo, hi = (_size_text(b) for b in split_bounds(e, shapes))
+        ints = [f"Tensor.ints(Vec[i64]({b}))" for b in (lo, hi, f"i64({op[5]})")]
+        return f"Tensor.slice({k[0]}, {', '.join(ints)}, Tensor.none())"
     return f"Tensor.{op}({', '.join(k)})"
 
 
@@ -307,9 +523,10 @@ def rename(e: Expr, names: dict[str, str]) -> Expr:
 
 def canonical(a: Expr, b: Expr) -> tuple[Expr, Expr]:
     """The pair with its tensor variables renamed jointly in order of first use."""
-    seen = [v for v in variables(a) + variables(b) if v in VARS]
-    order = list(dict.fromkeys(seen))
-    names = dict(zip(order, VARS, strict=False))
+    names = {}
+    for group in (VARS, VARS4):
+        order = list(dict.fromkeys(v for v in variables(a) + variables(b) if v in group))
+        names.update(zip(order, group, strict=False))
     return rename(a, names), rename(b, names)
 
 
@@ -322,14 +539,21 @@ class Candidate:
     def key(self):
         return (size(self.lhs) + size(self.rhs), size(self.lhs), repr(self.lhs), repr(self.rhs))
 
+    def texts(self) -> tuple[str, str]:
+        """The printed sides (:func:`to_text` under the candidate's typing)."""
+        shapes = dict(self.shapes)
+        return to_text(self.lhs, shapes), to_text(self.rhs, shapes)
+
     def atoms(self) -> list[str]:
-        """The dim atoms of the typing, sorted."""
-        return sorted({a for _, s in self.shapes for d in s for a in d})
+        """The dim atoms of the typing, sorted (not the literal sizes)."""
+        return sorted({a for _, s in self.shapes for d in s for a in d if not a.isdigit()})
 
     def both_ways(self) -> bool:
         """Whether the rule is also used right to left: its sides are equally big (neither way
-        is the simplification) and the reverse is not the rule itself renamed."""
-        return size(self.lhs) == size(self.rhs) and canonical(self.rhs, self.lhs) != (
-            self.lhs,
-            self.rhs,
+        is the simplification), read the same variables (``split0l(concat0(x, y)) = x`` cannot
+        make ``y`` up) and the reverse is not the rule itself renamed."""
+        return (
+            size(self.lhs) == size(self.rhs)
+            and set(variables(self.lhs)) == set(variables(self.rhs))
+            and canonical(self.rhs, self.lhs) != (self.lhs, self.rhs)
         )

@@ -18,6 +18,11 @@ e-nodes without that cap). The price is
 completeness: a rule that only a detour through larger terms derives is kept although implied.
 The count of kept rules is therefore an upper bound on the non-redundant ones; every rule
 written is proved on its own either way.
+
+The e-graphs run a lean shape analysis (ranks up to 4, two-input concatenations, no
+broadcasting: what generated rules read). The candidates come after TASO's pruning
+(:func:`.search.taso_prune`): measured on the matrix world with splits, pruning all 12,204
+proved candidates and only TASO's 6,533 survivors both keep the same 165 rules (151 s vs 68 s).
 """
 
 from __future__ import annotations
@@ -37,28 +42,26 @@ CHUNK = 200  # candidates per pruning e-graph: each kept rule re-runs its chunk,
 PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29)  # atom sizes in the pruning e-graph
 
 
-def ground(e, k: int) -> Tensor:
-    """``e`` with its variables as the leaves of candidate ``k`` (each candidate its own): the
-    printed form evaluated, so the terms are the ones the rules are written in."""
+def sizes(c: Candidate) -> dict[str, int]:
+    """The atom sizes of candidate ``c`` in the pruning e-graph: distinct primes."""
+    return {a: PRIMES[k % len(PRIMES)] for k, a in enumerate(c.atoms())}
+
+
+def ground(text: str, k: int, c: Candidate) -> Tensor:
+    """A printed side with its variables as the leaves of candidate ``k`` (each candidate its
+    own) and its atoms at their :func:`sizes`: the terms are the ones the rules are written in."""
     ns = {"Tensor": Tensor, "Vec": Vec, "i64": i64}
-    ns.update({v: Tensor.input(f"{v}_{k}") for v in X.variables(e)})
-    return eval(X.to_text(e), ns)
+    ns.update({v: Tensor.input(f"{v}_{k}") for v, _ in c.shapes})
+    ns.update({f"size_{a}": i64(n) for a, n in sizes(c).items()})
+    return eval(text, ns)
 
 
 def _shape_facts(c: Candidate, k: int) -> list:
-    sizes: dict[str, int] = {}
-    out = []
-    for v, s in c.shapes:
-        for d in s:
-            for a in d:
-                sizes.setdefault(a, PRIMES[len(sizes) % len(PRIMES)])
-        out.append(has_shape(Tensor.input(f"{v}_{k}"), dims(X.concrete(s, sizes))))
-    return out
+    n = sizes(c)
+    return [has_shape(Tensor.input(f"{v}_{k}"), dims(X.concrete(s, n))) for v, s in c.shapes]
 
 
-def prune(
-    cands: list[Candidate], iterations: int = ITERATIONS, progress=None
-) -> list[Candidate]:
+def prune(cands: list[Candidate], iterations: int = ITERATIONS, progress=None) -> list[Candidate]:
     from eqsat.rules.discover.rulefile import to_rule
 
     batches: dict[int, list[Candidate]] = defaultdict(list)
@@ -68,7 +71,7 @@ def prune(
         batch.sort(key=lambda c: (-len(c.shapes), -len(c.atoms()), c.key()))
     kept: list[Candidate] = []
     kept_rules = ruleset(name="discover-kept")
-    shapes = shape_rules()
+    shapes = shape_rules(max_rank=4, max_concat=2, lean=True)  # what generated rules use
     for total in sorted(batches):
         batch = batches[total]
         for lo in range(0, len(batch), CHUNK):
@@ -91,7 +94,8 @@ def _egraph(todo, shapes):
     sides = {}  # named sides: checking ``lhs_k = rhs_k`` is then a lookup, while checking two
     # terms with nested concatenations made egglog join over every Vec (one check ran > 100 s)
     for k, c in todo:
-        sides[k] = (eg.let(f"lhs_{k}", ground(c.lhs, k)), eg.let(f"rhs_{k}", ground(c.rhs, k)))
+        lhs, rhs = c.texts()
+        sides[k] = (eg.let(f"lhs_{k}", ground(lhs, k, c)), eg.let(f"rhs_{k}", ground(rhs, k, c)))
         eg.register(*_shape_facts(c, k))
     eg.run(shapes.saturate())
     return eg, sides, GROWTH * _size(eg)
@@ -112,11 +116,11 @@ def _prune_chunk(todo, kept, kept_rules, shapes, iterations, to_rule) -> None:
             k, c = todo.pop(0)
             kept.append(c)
             shapes_ = dict(c.shapes)
-            rule = to_rule(f"kept-{len(kept)}", X.to_text(c.lhs), X.to_text(c.rhs), shapes_)
+            lhs, rhs = c.texts()
+            rule = to_rule(f"kept-{len(kept)}", lhs, rhs, shapes_)
             kept_rules.append(rule.egglog())
             if c.both_ways():  # and right to left, as the rules file will use it
-                lhs, rhs = X.to_text(c.rhs), X.to_text(c.lhs)
-                back = to_rule(f"kept-{len(kept)}-back", lhs, rhs, shapes_)
+                back = to_rule(f"kept-{len(kept)}-back", rhs, lhs, shapes_)
                 kept_rules.append(back.egglog())
             if _size(eg) > cap:  # start the rest afresh: each kept rule runs again from scratch
                 eg, sides, cap = _egraph(todo, shapes)

@@ -10,66 +10,136 @@ for. Without the guard an element-wise rule proved for equal shapes would also f
 broadcast operands, where it can be wrong; with it a generated rule only ever fires on the
 typing the verifier proved it for (:func:`eqsat.verify.rules.verify_typed`).
 
-A dim that is one atom is matched as any ``Dim`` (static or symbolic); an atom that also occurs
-in a sum (``a + b``, a concatenation's axis) must be a known size, ``Dim.int(p_a)``, so the sum
-can be computed in the query.
+A dim that is one atom is matched as any ``Dim`` (static or symbolic); an atom whose size the
+rule needs (it occurs in a sum such as a concatenation's axis, or in a split's bounds) must be a
+known size, bound or derived in the query (:func:`guards`); a literal dim (a 3x3 kernel) must be
+that size. A split is a one-axis ``Slice`` whose bounds print the atoms' sizes (``size_a``,
+``size_a + size_b``); in a left-hand side it is matched through the ``slice1`` view of the
+shape analysis, like a concatenation through ``concat2``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from egglog import String, Vec, eq, f64, i64, var
 
 from eqsat.egraph.lang import Tensor
-from eqsat.egraph.shapes import Dim, concat2, has_shape
+from eqsat.egraph.shapes import Dim, concat2, has_shape, slice1
 from eqsat.rules.base import Rule
 
 GENERATED_DIR = Path(__file__).resolve().parents[1] / "generated"
 RULES_FILE = GENERATED_DIR / "rules.json"
 
 
-def guards(shapes: dict[str, tuple]) -> list:
-    """The query facts that bind each variable's shape to its symbolic dims."""
-    summed = {a for s in shapes.values() for d in s if len(d) > 1 for a in d}
+class _Atom:
+    """A dim atom's size in a printed slice bound (``size_a``), summed while the pattern is
+    read: :func:`guards` then binds or derives each size."""
+
+    def __init__(self, atoms: tuple[str, ...]):
+        self.atoms = atoms
+
+    def __add__(self, other: _Atom) -> _Atom:
+        return _Atom(self.atoms + other.atoms)
+
+
+def guards(shapes: dict[str, tuple], sums=(), needed: set[str] = frozenset()) -> tuple[list, dict]:
+    """The query facts that bind each variable's shape to its symbolic dims, and each dim atom
+    that a sum or a slice bound needs as an ``i64`` expression (``size_a``).
+
+    ``sums`` are the pattern's equations ``(i64 variable, atoms)``: a slice bound is the sum of
+    those atoms' sizes. A variable's dim that is a sum (or a single atom some sum needs) is
+    matched as ``Dim.int(t)``, another equation. Sizes are solved in order: an equation with one
+    unknown atom gives it, as ``t`` minus the known ones (a split's second piece is the dim's
+    size minus the first piece: no variable has it as a dim); every other equation becomes a
+    check, and every size must be positive (the proofs are for sizes 1..3). ``needed``: atoms
+    whose size the right-hand side reads. ValueError when a needed size stays unknown."""
+    sums = list(sums)
+    needed = set(needed) | {a for _, d in sums for a in d}
+    needed |= {a for s in shapes.values() for d in s if len(d) > 1 for a in d}
     dims: dict[str, Dim] = {}
-    ints: dict[str, i64] = {}
     facts = []
     for v, s in shapes.items():
         sv = var(f"shape_{v}", Vec[Dim])
         facts += [has_shape(var(v, Tensor), sv), eq(sv.length()).to(i64(len(s)))]
         for k, d in enumerate(s):
-            if len(d) == 1 and d[0] not in summed:
-                if d[0] in dims:
-                    facts.append(eq(dims[d[0]]).to(sv[i64(k)]))
-                else:
-                    dims[d[0]] = var(f"dim_{d[0]}", Dim)
-                    facts.append(eq(dims[d[0]]).to(sv[i64(k)]))
+            if len(d) == 1 and d[0].isdigit():  # a literal size (a 3x3 kernel)
+                facts.append(eq(sv[i64(k)]).to(Dim.int(i64(int(d[0])))))
                 continue
-            terms = []
-            for a in d:
-                ints.setdefault(a, var(f"size_{a}", i64))
-                terms.append(ints[a])
-            total = terms[0]
-            for t in terms[1:]:
-                total = total + t
+            if len(d) == 1 and d[0] not in needed:
+                dims.setdefault(d[0], var(f"dim_{d[0]}", Dim))
+                facts.append(eq(dims[d[0]]).to(sv[i64(k)]))
+                continue
+            total = var(f"total_{v}_{k}", i64)
             facts.append(eq(sv[i64(k)]).to(Dim.int(total)))
-    return facts
+            sums.append((total, tuple(d)))
+    known: dict[str, i64] = {}
+    used: set[int] = set()
+    progress = True
+    while progress:
+        progress = False
+        for j, (t, d) in enumerate(sums):
+            unknown = {a for a in d if a not in known}
+            if j in used or len(unknown) != 1 or d.count(next(iter(unknown))) != 1:
+                continue
+            (a,) = unknown
+            rest = [known[b] for b in d if b != a]
+            known[a] = t - _sum(rest) if rest else t
+            facts.append(known[a] > i64(0))  # proved for sizes >= 1: no empty piece
+            used.add(j)
+            progress = True
+    missing = sorted(needed - set(known))
+    if missing:
+        raise ValueError(f"sizes {missing} cannot be derived from a match")
+    facts += [
+        eq(t).to(_sum([known[a] for a in d])) for j, (t, d) in enumerate(sums) if j not in used
+    ]
+    return facts, known
+
+
+def _sum(xs: list):
+    total = xs[0]
+    for x in xs[1:]:
+        total = total + x
+    return total
+
+
+class _VecLit(tuple):
+    """A ``Vec[i64]`` literal in a pattern, kept as its items until an op reads it."""
+
+
+class _Ints(tuple):
+    """``Tensor.ints`` of a literal in a pattern, kept as its items until an op reads it."""
+
+
+def _literal(a):
+    if isinstance(a, _Ints):
+        return Tensor.ints(Vec[i64](*a))
+    return Vec[i64](*a) if isinstance(a, _VecLit) else a
 
 
 class _PatternTensor:
-    """``Tensor``'s constructors for a left-hand side: a concatenation's inputs cannot be
+    """``Tensor``'s constructors for a left-hand side. A concatenation's inputs cannot be
     matched inside a ``Vec`` literal (egglog: its variables would be ungrounded), so each
-    ``concat`` becomes a fresh variable bound by the ``concat2`` view of the shape analysis."""
+    ``concat`` becomes a fresh variable bound by the ``concat2`` view of the shape analysis; a
+    slice likewise by the ``slice1`` view, its bounds fresh ``i64`` variables whose atoms go
+    to :func:`guards` as equations."""
 
     def __init__(self) -> None:
         self.facts: list = []
+        self.sums: list[tuple] = []
 
     def __getattr__(self, name: str):
-        if name == "concat":
-            return self._concat
-        return getattr(Tensor, name)
+        if name in ("concat", "slice", "ints"):
+            return getattr(self, "_" + name)
+        f = getattr(Tensor, name)
+        return lambda *args: f(*(_literal(a) for a in args))
+
+    @staticmethod
+    def _ints(items):
+        return _Ints(items)
 
     def _concat(self, items, axis):
         if len(items) != 2:
@@ -78,36 +148,55 @@ class _PatternTensor:
         self.facts.append(concat2(r, items[0], items[1], axis))
         return r
 
+    def _slice(self, x, starts, ends, axes, steps):
+        if len(starts) != 1 or len(ends) != 1 or len(axes) != 1:
+            raise ValueError("generated rules slice one axis")
+        n = len(self.facts)
+        bounds = []
+        for which, b in (("start", starts[0]), ("end", ends[0])):
+            if isinstance(b, _Atom):
+                bv = var(f"slice_{n}_{which}", i64)
+                self.sums.append((bv, b.atoms))
+                b = bv
+            bounds.append(b)
+        r = var(f"slice_{n}", Tensor)
+        self.facts.append(slice1(r, x, bounds[0], bounds[1], axes[0]))
+        return r
+
 
 class _PatternVec:
     def __getitem__(self, t):
-        return (lambda *xs: xs) if isinstance(t, _PatternTensor) or t is Tensor else Vec[t]
+        return lambda *xs: xs if t is Tensor else _VecLit(xs)
 
 
-def _namespace(shapes, tensor) -> dict:
+def _namespace(shapes, tensor, sizes: dict) -> dict:
     ns = {"Tensor": tensor, "Vec": Vec, "i64": i64, "f64": f64, "String": String}
     ns.update({v: var(v, Tensor) for v in shapes})
+    ns.update({f"size_{a}": n for a, n in sizes.items()})
     return ns
 
 
-def pattern(text: str, shapes: dict) -> tuple[Tensor, list]:
-    """A left-hand side's term and the query facts its concatenations need."""
+def pattern(text: str, shapes: dict) -> tuple[Tensor, list, list]:
+    """A left-hand side's term, the query facts its concatenations and slices need, and the
+    slice-bound equations (for :func:`guards`)."""
     pt = _PatternTensor()
-    ns = _namespace(shapes, pt)
+    atoms = {a for s in shapes.values() for d in s for a in d}
+    ns = _namespace(shapes, pt, {a: _Atom((a,)) for a in atoms})
     ns["Vec"] = _PatternVec()
     term = eval(text, ns)
-    return term, pt.facts
+    return term, pt.facts, pt.sums
 
 
 def to_rule(name: str, lhs: str, rhs: str, shapes: dict[str, tuple]) -> Rule:
     shapes = {v: tuple(tuple(d) for d in s) for v, s in shapes.items()}
-    lhs_term, facts = pattern(lhs, shapes)
+    lhs_term, facts, sums = pattern(lhs, shapes)
+    shape_facts, sizes = guards(shapes, sums, set(re.findall(r"\bsize_(\w+)", rhs)))
     return Rule(
         name,
         "generated",
         lhs_term,
-        eval(rhs, _namespace(shapes, Tensor)),
-        when=tuple(facts + guards(shapes)),
+        eval(rhs, _namespace(shapes, Tensor, sizes)),
+        when=tuple(facts + shape_facts),
         source=(lhs, rhs),
         proof="bounded",
         fp_exact=False,  # reassociation and distribution are among them: exact over the reals

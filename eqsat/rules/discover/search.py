@@ -13,13 +13,14 @@ Consumes generator settings (op set, ``max_ops``); produces proved, non-redundan
 3. **Pair** every member of a bucket with its smallest member (the rule rewrites towards it; the
    pairs of a bucket span it without the transitive ones), rename the variables of each pair
    jointly, unify the two sides' typings: that typing is the rule's shape guard.
-4. **Check** each pair in float64 on inputs of unequal atom sizes (a cheap filter), then
-   **prove** it with Z3 (:func:`eqsat.verify.rules.verify_typed`, exact relu, every atom size in
-   1..3).
-5. **Prune**: TASO's count (renaming duplicates and pairs whose roots agree and differ in one
-   child that is itself a proved pair) is reported; the rules written are Ruler's: in order of
-   size, a rule is dropped when the rules kept so far, run in an e-graph holding both its sides,
-   make them equal (:mod:`.prune`).
+4. **Check** each pair in float64 on inputs of unequal atom sizes (a cheap filter).
+5. **TASO's pruning**: renaming duplicates, and pairs whose roots agree and differ in one child
+   that is itself a candidate pair, are dropped *before* proving: they follow from that pair by
+   congruence (half the candidates at N = 3; proving is the dearest phase).
+6. **Prove** the rest with Z3 (:func:`eqsat.verify.rules.prove_unit`, exact relu, atom sizes in
+   1..3; rank-4 candidates on fewer, smaller sizes: a convolution's terms are dear to build).
+7. **Prune** the proved rules Ruler's way: in order of size, a rule is dropped when the rules
+   kept so far, run in an e-graph holding both its sides, make them equal (:mod:`.prune`).
 
 Work units are plain tuples handed to a :class:`Runner`: a local process pool by default, or a
 Ray cluster (``ray_address``) with the same functions — rule spaces grow past one machine.
@@ -47,11 +48,14 @@ class Summary:
     buckets: int = 0
     candidates: int = 0  # distinct pairs after renaming
     numeric_ok: int = 0
+    taso_pruned: int = 0  # after TASO's common-subterm pruning: what is proved
     proved: int = 0
     refuted: int = 0
     unknown: int = 0
-    taso_pruned: int = 0  # proved, after TASO's common-subterm pruning
     kept: int = 0  # proved, after e-graph pruning: the rules written
+    # candidates that passed the float64 check and Z3 refuted or could not prove (at most 5):
+    # a float64 check at two size draws misses what one size assignment breaks
+    not_proved: list = field(default_factory=list)
     times: dict = field(default_factory=dict)
 
     def table(self) -> list[tuple[str, str, str]]:
@@ -61,9 +65,9 @@ class Summary:
             ("fingerprint buckets", str(self.buckets), _s(t, "fingerprint")),
             ("candidate pairs (after renaming)", str(self.candidates), _s(t, "pair")),
             ("numerically equal (float64)", str(self.numeric_ok), _s(t, "numeric")),
+            ("after TASO's pruning", str(self.taso_pruned), ""),
             ("proved with Z3", str(self.proved), _s(t, "prove")),
             ("refuted / unknown", f"{self.refuted} / {self.unknown}", ""),
-            ("after TASO's pruning", str(self.taso_pruned), ""),
             ("after e-graph pruning (written)", str(self.kept), _s(t, "prune")),
         ]
 
@@ -147,6 +151,12 @@ def fingerprint_unit(unit: list[Expr]) -> list[tuple | None]:
     return [X.fingerprint(e) for e in unit]
 
 
+def prune_unit(unit: list[Candidate]) -> list[Candidate]:
+    from eqsat.rules.discover.prune import prune as egraph_prune
+
+    return egraph_prune(unit)
+
+
 def numeric_unit(unit: list[Candidate]) -> list[bool]:
     return [_numeric_ok(c) for c in unit]
 
@@ -169,7 +179,7 @@ def _numeric_ok(c: Candidate) -> bool:
 def enumerate_all(
     ops: Sequence[str], max_ops: int, runner: Runner, variables: int = 4
 ) -> list[Expr]:
-    by_size: dict[int, list[Expr]] = {0: [(v,) for v in X.VARS[:variables]]}
+    by_size: dict[int, list[Expr]] = {0: X.leaves(ops, variables)}
     for n in range(1, max_ops + 1):
         units = [(op, n, {k: by_size[k] for k in range(n)}) for op in ops]
         by_size[n] = sorted({e for part in runner.map(grow_unit, units) for e in part}, key=repr)
@@ -188,6 +198,8 @@ def pair(exprs: list[Expr], fps: list) -> tuple[int, list[Candidate]]:
         small = members[0]
         for e in members[1:]:
             lhs, rhs = X.canonical(e, small)
+            if not set(X.variables(rhs)) <= set(X.variables(lhs)):
+                continue  # its right-hand side would read a tensor the match does not bind
             shapes = X.typing(lhs, rhs)
             if shapes is None or (lhs, rhs) in found:
                 continue
@@ -218,12 +230,13 @@ def name_rules(kept: list[Candidate]) -> list[dict]:
     counts: dict[str, int] = defaultdict(int)
     out = []
     for c in kept:
-        fam = c.lhs[0].removesuffix("0").removesuffix("1") if len(c.lhs) > 1 else "var"
+        fam = X.family(c.lhs[0]) if len(c.lhs) > 1 else "var"
+        lhs, rhs = c.texts()
         out.append(
             {
                 "name": f"gen-{fam}-{counts[fam]:04d}",
-                "lhs": X.to_text(c.lhs),
-                "rhs": X.to_text(c.rhs),
+                "lhs": lhs,
+                "rhs": rhs,
                 "shapes": {v: [list(d) for d in s] for v, s in c.shapes},
                 # used right to left too, as NAME-rev (a merge, x·z + y·w = [x y]·[z; w])
                 "both_ways": c.both_ways(),
@@ -260,7 +273,7 @@ def discover(
         {
             "ops": list(ops),
             "max_ops": max_ops,
-            "variables": list(X.VARS[:variables]),
+            "variables": [v for (v,) in X.leaves(ops, variables)],
             "atom_size": X.SIZE,
             "prime": X.PRIME,
         }
@@ -286,9 +299,11 @@ def discover(
     ok = [b for part in runner.map(numeric_unit, _split(cands, 16 * workers)) for b in part]
     cands = [c for c, good in zip(cands, ok, strict=True) if good]
     s.numeric_ok = len(cands)
+    cands = taso_prune(cands)  # implied by congruence: proving them would add nothing
+    s.taso_pruned = len(cands)
     lap("numeric")
     say(f"proving {len(cands)} pairs with Z3")
-    units = [(X.to_text(c.lhs), X.to_text(c.rhs), c.shapes) for c in cands]
+    units = [(*c.texts(), c.shapes) for c in cands]
     parts = _split(units, 64 * workers)
 
     def proving(k: int, n: int) -> None:
@@ -300,13 +315,25 @@ def discover(
     s.proved = len(proved)
     s.refuted = sum(r == "refuted" for r, _ in results)
     s.unknown = len(results) - s.proved - s.refuted
+    s.not_proved = [
+        [*u[:2], r, detail[:300]]
+        for u, (r, detail) in zip(units, results, strict=True)
+        if r != "proved"
+    ][:5]
     lap("prove")
-    s.taso_pruned = len(taso_prune(proved))
     if prune:
-        from eqsat.rules.discover.prune import prune as egraph_prune
+        worlds: dict[int, list[Candidate]] = defaultdict(list)
+        for c in proved:  # no op mixes matrices and rank-4 tensors: prune each world alone
+            worlds[max(len(sh) for _, sh in c.shapes)].append(c)
+        if len(worlds) > 1 and not isinstance(runner, RayRunner):
+            say(f"pruning {len(proved)} proved rules in e-graphs, {len(worlds)} worlds at once")
+            done = runner.map(prune_unit, [worlds[k] for k in sorted(worlds)])
+            kept = sorted((c for part in done for c in part), key=Candidate.key)
+        else:
+            from eqsat.rules.discover.prune import prune as egraph_prune
 
-        say(f"pruning {len(proved)} proved rules in an e-graph")
-        kept = egraph_prune(proved, progress=say)
+            say(f"pruning {len(proved)} proved rules in an e-graph")
+            kept = egraph_prune(proved, progress=say)
     else:
         kept = proved
     s.kept = len(kept)
