@@ -59,6 +59,7 @@ class MeasuredCostModel:
 
     name = "measured"
     needs_values = NEEDS_VALUES
+    runtime_fusions = True  # onnxruntime's: see eqsat.extract.extraction.FUSED_AFTER_CONV
     # relative error of one timing (medians of 7 on a shared 2-core machine): extraction takes a
     # rewritten e-node only when it is cheaper than the original by more than this. Measured:
     # SwiGLU's RMSNorm reassociated on a ~2 % timing difference broke an ORT fusion (0.98x).

@@ -68,6 +68,7 @@ class RooflineCostModel:
     """Estimated microseconds of one kernel under the roofline of this machine."""
 
     name = "roofline"
+    runtime_fusions = True  # onnxruntime's: see eqsat.extract.extraction.FUSED_AFTER_CONV
 
     def __init__(self, constants: RooflineConstants | None = None):
         self.c = constants or RooflineConstants.load()
