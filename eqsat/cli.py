@@ -463,7 +463,7 @@ def cmd_discover(args) -> int:
             raise InputError(str(e)) from None
         progress(f"recording the proofs of {len(entries)} rules")
         runner = search.LocalRunner(args.workers or os.cpu_count() or 1)
-        parts = search._split(entries, 8 * runner.workers)
+        parts = search.split_units(entries, 8 * runner.workers)
         verdicts = [v for part in runner.map(rv.verify_entries, parts) for v in part]
     wrong = [v for v in verdicts if v.result != "proved"]
     if wrong:  # every rule was proved during discovery: this would be a bug, never hide it

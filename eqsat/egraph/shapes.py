@@ -185,10 +185,10 @@ def shape_rules(
 ) -> Ruleset:
     """The shape analysis: run it (saturated) together with, or after, the rewrites. Rules
     are generated for ranks up to ``max_rank`` and concatenations of up to ``max_concat``
-    inputs; ``lean`` leaves out broadcasting, the ill-shaped detectors and reshape (rule
-    discovery's pruning needs ranks up to 4, two inputs, equal shapes: measured, the full
-    analysis took 3/4 of its time).
-    Built once (about 0.3 s: some 400 rules, generated per rank) and shared."""
+    inputs; ``lean`` leaves out broadcasting (with its ill-shaped detectors) and reshape. Rule
+    discovery's pruning needs ranks up to 4, two inputs, equal shapes: measured on 1,490
+    rank-4 candidates, its shape passes took 4.9 s lean and 13.2 s full (61 s vs 67 s in
+    all). Built once (about 0.3 s: some 400 rules, generated per rank) and shared."""
     r = var("r", Tensor)
     x, a, b = var("x", Tensor), var("a", Tensor), var("b", Tensor)
     s, sa, sb = var("s", Vec[Dim]), var("sa", Vec[Dim]), var("sb", Vec[Dim])
@@ -260,7 +260,7 @@ def shape_rules(
     # element-wise sizes that cannot broadcast (aligned from the right)
     o, sx, sy = var("o", String), var("sx", Vec[Dim]), var("sy", Vec[Dim])
     dx, dy = var("dx", Dim), var("dy", Dim)
-    for rx in range(1, max_rank + 1):
+    for rx in range(1, 0 if lean else max_rank + 1):  # lean makes no candidates to check
         for ry in range(1, max_rank + 1):
             for k in range(1, min(rx, ry) + 1):  # k-th dim from the right
                 rules.append(

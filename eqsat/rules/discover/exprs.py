@@ -52,6 +52,7 @@ BINARY = ("add", "sub", "mul", "matmul", "concat0", "concat1", *CONV)
 OPS = UNARY + BINARY
 RANK2_OPS = ("matmul", "transpose")
 RANK4_OPS = (*CONV, *POOLS, "enlarge")
+OP_RANK = {**dict.fromkeys(RANK2_OPS, 2), **dict.fromkeys(RANK4_OPS, 4)}  # operands' rank
 DEFAULT_OPS = (
     "matmul", "add", "mul", "smul", "transpose", "relu", "concat0", "concat1", *SPLITS,
     *CONV, *POOLS, "enlarge",
@@ -196,28 +197,18 @@ class Typing:
             return self.var(e[0])
         op, *kids = e
         s = [self.infer(k) for k in kids]
-        rank = {o: 2 for o in RANK2_OPS} | {o: 4 for o in RANK4_OPS}
-        if op in rank and any(len(x) != rank[op] for x in s):
-            raise TypeFail(f"{op} takes rank {rank[op]}")
-        if op in ("relu", "neg", *POOLS):
-            return s[0]
+        if op in OP_RANK and any(len(x) != OP_RANK[op] for x in s):
+            raise TypeFail(f"{op} takes rank {OP_RANK[op]}")
         if op == "smul":
             self.var(SCALAR)
-            return s[0]
-        if op == "transpose":
-            return (s[0][1], s[0][0])
-        if op in ("add", "sub", "mul"):
+        elif op in ("add", "sub", "mul"):
             self.unify_shapes(s[0], s[1])
-            return s[0]
-        if op == "matmul":
+        elif op == "matmul":
             self.unify(s[0][1], s[1][0])
-            return (s[0][0], s[1][1])
-        if op in ("concat0", "concat1"):
+        elif op in ("concat0", "concat1"):
             ax = int(op[-1])
             self.unify_shapes(s[0][:ax] + s[0][ax + 1 :], s[1][:ax] + s[1][ax + 1 :])
-            d = self.resolve(s[0][ax]) + self.resolve(s[1][ax])
-            return s[0][:ax] + (d,) + s[0][ax + 1 :]
-        if op in SPLITS:
+        elif op in SPLITS:
             ax = int(op[5])
             if len(s[0]) <= ax:
                 raise TypeFail("split of a scalar")
@@ -226,19 +217,18 @@ class Typing:
                 self.unify(d, self.fresh() + self.fresh())
                 d = self.resolve(d)
             self.rigid.add(d[0])
-            piece = d[:1] if op[-1] == "l" else d[1:]
-            return s[0][:ax] + (piece,) + s[0][ax + 1 :]
-        if op in CONV:  # x: N C H W, k: O C K K
+            s[0] = s[0][:ax] + (d,) + s[0][ax + 1 :]  # out_shape reads the split dim's atoms
+        elif op in CONV:  # x: N C H W, k: O C K K
             k = (op[-1],)
             self.unify(s[1][2], k)
             self.unify(s[1][3], k)
             self.unify(s[0][1], s[1][1])
-            return (s[0][0], s[1][0], s[0][2], s[0][3])
-        if op == "enlarge":  # a 1x1 kernel zero-padded to 3x3
+        elif op == "enlarge":  # a 1x1 kernel zero-padded to 3x3
             self.unify(s[0][2], ("1",))
             self.unify(s[0][3], ("1",))
-            return (s[0][0], s[0][1], ("3",), ("3",))
-        raise ValueError(op)
+        elif op not in ("relu", "neg", "transpose", *POOLS):
+            raise ValueError(op)
+        return out_shape(op, s)  # a sum of unresolved dims resolves like the resolved ones
 
     def final(self, shape: Shape | None = None) -> dict[str, Shape]:
         """Variable shapes (and ``shape``, under key ``""``) with atoms renamed ``a, b, ...`` in
@@ -368,14 +358,10 @@ def _pool(x: np.ndarray, op: str, mod: bool) -> np.ndarray:
     return total / count
 
 
-def shape_of(e: Expr, shapes: dict[str, Shape]) -> Shape:
-    """The symbolic shape of ``e`` under a final typing (variable shapes, atoms named): no
-    unification left to do. A split's pieces are the first atom of its dim and the rest (the
-    typing keeps that first atom one atom: it is rigid)."""
-    if len(e) == 1:
-        return shapes[e[0]]
-    op, *kids = e
-    s = [shape_of(k, shapes) for k in kids]
+def out_shape(op: str, s: list[Shape]) -> Shape:
+    """The shape of ``op`` on operands of shapes ``s``, already unified (a split's dim
+    resolved): a split's pieces are the first atom of its dim and the rest (the typing keeps
+    that first atom one atom: it is rigid). :meth:`Typing.infer` and :func:`shape_of` share it."""
     if op == "transpose":
         return (s[0][1], s[0][0])
     if op == "matmul":
@@ -391,6 +377,14 @@ def shape_of(e: Expr, shapes: dict[str, Shape]) -> Shape:
     if op == "enlarge":
         return (s[0][0], s[0][1], ("3",), ("3",))
     return s[0]
+
+
+def shape_of(e: Expr, shapes: dict[str, Shape]) -> Shape:
+    """The symbolic shape of ``e`` under a final typing (variable shapes, atoms named): no
+    unification left to do."""
+    if len(e) == 1:
+        return shapes[e[0]]
+    return out_shape(e[0], [shape_of(k, shapes) for k in e[1:]])
 
 
 def split_bounds(e: Expr, shapes: dict[str, Shape]) -> tuple[tuple, tuple]:
@@ -493,14 +487,10 @@ def to_text(e: Expr, shapes: dict[str, Shape] | None = None) -> str:
             f"Tensor.conv({k[0]}, {k[1]}, Tensor.none(), i64(1), {_ivec(1, 1)}, "
             f"{_ivec(p, p, p, p)}, {_ivec(1, 1)}, {_ivec(kk, kk)})"
         )
-    if op == "maxpool":
+    if op in POOLS:  # the last flag: storage_order (max) or count_include_pad (average)
+        ctor = {"maxpool": "max_pool", "avgpool": "average_pool"}[op]
         return (
-            f"Tensor.max_pool({k[0]}, {_ivec(3, 3)}, {_ivec(1, 1)}, {_ivec(1, 1, 1, 1)}, "
-            f"{_ivec(1, 1)}, i64(0), i64(0))"
-        )
-    if op == "avgpool":
-        return (
-            f"Tensor.average_pool({k[0]}, {_ivec(3, 3)}, {_ivec(1, 1)}, {_ivec(1, 1, 1, 1)}, "
+            f"Tensor.{ctor}({k[0]}, {_ivec(3, 3)}, {_ivec(1, 1)}, {_ivec(1, 1, 1, 1)}, "
             f"{_ivec(1, 1)}, i64(0), i64(0))"
         )
     if op == "enlarge":

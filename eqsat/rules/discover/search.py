@@ -129,7 +129,7 @@ class RayRunner(Runner):
         return out
 
 
-def _split(items: list, n: int) -> list[list]:
+def split_units(items: list, n: int) -> list[list]:
     """About ``n`` contiguous units (results are joined in order). Items are sorted by size, so
     the last units cost most: ask for many more units than workers, the pool balances them."""
     n = max(1, n)
@@ -290,13 +290,15 @@ def discover(
     s.enumerated = len(exprs)
     lap("enumerate")
     say(f"fingerprinting {len(exprs)} expressions")
-    fps = [f for part in runner.map(fingerprint_unit, _split(exprs, 16 * workers)) for f in part]
+    fps = [
+        f for part in runner.map(fingerprint_unit, split_units(exprs, 16 * workers)) for f in part
+    ]
     lap("fingerprint")
     s.buckets, cands = pair(exprs, fps)
     s.candidates = len(cands)
     lap("pair")
     say(f"checking {len(cands)} candidate pairs numerically")
-    ok = [b for part in runner.map(numeric_unit, _split(cands, 16 * workers)) for b in part]
+    ok = [b for part in runner.map(numeric_unit, split_units(cands, 16 * workers)) for b in part]
     cands = [c for c, good in zip(cands, ok, strict=True) if good]
     s.numeric_ok = len(cands)
     cands = taso_prune(cands)  # implied by congruence: proving them would add nothing
@@ -304,7 +306,7 @@ def discover(
     lap("numeric")
     say(f"proving {len(cands)} pairs with Z3")
     units = [(*c.texts(), c.shapes) for c in cands]
-    parts = _split(units, 64 * workers)
+    parts = split_units(units, 64 * workers)
 
     def proving(k: int, n: int) -> None:
         if k == n or k % max(1, n // 20) == 0:  # about every 5 %
