@@ -166,16 +166,29 @@ def _gemm(inputs, attrs) -> np.ndarray:
     return _lift(np.asarray(y, dtype=object))
 
 
-def _conv(inputs, attrs) -> np.ndarray:
-    x, w = inputs[0], inputs[1]
-    b = inputs[2] if len(inputs) > 2 else None
-    group = int(attrs.get("group", 1))
+def _window(op: str, x: np.ndarray, ks, attrs):
+    """A Conv's or pool's (strides, dilations, pads, output spatial sizes) for input ``x`` and
+    kernel sizes ``ks``."""
     nd = x.ndim - 2
     strides = list(attrs.get("strides") or [1] * nd)
     dil = list(attrs.get("dilations") or [1] * nd)
     pads = list(attrs.get("pads") or [0] * (2 * nd))
     if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
-        raise Unsupported("Conv auto_pad SAME")
+        raise Unsupported(f"{op} auto_pad SAME")
+    size = [x.shape[2 + i] + pads[i] + pads[nd + i] for i in range(nd)]
+    outs = [(size[i] - (dil[i] * (ks[i] - 1) + 1)) // strides[i] + 1 for i in range(nd)]
+    if any(o <= 0 for o in outs):
+        raise ShapeError(f"{op} output is empty")
+    return strides, dil, pads, outs
+
+
+def _conv(inputs, attrs) -> np.ndarray:
+    x, w = inputs[0], inputs[1]
+    b = inputs[2] if len(inputs) > 2 else None
+    group = int(attrs.get("group", 1))
+    nd = x.ndim - 2
+    ks = w.shape[2:]
+    strides, dil, pads, outs = _window("Conv", x, ks, attrs)
     n, c_in = x.shape[:2]
     c_out, c_per = w.shape[:2]
     if c_in != c_per * group or c_out % group:
@@ -187,10 +200,6 @@ def _conv(inputs, attrs) -> np.ndarray:
     xp[
         (slice(None), slice(None), *(slice(pads[i], pads[i] + x.shape[2 + i]) for i in range(nd)))
     ] = x
-    ks = w.shape[2:]
-    outs = [(xp.shape[2 + i] - (dil[i] * (ks[i] - 1) + 1)) // strides[i] + 1 for i in range(nd)]
-    if any(o <= 0 for o in outs):
-        raise ShapeError("conv output is empty")
     y = np.empty((n, c_out, *outs), dtype=object)
     per_group = c_out // group
     for bi, co in itertools.product(range(n), range(c_out)):
@@ -210,17 +219,9 @@ def _pool(op: str, x: np.ndarray, attrs) -> np.ndarray:
     (their sum over the count: the inside, or the whole window with count_include_pad)."""
     nd = x.ndim - 2
     ks = list(attrs["kernel_shape"])
-    strides = list(attrs.get("strides") or [1] * nd)
-    dil = list(attrs.get("dilations") or [1] * nd)
-    pads = list(attrs.get("pads") or [0] * (2 * nd))
-    if int(attrs.get("ceil_mode", 0)) or attrs.get("auto_pad", "NOTSET") not in (
-        "NOTSET", b"NOTSET", "VALID", b"VALID"
-    ):  # fmt: skip
-        raise Unsupported(f"{op} with ceil_mode or auto_pad SAME")
-    ext = [dil[i] * (ks[i] - 1) + 1 for i in range(nd)]
-    outs = [(x.shape[2 + i] + pads[i] + pads[nd + i] - ext[i]) // strides[i] + 1 for i in range(nd)]
-    if any(o <= 0 for o in outs):
-        raise ShapeError(f"{op} output is empty")
+    if int(attrs.get("ceil_mode", 0)):
+        raise Unsupported(f"{op} with ceil_mode")
+    strides, dil, pads, outs = _window(op, x, ks, attrs)
     include_pad = op == "AveragePool" and int(attrs.get("count_include_pad", 0))
     y = np.empty(x.shape[:2] + tuple(outs), dtype=object)
     for lead in itertools.product(*map(range, x.shape[:2])):
