@@ -333,3 +333,35 @@ def test_generated_rules_keep_relu_fused_after_conv():
     res = eqsat.optimize(_conv_relu_concat(("x", "x")), rules=("generated",))
     assert res.verdict.ok
     assert [n.op_type for n in res.model.graph.node] == ["Conv", "Relu"]
+
+
+def test_pruning_egraph_text_builds_the_terms_the_rules_are_written_in():
+    """The pruner puts candidates' sides into its e-graph as egglog text (Python expression
+    objects cost 4 ms a candidate); the terms must be the ones the printed sides evaluate to
+    through egglog-python, shape facts included, for every kind of op."""
+    from egglog import Vec, i64
+
+    from eqsat.rules.discover import prune
+
+    ops = X.expand_ops(("split", "concat", "smul", "transpose", "conv", "pool", "enlarge"))
+    cands = []  # every expression of one or two ops, as both sides of a candidate
+    for e in search.enumerate_all(ops, 2, search.LocalRunner(1), 2):
+        shapes = X.typing(e)
+        shapes.pop("")
+        cands.append(X.Candidate(e, e, tuple(sorted(shapes.items()))))
+    cands = cands[:: max(1, len(cands) // 300)]  # a spread sample: 2 ms per term through the API
+    assert {op for c in cands for op in ops if f"'{op}'" in repr(c.lhs)} == set(ops)
+    eg = EGraph()
+    text = prune._Text(eg)
+    todo = list(enumerate(cands))
+    text.run("\n".join(text.candidate(k, c) for k, c in todo))
+    for k, c in todo:
+        ns = {"Tensor": Tensor, "Vec": Vec, "i64": i64}
+        ns.update({v: Tensor.input(f"{v}_{k}") for v, _ in c.shapes})
+        ns.update({f"size_{a}": i64(n) for a, n in prune.sizes(c).items()})
+        for side, printed in zip(("lhs", "rhs"), c.texts(), strict=True):
+            eg.let(f"api_{side}_{k}", eval(printed, ns))
+            text.run(f"(check (= ${side}_{k} $api_{side}_{k}))")
+        for v, shape in c.shapes:
+            eg.check(has_shape(Tensor.input(f"{v}_{k}"), dims(X.concrete(shape, prune.sizes(c)))))
+    assert len(todo) > 100

@@ -14,10 +14,16 @@ A kept rule runs from its larger side to its smaller one, and both ways when the
 same size (:meth:`~.exprs.Candidate.both_ways`, as the rules file uses it). A chunk's e-graph
 stops iterating once it is :data:`GROWTH` times its first size, and is built afresh for the
 candidates left (with sub and neg in the op set, ``x - x`` and its rules grew one chunk to 575k
-e-nodes without that cap). The price is
-completeness: a rule that only a detour through larger terms derives is kept although implied.
-The count of kept rules is therefore an upper bound on the non-redundant ones; every rule
-written is proved on its own either way.
+e-nodes without that cap). The price is completeness: a rule that only a detour through larger
+terms derives is kept although implied. The count of kept rules is therefore an upper bound on
+the non-redundant ones; every rule written is proved on its own either way.
+
+Tighter bounds were measured and not taken. egglog's back-off scheduler (a rule matching more
+than 1,000 times in a pass sits out) with a growth cap of 5 halved the pruning time on the
+matrix world with sub and neg (358 s to 161 s to the first 1,000 candidates of size 6), but on
+the default conv world it was slower and weaker: 379 rules kept in 142 s against 364 in 86 s,
+and at N = 3 over the default op set 615 rules in 207 s against 561. The bans cost derivations
+(so more rules are kept), and the kept extra rules cost time.
 
 The e-graphs run a lean shape analysis (ranks up to 4, two-input concatenations, no
 broadcasting: what generated rules read). The candidates come after TASO's pruning
@@ -27,17 +33,19 @@ proved candidates and only TASO's 6,533 survivors both keep the same 165 rules (
 
 from __future__ import annotations
 
+import ast
 from collections import defaultdict
 
-from egglog import EGraph, Vec, eq, i64, ruleset
+from egglog import EGraph, ruleset
+from egglog.bindings import EggSmolError
 
 from eqsat.egraph.lang import Tensor
-from eqsat.egraph.shapes import dims, has_shape, shape_rules
+from eqsat.egraph.shapes import Dim, has_shape, shape_rules
 from eqsat.rules.discover import exprs as X
 from eqsat.rules.discover.exprs import Candidate
 
 ITERATIONS = 3
-GROWTH = 20  # a chunk's e-graph stops iterating past this many times its first size
+GROWTH = 20  # a chunk's e-graph is built afresh past this many times its first size
 CHUNK = 200  # candidates per pruning e-graph: each kept rule re-runs its chunk, keep it small
 PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29)  # atom sizes in the pruning e-graph
 
@@ -47,18 +55,72 @@ def sizes(c: Candidate) -> dict[str, int]:
     return {a: PRIMES[k % len(PRIMES)] for k, a in enumerate(c.atoms())}
 
 
-def ground(text: str, k: int, c: Candidate) -> Tensor:
-    """A printed side with its variables as the leaves of candidate ``k`` (each candidate its
-    own) and its atoms at their :func:`sizes`: the terms are the ones the rules are written in."""
-    ns = {"Tensor": Tensor, "Vec": Vec, "i64": i64}
-    ns.update({v: Tensor.input(f"{v}_{k}") for v, _ in c.shapes})
-    ns.update({f"size_{a}": i64(n) for a, n in sizes(c).items()})
-    return eval(text, ns)
+class _Text:
+    """Puts candidates' sides into an e-graph as egglog program text.
 
+    Building a side through egglog-python's expression objects cost about 4 ms per candidate
+    (type inference and conversion in Python: 63 % of a size-6 chunk, 1.7 of 2.7 s, measured);
+    the printed side (:meth:`~.exprs.Candidate.texts`, the form the rules are written in) is
+    Python syntax over ``Tensor`` constructors, ``Vec[...]``, ``i64`` and ``+``, so it is
+    translated to egglog's syntax generically, with each constructor's egglog name asked of the
+    e-graph (which also declares it), and parsed and run in Rust. The names and the raw program
+    go through egglog-python's private methods (``_callable_to_egg``, ``_state.run_program``) of
+    the pinned egglog 14.0.0; a test checks that both ways build the same terms."""
 
-def _shape_facts(c: Candidate, k: int) -> list:
-    n = sizes(c)
-    return [has_shape(Tensor.input(f"{v}_{k}"), dims(X.concrete(s, n))) for v, s in c.shapes]
+    def __init__(self, eg: EGraph):
+        self.eg = eg
+        self.names: dict[str, str] = {}
+        self.has_shape = eg._callable_to_egg(has_shape)[1]
+        self.dim_int = eg._callable_to_egg(Dim.int)[1]
+
+    def ctor(self, attr: str) -> str:
+        if attr not in self.names:
+            self.names[attr] = self.eg._callable_to_egg(getattr(Tensor, attr))[1]
+        return self.names[attr]
+
+    def term(self, node: ast.expr, env: dict[str, str]) -> str:
+        match node:
+            case ast.Call(func=ast.Attribute(value=ast.Name(id="Tensor"), attr=attr), args=args):
+                return "(" + " ".join([self.ctor(attr), *(self.term(a, env) for a in args)]) + ")"
+            case ast.Call(func=ast.Subscript(value=ast.Name(id="Vec")), args=args):
+                return "(" + " ".join(["vec-of", *(self.term(a, env) for a in args)]) + ")"
+            case ast.Call(func=ast.Name(id="i64"), args=[arg]):
+                return self.term(arg, env)
+            case ast.BinOp(left=a, op=ast.Add(), right=b):
+                return f"(+ {self.term(a, env)} {self.term(b, env)})"
+            case ast.Constant(value=int() as n):
+                return str(n)
+            case ast.Constant(value=str() as t):
+                return f'"{t}"'
+            case ast.Name(id=name):
+                return env[name]
+        raise ValueError(f"cannot translate {ast.unparse(node)!r}")
+
+    def candidate(self, k: int, c: Candidate) -> str:
+        """``(let $lhs_k ...)``, ``(let $rhs_k ...)`` and the variables' shape facts: each
+        candidate's variables are leaves of its own, its atoms distinct primes (:func:`sizes`)."""
+        n = sizes(c)
+        env = {v: f'({self.ctor("input")} "{v}_{k}")' for v, _ in c.shapes}
+        env.update({f"size_{a}": str(p) for a, p in n.items()})
+        lhs, rhs = c.texts()
+        out = [f"(let $lhs_{k} {self._side(lhs, env)})", f"(let $rhs_{k} {self._side(rhs, env)})"]
+        for v, shape in c.shapes:
+            ds = " ".join(f"({self.dim_int} {d})" for d in X.concrete(shape, n))
+            out.append(f"({self.has_shape} {env[v]} (vec-of {ds}))")
+        return "\n".join(out)
+
+    def _side(self, text: str, env: dict[str, str]) -> str:
+        return self.term(ast.parse(text, mode="eval").body, env)
+
+    def run(self, program: str) -> None:
+        self.eg._state.run_program(*self.eg._egraph.parse_program(program))
+
+    def same(self, k: int) -> bool:
+        try:
+            self.run(f"(check (= $lhs_{k} $rhs_{k}))")
+        except EggSmolError:
+            return False
+        return True
 
 
 def prune(cands: list[Candidate], iterations: int = ITERATIONS, progress=None) -> list[Candidate]:
@@ -91,19 +153,16 @@ def _size(eg: EGraph) -> int:
 def _egraph(todo, shapes):
     """A fresh e-graph holding both sides of every candidate in ``todo``."""
     eg = EGraph()
-    sides = {}  # named sides: checking ``lhs_k = rhs_k`` is then a lookup, while checking two
-    # terms with nested concatenations made egglog join over every Vec (one check ran > 100 s)
-    for k, c in todo:
-        lhs, rhs = c.texts()
-        sides[k] = (eg.let(f"lhs_{k}", ground(lhs, k, c)), eg.let(f"rhs_{k}", ground(rhs, k, c)))
-        eg.register(*_shape_facts(c, k))
+    text = _Text(eg)  # named sides: checking ``lhs_k = rhs_k`` is then a lookup, while checking
+    # two terms with nested concatenations made egglog join over every Vec (one ran > 100 s)
+    text.run("\n".join(text.candidate(k, c) for k, c in todo))
     eg.run(shapes.saturate())
-    return eg, sides, GROWTH * _size(eg)
+    return eg, text, GROWTH * _size(eg)
 
 
 def _prune_chunk(todo, kept, kept_rules, shapes, iterations, to_rule) -> None:
     """Keep or drop each candidate of ``todo`` (in order) against ``kept``; appends to both."""
-    eg, sides, cap = _egraph(todo, shapes)
+    eg, text, cap = _egraph(todo, shapes)
     while todo:
         if kept:
             for _ in range(iterations):
@@ -111,7 +170,7 @@ def _prune_chunk(todo, kept, kept_rules, shapes, iterations, to_rule) -> None:
                 eg.run(shapes.saturate())
                 if not report.updated or _size(eg) > cap:
                     break
-        todo = [(k, c) for k, c in todo if not eg.check_bool(eq(sides[k][0]).to(sides[k][1]))]
+        todo = [(k, c) for k, c in todo if not text.same(k)]
         if todo:
             k, c = todo.pop(0)
             kept.append(c)
@@ -123,4 +182,4 @@ def _prune_chunk(todo, kept, kept_rules, shapes, iterations, to_rule) -> None:
                 back = to_rule(f"kept-{len(kept)}-back", rhs, lhs, shapes_)
                 kept_rules.append(back.egglog())
             if _size(eg) > cap:  # start the rest afresh: each kept rule runs again from scratch
-                eg, sides, cap = _egraph(todo, shapes)
+                eg, text, cap = _egraph(todo, shapes)
