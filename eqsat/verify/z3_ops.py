@@ -303,7 +303,9 @@ def equal(lhs: np.ndarray, rhs: np.ndarray, hypotheses=(), timeout_ms: int = 20_
     if r == z3.unsat:
         return "proved", ""
     if r == z3.sat:
-        return "refuted", str(solver.model())[:500]
+        model = solver.model()  # sorted by name: Z3's own order varies from run to run
+        values = sorted(f"{d.name()} = {model[d]}" for d in model.decls())
+        return "refuted", f"[{', '.join(values)}]"[:500]
     return "unknown", solver.reason_unknown()
 
 

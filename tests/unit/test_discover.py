@@ -365,3 +365,21 @@ def test_pruning_egraph_text_builds_the_terms_the_rules_are_written_in():
         for v, shape in c.shapes:
             eg.check(has_shape(Tensor.input(f"{v}_{k}"), dims(X.concrete(shape, prune.sizes(c)))))
     assert len(todo) > 100
+
+
+def test_taso_pruning_drops_instances_of_smaller_pairs():
+    """relu(x)·y = y·relu(x) is commutativity with relu(x) for a variable: TASO's common-
+    subgraph pruning drops it (given the fingerprints of the generalized sides), congruence
+    pruning alone does not. relu(relu(x)) = relu(x) stays: with relu(x) for a variable it
+    reads relu(v) = v, which is false."""
+    inst = ("mul", ("relu", x), y), ("mul", y, ("relu", x))
+    idempotent = ("relu", ("relu", x)), ("relu", x)
+    cands = []
+    for lhs, rhs in (inst, idempotent):
+        shapes = X.typing(lhs, rhs)
+        shapes.pop("")
+        cands.append(X.Candidate(lhs, rhs, tuple(sorted(shapes.items()))))
+    exprs = search.enumerate_all(("mul", "relu"), 2, search.LocalRunner(1), 3)
+    fp_of = {e: X.fingerprint(e) for e in exprs}
+    assert search.taso_prune(cands) == cands
+    assert search.taso_prune(cands, fp_of) == cands[1:]

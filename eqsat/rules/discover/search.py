@@ -14,9 +14,11 @@ Consumes generator settings (op set, ``max_ops``); produces proved, non-redundan
    pairs of a bucket span it without the transitive ones), rename the variables of each pair
    jointly, unify the two sides' typings: that typing is the rule's shape guard.
 4. **Check** each pair in float64 on inputs of unequal atom sizes (a cheap filter).
-5. **TASO's pruning**: renaming duplicates, and pairs whose roots agree and differ in one child
-   that is itself a candidate pair, are dropped *before* proving: they follow from that pair by
-   congruence (half the candidates at N = 3; proving is the dearest phase).
+5. **TASO's pruning**, *before* proving (proving is the dearest phase): renaming duplicates;
+   pairs whose roots agree and differ in one child that is itself a candidate pair (they follow
+   by congruence); and pairs whose sides share a subterm such that, with the subterm replaced
+   by a fresh variable, the two sides still have one fingerprint (they are instances of that
+   smaller pair: TASO's common-subgraph pruning).
 6. **Prove** the rest with Z3 (:func:`eqsat.verify.rules.prove_unit`, exact relu, atom sizes in
    1..3; rank-4 candidates on fewer, smaller sizes: a convolution's terms are dear to build).
 7. **Prune** the proved rules Ruler's way: in order of size, a rule is dropped when the rules
@@ -208,9 +210,12 @@ def pair(exprs: list[Expr], fps: list) -> tuple[int, list[Candidate]]:
     return len(buckets), sorted(found.values(), key=Candidate.key)
 
 
-def taso_prune(cands: list[Candidate]) -> list[Candidate]:
-    """TASO's common-subgraph pruning: drop ``op(.., a, ..) = op(.., b, ..)`` (same root, one
-    child differs) when ``a = b`` is itself among the rules, up to renaming."""
+def taso_prune(cands: list[Candidate], fp_of: dict | None = None) -> list[Candidate]:
+    """TASO's pruning (SOSP'19 §4): drop ``op(.., a, ..) = op(.., b, ..)`` (same root, one
+    child differs) when ``a = b`` is itself among the rules, up to renaming; and, given the
+    expressions' fingerprints ``fp_of``, drop a pair whose two sides share a subterm when the
+    pair with that subterm replaced by a fresh variable holds too (same fingerprint, one
+    typing): the pair is an instance of that smaller one (TASO's common-subgraph pruning)."""
     have = {(c.lhs, c.rhs) for c in cands} | {(c.rhs, c.lhs) for c in cands}
     have |= {X.canonical(a, b) for a, b in list(have)}
     out = []
@@ -222,8 +227,41 @@ def taso_prune(cands: list[Candidate]) -> list[Candidate]:
                 k = diff[0]
                 if (a[k], b[k]) in have or X.canonical(a[k], b[k]) in have:
                     continue
+        if fp_of is not None and _generalizes(a, b, fp_of):
+            continue
         out.append(c)
     return out
+
+
+def _subterms(e: Expr) -> set[Expr]:
+    if len(e) == 1:
+        return set()
+    return {e}.union(*(_subterms(k) for k in e[1:]))
+
+
+def _replace(e: Expr, t: Expr, v: str) -> Expr:
+    if e == t:
+        return (v,)
+    if len(e) == 1:
+        return e
+    return (e[0], *(_replace(k, t, v) for k in e[1:]))
+
+
+def _generalizes(a: Expr, b: Expr, fp_of: dict) -> bool:
+    """Whether ``a = b`` is an instance of a smaller pair that holds: a subterm of both sides
+    replaced by a fresh variable (of its rank) everywhere."""
+    used = set(X.variables(a) + X.variables(b))
+    for t in sorted(_subterms(a) & _subterms(b), key=repr):
+        shapes = X.typing(t)
+        names = X.VARS4 if shapes is not None and len(shapes[""]) == 4 else X.VARS
+        fresh = next((v for v in names if v not in used), None)
+        if shapes is None or fresh is None:
+            continue
+        ga, gb = X.canonical(_replace(a, t, fresh), _replace(b, t, fresh))
+        fa, fb = fp_of.get(ga), fp_of.get(gb)
+        if fa is not None and fa == fb and X.typing(ga, gb) is not None:
+            return True
+    return False
 
 
 def name_rules(kept: list[Candidate]) -> list[dict]:
@@ -301,7 +339,8 @@ def discover(
     ok = [b for part in runner.map(numeric_unit, split_units(cands, 16 * workers)) for b in part]
     cands = [c for c, good in zip(cands, ok, strict=True) if good]
     s.numeric_ok = len(cands)
-    cands = taso_prune(cands)  # implied by congruence: proving them would add nothing
+    # instances of smaller pairs and pairs implied by congruence: proving them would add nothing
+    cands = taso_prune(cands, dict(zip(exprs, fps, strict=True)))
     s.taso_pruned = len(cands)
     lap("numeric")
     say(f"proving {len(cands)} pairs with Z3")
