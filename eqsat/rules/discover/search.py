@@ -67,7 +67,7 @@ class Summary:
             ("fingerprint buckets", str(self.buckets), _s(t, "fingerprint")),
             ("candidate pairs (after renaming)", str(self.candidates), _s(t, "pair")),
             ("numerically equal (float64)", str(self.numeric_ok), _s(t, "numeric")),
-            ("after TASO's pruning", str(self.taso_pruned), ""),
+            ("after TASO's pruning", str(self.taso_pruned), _s(t, "taso")),
             ("proved with Z3", str(self.proved), _s(t, "prove")),
             ("refuted / unknown", f"{self.refuted} / {self.unknown}", ""),
             ("after e-graph pruning (written)", str(self.kept), _s(t, "prune")),
@@ -253,9 +253,11 @@ def _generalizes(a: Expr, b: Expr, fp_of: dict) -> bool:
     used = set(X.variables(a) + X.variables(b))
     for t in sorted(_subterms(a) & _subterms(b), key=repr):
         shapes = X.typing(t)
-        names = X.VARS4 if shapes is not None and len(shapes[""]) == 4 else X.VARS
+        if shapes is None:
+            continue
+        names = X.VARS4 if len(shapes[""]) == 4 else X.VARS
         fresh = next((v for v in names if v not in used), None)
-        if shapes is None or fresh is None:
+        if fresh is None:
             continue
         ga, gb = X.canonical(_replace(a, t, fresh), _replace(b, t, fresh))
         fa, fb = fp_of.get(ga), fp_of.get(gb)
@@ -339,10 +341,11 @@ def discover(
     ok = [b for part in runner.map(numeric_unit, split_units(cands, 16 * workers)) for b in part]
     cands = [c for c, good in zip(cands, ok, strict=True) if good]
     s.numeric_ok = len(cands)
+    lap("numeric")
     # instances of smaller pairs and pairs implied by congruence: proving them would add nothing
     cands = taso_prune(cands, dict(zip(exprs, fps, strict=True)))
     s.taso_pruned = len(cands)
-    lap("numeric")
+    lap("taso")
     say(f"proving {len(cands)} pairs with Z3")
     units = [(*c.texts(), c.shapes) for c in cands]
     parts = split_units(units, 64 * workers)
