@@ -426,7 +426,7 @@ def cmd_discover(args) -> int:
     import json
     from dataclasses import asdict
 
-    from eqsat.rules.discover import exprs, rulefile, search
+    from eqsat.rules.discover import exprs, lift, rulefile, search
     from eqsat.verify import rules as rv
 
     ops = tuple(o for o in args.ops.split(",") if o) if args.ops else exprs.DEFAULT_OPS
@@ -465,6 +465,8 @@ def cmd_discover(args) -> int:
         runner = search.LocalRunner(args.workers or os.cpu_count() or 1)
         parts = search.split_units(entries, 8 * runner.workers)
         verdicts = [v for part in runner.map(rv.verify_entries, parts) for v in part]
+        # the N-ary merges lifted from the written pairs, proved on their witnesses
+        verdicts += [rv.verify(r) for r in lift.rules(entries)]
     wrong = [v for v in verdicts if v.result != "proved"]
     if wrong:  # every rule was proved during discovery: this would be a bug, never hide it
         raise InputError(f"rule {wrong[0].name} did not verify again: {wrong[0].detail}")

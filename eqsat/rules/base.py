@@ -104,6 +104,9 @@ class PyRule:
     fp_exact: bool = True
     origin: str = "hand"
     doc: str = ""
+    # size -> a small ONNX model the rule rewrites, for its proof (eqsat.verify.pyrules); the
+    # hand-written rules' witnesses are listed there instead
+    witness: Callable[[int], object] | None = None
 
     def __post_init__(self) -> None:
         _check(self.name, self.proof)

@@ -26,7 +26,14 @@ from egglog import Ruleset, Schedule, back_off, ruleset, run
 
 from eqsat.rules import algebra, cleanup, fold, layout, merge
 from eqsat.rules.base import PyRule, Rule, check_unique
-from eqsat.rules.discover import rulefile
+from eqsat.rules.discover import lift, rulefile
+
+
+def generated() -> list[Rule | PyRule]:
+    """The rules file's rules and the N-ary merges lifted from its multi-output pairs
+    (:mod:`eqsat.rules.discover.lift`)."""
+    return [*rulefile.load(), *lift.rules(rulefile.read()["rules"])]
+
 
 FAMILIES = {
     "cleanup": cleanup.rules,
@@ -36,8 +43,9 @@ FAMILIES = {
     "merge-conv": merge.conv_rules,  # opt-in: measured slower in onnxruntime on CPU
     "layout": layout.rules,
     # opt-in: the rules `eqsat rules discover` wrote to eqsat/rules/generated/rules.json, each
-    # guarded by the shapes it was proved for (so they need the shape analysis, on by default)
-    "generated": rulefile.load,
+    # guarded by the shapes it was proved for (so they need the shape analysis, on by default),
+    # and the N-ary merges lifted from them (Python-driven, after the hand-written merges)
+    "generated": generated,
 }
 # families that can grow the e-graph without bound: each runs in its own ruleset under egglog's
 # back-off scheduler (a rule that matches more than BACK_OFF_MATCHES times in one pass is banned

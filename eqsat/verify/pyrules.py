@@ -236,7 +236,7 @@ def evaluate(graph: TensorGraph, symbolic: set[str]) -> list[np.ndarray]:
 
 def verify_pyrule(rule) -> Verdict:
     t0 = time.perf_counter()
-    build = WITNESSES.get(rule.name)
+    build = WITNESSES.get(rule.name) or rule.witness
     if build is None:
         return Verdict(rule.name, "unknown", "", 0, 0.0, "no witness for this rule")
     proved = []

@@ -79,7 +79,9 @@ def test_discover_two_ops_proves_every_candidate_and_prunes(two_ops):
     entries, s = two_ops
     assert s.enumerated > 1000 and s.candidates > 100
     assert s.proved + s.refuted + s.unknown == s.taso_pruned
-    assert s.kept == len(entries) < s.proved <= s.taso_pruned < s.numeric_ok
+    assert s.kept + s.widened == len(entries) and s.kept < s.proved <= s.taso_pruned
+    assert s.taso_pruned < s.numeric_ok
+    assert s.widened == sum("widened_from" in e for e in entries)
     texts = {(e["lhs"], e["rhs"]) for e in entries}
     assert ("Tensor.add(x, y)", "Tensor.add(y, x)") in texts
     tt = "Tensor.transpose(Tensor.transpose(x, Vec[i64](i64(1), i64(0))), Vec[i64](i64(1), i64(0)))"

@@ -66,6 +66,9 @@ def test_shapes_derived_from_leaves_match_the_imported_types():
         helper.make_node("Concat", ["p", "q"], ["c0"], axis=0),  # [2,3] ++ [4,3]
         helper.make_node("Concat", ["p", "q2", "p"], ["c1"], axis=1),  # [2,3] ++ [2,5] ++ [2,3]
         helper.make_node("MatMul", ["c1", "w2"], ["mm2"]),  # [2, 11] x [11, 7]
+        # as wide as the N-ary merges make them: [2,3] x 8 and x 16 (sizes summed in turn)
+        helper.make_node("Concat", ["p", "q", "p", "p", "q", "p", "p", "q"], ["c8"], axis=0),
+        helper.make_node("Concat", ["p", "q2"] * 8, ["c16"], axis=1),
     ]
     inits = [
         init("bias", _f32(6)),
@@ -77,7 +80,7 @@ def test_shapes_derived_from_leaves_match_the_imported_types():
         init("w2", _f32(11, 7)),
     ]
     ins = [vi("x", ["batch", 4, 6]), vi("p", [2, 3]), vi("q", [4, 3]), vi("q2", [2, 5])]
-    outs = [vi(o, None) for o in ("rs", "c0", "mm2")]
+    outs = [vi(o, None) for o in ("rs", "c0", "mm2", "c8", "c16")]
     enc = _encode(model(nodes, ins, outs, inits))
     _seed_leaves(enc)
     enc.egraph.run(S.shape_rules().saturate())

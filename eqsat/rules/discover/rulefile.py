@@ -3,7 +3,9 @@
 
 The file is JSON, deterministic (sorted keys, rules sorted by name): a ``generator`` header with
 the settings and the summary that produced it, then one entry per rule: its name, the printed
-left- and right-hand sides, and every variable's symbolic shape. :func:`to_rule` turns an entry
+left- and right-hand sides, and every variable's symbolic shape (an entry with ``widened_from``
+is a middle-slice form of that rule: :func:`eqsat.rules.discover.lift.widen`). :func:`to_rule`
+turns an entry
 into a Rule whose ``when`` guards the match on those shapes through the shape analysis
 (:mod:`eqsat.egraph.shapes`): each variable must have the rank and the dims the rule was proved
 for. Without the guard an element-wise rule proved for equal shapes would also fire on

@@ -23,6 +23,9 @@ Consumes generator settings (op set, ``max_ops``); produces proved, non-redundan
    1..3; rank-4 candidates on fewer, smaller sizes: a convolution's terms are dear to build).
 7. **Prune** the proved rules Ruler's way: in order of size, a rule is dropped when the rules
    kept so far, run in an e-graph holding both its sides, make them equal (:mod:`.prune`).
+8. **Widen** the kept rules whose splits take a suffix into middle-slice forms and prove them
+   (:func:`.lift.widen`): written besides the kept rules, counted apart (they generalize
+   kept rules, so they are not new substitutions; the optimizer needs them after N-ary merges).
 
 Work units are plain tuples handed to a :class:`Runner`: a local process pool by default, or a
 Ray cluster (``ray_address``) with the same functions — rule spaces grow past one machine.
@@ -40,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from eqsat.rules.discover import exprs as X
+from eqsat.rules.discover import lift
 from eqsat.rules.discover.exprs import Candidate, Expr
 
 
@@ -55,6 +59,7 @@ class Summary:
     refuted: int = 0
     unknown: int = 0
     kept: int = 0  # proved, after e-graph pruning: the rules written
+    widened: int = 0  # middle-slice forms of kept rules, proved: written besides them
     # candidates that passed the float64 check and Z3 refuted or could not prove (at most 5):
     # a float64 check at two size draws misses what one size assignment breaks
     not_proved: list = field(default_factory=list)
@@ -71,6 +76,7 @@ class Summary:
             ("proved with Z3", str(self.proved), _s(t, "prove")),
             ("refuted / unknown", f"{self.refuted} / {self.unknown}", ""),
             ("after e-graph pruning (written)", str(self.kept), _s(t, "prune")),
+            ("middle-slice forms, proved (written too)", str(self.widened), _s(t, "widen")),
         ]
 
 
@@ -382,7 +388,17 @@ def discover(
         kept = proved
     s.kept = len(kept)
     lap("prune")
-    return name_rules(kept), s
+    entries = name_rules(kept)
+    wide = [w for e in entries for w in lift.widen(e)]
+    if wide:
+        say(f"proving {len(wide)} middle-slice forms")
+        units = [(w["lhs"], w["rhs"], tuple(sorted(w["shapes"].items()))) for w in wide]
+        parts = split_units(units, 8 * workers)
+        results = [r for part in runner.map(prove, parts) for r in part]
+        wide = [w for w, (r, _) in zip(wide, results, strict=True) if r == "proved"]
+    s.widened = len(wide)
+    lap("widen")
+    return entries + wide, s
 
 
 def header(summary: Summary) -> dict:

@@ -1,0 +1,134 @@
+"""Rules lifted from the generated ones: N-ary merges from multi-output pairs and middle-slice
+forms. Each lifted merge is found in the rules file, fires on three members at once (not on
+pairs), leaves out an RNN's dependent member, and is proved on its witness; a lift with a wrong
+slice axis is refuted; only the middle-slice forms that hold are kept."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from eqsat.egraph import passes
+from eqsat.egraph.encode import encode
+from eqsat.egraph.onnx_io import export_onnx, import_onnx
+from eqsat.egraph.saturate import saturate
+from eqsat.extract.extraction import extract
+from eqsat.rules.discover import lift, rulefile
+from eqsat.verify.numeric import compare_models
+from eqsat.verify.pyrules import verify_pyrule
+from eqsat.verify.rules import prove_typed
+from tests.helpers import init, model, vi
+from tests.unit.test_merge import PreferMerged
+
+ENTRIES = rulefile.read()["rules"]
+LIFTS = {lf.name: lf for lf in lift.lifts(ENTRIES)}
+
+
+def _lift(ctor: str, position: int) -> lift.Lift:
+    found = [lf for lf in LIFTS.values() if lf.ctor == ctor and lf.position == position]
+    assert found, f"no {ctor} lift over argument {position} in the rules file"
+    return found[0]
+
+
+def _run(m: onnx.ModelProto, rule):
+    g = passes.eliminate_dead_code(passes.fold_constants(import_onnx(m)))
+    sat = saturate(encode(g), (), rewrites=[rule])
+    out = passes.fold_constants(extract(sat, PreferMerged()).graph, bounded=False)
+    return sat, export_onnx(out)
+
+
+def _same(a: onnx.ModelProto, b: onnx.ModelProto) -> None:
+    onnx.checker.check_model(b, full_check=True)
+    for x, y in ((a, b), (b, a)):
+        v = compare_models(x, y, seeds=(0, 1))
+        assert v.ok, v.reason
+
+
+def test_the_rules_file_yields_the_matmul_and_conv_merges():
+    shared_lhs = _lift("matmul", 1)  # x·w_i: TASO's and Tensat's merge
+    assert (shared_lhs.concat_axis, shared_lhs.out_axis) == (1, 1)
+    assert [s.split("-")[1] for s in shared_lhs.sources] == ["split", "split"]
+    assert (_lift("matmul", 0).concat_axis, _lift("matmul", 0).out_axis) == (0, 0)  # batching
+    assert _lift("conv", 1).out_axis == 1  # kernels concatenated: output channels
+    # no unary lift: relu(concat(y, z)) pieces share no operand, merging them saves nothing
+    assert not [lf for lf in LIFTS.values() if lf.ctor == "relu"]
+    assert len({lf.name for lf in LIFTS.values()}) == len(LIFTS)
+
+
+def test_three_matmuls_of_one_input_become_one_matmul():
+    rng = np.random.default_rng(0)
+    widths = (2, 5, 3)
+    nodes = [helper.make_node("MatMul", ["x", f"w{i}"], [f"m{i}"]) for i in range(3)]
+    nodes += [helper.make_node("Tanh", [f"m{i}"], [f"y{i}"]) for i in range(3)]
+    inits = [
+        init(f"w{i}", rng.standard_normal((4, n)).astype(np.float32)) for i, n in enumerate(widths)
+    ]
+    m = model(nodes, [vi("x", [3, 4])], [vi(f"y{i}", None) for i in range(3)], inits)
+    rule = lift.pyrule(_lift("matmul", 1))
+    sat, out = _run(m, rule)
+    assert sat.matches[rule.name] == 3  # one group of three, not three pairs
+    assert sorted(n.op_type for n in out.graph.node).count("MatMul") == 1
+    _same(m, out)
+
+
+def test_an_rnn_state_is_not_batched_with_the_step_that_computes_it():
+    rng = np.random.default_rng(1)
+    nodes = [
+        helper.make_node("MatMul", ["x0", "w"], ["m0"]),
+        helper.make_node("MatMul", ["x1", "w"], ["m1"]),
+        helper.make_node("Tanh", ["m0"], ["h"]),
+        helper.make_node("MatMul", ["h", "w"], ["m2"]),  # needs m0: batching it would be a cycle
+        helper.make_node("Add", ["m1", "m2"], ["y"]),
+    ]
+    inits = [init("w", rng.standard_normal((4, 4)).astype(np.float32))]
+    m = model(nodes, [vi("x0", [2, 4]), vi("x1", [2, 4])], [vi("y", None)], inits)
+    rule = lift.pyrule(_lift("matmul", 0))
+    sat, out = _run(m, rule)
+    assert sat.matches[rule.name] == 2  # x0 and x1; h is left out
+    assert sorted(n.op_type for n in out.graph.node).count("MatMul") == 2
+    _same(m, out)
+
+
+@pytest.mark.parametrize("name", sorted(LIFTS))
+def test_every_lift_merges_its_witness_and_keeps_its_values(name):
+    rule = lift.pyrule(LIFTS[name])
+    m = rule.witness(2)
+    sat, out = _run(m, rule)
+    assert sat.matches[rule.name] == 3
+    _same(m, out)
+
+
+def test_lifted_merges_are_proved_and_a_wrong_slice_axis_is_refuted():
+    good = _lift("matmul", 1)
+    assert verify_pyrule(lift.pyrule(good)).result == "proved"
+    wrong = replace(_lift("matmul", 0), out_axis=1)
+    assert verify_pyrule(lift.pyrule(wrong)).result == "refuted"
+
+
+def test_middle_slice_forms_are_kept_only_where_they_hold():
+    by_name = {e["name"]: e for e in ENTRIES}
+    wide = [w for e in ENTRIES if "widened_from" not in e for w in lift.widen(e)]
+    assert wide
+    kept = [w for w in ENTRIES if "widened_from" in w]
+    assert kept and {w["name"] for w in kept} <= {w["name"] for w in wide}
+    for w in kept:  # each one's suffix slice is now a middle one: three atoms on that dim
+        base = by_name[w["widened_from"]]
+        assert (w["lhs"], w["rhs"]) == (base["lhs"], base["rhs"])
+        assert any(len(d) == 3 for s in w["shapes"].values() for d in s)
+
+    # concat(x[0:a], x[a:a+b]) = x holds; with x's rows a + b + c the pieces miss the last c
+    def piece(lo: str, hi: str) -> str:
+        ints = [f"Tensor.ints(Vec[i64]({b}))" for b in (lo, hi, "i64(0)")]
+        return f"Tensor.slice(x, {', '.join(ints)}, Tensor.none())"
+
+    lhs = f"Tensor.concat(Vec[Tensor]({piece('i64(0)', 'size_a')}, "
+    lhs += f"{piece('size_a', 'size_a + size_b')}), i64(0))"
+    entry = {"name": "t", "lhs": lhs, "rhs": "x", "shapes": {"x": [["a", "b"], ["c"]]}}
+    assert prove_typed(lhs, "x", entry["shapes"])[0] == "proved"
+    (w,) = lift.widen(entry)
+    assert w["shapes"]["x"] == [["a", "b", "d"], ["c"]] and w["name"] == "t-mid"
+    assert prove_typed(w["lhs"], w["rhs"], w["shapes"])[0] == "refuted"
