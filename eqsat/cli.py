@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--ops",
         default="",
         help="op set, comma-separated (default: matmul, add, mul, smul, transpose, relu, "
-        "concat, split, conv, pool, enlarge; also sub, neg)",
+        "concat, split, conv, pool, enlarge; also sub, neg, and valid: convolution and "
+        "pools without padding)",
     )
     rd.add_argument(
         "--variables",

@@ -140,7 +140,7 @@ def saturate(
             result.matches[rw.name] = result.matches.get(rw.name, 0) + len(unions)
             result.sizes.append(egraph_size(egraph))
             result.rewrite_passes += 1
-            if not rules_to_fixpoint():
+            if unions and not rules_to_fixpoint():  # none: still at the fixpoint
                 break
     result.time = time.perf_counter() - t0
     return result

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from egglog import EGraph, eq
+from egglog import EGraph, Vec, eq, i64, ruleset
 
 from eqsat.egraph.lang import Tensor
 from eqsat.egraph.shapes import dims, has_shape, shape_rules
@@ -288,6 +288,61 @@ def test_conv_typing_fixes_the_kernel_size():
     assert X.fingerprint(("conv3", X4, ("enlarge", Y4))) == X.fingerprint(("conv1", X4, Y4))
 
 
+def test_valid_windows_type_their_input_as_two_larger():
+    X4, Y4 = ("X",), ("Y",)
+    t = X.typing(("conv3v", X4, Y4))
+    (h,), (w,) = t[""][2:]
+    assert t["X"][2:] == ((h, "2"), (w, "2"))
+    # two valid windows in a row: H = h + 2 + 2; a valid window of a 1x1 kernel: ill-typed
+    assert X.typing(("maxpoolv", ("avgpoolv", X4)))["X"][2][1:] == ("2", "2")
+    assert X.typing(("conv3v", X4, ("conv1", Y4, Y4))) is None
+    # the values: a valid window is the "same" one without its border
+    shapes = {"X": (("a",), ("b",), ("c", "2"), ("d", "2")), "Y": (("e",), ("b",), ("3",), ("3",))}
+    for same, valid in (("conv3", "conv3v"), ("maxpool", "maxpoolv"), ("avgpool", "avgpoolv")):
+        args = (X4, Y4) if same.startswith("conv") else (X4,)
+        full = X.evaluate((same, *args), shapes, mod=False, sizes={"c": 2, "d": 3})
+        inner = X.evaluate((valid, *args), shapes, mod=False, sizes={"c": 2, "d": 3})
+        np.testing.assert_allclose(inner, full[:, :, 1:-1, 1:-1])
+    text = X.to_text(("avgpoolv", X4))
+    assert "Vec[i64](i64(0), i64(0), i64(0), i64(0))" in text and text.startswith("Tensor.average")
+
+
+def test_a_rule_over_valid_windows_fires_where_its_input_is_two_larger():
+    """H typed ``c + 2``: the guard derives c = H - 2 and needs it positive."""
+    conv = (
+        "Tensor.conv({}, {}, Tensor.none(), i64(1), Vec[i64](i64(1), i64(1)), "
+        "Vec[i64](i64(0), i64(0), i64(0), i64(0)), Vec[i64](i64(1), i64(1)), "
+        "Vec[i64](i64(3), i64(3)))"
+    )
+    lhs = conv.format("Tensor.add(X, Y)", "Z")
+    rhs = f"Tensor.add({conv.format('X', 'Z')}, {conv.format('Y', 'Z')})"
+    img = [["a"], ["b"], ["c", "2"], ["d", "2"]]
+    shapes = {"X": img, "Y": img, "Z": [["e"], ["b"], ["3"], ["3"]]}
+    rule = rulefile.to_rule("t", lhs, rhs, shapes)
+
+    def fires(hw: int) -> bool:
+        x, y, k = (Tensor.input(n) for n in ("x", "y", "k"))
+        term = Tensor.conv(
+            Tensor.add(x, y), k, Tensor.none(), 1, Vec[i64](1, 1), Vec[i64](0, 0, 0, 0),
+            Vec[i64](1, 1), Vec[i64](3, 3),
+        )  # fmt: skip
+        eg = _egraph(
+            term,
+            has_shape(x, dims((1, 2, hw, hw))),
+            has_shape(y, dims((1, 2, hw, hw))),
+            has_shape(k, dims((4, 2, 3, 3))),
+        )
+        eg.run(shape_rules().saturate())
+        eg.run(ruleset(rule.egglog()))
+        return eg.check_bool(eq(term).to(Tensor.add(*(
+            Tensor.conv(v, k, Tensor.none(), 1, Vec[i64](1, 1), Vec[i64](0, 0, 0, 0),
+                        Vec[i64](1, 1), Vec[i64](3, 3)) for v in (x, y)
+        ))))  # fmt: skip
+
+    assert fires(5)
+    assert not fires(2)  # c would be 0: the rule was proved for sizes >= 1
+
+
 def _conv_relu_concat(inputs: tuple[str, str]):
     from onnx import TensorProto, helper, numpy_helper
 
@@ -385,3 +440,18 @@ def test_taso_pruning_drops_instances_of_smaller_pairs():
     fp_of = {e: X.fingerprint(e) for e in exprs}
     assert search.taso_prune(cands) == cands
     assert search.taso_prune(cands, fp_of) == cands[1:]
+
+
+def test_valid_pools_commute_with_same_ones_and_not_average_with_relu():
+    """Z3 on valid windows: max of a 5x5 neighbourhood either way round (one query per element
+    when the query over all of them times out); average pooling does not commute with relu."""
+    from eqsat.verify.rules import prove_typed
+
+    X4 = ("X",)
+    for a, b, expect in (
+        (("maxpoolv", ("maxpool", X4)), ("maxpool", ("maxpoolv", X4)), "proved"),
+        (("avgpoolv", ("relu", X4)), ("relu", ("avgpoolv", X4)), "refuted"),
+    ):
+        shapes = X.typing(a, b)
+        shapes.pop("")
+        assert prove_typed(X.to_text(a), X.to_text(b), shapes, 6, (1, 2))[0] == expect

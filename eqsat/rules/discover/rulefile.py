@@ -61,6 +61,9 @@ def guards(shapes: dict[str, tuple], sums=(), needed: set[str] = frozenset()) ->
     sums = list(sums)
     needed = set(needed) | {a for _, d in sums for a in d}
     needed |= {a for s in shapes.values() for d in s if len(d) > 1 for a in d}
+    # a literal in a sum (a valid convolution's input is ``h + 2``) is its own size
+    known: dict[str, i64] = {a: i64(int(a)) for a in needed if a.isdigit()}
+    needed -= set(known)
     dims: dict[str, Dim] = {}
     facts = []
     for v, s in shapes.items():
@@ -77,7 +80,6 @@ def guards(shapes: dict[str, tuple], sums=(), needed: set[str] = frozenset()) ->
             total = var(f"total_{v}_{k}", i64)
             facts.append(eq(sv[i64(k)]).to(Dim.int(total)))
             sums.append((total, tuple(d)))
-    known: dict[str, i64] = {}
     used: set[int] = set()
     progress = True
     while progress:
