@@ -305,6 +305,7 @@ def _egraph_work(graph: TensorGraph, options: Options, timer: _Timer):
     from eqsat.rules import schedule
 
     rules, unproved = _proved(schedule.select(options.rules, options.disabled_rules), options)
+    rules = schedule.relevant(rules, _ctors(graph))
     cost_model = _cost_model(options.cost_model)
     with timer.phase("encode"):
         enc = encode(graph)
@@ -338,6 +339,13 @@ def _egraph_work(graph: TensorGraph, options: Options, timer: _Timer):
         "cost_after": ex.cost,
     }
     return ex.graph, stats
+
+
+def _ctors(graph: TensorGraph) -> set[str]:
+    """The Tensor constructors the encoding of ``graph`` uses for its nodes."""
+    from eqsat.egraph.lang import SPECS
+
+    return {SPECS[n.op].ctor for n in graph.nodes if n.op in SPECS}
 
 
 def _proved(rules: list, options: Options) -> tuple[list, list[str]]:

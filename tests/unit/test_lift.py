@@ -132,3 +132,30 @@ def test_middle_slice_forms_are_kept_only_where_they_hold():
     (w,) = lift.widen(entry)
     assert w["shapes"]["x"] == [["a", "b", "d"], ["c"]] and w["name"] == "t-mid"
     assert prove_typed(w["lhs"], w["rhs"], w["shapes"])[0] == "refuted"
+
+
+def test_rules_that_cannot_fire_are_left_out_and_nothing_changes(monkeypatch):
+    import eqsat
+    from eqsat.examples import build_example
+    from eqsat.rules import schedule
+    from eqsat.rules.base import PyRule, Rule
+
+    every = schedule.select(("generated",))
+    kept = schedule.relevant(every, {"matmul", "add", "sigmoid"})
+    assert [r for r in every if isinstance(r, PyRule)] == [r for r in kept if isinstance(r, PyRule)]
+    egg = [r for r in kept if isinstance(r, Rule)]
+    assert 0 < len(egg) < sum(isinstance(r, Rule) for r in every)
+    assert not [r for r in egg if "Tensor.conv(" in r.source[0]]  # no convolution to match
+    # a rule over concat stays: a merge can make one
+    assert [r for r in egg if "Tensor.concat(" in r.source[0]]
+
+    m = build_example("nasrnn", "small")
+    filtered = eqsat.optimize(m, rules=("generated",))
+    monkeypatch.setattr(schedule, "relevant", lambda rules, present: rules)
+    full = eqsat.optimize(m, rules=("generated",))
+    fired = lambda res: {k: n for k, n in res.egraph["saturation"]["matches"].items() if n}  # noqa: E731
+    assert fired(filtered) == fired(full)
+    assert filtered.egraph["rules"] < full.egraph["rules"]
+    assert [n.op_type for n in filtered.model.graph.node] == [
+        n.op_type for n in full.model.graph.node
+    ]
