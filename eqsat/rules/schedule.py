@@ -136,4 +136,3 @@ def relevant(rules: list[Rule | PyRule], present: Iterable[str]) -> list[Rule | 
                 have |= rhs
                 changed = True
     return [r for r in rules if not isinstance(r, Rule) or _sides(r)[0] <= have]
-

@@ -68,6 +68,11 @@ def test_discover_one_op_finds_exactly_commutativity():
     }
     assert s.proved == s.taso_pruned == s.candidates and s.refuted == 0
     assert s.settings["variables"] == ["x", "y", "z", "w", "X", "Y", "Z"]
+    # two worlds pruned in two processes (their progress shown together): the same rules
+    said: list[str] = []
+    again, _ = search.discover(prove_unit, max_ops=1, workers=2, progress=said.append)
+    assert again == entries
+    assert any(m.startswith("pruning: rank 2:") for m in said), said
 
 
 @pytest.fixture(scope="module")

@@ -159,10 +159,37 @@ def fingerprint_unit(unit: list[Expr]) -> list[tuple | None]:
     return [X.fingerprint(e) for e in unit]
 
 
-def prune_unit(unit: list[Candidate]) -> list[Candidate]:
+def prune_unit(unit: tuple) -> list[Candidate]:
+    """(candidates, progress queue or None, label) -> the kept ones; progress messages go to the
+    queue as (label, message)."""
     from eqsat.rules.discover.prune import prune as egraph_prune
 
-    return egraph_prune(unit)
+    cands, queue, label = unit
+    return egraph_prune(cands, progress=(lambda m: queue.put((label, m))) if queue else None)
+
+
+def prune_worlds(worlds: dict[int, list[Candidate]], workers: int, say) -> list[list[Candidate]]:
+    """Each world (by rank) pruned in a process of its own, their progress shown together."""
+    import multiprocessing
+    import queue as queues
+
+    labels = [f"rank {k}" for k in sorted(worlds)]
+    with multiprocessing.Manager() as manager:
+        q = manager.Queue()
+        with ProcessPoolExecutor(max_workers=min(workers, len(worlds))) as pool:
+            futures = [
+                pool.submit(prune_unit, (worlds[k], q, label))
+                for k, label in zip(sorted(worlds), labels, strict=True)
+            ]
+            latest: dict[str, str] = {}
+            while not all(f.done() for f in futures):
+                try:
+                    label, msg = q.get(timeout=0.5)
+                except queues.Empty:
+                    continue
+                latest[label] = msg.removeprefix("pruning ")
+                say("pruning: " + "; ".join(f"{k}: {latest[k]}" for k in labels if k in latest))
+            return [f.result() for f in futures]
 
 
 def numeric_unit(unit: list[Candidate]) -> list[bool]:
@@ -375,15 +402,16 @@ def discover(
         worlds: dict[int, list[Candidate]] = defaultdict(list)
         for c in proved:  # no op mixes matrices and rank-4 tensors: prune each world alone
             worlds[max(len(sh) for _, sh in c.shapes)].append(c)
-        if len(worlds) > 1 and not isinstance(runner, RayRunner):
+        if len(worlds) > 1 and not isinstance(runner, RayRunner) and workers > 1:
             say(f"pruning {len(proved)} proved rules in e-graphs, {len(worlds)} worlds at once")
-            done = runner.map(prune_unit, [worlds[k] for k in sorted(worlds)])
+            done = prune_worlds(worlds, workers, say)
             kept = sorted((c for part in done for c in part), key=Candidate.key)
         else:
             from eqsat.rules.discover.prune import prune as egraph_prune
 
             say(f"pruning {len(proved)} proved rules in an e-graph")
-            kept = egraph_prune(proved, progress=say)
+            # in the order of the other path: rule names must not depend on the worker count
+            kept = sorted(egraph_prune(proved, progress=say), key=Candidate.key)
     else:
         kept = proved
     s.kept = len(kept)
