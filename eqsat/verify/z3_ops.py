@@ -300,25 +300,35 @@ def equal(lhs: np.ndarray, rhs: np.ndarray, hypotheses=(), timeout_ms: int = 20_
     # all elements in one query first; when that times out, one element at a time: a max
     # pooling's nested If terms made one query over 225 elements time out at 20 s where each
     # element alone takes milliseconds (measured: maxpool of a valid maxpool, 3x3x5x5)
-    queries = [[a != b for a, b in pairs]]
-    if len(pairs) > 1:
-        queries += [[a != b] for a, b in pairs]
-    for k, q in enumerate(queries):
-        solver.push()
-        solver.set("timeout", min(timeout_ms, 1_000) if k == 0 and len(queries) > 1 else timeout_ms)
-        solver.add(z3.Or(q) if q else z3.BoolVal(False))
+    if len(pairs) == 1:
+        return _differ(solver, [pairs[0][0] != pairs[0][1]], timeout_ms)
+    verdict, detail = _differ(solver, [a != b for a, b in pairs], min(timeout_ms, 1_000))
+    if verdict != "unknown":
+        return verdict, detail
+    for a, b in pairs:
+        verdict, detail = _differ(solver, [a != b], timeout_ms)
+        if verdict != "proved":
+            return verdict, detail
+    return "proved", ""
+
+
+def _differ(solver, differences: list, timeout_ms: int) -> tuple[str, str]:
+    """Whether any of ``differences`` can hold (on top of the solver's hypotheses): "refuted"
+    with the model when one can, "proved" when none can, "unknown" when Z3 gives up."""
+    solver.push()
+    try:
+        solver.set("timeout", timeout_ms)
+        solver.add(z3.Or(differences))
         r = solver.check()
+        if r == z3.unsat:
+            return "proved", ""
         if r == z3.sat:
             model = solver.model()  # sorted by name: Z3's own order varies from run to run
             values = sorted(f"{d.name()} = {model[d]}" for d in model.decls())
             return "refuted", f"[{', '.join(values)}]"[:500]
-        reason = solver.reason_unknown() if r == z3.unknown else ""
+        return "unknown", solver.reason_unknown()
+    finally:
         solver.pop()
-        if r == z3.unsat and k == 0:
-            return "proved", ""
-        if r == z3.unknown and k > 0:
-            return "unknown", reason
-    return "proved", ""
 
 
 __all__ = ["SEMANTICS_VERSION", "Unsupported", "equal", "real", "run", "symbols"]

@@ -78,3 +78,29 @@ def test_z3_semantics_match_the_reference(op, attrs, ins):
 def test_ops_without_semantics_say_so():
     with pytest.raises(z3_ops.Unsupported):
         z3_ops.run("Softmax", {"axis": -1}, [z3_ops.real(f32(2, 3))])
+
+
+def test_equal_says_unknown_when_z3_gives_up_and_falls_back_to_one_element_at_a_time(monkeypatch):
+    x, y = z3_ops.symbols("x", [3]), z3_ops.symbols("y", [3])
+    # max either way round: equal, but not by simplification (the solver is asked)
+    same = np.array([z3.If(a > b, a, b) for a, b in zip(x, y, strict=True)], object)
+    other = np.array([z3.If(b >= a, b, a) for a, b in zip(x, y, strict=True)], object)
+    wrong = np.array([z3.If(a > b, b, a) for a, b in zip(x, y, strict=True)], object)
+    assert z3_ops.equal(same, other)[0] == "proved"
+    assert z3_ops.equal(same, wrong)[0] == "refuted"
+    asked: list[int] = []
+
+    def give_up_on_wide(solver):  # Z3 times out on the query over all elements only
+        asked.append(len(solver.assertions()))
+        wide = any(z3.is_or(a) and a.num_args() > 1 for a in solver.assertions())
+        return z3.unknown if wide else real_check(solver)
+
+    real_check = z3.Solver.check
+    monkeypatch.setattr(z3.Solver, "check", give_up_on_wide)
+    assert z3_ops.equal(same, other)[0] == "proved"  # element by element
+    assert len(asked) == 4
+    assert z3_ops.equal(same, wrong)[0] == "refuted"
+    monkeypatch.setattr(z3.Solver, "check", lambda solver: z3.unknown)
+    # never "proved" when Z3 gave up: one element, and several
+    assert z3_ops.equal(same[:1], other[:1])[0] == "unknown"
+    assert z3_ops.equal(same, other)[0] == "unknown"
