@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from egglog import RewriteOrRule, eq, rule, subsume, union, var
 
@@ -57,7 +58,13 @@ class Rule:
         """The printed form: what the proof ledger hashes (editing a rule drops its proof). A
         generated rule is its printed sides and its typing, what its proof reads (the guards
         are derived from them); printing its egglog terms and guards took 25 ms a rule (egglog
-        formats with black), 18 s for the generated family."""
+        formats with black), 18 s for the generated family. Printed once per rule: the ledger
+        check and :func:`eqsat.rules.schedule.relevant` both read it (5 ms a hand-written
+        rule)."""
+        return self._printed
+
+    @cached_property
+    def _printed(self) -> str:
         if self.source and self.shapes:
             return f"{self.source[0]} => {self.source[1]} for {dict(self.shapes)}"
         when = f" if {', '.join(str(w) for w in self.when)}" if self.when else ""

@@ -103,17 +103,13 @@ LEAVES = frozenset({"input", "weight", "ints", "scalar", "none", "node", "output
 PY_MADE = frozenset(
     {"concat", "slice", "pad", "mul", "add", "sub", "div", "sqrt", "reshape", "gemm", "matmul"}
 )
-_SIDES: dict[tuple[str, str], tuple[frozenset, frozenset]] = {}
 
 
 def _sides(r: Rule) -> tuple[frozenset, frozenset]:
-    """The constructors of a rule's two sides (as printed, or as generated)."""
-    text = r.text()
-    key = (r.name, text)
-    if key not in _SIDES:
-        lhs, rhs = r.source if r.source else (str(r.lhs), str(r.rhs))
-        _SIDES[key] = (frozenset(_CTOR.findall(lhs)), frozenset(_CTOR.findall(rhs)))
-    return _SIDES[key]
+    """The constructors of a rule's left-hand side and of the rest of its printed form (the
+    right-hand side, and the guards: a superset of what it makes, which only keeps more)."""
+    lhs, _, rest = r.text().partition(" => ")
+    return frozenset(_CTOR.findall(lhs)), frozenset(_CTOR.findall(rest))
 
 
 def relevant(rules: list[Rule | PyRule], present: Iterable[str]) -> list[Rule | PyRule]:
