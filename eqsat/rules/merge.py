@@ -100,7 +100,7 @@ def _matmuls(s: Snapshot) -> list[tuple[str, str, str]]:
     return out
 
 
-def _slice(m: Tensor, start: int, end: int, axis: int) -> Tensor:
+def slice_of(m: Tensor, start: int, end: int, axis: int) -> Tensor:
     return Tensor.slice(
         m,
         Tensor.ints(ints_vec([start])),
@@ -110,7 +110,7 @@ def _slice(m: Tensor, start: int, end: int, axis: int) -> Tensor:
     )
 
 
-def _chunks(items: list, n: int = MAX_GROUP) -> list[list]:
+def chunks(items: list, n: int = MAX_GROUP) -> list[list]:
     return [items[i : i + n] for i in range(0, len(items), n)]
 
 
@@ -127,7 +127,7 @@ def shared_lhs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
             members.append((c, b))
     unions = []
     for (a, _, _), members in groups.items():
-        for chunk in _chunks(members):
+        for chunk in chunks(members):
             if len(chunk) < 2:
                 continue
             xa = s.term(a)
@@ -139,7 +139,7 @@ def shared_lhs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
             off = 0
             for (_, b), w in zip(chunk, ws, strict=True):
                 n = int(s.tensor_type(b).shape[1])
-                unions.append((Tensor.matmul(xa, w), _slice(merged, off, off + n, rank - 1)))
+                unions.append((Tensor.matmul(xa, w), slice_of(merged, off, off + n, rank - 1)))
                 off += n
     return unions
 
@@ -157,8 +157,8 @@ def shared_rhs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
             members.append((c, a, int(ta.shape[0])))
     unions = []
     for (b, _, _), members in groups.items():
-        kept = _independent(s, members)
-        for chunk in _chunks(kept):
+        kept = independent(s, members)
+        for chunk in chunks(kept):
             if len(chunk) < 2:
                 continue
             w = s.term(b)
@@ -168,21 +168,22 @@ def shared_rhs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
             merged = Tensor.matmul(Tensor.concat(Vec[Tensor](*xs), i64(0)), w)
             off = 0
             for (_, _, m), x in zip(chunk, xs, strict=True):
-                unions.append((Tensor.matmul(x, w), _slice(merged, off, off + m, 0)))
+                unions.append((Tensor.matmul(x, w), slice_of(merged, off, off + m, 0)))
                 off += m
     return unions
 
 
-def _independent(s: Snapshot, members: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
-    """The members, in order, that can be computed together: a member is dropped when its lhs
-    depends on an earlier kept member's result, or a kept member's lhs depends on its result."""
-    kept: list[tuple[str, str, int]] = []
+def independent(s: Snapshot, members: list[tuple], piece=lambda m: m[1]) -> list[tuple]:
+    """The members ``(class, ...)``, in order, that can be computed together: a member is
+    dropped when its ``piece`` (the input that is concatenated) depends on an earlier kept
+    member's result, or a kept member's piece depends on its result. Also used by the merges
+    lifted from generated rules (:mod:`eqsat.rules.discover.lift`)."""
+    kept: list[tuple] = []
     for m in members:
-        c, a, _ = m
         results = {k[0] for k in kept}
-        if s.reaches([a], results | {c}):
+        if s.reaches([piece(m)], results | {m[0]}):
             continue  # its input needs a kept result (or its own: a cycle already)
-        if s.reaches([k[1] for k in kept], {c}):
+        if s.reaches([piece(k) for k in kept], {m[0]}):
             continue  # a kept input needs its result
         kept.append(m)
     return kept
@@ -270,7 +271,7 @@ def shared_input_conv(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
             root = s.term(c)
             n = int(s.tensor_type(v.inputs[1]).shape[0])
             if root is not None:
-                unions.append((root, _slice(merged, off, off + n, 1)))
+                unions.append((root, slice_of(merged, off, off + n, 1)))
             off += n
     return unions
 

@@ -157,15 +157,15 @@ def _read(entry: dict):
         return None
     if which == "l" and _ints(start) != (0,):
         return None
-    key = (ast.dump(inner), json_key(entry["shapes"]), out_axis[0])
+    key = (ast.dump(inner), _shapes_key(entry["shapes"]), out_axis[0])
     return key, (name, tuple(args), k, b, out_axis[0], left, right), which
 
 
-def json_key(shapes: dict) -> tuple:
+def _shapes_key(shapes: dict) -> tuple:
     return tuple(sorted((v, tuple(tuple(d) for d in s)) for v, s in shapes.items()))
 
 
-def _qualifies(args, k, b, left, right, shapes: dict) -> bool:
+def _qualifies(args, b, left, right, shapes: dict) -> bool:
     others = [a[1] for a in args if a[0] == "var"]
     if not others or left in others or right in others or left == right:
         return False
@@ -200,7 +200,7 @@ def lifts(entries: list[dict]) -> list[Lift]:
         (el, fields), (er, _) = pair["l"], pair["r"]
         name, args, k, b, out_axis, left, right = fields
         shapes = {v: tuple(tuple(d) for d in s) for v, s in el["shapes"].items()}
-        if not _qualifies(args, k, b, left, right, shapes):
+        if not _qualifies(args, b, left, right, shapes):
             continue
         others = tuple(sorted((v, s) for v, s in shapes.items() if v not in (left, right)))
         out.append(
@@ -323,28 +323,15 @@ def _members(lift: Lift, s: Snapshot):
     return groups
 
 
-def _independent(s: Snapshot, members: list[tuple]) -> list[tuple]:
-    """The members, in graph order, that can be computed together: one is left out when its
-    piece depends on a kept member's result or a kept piece depends on its result."""
-    kept: list[tuple] = []
-    for m in sorted(members, key=lambda m: s.order(m[0])):
-        c, _, piece = m
-        if s.reaches([piece], {k[0] for k in kept} | {c}):
-            continue
-        if s.reaches([k[2] for k in kept], {c}):
-            continue
-        kept.append(m)
-    return kept
-
-
 def find(lift: Lift, s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     """The unions: each member's own term with a slice of the merged one."""
-    from eqsat.rules.merge import MAX_GROUP, _chunks, _slice
+    from eqsat.rules.merge import chunks, independent, slice_of
 
     unions = []
     groups = sorted(_members(lift, s).values(), key=lambda ms: min(s.order(m[0]) for m in ms))
     for members in groups:
-        for chunk in _chunks(_independent(s, members), MAX_GROUP):
+        in_order = sorted(members, key=lambda m: s.order(m[0]))
+        for chunk in chunks(independent(s, in_order, piece=lambda m: m[2])):
             pieces = [s.term(p) for _, _, p in chunk]
             sizes = [_out_size(s, c, lift.out_axis) for c, _, _ in chunk]
             if len(chunk) < 2 or any(x is None for x in pieces + sizes):
@@ -357,7 +344,7 @@ def find(lift: Lift, s: Snapshot) -> list[tuple[Tensor, Tensor]]:
             for (_, args, _), piece, n in zip(chunk, pieces, sizes, strict=True):
                 own = _term(lift, s, args, piece)
                 if own is not None:
-                    unions.append((own, _slice(merged, off, off + n, lift.out_axis)))
+                    unions.append((own, slice_of(merged, off, off + n, lift.out_axis)))
                 off += n
     return unions
 
