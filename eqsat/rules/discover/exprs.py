@@ -20,11 +20,10 @@ move the split point. An expression that cannot be typed is dropped.
 
 **Convolutions** have stride 1. ``conv3`` and ``conv1`` are "same" (padding ``(k - 1) / 2``, so
 the output keeps the input's H and W), ``conv3v`` is "valid" (no padding): its input's H and W
-are typed ``h + 2`` (a sum with the literal 2) and its output's ``h``. The kernel's spatial
-dims are the literal 3 or 1,
-``enlarge`` zero-pads a 1x1 kernel to 3x3 (TASO's enlarge), the pools are 3x3 with stride 1 and
-padding 1 (the average over the window's inside: ONNX's ``count_include_pad=0``) or none
-(``maxpoolv``, ``avgpoolv``: typed like ``conv3v``).
+are typed ``h + 2`` (a sum with the literal 2) and its output's ``h``. The kernel's spatial dims
+are the literal 3 or 1; ``enlarge`` zero-pads a 1x1 kernel to 3x3 (TASO's enlarge). The pools
+are 3x3 with stride 1 and padding 1 (the average over the window's inside: ONNX's
+``count_include_pad=0``) or none (``maxpoolv``, ``avgpoolv``: typed like ``conv3v``).
 
 **Fingerprints** evaluate an expression on random integer tensors modulo a prime (exact
 arithmetic), every atom of size :data:`SIZE`; a variable's values depend on its name and its

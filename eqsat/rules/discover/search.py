@@ -173,14 +173,11 @@ def prune_worlds(worlds: dict[int, list[Candidate]], workers: int, say) -> list[
     import multiprocessing
     import queue as queues
 
-    labels = [f"rank {k}" for k in sorted(worlds)]
+    labels = {k: f"rank {k}" for k in sorted(worlds)}
     with multiprocessing.Manager() as manager:
         q = manager.Queue()
         with ProcessPoolExecutor(max_workers=min(workers, len(worlds))) as pool:
-            futures = [
-                pool.submit(prune_unit, (worlds[k], q, label))
-                for k, label in zip(sorted(worlds), labels, strict=True)
-            ]
+            futures = [pool.submit(prune_unit, (worlds[k], q, lb)) for k, lb in labels.items()]
             latest: dict[str, str] = {}
             while not all(f.done() for f in futures):
                 try:
@@ -188,7 +185,8 @@ def prune_worlds(worlds: dict[int, list[Candidate]], workers: int, say) -> list[
                 except queues.Empty:
                     continue
                 latest[label] = msg.removeprefix("pruning ")
-                say("pruning: " + "; ".join(f"{k}: {latest[k]}" for k in labels if k in latest))
+                shown = [f"{lb}: {latest[lb]}" for lb in labels.values() if lb in latest]
+                say("pruning: " + "; ".join(shown))
             return [f.result() for f in futures]
 
 
