@@ -333,10 +333,25 @@ def prove_unit(unit: list[tuple]) -> list[tuple[str, str]]:
 
 def verify_entries(entries: list[dict]) -> list[Verdict]:
     """The verdicts of rules-file entries (each entry's rule and its reverse): a work unit for
-    a process pool, which cannot ship egglog terms but can ship the entries."""
+    a process pool, which cannot ship egglog terms but can ship the entries.
+
+    An entry used both ways is proved once: its reverse ``NAME-rev`` states the same equation
+    (the sides swapped, the same shape guard), so it takes the forward rule's verdict under
+    its own hash. Proving it again doubled the cost of those entries, and could disagree with
+    the forward proof: Z3's timeouts depend on the order of a query's terms (measured: a conv
+    rule proved forwards and "canceled" backwards at one size assignment)."""
     from eqsat.rules.discover.rulefile import rules_of
 
-    return [verify(r) for e in entries for r in rules_of(e)]
+    out = []
+    for e in entries:
+        forward, *back = rules_of(e)
+        v = verify(forward)
+        out.append(v)
+        for r in back:
+            scope = f"{v.scope} (the equation of {v.name}, read right to left)"
+            digest = rule_hash(r) if v.result == "proved" else ""
+            out.append(Verdict(r.name, v.result, scope, v.instances, 0.0, v.detail, digest))
+    return out
 
 
 def _scope(n: int) -> str:

@@ -151,3 +151,13 @@ def test_rules_that_cannot_fire_are_left_out_and_nothing_changes(monkeypatch):
     assert [n.op_type for n in filtered.model.graph.node] == [
         n.op_type for n in full.model.graph.node
     ]
+
+
+def test_a_valid_convolutions_input_binds_its_atom_as_the_size_less_the_literals():
+    shape = (("a",), ("b",), ("c", "2"), ("3",))
+    env: dict[str, int] = {}
+    assert lift._bind(shape, (2, 4, 5, 3), env) and env == {"a": 2, "b": 4, "c": 3}
+    assert not lift._bind(shape, (2, 4, 2, 3), {})  # c would be 0: proved for sizes >= 1
+    assert not lift._bind(shape, (2, 4, 5, 1), {})  # not the literal kernel size
+    assert not lift._bind(shape, (2, 4, 5, 3), {"c": 4})  # c bound elsewhere to another size
+    assert not lift._bind((("a", "b"),), (5,), {})  # two atoms: no one way to split 5

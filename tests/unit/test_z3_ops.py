@@ -104,3 +104,23 @@ def test_equal_says_unknown_when_z3_gives_up_and_falls_back_to_one_element_at_a_
     # never "proved" when Z3 gave up: one element, and several
     assert z3_ops.equal(same[:1], other[:1])[0] == "unknown"
     assert z3_ops.equal(same, other)[0] == "unknown"
+
+
+def test_products_of_sums_are_settled_by_the_simplifier_without_the_solver(monkeypatch):
+    """``(x·c)·Σ yᵢzᵢ`` against ``x·Σ yᵢ(zᵢ·c)`` over 27 products (one element of a convolution
+    by a convolution's output, times a scalar): Z3's default expansion limit left the sum
+    unexpanded and the solver timed out; multiplied out, the difference is 0."""
+    x, c = z3.Real("x"), z3.Real("c")
+    y, z = z3_ops.symbols("y", [27]), z3_ops.symbols("z", [27])
+    lhs = np.array([(x * c) * z3.Sum([a * b for a, b in zip(y, z, strict=True)])], object)
+    rhs = np.array([x * z3.Sum([a * (b * c) for a, b in zip(y, z, strict=True)])], object)
+    wrong = np.array([x * z3.Sum([a * (b * c) for a, b in zip(y, z[::-1], strict=True)])], object)
+
+    def no_solver(solver):
+        raise AssertionError("the solver was asked")
+
+    real_check = z3.Solver.check
+    monkeypatch.setattr(z3.Solver, "check", no_solver)
+    assert z3_ops.equal(lhs, rhs)[0] == "proved"
+    monkeypatch.setattr(z3.Solver, "check", real_check)
+    assert z3_ops.equal(lhs, wrong)[0] == "refuted"  # not settled by simplifying: decided

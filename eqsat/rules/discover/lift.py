@@ -259,7 +259,9 @@ def widen(entry: dict) -> list[dict]:
 
 def _bind(shape: tuple, dims: tuple, env: dict, free: int | None = None) -> bool:
     """Match concrete ``dims`` against a rule's symbolic ``shape`` (binding atoms in ``env``);
-    the axis ``free`` matches any static size."""
+    the axis ``free`` matches any static size. A dim is a literal, an atom, or an atom plus
+    literals (a valid convolution's input, ``h + 2``: the atom is the size less 2, at least 1,
+    the sizes the rule was proved for)."""
     if len(shape) != len(dims):
         return False
     for i, (d, n) in enumerate(zip(shape, dims, strict=True)):
@@ -267,13 +269,14 @@ def _bind(shape: tuple, dims: tuple, env: dict, free: int | None = None) -> bool
             return False
         if i == free:
             continue
-        if len(d) != 1:
+        atoms = [a for a in d if not a.isdigit()]
+        rest = n - sum(int(a) for a in d if a.isdigit())
+        if len(atoms) > 1:
             return False
-        a = d[0]
-        if a.isdigit():
-            if int(a) != n:
+        if not atoms:
+            if rest != 0:
                 return False
-        elif env.setdefault(a, n) != n:
+        elif rest < 1 or env.setdefault(atoms[0], rest) != rest:
             return False
     return True
 
@@ -385,9 +388,9 @@ def witness(lift: Lift, d: int):
     spec = BY_CTOR[lift.ctor]
     n_in = len(spec.inputs)
 
-    def dims(shape, axis_size=None, axis=None):
+    def dims(shape, axis_size=None, axis=None):  # a dim is a sum: literals and atoms of size d
         return [
-            axis_size if i == axis else (int(dd[0]) if dd[0].isdigit() else d)
+            axis_size if i == axis else sum(int(a) if a.isdigit() else d for a in dd)
             for i, dd in enumerate(shape)
         ]
 
