@@ -156,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--ops",
         default="",
         help="op set, comma-separated (default: matmul, add, mul, smul, transpose, relu, "
-        "concat, split, conv, pool, enlarge; also sub, neg, and valid: convolution and "
-        "pools without padding)",
+        "concat, split, conv, pool, enlarge, valid; conv and pool are padded to keep H and W, "
+        "valid is the convolution and the pools without padding; also sub, neg)",
     )
     rd.add_argument(
         "--variables",

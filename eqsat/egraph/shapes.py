@@ -109,6 +109,11 @@ concat2 = relation("concat2", Tensor, Tensor, Tensor, i64)
 # a view of one-axis slices with literal bounds and unit step, ``slice1(r, x, start, end, axis)``
 # for ``r = x[start:end]`` along ``axis`` (as written: not clamped), for the same reason
 slice1 = relation("slice1", Tensor, Tensor, i64, i64, i64)
+# a view of static sizes, ``dim_size(x, k, n)`` when axis ``k`` of ``x`` has the size ``n``, that
+# generated rules read many sizes through: matching ``shape[k] = Dim.int(n)`` for several axes
+# made egglog join the ``Dim.int`` table with itself first (``n`` is in no other table), 21^4
+# rows for four sizes (eqsat.rules.discover.rulefile.guards has the measurements)
+dim_size = relation("dim_size", Tensor, i64, i64)
 
 
 class ShapeConflict(Exception):
@@ -344,6 +349,12 @@ def shape_rules(
     rules += _concat_rules(max_rank, max_concat)
     rules += _slice_rules(max_rank)
     rules += _window_rules()
+    rules += [  # one free Dim.int per rule: joined as has_shape x Dim.int, not a cross product
+        rule(has_shape(x, s), s.length() > k, eq(s[i64(k)]).to(Dim.int(p)), name=f"size-{k}").then(
+            dim_size(x, i64(k), p)
+        )
+        for k in range(max_rank)
+    ]
     full = (max_rank, max_concat, lean) == (MAX_RANK, MAX_CONCAT, False)
     name = "shapes" if full else f"shapes-r{max_rank}-c{max_concat}{'-lean' if lean else ''}"
     return ruleset(*rules, name=name)

@@ -312,8 +312,11 @@ def test_valid_windows_type_their_input_as_two_larger():
     assert "Vec[i64](i64(0), i64(0), i64(0), i64(0))" in text and text.startswith("Tensor.average")
 
 
-def test_a_rule_over_valid_windows_fires_where_its_input_is_two_larger():
-    """H typed ``c + 2``: the guard derives c = H - 2 and needs it positive."""
+@pytest.mark.parametrize("via_view", [False, True])
+def test_a_rule_over_valid_windows_fires_where_its_input_is_two_larger(via_view, monkeypatch):
+    """H typed ``c + 2``: the guard derives c = H - 2 and needs it positive (the sizes read
+    through ``Dim.int`` and through the ``dim_size`` view alike)."""
+    monkeypatch.setattr(rulefile, "SIZES_VIA_VIEW", 1 if via_view else 100)
     conv = (
         "Tensor.conv({}, {}, Tensor.none(), i64(1), Vec[i64](i64(1), i64(1)), "
         "Vec[i64](i64(0), i64(0), i64(0), i64(0)), Vec[i64](i64(1), i64(1)), "
@@ -346,6 +349,56 @@ def test_a_rule_over_valid_windows_fires_where_its_input_is_two_larger():
 
     assert fires(5)
     assert not fires(2)  # c would be 0: the rule was proved for sizes >= 1
+
+
+@pytest.mark.parametrize("via_view", [False, True])
+def test_slice_bounds_and_valid_sizes_are_checked_either_way(via_view, monkeypatch):
+    """``x[a:a+f]`` of ``concat(conv3v(X, Y), Z)`` is ``Z`` only where the slice starts at the
+    convolution's N and ends at the concatenation's: six sizes read, the view's case."""
+    monkeypatch.setattr(rulefile, "SIZES_VIA_VIEW", 1 if via_view else 100)
+    conv = (
+        "Tensor.conv(X, Y, Tensor.none(), i64(1), Vec[i64](i64(1), i64(1)), "
+        "Vec[i64](i64(0), i64(0), i64(0), i64(0)), Vec[i64](i64(1), i64(1)), "
+        "Vec[i64](i64(3), i64(3)))"
+    )
+    lhs = (
+        f"Tensor.slice(Tensor.concat(Vec[Tensor]({conv}, Z), i64(0)), "
+        "Tensor.ints(Vec[i64](size_a)), Tensor.ints(Vec[i64](size_a + size_f)), "
+        "Tensor.ints(Vec[i64](i64(0))), Tensor.none())"
+    )
+    shapes = {
+        "X": [["a"], ["b"], ["c", "2"], ["d", "2"]],
+        "Y": [["e"], ["b"], ["3"], ["3"]],
+        "Z": [["f"], ["e"], ["c"], ["d"]],
+    }
+    rule = rulefile.to_rule("t", lhs, "Z", shapes)
+    assert verify_typed(rule).result == "proved"
+
+    def fires(start: int, end: int, z_rows: int = 3) -> bool:
+        x, y, z = (Tensor.input(n) for n in "xyz")
+        c = Tensor.conv(
+            x, y, Tensor.none(), 1, Vec[i64](1, 1), Vec[i64](0, 0, 0, 0), Vec[i64](1, 1),
+            Vec[i64](3, 3),
+        )  # fmt: skip
+        cat = Tensor.concat(Vec[Tensor](c, z), i64(0))
+        term = Tensor.slice(
+            cat, Tensor.ints(Vec[i64](start)), Tensor.ints(Vec[i64](end)),
+            Tensor.ints(Vec[i64](0)), Tensor.none(),
+        )  # fmt: skip
+        eg = _egraph(
+            term,
+            has_shape(x, dims((2, 4, 6, 5))),
+            has_shape(y, dims((3, 4, 3, 3))),
+            has_shape(z, dims((z_rows, 3, 4, 3))),
+        )
+        eg.run(shape_rules().saturate())
+        eg.run(ruleset(rule.egglog()))
+        return eg.check_bool(eq(term).to(z))
+
+    assert fires(2, 5)
+    assert not fires(1, 4)  # not where the convolution ends
+    assert not fires(2, 4)  # not all of Z
+    assert fires(2, 3, z_rows=1)
 
 
 def _conv_relu_concat(inputs: tuple[str, str]):
@@ -460,3 +513,31 @@ def test_valid_pools_commute_with_same_ones_and_not_average_with_relu():
         shapes = X.typing(a, b)
         shapes.pop("")
         assert prove_typed(X.to_text(a), X.to_text(b), shapes, 6, (1, 2))[0] == expect
+
+
+def test_a_rule_used_both_ways_is_proved_once_and_both_directions_are_recorded(monkeypatch):
+    from eqsat.verify import rules as rv
+    from eqsat.verify.ledger import holds, rule_hash
+
+    entry = {
+        "name": "t",
+        "lhs": "Tensor.add(x, y)",
+        "rhs": "Tensor.add(y, x)",
+        "shapes": {"x": [["a"], ["b"]], "y": [["a"], ["b"]]},
+        "both_ways": True,
+    }
+    proved: list[str] = []
+    real_verify = rv.verify
+    monkeypatch.setattr(rv, "verify", lambda r: proved.append(r.name) or real_verify(r))
+    verdicts = rv.verify_entries([entry])
+    assert proved == ["t"]  # the reverse states the same equation
+    forward, back = rulefile.rules_of(entry)
+    assert [v.name for v in verdicts] == ["t", "t-rev"]
+    assert [v.result for v in verdicts] == ["proved", "proved"]
+    assert [v.hash for v in verdicts] == [rule_hash(forward), rule_hash(back)]
+    assert verdicts[0].hash != verdicts[1].hash
+    ledger = {v.name: rv.ledger_entry(v) for v in verdicts}
+    assert holds(forward, ledger) and holds(back, ledger)
+    # a refuted equation is refuted both ways, with no hash to claim a proof by
+    wrong = {**entry, "rhs": "Tensor.mul(y, x)"}
+    assert [(v.result, v.hash) for v in rv.verify_entries([wrong])] == [("refuted", "")] * 2

@@ -56,13 +56,10 @@ OPS = UNARY + BINARY
 RANK2_OPS = ("matmul", "transpose")
 RANK4_OPS = (*CONV, *POOLS, "enlarge")
 OP_RANK = {**dict.fromkeys(RANK2_OPS, 2), **dict.fromkeys(RANK4_OPS, 4)}  # operands' rank
-# "valid" windows (no padding) are opt-in (``--ops ...,valid``): at N = 3 they add 54k graphs
-# and 637 pairs to prove, but the e-graph pruning of the conv world ran past 32 min (90 s
-# without them) and was stopped, so the default run would miss its 10-minute budget
-VALID = ("conv3v", "maxpoolv", "avgpoolv")
+VALID = ("conv3v", "maxpoolv", "avgpoolv")  # "valid" windows (no padding): TASO's other padding
 DEFAULT_OPS = (
     "matmul", "add", "mul", "smul", "transpose", "relu", "concat0", "concat1", *SPLITS,
-    "conv3", "conv1", "maxpool", "avgpool", "enlarge",
+    "conv3", "conv1", "maxpool", "avgpool", "enlarge", *VALID,
 )  # fmt: skip
 ALIASES = {
     "concat": ("concat0", "concat1"),
