@@ -108,6 +108,18 @@ def test_discovery_is_deterministic(two_ops, tmp_path):
     assert json.loads(a.read_text())["generator"]["settings"]["max_ops"] == 2
 
 
+def test_the_rules_file_header_keeps_where_a_pair_was_refuted_not_z3s_model():
+    """Z3's counterexample depends on what its worker process was asked before: the file keeps
+    the size assignment, the run's output the model."""
+    rows = [
+        ["lhs", "rhs", "refuted", "sizes {'a': 1}: [X[0,0,0,0] = " + v + ", c[] = -1]"]
+        for v in ("1", "-1")
+    ]
+    headers = [search.header(search.Summary({}, not_proved=[r])) for r in rows]
+    assert headers[0] == headers[1]
+    assert headers[0]["not_proved"] == [["lhs", "rhs", "refuted", "sizes {'a': 1}"]]
+
+
 def _egraph(*facts):
     eg = EGraph()
     eg.register(*facts)
