@@ -553,3 +553,20 @@ def test_a_rule_used_both_ways_is_proved_once_and_both_directions_are_recorded(m
     # a refuted equation is refuted both ways, with no hash to claim a proof by
     wrong = {**entry, "rhs": "Tensor.mul(y, x)"}
     assert [(v.result, v.hash) for v in rv.verify_entries([wrong])] == [("refuted", "")] * 2
+
+
+def test_loaded_rules_build_their_egglog_terms_on_first_use_and_match_to_rule():
+    import dataclasses
+
+    entry = next(e for e in rulefile.read()["rules"] if e.get("both_ways"))
+    lazy, back = rulefile.rules_of(entry)
+    assert "lhs" not in vars(lazy) and "when" not in vars(back)  # nothing built yet
+    assert lazy.text() and lazy.shapes  # what the ledger and the schedule read
+    assert "lhs" not in vars(lazy)
+    eager = rulefile.to_rule(entry["name"], entry["lhs"], entry["rhs"], entry["shapes"])
+    for f in dataclasses.fields(eager):  # the same record, the terms printed alike
+        assert str(getattr(lazy, f.name)) == str(getattr(eager, f.name)), f.name
+    assert str(lazy.egglog()) == str(eager.egglog())
+    assert back.source == (entry["rhs"], entry["lhs"]) and back.name == entry["name"] + "-rev"
+    with pytest.raises(AttributeError):
+        lazy.no_such_field  # noqa: B018
