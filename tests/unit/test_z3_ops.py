@@ -124,3 +124,19 @@ def test_products_of_sums_are_settled_by_the_simplifier_without_the_solver(monke
     assert z3_ops.equal(lhs, rhs)[0] == "proved"
     monkeypatch.setattr(z3.Solver, "check", real_check)
     assert z3_ops.equal(lhs, wrong)[0] == "refuted"  # not settled by simplifying: decided
+
+
+def test_sides_are_normalised_before_their_difference():
+    """``Σⱼ (xⱼ + xⱼ)·Σᵢ yⱼᵢzᵢ`` against ``Σⱼ xⱼ·Σᵢ yⱼᵢ(zᵢ + zᵢ)`` (a convolution by a
+    convolution's output, the factor 2 moved from the input to the inner kernel): the
+    difference simplified at once keeps its 729 monomials; each side's normal form is the
+    same sum, so the simplifier settles it and the solver is never asked."""
+    x, z = z3_ops.symbols("x", [27]), z3_ops.symbols("z", [27])
+    y = z3_ops.symbols("y", [27, 27])
+    inner = [z3.Sum([y[j][i] * z[i] for i in range(27)]) for j in range(27)]
+    twice = [z3.Sum([y[j][i] * (z[i] + z[i]) for i in range(27)]) for j in range(27)]
+    a = z3.Sum([(x[j] + x[j]) * inner[j] for j in range(27)])
+    b = z3.Sum([x[j] * twice[j] for j in range(27)])
+    assert not z3_ops._zero(z3_ops._normal(a - b))  # what the one-step test missed
+    assert z3_ops._identical(a, b)
+    assert not z3_ops._identical(a, b + x[0])
