@@ -79,22 +79,17 @@ def guards(shapes: dict[str, tuple], sums=(), needed: set[str] = frozenset()) ->
     needed -= set(known)
     dims: dict[str, Dim] = {}
     facts = []
-    sized = sum(  # dims read as sizes (see the docstring)
-        1
-        for s in shapes.values()
-        for d in s
-        if not (len(d) == 1 and (d[0].isdigit() or d[0] not in needed))
-    )
-    via_view = sized >= SIZES_VIA_VIEW
+    kinds = {v: [_read(d, needed) for d in s] for v, s in shapes.items()}
+    via_view = sum(k == "size" for ks in kinds.values() for k in ks) >= SIZES_VIA_VIEW
     for v, s in shapes.items():
         sv = var(f"shape_{v}", Vec[Dim])
         facts += [has_shape(var(v, Tensor), sv), eq(sv.length()).to(i64(len(s)))]
-        for k, d in enumerate(s):
-            if len(d) == 1 and d[0].isdigit():  # a literal size (a 3x3 kernel)
+        for k, (d, kind) in enumerate(zip(s, kinds[v], strict=True)):
+            if kind == "literal":  # a 3x3 kernel
                 # (not dim_size(v, k, 3): egglog then started from every tensor of size 3)
                 facts.append(eq(sv[i64(k)]).to(Dim.int(i64(int(d[0])))))
                 continue
-            if len(d) == 1 and d[0] not in needed:
+            if kind == "dim":
                 dims.setdefault(d[0], var(f"dim_{d[0]}", Dim))
                 facts.append(eq(dims[d[0]]).to(sv[i64(k)]))
                 continue
@@ -125,6 +120,14 @@ def guards(shapes: dict[str, tuple], sums=(), needed: set[str] = frozenset()) ->
         eq(t).to(_sum([known[a] for a in d])) for j, (t, d) in enumerate(sums) if j not in used
     ]
     return facts, known
+
+
+def _read(d: tuple, needed: set[str]) -> str:
+    """How :func:`guards` reads a dim: a ``"literal"`` size, any ``"dim"`` (one atom whose size
+    nothing needs), or its static ``"size"`` (a sum, or an atom some size is derived from)."""
+    if len(d) == 1 and d[0].isdigit():
+        return "literal"
+    return "dim" if len(d) == 1 and d[0] not in needed else "size"
 
 
 def _sum(xs: list):
@@ -215,8 +218,24 @@ def pattern(text: str, shapes: dict) -> tuple[Tensor, list, list]:
     return term, pt.facts, pt.sums
 
 
+# the fields every generated rule shares (what :func:`to_rule` sets besides the terms)
+_FIELDS = {
+    "family": "generated",
+    "proof": "bounded",
+    "fp_exact": False,  # reassociation and distribution are among them: exact over the reals
+    "origin": "generated",
+    "subsume": False,
+    "doc": "",
+}
+
+
+def _typing(shapes: dict) -> dict[str, tuple]:
+    """A rules-file typing (lists, from JSON) as tuples: each variable's dims, each a sum."""
+    return {v: tuple(tuple(d) for d in s) for v, s in shapes.items()}
+
+
 def to_rule(name: str, lhs: str, rhs: str, shapes: dict[str, tuple]) -> Rule:
-    shapes = {v: tuple(tuple(d) for d in s) for v, s in shapes.items()}
+    shapes = _typing(shapes)
     lhs_term, facts, sums = pattern(lhs, shapes)
     shape_facts, sizes = guards(shapes, sums, set(re.findall(r"\bsize_(\w+)", rhs)))
     return Rule(
@@ -248,7 +267,7 @@ class GeneratedRule(Rule):
             **_FIELDS,
             "name": name,
             "source": (lhs, rhs),
-            "shapes": tuple(sorted((v, tuple(tuple(d) for d in s)) for v, s in shapes.items())),
+            "shapes": tuple(sorted(_typing(shapes).items())),
         }
         for k, v in fields.items():
             object.__setattr__(self, k, v)  # a frozen dataclass: set once, here
@@ -261,17 +280,6 @@ class GeneratedRule(Rule):
         for f in ("lhs", "rhs", "when"):
             object.__setattr__(self, f, getattr(built, f))
         return getattr(self, k)
-
-
-# the fields every generated rule shares (what :func:`to_rule` sets besides the terms)
-_FIELDS = {
-    "family": "generated",
-    "proof": "bounded",
-    "fp_exact": False,  # reassociation and distribution are among them: exact over the reals
-    "origin": "generated",
-    "subsume": False,
-    "doc": "",
-}
 
 
 def write(entries: list[dict], header: dict, path: Path = RULES_FILE) -> Path:
