@@ -222,7 +222,7 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
     from eqsat.rules import schedule
 
     try:
-        schedule.select(options.rules, options.disabled_rules)
+        chosen = schedule.select(options.rules, options.disabled_rules)
     except ValueError as e:
         raise InputError(str(e)) from e
     if options.extractor not in EXTRACTORS:
@@ -231,7 +231,8 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
     if options.shape_check:
         from eqsat.egraph import shapes
 
-        shapes.shape_rules()  # build the (cached) ruleset once here, not in every child
+        # build the (cached) ruleset once here, not in every child
+        shapes.shape_rules(sizes=schedule.reads_sizes(chosen))
     if options.isolate and "fork" in multiprocessing.get_all_start_methods():
         extracted, stats = _in_child(graph, options, timer)
     else:
@@ -304,7 +305,8 @@ def _egraph_work(graph: TensorGraph, options: Options, timer: _Timer):
     from eqsat.extract.extraction import extract
     from eqsat.rules import schedule
 
-    rules, unproved = _proved(schedule.select(options.rules, options.disabled_rules), options)
+    chosen = schedule.select(options.rules, options.disabled_rules)
+    rules, unproved = _proved(chosen, options)
     rules = schedule.relevant(rules, _ctors(graph))
     cost_model = _cost_model(options.cost_model)
     with timer.phase("encode"):
@@ -312,7 +314,7 @@ def _egraph_work(graph: TensorGraph, options: Options, timer: _Timer):
         rulesets = schedule.rulesets(rules)
         if options.shape_check:
             shapes.seed(enc)
-            rulesets = [shapes.shape_rules(), *rulesets]
+            rulesets = [shapes.shape_rules(sizes=schedule.reads_sizes(chosen)), *rulesets]
     with timer.phase("saturate"):
         sat = saturate(
             enc,

@@ -112,6 +112,13 @@ def _sides(r: Rule) -> tuple[frozenset, frozenset]:
     return frozenset(_CTOR.findall(lhs)), frozenset(_CTOR.findall(rest))
 
 
+def reads_sizes(rules: list[Rule | PyRule]) -> bool:
+    """Whether ``rules`` need the shape analysis's ``dim_size`` view: generated egglog rules
+    may read static sizes through it (:func:`eqsat.rules.discover.rulefile.guards`), no
+    other rule does (a superset: not every generated rule reads it)."""
+    return any(isinstance(r, Rule) and r.origin == "generated" for r in rules)
+
+
 def relevant(rules: list[Rule | PyRule], present: Iterable[str]) -> list[Rule | PyRule]:
     """The rules that can fire on a graph whose terms use the constructors ``present``: every
     egglog rule whose left-hand side only uses constructors the graph has or that some rule

@@ -199,10 +199,18 @@ def test_optimize_with_generated_rules(tmp_path):
     assert res.verdict.ok
     fired = {k: n for k, n in res.egraph["saturation"]["matches"].items() if k.startswith("gen-")}
     assert sum(fired.values()) > 0
+    assert fired_sizes(res) > 0  # the dim_size view the generated rules read is built
     res = eqsat.optimize(build_example("swiglu", "small"), rules=("generated",))
     assert res.verdict.ok
     matches = res.egraph["saturation"]["matches"]
     assert not any(n for k, n in matches.items() if k.startswith("gen-"))
+    # without generated rules nothing reads the view: it is left out
+    res = eqsat.optimize(build_example("nasrnn", "small"))
+    assert res.verdict.ok and "size-0" not in res.egraph["saturation"]["matches"]
+
+
+def fired_sizes(res) -> int:
+    return sum(n for k, n in res.egraph["saturation"]["matches"].items() if k.startswith("size-"))
 
 
 def test_cli_discover(tmp_path, capsys):
