@@ -177,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rd.add_argument("--json", action="store_true", help="machine-readable summary")
 
+    ops = sub.add_parser("ops", help="the op table: which facet every stage has for each op")
+    ops.add_argument("--json", action="store_true", help="print the matrix as JSON")
+    ops.add_argument(
+        "--gaps", action="store_true", help="only the facets a stage needs and lacks (exit 1)"
+    )
     ex = sub.add_parser("examples", help="list the bundled example models, or write one")
     ex.add_argument("--write", metavar="NAME", help="write this example as NAME.onnx")
     ex.add_argument("-o", "--output", help="file to write (with --write)")
@@ -423,6 +428,31 @@ def cmd_examples(args) -> int:
     return 0
 
 
+def cmd_ops(args) -> int:
+    import json
+
+    from rich.table import Table
+
+    from eqsat.verify import coverage
+
+    if args.gaps:
+        found = coverage.gaps()
+        for line in found:
+            out.print(line, markup=False)
+        if not found:
+            out.print("no gaps: every op has every facet its stages need")
+        return 1 if found else 0
+    if args.json:
+        print(json.dumps(coverage.matrix(), indent=1))
+        return 0
+    header, *rows = coverage.table_rows()
+    table = Table(*header, box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    return 0
+
+
 def cmd_discover(args) -> int:
     import json
     from dataclasses import asdict
@@ -581,6 +611,7 @@ COMMANDS = {
     "verify": cmd_verify,
     "examples": cmd_examples,
     "calibrate": cmd_calibrate,
+    "ops": cmd_ops,
 }
 
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from eqsat.egraph.ir import Node, TensorType
-from eqsat.egraph.opdefs.base import InferCtx, ShapeError, sym_dim, sym_divide, sym_product
+from eqsat.egraph.opdefs.base import InferCtx, Kind, ShapeError, sym_dim, sym_divide, sym_product
 from eqsat.egraph.opdefs.shape_ops import shape_range, sym_add
 from eqsat.egraph.ops import OPS, is_known, op_attrs, run_node
 
@@ -29,8 +29,9 @@ from eqsat.egraph.ops import OPS, is_known, op_attrs, run_node
 SMALL_BYTES = 1 << 16
 
 
-# Ops that move shape values around unchanged: their numpy semantics work on object arrays.
-_STRUCTURAL = {"Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Reshape", "Identity"}
+# Ops that move shape values around unchanged (the injective ops of one output, from the op
+# table): their numpy semantics work on object arrays.
+_STRUCTURAL = {d.name for d in OPS.values() if d.kind is Kind.INJECTIVE and d.outputs == (1, 1)}
 _INT_TYPES = {6, 7}  # ONNX INT32, INT64: a Cast to these keeps a shape value
 SYMBOLIC_CONSUMERS = {"Reshape", "Expand"}
 

@@ -11,7 +11,11 @@ Design choices, and why:
   (shape, dtype, constant value) is a function ``Tensor -> ...`` that rules can add later.
 - **Typed constructors for the ops rules rewrite** (``Tensor.matmul``, ``Tensor.conv``, ...):
   inputs first, then every attribute as an egglog primitive (``i64``, ``f64``, ``String``,
-  ``Vec[i64]``), in a fixed order given by :data:`SPECS`.
+  ``Vec[i64]``), named as the ONNX attribute. The constructor's declaration below is the only
+  place its slots are written: :data:`SPECS` (which op a constructor encodes, its input slots,
+  attribute kinds, defaults and canonical forms) is derived from it and from the op table's
+  record (``OpDef.ctor`` names the constructor; its arity says which inputs are optional, its
+  attribute defaults what an absent attribute means).
 - **Attributes are canonical, not as spelled.** ``Conv`` always carries explicit ``group``,
   ``strides``, ``pads``, ``dilations`` and ``kernel_shape`` (``auto_pad`` resolved into pads),
   axes are non-negative, absent attributes take the value their absence means. So a rule
@@ -115,8 +119,8 @@ class Tensor(Expr):
         c: Tensor,
         alpha: f64Like,
         beta: f64Like,
-        trans_a: i64Like,
-        trans_b: i64Like,
+        transA: i64Like,  # noqa: N803 - parameters are named as the ONNX attributes
+        transB: i64Like,  # noqa: N803
     ) -> Tensor: ...
     @classmethod
     def transpose(cls, x: Tensor, perm: Vec[i64]) -> Tensor: ...
@@ -252,43 +256,68 @@ def _reversed_perm(types: Types) -> tuple[int, ...]:
     return tuple(reversed(range(types[0].rank)))
 
 
-_WINDOW = (
-    AttrSpec("strides", "ints", _ones),
-    AttrSpec("pads", "ints", _zero_pads),
-    AttrSpec("dilations", "ints", _ones),
-)
+# Attribute values that depend on the input types where the attribute is absent (a window's
+# strides, pads and dilations; Conv's kernel shape; Transpose's reversed axes), per op and
+# attribute. An attribute of a constructor whose op-table default is None and that has no entry
+# here is REQUIRED: it must be written.
+_WINDOW_DEFAULTS = {"strides": _ones, "pads": _zero_pads, "dilations": _ones}
+_TYPED_DEFAULTS = {("Conv", "kernel_shape"): _conv_kernel, ("Transpose", "perm"): _reversed_perm}
+_AXIS_RANGE = {"Flatten": "flatten"}
+# Inputs the constructor requires where the op table's arity is lower because it also reads the
+# attribute forms of opsets before 10/11/13; those old spellings stay generic nodes.
+_MIN_INPUTS = {
+    "Reshape": 2,
+    "Slice": 3,
+    "Pad": 2,
+}  # an ``axis`` attribute ranges over [0, rank) elsewhere
+# egglog argument sorts of a constructor's attributes -> AttrSpec kinds
+_ATTR_KINDS = {("i64",): "int", ("f64",): "float", ("String",): "str", ("Vec", "i64"): "ints"}
+
+
+def _signature(ctor_name: str) -> list[tuple[str, tuple[str, ...]]]:
+    """A ``Tensor`` constructor's parameters as (name, sort path): ``("Vec", "Tensor")``. Read
+    from egglog's declarations of the class (egglog is pinned: :mod:`eqsat.egraph.saturate`)."""
+    decls = Tensor.__egg_decls__  # type: ignore[attr-defined]
+    cls = next(c for i, c in decls._classes.items() if i.name == "Tensor")
+    sig = cls.class_methods[ctor_name].signature
+    return [
+        (name, (t.ident.name, *(a.ident.name for a in t.args)))
+        for name, t in zip(sig.arg_names, sig.arg_types, strict=True)
+    ]
+
+
+def _spec(op: str, ctor_name: str) -> OpSpec:
+    """The constructor spec of ``op``, derived: input slots from the constructor's ``Tensor``
+    parameters and the op's arity (slots past the minimum are optional), attributes from its
+    other parameters (named as the ONNX attributes, kinds from their sorts), defaults from the
+    op table unless they depend on types, and every op attribute the constructor does not carry
+    fixed at its op-table default (a node spelling another value stays generic)."""
+    d = OPS[op]
+    window = "auto_pad" in d.attrs
+    required = _MIN_INPUTS.get(op, d.inputs[0])
+    slots, attrs = [], []
+    for name, sort in _signature(ctor_name):
+        if sort == ("Tensor",):
+            slots.append("t" if len(slots) < required else "o")
+        elif sort == ("Vec", "Tensor"):
+            slots.append("*")
+        else:
+            if name not in d.attrs:
+                raise RuntimeError(f"Tensor.{ctor_name}: {name} is not an attribute of {op}")
+            default = _TYPED_DEFAULTS.get((op, name))
+            if default is None and window:
+                default = _WINDOW_DEFAULTS.get(name)
+            if default is None and d.attrs[name] is None:
+                default = REQUIRED
+            axis = _AXIS_RANGE.get(op, "axis") if name == "axis" else ""
+            attrs.append(AttrSpec(name, _ATTR_KINDS[sort], default, axis))
+    carried = {a.name for a in attrs} | ({"auto_pad"} if window else set())
+    fixed = {k: v for k, v in d.attrs.items() if k not in carried}
+    return OpSpec(op, ctor_name, "".join(slots), tuple(attrs), fixed, window)
 
 
 def _specs() -> dict[str, OpSpec]:
-    A = AttrSpec
-    unary = ["Relu", "Sigmoid", "Tanh", "Erf", "Sqrt", "Exp", "Neg", "Reciprocal", "Identity"]
-    binary = ["Add", "Sub", "Mul", "Div", "Pow", "MatMul"]
-    specs = [OpSpec(op, op.lower(), "t") for op in unary]
-    specs += [OpSpec(op, op.lower(), "tt") for op in binary]
-    gemm = (A("alpha", "float"), A("beta", "float"), A("transA", "int"), A("transB", "int"))
-    ln = (A("axis", "int", None, "axis"), A("epsilon", "float"), A("stash_type", "int"))
-    conv = (A("group", "int"), *_WINDOW, A("kernel_shape", "ints", _conv_kernel))
-    ks = A("kernel_shape", "ints", REQUIRED)
-    maxpool = (ks, *_WINDOW, A("ceil_mode", "int"), A("storage_order", "int"))
-    avgpool = (ks, *_WINDOW, A("ceil_mode", "int"), A("count_include_pad", "int"))
-    bn = (A("epsilon", "float"), A("momentum", "float"))
-    specs += [
-        OpSpec("GlobalAveragePool", "global_average_pool", "t"),
-        OpSpec("Gemm", "gemm", "tto", gemm),
-        OpSpec("Transpose", "transpose", "t", (A("perm", "ints", _reversed_perm),)),
-        OpSpec("Reshape", "reshape", "tt", (A("allowzero", "int"),)),
-        OpSpec("Concat", "concat", "*", (A("axis", "int", REQUIRED, "axis"),)),
-        OpSpec("Slice", "slice", "tttoo"),
-        OpSpec("Pad", "pad", "ttoo", (A("mode", "str"),)),
-        OpSpec("Softmax", "softmax", "t", (A("axis", "int", None, "axis"),)),
-        OpSpec("Flatten", "flatten", "t", (A("axis", "int", None, "flatten"),)),
-        OpSpec("LayerNormalization", "layer_norm", "tto", ln),
-        OpSpec("BatchNormalization", "batch_norm", "ttttt", bn, {"training_mode": 0}),
-        OpSpec("Conv", "conv", "tto", conv, window=True),
-        OpSpec("MaxPool", "max_pool", "t", maxpool, window=True),
-        OpSpec("AveragePool", "average_pool", "t", avgpool, window=True),
-    ]
-    return {s.op: s for s in specs}
+    return {op: _spec(op, d.ctor) for op, d in OPS.items() if d.ctor}
 
 
 SPECS: Mapping[str, OpSpec] = _specs()

@@ -14,7 +14,7 @@ import numpy as np
 
 from eqsat.egraph.ir import Node, TensorType
 from eqsat.egraph.opdefs import elementwise, nn, tensor
-from eqsat.egraph.opdefs.base import InferCtx, OpDef, ShapeError
+from eqsat.egraph.opdefs.base import InferCtx, Kind, OpDef, ShapeError, same
 
 
 def _assemble(*families: Sequence[OpDef]) -> dict[str, OpDef]:
@@ -28,6 +28,21 @@ def _assemble(*families: Sequence[OpDef]) -> dict[str, OpDef]:
 
 
 OPS: Mapping[str, OpDef] = _assemble(elementwise.DEFS, nn.DEFS, tensor.DEFS)
+
+
+def elementwise_ctors(arity: int) -> tuple[str, ...]:
+    """Constructor names of the typed element-wise ops of ``arity`` inputs, in table order (the
+    derived lists "the unary ops", "the binary ops" that rules and analyses iterate over)."""
+    return tuple(
+        d.ctor
+        for d in OPS.values()
+        if d.ctor and d.kind is Kind.ELEMENTWISE and d.inputs == (arity, arity)
+    )
+
+
+def same_shape_ctors() -> tuple[str, ...]:
+    """Constructor names of the typed ops of one input whose output has the input's type."""
+    return tuple(d.ctor for d in OPS.values() if d.ctor and d.infer is same)
 
 
 def is_known(node: Node) -> bool:
@@ -78,4 +93,15 @@ def node_bytes(ins: Sequence[TensorType | None], outs: Sequence[TensorType]) -> 
     return int(sum(t.nbytes() for t in ins if t is not None) + sum(t.nbytes() for t in outs))
 
 
-__all__ = ["OPS", "OpDef", "InferCtx", "ShapeError", "infer_node", "run_node", "node_flops"]
+__all__ = [
+    "OPS",
+    "OpDef",
+    "InferCtx",
+    "Kind",
+    "ShapeError",
+    "infer_node",
+    "run_node",
+    "node_flops",
+    "elementwise_ctors",
+    "same_shape_ctors",
+]

@@ -47,6 +47,7 @@ Design choices, and why:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from functools import cache
 
@@ -71,13 +72,15 @@ from egglog import (
 from eqsat.egraph.encode import Encoding, let_ref
 from eqsat.egraph.ir import Shape
 from eqsat.egraph.lang import Tensor
+from eqsat.egraph.ops import elementwise_ctors, same_shape_ctors
 
 MAX_RANK = 6  # transpose / broadcast / batched-matmul rules are generated up to this rank
 MAX_CONCAT = 16  # concat shapes are derived for up to MAX_CONCAT inputs
 CONCAT_MAX_RANK = 4
 
-UNARY = ("relu", "sigmoid", "tanh", "erf", "sqrt", "exp", "neg", "reciprocal", "identity")
-BINARY = ("add", "sub", "mul", "div", "pow")
+# derived from the op table: ops whose output has the input's shape, element-wise binary ops
+UNARY = same_shape_ctors()
+BINARY = elementwise_ctors(2)
 
 
 class Dim(Expr):
@@ -613,3 +616,31 @@ def has_dims(egraph: EGraph, term: Tensor, shape: Shape) -> bool:
     except Exception:
         return False
     return True
+
+
+# ---------------------------------------------------------------------------- coverage
+
+
+def shaped_ctors(rules: Ruleset | None = None) -> frozenset[str]:
+    """The constructors whose terms the analysis gives a shape, read off the rules themselves
+    (so this cannot drift from them): a rule that derives ``has_shape`` covers the constructors
+    its query matches, directly or through a view relation (``slice1``, ``concat2``) that
+    another rule derives from a constructor. Reads egglog's rule declarations (egglog is
+    pinned)."""
+    rs = rules if rules is not None else shape_rules()
+    decls = next(iter(rs.__egg_decls__._rulesets.values())).rules  # type: ignore[attr-defined]
+    ctor_re = re.compile(r"ClassMethodRef\(ident=Ident\(name='Tensor'[^)]*\), method_name='(\w+)'")
+    rel_re = re.compile(r"FunctionRef\(ident=Ident\(name='(\w+)'")
+    about: dict[str, set[str]] = {}  # view relation -> constructors it is derived from
+    for d in decls:
+        heads = set(rel_re.findall(repr(d.head)))
+        for rel in heads - {"has_shape"}:
+            about.setdefault(rel, set()).update(ctor_re.findall(repr(d.body)))
+    out: set[str] = set()
+    for d in decls:
+        if "has_shape" in rel_re.findall(repr(d.head)):
+            body = repr(d.body)
+            out.update(ctor_re.findall(body))
+            for rel in set(rel_re.findall(body)) - {"has_shape"}:
+                out.update(about.get(rel, ()))
+    return frozenset(out)

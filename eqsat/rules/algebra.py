@@ -26,13 +26,14 @@ from __future__ import annotations
 from egglog import String, Vec, f64, i64, var
 
 from eqsat.egraph.lang import Tensor
+from eqsat.egraph.ops import elementwise_ctors
 from eqsat.rules.base import Rule
 
 FAMILY = "algebra"
 # the claim for this module's egglog rules; the evidence is eqsat/verify/ledger.json, written by
 # `eqsat rules verify --write-ledger` (a fast test fails when it does not hold the rule as written)
 PROOF = "bounded"
-UNARY = ("relu", "sigmoid", "tanh", "erf", "sqrt", "exp", "neg", "reciprocal")
+UNARY = elementwise_ctors(1)  # the typed unary element-wise ops, from the op table
 FLOAT_DTYPES = ("float32", "float16", "float64")
 
 

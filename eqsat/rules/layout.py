@@ -31,6 +31,7 @@ from egglog import Vec, i64, var
 from eqsat.egraph.classes import Snapshot, View
 from eqsat.egraph.encode import ints_vec
 from eqsat.egraph.lang import Tensor
+from eqsat.egraph.ops import OPS
 from eqsat.rules.algebra import UNARY
 from eqsat.rules.base import PyRule, Rule
 
@@ -312,7 +313,7 @@ def binary_slice_commute(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     return unions
 
 
-_UNARY_OPS = {op.capitalize() if op != "reciprocal" else "Reciprocal": op for op in UNARY}
+_UNARY_OPS = {d.name: d.ctor for d in OPS.values() if d.ctor in UNARY}  # ONNX op -> constructor
 
 
 def unary_concat(s: Snapshot) -> list[tuple[Tensor, Tensor]]:

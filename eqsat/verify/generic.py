@@ -21,20 +21,24 @@ import itertools
 
 import z3
 
+from eqsat.egraph.ops import OPS
 from eqsat.verify.rules import NAMESPACE, _perm_literals, _variables
+from eqsat.verify.z3_ops import POINTWISE
+from eqsat.verify.z3_ops import UNINTERPRETED as Z3_UNINTERPRETED
 
+# Element-wise semantics by constructor name, from z3_ops' one table (POINTWISE): unary
+# interpreted ops, uninterpreted ones, binary ones; Identity is the identity index map.
 UNARY = {
-    "neg": lambda v: -v,
-    "relu": lambda v: z3.If(v > 0, v, z3.RealVal(0)),
-    "reciprocal": lambda v: 1 / v,
-    "identity": lambda v: v,
+    d.ctor: POINTWISE[d.name]
+    for d in OPS.values()
+    if d.ctor and d.name in POINTWISE and d.inputs == (1, 1)
 }
-UNINTERPRETED = ("sigmoid", "tanh", "erf", "exp", "sqrt")
+UNARY["identity"] = lambda v: v
+UNINTERPRETED = tuple(d.ctor for d in OPS.values() if d.ctor and d.name in Z3_UNINTERPRETED)
 BINARY = {
-    "add": lambda a, b: a + b,
-    "sub": lambda a, b: a - b,
-    "mul": lambda a, b: a * b,
-    "div": lambda a, b: a / b,
+    d.ctor: POINTWISE[d.name]
+    for d in OPS.values()
+    if d.ctor and d.name in POINTWISE and d.inputs == (2, 2)
 }
 SUPPORTED = {*UNARY, *UNINTERPRETED, *BINARY, "transpose", "scalar"}
 MAX_RANK = 6

@@ -13,9 +13,16 @@ ever hold them as literals. Keyed by the op table's names (``Add``, ``MatMul``, 
 - ``MatMul`` and ``Gemm`` are sums of products (``np.matmul`` on object arrays); ``Conv`` is the
   sum over its window, written out; ``MaxPool`` a nested ``If``, ``AveragePool`` a sum over
   a count (no ceil_mode, no auto_pad SAME);
-- data movement (``Transpose``, ``Reshape``, ``Concat``, ``Slice``, ``Split``, ``Pad``,
-  ``Flatten``, ``Squeeze``, ``Unsqueeze``, ``Expand``) runs the op table's own numpy reference
+- data movement (every op of kind ``INJECTIVE`` in the op table: ``Transpose``, ``Reshape``,
+  ``Concat``, ``Slice``, ``Split``, ``Pad``, ...) runs the op table's own numpy reference
   implementation on the object arrays: an index map is the same map whatever the elements are.
+
+Which ops have which semantics is derived from the op table, not listed again: the interpreted
+element-wise ops are the keys of :data:`POINTWISE` (the one table of scalar semantics, which
+:mod:`eqsat.verify.generic` reads too), every other attribute-free unary element-wise op is
+uninterpreted, every injective op is structural. Shapes are checked, and output and window sizes
+computed, by the op table's shape inference and :class:`~eqsat.egraph.opdefs.window.Window`:
+an instance whose operands do not fit raises ShapeError there, as in the importer.
 
 Everything is real-valued: a proof here says "equal over the reals", which is what a rule that
 reassociates floating point can claim at best; whether it is also bit-exact is the rule's
@@ -30,26 +37,38 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import z3
 
-from eqsat.egraph.ir import Node, make_attrs
-from eqsat.egraph.opdefs.base import ShapeError
-from eqsat.egraph.ops import OPS, op_attrs
+from eqsat.egraph.ir import Node, TensorType, make_attrs
+from eqsat.egraph.opdefs.base import Kind, ShapeError
+from eqsat.egraph.opdefs.window import Window
+from eqsat.egraph.ops import OPS, infer_node, op_attrs
 
 SEMANTICS_VERSION = 1  # bump when a semantics below changes: ledger entries name it
 
-UNINTERPRETED = ("Sigmoid", "Tanh", "Erf", "Exp", "Sqrt", "Log")
-STRUCTURAL = (
-    "Identity",
-    "Transpose",
-    "Reshape",
-    "Concat",
-    "Slice",
-    "Split",
-    "Pad",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Expand",
+
+def _relu(v):
+    return z3.If(v > 0, v, z3.RealVal(0))
+
+
+# The interpreted element-wise ops: each a function of Z3 reals (one argument per input).
+POINTWISE = {
+    "Add": lambda a, b: a + b,
+    "Sub": lambda a, b: a - b,
+    "Mul": lambda a, b: a * b,
+    "Div": lambda a, b: a / b,  # Z3's real division
+    "Neg": lambda v: -v,
+    "Reciprocal": lambda v: 1 / _z(v),
+    "Relu": _relu,
+}
+# Uninterpreted (one function symbol each): the other element-wise ops of one input and no
+# attribute. Sound for any function: a proof never uses what the function is.
+UNINTERPRETED = tuple(
+    d.name
+    for d in OPS.values()
+    if d.kind is Kind.ELEMENTWISE and d.inputs == (1, 1) and not d.attrs
+    if d.name not in POINTWISE
 )
+STRUCTURAL = tuple(d.name for d in OPS.values() if d.kind is Kind.INJECTIVE)
+_BINARY = {op: np.frompyfunc(f, 2, 1) for op, f in POINTWISE.items() if f.__code__.co_argcount == 2}
 _UF: dict[str, z3.FuncDeclRef] = {}
 
 
@@ -103,96 +122,83 @@ def run(
     a = dict(attrs)
     outs = tuple(f"y{k}" for k in range(n_outputs))
     node = Node(op, tuple(f"i{k}" for k in range(len(inputs))), outs, make_attrs(a))
-    full = op_attrs(node) if op in OPS else a
+    if op not in OPS:
+        raise Unsupported(f"no Z3 semantics for {op}")
+    full = op_attrs(node)
+    out_types = _infer(node, inputs)  # ShapeError: the operands do not fit
     x = inputs[0] if inputs else None
-    if op in ("Add", "Sub", "Mul", "Div"):
-        _check_broadcast(inputs[0], inputs[1])
-        f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
-        return [f(inputs[0], inputs[1])]
-    if op == "Neg":
-        return [_map(lambda v: -v, x)]
-    if op == "Reciprocal":
-        return [_map(lambda v: 1 / _z(v), x)]
-    if op == "Relu":
-        return [_map(lambda v: z3.If(v > 0, v, z3.RealVal(0)), x)]
+    if op in _BINARY:
+        return [_BINARY[op](inputs[0], inputs[1])]
+    if op in POINTWISE:
+        return [_map(POINTWISE[op], x)]
     if op in UNINTERPRETED:
         f = _uf(op)
         return [_map(lambda v: f(v), x)]
     if op == "MatMul":
-        a0, b0 = inputs
-        if a0.ndim == 0 or b0.ndim == 0 or a0.shape[-1] != b0.shape[-2 if b0.ndim > 1 else 0]:
-            raise ShapeError("matmul contraction sizes differ")
-        return [_lift(np.asarray(np.matmul(a0, b0), dtype=object))]
+        return [_lift(np.asarray(np.matmul(inputs[0], inputs[1]), dtype=object))]
     if op == "Gemm":
         return [_gemm(inputs, full)]
     if op == "Conv":
-        return [_conv(inputs, full)]
+        return [_conv(inputs, full, out_types[0].shape)]
     if op == "BatchNormalization":
         return [_batchnorm(inputs, full)]
     if op in ("MaxPool", "AveragePool"):
-        return [_pool(op, x, full)]
+        return [_pool(op, x, full, out_types[0].shape)]
     if op in STRUCTURAL:
         try:
             outs = OPS[op].run(list(inputs), full)
         except (ValueError, IndexError) as e:
             raise ShapeError(str(e)) from e
+        except TypeError as e:  # the reference implementation needs numbers here
+            raise Unsupported(f"{op} on symbolic elements: {e}") from e
         return [_lift(np.asarray(o, dtype=object)) if o.dtype == object else o for o in outs]
     raise Unsupported(f"no Z3 semantics for {op}")
 
 
-def _check_broadcast(a: np.ndarray, b: np.ndarray) -> None:
-    try:
-        np.broadcast_shapes(a.shape, b.shape)
-    except ValueError as e:
-        raise ShapeError(str(e)) from e
+def _infer(node: Node, inputs: Sequence[np.ndarray | None]) -> list[TensorType]:
+    """The output types of ``node`` by the op table's shape inference: symbolic (object) inputs
+    typed float32, literal (int) inputs typed and passed as constants."""
+    types = [
+        None if v is None else TensorType("float32" if v.dtype == object else v.dtype.name, v.shape)
+        for v in inputs
+    ]
+    consts = [None if v is None or v.dtype == object else v for v in inputs]
+    return infer_node(node, types, consts)
 
 
 def _gemm(inputs, attrs) -> np.ndarray:
     a, b = inputs[0], inputs[1]
     c = inputs[2] if len(inputs) > 2 else None
-    if a.ndim != 2 or b.ndim != 2:
-        raise ShapeError("Gemm takes matrices")
     a = a.T if attrs.get("transA", 0) else a
     b = b.T if attrs.get("transB", 0) else b
-    if a.shape[1] != b.shape[0]:
-        raise ShapeError("gemm contraction sizes differ")
     y = np.matmul(a, b)
     alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
     if alpha != 1.0:
         y = y * z3.RealVal(str(alpha))
     if c is not None:
-        _check_broadcast(y, c)
         y = y + (c if beta == 1.0 else c * z3.RealVal(str(beta)))
     return _lift(np.asarray(y, dtype=object))
 
 
-def _window(op: str, x: np.ndarray, ks, attrs):
-    """A Conv's or pool's (strides, dilations, pads, output spatial sizes) for input ``x`` and
-    kernel sizes ``ks``."""
-    nd = x.ndim - 2
-    strides = list(attrs.get("strides") or [1] * nd)
-    dil = list(attrs.get("dilations") or [1] * nd)
-    pads = list(attrs.get("pads") or [0] * (2 * nd))
-    if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET", "VALID", b"VALID"):
-        raise Unsupported(f"{op} auto_pad SAME")
-    size = [x.shape[2 + i] + pads[i] + pads[nd + i] for i in range(nd)]
-    outs = [(size[i] - (dil[i] * (ks[i] - 1) + 1)) // strides[i] + 1 for i in range(nd)]
-    if any(o <= 0 for o in outs):
-        raise ShapeError(f"{op} output is empty")
-    return strides, dil, pads, outs
+def _window(x: np.ndarray, ks, attrs, out_shape):
+    """A Conv's or pool's (strides, dilations, pads as begins then ends, output spatial sizes)
+    for input ``x`` and kernel sizes ``ks``, by the op table's window arithmetic."""
+    win = Window.of(attrs, ks)
+    _, begins, ends = win.resolve(x.shape[2:])
+    if any(int(o) <= 0 for o in out_shape[2:]):
+        raise ShapeError("the window's output is empty")
+    return list(win.strides), list(win.dilations), begins + ends, [int(o) for o in out_shape[2:]]
 
 
-def _conv(inputs, attrs) -> np.ndarray:
+def _conv(inputs, attrs, out_shape) -> np.ndarray:
     x, w = inputs[0], inputs[1]
     b = inputs[2] if len(inputs) > 2 else None
     group = int(attrs.get("group", 1))
     nd = x.ndim - 2
     ks = w.shape[2:]
-    strides, dil, pads, outs = _window("Conv", x, ks, attrs)
+    strides, dil, pads, outs = _window(x, ks, attrs, out_shape)
     n, c_in = x.shape[:2]
     c_out, c_per = w.shape[:2]
-    if c_in != c_per * group or c_out % group:
-        raise ShapeError("conv channels do not fit")
     zero = z3.RealVal(0)
     xp = np.full(
         (n, c_in, *(x.shape[2 + i] + pads[i] + pads[nd + i] for i in range(nd))), zero, dtype=object
@@ -214,14 +220,14 @@ def _conv(inputs, attrs) -> np.ndarray:
     return y
 
 
-def _pool(op: str, x: np.ndarray, attrs) -> np.ndarray:
+def _pool(op: str, x: np.ndarray, attrs, out_shape) -> np.ndarray:
     """MaxPool (the largest element of the window's inside, as nested ``If``) and AveragePool
     (their sum over the count: the inside, or the whole window with count_include_pad)."""
     nd = x.ndim - 2
     ks = list(attrs["kernel_shape"])
     if int(attrs.get("ceil_mode", 0)):
         raise Unsupported(f"{op} with ceil_mode")
-    strides, dil, pads, outs = _window(op, x, ks, attrs)
+    strides, dil, pads, outs = _window(x, ks, attrs, out_shape)
     include_pad = op == "AveragePool" and int(attrs.get("count_include_pad", 0))
     y = np.empty(x.shape[:2] + tuple(outs), dtype=object)
     for lead in itertools.product(*map(range, x.shape[:2])):

@@ -1,14 +1,21 @@
 """The op-record type and the shape helpers every op family shares.
 
 An :class:`OpDef` is one row of the op table: ONNX mapping and attributes, shape inference,
-numpy reference semantics and FLOP counts. Dims may be symbols (``str``); helpers here do the
-little symbolic arithmetic that exported graphs need (broadcasting, products for Reshape -1).
+numpy reference semantics, FLOP counts, its :class:`Kind` (the data-flow pattern lists such as
+"the unary element-wise ops" are derived from) and the name of its egglog constructor. Facets
+that belong to one later stage live in that stage, in a table keyed by the op's name (the egglog
+attribute spec in :mod:`eqsat.egraph.lang`, the shape rules in :mod:`eqsat.egraph.shapes`, the Z3
+semantics in :mod:`eqsat.verify.z3_ops`), the way JAX keeps ``primitive -> rule`` tables per
+transformation; :mod:`eqsat.coverage` prints which op has which facet. Dims may be symbols
+(``str``); helpers here do the little symbolic arithmetic that exported graphs need
+(broadcasting, products for Reshape -1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
@@ -62,12 +69,53 @@ def per_output_element(k: int = 1) -> Flops:
     return flops
 
 
+class Kind(Enum):
+    """How an op's output elements depend on its inputs: what fusion and lowering need, and what
+    the derived op lists are read from (TVM calls this the op pattern).
+
+    - ``ELEMENTWISE``: output element ``i`` is a function of input elements at ``i`` only
+      (broadcasting included): activations, arithmetic, comparisons, casts;
+    - ``INJECTIVE``: each output element is one input element (or a constant), found by index
+      arithmetic: transpose, reshape, slice, concat, pad, gather, identity;
+    - ``REDUCTION``: output elements combine input elements along some axes: reductions, softmax,
+      layer and instance normalization, global pooling;
+    - ``COMPLEX``: contractions and windows (matmul, conv, pooling) and anything else a kernel
+      of its own computes; element-wise consumers can fuse into its epilogue;
+    - ``SOURCE``: values that do not come from input elements (Constant, Shape, Range, ...).
+    """
+
+    ELEMENTWISE = "elementwise"
+    INJECTIVE = "injective"
+    REDUCTION = "reduction"
+    COMPLEX = "complex"
+    SOURCE = "source"
+
+
+# The kind an op of each cost category has unless its record says otherwise.
+_KIND_OF_CATEGORY = {
+    "elementwise": Kind.ELEMENTWISE,
+    "activation": Kind.ELEMENTWISE,
+    "linalg": Kind.COMPLEX,
+    "conv": Kind.COMPLEX,
+    "pool": Kind.COMPLEX,
+    "norm": Kind.REDUCTION,
+    "reduce": Kind.REDUCTION,
+    "shape": Kind.INJECTIVE,
+    "data": Kind.INJECTIVE,
+}
+CATEGORIES = tuple(_KIND_OF_CATEGORY)
+
+
 @dataclass(frozen=True)
 class OpDef:
-    """One op of the table. ``name`` is the ONNX op type (default domain)."""
+    """One op of the table. ``name`` is the ONNX op type (default domain). ``category`` is the
+    cost class the roofline model prices by (a GEMM reaches another peak than a pool);
+    ``kind`` the data-flow pattern (:class:`Kind`), by default the category's; ``ctor`` the
+    name of the op's typed egglog constructor (``Tensor.<ctor>``), empty when the op is only
+    encoded as a generic node."""
 
     name: str
-    category: str  # elementwise | activation | linalg | conv | pool | norm | reduce | shape | data
+    category: str  # one of CATEGORIES
     infer: Infer
     run: Run
     flops: Flops = zero_flops
@@ -78,6 +126,14 @@ class OpDef:
     # the input's value is unknown but its shape is static. None when not applicable.
     static_value: Callable[[InferCtx], list[np.ndarray] | None] | None = None
     doc: str = ""
+    kind: Kind | None = None  # None: the category's kind (filled in by __post_init__)
+    ctor: str = ""
+
+    def __post_init__(self):
+        if self.category not in _KIND_OF_CATEGORY:
+            raise ValueError(f"op {self.name}: unknown category {self.category!r}")
+        if self.kind is None:
+            object.__setattr__(self, "kind", _KIND_OF_CATEGORY[self.category])
 
 
 # ---------------------------------------------------------------------------- shape helpers

@@ -12,6 +12,7 @@ import scipy.special
 from eqsat.egraph.ir import TensorType
 from eqsat.egraph.opdefs.base import (
     InferCtx,
+    Kind,
     OpDef,
     ShapeError,
     broadcast,
@@ -57,7 +58,7 @@ def _mod(args, attrs):
     return [np.asarray(np.mod(a, b), a.dtype)]
 
 
-def _binary(name: str, fn, out_dtype: str | None = None, flops: int = 1) -> OpDef:
+def _binary(name: str, fn, out_dtype: str | None = None, flops: int = 1, ctor: str = "") -> OpDef:
     return OpDef(
         name,
         "elementwise",
@@ -65,6 +66,7 @@ def _binary(name: str, fn, out_dtype: str | None = None, flops: int = 1) -> OpDe
         lambda args, attrs: [np.asarray(fn(args[0], args[1]))],
         per_output_element(flops) if flops else zero_flops,
         inputs=(2, 2),
+        ctor=ctor,
     )
 
 
@@ -78,7 +80,9 @@ def _variadic(name: str, fn) -> OpDef:
     return OpDef(name, "elementwise", _bcast(), run, per_output_element(1), inputs=(1, -1))
 
 
-def _unary(name: str, fn, flops: int = 1, category: str = "activation", attrs=None) -> OpDef:
+def _unary(
+    name: str, fn, flops: int = 1, category: str = "activation", attrs=None, ctor: str = ""
+) -> OpDef:
     return OpDef(
         name,
         category,
@@ -86,6 +90,7 @@ def _unary(name: str, fn, flops: int = 1, category: str = "activation", attrs=No
         lambda args, at: [np.asarray(fn(args[0], at), dtype=args[0].dtype)],
         per_output_element(flops),
         attrs=attrs or {},
+        ctor=ctor,
     )
 
 
@@ -179,15 +184,17 @@ def _hardswish(x, at):
 
 
 def _ident(name: str) -> OpDef:
-    return OpDef(name, "data", same, lambda args, at: [np.array(args[0], copy=True)])
+    return OpDef(
+        name, "data", same, lambda args, at: [np.array(args[0], copy=True)], ctor=name.lower()
+    )
 
 
 DEFS: tuple[OpDef, ...] = (
-    _binary("Add", np.add),
-    _binary("Sub", np.subtract),
-    _binary("Mul", np.multiply),
-    OpDef("Div", "elementwise", _bcast(), _div, per_output_element(1), inputs=(2, 2)),
-    OpDef("Pow", "elementwise", _bcast(), _pow, per_output_element(4), inputs=(2, 2)),
+    _binary("Add", np.add, ctor="add"),
+    _binary("Sub", np.subtract, ctor="sub"),
+    _binary("Mul", np.multiply, ctor="mul"),
+    OpDef("Div", "elementwise", _bcast(), _div, per_output_element(1), inputs=(2, 2), ctor="div"),
+    OpDef("Pow", "elementwise", _bcast(), _pow, per_output_element(4), inputs=(2, 2), ctor="pow"),
     OpDef("Mod", "elementwise", _bcast(), _mod, per_output_element(1), {"fmod": 0}, (2, 2)),
     _variadic("Max", np.maximum),
     _variadic("Min", np.minimum),
@@ -201,22 +208,22 @@ DEFS: tuple[OpDef, ...] = (
     _binary("Or", np.logical_or, "bool"),
     _binary("Xor", np.logical_xor, "bool"),
     OpDef("Not", "elementwise", same, lambda a, at: [np.logical_not(a[0])], per_output_element()),
-    _unary("Relu", lambda x, at: np.maximum(x, 0)),
+    _unary("Relu", lambda x, at: np.maximum(x, 0), ctor="relu"),
     _unary("LeakyRelu", _leaky, 2, attrs={"alpha": 0.01}),
     _unary("Elu", _elu, 4, attrs={"alpha": 1.0}),
     _unary("Selu", _selu, 5, attrs={"alpha": 1.6732632, "gamma": 1.050701}),
-    _unary("Sigmoid", _sigmoid, 4),
+    _unary("Sigmoid", _sigmoid, 4, ctor="sigmoid"),
     _unary("HardSigmoid", _hardsigmoid, 3, attrs={"alpha": 0.2, "beta": 0.5}),
     _unary("HardSwish", _hardswish, 4),
     _unary("Softplus", _softplus, 4),
-    _unary("Tanh", lambda x, at: np.tanh(x), 4),
-    _unary("Erf", lambda x, at: scipy.special.erf(x), 4),
+    _unary("Tanh", lambda x, at: np.tanh(x), 4, ctor="tanh"),
+    _unary("Erf", lambda x, at: scipy.special.erf(x), 4, ctor="erf"),
     _unary("Gelu", _gelu, 8, attrs={"approximate": "none"}),
-    _unary("Exp", lambda x, at: np.exp(x), 4, "elementwise"),
+    _unary("Exp", lambda x, at: np.exp(x), 4, "elementwise", ctor="exp"),
     _unary("Log", lambda x, at: np.log(x), 4, "elementwise"),
-    _unary("Sqrt", lambda x, at: np.sqrt(x), 4, "elementwise"),
-    _unary("Reciprocal", lambda x, at: np.reciprocal(x), 1, "elementwise"),
-    _unary("Neg", lambda x, at: np.negative(x), 1, "elementwise"),
+    _unary("Sqrt", lambda x, at: np.sqrt(x), 4, "elementwise", ctor="sqrt"),
+    _unary("Reciprocal", lambda x, at: np.reciprocal(x), 1, "elementwise", ctor="reciprocal"),
+    _unary("Neg", lambda x, at: np.negative(x), 1, "elementwise", ctor="neg"),
     _unary("Abs", lambda x, at: np.abs(x), 1, "elementwise"),
     _unary("Floor", lambda x, at: np.floor(x), 1, "elementwise"),
     _unary("Ceil", lambda x, at: np.ceil(x), 1, "elementwise"),
@@ -225,7 +232,14 @@ DEFS: tuple[OpDef, ...] = (
     _unary("Cos", lambda x, at: np.cos(x), 4, "elementwise"),
     OpDef("Clip", "activation", _clip_infer, _clip, per_output_element(2), inputs=(1, 3)),
     OpDef("Where", "elementwise", _where_infer, lambda a, at: [np.where(*a)], inputs=(3, 3)),
-    OpDef("Cast", "data", _cast_infer, _cast, attrs={"to": None, "saturate": 1}),
+    OpDef(
+        "Cast",
+        "data",
+        _cast_infer,
+        _cast,
+        attrs={"to": None, "saturate": 1},
+        kind=Kind.ELEMENTWISE,
+    ),
     OpDef(
         "CastLike",
         "data",
@@ -233,6 +247,7 @@ DEFS: tuple[OpDef, ...] = (
         lambda a, at: [np.asarray(a[0]).astype(a[1].dtype)],
         inputs=(2, 2),
         attrs={"saturate": 1},
+        kind=Kind.ELEMENTWISE,
     ),
     _ident("Identity"),
     OpDef(

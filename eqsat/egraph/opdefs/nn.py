@@ -15,6 +15,7 @@ import onnx.helper
 from eqsat.egraph.ir import Dim, TensorType
 from eqsat.egraph.opdefs.base import (
     InferCtx,
+    Kind,
     OpDef,
     ShapeError,
     broadcast,
@@ -488,8 +489,12 @@ def _argext(fn):
     return run
 
 
-def _op(name, cat, infer, run, flops, ins=(1, 1), outs=(1, 1), **attrs) -> OpDef:
-    return OpDef(name, cat, infer, run, flops, attrs=attrs, inputs=ins, outputs=outs)
+def _op(
+    name, cat, infer, run, flops, ins=(1, 1), outs=(1, 1), *, ctor="", kind=None, **attrs
+) -> OpDef:
+    return OpDef(
+        name, cat, infer, run, flops, attrs=attrs, inputs=ins, outputs=outs, ctor=ctor, kind=kind
+    )
 
 
 _WIN = {"auto_pad": "NOTSET", "pads": None, "strides": None, "dilations": None}
@@ -505,21 +510,87 @@ _BN_INFER = _chan_infer(5, "BatchNormalization")
 _IN_INFER = _chan_infer(3, "InstanceNormalization")
 
 DEFS: tuple[OpDef, ...] = (
-    _op("MatMul", "linalg", _matmul_infer, _matmul, _matmul_flops, (2, 2)),
-    _op("Gemm", "linalg", _gemm_infer, _gemm, _gemm_flops, (2, 3), **_GEMM),
+    _op("MatMul", "linalg", _matmul_infer, _matmul, _matmul_flops, (2, 2), ctor="matmul"),
+    _op("Gemm", "linalg", _gemm_infer, _gemm, _gemm_flops, (2, 3), ctor="gemm", **_GEMM),
     _op("Einsum", "linalg", _einsum_infer, _einsum, _einsum_flops, (1, -1), equation=None),
-    _op("Conv", "conv", _conv_infer, _conv, _conv_flops, (2, 3), **_CONV),
+    _op("Conv", "conv", _conv_infer, _conv, _conv_flops, (2, 3), ctor="conv", **_CONV),
     _op("ConvTranspose", "conv", _convt_infer, _convt, _convt_flops, (2, 3), **_CONVT),
     _op(
-        "MaxPool", "pool", _pool_infer, _maxpool, _pool_flops, outs=(1, 2), **_POOL, storage_order=0
+        "MaxPool",
+        "pool",
+        _pool_infer,
+        _maxpool,
+        _pool_flops,
+        outs=(1, 2),
+        ctor="max_pool",
+        **_POOL,
+        storage_order=0,
     ),
-    _op("AveragePool", "pool", _pool_infer, _avgpool, _pool_flops, **_POOL, count_include_pad=0),
-    _op("GlobalAveragePool", "pool", _global_infer, _global(np.mean), _in0_flops(1)),
-    _op("GlobalMaxPool", "pool", _global_infer, _global(np.max), _in0_flops(1)),
-    _op("Softmax", "activation", _softmax_infer, _softmax(False), per_output_element(5), axis=-1),
-    _op("LogSoftmax", "activation", _softmax_infer, _softmax(True), per_output_element(5), axis=-1),
-    _op("LayerNormalization", "norm", _ln_infer, _ln, _in0_flops(8), (2, 3), (1, 3), **_LN),
-    _op("BatchNormalization", "norm", _BN_INFER, _bn, _in0_flops(2), (5, 5), (1, 3), **_BN),
+    _op(
+        "AveragePool",
+        "pool",
+        _pool_infer,
+        _avgpool,
+        _pool_flops,
+        ctor="average_pool",
+        **_POOL,
+        count_include_pad=0,
+    ),
+    _op(
+        "GlobalAveragePool",
+        "pool",
+        _global_infer,
+        _global(np.mean),
+        _in0_flops(1),
+        ctor="global_average_pool",
+        kind=Kind.REDUCTION,
+    ),
+    _op(
+        "GlobalMaxPool", "pool", _global_infer, _global(np.max), _in0_flops(1), kind=Kind.REDUCTION
+    ),
+    _op(
+        "Softmax",
+        "activation",
+        _softmax_infer,
+        _softmax(False),
+        per_output_element(5),
+        ctor="softmax",
+        kind=Kind.REDUCTION,
+        axis=-1,
+    ),
+    _op(
+        "LogSoftmax",
+        "activation",
+        _softmax_infer,
+        _softmax(True),
+        per_output_element(5),
+        kind=Kind.REDUCTION,
+        axis=-1,
+    ),
+    _op(
+        "LayerNormalization",
+        "norm",
+        _ln_infer,
+        _ln,
+        _in0_flops(8),
+        (2, 3),
+        (1, 3),
+        ctor="layer_norm",
+        **_LN,
+    ),
+    # inference-mode BatchNormalization is a per-channel affine map
+    _op(
+        "BatchNormalization",
+        "norm",
+        _BN_INFER,
+        _bn,
+        _in0_flops(2),
+        (5, 5),
+        (1, 3),
+        ctor="batch_norm",
+        kind=Kind.ELEMENTWISE,
+        **_BN,
+    ),
     _op("InstanceNormalization", "norm", _IN_INFER, _instnorm, _in0_flops(8), (3, 3), epsilon=1e-5),
     *(
         _op(n, "reduce", _reduce_infer, _reduce(f), _in0_flops(k), (1, 2), **_RED)

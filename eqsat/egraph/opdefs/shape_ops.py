@@ -23,6 +23,7 @@ import numpy as np
 from eqsat.egraph.ir import ArrayAttr, Dim, TensorType
 from eqsat.egraph.opdefs.base import (
     InferCtx,
+    Kind,
     OpDef,
     ShapeError,
     broadcast,
@@ -443,25 +444,60 @@ def _slice(args, at):
 _SLICE = ("starts", "ends", "axes", "steps")
 
 
-def _op(name, cat, infer, run, ins=(1, 1), outs=(1, 1), static=None, **attrs) -> OpDef:
-    return OpDef(name, cat, infer, run, attrs=attrs, inputs=ins, outputs=outs, static_value=static)
+def _op(
+    name, cat, infer, run, ins=(1, 1), outs=(1, 1), static=None, *, ctor="", kind=None, **attrs
+) -> OpDef:
+    return OpDef(
+        name,
+        cat,
+        infer,
+        run,
+        attrs=attrs,
+        inputs=ins,
+        outputs=outs,
+        static_value=static,
+        ctor=ctor,
+        kind=kind,
+    )
+
+
+_SRC = Kind.SOURCE
 
 
 _CONST = dict.fromkeys(("value", "value_float", "value_floats", "value_int", "value_ints"))
 _SPLIT = {"axis": 0, "split": None, "num_outputs": None}
 
 DEFS: tuple[OpDef, ...] = (
-    _op("Shape", "shape", _shape_infer, _shape, static=_shape_static, start=0, end=None),
-    _op("Size", "shape", _size_infer, _size, static=_size_static),
-    _op("Constant", "data", _constant_infer, _constant, (0, 0), static=_constant_static, **_CONST),
-    _op("ConstantOfShape", "data", _cos_infer, _cos, value=None),
-    _op("Range", "data", _range_infer, _range, (3, 3)),
-    _op("Reshape", "shape", _reshape_infer, _reshape, (1, 2), allowzero=0),
-    _op("Flatten", "shape", _flatten_infer, _flatten, axis=1),
+    _op("Shape", "shape", _shape_infer, _shape, static=_shape_static, kind=_SRC, start=0, end=None),
+    _op("Size", "shape", _size_infer, _size, static=_size_static, kind=_SRC),
+    _op(
+        "Constant",
+        "data",
+        _constant_infer,
+        _constant,
+        (0, 0),
+        static=_constant_static,
+        kind=_SRC,
+        **_CONST,
+    ),
+    _op("ConstantOfShape", "data", _cos_infer, _cos, kind=_SRC, value=None),
+    _op("Range", "data", _range_infer, _range, (3, 3), kind=_SRC),
+    _op("Reshape", "shape", _reshape_infer, _reshape, (1, 2), ctor="reshape", allowzero=0),
+    _op("Flatten", "shape", _flatten_infer, _flatten, ctor="flatten", axis=1),
     _op("Squeeze", "shape", *_axes_op(_squeeze_dims, "Squeeze"), (1, 2), axes=None),
     _op("Unsqueeze", "shape", *_axes_op(_unsqueeze_dims, "Unsqueeze"), (1, 2), axes=None),
     _op("Expand", "data", _expand_infer, _expand, (2, 2)),
-    _op("Transpose", "data", _transpose_infer, _transpose, perm=None),
+    _op("Transpose", "data", _transpose_infer, _transpose, ctor="transpose", perm=None),
     _op("Split", "data", _split_infer, _split, (1, 2), (1, -1), **_SPLIT),
-    _op("Slice", "data", _slice_infer, _slice, (1, 5), starts=None, ends=None, axes=None),
+    _op(
+        "Slice",
+        "data",
+        _slice_infer,
+        _slice,
+        (1, 5),
+        ctor="slice",
+        starts=None,
+        ends=None,
+        axes=None,
+    ),
 )

@@ -25,6 +25,7 @@ from eqsat.egraph.ir import Dim, TensorType
 from eqsat.egraph.opdefs import shape_ops
 from eqsat.egraph.opdefs.base import (
     InferCtx,
+    Kind,
     OpDef,
     ShapeError,
     ints,
@@ -409,8 +410,9 @@ def _resize_flops(ins, outs, at) -> int:
     return k * sum(o.numel() for o in outs)
 
 
-def _op(name, cat, infer, run, flops=None, ins=(1, 1), **attrs) -> OpDef:
-    return OpDef(name, cat, infer, run, flops or (lambda i, o, a: 0), attrs=attrs, inputs=ins)
+def _op(name, cat, infer, run, flops=None, ins=(1, 1), *, ctor="", kind=None, **attrs) -> OpDef:
+    flops = flops or (lambda i, o, a: 0)
+    return OpDef(name, cat, infer, run, flops, attrs=attrs, inputs=ins, ctor=ctor, kind=kind)
 
 
 _RESIZE = {
@@ -428,14 +430,51 @@ _RESIZE = {
 DEFS: tuple[OpDef, ...] = shape_ops.DEFS + (
     _op("Gather", "data", _gather_infer, _gather, ins=(2, 2), axis=0),
     _op("GatherElements", "data", _gather_el_infer, _gather_el, ins=(2, 2), axis=0),
-    _op("ScatterND", "data", _scatternd_infer, _scatternd, ins=(3, 3), reduction="none"),
-    _op("Concat", "data", _concat_infer, _concat, ins=(1, -1), axis=None),
+    _op(
+        "ScatterND",
+        "data",
+        _scatternd_infer,
+        _scatternd,
+        ins=(3, 3),
+        kind=Kind.COMPLEX,
+        reduction="none",
+    ),
+    _op("Concat", "data", _concat_infer, _concat, ins=(1, -1), ctor="concat", axis=None),
     _op("Tile", "data", _tile_infer, _tile, ins=(2, 2)),
-    _op("Pad", "data", _pad_infer, _pad, ins=(1, 4), mode="constant", pads=None, value=None),
+    _op(
+        "Pad",
+        "data",
+        _pad_infer,
+        _pad,
+        ins=(1, 4),
+        ctor="pad",
+        mode="constant",
+        pads=None,
+        value=None,
+    ),
     _op("Trilu", "data", same, _trilu, ins=(1, 2), upper=1),
-    _op("CumSum", "data", same, _cumsum, per_output_element(1), (2, 2), exclusive=0, reverse=0),
+    _op(
+        "CumSum",
+        "data",
+        same,
+        _cumsum,
+        per_output_element(1),
+        (2, 2),
+        kind=Kind.COMPLEX,  # a scan: each output element sums a prefix
+        exclusive=0,
+        reverse=0,
+    ),
     _op("OneHot", "data", _onehot_infer, _onehot, ins=(3, 3), axis=-1),
     _op("DepthToSpace", "data", _d2s_infer, _d2s, blocksize=None, mode="DCR"),
     _op("SpaceToDepth", "data", _s2d_infer, _s2d, blocksize=None, mode="DCR"),
-    _op("Resize", "data", _resize_infer, _resize, _resize_flops, (1, 4), **_RESIZE),
+    _op(
+        "Resize",
+        "data",
+        _resize_infer,
+        _resize,
+        _resize_flops,
+        (1, 4),
+        kind=Kind.COMPLEX,
+        **_RESIZE,
+    ),
 )

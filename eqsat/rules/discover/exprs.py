@@ -41,6 +41,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from eqsat.egraph.opdefs.base import Kind
+from eqsat.egraph.ops import OPS as TABLE
+
 PRIME = 2_147_483_647  # 2^31 - 1: a product of two residues fits in int64 before the reduction
 SIZE = 3  # every dim atom is this big when fingerprinting
 VARS = ("x", "y", "z", "w")  # matrices; the first ``variables`` of them are enumerated
@@ -346,37 +349,58 @@ def _valid(op: str) -> bool:
     return op.endswith("v")
 
 
-def _conv(x: np.ndarray, w: np.ndarray, mod: bool, valid: bool = False) -> np.ndarray:
+def _conv_mod(x: np.ndarray, w: np.ndarray, valid: bool = False) -> np.ndarray:
     windows = list(_windows(x, w.shape[2], valid))
     out = np.zeros((x.shape[0], w.shape[0], *windows[0][2].shape[2:]), dtype=x.dtype)
     for dy, dx, xs, _ in windows:
         for ci in range(x.shape[1]):  # one channel at a time: no int64 overflow
-            term = xs[:, None, ci] * w[None, :, ci, dy, dx, None, None]
-            out = (out + term % PRIME) % PRIME if mod else out + term
+            out = (out + xs[:, None, ci] * w[None, :, ci, dy, dx, None, None] % PRIME) % PRIME
     return out
 
 
 _INVERSE = {n: pow(n, PRIME - 2, PRIME) for n in range(1, 10)}  # 1 / n modulo PRIME
 
 
-def _pool(x: np.ndarray, op: str, mod: bool) -> np.ndarray:
-    """3x3 pooling, stride 1, padding 1 or none (valid); the average over the window's inside
-    only (ONNX count_include_pad=0), modulo PRIME a product with the inverse of the count."""
+def _pool_mod(x: np.ndarray, op: str) -> np.ndarray:
+    """3x3 pooling, stride 1, padding 1 or none (valid), on residues: the largest residue of
+    the window's inside, or their sum times the inverse of the inside's count (ONNX
+    count_include_pad=0)."""
     windows = list(_windows(x, 3, _valid(op)))
     if op.startswith("maxpool"):
         best = None
         for _, _, xs, inside in windows:
-            v = np.where(inside, xs, -1 if mod else -np.inf)  # residues are >= 0
+            v = np.where(inside, xs, -1)  # residues are >= 0
             best = v if best is None else np.maximum(best, v)
         return best
     total = np.zeros_like(windows[0][2])
     count = np.zeros(total.shape[2:], dtype=np.int64)
     for _, _, xs, inside in windows:
-        total = (total + xs) % PRIME if mod else total + xs
+        total = (total + xs) % PRIME
         count += inside
-    if mod:
-        return total * np.vectorize(_INVERSE.get)(count) % PRIME
-    return total / count
+    return total * np.vectorize(_INVERSE.get)(count) % PRIME
+
+
+def as_op(op: str, e: Expr, shapes: dict[str, Shape], sizes=None) -> tuple[str, dict, list]:
+    """The op-table op a discovery op stands for: (ONNX op, attributes, literal inputs after
+    the operands). :func:`evaluate` runs the op table's numpy semantics through it."""
+    if op == "transpose":
+        return "Transpose", {"perm": (1, 0)}, []
+    if op in ("concat0", "concat1"):
+        return "Concat", {"axis": int(op[-1])}, []
+    if op in SPLITS:
+        lo, hi = (concrete((b,), sizes)[0] for b in split_bounds(e, shapes))
+        return "Slice", {}, [np.array([b], dtype=np.int64) for b in (lo, hi, int(op[5]))]
+    if op == "enlarge":
+        return "Pad", {"mode": "constant"}, [np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64)]
+    if op in CONV:
+        k, p = int(_kernel(op)), 0 if _valid(op) else (int(_kernel(op)) - 1) // 2
+        return "Conv", {"kernel_shape": (k, k), "pads": (p,) * 4}, []
+    if op in POOLS:
+        p = 0 if _valid(op) else 1
+        name = "MaxPool" if op.startswith("maxpool") else "AveragePool"
+        return name, {"kernel_shape": (3, 3), "pads": (p,) * 4, "count_include_pad": 0}, []
+    name = {"smul": "Mul", "add": "Add", "sub": "Sub", "mul": "Mul", "neg": "Neg"}.get(op)
+    return name or {"relu": "Relu", "matmul": "MatMul"}[op], {}, []
 
 
 def out_shape(op: str, s: list[Shape]) -> Shape:
@@ -421,50 +445,41 @@ def split_bounds(e: Expr, shapes: dict[str, Shape]) -> tuple[tuple, tuple]:
 def evaluate(
     e: Expr, shapes: dict[str, Shape], seed: int = 1, mod: bool = True, sizes=None
 ) -> np.ndarray:
-    """``e`` on the inputs its typing ``shapes`` gives; modulo :data:`PRIME` or in float64."""
+    """``e`` on the inputs its typing ``shapes`` gives; modulo :data:`PRIME` or in float64.
+
+    In float64 every op runs the op table's numpy semantics (:func:`as_op`). Modulo PRIME the
+    injective ops do too (an index map commutes with taking residues: the same elements move),
+    and the arithmetic is the residue arithmetic below, the fingerprint's own semantics: relu
+    is a fixed polynomial and max pooling compares residues (see the module's docstring)."""
     env = {v: _values(v, concrete(s, sizes), seed, mod) for v, s in shapes.items() if v}
 
     def go(t):
         if len(t) == 1:
             return env[t[0]]
         op, *kids = t
-        v = [go(c) for c in kids]
-        if op == "transpose":
-            return v[0].T.copy()
-        if op == "concat0":
-            return np.concatenate(v, axis=0)
-        if op == "concat1":
-            return np.concatenate(v, axis=1)
-        if op in SPLITS:
-            lo, hi = (concrete((b,), sizes)[0] for b in split_bounds(t, shapes))
-            return v[0][lo:hi] if op[5] == "0" else v[0][:, lo:hi]
-        if op == "enlarge":
-            return np.pad(v[0], ((0, 0), (0, 0), (1, 1), (1, 1)))
-        if op in CONV:
-            return _conv(v[0], v[1], mod, _valid(op))
-        if op in POOLS:
-            return _pool(v[0], op, mod)
-        if mod:
-            return {
-                "add": lambda: (v[0] + v[1]) % PRIME,
-                "sub": lambda: (v[0] - v[1]) % PRIME,
-                "mul": lambda: v[0] * v[1] % PRIME,
-                "smul": lambda: v[0] * env[SCALAR] % PRIME,
-                "neg": lambda: (-v[0]) % PRIME,
-                "relu": lambda: _relu_mod(v[0]),
-                "matmul": lambda: _matmul_mod(v[0], v[1]),
-            }[op]()
-        return {
-            "add": lambda: v[0] + v[1],
-            "sub": lambda: v[0] - v[1],
-            "mul": lambda: v[0] * v[1],
-            "smul": lambda: v[0] * env[SCALAR],
-            "neg": lambda: -v[0],
-            "relu": lambda: np.maximum(v[0], 0),
-            "matmul": lambda: v[0] @ v[1],
-        }[op]()
+        v = [go(c) for c in kids] + ([env[SCALAR]] if op == "smul" else [])
+        name, attrs, literals = as_op(op, t, shapes, sizes)
+        d = TABLE[name]
+        if not mod or d.kind is Kind.INJECTIVE:
+            return d.run([*v, *literals], attrs)[0]
+        if name in ("MaxPool", "AveragePool"):
+            return _pool_mod(v[0], op)
+        if name == "Conv":
+            return _conv_mod(v[0], v[1], _valid(op))
+        return _MOD[name](*v)
 
     return go(e)
+
+
+# residue arithmetic of the element-wise ops and matmul, keyed by the op table's names
+_MOD = {
+    "Add": lambda a, b: (a + b) % PRIME,
+    "Sub": lambda a, b: (a - b) % PRIME,
+    "Mul": lambda a, b: a * b % PRIME,
+    "Neg": lambda a: (-a) % PRIME,
+    "Relu": _relu_mod,
+    "MatMul": _matmul_mod,
+}
 
 
 def fingerprint(e: Expr) -> tuple | None:
