@@ -33,9 +33,10 @@ from functools import cache
 from pathlib import Path
 
 from eqsat.egraph.lang import SPECS
-from eqsat.egraph.opdefs.base import CATEGORIES, zero_flops
+from eqsat.egraph.opdefs.base import CATEGORIES, Kind, zero_flops
 from eqsat.egraph.ops import OPS
 from eqsat.egraph.shapes import shaped_ctors
+from eqsat.extract.extraction import FUSED_AFTER_CONV
 from eqsat.verify import z3_ops
 
 FACETS = (
@@ -134,6 +135,7 @@ def gaps(rule_texts: list[str] | None = None) -> list[str]:
     - every typed op: an egglog shape rule, or an entry in :data:`UNSHAPED` saying why none;
     - every op that a rule's printed side mentions (``rule_texts``; all rule families by
       default): Z3 semantics, or the rule cannot be proved;
+    - every op the extractor treats as fused into a Conv by onnxruntime: an element-wise op;
     - every discovery op: a typed op of the table it stands for."""
     out = []
     rows = matrix()
@@ -157,6 +159,9 @@ def gaps(rule_texts: list[str] | None = None) -> list[str]:
             out.append(f"a rule uses Tensor.{ctor}, which no op of the table has")
         elif not rows[op]["z3"]:
             out.append(f"{op}: a rule uses Tensor.{ctor} but it has no Z3 semantics")
+    for op in FUSED_AFTER_CONV:  # onnxruntime's ConvActivationFusion: a fact about onnxruntime
+        if op not in OPS or OPS[op].kind is not Kind.ELEMENTWISE:
+            out.append(f"FUSED_AFTER_CONV names {op}, which is no element-wise op of the table")
     for op, disc in _discovery().items():
         if op not in SPECS:
             out.append(f"discovery ops {disc} stand for {op}, which has no typed constructor")

@@ -106,3 +106,31 @@ def test_cli_ops(capsys):
     assert main(["ops", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows["MatMul"]["egglog"] == "Tensor.matmul" and rows["MatMul"]["kind"] == "complex"
+
+
+def test_discovery_typing_agrees_with_the_op_table():
+    """Discovery types expressions by unification over symbolic dim sums (its own analysis, for
+    the most general typing); at concrete sizes it must give the op table's output shape."""
+    from eqsat.egraph.ir import TensorType
+    from eqsat.egraph.opdefs.base import InferCtx
+    from eqsat.rules.discover import exprs
+
+    checked = 0
+    for op in exprs.OPS:
+        kids = [("x",)] if op in exprs.UNARY else [("x",), ("y",)]
+        if op in exprs.RANK4_OPS:
+            kids = [("X",)] if op in exprs.UNARY else [("X",), ("Y",)]
+        e = (op, *kids)
+        shapes_ = exprs.typing(e)
+        if shapes_ is None:
+            continue
+        name, attrs, literals = exprs.as_op(op, e, shapes_)
+        args = [exprs.evaluate(k, shapes_, mod=False) for k in kids]
+        args += [exprs.evaluate(("c",), shapes_, mod=False)] if op == "smul" else []
+        types = [TensorType("float64", a.shape) for a in args]
+        types += [TensorType("int64", lit.shape) for lit in literals]
+        consts = [None] * len(args) + list(literals)
+        (out,) = OPS[name].infer(InferCtx(types, consts, attrs))[:1]
+        assert out.shape == exprs.concrete(exprs.shape_of(e, shapes_)), op
+        checked += 1
+    assert checked == len(exprs.OPS)
