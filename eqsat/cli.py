@@ -69,6 +69,8 @@ def _add_tolerance(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from eqsat.pipeline import TARGETS
+
     p = argparse.ArgumentParser(
         prog="eqsat", description="Equality-saturation optimizer for ONNX models."
     )
@@ -85,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("-o", "--output", help="where to write the optimized model")
     opt.add_argument("--example", help="a bundled example model (see `eqsat examples`)")
     opt.add_argument("--json", action="store_true", help="machine-readable summary")
+    opt.add_argument(
+        "--target",
+        default="onnx",
+        help=f"what to produce, one of {', '.join(TARGETS)} (default onnx: an optimized model)",
+    )
     opt.add_argument("--report", metavar="OUT.html", help="write an HTML report (+ .json)")
     opt.add_argument(
         "--no-verify", action="store_true", help="skip the verification gate (not recommended)"
@@ -251,6 +258,7 @@ def cmd_optimize(args) -> int:
         raise InputError("the output would overwrite the input; choose another -o")
     _check_report_path(args.report)
     opts = pipeline.Options(
+        target=args.target,
         verify=not args.no_verify,
         rtol=args.rtol,
         atol=args.atol,

@@ -1,38 +1,56 @@
 """The pipeline: composes the stages (the only module that imports them all besides the CLI).
 
-``optimize``: ONNX → import → constant folding and dead-code removal → encode into an e-graph →
-saturate with the rule schedule → extract under a cost model (roofline by default) → export →
-onnx.checker → verification gate (original vs optimized in onnxruntime) → :class:`Result`.
-With an output path the file is written atomically: into a temporary directory beside the
-target, checked and verified there, and renamed into place only when everything passed — a
-failure leaves no file.
+``optimize`` runs a list of named passes (:class:`Pass`) over one :class:`State`, chosen by the
+target (:func:`passes_for`). For ``onnx``: import → fold → dce → egraph (encode, saturate and
+extract, in a child process) → fold-weights (the weight-only subterms extraction chose) → export
+→ save (into a temporary directory beside the output) → onnx-checker → verify (the gate:
+original vs optimized in onnxruntime) → write (renamed into place only when everything passed —
+a failure leaves no file). The ``llvm`` and ``cuda`` targets will replace the tail after
+fold-weights with lowering and compiling; :data:`TARGETS` names them already so that a request
+for one fails as a usage error rather than as an unknown word.
+
+Why a list and one runner (:func:`run_passes`) rather than a hand-written chain: the runner
+times every pass, reports it (``Result.passes``, the ``passes`` list of ``--json``) and calls
+:meth:`TensorGraph.check` on every graph a pass produces, so a pass that breaks the IR is
+named at once (:class:`PassError`) instead of surfacing as an onnxruntime error two passes
+later; a compile path adds passes rather than another chain. A pass is a plain function of the
+state that returns it: the state is one mutable record, not a chain of frozen ones, because
+the passes fill different fields (the source model, the exported one, the files, the verdict)
+and a frozen copy per pass would add nothing the runner's identity test on ``state.graph``
+does not already give. ``Result.times`` keeps its finer phases (the e-graph pass reports
+encode, saturate and extract, measured in the child, instead of its total).
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
 from eqsat.egraph import onnx_io, passes
-from eqsat.egraph.ir import TensorGraph
+from eqsat.egraph.ir import GraphError, TensorGraph
 from eqsat.egraph.ops import node_flops
 from eqsat.errors import InputError, VerificationError
 from eqsat.verify import numeric
 
 Progress = Callable[[str], None]
 
+# what optimize can produce: an ONNX model today; native code next (eqsat.lower, eqsat.backends)
+TARGETS = ("onnx", "llvm", "cuda")
+
 
 @dataclass
 class Options:
     """Every setting of a pipeline run, in one place (the CLI fills it from flags)."""
 
+    target: str = "onnx"  # one of TARGETS: what the pipeline produces (see passes_for)
     verify: bool = True
     rtol: float = numeric.DEFAULT_RTOL
     atol: float = numeric.DEFAULT_ATOL
@@ -71,6 +89,19 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(hist.items()))
 
 
+@dataclass(frozen=True)
+class PassRecord:
+    """What the runner saw of one pass: its wall time, and whether it produced a new graph that
+    was then checked (passes that only read the graph, or fell back to their input, were not)."""
+
+    name: str
+    seconds: float
+    checked: bool
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "seconds": round(self.seconds, 4), "checked": self.checked}
+
+
 @dataclass
 class Result:
     source: onnx.ModelProto
@@ -81,6 +112,7 @@ class Result:
     verdict: numeric.Verdict | None = None
     output: Path | None = None
     egraph: dict | None = None  # saturation and extraction statistics
+    passes: list[PassRecord] = field(default_factory=list)  # in the order they ran
 
     def summary(self) -> dict:
         return {
@@ -92,14 +124,209 @@ class Result:
             "params_before": self.original.param_count(),
             "params_after": self.graph.param_count(),
             "times_s": {k: round(v, 4) for k, v in self.times.items()},
+            "passes": [p.to_json() for p in self.passes],
             "egraph": self.egraph,
             "verification": self.verdict.to_json() if self.verdict else None,
         }
 
 
+# ------------------------------------------------------------------------------ passes
+
+
+@dataclass
+class State:
+    """What flows through the passes of one run; each pass fills in its part."""
+
+    options: Options
+    model: onnx.ModelProto | str | os.PathLike  # as given: the gate reads a file itself
+    output: Path | None = None
+    progress: Progress | None = None
+    # closes what a pass opened for the rest of the run (the scratch directory) when it ends
+    resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    source: onnx.ModelProto | None = None
+    original: TensorGraph | None = None  # as imported
+    graph: TensorGraph | None = None  # the current graph: each graph pass replaces it
+    folded: TensorGraph | None = None  # before the e-graph stage: what a failure falls back to
+    egraph: dict | None = None
+    exported: onnx.ModelProto | None = None
+    files: list[Path] = field(default_factory=list)  # the exported model in the scratch dir
+    verdict: numeric.Verdict | None = None
+    written: Path | None = None
+    times: dict[str, float] = field(default_factory=dict)
+    passes: list[PassRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One named step: ``run`` takes the state and returns it with its part done."""
+
+    name: str
+    run: Callable[[State], State]
+    # the pass records its own finer phases in ``state.times`` (the e-graph pass: encode,
+    # saturate, extract) instead of the runner recording its total there
+    own_times: bool = False
+
+
+class PassError(RuntimeError):
+    """A pass produced a graph that fails :meth:`TensorGraph.check`: a bug in that pass."""
+
+
+def run_passes(pipeline: Sequence[Pass], state: State) -> State:
+    """Run ``pipeline`` in order: announce each pass to ``state.progress``, time it, and check
+    the graph it produced (a new ``state.graph`` object); record both in ``state.passes``."""
+    for p in pipeline:
+        if state.progress:
+            state.progress(p.name)
+        before = state.graph
+        t0 = time.perf_counter()
+        state = p.run(state)
+        seconds = time.perf_counter() - t0
+        checked = state.graph is not None and state.graph is not before
+        if checked:
+            try:
+                state.graph.check()
+            except GraphError as e:
+                raise PassError(f"pass {p.name} produced an invalid graph: {e}") from e
+        state.passes.append(PassRecord(p.name, seconds, checked))
+        if not p.own_times:
+            state.times[p.name] = state.times.get(p.name, 0.0) + seconds
+    return state
+
+
+def passes_for(options: Options) -> list[Pass]:
+    """The passes that make ``options.target`` (InputError for a target not built yet)."""
+    if options.target not in TARGETS:
+        raise InputError(f"unknown target {options.target!r}; known: {', '.join(TARGETS)}")
+    if options.target != "onnx":
+        raise InputError(f"target {options.target} is not built yet (only onnx is)")
+    return [
+        Pass("import", _import),
+        *([Pass("fold", _fold)] if options.fold_constants else []),
+        Pass("dce", _dce),
+        *(
+            [Pass("egraph", _egraph, own_times=True), Pass("fold-weights", _fold_weights)]
+            if options.egraph
+            else []
+        ),
+        Pass("export", _export),
+        Pass("save", _save),
+        Pass("onnx-checker", _onnx_checker),
+        *([Pass("verify", _verify)] if options.verify else []),
+        Pass("write", _write),
+    ]
+
+
+def _import(state: State) -> State:
+    model = state.model
+    state.source = load(model)
+    base_dir = None if isinstance(model, onnx.ModelProto) else Path(model).parent
+    state.original = state.graph = onnx_io.import_onnx(state.source, base_dir)
+    return state
+
+
+def _fold(state: State) -> State:
+    state.graph = passes.fold_constants(state.graph)
+    return state
+
+
+def _dce(state: State) -> State:
+    state.graph = passes.eliminate_dead_code(state.graph)
+    return state
+
+
+def _egraph(state: State) -> State:
+    """encode → saturate → extract; a failure other than bad options keeps the folded graph."""
+    state.folded = state.graph
+    try:
+        timer = _Timer(state.progress, state.times)
+        state.graph, state.egraph = _egraph_stages(state.graph, state.options, timer)
+    except InputError:
+        raise
+    except Exception as e:
+        _fall_back(state, e)
+    return state
+
+
+def _fold_weights(state: State) -> State:
+    """Compute the weight-only subterms extraction chose (it priced them at nothing), turn
+    slices into splits and drop what died; part of the e-graph stage for its fallback."""
+    if state.egraph is None or "error" in state.egraph:
+        return state  # the e-graph stage fell back: nothing of it to fold
+    try:
+        graph = passes.fold_constants(state.graph, bounded=False)
+        state.graph = passes.eliminate_dead_code(passes.slices_to_split(graph))
+    except InputError:
+        raise
+    except Exception as e:
+        _fall_back(state, e)
+    return state
+
+
+def _fall_back(state: State, e: Exception) -> None:
+    """A bug in the e-graph stages must not cost the user the run: the folded graph is still
+    correct (and still goes through the gate); say so in the statistics."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    error = first if isinstance(e, EGraphStageError) else f"{type(e).__name__}: {first}"
+    state.graph = state.folded
+    state.egraph = {"error": error[:300], "fallback": "folded graph"}
+
+
+def _export(state: State) -> State:
+    state.exported = onnx_io.export_onnx(state.graph)
+    return state
+
+
+def _save(state: State) -> State:
+    """Into a temporary directory beside the output (the same file system, so that ``write``
+    is a rename), removed when the run ends."""
+    out = state.output
+    scratch = tempfile.TemporaryDirectory(prefix=".eqsat-", dir=out.parent if out else None)
+    tmp = Path(state.resources.enter_context(scratch))
+    name = out.name if out else "optimized.onnx"
+    state.files = onnx_io.save_model(state.exported, tmp / name, weights=state.graph.weights)
+    return state
+
+
+def _onnx_checker(state: State) -> State:
+    try:
+        onnx.checker.check_model(str(state.files[0]), full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise VerificationError(f"the optimized model fails onnx.checker: {e}") from e
+    return state
+
+
+def _verify(state: State) -> State:
+    o = state.options
+    try:
+        state.verdict = numeric.compare_models(
+            state.model, state.files[0], seeds=o.seeds, rtol=o.rtol, atol=o.atol
+        )
+    except InputError as e:
+        raise InputError(
+            f"{e} — the verification gate runs both models in onnxruntime; --no-verify skips it"
+        ) from e
+    if not state.verdict.ok:
+        raise VerificationError(
+            f"verification failed, no output written: {state.verdict.reason} "
+            f"(max abs error {state.verdict.max_abs:.3g})"
+        )
+    return state
+
+
+def _write(state: State) -> State:
+    if state.output:
+        for f in state.files:
+            os.replace(f, state.output.parent / f.name)
+        state.written = state.output
+    return state
+
+
 class _Timer:
-    def __init__(self, progress: Progress | None):
-        self.times: dict[str, float] = {}
+    """Phases inside a pass (the e-graph stage's encode, saturate, extract), added to
+    ``times`` and announced to ``progress``."""
+
+    def __init__(self, progress: Progress | None, times: dict[str, float] | None = None):
+        self.times: dict[str, float] = {} if times is None else times
         self.progress = progress
 
     def phase(self, name: str):
@@ -129,68 +356,21 @@ def optimize(
 ) -> Result:
     """Optimize a model; with ``output``, write it atomically after the verification gate."""
     options = options or Options()
-    timer = _Timer(progress)
-    with timer.phase("import"):
-        source = load(model)
-        base_dir = None if isinstance(model, onnx.ModelProto) else Path(model).parent
-        original = onnx_io.import_onnx(source, base_dir)
-    graph = original
-    if options.fold_constants:
-        with timer.phase("fold"):
-            graph = passes.fold_constants(graph)
-    with timer.phase("dce"):
-        graph = passes.eliminate_dead_code(graph)
-    stats = None
-    if options.egraph:
-        try:
-            graph, stats = _egraph_stages(graph, options, timer)
-        except InputError:
-            raise
-        except Exception as e:  # a bug in the e-graph stages must not cost the user the run:
-            # the folded graph is still correct (and still goes through the gate); say so.
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            error = first if isinstance(e, EGraphStageError) else f"{type(e).__name__}: {first}"
-            stats = {"error": error[:300], "fallback": "folded graph"}
-    with timer.phase("export"):
-        out_model = onnx_io.export_onnx(graph)
-    result = Result(source, original, graph, out_model, timer.times, egraph=stats)
-    with tempfile.TemporaryDirectory(
-        prefix=".eqsat-", dir=Path(output).parent if output else None
-    ) as tmp:
-        name = Path(output).name if output else "optimized.onnx"
-        files = onnx_io.save_model(out_model, Path(tmp) / name, weights=graph.weights)
-        with timer.phase("check"):
-            try:
-                onnx.checker.check_model(str(files[0]), full_check=True)
-            except onnx.checker.ValidationError as e:
-                raise VerificationError(f"the optimized model fails onnx.checker: {e}") from e
-        if options.verify:
-            with timer.phase("verify"):
-                reference = model if not isinstance(model, onnx.ModelProto) else source
-                try:
-                    result.verdict = numeric.compare_models(
-                        reference,
-                        files[0],
-                        seeds=options.seeds,
-                        rtol=options.rtol,
-                        atol=options.atol,
-                    )
-                except InputError as e:
-                    raise InputError(
-                        f"{e} — the verification gate runs both models in onnxruntime; "
-                        "--no-verify skips it"
-                    ) from e
-            if not result.verdict.ok:
-                raise VerificationError(
-                    f"verification failed, no output written: {result.verdict.reason} "
-                    f"(max abs error {result.verdict.max_abs:.3g})"
-                )
-        if output:
-            dest = Path(output).parent
-            for f in files:
-                os.replace(f, dest / f.name)
-            result.output = Path(output)
-    return result
+    pipeline = passes_for(options)
+    state = State(options, model, Path(output) if output else None, progress)
+    with state.resources:
+        state = run_passes(pipeline, state)
+    return Result(
+        state.source,
+        state.original,
+        state.graph,
+        state.exported,
+        state.times,
+        verdict=state.verdict,
+        output=state.written,
+        egraph=state.egraph,
+        passes=state.passes,
+    )
 
 
 def _cost_model(name: str):
@@ -216,8 +396,8 @@ class HardTimeLimit(EGraphStageError):
 
 
 def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
-    """encode → saturate → extract → fold; returns the extracted graph and the statistics.
-    Options are checked here (InputError); the work runs in a child when ``options.isolate``."""
+    """encode → saturate → extract; returns the extracted graph and the statistics. Options
+    are checked here (InputError); the work runs in a child when ``options.isolate``."""
     from eqsat.extract.extraction import EXTRACTORS
     from eqsat.rules import schedule
 
@@ -234,13 +414,8 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
         # build the (cached) ruleset once here, not in every child
         shapes.shape_rules(sizes=schedule.reads_sizes(chosen))
     if options.isolate and "fork" in multiprocessing.get_all_start_methods():
-        extracted, stats = _in_child(graph, options, timer)
-    else:
-        extracted, stats = _egraph_work(graph, options, timer)
-    with timer.phase("fold"):
-        extracted = passes.fold_constants(extracted, bounded=False)  # weight-only subterms
-        extracted = passes.eliminate_dead_code(passes.slices_to_split(extracted))
-    return extracted, stats
+        return _in_child(graph, options, timer)
+    return _egraph_work(graph, options, timer)
 
 
 def _in_child(graph: TensorGraph, options: Options, timer: _Timer):

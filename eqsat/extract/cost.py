@@ -13,6 +13,16 @@ microseconds on this machine) has this signature; :class:`AstSize` counts nodes 
 rewrite to win over another); :class:`Analytic` is a roofline with fixed constants (FLOPs and
 bytes from the op table), shape-dependent like the roofline but the same on every machine, for
 golden tests of cost-driven choices.
+
+The protocol states every ability extraction reads, so that none is discovered with ``getattr``
+(a misspelt ``noise`` would then silently be 0): ``needs_values`` (the model is also given the
+values of constant inputs), ``noise`` (its relative error: a rewrite must beat the original by
+more than this), ``runtime_fusions`` (it prices the kernels onnxruntime runs, so activations
+fused into a Conv are free) and ``save`` (persist what it learned, called once after
+extraction). :class:`CostModelBase` gives each its neutral default, so a model declares only
+what it has; a model may also satisfy the protocol without it (it is structural), but it must
+then spell every ability out, and :func:`eqsat.extract.extraction.extract` refuses one that
+does not (:func:`missing_abilities`) before any cost is asked.
 """
 
 from __future__ import annotations
@@ -27,10 +37,18 @@ from eqsat.egraph.ops import node_bytes, node_flops
 
 @runtime_checkable
 class CostModel(Protocol):
-    """The cost of one node. Must be >= 0 (extraction relies on it); ``math.inf`` forbids a
-    node."""
+    """The cost of one node, and the abilities extraction reads (defaults in
+    :class:`CostModelBase`)."""
 
     name: str
+    # also give ``node_cost`` the keyword ``consts``: per input None (computed at run time), the
+    # array of a constant input whose value is known, or a marker for a constant of unknown value
+    needs_values: bool
+    # relative error of the model's costs: a rewritten e-node must be cheaper than the original
+    # by more than this to be taken (extraction's tie-break is the floor)
+    noise: float
+    # the model prices what onnxruntime runs: activations it fuses into a Conv cost nothing there
+    runtime_fusions: bool
 
     def node_cost(
         self,
@@ -38,10 +56,39 @@ class CostModel(Protocol):
         attrs: Mapping[str, AttrValue],
         ins: Sequence[TensorType | None],
         outs: Sequence[TensorType | None],
-    ) -> float: ...
+    ) -> float:
+        """Must be >= 0 (extraction relies on it); ``math.inf`` forbids a node."""
+        ...
+
+    def save(self) -> None:
+        """Persist what the model learned (the measured model's timings); called once after
+        extraction."""
+        ...
 
 
-class AstSize:
+ABILITIES = ("name", "needs_values", "noise", "runtime_fusions", "node_cost", "save")
+
+
+def missing_abilities(model: object) -> list[str]:
+    """The members of :class:`CostModel` that ``model`` does not declare."""
+    declared = set(dir(model))
+    return [a for a in ABILITIES if a not in declared]
+
+
+class CostModelBase:
+    """Every ability but ``node_cost`` at its neutral default: subclass, set ``name`` and what
+    differs."""
+
+    name = "unnamed"
+    needs_values = False
+    noise = 0.0
+    runtime_fusions = False
+
+    def save(self) -> None:
+        """Nothing to persist."""
+
+
+class AstSize(CostModelBase):
     """Every node costs 1: extraction then minimises the node count of the DAG."""
 
     name = "ast-size"
@@ -50,7 +97,7 @@ class AstSize:
         return 1.0
 
 
-class OpWeights:
+class OpWeights(CostModelBase):
     """A fixed cost per op (``default`` for the others)."""
 
     name = "op-weights"
@@ -63,7 +110,7 @@ class OpWeights:
         return self.weights.get(op, self.default)
 
 
-class Analytic:
+class Analytic(CostModelBase):
     """``overhead + flops / flops_per_unit + bytes / bytes_per_unit``: kernel launches, compute
     and memory traffic in one machine-independent unit (defaults: 1 per kernel, 1 per 1000
     FLOPs, 1 per 1000 bytes)."""
@@ -86,10 +133,9 @@ class Analytic:
 
 def checked_cost(model: CostModel, op, attrs, ins, outs, consts=None) -> float:
     """``model.node_cost`` with its contract enforced: NaN or negative costs raise. A model
-    with ``needs_values`` also gets ``consts``: per input, None (computed at run time), the
-    array of a constant input whose value is known, or a marker for a constant of unknown value
-    (see :mod:`eqsat.extract.measured`)."""
-    if getattr(model, "needs_values", False):
+    with ``needs_values`` also gets ``consts`` (see :class:`CostModel` and
+    :mod:`eqsat.extract.measured`)."""
+    if model.needs_values:
         c = float(model.node_cost(op, attrs, ins, outs, consts=consts))
     else:
         c = float(model.node_cost(op, attrs, ins, outs))

@@ -24,7 +24,7 @@ from eqsat.egraph.classes import class_types, constant_classes, leaf_value, none
 from eqsat.egraph.ir import TensorGraph, TensorType
 from eqsat.egraph.saturate import Saturation
 from eqsat.egraph.serialized import SerializedEGraph, serialize
-from eqsat.extract.cost import AstSize, CostModel, checked_cost
+from eqsat.extract.cost import AstSize, CostModel, checked_cost, missing_abilities
 from eqsat.extract.decode import decode
 from eqsat.extract.greedy import greedy_dag, reachable
 from eqsat.extract.ilp import ilp_dag
@@ -89,6 +89,12 @@ def extract(
     if extractor not in EXTRACTORS:
         raise ValueError(f"unknown extractor {extractor!r}; known: {', '.join(EXTRACTORS)}")
     model = cost_model or AstSize()
+    missing = missing_abilities(model)
+    if missing:
+        raise TypeError(
+            f"cost model {type(model).__name__} does not declare {', '.join(missing)} "
+            "(see eqsat.extract.cost.CostModel; CostModelBase has the defaults)"
+        )
     enc = saturation.encoding
     times: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -106,15 +112,15 @@ def extract(
     constant = constant_classes(eg, views, classes)
     original = original_nodes(eg, enc, views)
     values: dict[str, object] = {}  # constant class -> its value where a leaf gives it
-    if getattr(model, "needs_values", False):
+    if model.needs_values:
         for nid, v in views.items():
             val = leaf_value(v, enc)
             if val is not None:
                 values.setdefault(eg.nodes[nid].eclass, val)
 
-    margin = -0.9 if prefer_rewrites else max(TIE_BREAK, float(getattr(model, "noise", 0.0)))
+    margin = -0.9 if prefer_rewrites else max(TIE_BREAK, float(model.noise))
     convs = set()
-    if getattr(model, "runtime_fusions", False):
+    if model.runtime_fusions:
         convs = {eg.nodes[n].eclass for n, v in views.items() if v.kind == "op" and v.op == "Conv"}
 
     def cost(nid: str) -> float:
@@ -161,8 +167,7 @@ def extract(
             chosen, used = res.choice, "ilp"
     t3 = time.perf_counter()
     times["choose"] = t3 - t2
-    if hasattr(model, "save"):
-        model.save()  # the measured model's cache of timed configurations
+    model.save()  # the measured model's cache of timed configurations
     graph = decode(eg, enc, chosen.choice, chosen.order, views, types)
     t4 = time.perf_counter()
     times["decode"] = t4 - t3

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from eqsat.egraph.ir import AttrValue, TensorType
+from eqsat.extract.cost import CostModelBase
 
 NEEDS_VALUES = True
 SYMBOLIC_DIM = 1
@@ -54,7 +55,7 @@ def cache_file(threads: int = 1) -> Path:
     return base / "eqsat" / f"measured-{host}-ort{ort.__version__}-t{threads}.json"
 
 
-class MeasuredCostModel:
+class MeasuredCostModel(CostModelBase):
     """Microseconds per kernel, measured in onnxruntime on this machine (see the module doc)."""
 
     name = "measured"

@@ -28,6 +28,7 @@ import numpy as np
 
 from eqsat.egraph.ir import Node, TensorType, make_attrs
 from eqsat.egraph.ops import OPS, node_bytes, node_flops
+from eqsat.extract.cost import CostModelBase
 
 DEFAULT_FILE = Path(__file__).with_name("roofline_default.json")
 # Ops that read only the part of their data input they copy out: charging them the whole input
@@ -64,7 +65,7 @@ class RooflineConstants:
         tmp.replace(path)
 
 
-class RooflineCostModel:
+class RooflineCostModel(CostModelBase):
     """Estimated microseconds of one kernel under the roofline of this machine."""
 
     name = "roofline"

@@ -14,13 +14,14 @@ from eqsat.egraph import passes
 from eqsat.egraph.encode import encode
 from eqsat.egraph.onnx_io import export_onnx, import_onnx
 from eqsat.egraph.saturate import saturate
+from eqsat.extract.cost import CostModelBase
 from eqsat.extract.extraction import extract
 from eqsat.rules import schedule
 from eqsat.verify.numeric import compare_models
 from tests.helpers import init, model, vi
 
 
-class PreferMerged:
+class PreferMerged(CostModelBase):
     """A cost model under which one wide MatMul (or Conv) beats several narrow ones."""
 
     name = "prefer-merged"

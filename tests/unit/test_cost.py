@@ -1,0 +1,61 @@
+"""The CostModel protocol states every ability extraction reads; every model declares them."""
+
+import pytest
+
+from eqsat.egraph.encode import encode
+from eqsat.egraph.onnx_io import import_onnx
+from eqsat.egraph.saturate import saturate
+from eqsat.extract import cost
+from eqsat.extract.extraction import extract
+from eqsat.extract.measured import MeasuredCostModel
+from eqsat.extract.roofline import RooflineCostModel
+from tests.helpers import model, vi
+
+MODELS = (
+    cost.AstSize,
+    cost.OpWeights,
+    cost.Analytic,
+    RooflineCostModel,
+    MeasuredCostModel,
+)
+
+
+def test_the_protocol_lists_every_ability():
+    # what isinstance checks (typing.get_protocol_members from Python 3.13)
+    assert cost.CostModel.__protocol_attrs__ == set(cost.ABILITIES)
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_every_model_class_declares_every_ability(cls, tmp_path):
+    assert cost.missing_abilities(cls) == []
+    args = {MeasuredCostModel: {"cache": tmp_path / "m.json"}, cost.OpWeights: {"weights": {}}}
+    m = cls(**args.get(cls, {}))
+    assert isinstance(m, cost.CostModel)
+    assert isinstance(m.name, str) and m.name != cost.CostModelBase.name
+    assert isinstance(m.needs_values, bool) and isinstance(m.runtime_fusions, bool)
+    assert m.noise >= 0.0
+    assert m.save() is None
+
+
+def test_what_a_model_declares_is_what_extraction_reads():
+    # the models that price onnxruntime's kernels say so; the timed one is noisy and reads values
+    assert RooflineCostModel.runtime_fusions and MeasuredCostModel.runtime_fusions
+    assert MeasuredCostModel.needs_values and MeasuredCostModel.noise > 0
+    assert not (cost.AstSize.needs_values or cost.AstSize.runtime_fusions or cost.AstSize.noise)
+
+
+def test_a_model_missing_an_ability_is_refused_by_name():
+    class Partial:  # duck-typed, without CostModelBase's defaults
+        name = "partial"
+        noise = 0.0
+
+        def node_cost(self, op, attrs, ins, outs):
+            return 1.0
+
+    from onnx import helper
+
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [2])], [vi("y", [2])])
+    sat = saturate(encode(import_onnx(m)), [], iter_limit=1)
+    with pytest.raises(TypeError, match="needs_values, runtime_fusions, save"):
+        extract(sat, Partial())
+    assert len(extract(sat, cost.AstSize()).graph.nodes) == 1
