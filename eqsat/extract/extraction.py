@@ -61,8 +61,9 @@ EXTRACTORS = ("auto", "greedy", "ilp")
 # can break a fusion pattern onnxruntime looks for (measured: SwiGLU's RMSNorm reassociated by
 # mul-associative ran 0.98x), so an alternative must be strictly cheaper to be taken.
 TIE_BREAK = 1e-6
-# A cost model with a ``noise`` attribute (its relative measurement error) gets that margin
+# A cost model whose ``noise`` (its relative measurement error) is larger gets that margin
 # instead: an alternative must beat the original by more than the model can tell apart.
+
 # onnxruntime fuses these activations into the Conv that produces their operand
 # (ConvActivationFusion): a cost model that prices the kernels onnxruntime runs
 # (``runtime_fusions``) must not charge them there. Measured: a generated rule that pulls Relu
