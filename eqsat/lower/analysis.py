@@ -130,28 +130,28 @@ def private_buffers(stmt: Stmt) -> set[Buffer]:
     return {n.buffer for n in walk(stmt) if isinstance(n, Allocate)}
 
 
-def written_buffer_conflicts(body: Stmt) -> dict[Buffer, str]:
-    """How each buffer written under ``body`` is shared between iterations of a loop around it.
+def written_buffer_conflicts(body: Stmt) -> dict[Buffer, tuple[str, tuple]]:
+    """How each buffer written under ``body`` may be shared between iterations of a loop around
+    it: ``buffer -> (how, index tuples)``.
 
     ``"reduction"``: only accumulated, with one op, never loaded nor stored: the iterations may
-    run in any order. ``"owned"``: every access uses one index tuple, so iteration points that
-    touch the same element are exactly those with equal index values. ``"mixed"``: anything else
-    (accesses at different indices, or a reduction that is also read).
+    combine in any order. ``"owned"``: anything else; iterations are independent exactly when
+    the elements reached through the listed index tuples (over the inner loops) are disjoint
+    between iterations. Buffers allocated under ``body`` are private and left out.
     """
     by_buf: dict[Buffer, list[Access]] = {}
     for a in accesses(body):
         by_buf.setdefault(a.buffer, []).append(a)
     private = private_buffers(body)
-    out: dict[Buffer, str] = {}
+    out: dict[Buffer, tuple[str, tuple]] = {}
     for buf, accs in by_buf.items():
         if buf in private or all(a.kind == "load" for a in accs):
             continue
+        indices = tuple(dict.fromkeys(a.index for a in accs))
         if all(a.kind == "accumulate" for a in accs) and len({a.op for a in accs}) == 1:
-            out[buf] = "reduction"
-        elif len({a.index for a in accs}) == 1:
-            out[buf] = "owned"
+            out[buf] = ("reduction", indices)
         else:
-            out[buf] = "mixed"
+            out[buf] = ("owned", indices)
     return out
 
 

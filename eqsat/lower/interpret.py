@@ -218,38 +218,39 @@ class _Run:
 
     def vectorizable(self, s: For, env: dict, n: int) -> bool:
         inner = {f.var: f.extent for f in loops(s.body)}
-        checks = []
-        for buf, how in written_buffer_conflicts(s.body).items():
-            if how == "mixed":
-                return False
-            if how == "owned":
-                index = next(a.index for a in _accesses_of(s.body, buf))
+        for buf, (how, indices) in written_buffer_conflicts(s.body).items():
+            if how == "reduction":
+                continue
+            for index in indices:
                 names = set().union(*(free_vars(i) for i in index))
-                if names - set(env) - set(inner) - {s.var} or any(_reads_memory(i) for i in index):
+                if names - set(env) - set(inner) - {s.var} or any(map(_reads_memory, index)):
                     return False
-                checks.append((buf, index, names & set(inner)))
-        return all(self.disjoint(s, env, n, b, idx, used, inner) for b, idx, used in checks)
+            if not self.disjoint(s, env, n, buf, indices, inner):
+                return False
+        return True
 
-    def disjoint(self, s: For, env, n, buf, index, used, inner) -> bool:
-        """No element is reached from two points of (vector domain × this loop)."""
+    def disjoint(self, s: For, env, n, buf, indices, inner) -> bool:
+        """No element of ``buf`` is reached from two points of (vector domain × this loop)."""
         d = len(self.shape)
-        grid = dict(env)
-        grid[s.var] = np.arange(n).reshape((n,) + (1,) * d)
-        for k, v in enumerate(sorted(used)):
-            m = int(self.expr(inner[v], env, None))
-            grid[v] = np.arange(m).reshape((m,) + (1,) * (d + 1 + k))
-        comps = [np.asarray(self.expr(i, grid, None)) for i in index]
-        comps += self.private.get(buf.name, ())  # a privatized local: one copy per point
         outer = (n, *self.shape)
-        shape = np.broadcast_shapes(outer, *(c.shape for c in comps))
-        point = np.broadcast_to(np.arange(np.prod(outer)).reshape(outer), shape).ravel()
-        key = np.zeros(point.shape, dtype=np.int64)
-        for c in comps:
-            c = np.broadcast_to(c, shape).ravel()
-            lo, span = c.min(), int(c.max() - c.min()) + 1
-            key = key * span + (c - lo)
-        pairs = np.unique(key * point.size + point)
-        return len(np.unique(pairs // point.size)) == len(pairs)
+        points = np.arange(int(np.prod(outer))).reshape(outer)
+        found = []  # per index tuple: (components, point), flattened
+        for index in indices:
+            grid = env | {s.var: np.arange(n).reshape((n,) + (1,) * d)}
+            used = sorted(set().union(*(free_vars(i) for i in index)) & set(inner))
+            for k, v in enumerate(used):
+                m = int(self.expr(inner[v], env, None))
+                grid[v] = np.arange(m).reshape((m,) + (1,) * (d + 1 + k))
+            comps = [np.asarray(self.expr(i, grid, None)) for i in index]
+            comps += self.private.get(buf.name, ())  # a privatized local: one copy per point
+            shape = np.broadcast_shapes(outer, *(c.shape for c in comps))
+            found.append([np.broadcast_to(c, shape).ravel() for c in [*comps, points]])
+        cols = [np.concatenate(col) for col in zip(*found, strict=True)]
+        key = np.zeros(cols[0].shape, dtype=np.int64)
+        for c in cols[:-1]:  # exact mixed-radix code of the element: no aliasing
+            key = key * (int(c.max() - c.min()) + 1) + (c - c.min())
+        pairs = np.unique(np.stack([key, cols[-1]]), axis=1)
+        return len(np.unique(pairs[0])) == pairs.shape[1]
 
     # ------------------------------------------------------------------ expressions
     def index(self, b: Buffer, index, env, mask, what: str) -> tuple:

@@ -185,6 +185,10 @@ class Load(Expr):
     buffer: Buffer
     index: tuple[Expr, ...]
 
+    def __post_init__(self):  # let builders write plain ints in an index
+        if not all(isinstance(e, Expr) for e in self.index):
+            object.__setattr__(self, "index", tuple(as_expr(e) for e in self.index))
+
     @property
     def dtype(self) -> str:
         return self.buffer.dtype
@@ -316,6 +320,10 @@ class Store(Stmt):
     index: tuple[Expr, ...]
     value: Expr
 
+    def __post_init__(self):  # let builders write plain ints in an index
+        if not all(isinstance(e, Expr) for e in self.index):
+            object.__setattr__(self, "index", tuple(as_expr(e) for e in self.index))
+
 
 @dataclass(frozen=True)
 class Accumulate(Stmt):
@@ -325,6 +333,10 @@ class Accumulate(Stmt):
     index: tuple[Expr, ...]
     value: Expr
     op: ReduceOp = ReduceOp.SUM
+
+    def __post_init__(self):  # let builders write plain ints in an index
+        if not all(isinstance(e, Expr) for e in self.index):
+            object.__setattr__(self, "index", tuple(as_expr(e) for e in self.index))
 
 
 @dataclass(frozen=True)
