@@ -15,11 +15,12 @@ still vectorized when they can be.
 
 When is a loop safe to vectorize? Classify each buffer written in its body (analysis.
 ``written_buffer_conflicts``): a *reduction* (only accumulated, never read) is safe, its order
-does not matter; an *owned* buffer (one index tuple for all its accesses) is safe when different
-iterations of the loop never reach the same element — checked exactly on the index values over
-the grid of the current vector domain, this loop and the inner loops the index uses (the
-condition is: no element is touched from two points of the domain-and-this-loop); anything else,
-or an index that reads memory or a let, runs serially. ``Allocate`` inside a vectorized loop is
+does not matter; any other written buffer is safe when no element of it is reached from two
+points of (current vector domain × this loop) — checked exactly, on the values of every index
+tuple the body uses for it, over the grid of the domain, this loop and the inner loops each index
+reads. An index that reads memory or a let bound in the body makes the loop serial. This is the
+loop-distribution condition: statement-by-statement execution over all points is then
+indistinguishable from the sequential order. ``Allocate`` inside a vectorized loop is
 privatized: one copy per domain point (extra trailing axes on the local array).
 
 Guards against silent wrong answers: loads and stores are bounds-checked on the active points

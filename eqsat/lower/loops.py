@@ -116,54 +116,38 @@ class CmpOp(enum.Enum):
     GE = ">="
 
 
+def _op(op, swap: bool = False):
+    def method(self, other):
+        other = as_expr(other, self.dtype)
+        return BinOp(op, other, self) if swap else BinOp(op, self, other)
+
+    return method
+
+
+def _cmp(op):
+    return lambda self, other: Cmp(op, self, as_expr(other, self.dtype))
+
+
 class Expr:
     """Base of expressions; Python operators build BinOps (``==`` stays structural equality)."""
 
     __slots__ = ()
     dtype: str
+    __add__, __radd__ = _op(BinaryOp.ADD), _op(BinaryOp.ADD, True)
+    __sub__, __rsub__ = _op(BinaryOp.SUB), _op(BinaryOp.SUB, True)
+    __mul__, __rmul__ = _op(BinaryOp.MUL), _op(BinaryOp.MUL, True)
+    __truediv__, __floordiv__, __mod__ = (
+        _op(BinaryOp.DIV),
+        _op(BinaryOp.FLOORDIV),
+        _op(BinaryOp.MOD),
+    )
+    __lt__, __le__, __gt__, __ge__ = _cmp(CmpOp.LT), _cmp(CmpOp.LE), _cmp(CmpOp.GT), _cmp(CmpOp.GE)
 
-    def _bin(self, op, other, swap=False):
-        other = as_expr(other, self.dtype)
-        return BinOp(op, other, self) if swap else BinOp(op, self, other)
 
-    def __add__(self, o):
-        return self._bin(BinaryOp.ADD, o)
-
-    def __radd__(self, o):
-        return self._bin(BinaryOp.ADD, o, True)
-
-    def __sub__(self, o):
-        return self._bin(BinaryOp.SUB, o)
-
-    def __rsub__(self, o):
-        return self._bin(BinaryOp.SUB, o, True)
-
-    def __mul__(self, o):
-        return self._bin(BinaryOp.MUL, o)
-
-    def __rmul__(self, o):
-        return self._bin(BinaryOp.MUL, o, True)
-
-    def __truediv__(self, o):
-        return self._bin(BinaryOp.DIV, o)
-
-    def __floordiv__(self, o):
-        return self._bin(BinaryOp.FLOORDIV, o)
-
-    def __mod__(self, o):
-        return self._bin(BinaryOp.MOD, o)
-
-    def __lt__(self, o):
-        return Cmp(CmpOp.LT, self, as_expr(o, self.dtype))
-
-    def __le__(self, o):
-        return Cmp(CmpOp.LE, self, as_expr(o, self.dtype))
-
-    def __gt__(self, o):
-        return Cmp(CmpOp.GT, self, as_expr(o, self.dtype))
-
-    def __ge__(self, o):
-        return Cmp(CmpOp.GE, self, as_expr(o, self.dtype))
+def _wrap_index(self) -> None:
+    """``__post_init__`` of nodes with an index: builders may write plain ints."""
+    if not all(isinstance(e, Expr) for e in self.index):
+        object.__setattr__(self, "index", tuple(as_expr(e) for e in self.index))
 
 
 @dataclass(frozen=True)
@@ -184,10 +168,7 @@ class Var(Expr):
 class Load(Expr):
     buffer: Buffer
     index: tuple[Expr, ...]
-
-    def __post_init__(self):  # let builders write plain ints in an index
-        if not all(isinstance(e, Expr) for e in self.index):
-            object.__setattr__(self, "index", tuple(as_expr(e) for e in self.index))
+    __post_init__ = _wrap_index
 
     @property
     def dtype(self) -> str:
@@ -319,10 +300,7 @@ class Store(Stmt):
     buffer: Buffer
     index: tuple[Expr, ...]
     value: Expr
-
-    def __post_init__(self):  # let builders write plain ints in an index
-        if not all(isinstance(e, Expr) for e in self.index):
-            object.__setattr__(self, "index", tuple(as_expr(e) for e in self.index))
+    __post_init__ = _wrap_index
 
 
 @dataclass(frozen=True)
@@ -333,10 +311,7 @@ class Accumulate(Stmt):
     index: tuple[Expr, ...]
     value: Expr
     op: ReduceOp = ReduceOp.SUM
-
-    def __post_init__(self):  # let builders write plain ints in an index
-        if not all(isinstance(e, Expr) for e in self.index):
-            object.__setattr__(self, "index", tuple(as_expr(e) for e in self.index))
+    __post_init__ = _wrap_index
 
 
 @dataclass(frozen=True)
@@ -400,36 +375,19 @@ class LoopProgram:
     buffers: tuple[Buffer, ...]
     kernels: tuple[Kernel, ...]
 
+    inputs = property(lambda self: self._of(BufferKind.INPUT), doc="in signature order")
+    outputs = property(lambda self: self._of(BufferKind.OUTPUT), doc="in signature order")
+    weights = property(lambda self: self._of(BufferKind.WEIGHT))
+    temps = property(lambda self: self._of(BufferKind.TEMP))
+
     def _of(self, kind: BufferKind) -> tuple[Buffer, ...]:
         return tuple(b for b in self.buffers if b.kind is kind)
-
-    @property
-    def inputs(self) -> tuple[Buffer, ...]:
-        return self._of(BufferKind.INPUT)
-
-    @property
-    def outputs(self) -> tuple[Buffer, ...]:
-        return self._of(BufferKind.OUTPUT)
-
-    @property
-    def weights(self) -> tuple[Buffer, ...]:
-        return self._of(BufferKind.WEIGHT)
-
-    @property
-    def temps(self) -> tuple[Buffer, ...]:
-        return self._of(BufferKind.TEMP)
 
     @property
     def sizes(self) -> tuple[str, ...]:
         """The size params, in first-appearance order over the buffers' shapes."""
         seen = dict.fromkeys(d for b in self.buffers for d in b.shape if isinstance(d, str))
         return tuple(seen)
-
-    def buffer(self, name: str) -> Buffer:
-        for b in self.buffers:
-            if b.name == name:
-                return b
-        raise KeyError(name)
 
     def check(self) -> None:
         from eqsat.lower.check import check_program

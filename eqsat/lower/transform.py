@@ -303,7 +303,7 @@ def compute_at(body: Stmt, producer: str, at: str) -> Stmt:
         for k, st in enumerate(stmts[:-1]):
             if isinstance(st, For) and st.var == producer:
                 fused = _fuse_nests(st, stmts[k + 1], at, what)
-                new = dataclasses.replace(node, stmts=stmts[:k] + (fused,) + stmts[k + 2 :])
+                new = seq(*stmts[:k], fused, *stmts[k + 2 :])
                 return _replace_node(body, node, new)
     raise ScheduleError(f"{what}: {producer} is not a nest followed by a sibling")
 
