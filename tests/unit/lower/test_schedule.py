@@ -222,3 +222,17 @@ def test_random_schedules_preserve_matmul(data):
 def test_each_primitive_keeps_the_elementwise_kernel(schedule):
     q = scheduled(elementwise(), schedule)
     assert q != elementwise()
+
+
+def test_split_of_a_symbolic_extent_is_guarded():
+    from eqsat.lower.loops import Var
+
+    X = Buffer("X", ("n",), F32, IN)
+    Y = Buffer("Y", ("n",), F32, OUT)
+    p = LoopProgram("s", (X, Y), (Kernel("s", (X, Y), loop("i", Var("n"), Store(Y, (i,), X[i]))),))
+    k = apply(p.kernels[0], (Split("i", 4), Vectorize("i.i")))
+    assert "for i.o in range((n + 3) // 4):" in str(k) and "if i.o * 4 + i.i < n:" in str(k)
+    q = dataclasses.replace(p, kernels=(k,))
+    for n in (1, 4, 7):
+        x = rng.standard_normal(n).astype(np.float32)
+        np.testing.assert_array_equal(interpret(q, {"X": x})["Y"], x)
