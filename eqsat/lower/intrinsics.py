@@ -1,0 +1,62 @@
+"""The intrinsic table: math functions a ``Call`` may name, keyed once by name.
+
+Consumed by the checker (arity, domain), the interpreter (the numpy reference) and, later, the
+LLVM backend (the intrinsic's base name, or None where it must call libm or expand a
+polynomial). A new function is one row here; nothing else lists intrinsics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Intrinsic:
+    """A math function: its numpy reference and, where LLVM has one, the intrinsic's base name
+    (the backend appends the type suffix, e.g. ``llvm.exp`` → ``llvm.exp.v8f32``); ``None`` means
+    the backend must call libm or expand a polynomial (tanh, erf)."""
+
+    name: str
+    arity: int
+    numpy: object  # callable on numpy arrays, dtype-preserving
+    llvm: str | None
+    domain: str = "float"  # "float", "numeric" (any non-bool) or "bool"
+
+
+def _erf(x):
+    import scipy.special  # the op table's Erf reference; imported on use only
+
+    return scipy.special.erf(x).astype(x.dtype, copy=False)
+
+
+def _rsqrt(x):
+    return (1 / np.sqrt(x)).astype(x.dtype, copy=False)
+
+
+def _sigmoid(x):
+    return (1 / (1 + np.exp(-x))).astype(x.dtype, copy=False)
+
+
+INTRINSICS: dict[str, Intrinsic] = {
+    i.name: i
+    for i in (
+        Intrinsic("exp", 1, np.exp, "llvm.exp"),
+        Intrinsic("log", 1, np.log, "llvm.log"),
+        Intrinsic("sqrt", 1, np.sqrt, "llvm.sqrt"),
+        Intrinsic("rsqrt", 1, _rsqrt, None),
+        Intrinsic("tanh", 1, np.tanh, None),
+        Intrinsic("erf", 1, _erf, None),
+        Intrinsic("sigmoid", 1, _sigmoid, None),
+        Intrinsic("sin", 1, np.sin, "llvm.sin"),
+        Intrinsic("cos", 1, np.cos, "llvm.cos"),
+        Intrinsic("floor", 1, np.floor, "llvm.floor"),
+        Intrinsic("ceil", 1, np.ceil, "llvm.ceil"),
+        Intrinsic("pow", 2, np.power, "llvm.pow"),
+        Intrinsic("fma", 3, lambda a, b, c: a * b + c, "llvm.fma"),
+        Intrinsic("abs", 1, np.abs, "llvm.fabs", "numeric"),
+        Intrinsic("neg", 1, np.negative, None, "numeric"),
+        Intrinsic("not", 1, np.logical_not, None, "bool"),
+    )
+}
