@@ -34,7 +34,8 @@ from eqsat.egraph.saturate import saturate  # noqa: E402
 from eqsat.egraph.shapes import dims, has_shape, shape_rules  # noqa: E402
 from eqsat.rules import schedule  # noqa: E402
 from eqsat.rules.base import Rule  # noqa: E402
-from eqsat.rules.discover import lift, rulefile, search  # noqa: E402
+from eqsat.rules.discover import search  # noqa: E402
+from eqsat.rules.generated import lift, rulefile  # noqa: E402
 from eqsat.verify import pyrules, z3_ops  # noqa: E402
 from eqsat.verify import rules as vr  # noqa: E402
 

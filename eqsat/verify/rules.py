@@ -340,7 +340,7 @@ def verify_entries(entries: list[dict]) -> list[Verdict]:
     its own hash. Proving it again doubled the cost of those entries, and could disagree with
     the forward proof: Z3's timeouts depend on the order of a query's terms (measured: a conv
     rule proved forwards and "canceled" backwards at one size assignment)."""
-    from eqsat.rules.discover.rulefile import rules_of
+    from eqsat.rules.generated.rulefile import rules_of
 
     out = []
     for e in entries:
