@@ -16,7 +16,6 @@ enumerate; the script prints which.
 from __future__ import annotations
 
 import argparse
-import ast
 import itertools
 import re
 import sys
@@ -32,11 +31,14 @@ from eqsat.egraph.lang import Tensor  # noqa: E402
 from eqsat.egraph.onnx_io import import_onnx  # noqa: E402
 from eqsat.egraph.saturate import saturate  # noqa: E402
 from eqsat.egraph.shapes import dims, has_shape, shape_rules  # noqa: E402
+from eqsat.egraph.term_text import calls, evaluate, parse  # noqa: E402
 from eqsat.rules import schedule  # noqa: E402
 from eqsat.rules.base import Rule  # noqa: E402
-from eqsat.rules.discover import lift, rulefile, search  # noqa: E402
+from eqsat.rules.discover import search  # noqa: E402
+from eqsat.rules.generated import lift, rulefile  # noqa: E402
 from eqsat.verify import pyrules, z3_ops  # noqa: E402
 from eqsat.verify import rules as vr  # noqa: E402
+from eqsat.verify.patterns import variables  # noqa: E402
 
 IN_SET = {"add", "mul", "matmul", "transpose", "relu", "concat", "slice", "conv", "pad"}
 IN_SET |= {"max_pool", "average_pool"}
@@ -44,11 +46,7 @@ SHAPES = [(2, 3), (3, 3), (3, 2), (3, 4), (4, 3), (2, 2)]
 
 
 def ctors(text: str) -> set[str]:
-    return {
-        n.func.attr
-        for n in ast.walk(ast.parse(text, mode="eval"))
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-    }
+    return {c.ctor for c in calls(parse(text))}
 
 
 def out_of_reach(rule: Rule) -> str:
@@ -71,14 +69,14 @@ def instance(rule: Rule) -> dict | None:
     """Matrix shapes for the rule's tensor variables that make both sides well-typed."""
     lhs, rhs = rule.text().split(" => ")
     rhs = rhs.split(" if ")[0]
-    roles = vr._variables(lhs)
+    roles = variables(parse(lhs))
     names = sorted(v for v, r in roles.items() if r == "tensor")
     perms = {v: (1, 0) for v, r in roles.items() if r == "perm"}  # the rank-2 instance
     for combo in itertools.product(SHAPES, repeat=len(names)):
         env = {n: z3_ops.symbols(n, s) for n, s in zip(names, combo, strict=True)} | perms
         try:
-            eval(lhs, dict(vr.NAMESPACE), dict(env))
-            eval(rhs, dict(vr.NAMESPACE), dict(env))
+            evaluate(parse(lhs), {**vr.NAMESPACE, **env})
+            evaluate(parse(rhs), {**vr.NAMESPACE, **env})
         except Exception:  # noqa: BLE001 - ill-typed: try the next shapes
             continue
         return dict(zip(names, combo, strict=True))
@@ -90,8 +88,9 @@ def rediscovered(rule: Rule, shapes: dict, gen_rs, iterations: int) -> bool:
     rhs = rhs.split(" if ")[0]
     ns = {"Tensor": Tensor, "Vec": Vec, "i64": i64, "f64": f64, "String": String}
     ns.update({v: Tensor.input(v) for v in shapes})
-    ns.update({v: Vec[i64](i64(1), i64(0)) for v, r in vr._variables(lhs).items() if r == "perm"})
-    gl, gr = eval(lhs, dict(ns)), eval(rhs, dict(ns))
+    perm = Vec[i64](i64(1), i64(0))
+    ns.update({v: perm for v, r in variables(parse(lhs)).items() if r == "perm"})
+    gl, gr = evaluate(parse(lhs), ns), evaluate(parse(rhs), ns)
     eg = EGraph()
     eg.register(gl, gr, *(has_shape(Tensor.input(v), dims(s)) for v, s in shapes.items()))
     for _ in range(iterations):

@@ -13,7 +13,9 @@ Keyword arguments are the fields of :class:`eqsat.pipeline.Options`.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from eqsat.version import __version__
+
+__all__ = ["__version__", "optimize"]
 
 
 def optimize(model, output=None, **options):

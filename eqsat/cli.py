@@ -465,7 +465,8 @@ def cmd_discover(args) -> int:
     import json
     from dataclasses import asdict
 
-    from eqsat.rules.discover import exprs, lift, rulefile, search
+    from eqsat.rules.discover import exprs, search
+    from eqsat.rules.generated import lift, rulefile
     from eqsat.verify import rules as rv
 
     ops = tuple(o for o in args.ops.split(",") if o) if args.ops else exprs.DEFAULT_OPS

@@ -1,7 +1,8 @@
 """TensorGraph: the typed, SSA, topologically ordered graph IR of eqsat.
 
 Consumes nothing (it is the hub type); produced by :mod:`eqsat.egraph.onnx_io` from ONNX and by
-the extractor from an e-graph, consumed by export, lowering and the interpreter.
+the extractor from an e-graph, consumed by export, lowering and the interpreter
+(:mod:`eqsat.egraph.interpret`).
 
 Design (see ARCHITECTURE.md):
 - Values are named by strings (the ONNX names, kept so that export preserves input/output names).
@@ -227,26 +228,6 @@ class TensorGraph:
         return "\n".join(lines)
 
     __str__ = to_text
-
-    # ------------------------------------------------------------------ evaluation
-    def interpret(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the graph on numpy arrays with the op table's reference semantics."""
-        from eqsat.egraph.ops import OPS, run_node  # local: ops imports this module
-
-        env: dict[str, np.ndarray] = {}
-        for name in self.inputs:
-            if name not in feeds:
-                raise GraphError(f"missing value for graph input {name!r}")
-            env[name] = np.asarray(feeds[name])
-        env.update(self.weights)
-        for node in self.nodes:
-            if node.opaque is not None or node.op not in OPS:
-                raise GraphError(f"cannot interpret opaque op {node.op!r} ({node.name})")
-            args = [env[i] if i else None for i in node.inputs]
-            for o, v in zip(node.outputs, run_node(node, args), strict=False):
-                if o:
-                    env[o] = v
-        return {o: env[o] for o in self.outputs}
 
 
 def toposort(nodes: Iterable[Node], available: Iterable[str]) -> list[Node]:

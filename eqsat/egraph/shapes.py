@@ -105,7 +105,7 @@ concat_arg = relation("concat_arg", Vec[Tensor], i64, Vec[Dim])
 # the sum of the axis sizes of a concat's first j inputs: ``concat_acc(inputs, axis, j, sum)``
 concat_acc = relation("concat_acc", Vec[Tensor], i64, i64, i64)
 # a view of two-input concatenations, ``concat2(r, a, b, axis)`` for ``r = concat([a, b], axis)``,
-# that generated rules query (eqsat.rules.discover.rulefile): matching the elements of a
+# that generated rules query (eqsat.rules.generated.rulefile): matching the elements of a
 # ``Vec[Tensor]`` in a pattern leaves them ungrounded, and reading them with ``vec-get`` made
 # egglog plan the join from the shape guards (28 s for one pass over 1k e-nodes, measured)
 concat2 = relation("concat2", Tensor, Tensor, Tensor, i64)
@@ -115,7 +115,7 @@ slice1 = relation("slice1", Tensor, Tensor, i64, i64, i64)
 # a view of static sizes, ``dim_size(x, k, n)`` when axis ``k`` of ``x`` has the size ``n``, that
 # generated rules read many sizes through: matching ``shape[k] = Dim.int(n)`` for several axes
 # made egglog join the ``Dim.int`` table with itself first (``n`` is in no other table), 21^4
-# rows for four sizes (eqsat.rules.discover.rulefile.guards has the measurements)
+# rows for four sizes (eqsat.rules.generated.rulefile.guards has the measurements)
 dim_size = relation("dim_size", Tensor, i64, i64)
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from eqsat import __version__
+from eqsat.version import __version__
 
 OPSET = 17
 IR_VERSION = 8

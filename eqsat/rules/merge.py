@@ -177,7 +177,7 @@ def independent(s: Snapshot, members: list[tuple], piece=lambda m: m[1]) -> list
     """The members ``(class, ...)``, in order, that can be computed together: a member is
     dropped when its ``piece`` (the input that is concatenated) depends on an earlier kept
     member's result, or a kept member's piece depends on its result. Also used by the merges
-    lifted from generated rules (:mod:`eqsat.rules.discover.lift`)."""
+    lifted from generated rules (:mod:`eqsat.rules.generated.lift`)."""
     kept: list[tuple] = []
     for m in members:
         results = {k[0] for k in kept}

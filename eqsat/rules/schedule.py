@@ -27,12 +27,12 @@ from egglog import Ruleset, Schedule, back_off, ruleset, run
 
 from eqsat.rules import algebra, cleanup, fold, layout, merge
 from eqsat.rules.base import PyRule, Rule, check_unique
-from eqsat.rules.discover import lift, rulefile
+from eqsat.rules.generated import lift, rulefile
 
 
 def generated() -> list[Rule | PyRule]:
     """The rules file's rules and the N-ary merges lifted from its multi-output pairs
-    (:mod:`eqsat.rules.discover.lift`)."""
+    (:mod:`eqsat.rules.generated.lift`)."""
     return [*rulefile.load(), *lift.rules(rulefile.read()["rules"])]
 
 
@@ -114,7 +114,7 @@ def _sides(r: Rule) -> tuple[frozenset, frozenset]:
 
 def reads_sizes(rules: list[Rule | PyRule]) -> bool:
     """Whether ``rules`` need the shape analysis's ``dim_size`` view: generated egglog rules
-    may read static sizes through it (:func:`eqsat.rules.discover.rulefile.guards`), no
+    may read static sizes through it (:func:`eqsat.rules.generated.rulefile.guards`), no
     other rule does (a superset: not every generated rule reads it)."""
     return any(isinstance(r, Rule) and r.origin == "generated" for r in rules)
 

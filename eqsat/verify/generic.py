@@ -12,17 +12,21 @@ Scope, precisely: operands of one shape (no broadcasting: the bounded proof in :
 covers broadcast shapes up to size 3), and only rules built from the ops above; a permutation
 variable is instantiated with every permutation of the rank (ranks <= 4). Rules with matmuls,
 slices or reshapes have sums or index arithmetic over sizes and keep only the bounded proof.
+
+The sides are parsed by :mod:`eqsat.egraph.term_text` and folded with ``Tensor`` bound to
+index functions; their variables and literal permutations are read by :mod:`.patterns`, as the
+bounded proof reads them.
 """
 
 from __future__ import annotations
 
-import ast
 import itertools
 
 import z3
 
 from eqsat.egraph.ops import OPS
-from eqsat.verify.rules import NAMESPACE, _perm_literals, _variables
+from eqsat.egraph.term_text import calls, evaluate, parse
+from eqsat.verify.patterns import LITERALS, perm_ranks, variables
 from eqsat.verify.z3_ops import POINTWISE
 from eqsat.verify.z3_ops import UNINTERPRETED as Z3_UNINTERPRETED
 
@@ -104,13 +108,9 @@ def supported(rule) -> bool:
     """Whether the rule is built only from ops with a shape-generic semantics here."""
     if hasattr(rule, "find"):
         return False
-    for side in (str(rule.lhs), str(rule.rhs)):
-        for node in ast.walk(ast.parse(side, mode="eval")):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-                if node.func.value.__class__ is ast.Name and node.func.value.id == "Tensor":
-                    if node.func.attr not in SUPPORTED:
-                        return False
-    return True
+    return all(
+        call.ctor in SUPPORTED for side in (rule.lhs, rule.rhs) for call in calls(parse(str(side)))
+    )
 
 
 def prove(rule) -> tuple[str, str]:
@@ -118,9 +118,9 @@ def prove(rule) -> tuple[str, str]:
     or ``unsupported``."""
     if not supported(rule):
         return "unsupported", ""
-    lhs_text, rhs_text = str(rule.lhs), str(rule.rhs)
-    roles = _variables(lhs_text)
-    literal = [len(ast.literal_eval("(" + p + ",)")) for p in _perm_literals(lhs_text)]
+    lhs_side, rhs_side = parse(str(rule.lhs)), parse(str(rule.rhs))
+    roles = variables(lhs_side)
+    literal = perm_ranks(lhs_side)
     has_perm_var = "perm" in roles.values()
     ranks = sorted(set(literal)) or list(
         range(1, (MAX_PERM_RANK if has_perm_var else MAX_RANK) + 1)
@@ -136,12 +136,12 @@ def prove(rule) -> tuple[str, str]:
         perm_vars = [v for v, role in roles.items() if role == "perm"]
         for perms in itertools.product(itertools.permutations(range(r)), repeat=len(perm_vars)):
             env = dict(env_base, **dict(zip(perm_vars, perms, strict=True)))
-            ns = dict(NAMESPACE, Tensor=_Gen)
+            ns = {**LITERALS, "Tensor": _Gen, **env}
             try:
-                lhs = eval(lhs_text, dict(ns), dict(env))
+                lhs = evaluate(lhs_side, ns)
             except ValueError:
                 continue  # ill-typed at this rank
-            rhs = eval(rhs_text, dict(ns), dict(env))
+            rhs = evaluate(rhs_side, ns)
             s = z3.Solver()
             s.set("timeout", 10_000)
             s.add(lhs(idx) != rhs(idx))

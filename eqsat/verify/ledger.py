@@ -3,7 +3,9 @@
 Consumes rule records; produces the ledger's entries (``ledger.json`` next to this module,
 committed) and :func:`holds`, the check that a rule's proof still applies to its current text.
 This module imports no solver, so the optimizer can consult the ledger cheaply (the default
-schedule uses only proved rules); :mod:`.rules` writes it.
+schedule uses only proved rules); :mod:`.rules` writes it. The :class:`Verdict` record, what
+every prover returns and the ledger records, is defined here, below all the provers, so that
+:mod:`.pyrules` need not import :mod:`.rules` (which dispatches to it).
 """
 
 from __future__ import annotations
@@ -11,9 +13,24 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 LEDGER = Path(__file__).with_name("ledger.json")
+
+
+@dataclass
+class Verdict:
+    """One rule's proof result, as a prover returns it."""
+
+    name: str
+    result: str  # proved | refuted | unknown | unsupported
+    scope: str
+    instances: int
+    time_s: float
+    detail: str = ""
+    hash: str = ""
+    generic: str = ""  # the shape-generic proof's scope, where one exists (see .generic)
 
 
 def rule_hash(rule) -> str:

@@ -1,6 +1,6 @@
 """Bounded Z3 proofs of the Python-driven rules (:class:`~eqsat.rules.base.PyRule`), on witnesses.
 
-Consumes a PyRule; produces a :class:`~eqsat.verify.rules.Verdict`. A Python-driven rule is code
+Consumes a PyRule; produces a :class:`~eqsat.verify.ledger.Verdict`. A Python-driven rule is code
 (it reads a snapshot of the e-graph and computes its right-hand side), so it has no printed form
 to evaluate. It is checked the way it is used instead: for each witness model of the rule (a
 small graph that contains its left-hand side) and each size 1..3 of the witness,
@@ -34,7 +34,7 @@ from eqsat.egraph.saturate import saturate
 from eqsat.extract.cost import AstSize
 from eqsat.extract.extraction import extract
 from eqsat.verify import z3_ops
-from eqsat.verify.rules import Verdict, rule_hash
+from eqsat.verify.ledger import Verdict, rule_hash
 
 SIZES = (1, 2, 3)
 F = onnx.TensorProto.FLOAT

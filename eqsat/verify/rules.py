@@ -6,8 +6,9 @@ this module: one entry per rule name with a hash of the rule's printed form, the
 scope it holds in, the semantics and solver versions.
 
 How a rule is checked (bounded, TASO's first method): the printed form of a side
-(``Tensor.add(Tensor.mul(a, b), c)``) is Python, so it is evaluated with ``Tensor`` bound to the
-Z3 semantics of :mod:`.z3_ops` and each pattern variable bound to a tensor of fresh real symbols,
+(``Tensor.add(Tensor.mul(a, b), c)``) is parsed (:mod:`eqsat.egraph.term_text`) and folded with
+``Tensor`` bound to the Z3 semantics of :mod:`.z3_ops` and each pattern variable bound to a
+tensor of fresh real symbols,
 for every shape instance the generator draws: ranks 1-3 (or the rank a literal permutation
 fixes), every dimension in 1..3, operands equal, broadcast (size-1 or missing axes) or chained
 (matmul); permutation variables take every permutation of the rank, slice-bound variables
@@ -16,16 +17,17 @@ rule cannot match it); for every other one Z3 must prove ``lhs = rhs`` element b
 all values of the symbols. One refutation refutes the rule (with the instance and a model).
 
 Python-driven rules (:class:`~eqsat.rules.base.PyRule`) are proved on witnesses instead, by
-:mod:`.pyrules`; :func:`verify` picks the method.
+:mod:`.pyrules`; :func:`verify` picks the method. What the provers share (the verdict record,
+reading a side's variables) lives in :mod:`.ledger` and :mod:`.patterns`, so that neither
+imports this module back.
 """
 
 from __future__ import annotations
 
-import ast
 import itertools
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,23 +35,13 @@ import z3
 
 from eqsat.egraph.lang import BY_CTOR
 from eqsat.egraph.opdefs.base import ShapeError
+from eqsat.egraph.term_text import evaluate, parse
 from eqsat.verify import z3_ops
-from eqsat.verify.ledger import LEDGER, load_ledger, rule_hash
+from eqsat.verify.ledger import LEDGER, Verdict, load_ledger, rule_hash
+from eqsat.verify.patterns import LITERALS, perm_ranks, variables
 
 MAX_INSTANCES = 200  # shape instances per rule (drawn deterministically)
 DIMS = (1, 2, 3)
-
-
-@dataclass
-class Verdict:
-    name: str
-    result: str  # proved | refuted | unknown | unsupported
-    scope: str
-    instances: int
-    time_s: float
-    detail: str = ""
-    hash: str = ""
-    generic: str = ""  # the shape-generic proof's scope, where one exists (see .generic)
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -93,67 +85,24 @@ for _name, _spec in BY_CTOR.items():
     setattr(_Sym, _name, _make_ctor(_spec))
 
 
-class _VecNS:
-    def __getitem__(self, _):
-        return lambda *xs: tuple(xs)
+NAMESPACE = {**LITERALS, "Tensor": _Sym}
 
 
-NAMESPACE = {"Tensor": _Sym, "Vec": _VecNS(), "i64": int, "f64": float, "String": str}
-
-
-def _variables(text: str) -> dict[str, str]:
-    """Pattern variables of a printed side and their roles: tensor | perm | slice1..slice4
-    (a Slice's starts, ends, axes, steps)."""
-    roles: dict[str, str] = {}
-    for node in ast.walk(ast.parse(text, mode="eval")):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-            continue
-        ctor = node.func.attr
-        for k, arg in enumerate(node.args):
-            if isinstance(arg, ast.Name) and arg.id not in NAMESPACE:
-                if ctor == "transpose" and k == 1:
-                    roles[arg.id] = "perm"
-                elif ctor == "slice" and k >= 1:
-                    roles[arg.id] = f"slice{k}"
-                elif ctor == "reshape" and k == 1:
-                    raise z3_ops.Unsupported("a reshape target that is a pattern variable")
-                else:
-                    roles.setdefault(arg.id, "tensor")
-    return roles
-
-
-def _ranks(text: str) -> list[int]:
+def _ranks(side) -> list[int]:
     """Ranks to try: those of the literal permutations in the rule, else 1..3."""
-    perms = [len(ast.literal_eval("(" + inner + ",)")) for inner in _perm_literals(text)]
-    return sorted(set(perms)) or [1, 2, 3]
-
-
-def _perm_literals(text: str) -> list[str]:
-    out = []
-    for node in ast.walk(ast.parse(text, mode="eval")):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "transpose"
-            and len(node.args) == 2
-            and isinstance(node.args[1], ast.Call)
-        ):
-            inner = ", ".join(
-                ast.unparse(a).replace("i64(", "").replace(")", "") for a in node.args[1].args
-            )
-            out.append(inner)
-    return out
+    return sorted(set(perm_ranks(side))) or [1, 2, 3]
 
 
 def instances(rule, seed: int = 0, limit: int = MAX_INSTANCES):
     """Environments (variable -> value) for the rule's shape instances, deterministic."""
     text = rule.text().split(" => ")[0]
-    roles = _variables(text)
+    side = parse(text)
+    roles = variables(side)
     tensors = sorted(v for v, r in roles.items() if r == "tensor")
     matmul = "matmul" in text
     rng = np.random.default_rng(seed)
     envs = []
-    for rank in _ranks(text):
+    for rank in _ranks(side):
         if matmul:
             rank = max(rank, 2)
         for base in itertools.product(DIMS, repeat=rank):
@@ -211,17 +160,17 @@ def _shapes(names, base, variant, rng) -> dict[str, list[int]]:
 
 def verify_rule(rule, limit: int = MAX_INSTANCES) -> Verdict:
     t0 = time.perf_counter()
-    lhs_text, rhs_text = str(rule.lhs), str(rule.rhs)
+    lhs_side, rhs_side = parse(str(rule.lhs)), parse(str(rule.rhs))
     checked = 0
     for env in instances(rule, limit=limit):
         try:
-            lhs = eval(lhs_text, dict(NAMESPACE), dict(env))
+            lhs = evaluate(lhs_side, {**NAMESPACE, **env})
         except (ShapeError, ValueError, IndexError, TypeError):
             continue  # ill-typed: the rule cannot match this instance
         except z3_ops.Unsupported as e:
             return Verdict(rule.name, "unsupported", "", checked, time.perf_counter() - t0, str(e))
         try:
-            rhs = eval(rhs_text, dict(NAMESPACE), dict(env))
+            rhs = evaluate(rhs_side, {**NAMESPACE, **env})
         except (ShapeError, ValueError, IndexError, TypeError) as e:
             return Verdict(
                 rule.name,
@@ -291,6 +240,7 @@ def prove_typed(lhs_text: str, rhs_text: str, shapes: dict, limit: int = 60, dim
         rest = [s for s in sizes if s not in chosen]
         pick = rng.permutation(len(rest))[: max(0, limit - len(distinct))]
         sizes = distinct + [rest[i] for i in sorted(pick)]
+    lhs_side, rhs_side = parse(lhs_text), parse(rhs_text)
     checked = 0
     for assignment in sizes:
         size = dict(zip(atoms, assignment, strict=True))
@@ -300,8 +250,8 @@ def prove_typed(lhs_text: str, rhs_text: str, shapes: dict, limit: int = 60, dim
         }
         env.update({f"size_{a}": n for a, n in size.items()})  # a split's bounds
         try:
-            lhs = np.asarray(eval(lhs_text, dict(NAMESPACE), dict(env)), dtype=object)
-            rhs = np.asarray(eval(rhs_text, dict(NAMESPACE), dict(env)), dtype=object)
+            lhs = np.asarray(evaluate(lhs_side, {**NAMESPACE, **env}), dtype=object)
+            rhs = np.asarray(evaluate(rhs_side, {**NAMESPACE, **env}), dtype=object)
         except (ShapeError, ValueError, IndexError, TypeError) as e:
             return "refuted", "", checked, f"ill-typed at sizes {size}: {e}"
         verdict, detail = z3_ops.equal(lhs, rhs)
@@ -340,7 +290,7 @@ def verify_entries(entries: list[dict]) -> list[Verdict]:
     its own hash. Proving it again doubled the cost of those entries, and could disagree with
     the forward proof: Z3's timeouts depend on the order of a query's terms (measured: a conv
     rule proved forwards and "canceled" backwards at one size assignment)."""
-    from eqsat.rules.discover.rulefile import rules_of
+    from eqsat.rules.generated.rulefile import rules_of
 
     out = []
     for e in entries:

@@ -11,7 +11,8 @@ from egglog import EGraph, Vec, eq, i64, ruleset
 from eqsat.egraph.lang import Tensor
 from eqsat.egraph.shapes import dims, has_shape, shape_rules
 from eqsat.rules.discover import exprs as X
-from eqsat.rules.discover import rulefile, search
+from eqsat.rules.discover import search
+from eqsat.rules.generated import rulefile
 from eqsat.verify.rules import prove_unit, verify_typed
 
 x, y, z = ("x",), ("y",), ("z",)

@@ -257,14 +257,15 @@ class Typing:
                 atoms = []
                 for a in self.resolve(d):
                     if not a.isdigit():  # a literal size keeps its name
-                        names.setdefault(a, _atom_name(len(names)))
+                        names.setdefault(a, atom_name(len(names)))
                     atoms.append(names.get(a, a))
                 dims.append(tuple(atoms))
             out[v] = tuple(dims)
         return out
 
 
-def _atom_name(k: int) -> str:
+def atom_name(k: int) -> str:
+    """The ``k``-th dim atom's name in a rule's typing: ``a, b, .., z``, then ``a1, ..``."""
     letters = "abcdefghijkmnopqrstuvwxyz"  # not l: it reads like the literal size 1
     return letters[k % len(letters)] + ("" if k < len(letters) else str(k // len(letters)))
 

@@ -34,7 +34,6 @@ proved candidates and only TASO's 6,533 survivors both keep the same 165 rules (
 
 from __future__ import annotations
 
-import ast
 from collections import defaultdict
 
 from egglog import EGraph, ruleset
@@ -42,6 +41,7 @@ from egglog.bindings import EggSmolError
 
 from eqsat.egraph.lang import Tensor
 from eqsat.egraph.shapes import Dim, has_shape, shape_rules
+from eqsat.egraph.term_text import Node, Term, Var, parse
 from eqsat.rules.discover import exprs as X
 from eqsat.rules.discover.exprs import Candidate
 
@@ -62,11 +62,12 @@ class _Text:
     Building a side through egglog-python's expression objects cost about 4 ms per candidate
     (type inference and conversion in Python: 63 % of a size-6 chunk, 1.7 of 2.7 s, measured);
     the printed side (:meth:`~.exprs.Candidate.texts`, the form the rules are written in) is
-    Python syntax over ``Tensor`` constructors, ``Vec[...]``, ``i64`` and ``+``, so it is
-    translated to egglog's syntax generically, with each constructor's egglog name asked of the
-    e-graph (which also declares it), and parsed and run in Rust. The names and the raw program
-    go through egglog-python's private methods (``_callable_to_egg``, ``_state.run_program``) of
-    the pinned egglog 14.0.0; a test checks that both ways build the same terms."""
+    parsed (:mod:`eqsat.egraph.term_text`: ``Tensor`` constructors, ``Vec[...]``, ``i64`` and
+    ``+``) and translated to egglog's syntax generically, with each constructor's egglog name
+    asked of the e-graph (which also declares it), and parsed and run in Rust. The names and
+    the raw program go through egglog-python's private methods (``_callable_to_egg``,
+    ``_state.run_program``) of the pinned egglog 14.0.0; a test checks that both ways build
+    the same terms."""
 
     def __init__(self, eg: EGraph):
         self.eg = eg
@@ -79,23 +80,25 @@ class _Text:
             self.names[attr] = self.eg._callable_to_egg(getattr(Tensor, attr))[1]
         return self.names[attr]
 
-    def term(self, node: ast.expr, env: dict[str, str]) -> str:
+    def term(self, node: Node, env: dict[str, str]) -> str:
         match node:
-            case ast.Call(func=ast.Attribute(value=ast.Name(id="Tensor"), attr=attr), args=args):
-                return "(" + " ".join([self.ctor(attr), *(self.term(a, env) for a in args)]) + ")"
-            case ast.Call(func=ast.Subscript(value=ast.Name(id="Vec")), args=args):
+            case Term(args=args) if node.ctor is not None:
+                return (
+                    "(" + " ".join([self.ctor(node.ctor), *(self.term(a, env) for a in args)]) + ")"
+                )
+            case Term(head=head, args=args) if head.startswith("Vec["):
                 return "(" + " ".join(["vec-of", *(self.term(a, env) for a in args)]) + ")"
-            case ast.Call(func=ast.Name(id="i64"), args=[arg]):
+            case Term(head="i64", args=(arg,)):
                 return self.term(arg, env)
-            case ast.BinOp(left=a, op=ast.Add(), right=b):
+            case Term(head="+", args=(a, b)):
                 return f"(+ {self.term(a, env)} {self.term(b, env)})"
-            case ast.Constant(value=int() as n):
+            case int() as n:
                 return str(n)
-            case ast.Constant(value=str() as t):
+            case str() as t:
                 return f'"{t}"'
-            case ast.Name(id=name):
+            case Var(name=name):
                 return env[name]
-        raise ValueError(f"cannot translate {ast.unparse(node)!r}")
+        raise ValueError(f"cannot translate {node!r}")
 
     def candidate(self, k: int, c: Candidate) -> str:
         """``(let $lhs_k ...)``, ``(let $rhs_k ...)`` and the variables' shape facts: each
@@ -111,7 +114,7 @@ class _Text:
         return "\n".join(out)
 
     def _side(self, text: str, env: dict[str, str]) -> str:
-        return self.term(ast.parse(text, mode="eval").body, env)
+        return self.term(parse(text), env)
 
     def run(self, program: str) -> None:
         self.eg._state.run_program(*self.eg._egraph.parse_program(program))
@@ -125,7 +128,7 @@ class _Text:
 
 
 def prune(cands: list[Candidate], iterations: int = ITERATIONS, progress=None) -> list[Candidate]:
-    from eqsat.rules.discover.rulefile import to_rule
+    from eqsat.rules.generated.rulefile import to_rule
 
     batches: dict[int, list[Candidate]] = defaultdict(list)
     for c in cands:

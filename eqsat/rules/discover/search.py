@@ -1,8 +1,8 @@
 """Rule discovery, the pipeline: enumerate, fingerprint, pair, check, prove, prune.
 
 Consumes generator settings (op set, ``max_ops``); produces proved, non-redundant rules as rules
--file entries (:mod:`.rulefile`) and a :class:`Summary` of every phase. TASO's method (SOSP'19
-§3) with Ruler's pruning (OOPSLA'21):
+-file entries (:mod:`eqsat.rules.generated.rulefile`) and a :class:`Summary` of every phase.
+TASO's method (SOSP'19 §3) with Ruler's pruning (OOPSLA'21):
 
 1. **Enumerate** every well-typed expression of up to ``max_ops`` ops over the variables
    (:mod:`.exprs`: shapes are inferred symbolically, so one expression covers every size).
@@ -24,7 +24,7 @@ Consumes generator settings (op set, ``max_ops``); produces proved, non-redundan
 7. **Prune** the proved rules Ruler's way: in order of size, a rule is dropped when the rules
    kept so far, run in an e-graph holding both its sides, make them equal (:mod:`.prune`).
 8. **Widen** the kept rules whose splits take a suffix into middle-slice forms and prove them
-   (:func:`.lift.widen`): written besides the kept rules, counted apart (they generalize
+   (:func:`.widen.widen`): written besides the kept rules, counted apart (they generalize
    kept rules, so they are not new substitutions; the optimizer needs them after N-ary merges).
 
 Work units are plain tuples handed to a :class:`Runner`: a local process pool by default, or a
@@ -43,8 +43,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from eqsat.rules.discover import exprs as X
-from eqsat.rules.discover import lift
 from eqsat.rules.discover.exprs import Candidate, Expr
+from eqsat.rules.discover.widen import widen
 
 
 @dataclass
@@ -415,7 +415,7 @@ def discover(
     s.kept = len(kept)
     lap("prune")
     entries = name_rules(kept)
-    wide = [w for e in entries for w in lift.widen(e)]
+    wide = [w for e in entries for w in widen(e)]
     if wide:
         say(f"proving {len(wide)} middle-slice forms")
         units = [(w["lhs"], w["rhs"], tuple(sorted(w["shapes"].items()))) for w in wide]

@@ -1,16 +1,22 @@
 """Generated rules as data: the rules file under ``eqsat/rules/generated/`` and its
 :class:`~eqsat.rules.base.Rule` records.
 
+This is the runtime side of the file: the optimizer loads it whenever the ``generated`` family
+is selected (:mod:`eqsat.rules.schedule`), so it imports nothing of the generator
+(:mod:`eqsat.rules.discover`, with its enumeration, Z3 and process pools); the generator
+imports this module to write the file it produced. Reading and writing sit together because
+they are one file format.
+
 The file is JSON, deterministic (sorted keys, rules sorted by name): a ``generator`` header with
 the settings and the summary that produced it, then one entry per rule: its name, the printed
 left- and right-hand sides, and every variable's symbolic shape (an entry with ``widened_from``
-is a middle-slice form of that rule: :func:`eqsat.rules.discover.lift.widen`). :func:`to_rule`
-turns an entry
-into a Rule whose ``when`` guards the match on those shapes through the shape analysis
-(:mod:`eqsat.egraph.shapes`): each variable must have the rank and the dims the rule was proved
-for. Without the guard an element-wise rule proved for equal shapes would also fire on
-broadcast operands, where it can be wrong; with it a generated rule only ever fires on the
-typing the verifier proved it for (:func:`eqsat.verify.rules.verify_typed`).
+is a middle-slice form of that rule: :func:`eqsat.rules.discover.widen.widen`).
+:func:`to_rule` turns an entry into a Rule whose ``when`` guards the match on those shapes
+through the shape analysis (:mod:`eqsat.egraph.shapes`): each variable must have the rank and
+the dims the rule was proved for. Without the guard an element-wise rule proved for equal
+shapes would also fire on broadcast operands, where it can be wrong; with it a generated rule
+only ever fires on the typing the verifier proved it for
+(:func:`eqsat.verify.rules.verify_typed`).
 
 A dim that is one atom is matched as any ``Dim`` (static or symbolic); an atom whose size the
 rule needs (it occurs in a sum such as a concatenation's axis, or in a split's bounds) must be a
@@ -18,21 +24,25 @@ known size, bound or derived in the query (:func:`guards`); a literal dim (a 3x3
 that size. A split is a one-axis ``Slice`` whose bounds print the atoms' sizes (``size_a``,
 ``size_a + size_b``); in a left-hand side it is matched through the ``slice1`` view of the
 shape analysis, like a concatenation through ``concat2``.
+
+The printed sides are parsed by :mod:`eqsat.egraph.term_text` and folded into egglog terms
+with the namespaces below (:func:`pattern` for a left-hand side, which needs the views, and
+plain ``Tensor`` for a right-hand side).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from egglog import String, Vec, eq, f64, i64, var
 
 from eqsat.egraph.lang import Tensor
 from eqsat.egraph.shapes import Dim, concat2, dim_size, has_shape, slice1
+from eqsat.egraph.term_text import Var, evaluate, parse, walk
 from eqsat.rules.base import Rule
 
-GENERATED_DIR = Path(__file__).resolve().parents[1] / "generated"
+GENERATED_DIR = Path(__file__).resolve().parent
 RULES_FILE = GENERATED_DIR / "rules.json"
 
 
@@ -214,7 +224,7 @@ def pattern(text: str, shapes: dict) -> tuple[Tensor, list, list]:
     atoms = {a for s in shapes.values() for d in s for a in d}
     ns = _namespace(shapes, pt, {a: _Atom((a,)) for a in atoms})
     ns["Vec"] = _PatternVec()
-    term = eval(text, ns)
+    term = evaluate(parse(text), ns)
     return term, pt.facts, pt.sums
 
 
@@ -234,14 +244,20 @@ def _typing(shapes: dict) -> dict[str, tuple]:
     return {v: tuple(tuple(d) for d in s) for v, s in shapes.items()}
 
 
+def _sizes_read(text: str) -> set[str]:
+    """The dim atoms whose sizes a printed side reads (``size_a`` in a slice bound: ``a``)."""
+    names = (n.name for n in walk(parse(text)) if isinstance(n, Var))
+    return {n[len("size_") :] for n in names if n.startswith("size_")}
+
+
 def to_rule(name: str, lhs: str, rhs: str, shapes: dict[str, tuple]) -> Rule:
     shapes = _typing(shapes)
     lhs_term, facts, sums = pattern(lhs, shapes)
-    shape_facts, sizes = guards(shapes, sums, set(re.findall(r"\bsize_(\w+)", rhs)))
+    shape_facts, sizes = guards(shapes, sums, _sizes_read(rhs))
     return Rule(
         name,
         lhs=lhs_term,
-        rhs=eval(rhs, _namespace(shapes, Tensor, sizes)),
+        rhs=evaluate(parse(rhs), _namespace(shapes, Tensor, sizes)),
         when=tuple(facts + shape_facts),
         source=(lhs, rhs),
         shapes=tuple(sorted(shapes.items())),

@@ -20,6 +20,10 @@ lift checks is an atom of its own); each lifted rule is also proved on its own, 
 with three pieces (:func:`witness`, :mod:`eqsat.verify.pyrules`).
 
 Which pairs exist is up to discovery: the lifts are found in the rules file, not listed here.
+The optimizer builds them whenever it selects the ``generated`` family, so this module sits
+beside the rules file and its loader, apart from the generator (:mod:`eqsat.rules.discover`,
+which only wrote the file); the printed sides are read by the one parser of rule text
+(:mod:`eqsat.egraph.term_text`).
 A pair qualifies when its inner term is one constructor whose arguments are variables, literal
 attributes or ``Tensor.none()``, and exactly one concatenation of two variables; at least one
 variable besides the pieces (the shared operand: a unary ``relu(concat(y, z))`` would merge
@@ -33,7 +37,6 @@ another member's result (a merge would need the future: a cycle).
 
 from __future__ import annotations
 
-import ast
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -42,6 +45,7 @@ from egglog import Vec, i64
 from eqsat.egraph.classes import Snapshot
 from eqsat.egraph.encode import prim
 from eqsat.egraph.lang import BY_CTOR, Tensor, ctor
+from eqsat.egraph.term_text import Node, Term, Var, parse
 from eqsat.rules.base import PyRule
 
 FAMILY = "generated"
@@ -82,35 +86,31 @@ class Lift:
 # ---------------------------------------------------------------------------- finding pairs
 
 
-def _value(node: ast.expr):
+def _value(node: Node):
     """A literal argument's value as the snapshot holds attributes: int, or tuple of ints."""
     match node:
-        case ast.Call(func=ast.Name(id="i64"), args=[ast.Constant(value=int() as n)]):
+        case Term(head="i64", args=(int() as n,)):
             return n
-        case ast.Call(func=ast.Subscript(value=ast.Name(id="Vec")), args=items):
+        case Term(head=head, args=items) if head.startswith("Vec["):
             out = tuple(_value(x) for x in items)
             return out if all(isinstance(x, int) for x in out) else None
     return None
 
 
-def _call(node: ast.expr, name: str) -> list[ast.expr] | None:
-    match node:
-        case ast.Call(func=ast.Attribute(value=ast.Name(id="Tensor"), attr=attr), args=args):
-            if attr == name:
-                return args
-    return None
+def _call(node: Node, name: str) -> tuple | None:
+    """The arguments of ``node`` when it is a call of ``Tensor.<name>``."""
+    return node.args if isinstance(node, Term) and node.ctor == name else None
 
 
 def _inner(lhs: str):
-    """(inner call, slice start/end/axis nodes) of ``Tensor.slice(inner, ...)``, or None."""
-    body = ast.parse(lhs, mode="eval").body
-    args = _call(body, "slice")
+    """(inner term, slice start/end/axis terms) of ``Tensor.slice(inner, ...)``, or None."""
+    args = _call(parse(lhs), "slice")
     if args is None or len(args) != 5 or _call(args[4], "none") is None:
         return None
     return args[0], args[1:4]
 
 
-def _ints(node: ast.expr):
+def _ints(node: Node):
     args = _call(node, "ints")
     return _value(args[0]) if args and len(args) == 1 else None
 
@@ -121,23 +121,23 @@ def _read(entry: dict):
     if found is None:
         return None
     inner, (start, _end, axis) = found
-    if not isinstance(inner, ast.Call) or not isinstance(inner.func, ast.Attribute):
+    if not isinstance(inner, Term) or inner.ctor is None:
         return None
-    name = inner.func.attr
+    name = inner.ctor
     if name not in BY_CTOR or BY_CTOR[name].inputs == "*":
         return None
     args, concat = [], None
     for k, a in enumerate(inner.args):
-        if isinstance(a, ast.Name):
-            args.append(("var", a.id))
+        if isinstance(a, Var):
+            args.append(("var", a.name))
         elif _call(a, "none") is not None:
             args.append(("none",))
         elif (cat := _call(a, "concat")) is not None and concat is None:
-            parts = cat[0].args if isinstance(cat[0], ast.Call) else []
+            parts = cat[0].args if isinstance(cat[0], Term) and cat[0].is_call else ()
             b = _value(cat[1]) if len(cat) == 2 else None
-            if len(parts) != 2 or not all(isinstance(p, ast.Name) for p in parts) or b is None:
+            if len(parts) != 2 or not all(isinstance(p, Var) for p in parts) or b is None:
                 return None
-            concat = (k, parts[0].id, parts[1].id, b)
+            concat = (k, parts[0].name, parts[1].name, b)
             args.append(("concat",))
         elif (v := _value(a)) is not None:
             args.append(("lit", v))
@@ -146,18 +146,18 @@ def _read(entry: dict):
     if concat is None:
         return None
     k, left, right, b = concat
-    rhs = ast.parse(entry["rhs"], mode="eval").body
+    rhs = parse(entry["rhs"])
     which = None
     for piece, label in ((left, "l"), (right, "r")):
-        expect = ast.Call(inner.func, [*inner.args[:k], ast.Name(piece), *inner.args[k + 1 :]], [])
-        if ast.unparse(rhs) == ast.unparse(expect):
+        expect = Term(inner.head, (*inner.args[:k], Var(piece), *inner.args[k + 1 :]))
+        if rhs == expect:
             which = label
     out_axis = _ints(axis)
     if which is None or not isinstance(out_axis, tuple) or len(out_axis) != 1:
         return None
     if which == "l" and _ints(start) != (0,):
         return None
-    key = (ast.dump(inner), _shapes_key(entry["shapes"]), out_axis[0])
+    key = (inner, _shapes_key(entry["shapes"]), out_axis[0])
     return key, (name, tuple(args), k, b, out_axis[0], left, right), which
 
 
@@ -217,41 +217,6 @@ def lifts(entries: list[dict]) -> list[Lift]:
             )
         )
     return sorted(out, key=lambda lf: (lf.position, lf.name))
-
-
-# ---------------------------------------------------------------------------- middle slices
-
-
-def widen(entry: dict) -> list[dict]:
-    """Candidate middle-slice forms of a rules-file entry (not yet proved).
-
-    A generated split takes the first atom of a dim or the rest (``split_l`` of ``a + b`` is
-    ``0..a``, ``split_r`` is ``a..a+b``), so its rules match only a prefix or a suffix — not the
-    middle pieces an N-ary merge leaves (the third gate of eight). For each dim of two atoms
-    ``a + b`` that the entry's variables have and whose suffix bound ``size_a + size_b`` it
-    prints, the candidate is the same entry with that dim ``a + b + c`` (a fresh atom): its
-    suffix slice is then a middle slice. Whether that still holds depends on the rule
-    (``split_r(concat(x, y)) = y`` does not widen), so every candidate is proved like a
-    discovered one and only the proved are kept (:func:`eqsat.rules.discover.search.discover`);
-    each is named after its entry, ``NAME-mid`` (``-mid2`` for a second such dim)."""
-    from eqsat.rules.discover.exprs import _atom_name
-
-    shapes = {v: [tuple(d) for d in s] for v, s in entry["shapes"].items()}
-    text = entry["lhs"] + " " + entry["rhs"]
-    used = {a for s in shapes.values() for d in s for a in d}
-    fresh = next(_atom_name(k) for k in range(len(used) + 1) if _atom_name(k) not in used)
-    out = []
-    for d in sorted({d for s in shapes.values() for d in s if len(d) == 2}):
-        if f"size_{d[0]} + size_{d[1]}" not in text:
-            continue
-        wide = {
-            v: [list(x + (fresh,)) if x == d else list(x) for x in s] for v, s in shapes.items()
-        }
-        suffix = "-mid" if not out else f"-mid{len(out) + 1}"
-        out.append(
-            {**entry, "name": entry["name"] + suffix, "shapes": wide, "widened_from": entry["name"]}
-        )
-    return out
 
 
 # ---------------------------------------------------------------------------- the rewrite
