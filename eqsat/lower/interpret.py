@@ -35,6 +35,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from eqsat.lower.analysis import free_vars, loops, written_buffer_conflicts
+from eqsat.lower.check import check_program
 from eqsat.lower.intrinsics import INTRINSICS
 from eqsat.lower.loops import (
     Accumulate,
@@ -91,7 +92,7 @@ def interpret(
 ) -> dict[str, np.ndarray]:
     """Run ``program``; ``feeds`` holds every input and weight; size params not fixed by the
     feeds' shapes come from ``sizes``."""
-    program.check()
+    check_program(program)
     env: dict[str, int] = dict(sizes or {})
     bufs: dict[str, np.ndarray] = {}
     for b in program.inputs + program.weights:

@@ -33,8 +33,11 @@ Design choices (why):
 - Weight *values* are not part of the program (they travel beside it, as feeds to
   ``interpret``), so the program stays hashable and comparable.
 
-Checking lives in :mod:`eqsat.lower.check`, the text form in :mod:`eqsat.lower.printer`, the
-intrinsic table in :mod:`eqsat.lower.intrinsics`.
+Checking lives in :mod:`eqsat.lower.check` (``check_program``), the text form in
+:mod:`eqsat.lower.printer` (``print_program``), the intrinsic table in
+:mod:`eqsat.lower.intrinsics`: functions, not methods, because they walk the IR with the helpers
+of :mod:`eqsat.lower.analysis`, which imports this module (a method importing them would close
+an import cycle, which tests/unit/test_layering.py forbids).
 """
 
 from __future__ import annotations
@@ -358,16 +361,6 @@ class Kernel:
     params: tuple[Buffer, ...]
     body: Stmt
 
-    def __str__(self) -> str:
-        from eqsat.lower.printer import print_kernel
-
-        return print_kernel(self)
-
-    def check(self) -> None:
-        from eqsat.lower.check import check_kernel
-
-        check_kernel(self)
-
 
 @dataclass(frozen=True)
 class LoopProgram:
@@ -388,13 +381,3 @@ class LoopProgram:
         """The size params, in first-appearance order over the buffers' shapes."""
         seen = dict.fromkeys(d for b in self.buffers for d in b.shape if isinstance(d, str))
         return tuple(seen)
-
-    def check(self) -> None:
-        from eqsat.lower.check import check_program
-
-        check_program(self)
-
-    def __str__(self) -> str:
-        from eqsat.lower.printer import print_program
-
-        return print_program(self)

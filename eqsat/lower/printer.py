@@ -141,3 +141,8 @@ def print_program(p: LoopProgram) -> str:
     lines += [f"  {b.kind.value} {b}" for b in p.buffers]
     lines += [print_kernel(k, 1) for k in p.kernels]
     return "\n".join(lines)
+
+
+def to_text(ir: Kernel | LoopProgram) -> str:
+    """The printed form of a kernel or a whole program."""
+    return print_kernel(ir) if isinstance(ir, Kernel) else print_program(ir)
