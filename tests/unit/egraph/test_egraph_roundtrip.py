@@ -30,7 +30,7 @@ from eqsat.verify.numeric import compare_models
 from tests.helpers import init, model, vi
 from tests.property.test_random_graphs import graphs
 
-TORCH = sorted((Path(__file__).parent.parent / "data" / "torch").glob("*.onnx"))
+TORCH = sorted((Path(__file__).parents[2] / "data" / "torch").glob("*.onnx"))
 
 
 def canonical_text(g: TensorGraph) -> str:

@@ -179,7 +179,7 @@ def test_numeric_spot_check_of_the_rules_file():
             for v, s in shapes.items()
         }
         env.update({f"size_{a}": n for a, n in sizes.items()})  # split bounds
-        from tests.unit.test_rule_semantics import NAMESPACE
+        from tests.unit.verify.test_rule_semantics import NAMESPACE
 
         lhs = eval(e["lhs"], dict(NAMESPACE), dict(env))
         rhs = eval(e["rhs"], dict(NAMESPACE), dict(env))

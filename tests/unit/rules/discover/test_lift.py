@@ -21,7 +21,7 @@ from eqsat.rules.discover import lift, rulefile
 from eqsat.verify.pyrules import verify_pyrule
 from eqsat.verify.rules import prove_typed
 from tests.helpers import init, model, vi
-from tests.unit.test_merge import PreferMerged, _check_both_directions
+from tests.unit.rules.test_merge import PreferMerged, _check_both_directions
 
 ENTRIES = rulefile.read()["rules"]
 LIFTS = {lf.name: lf for lf in lift.lifts(ENTRIES)}
