@@ -108,7 +108,7 @@ def test_optimize_json_reports_egraph_statistics(capsys, tmp_path):
             "--node-limit",
             "1000",
             "--time-limit",
-            "10",
+            "3600",
         ]
     )
     s = json.loads(capsys.readouterr().out)

@@ -14,6 +14,10 @@ from eqsat.rules.discover import exprs as X
 from eqsat.rules.discover import rulefile, search
 from eqsat.verify.rules import prove_unit, verify_typed
 
+# every generated rule runs to its fixpoint: the wall-clock limits are out of reach, so how loaded
+# the machine is cannot change what fires
+GENERATED = {"rules": ("generated",), "time_limit": 3600.0, "extract_time_limit": 3600.0}
+
 x, y, z = ("x",), ("y",), ("z",)
 
 
@@ -195,13 +199,13 @@ def test_optimize_with_generated_rules(tmp_path):
 
     # NAS-RNN works on matrices, the rank the generated rules were proved for (BERT and SwiGLU
     # are rank 3: the guards keep every generated rule off them)
-    res = eqsat.optimize(build_example("nasrnn", "small"), rules=("generated",))
+    res = eqsat.optimize(build_example("nasrnn", "small"), **GENERATED)
     onnx.checker.check_model(res.model)
     assert res.verdict.ok
     fired = {k: n for k, n in res.egraph["saturation"]["matches"].items() if k.startswith("gen-")}
     assert sum(fired.values()) > 0
     assert fired_sizes(res) > 0  # the dim_size view the generated rules read is built
-    res = eqsat.optimize(build_example("swiglu", "small"), rules=("generated",))
+    res = eqsat.optimize(build_example("swiglu", "small"), **GENERATED)
     assert res.verdict.ok
     matches = res.egraph["saturation"]["matches"]
     assert not any(n for k, n in matches.items() if k.startswith("gen-"))
@@ -224,7 +228,7 @@ def test_optimize_with_the_generated_concat_and_matmul_rules():
     from eqsat.examples import build_example
 
     few = _generated_but(("gen-concat-", "gen-matmul-"))
-    res = eqsat.optimize(build_example("nasrnn", "small"), rules=("generated",), disabled_rules=few)
+    res = eqsat.optimize(build_example("nasrnn", "small"), **GENERATED, disabled_rules=few)
     assert res.verdict.ok
     fired = {k: n for k, n in res.egraph["saturation"]["matches"].items() if k.startswith("gen-")}
     assert sum(fired.values()) > 0
@@ -476,7 +480,7 @@ def test_the_concat_rules_keep_relu_fused_after_conv():
     import eqsat
 
     few = _generated_but(("gen-concat-",))
-    res = eqsat.optimize(_conv_relu_concat(("x1", "x2")), rules=("generated",), disabled_rules=few)
+    res = eqsat.optimize(_conv_relu_concat(("x1", "x2")), **GENERATED, disabled_rules=few)
     assert res.verdict.ok
     fired = res.egraph["saturation"]["matches"]
     assert any(n for k, n in fired.items() if k.startswith("gen-concat")), "the rule fires"
@@ -494,7 +498,7 @@ def test_generated_rules_keep_relu_fused_after_conv():
 
     import eqsat
 
-    res = eqsat.optimize(_conv_relu_concat(("x1", "x2")), rules=("generated",))
+    res = eqsat.optimize(_conv_relu_concat(("x1", "x2")), **GENERATED)
     assert res.verdict.ok
     fired = res.egraph["saturation"]["matches"]
     assert any(n for k, n in fired.items() if k.startswith("gen-concat")), "the rule fires"
@@ -504,7 +508,7 @@ def test_generated_rules_keep_relu_fused_after_conv():
     onnx.checker.check_model(res.model)
     # on one input the two bias-free convolutions merge (conv of concatenated kernels): one
     # Conv, its Relu after it
-    res = eqsat.optimize(_conv_relu_concat(("x", "x")), rules=("generated",))
+    res = eqsat.optimize(_conv_relu_concat(("x", "x")), **GENERATED)
     assert res.verdict.ok
     assert [n.op_type for n in res.model.graph.node] == ["Conv", "Relu"]
 
