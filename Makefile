@@ -7,7 +7,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint venv clean
+.PHONY: demo test test-slow golden lint venv clean
 
 $(STAMP): pyproject.toml
 	@PYBIN=$$(scripts/find-python.sh) || exit 2; \
@@ -23,10 +23,14 @@ demo: $(STAMP)
 	$(VENV)/bin/eqsat optimize --example bert -o demo-optimized.onnx
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow --durations=10
+
+# rewrite tests/golden/*.txt (printed graphs of the examples before/after optimize); review the diff
+golden: $(STAMP)
+	$(PY) -m pytest -q tests/golden --update-golden
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check eqsat tests benchmarks

@@ -3,7 +3,7 @@
 Consumes nothing; produces :class:`~eqsat.rules.base.Rule` records over
 :mod:`eqsat.egraph.lang`. Each holds for every shape and is bit-exact. Their proof claim is
 "bounded": the Z3 ledger (eqsat/verify/ledger.json) holds the evidence; each is also checked
-numerically, alone, on a witness graph (tests/unit/test_rules.py).
+numerically, alone, on a witness graph (tests/unit/rules/test_rules.py).
 """
 
 from __future__ import annotations

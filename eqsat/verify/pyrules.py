@@ -15,7 +15,7 @@ small graph that contains its left-hand side) and each size 1..3 of the witness,
 BatchNorm folding divides by ``sqrt(var + eps)``: its proof assumes each such square root is
 positive (``var >= 0`` and ``eps > 0``, as BatchNormalization requires), stated as hypotheses.
 The scope says which witness sizes were proved; the guards (what the rule must *not* rewrite)
-are tested in ``tests/unit/test_fold.py``, ``test_merge.py`` and ``test_layout.py``.
+are tested in ``tests/unit/rules/test_fold.py``, ``test_merge.py`` and ``test_layout.py``.
 """
 
 from __future__ import annotations

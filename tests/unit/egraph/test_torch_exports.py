@@ -9,7 +9,7 @@ import pytest
 from eqsat import pipeline
 from eqsat.egraph.onnx_io import import_onnx
 
-DATA = Path(__file__).parent.parent / "data" / "torch"
+DATA = Path(__file__).parents[2] / "data" / "torch"
 MODELS = sorted(DATA.glob("*.onnx"))
 
 

@@ -30,7 +30,7 @@ from eqsat.verify.numeric import compare_models
 from tests.helpers import init, model, vi
 from tests.property.test_random_graphs import graphs
 
-TORCH = sorted((Path(__file__).parent.parent / "data" / "torch").glob("*.onnx"))
+TORCH = sorted((Path(__file__).parents[2] / "data" / "torch").glob("*.onnx"))
 
 
 def canonical_text(g: TensorGraph) -> str:
@@ -276,6 +276,18 @@ def test_limits_stop_a_growing_ruleset_and_extraction_still_finds_the_original()
     assert_same(g, ex.graph, numeric=False)
     sat, _ = roundtrip(g, [grow], iter_limit=50, node_limit=sat.sizes[1])
     assert sat.stop_reason == "node-limit" and sat.iterations == 2
+
+
+def test_the_time_limit_is_read_from_the_injected_clock():
+    @ruleset
+    def grow(x: Tensor):
+        yield rewrite(Tensor.relu(x)).to(Tensor.relu(Tensor.identity(x)))
+
+    ticks = iter(range(1000))  # a clock that advances one second each time it is read
+    sat = saturate(encode(_relu_chain()), [grow], time_limit=2.5, clock=lambda: next(ticks))
+    # read at the start, then after each iteration: 1, 2, 3 > 2.5 seconds
+    assert sat.stop_reason == "time-limit" and sat.iterations == 3
+    assert sat.time == 4  # and once more for the statistics
 
 
 def _serialized(classes: dict[str, list[tuple[str, tuple[str, ...]]]]) -> SerializedEGraph:
