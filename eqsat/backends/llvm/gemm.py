@@ -207,7 +207,7 @@ class Gemm:
         n = packed.n
         if out is None:
             out = (np.zeros if self.cfg.accumulate else np.empty)((m, n), np.float32)
-        if out.shape != (m, n) or out.dtype != np.float32 or out.strides[1] != 4:
+        if out.shape != (m, n) or out.dtype != np.float32 or (out.size and out.strides[1] != 4):
             raise ValueError("out must be a float32 (M, N) array with unit column stride")
         if self.cfg.epilogue.bias:
             if bias is None or np.asarray(bias).shape != (n,):

@@ -31,7 +31,7 @@ import hashlib
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import llvmlite.binding as llvm
@@ -54,6 +54,13 @@ def default_cache_dir() -> Path:
 
 @functools.cache
 def target_machine(caps: Capabilities, codegen_opt: int = 3) -> llvm.TargetMachine:
+    """The shared machine for codegen; never hand it to an engine (see ``_new_target``)."""
+    return _new_target(caps, codegen_opt)
+
+
+def _new_target(caps: Capabilities, codegen_opt: int) -> llvm.TargetMachine:
+    """A fresh target machine: ``create_mcjit_compiler`` takes ownership of the one it gets
+    and frees it with the engine, so each engine needs its own."""
     init_native()
     target = llvm.Target.from_triple(caps.triple)
     return target.create_target_machine(
@@ -83,7 +90,6 @@ class Compiled:
 
     engine: llvm.ExecutionEngine
     stats: CompileStats
-    _keep: list = field(default_factory=list, repr=False)
 
     def address(self, name: str) -> int:
         addr = self.engine.get_function_address(name)
@@ -92,9 +98,12 @@ class Compiled:
         return addr
 
     def function(self, name: str, restype, *argtypes):
-        """A ``ctypes`` callable for ``name`` (it releases the GIL while it runs)."""
+        """A ``ctypes`` callable for ``name`` (it releases the GIL while it runs).
+
+        The callable keeps this ``Compiled`` (its engine and machine code) alive.
+        """
         fn = ctypes.CFUNCTYPE(restype, *argtypes)(self.address(name))
-        self._keep.append(fn)
+        fn.compiled = self
         return fn
 
 
@@ -140,7 +149,7 @@ def _write_cached(path: Path, obj: bytes) -> None:
 
 def _load(obj: bytes, caps: Capabilities, codegen_opt: int) -> llvm.ExecutionEngine:
     empty = llvm.parse_assembly(f'target triple = "{caps.triple}"\n')
-    engine = llvm.create_mcjit_compiler(empty, target_machine(caps, codegen_opt))
+    engine = llvm.create_mcjit_compiler(empty, _new_target(caps, codegen_opt))
     engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
     engine.finalize_object()
     return engine
