@@ -44,6 +44,42 @@ def test_split_partitions(start, length, parts, grain):
         assert (e - start) % grain == 0 and e > s
 
 
+INC = """
+define void @inc(ptr %out, i64 %start, i64 %end) {
+entry:
+  br label %head
+head:
+  %i = phi i64 [%start, %entry], [%i1, %body]
+  %c = icmp slt i64 %i, %end
+  br i1 %c, label %body, label %done
+body:
+  %p = getelementptr i64, ptr %out, i64 %i
+  %v = load i64, ptr %p
+  %v1 = add i64 %v, 1
+  store i64 %v1, ptr %p
+  %i1 = add i64 %i, 1
+  br label %head
+done:
+  ret void
+}
+"""
+
+
+@pytest.mark.parametrize("spin_us", [0, 30])
+def test_every_chunk_runs_once(tmp_path, spin_us):
+    """Calls with varying chunk counts (idle workers in some rounds) run each chunk once."""
+    inc = jit.compile_ir(INC, cache_dir=tmp_path).function(
+        "inc", None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
+    out = np.zeros(64, dtype=np.int64)
+    want = np.zeros(64, dtype=np.int64)
+    with ThreadPool(3, spin_us=spin_us) as pool:
+        for r in range(300):
+            end = [1, 2, 3, 64][r % 4]
+            pool.parallel_for(inc, (out.ctypes.data,), 0, end)
+            want[:end] += 1
+    np.testing.assert_array_equal(out, want)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_pool_runs_generated_kernel(tmp_path, threads):
     fill = jit.compile_ir(FILL, cache_dir=tmp_path).function(
