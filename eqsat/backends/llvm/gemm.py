@@ -152,8 +152,13 @@ class Gemm:
 
     def __init__(self, cfg: GemmConfig | None = None, *, caps: Capabilities | None = None,
                  threads: int | None = None, pool: ThreadPool | None = None,
-                 cache_dir=None, use_cache: bool = True, opt: int = 1):
+                 cache_dir=None, use_cache: bool = True, opt: int = 1,
+                 min_parallel_flop: float = 1e8):
         self.caps = caps or Capabilities.host()
+        # Below this much work a call stays on one thread (CODEGEN_NOTES: under ~0.5-1 ms the
+        # fork/join and a woken worker's cold start cost more than they save; measured here:
+        # 256^3 (34 MFLOP, ~0.2 ms) ran at 129 GFLOP/s on 2 threads vs 156 on 1).
+        self.min_parallel_flop = min_parallel_flop
         self.cfg = cfg or GemmConfig.for_caps(self.caps)
         self.threads = threads or self.caps.cores
         self.pool = pool if pool is not None or self.threads == 1 else shared_pool(self.threads)
@@ -200,7 +205,8 @@ class Gemm:
         if a.ndim != 2 or a.strides[1] != 4:
             a = np.ascontiguousarray(a)
         threads = min(threads or self.threads, self.threads)
-        packed = b if isinstance(b, PackedB) else self.pack_b(b, threads)
+        packed = b if isinstance(b, PackedB) else self.pack_b(
+            b, threads if 2.0 * a.shape[0] * np.size(b) >= self.min_parallel_flop else 1)
         m, k = a.shape
         if k != packed.k:
             raise ValueError(f"inner dimensions differ: A {a.shape}, B {packed.k}×{packed.n}")
@@ -223,6 +229,8 @@ class Gemm:
                                                                            self.cfg.nr)
         base = (a.ctypes.data, a.strides[0] // 4, packed.data.ctypes.data, out.ctypes.data,
                 out.strides[0] // 4, m, n, k, 0 if bias is None else bias.ctypes.data)
+        if 2.0 * m * n * k < self.min_parallel_flop:
+            threads = 1
         if threads == 1 or self.pool is None:
             fn(*base, self._workspaces(1)[0].ctypes.data, 0, extent)
         else:

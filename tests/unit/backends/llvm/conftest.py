@@ -23,7 +23,7 @@ def gemm(caps) -> Gemm:
 @pytest.fixture(scope="session")
 def gemm_bias_relu(caps) -> Gemm:
     cfg = GemmConfig.for_caps(caps, epilogue=Epilogue(bias=True, relu=True), name="gbr")
-    return Gemm(cfg, caps=caps, threads=2, use_cache=False)
+    return Gemm(cfg, caps=caps, threads=2, use_cache=False, min_parallel_flop=0)
 
 
 @pytest.fixture(scope="session")
@@ -31,4 +31,4 @@ def gemm_small_blocks(caps) -> Gemm:
     """Tiny KC/MC/NC so that the small test shapes cross every blocking loop, accumulating."""
     mr, nr = caps.gemm_tile()
     cfg = GemmConfig.for_caps(caps, kc=5, mc=2 * mr, nc=2 * nr, accumulate=True, name="gsb")
-    return Gemm(cfg, caps=caps, threads=2, use_cache=False)
+    return Gemm(cfg, caps=caps, threads=2, use_cache=False, min_parallel_flop=0)
