@@ -174,29 +174,25 @@ class ExprEmitter:
         return B.select(bz, zero, out)
 
     def _float_divmod(self, op: BinaryOp, t: str, a: ir.Value, b: ir.Value) -> ir.Value:
-        """numpy's ``npy_divmod``: mod = fmod(a, b) moved to b's sign; div = floor((a - mod) / b)
-        rounded to the nearest integer (the division is exact up to rounding)."""
-        B, zero = self.b, ir.Constant(a.type, 0.0)
+        """numpy's ``npy_divmod``, step by step (C truthiness: NaN is true)."""
+        B, zero, one = self.b, ir.Constant(a.type, 0.0), ir.Constant(a.type, 1.0)
+        copysign = self.intrinsic("llvm.copysign", t, 2)
         mod = B.frem(a, b)
+        div = B.fdiv(B.fsub(a, mod), b)
         fix = B.and_(
-            B.fcmp_ordered("!=", mod, zero),
+            B.fcmp_unordered("!=", mod, zero),
             B.icmp_unsigned("!=", B.fcmp_ordered("<", b, zero), B.fcmp_ordered("<", mod, zero)),
         )
-        mod = B.select(fix, B.fadd(mod, b), mod)
         if op is BinaryOp.MOD:
-            # a zero result takes the divisor's sign, as numpy
-            return B.select(
-                B.fcmp_ordered("==", mod, zero),
-                B.call(self.intrinsic("llvm.copysign", t, 2), [zero, b]),
-                mod,
-            )
-        div = B.fdiv(B.fsub(a, mod), b)
+            mod = B.select(fix, B.fadd(mod, b), mod)
+            return B.select(B.fcmp_ordered("==", mod, zero), B.call(copysign, [zero, b]), mod)
+        div = B.select(fix, B.fsub(div, one), div)
         fl = B.call(self.intrinsic("llvm.floor", t, 1), [div])
-        half = ir.Constant(a.type, 0.5)
-        up = B.fcmp_ordered(">", B.fsub(div, fl), half)
-        fl = B.select(up, B.fadd(fl, ir.Constant(a.type, 1.0)), fl)
-        # b == 0: numpy gives a / b (inf or nan)
-        return B.select(B.fcmp_ordered("==", b, zero), B.fdiv(a, b), fl)
+        up = B.fcmp_ordered(">", B.fsub(div, fl), ir.Constant(a.type, 0.5))
+        fl = B.select(up, B.fadd(fl, one), fl)
+        quot = B.fdiv(a, b)
+        fl = B.select(B.fcmp_unordered("!=", div, zero), fl, B.call(copysign, [zero, quot]))
+        return B.select(B.fcmp_ordered("==", b, zero), quot, fl)  # b == 0: a / b, as numpy
 
     def cmp(self, op: CmpOp, t: str, a: ir.Value, b: ir.Value) -> ir.Value:
         if is_float(t):
@@ -235,8 +231,10 @@ class ExprEmitter:
             return B.icmp_unsigned("!=", v, ir.Constant(v.type, 0))
         if is_float(src) and is_float(dst):
             return B.fpext(v, to) if _bits(dst) > _bits(src) else B.fptrunc(v, to)
-        if is_float(src):
-            return (B.fptoui if _unsigned(dst) else B.fptosi)(v, to)
+        if is_float(src):  # as numpy (C on x86): narrow ints through int64, wrapping
+            if to.width == 64:
+                return (B.fptoui if _unsigned(dst) else B.fptosi)(v, to)
+            return B.trunc(B.fptosi(v, I64), to)
         if is_float(dst):
             return (B.uitofp if _unsigned(src) else B.sitofp)(v, to)
         if to.width == v.type.width:
