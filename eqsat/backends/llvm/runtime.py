@@ -71,8 +71,17 @@ class ThreadPool:
         self.threads = threads
         self.pool = ThreadPoolExecutor(threads - 1) if threads > 1 else None
         self._chunks: dict[int, ctypes._CFuncPtr] = {}
+        self.error: BaseException | None = None
 
     def launch(self, chunk: int, ctx: int, n: int) -> None:
+        """The ctypes callback: an exception cannot cross into native code (ctypes would print
+        and drop it), so it is kept in ``error`` and raised by ``CompiledProgram.call``."""
+        try:
+            self._launch(chunk, ctx, n)
+        except BaseException as e:  # noqa: BLE001 - re-raised by the caller
+            self.error = self.error or e
+
+    def _launch(self, chunk: int, ctx: int, n: int) -> None:
         fn = self._chunks.get(chunk)
         if fn is None:
             fn = self._chunks[chunk] = _CHUNK(chunk)
@@ -147,6 +156,9 @@ class CompiledProgram:
         bufs = self.pointers(arrays)
         sz = (ctypes.c_int64 * max(1, len(dims)))(*dims)
         self._run(ctypes.addressof(bufs), ctypes.addressof(sz))
+        error, self.pool.error = self.pool.error, None
+        if error is not None:
+            raise RuntimeError(f"program {self.program.name}: a parallel loop failed") from error
 
     def pointers(self, arrays: Mapping[str, np.ndarray]) -> ctypes.Array:
         ptrs = [arrays[b.name].ctypes.data for b in self.program.buffers]

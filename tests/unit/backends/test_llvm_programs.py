@@ -133,3 +133,15 @@ def test_ir_shape():
 def test_select_is_a_select_when_its_arms_are_safe():
     text = str(emit(elementwise()))  # both arms read only X[i, j], which the condition reads
     assert " select " in text and "sel.a" not in text  # no branch
+
+
+def test_an_error_in_the_parallel_launcher_is_raised_not_dropped():
+    p = scheduled(matmul(12, 16, 8, split_init=True), GEMM)
+    compiled, _ = check(p, threads=2, rtol=1e-4, atol=1e-5)
+
+    def fail(chunk, ctx, n):
+        raise ValueError("boom")
+
+    compiled.pool._launch = fail
+    with pytest.raises(RuntimeError, match="parallel loop failed"):
+        compiled.run(random_feeds(p))

@@ -227,3 +227,20 @@ def test_random_elementwise_trees(tree):
     p = unary(64, "float32", "float32", lambda x, w: build(tree, x, w))
     x = np.linspace(-4, 4, 64, dtype=np.float32)
     check(p, {"X": x, "W": x[::-1] * np.float32(0.7)}, rtol=1e-4, atol=1e-5)
+
+
+def test_large_local_buffer_goes_to_the_heap():
+    """A 256 x 300 float32 local (300 KiB) is malloc'ed, not a stack alloca."""
+    from eqsat.lower.loops import Allocate
+
+    X, Y = Buffer("X", (256, 300), "float32", IN), Buffer("Y", (256, 300), "float32", OUT)
+    T = Buffer("T", (256, 300), "float32", BufferKind.LOCAL)
+    r, c = Var("r"), Var("c")
+    two = Const(2.0, "float32")
+    copy_in = loop("r", 256, loop("c", 300, Store(T, (r, c), X[r, c] * two)))
+    copy_out = loop("r2", 256, loop("c2", 300, Store(Y, (Var("r2"), Var("c2")),
+                                                     T[Var("r2"), Var("c2")] + two)))  # fmt: skip
+    body = Allocate(T, seq(copy_in, copy_out))
+    p = LoopProgram("heap", (X, Y), (Kernel("heap", (X, Y), body),))
+    check(p)
+    assert 'call ptr @"malloc"' in str(emit(p)) and "alloca float" not in str(emit(p))
