@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from eqsat.lower.check import check_program
 from eqsat.lower.interpret import interpret
 from eqsat.lower.loops import LoopProgram
 
@@ -21,7 +22,7 @@ class RefProgram:
     """A LoopProgram bound to the interpreter; ``threads`` is accepted and ignored."""
 
     def __init__(self, program: LoopProgram):
-        program.check()
+        check_program(program)
         self.program = program
 
     def run(

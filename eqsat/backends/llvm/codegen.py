@@ -45,6 +45,7 @@ from llvmlite import ir
 
 from eqsat.backends.llvm.codegen_expr import I64, PTR, ExprEmitter, mem_type
 from eqsat.lower.analysis import free_vars, walk
+from eqsat.lower.check import check_program
 from eqsat.lower.loops import (
     Accumulate,
     Allocate,
@@ -87,7 +88,7 @@ def kernel_sizes(k: Kernel) -> tuple[str, ...]:
 
 def emit(program: LoopProgram) -> ir.Module:
     """The LLVM module of ``program`` (checked first): kernels, parallel bodies, ``run``."""
-    program.check()
+    check_program(program)
     module = ir.Module(name=program.name)
     launcher = ir.GlobalVariable(module, PTR, PARALLEL_FOR)
     launcher.initializer = ir.Constant(PTR, None)
