@@ -1,4 +1,5 @@
-"""Shared pytest options: ``--update-golden`` rewrites the golden files under tests/golden/."""
+"""Shared pytest options and fixtures: ``--update-golden`` rewrites the golden files under
+tests/golden/; compiled objects are cached in a folder of the test session."""
 
 from __future__ import annotations
 
@@ -17,3 +18,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_object_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Compiled objects go to a folder of this test session, never the user's cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EQSAT_CACHE_DIR", str(tmp_path_factory.mktemp("objects")))
+    yield
+    mp.undo()

@@ -191,6 +191,7 @@ def compile_ir(
         t1 = time.perf_counter()
         if opt > 0:
             pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+            pto.slp_vectorization = opt >= 2  # off by default at every level in llvmlite 0.50
             pb = llvm.create_pass_builder(tm, pto)
             pb.getModulePassManager().run(mod, pb)
         t2 = time.perf_counter()

@@ -5,30 +5,27 @@ output arrays, like :func:`eqsat.lower.interpret.interpret`. The code is generat
 :func:`eqsat.backends.llvm.codegen.emit`; numpy only allocates the outputs and temporaries
 (``np.empty``) and hands their pointers to the module's ``run`` — every kernel is eqsat's code.
 
-Two pieces are deliberately tiny so they can be swapped for the shared ones (the object-cached
-MCJIT engine and the persistent pool of ``backends/llvm/{jit,threads}.py``) when both land:
-- :func:`_jit` (module → engine): parse, verify, O3 pipeline for the host CPU (the loop
-  vectorizer needs it for the scalar IR codegen emits), MCJIT. Each engine gets its own target
-  machine (the engine owns and frees the one it is given).
-- :class:`ThreadPool`: a persistent ``ThreadPoolExecutor``; the module calls ``launch(chunk,
-  ctx, n)`` through a ctypes callback when it reaches a parallel loop, which splits ``[0, n)``
-  into one contiguous range per thread, runs the first on the calling thread and the others on
-  the pool. ctypes releases the GIL around each native chunk, so the chunks really overlap.
+The machine code comes from :func:`eqsat.backends.llvm.jit.compile_ir` (O3 for the host CPU:
+the loop vectorizer needs it for the scalar IR codegen emits; the object is cached on disk, keyed
+by the IR, the CPU and llvmlite's version). Parallel loops run on the process's persistent pool
+(:func:`eqsat.backends.llvm.threads.shared_pool`): the module calls ``launch(chunk, ctx, n)``
+through a ctypes callback when it reaches one, which splits ``[0, n)`` into one contiguous range
+per thread and runs the first on the calling thread. ctypes releases the GIL around each native
+chunk, so the chunks really overlap.
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from llvmlite import binding as llvm
-from llvmlite import ir
 
+from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.codegen import ENTRY, PARALLEL_FOR, emit
+from eqsat.backends.llvm.jit import compile_ir
+from eqsat.backends.llvm.threads import ThreadPool, shared_pool
 from eqsat.lower.loops import LoopIRError, LoopProgram
 
 _CHUNK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
@@ -36,82 +33,50 @@ _LAUNCH = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int6
 _RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
 
 
-@functools.cache
-def _init() -> None:
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
+class _Launcher:
+    """The ctypes callback the module calls at a parallel loop: ``launch(chunk, ctx, n)`` runs
+    ``chunk(ctx, lo, hi)`` over ``[0, n)`` split across the persistent pool's threads
+    (:func:`eqsat.backends.llvm.threads.shared_pool`; the calling thread runs the first range).
+    An exception cannot cross into native code (ctypes would print and drop it), so it is kept
+    in ``error`` and raised by ``CompiledProgram.call``."""
 
-
-def _target_machine() -> llvm.TargetMachine:
-    _init()
-    cpu, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
-    target = llvm.Target.from_default_triple()
-    return target.create_target_machine(cpu=cpu, features=features, opt=3, jit=True)
-
-
-def _jit(module: ir.Module, speed_level: int = 3) -> llvm.ExecutionEngine:
-    """Optimize ``module`` for the host CPU and load it; the engine owns the machine code."""
-    tm = _target_machine()
-    mod = llvm.parse_assembly(str(module))
-    mod.triple, mod.data_layout = tm.triple, str(tm.target_data)
-    mod.verify()
-    pto = llvm.create_pipeline_tuning_options(speed_level=speed_level)
-    pto.loop_vectorization = pto.slp_vectorization = pto.loop_unrolling = speed_level >= 2
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
-    engine = llvm.create_mcjit_compiler(mod, _target_machine())
-    engine.finalize_object()
-    return engine
-
-
-class ThreadPool:
-    """Runs ``chunk(ctx, lo, hi)`` over ``[0, n)`` split across ``threads`` threads."""
-
-    def __init__(self, threads: int):
-        self.threads = threads
-        self.pool = ThreadPoolExecutor(threads - 1) if threads > 1 else None
+    def __init__(self, pool: ThreadPool):
+        self.pool = pool
         self._chunks: dict[int, ctypes._CFuncPtr] = {}
         self.error: BaseException | None = None
 
-    def launch(self, chunk: int, ctx: int, n: int) -> None:
-        """The ctypes callback: an exception cannot cross into native code (ctypes would print
-        and drop it), so it is kept in ``error`` and raised by ``CompiledProgram.call``."""
+    def __call__(self, chunk: int, ctx: int, n: int) -> None:
         try:
-            self._launch(chunk, ctx, n)
+            fn = self._chunks.get(chunk)
+            if fn is None:
+                fn = self._chunks[chunk] = _CHUNK(chunk)
+            self.pool.parallel_for(fn, (ctx,), 0, n)
         except BaseException as e:  # noqa: BLE001 - re-raised by the caller
             self.error = self.error or e
-
-    def _launch(self, chunk: int, ctx: int, n: int) -> None:
-        fn = self._chunks.get(chunk)
-        if fn is None:
-            fn = self._chunks[chunk] = _CHUNK(chunk)
-        t = min(self.threads, n)
-        if t <= 1 or self.pool is None:
-            fn(ctx, 0, n)
-            return
-        bounds = [n * p // t for p in range(t + 1)]
-        futures = [self.pool.submit(fn, ctx, bounds[p], bounds[p + 1]) for p in range(1, t)]
-        fn(ctx, bounds[0], bounds[1])
-        for f in futures:
-            f.result()
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
 
 
 class CompiledProgram:
     """A LoopProgram as native code: ``run(feeds, sizes)`` → ``{output name: array}``."""
 
-    def __init__(self, program: LoopProgram, threads: int | None = None, speed_level: int = 3):
+    def __init__(
+        self,
+        program: LoopProgram,
+        threads: int | None = None,
+        speed_level: int = 3,
+        cache_dir: str | os.PathLike | None = None,
+        use_cache: bool = True,
+    ):
         self.program = program
         self.module = emit(program)
         self.ir = str(self.module)
-        self.engine = _jit(self.module, speed_level)
-        self.threads = threads or len(os.sched_getaffinity(0))
-        self.pool = ThreadPool(self.threads)
+        compiled = compile_ir(
+            self.module, opt=speed_level, cache_dir=cache_dir, use_cache=use_cache
+        )
+        self.engine, self.stats = compiled.engine, compiled.stats
+        self.threads = threads or Capabilities.host().cores
+        self.launcher = _Launcher(shared_pool(self.threads))
         if self.threads > 1:
-            self._launch = _LAUNCH(self.pool.launch)  # kept alive as long as the engine
+            self._launch = _LAUNCH(self.launcher)  # kept alive as long as the engine
             slot = self.engine.get_global_value_address(PARALLEL_FOR)
             ctypes.c_void_p.from_address(slot).value = ctypes.cast(
                 self._launch, ctypes.c_void_p
@@ -156,7 +121,7 @@ class CompiledProgram:
         bufs = self.pointers(arrays)
         sz = (ctypes.c_int64 * max(1, len(dims)))(*dims)
         self._run(ctypes.addressof(bufs), ctypes.addressof(sz))
-        error, self.pool.error = self.pool.error, None
+        error, self.launcher.error = self.launcher.error, None
         if error is not None:
             raise RuntimeError(f"program {self.program.name}: a parallel loop failed") from error
 
@@ -164,11 +129,15 @@ class CompiledProgram:
         ptrs = [arrays[b.name].ctypes.data for b in self.program.buffers]
         return (ctypes.c_void_p * len(ptrs))(*ptrs)
 
-    def close(self) -> None:
-        self.pool.close()
 
-
-def compile(program: LoopProgram, threads: int | None = None, speed_level: int = 3):  # noqa: A001
+def compile(  # noqa: A001
+    program: LoopProgram,
+    threads: int | None = None,
+    speed_level: int = 3,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+) -> CompiledProgram:
     """Compile ``program`` for this CPU; ``threads`` for its parallel loops (default: the CPUs
-    this process may run on; 1 runs them serially without calling back into Python)."""
-    return CompiledProgram(program, threads, speed_level)
+    this process may run on; 1 runs them serially without calling back into Python). The object
+    code is cached on disk (:mod:`eqsat.backends.llvm.jit`)."""
+    return CompiledProgram(program, threads, speed_level, cache_dir, use_cache)

@@ -113,8 +113,8 @@ def test_parallel_gemm_on_two_threads_equals_serial():
     serial, one = check(p, feeds, threads=1, rtol=1e-4, atol=1e-5)
     threaded, two = check(p, feeds, threads=2, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(one["C"], two["C"])  # same arithmetic per element
-    assert len(threaded.pool._chunks) == 1  # the launcher ran the outlined loop
-    assert not serial.pool._chunks  # threads=1: the module ran it without calling back
+    assert len(threaded.launcher._chunks) == 1  # the launcher ran the outlined loop
+    assert not serial.launcher._chunks  # threads=1: the module ran it without calling back
 
 
 def test_ir_shape():
@@ -139,9 +139,10 @@ def test_an_error_in_the_parallel_launcher_is_raised_not_dropped():
     p = scheduled(matmul(12, 16, 8, split_init=True), GEMM)
     compiled, _ = check(p, threads=2, rtol=1e-4, atol=1e-5)
 
-    def fail(chunk, ctx, n):
-        raise ValueError("boom")
+    class Failing:
+        def parallel_for(self, *args):
+            raise ValueError("boom")
 
-    compiled.pool._launch = fail
+    compiled.launcher.pool = Failing()
     with pytest.raises(RuntimeError, match="parallel loop failed"):
         compiled.run(random_feeds(p))
