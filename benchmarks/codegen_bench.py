@@ -30,7 +30,8 @@ from llvmlite import ir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eqsat.backends.llvm.runtime import _jit, compile  # noqa: E402
+from eqsat.backends.llvm.jit import compile_ir  # noqa: E402
+from eqsat.backends.llvm.runtime import compile  # noqa: E402
 from eqsat.lower.loops import (  # noqa: E402
     Accumulate,
     Buffer,
@@ -96,7 +97,7 @@ def explicit_vector_kernel():
     b.cbranch(b.icmp_signed("<", nxt, fn.args[4]), body, done)
     b.position_at_end(done)
     b.ret_void()
-    engine = _jit(m)
+    engine = compile_ir(m, opt=3, use_cache=False).engine
     cfn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 4, ctypes.c_int64)(
         engine.get_function_address("k")
     )
