@@ -173,9 +173,9 @@ def _pad(ctx: Ctx) -> list[View]:
     x, rank = ctx.x(0), ctx.x(0).type.rank
     pads = _arg(ctx, 1, "pads", "pads")
     axes = [norm_axis(a, rank) for a in (_arg(ctx, 3, "axes", "axes") or range(rank))]
-    begin = [0] * rank
+    begin, end = [0] * rank, [0] * rank
     for j, a in enumerate(axes):
-        begin[a] = pads[j]
+        begin[a], end[a] = pads[j], pads[j + len(axes)]
     mode = ctx.a("mode", "constant")
     mode = mode.decode() if isinstance(mode, bytes) else mode
     value = float(np.asarray(ctx.const(2, "value")).reshape(-1)[0]) if ctx.has(2) else 0.0
@@ -185,7 +185,7 @@ def _pad(ctx: Ctx) -> list[View]:
 
     def at(idx):
         src, ok = [], None
-        for i, b, n in zip(idx, begin, x.shape, strict=True):
+        for i, b, e, n in zip(idx, begin, end, x.shape, strict=True):
             j = sub(i, Const(b))
             if b == 0 and mode != "constant":
                 src.append(j)
@@ -197,7 +197,7 @@ def _pad(ctx: Ctx) -> list[View]:
                 src.append(Select(j > last, sub(mul(last, Const(2)), j), j))
             else:
                 src.append(j)
-                if b > 0 or j != i:
+                if b > 0 or e > 0:
                     c = BinOp(BinaryOp.AND, j >= Const(0), j < dim(n))
                     ok = c if ok is None else BinOp(BinaryOp.AND, ok, c)
         v = x.at(tuple(src))

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,8 +40,7 @@ from eqsat.lower import fuse
 from eqsat.lower.analysis import free_vars, substitute
 from eqsat.lower.compute import COMPUTE, Ctx, Reduction, Unsupported, View
 from eqsat.lower.compute_ew import k
-from eqsat.lower.indexing import atom_rewrites, dim, size_name, size_values
-from eqsat.lower.interpret import interpret
+from eqsat.lower.indexing import atom_rewrites, dim, size_name
 from eqsat.lower.loops import (
     Accumulate,
     Allocate,
@@ -60,55 +58,8 @@ from eqsat.lower.loops import (
     loop,
     seq,
 )
-from eqsat.lower.memory import MemoryPlan, plan_memory
-
-
-class LoweringError(ValueError):
-    """The graph cannot be lowered (an op without a compute definition, an unsupported
-    attribute variant); the message is one line naming the ops or the node."""
-
-
-@dataclass(frozen=True)
-class KernelInfo:
-    name: str
-    ops: tuple[str, ...]  # root op first, then the fused epilogue ops
-    nodes: tuple[str, ...]  # node names (or first outputs) in the same order
-    stores: str  # the graph value it stores
-
-
-@dataclass(frozen=True)
-class Report:
-    kernels: tuple[KernelInfo, ...]
-    inlined: tuple[str, ...]  # values computed inside their consumers, never stored
-    peak_temp_bytes: int
-    unshared_temp_bytes: int
-
-    def fused_into(self) -> dict[str, str]:
-        """node -> the kernel that computes it (roots and epilogues)."""
-        return {n: ki.name for ki in self.kernels for n in ki.nodes}
-
-
-@dataclass(frozen=True)
-class Lowered:
-    program: LoopProgram
-    weights: dict[str, np.ndarray]  # by buffer name
-    names: dict[str, str]  # graph value -> buffer name (inputs, weights, temps)
-    outputs: dict[str, str]  # graph output -> its output buffer's name
-    memory: MemoryPlan
-    report: Report
-    products: tuple[str, ...] = field(default=())  # symbolic product dims ("batch*8")
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Interpret the program on graph-named feeds; outputs by graph name."""
-        named = {self.names[k]: v for k, v in feeds.items() if k in self.names}
-        named.update(self.weights)
-        dims: dict[str, int] = {}
-        for b in self.program.inputs:
-            for d, n in zip(b.shape, np.shape(named[b.name]), strict=False):
-                if isinstance(d, str):
-                    dims[d] = n
-        res = interpret(self.program, named, size_values(self.products, dims))
-        return {g: res[b] for g, b in self.outputs.items()}
+from eqsat.lower.lowered import KernelInfo, Lowered, LoweringError, Report
+from eqsat.lower.memory import plan_memory
 
 
 def lower(graph: TensorGraph, name: str = "main") -> Lowered:
@@ -225,11 +176,14 @@ class _Lowering:
             [self.types[o] for o in node.outputs if o],
             self.pack,
         )
+        where = f"{node.op} {node.name or node.outputs[0]}"
         try:
-            return c.build(ctx)
+            res = c.build(ctx)
         except (Unsupported, ValueError, KeyError, TypeError) as e:
-            where = node.name or node.outputs[0]
-            raise LoweringError(f"{node.op} {where}: {e}") from None
+            raise LoweringError(f"{where}: {e}") from None
+        if isinstance(res, Reduction):
+            return res
+        return [View(v.type, _named(v.at, where)) for v in res]
 
     # ------------------------------------------------------------------ the pass
     def run(self) -> Lowered:
@@ -290,15 +244,14 @@ class _Lowering:
     # ------------------------------------------------------------------ kernels
     def kernel(self, kname: str, g: fuse.Group) -> Kernel:
         out = self.buffers[g.value]
-        t = self.types[g.root.outputs[0]]
+        t = self.types[g.value]  # the root's shape too: epilogues keep it
         rank = t.rank
         idx = tuple(Var(f"i{a}") for a in range(rank))
-        if not g.epilogue and g.root.outputs[0] != g.value:  # a materialized output of a split
-            res: Reduction | list[View] = [
-                self.compute(g.root, {})[[o for o in g.root.outputs if o].index(g.value)]
+        res = self.compute(g.root, {})
+        if not isinstance(res, Reduction):  # a view; of a multi-output node (Split): which one
+            res = [
+                res[[o for o in g.root.outputs if o].index(g.value)] if not g.epilogue else res[0]
             ]
-        else:
-            res = self.compute(g.root, {})
         epilogue = self.epilogue(g)
         if not isinstance(res, Reduction):
             value, lets = epilogue(res[0].at(idx))
@@ -382,7 +335,7 @@ class _Lowering:
         params = tuple(
             sorted(
                 (b for b in self.buffers.values() if b.name in used),
-                key=lambda b: (_ORDER[b.kind], b.name),
+                key=lambda b: _ORDER[b.kind],  # program order: by kind, then creation
             )
         )
         have = [d for b in params for d in self._graph_dims(b)]
@@ -399,6 +352,18 @@ class _Lowering:
 
 
 _ORDER = {BufferKind.INPUT: 0, BufferKind.WEIGHT: 1, BufferKind.TEMP: 2, BufferKind.OUTPUT: 3}
+
+
+def _named(at, where: str):
+    """``at``, with an unsupported variant found while indexing reported against its node."""
+
+    def guarded(idx):
+        try:
+            return at(idx)
+        except Unsupported as e:
+            raise LoweringError(f"{where}: {e}") from None
+
+    return guarded
 
 
 def _lets(lets: list[tuple[Var, Expr]], body: Stmt) -> Stmt:
