@@ -62,3 +62,12 @@ def test_torch_export_lowers_and_matches(stem):
     lowered = check(graph, feeds)
     ops = {op for k in lowered.report.kernels for op in k.ops}
     assert "Shape" not in ops  # the shape computation of a symbolic batch is never lowered
+
+
+@pytest.mark.parametrize("name", example_names())
+def test_default_size_example_lowers_with_a_valid_memory_plan(name):
+    """Benchmark-sized models are lowered (not interpreted: numpy would take minutes)."""
+    lowered = lower(import_onnx(build_example(name)))
+    lowered.program.check()
+    assert lowered.memory.overlaps() == []
+    assert 0 < lowered.report.peak_temp_bytes < lowered.memory.unshared_bytes
