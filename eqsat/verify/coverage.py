@@ -19,7 +19,10 @@ Where each facet lives (one place each):
 - Z3 semantics: :mod:`eqsat.verify.z3_ops` (interpreted element-wise ops in ``POINTWISE``,
   uninterpreted and structural ops derived from the kinds, the rest written out there);
 - discovery: :func:`eqsat.rules.discover.exprs.as_op` maps each discovery op onto the table;
-- lowering: the compiler's compute definitions (not built yet: the column is empty).
+- lowering: the compiler's compute definitions, :data:`eqsat.lower.compute.COMPUTE` (the
+  column says which family: element-wise, view, gemm, conv, pool, reduction, softmax, norm).
+  Lowering must cover every op of the bundled example models and of the Tensat paper's
+  architectures (:data:`LOWERING_REQUIRED`), and every op it claims must have an entry.
 
 This module sits in ``verify/`` because it reads every stage, and only ``verify/``, the
 pipeline and the CLI may.
@@ -37,6 +40,7 @@ from eqsat.egraph.opdefs.base import CATEGORIES, Kind, zero_flops
 from eqsat.egraph.ops import OPS
 from eqsat.egraph.shapes import shaped_ctors
 from eqsat.extract.extraction import FUSED_AFTER_CONV
+from eqsat.lower import compute
 from eqsat.verify import z3_ops
 
 FACETS = (
@@ -64,6 +68,21 @@ UNSHAPED = {
 # Z3 semantics written out in z3_ops beyond the derived ones (contractions, windows, BatchNorm).
 _Z3_EXPLICIT = ("MatMul", "Gemm", "Conv", "BatchNormalization", "MaxPool", "AveragePool")
 _ROOFLINE = Path(__file__).resolve().parents[1] / "extract" / "roofline_default.json"
+# The data ops of the Tensat paper's architectures (BERT, NasRNN, ResNeXt-50, NasNet-A,
+# Inception-v3, SqueezeNet, VGG-19) as exported to ONNX, beyond the bundled examples' ops.
+TENSAT_OPS = frozenset(
+    {
+        "Add", "AveragePool", "BatchNormalization", "Concat", "Conv", "Div", "Dropout", "Erf",
+        "Flatten", "Gemm", "GlobalAveragePool", "LayerNormalization", "MatMul", "MaxPool",
+        "Mul", "Pad", "Relu", "Reshape", "Sigmoid", "Softmax", "Split", "Sqrt", "Sub", "Tanh",
+        "Transpose",
+    }
+)  # fmt: skip
+# Which compute families fit which kinds (a view must be INJECTIVE, and so on).
+_FAMILY_KINDS = {
+    "element-wise": {Kind.ELEMENTWISE},
+    "view": {Kind.INJECTIVE},
+}
 
 
 def z3_semantics(op: str) -> str:
@@ -117,7 +136,7 @@ def matrix() -> dict[str, dict[str, str]]:
             ),
             "z3": z3_semantics(name),
             "discovery": ",".join(disc.get(name, [])),
-            "lowering": "",
+            "lowering": compute.describe(name),
         }
         out[name] = row
     return out
@@ -165,6 +184,48 @@ def gaps(rule_texts: list[str] | None = None) -> list[str]:
     for op, disc in _discovery().items():
         if op not in SPECS:
             out.append(f"discovery ops {disc} stand for {op}, which has no typed constructor")
+    out += lowering_gaps()
+    return out
+
+
+@cache
+def example_ops() -> frozenset[str]:
+    """The ops lowering meets in the bundled example models (small size, constants folded)."""
+    from eqsat.egraph.onnx_io import import_onnx
+    from eqsat.egraph.passes import fold_constants
+    from eqsat.examples import build_example, example_names
+
+    ops: set[str] = set()
+    for name in example_names():
+        g = fold_constants(import_onnx(build_example(name, size="small")))
+        ops.update(n.op for n in g.nodes if OPS.get(n.op) and OPS[n.op].kind is not Kind.SOURCE)
+    return frozenset(ops)
+
+
+def lowering_required() -> frozenset[str]:
+    """Ops lowering must have: the example models' and the Tensat architectures'."""
+    return example_ops() | TENSAT_OPS
+
+
+def lowering_gaps() -> list[str]:
+    """Lowering's gaps: a claimed op without a compute definition, a required op not claimed,
+    a compute definition for an op outside the table or of a family its kind does not fit."""
+    out = []
+    table = compute.COMPUTE
+    for op in sorted(compute.CLAIMED - set(table)):
+        out.append(f"{op}: claimed by lowering but has no compute definition")
+    for op in sorted(lowering_required() - set(table)):
+        out.append(f"{op}: used by the example models but has no compute definition (lowering)")
+    for op, c in sorted(table.items()):
+        if op not in OPS:
+            out.append(f"lowering defines {op}, which is no op of the table")
+            continue
+        fam = c.what.split(" ")[0]
+        kinds = _FAMILY_KINDS.get(fam, {Kind.REDUCTION, Kind.COMPLEX})
+        if OPS[op].kind not in kinds:
+            out.append(
+                f"{op}: a {c.what} compute definition for an op of kind {OPS[op].kind.value}"
+            )
     return out
 
 

@@ -134,3 +134,33 @@ def test_discovery_typing_agrees_with_the_op_table():
         assert out.shape == exprs.concrete(exprs.shape_of(e, shapes_)), op
         checked += 1
     assert checked == len(exprs.OPS)
+
+
+def test_lowering_column_reads_the_compute_table():
+    from eqsat.lower.compute import CLAIMED
+
+    rows = coverage.matrix()
+    assert rows["MatMul"]["lowering"] == "gemm" and rows["Conv"]["lowering"] == "conv"
+    assert rows["Relu"]["lowering"] == "element-wise" and rows["Transpose"]["lowering"] == "view"
+    assert rows["Softmax"]["lowering"] == "softmax" and rows["Shape"]["lowering"] == ""
+    assert {op for op, r in rows.items() if r["lowering"]} == CLAIMED
+    assert coverage.lowering_required() <= CLAIMED
+
+
+def test_an_example_op_without_a_compute_definition_is_a_gap(fresh_matrix, monkeypatch):
+    from eqsat.lower import compute
+
+    assert "Relu" in coverage.example_ops()
+    monkeypatch.delitem(compute.COMPUTE, "Relu")
+    found = coverage.gaps([])
+    assert "Relu: claimed by lowering but has no compute definition" in found
+    assert "Relu: used by the example models but has no compute definition (lowering)" in found
+
+
+def test_a_compute_definition_of_the_wrong_family_is_a_gap(monkeypatch):
+    from eqsat.lower import compute
+
+    monkeypatch.setitem(compute.COMPUTE, "Relu", compute.COMPUTE["Transpose"])
+    assert coverage.lowering_gaps() == [
+        "Relu: a view compute definition for an op of kind elementwise"
+    ]

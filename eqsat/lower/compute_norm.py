@@ -1,0 +1,122 @@
+"""Multi-stage reductions in one kernel: Softmax, LogSoftmax, LayerNormalization and
+InstanceNormalization.
+
+Consumes a :class:`~eqsat.lower.compute.Ctx` of one of these REDUCTION ops; produces a
+:class:`~eqsat.lower.compute.Reduction` whose rows are the axes *not* reduced and whose stages
+run one after the other per row: Softmax takes the row max, then the sum of ``exp(x - max)``
+(the max makes ``exp`` overflow-free), then stores ``exp(x - max) / sum`` (LogSoftmax:
+``x - max - log(sum)``) in a loop over the reduced axis; the normalizations take the sum, then
+the sum of squared deviations from the mean (two passes: numerically safer than E[x²] - E[x]²),
+then store the normalized, scaled and shifted value. The statistics live in kernel-local
+scalars, so each op is one kernel that reads its input once per stage. LayerNormalization
+computes its statistics in ``stash_type`` and casts back before scale and bias, as the op
+table's reference does.
+"""
+
+from __future__ import annotations
+
+from eqsat.egraph.opdefs.base import norm_axis
+from eqsat.lower.compute import Compute, Ctx, Reduction, Stage
+from eqsat.lower.compute_ew import k
+from eqsat.lower.compute_reduce import _acc, _cast, _count
+from eqsat.lower.indexing import broadcast_index, dim
+from eqsat.lower.loops import ReduceOp, call
+
+
+def _softmax(log: bool):
+    def build(ctx: Ctx) -> Reduction:
+        x, out = ctx.x(0), ctx.out
+        axis = norm_axis(int(ctx.a("axis", -1)), out.rank)
+        n, acc = dim(x.shape[axis]), _acc(out.dtype)
+
+        def at(idx, j):
+            return _cast(x.at((*idx[:axis], j, *idx[axis + 1 :])), acc)
+
+        stages = (
+            Stage("max", ReduceOp.MAX, acc, ("j0",), (n,), lambda i, r, v: at(i, r[0])),
+            Stage(
+                "sum",
+                ReduceOp.SUM,
+                acc,
+                ("j1",),
+                (n,),
+                lambda i, r, v: call("exp", at(i, r[0]) - v["max"]),
+            ),
+        )
+
+        def final(idx, v):
+            z = at(idx, idx[axis]) - v["max"]
+            return _cast(z - call("log", v["sum"]) if log else call("exp", z) / v["sum"], out.dtype)
+
+        rows = tuple(a for a in range(out.rank) if a != axis)
+        return Reduction(out, rows, stages, final)
+
+    return build
+
+
+def _normalize(first: int, last: int, ctx: Ctx, stat: str, affine) -> Reduction:
+    """(x - mean) / sqrt(var + eps) over axes ``first..last-1``, then ``affine(idx, y)``."""
+    x, out = ctx.x(0), ctx.out
+    axes = tuple(range(first, last))
+    eps = float(ctx.a("epsilon", 1e-5))
+    n = _count([x.shape[a] for a in axes], stat)
+
+    def at(idx, rs):
+        src = list(idx)
+        for a, r in zip(axes, rs, strict=True):
+            src[a] = r
+        return _cast(x.at(tuple(src)), stat)
+
+    def mean(v):
+        return v["sum"] / n
+
+    def dev(idx, rs, v):
+        d = at(idx, rs) - mean(v)
+        return d * d
+
+    ext = tuple(dim(x.shape[a]) for a in axes)
+    stages = (
+        Stage(
+            "sum", ReduceOp.SUM, stat, tuple(f"s{a}" for a in axes), ext, lambda i, r, v: at(i, r)
+        ),
+        Stage("var", ReduceOp.SUM, stat, tuple(f"v{a}" for a in axes), ext, dev),
+    )
+
+    def final(idx, v):
+        inv = k(1, stat) / call("sqrt", v["var"] / n + k(eps, stat))
+        y = (_cast(x.at(idx), stat) - mean(v)) * inv
+        return _cast(affine(idx, y), out.dtype)
+
+    rows = tuple(a for a in range(out.rank) if a not in axes)
+    return Reduction(out, rows, stages, final)
+
+
+def _layer_norm(ctx: Ctx) -> Reduction:
+    out = ctx.out
+    axis = norm_axis(int(ctx.a("axis", -1)), out.rank)
+    stat = {1: "float32", 11: "float64", 10: "float16"}.get(int(ctx.a("stash_type", 1)), "float32")
+    scale = ctx.x(1)
+    bias = ctx.ins[2] if ctx.has(2) else None
+
+    def affine(idx, y):
+        y = _cast(y, out.dtype) * scale.at(broadcast_index(idx, scale.shape, out.shape))
+        return y if bias is None else y + bias.at(broadcast_index(idx, bias.shape, out.shape))
+
+    return _normalize(axis, out.rank, ctx, stat, affine)
+
+
+def _instance_norm(ctx: Ctx) -> Reduction:
+    scale, bias, acc = ctx.x(1), ctx.x(2), _acc(ctx.out.dtype)
+
+    def affine(idx, y):
+        return y * _cast(scale.at((idx[1],)), acc) + _cast(bias.at((idx[1],)), acc)
+
+    return _normalize(2, ctx.out.rank, ctx, acc, affine)
+
+
+TABLE: dict[str, Compute] = {
+    "Softmax": Compute("softmax", _softmax(False)),
+    "LogSoftmax": Compute("softmax", _softmax(True)),
+    "LayerNormalization": Compute("norm", _layer_norm),
+    "InstanceNormalization": Compute("norm", _instance_norm),
+}
