@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 
@@ -40,10 +41,14 @@ from eqsat.egraph.ops import node_flops
 from eqsat.errors import InputError, VerificationError
 from eqsat.verify import numeric
 
+if TYPE_CHECKING:
+    from eqsat.compiled import CompiledModel
+
 Progress = Callable[[str], None]
 
-# what optimize can produce: an ONNX model today; native code next (eqsat.lower, eqsat.backends)
-TARGETS = ("onnx", "llvm", "cuda")
+# what a run produces: an optimized ONNX model, or eqsat's own code (eqsat.lower, eqsat.backends)
+TARGETS = ("onnx", "llvm", "ref", "cuda")
+COMPILED_TARGETS = ("llvm", "ref")  # ref: the numpy interpreter (the oracle; cannot be saved)
 
 
 @dataclass
@@ -78,6 +83,10 @@ class Options:
     # an iteration inside Rust, where nothing else can stop it); the run falls back to the
     # folded graph. Where fork is unavailable the stages run in process (soft limits only).
     isolate: bool = True
+    # compiled targets: threads for parallel loops (None: the cores this process may use), and
+    # symbolic input dims fixed at compile time (("batch", 8), ...); the others stay run-time
+    threads: int | None = None
+    shapes: tuple[tuple[str, int], ...] = ()
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
@@ -154,6 +163,7 @@ class State:
     written: Path | None = None
     times: dict[str, float] = field(default_factory=dict)
     passes: list[PassRecord] = field(default_factory=list)
+    compiled: CompiledModel | None = None  # compiled targets: the model eqsat's code runs
 
 
 @dataclass(frozen=True)
@@ -197,9 +207,9 @@ def passes_for(options: Options) -> list[Pass]:
     """The passes that make ``options.target`` (InputError for a target not built yet)."""
     if options.target not in TARGETS:
         raise InputError(f"unknown target {options.target!r}; known: {', '.join(TARGETS)}")
-    if options.target != "onnx":
-        raise InputError(f"target {options.target} is not built yet (only onnx is)")
-    return [
+    if options.target not in ("onnx", *COMPILED_TARGETS):
+        raise InputError(f"target {options.target} is not built yet (onnx and llvm are)")
+    front = [
         Pass("import", _import),
         *([Pass("fold", _fold)] if options.fold_constants else []),
         Pass("dce", _dce),
@@ -208,6 +218,16 @@ def passes_for(options: Options) -> list[Pass]:
             if options.egraph
             else []
         ),
+    ]
+    if options.target in COMPILED_TARGETS:
+        return [
+            *front,
+            Pass("compile", _compile),
+            *([Pass("verify", _verify_compiled)] if options.verify else []),
+            Pass("write", _write_compiled),
+        ]
+    return [
+        *front,
         Pass("export", _export),
         Pass("save", _save),
         Pass("onnx-checker", _onnx_checker),
@@ -220,8 +240,29 @@ def _import(state: State) -> State:
     model = state.model
     state.source = load(model)
     base_dir = None if isinstance(model, onnx.ModelProto) else Path(model).parent
-    state.original = state.graph = onnx_io.import_onnx(state.source, base_dir)
+    source = _fix_dims(state.source, dict(state.options.shapes))
+    state.original = state.graph = onnx_io.import_onnx(source, base_dir)
     return state
+
+
+def _fix_dims(model: onnx.ModelProto, fixed: dict[str, int]) -> onnx.ModelProto:
+    """A copy of ``model`` whose inputs' symbolic dims named in ``fixed`` (``--shape batch=8``)
+    have those sizes; the importer's inference carries them through the graph."""
+    if not fixed:
+        return model
+    dims = [d for vi in model.graph.input for d in vi.type.tensor_type.shape.dim if d.dim_param]
+    unknown = sorted(set(fixed) - {d.dim_param for d in dims})
+    if unknown:
+        raise InputError(f"--shape {unknown[0]}: no input has a dim named {unknown[0]!r}")
+    if any(v < 1 for v in fixed.values()):
+        raise InputError("--shape: sizes must be positive")
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for vi in out.graph.input:
+        for d in vi.type.tensor_type.shape.dim:
+            if d.dim_param in fixed:
+                d.dim_value = fixed[d.dim_param]  # clears dim_param (a oneof)
+    return out
 
 
 def _fold(state: State) -> State:
@@ -313,6 +354,36 @@ def _verify(state: State) -> State:
     return state
 
 
+def _compile(state: State) -> State:
+    """Lower the graph to loop nests and compile them for the target (``eqsat.compiled``)."""
+    from eqsat.compiled import build
+
+    o = state.options
+    state.compiled = build(state.graph, o.target, threads=o.threads)
+    return state
+
+
+def _verify_compiled(state: State) -> State:
+    """The gate: the compiled model against onnxruntime on the original model."""
+    o, c = state.options, state.compiled
+    state.verdict = numeric.compare_with(
+        state.model, c.run, c.output_names, seeds=o.seeds, rtol=o.rtol, atol=o.atol,
+        dim_values=dict(o.shapes),
+    )  # fmt: skip
+    if not state.verdict.ok:
+        raise VerificationError(
+            f"verification failed, no output written: the compiled model differs from "
+            f"onnxruntime: {state.verdict.reason} (max abs error {state.verdict.max_abs:.3g})"
+        )
+    return state
+
+
+def _write_compiled(state: State) -> State:
+    if state.output:
+        state.written = state.compiled.save(state.output)
+    return state
+
+
 def _write(state: State) -> State:
     if state.output:
         for f in state.files:
@@ -371,6 +442,57 @@ def optimize(
         egraph=state.egraph,
         passes=state.passes,
     )
+
+
+@dataclass
+class CompileResult:
+    """What ``compile`` produced: the model, the graph it was compiled from, the gate's
+    verdict, and the per-pass times."""
+
+    compiled: CompiledModel
+    graph: TensorGraph
+    times: dict[str, float] = field(default_factory=dict)
+    verdict: numeric.Verdict | None = None
+    output: Path | None = None
+    egraph: dict | None = None
+    passes: list[PassRecord] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        c = self.compiled
+        return {
+            "output": str(self.output) if self.output else None,
+            "target": c.target,
+            "nodes": len(self.graph.nodes),
+            "lowering": c.report,
+            "inputs": [p.to_json() for p in c.inputs],
+            "outputs": [p.to_json() for p in c.outputs],
+            "times_s": {k: round(v, 4) for k, v in self.times.items()},
+            "passes": [p.to_json() for p in self.passes],
+            "egraph": self.egraph,
+            "verification": self.verdict.to_json() if self.verdict else None,
+        }
+
+
+def compile(  # noqa: A001 - the verb of this stage, as in eqsat.compile
+    model: onnx.ModelProto | str | os.PathLike,
+    options: Options | None = None,
+    output: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> CompileResult:
+    """Compile a model to eqsat's own code (``options.target``: llvm by default here); with
+    ``output``, save the artifact after the verification gate (atomically)."""
+    options = options or Options(target="llvm")
+    if options.target not in COMPILED_TARGETS:
+        raise InputError(
+            f"compile makes {' or '.join(COMPILED_TARGETS)} code, not {options.target}"
+        )
+    state = State(options, model, Path(output) if output else None, progress)
+    with state.resources:
+        state = run_passes(passes_for(options), state)
+    return CompileResult(
+        state.compiled, state.graph, state.times, state.verdict, state.written, state.egraph,
+        state.passes,
+    )  # fmt: skip
 
 
 def _cost_model(name: str):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from eqsat.lower.compute import Compute, Ctx, Unsupported, View
+from eqsat.lower.compute_base import Compute, Ctx, Unsupported, View
 from eqsat.lower.indexing import broadcast_index
 from eqsat.lower.loops import (
     BinaryOp,

@@ -16,9 +16,9 @@ table's reference does.
 from __future__ import annotations
 
 from eqsat.egraph.opdefs.base import norm_axis
-from eqsat.lower.compute import Compute, Ctx, Reduction, Stage
+from eqsat.lower.compute_base import Compute, Ctx, Reduction, Stage
 from eqsat.lower.compute_ew import k
-from eqsat.lower.compute_reduce import _acc, _cast, _count
+from eqsat.lower.compute_reduce import acc_dtype, cast_to, count_of
 from eqsat.lower.indexing import broadcast_index, dim
 from eqsat.lower.loops import ReduceOp, call
 
@@ -27,10 +27,10 @@ def _softmax(log: bool):
     def build(ctx: Ctx) -> Reduction:
         x, out = ctx.x(0), ctx.out
         axis = norm_axis(int(ctx.a("axis", -1)), out.rank)
-        n, acc = dim(x.shape[axis]), _acc(out.dtype)
+        n, acc = dim(x.shape[axis]), acc_dtype(out.dtype)
 
         def at(idx, j):
-            return _cast(x.at((*idx[:axis], j, *idx[axis + 1 :])), acc)
+            return cast_to(x.at((*idx[:axis], j, *idx[axis + 1 :])), acc)
 
         stages = (
             Stage("max", ReduceOp.MAX, acc, ("j0",), (n,), lambda i, r, v: at(i, r[0])),
@@ -46,7 +46,9 @@ def _softmax(log: bool):
 
         def final(idx, v):
             z = at(idx, idx[axis]) - v["max"]
-            return _cast(z - call("log", v["sum"]) if log else call("exp", z) / v["sum"], out.dtype)
+            return cast_to(
+                z - call("log", v["sum"]) if log else call("exp", z) / v["sum"], out.dtype
+            )
 
         rows = tuple(a for a in range(out.rank) if a != axis)
         return Reduction(out, rows, stages, final)
@@ -59,13 +61,13 @@ def _normalize(first: int, last: int, ctx: Ctx, stat: str, affine) -> Reduction:
     x, out = ctx.x(0), ctx.out
     axes = tuple(range(first, last))
     eps = float(ctx.a("epsilon", 1e-5))
-    n = _count([x.shape[a] for a in axes], stat)
+    n = count_of([x.shape[a] for a in axes], stat)
 
     def at(idx, rs):
         src = list(idx)
         for a, r in zip(axes, rs, strict=True):
             src[a] = r
-        return _cast(x.at(tuple(src)), stat)
+        return cast_to(x.at(tuple(src)), stat)
 
     def mean(v):
         return v["sum"] / n
@@ -84,8 +86,8 @@ def _normalize(first: int, last: int, ctx: Ctx, stat: str, affine) -> Reduction:
 
     def final(idx, v):
         inv = k(1, stat) / call("sqrt", v["var"] / n + k(eps, stat))
-        y = (_cast(x.at(idx), stat) - mean(v)) * inv
-        return _cast(affine(idx, y), out.dtype)
+        y = (cast_to(x.at(idx), stat) - mean(v)) * inv
+        return cast_to(affine(idx, y), out.dtype)
 
     rows = tuple(a for a in range(out.rank) if a not in axes)
     return Reduction(out, rows, stages, final)
@@ -99,17 +101,17 @@ def _layer_norm(ctx: Ctx) -> Reduction:
     bias = ctx.ins[2] if ctx.has(2) else None
 
     def affine(idx, y):
-        y = _cast(y, out.dtype) * scale.at(broadcast_index(idx, scale.shape, out.shape))
+        y = cast_to(y, out.dtype) * scale.at(broadcast_index(idx, scale.shape, out.shape))
         return y if bias is None else y + bias.at(broadcast_index(idx, bias.shape, out.shape))
 
     return _normalize(axis, out.rank, ctx, stat, affine)
 
 
 def _instance_norm(ctx: Ctx) -> Reduction:
-    scale, bias, acc = ctx.x(1), ctx.x(2), _acc(ctx.out.dtype)
+    scale, bias, acc = ctx.x(1), ctx.x(2), acc_dtype(ctx.out.dtype)
 
     def affine(idx, y):
-        return y * _cast(scale.at((idx[1],)), acc) + _cast(bias.at((idx[1],)), acc)
+        return y * cast_to(scale.at((idx[1],)), acc) + cast_to(bias.at((idx[1],)), acc)
 
     return _normalize(2, ctx.out.rank, ctx, acc, affine)
 

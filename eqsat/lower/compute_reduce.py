@@ -25,7 +25,7 @@ import numpy as np
 
 from eqsat.egraph.opdefs.base import ints, norm_axis
 from eqsat.egraph.opdefs.window import Window
-from eqsat.lower.compute import Compute, Ctx, Reduction, Stage, Unsupported, View
+from eqsat.lower.compute_base import Compute, Ctx, Reduction, Stage, Unsupported, View
 from eqsat.lower.compute_ew import k
 from eqsat.lower.indexing import add, broadcast_index, dim, mul, product, sub
 from eqsat.lower.loops import (
@@ -44,11 +44,11 @@ from eqsat.lower.loops import (
 )
 
 
-def _acc(dtype: str) -> str:
+def acc_dtype(dtype: str) -> str:
     return "float32" if dtype == "float16" else dtype
 
 
-def _cast(e: Expr, dtype: str) -> Expr:
+def cast_to(e: Expr, dtype: str) -> Expr:
     return e if e.dtype == dtype else Cast(dtype, e)
 
 
@@ -56,7 +56,7 @@ def _and(a: Expr | None, b: Expr) -> Expr:
     return b if a is None else BinOp(BinaryOp.AND, a, b)
 
 
-def _count(dims, dtype: str) -> Expr:
+def count_of(dims, dtype: str) -> Expr:
     n = product(dims)
     return k(n.value, dtype) if isinstance(n, Const) else Cast(dtype, n)
 
@@ -66,7 +66,7 @@ def _matmul(ctx: Ctx) -> Reduction:
     a, b, out = ctx.x(0), ctx.x(1), ctx.out
     ra, rb, R = a.type.rank, b.type.rank, out.rank
     nb = R - (ra > 1) - (rb > 1)
-    acc = _acc(out.dtype)
+    acc = acc_dtype(out.dtype)
 
     def body(idx, ks, vals):
         kk, batch = ks[0], idx[:nb]
@@ -80,10 +80,10 @@ def _matmul(ctx: Ctx) -> Reduction:
             if rb == 1
             else (*broadcast_index(batch, b.shape[:-2], out.shape[:nb]), kk, idx[-1])
         )
-        return _cast(a.at(ai), acc) * _cast(b.at(bi), acc)
+        return cast_to(a.at(ai), acc) * cast_to(b.at(bi), acc)
 
     stage = Stage("acc", ReduceOp.SUM, acc, ("k",), (dim(a.shape[-1]),), body)
-    return Reduction(out, tuple(range(R)), (stage,), lambda idx, v: _cast(v["acc"], out.dtype))
+    return Reduction(out, tuple(range(R)), (stage,), lambda idx, v: cast_to(v["acc"], out.dtype))
 
 
 def _gemm(ctx: Ctx) -> Reduction:
@@ -91,22 +91,22 @@ def _gemm(ctx: Ctx) -> Reduction:
     ta, tb = int(ctx.a("transA", 0)), int(ctx.a("transB", 0))
     alpha, beta = float(ctx.a("alpha", 1.0)), float(ctx.a("beta", 1.0))
     kdim = a.shape[0] if ta else a.shape[1]
-    acc = _acc(out.dtype)
+    acc = acc_dtype(out.dtype)
 
     def body(idx, ks, vals):
         i, j, kk = idx[0], idx[1], ks[0]
         x = a.at((kk, i) if ta else (i, kk))
         y = b.at((j, kk) if tb else (kk, j))
-        return _cast(x, acc) * _cast(y, acc)
+        return cast_to(x, acc) * cast_to(y, acc)
 
     c = ctx.ins[2] if ctx.has(2) else None
 
     def final(idx, v):
         r = v["acc"] if alpha == 1 else k(alpha, acc) * v["acc"]
         if c is not None and beta != 0:
-            cv = _cast(c.at(broadcast_index(idx, c.shape, out.shape)), acc)
+            cv = cast_to(c.at(broadcast_index(idx, c.shape, out.shape)), acc)
             r = r + (cv if beta == 1 else k(beta, acc) * cv)
-        return _cast(r, out.dtype)
+        return cast_to(r, out.dtype)
 
     stage = Stage("acc", ReduceOp.SUM, acc, ("k",), (dim(kdim),), body)
     return Reduction(out, (0, 1), (stage,), final)
@@ -160,22 +160,22 @@ def _conv(ctx: Ctx) -> Reduction:
     g, nd = int(ctx.a("group", 1)), len(kernel)
     cg, mg = w.shape[1], dim(out.shape[1]) if g == 1 else Const(int(out.shape[1]) // g)
     leave = _may_leave(win, pb, out.shape[2:], x.shape[2:])
-    acc = _acc(out.dtype)
+    acc = acc_dtype(out.dtype)
     rvars = ("rc", *(f"r{i}" for i in range(nd)))
 
     def body(idx, rs, vals):
         n, co, sp = idx[0], idx[1], idx[2:]
         ci = rs[0] if g == 1 else add(mul(BinOp(BinaryOp.FLOORDIV, co, mg), dim(cg)), rs[0])
         pos = _positions(win, pb, sp, rs[1:])
-        prod = _cast(x.at((n, ci, *pos)), acc) * _cast(w.at((co, rs[0], *rs[1:])), acc)
+        prod = cast_to(x.at((n, ci, *pos)), acc) * cast_to(w.at((co, rs[0], *rs[1:])), acc)
         cond = _inside(pos, [Const(0)] * nd, [dim(d) for d in x.shape[2:]], leave)
         return prod if cond is None else Select(cond, prod, k(0, acc))
 
     bias = ctx.ins[2] if ctx.has(2) else None
 
     def final(idx, v):
-        r = v["acc"] if bias is None else v["acc"] + _cast(bias.at((idx[1],)), acc)
-        return _cast(r, out.dtype)
+        r = v["acc"] if bias is None else v["acc"] + cast_to(bias.at((idx[1],)), acc)
+        return cast_to(r, out.dtype)
 
     extents = (dim(cg), *(Const(kk) for kk in kernel))
     stage = Stage("acc", ReduceOp.SUM, acc, rvars, extents, body)
@@ -204,7 +204,7 @@ def _pool(avg: bool):
         if not avg:
             stage = Stage("acc", ReduceOp.MAX, dt, rvars, extents, body)
             return Reduction(out, tuple(range(out.rank)), (stage,), lambda idx, v: v["acc"])
-        acc = _acc(dt)
+        acc = acc_dtype(dt)
         stages = [Stage("acc", ReduceOp.SUM, acc, rvars, extents, body)]
         if not any(leave):
             count = k(int(np.prod(kernel)), acc)
@@ -222,7 +222,7 @@ def _pool(avg: bool):
             count = None
 
         def final(idx, v):
-            return _cast(v["acc"] / (count if count is not None else v["count"]), dt)
+            return cast_to(v["acc"] / (count if count is not None else v["count"]), dt)
 
         return Reduction(out, tuple(range(out.rank)), tuple(stages), final)
 
@@ -277,12 +277,12 @@ def _reduce(op: str):
         if axes is None:
             return [View(ctx.out, ctx.x(0).at)]
         dt = ctx.out.dtype
-        acc = _acc(dt) if combine is ReduceOp.SUM else dt
+        acc = acc_dtype(dt) if combine is ReduceOp.SUM else dt
         names = tuple(f"r{a}" for a in axes)
 
         def stages_of(x, src, extents):
             def body(idx, rs, vals):
-                v = _cast(x.at(src(idx, rs)), acc)
+                v = cast_to(x.at(src(idx, rs)), acc)
                 return v * v if square else v
 
             return (Stage("acc", combine, acc, names, extents, body),)
@@ -294,13 +294,13 @@ def _reduce(op: str):
                 r = v["acc"]
                 if fin == "mean":
                     r = (
-                        r / _count(n, acc)
+                        r / count_of(n, acc)
                         if is_float(acc)
-                        else BinOp(BinaryOp.FLOORDIV, r, _cast(product(n), acc))
+                        else BinOp(BinaryOp.FLOORDIV, r, cast_to(product(n), acc))
                     )
                 elif fin == "sqrt":
                     r = call("sqrt", r)
-                return _cast(r, dt)
+                return cast_to(r, dt)
 
             return final
 
@@ -314,17 +314,17 @@ def _global(op: ReduceOp):
         x = ctx.x(0)
         axes = tuple(range(2, x.type.rank))
         dt = ctx.out.dtype
-        acc = _acc(dt) if op is ReduceOp.SUM else dt
+        acc = acc_dtype(dt) if op is ReduceOp.SUM else dt
         names = tuple(f"r{a}" for a in axes)
 
         def stages_of(x, src, extents):
-            body = lambda idx, rs, vals: _cast(x.at(src(idx, rs)), acc)  # noqa: E731
+            body = lambda idx, rs, vals: cast_to(x.at(src(idx, rs)), acc)  # noqa: E731
             return (Stage("acc", op, acc, names, extents, body),)
 
         def final_of(x, axes):
             n = [x.shape[a] for a in axes]
             if op is ReduceOp.SUM:
-                return lambda idx, v: _cast(v["acc"] / _count(n, acc), dt)
+                return lambda idx, v: cast_to(v["acc"] / count_of(n, acc), dt)
             return lambda idx, v: v["acc"]
 
         return _axes_reduction(ctx, axes, True, stages_of, final_of)
@@ -360,16 +360,18 @@ def _cumsum(ctx: Ctx) -> Reduction:
     x, out = ctx.x(0), ctx.out
     axis = norm_axis(int(ints(ctx.const(1, "axis"))[0]), x.type.rank)
     excl, rev = bool(ctx.a("exclusive", 0)), bool(ctx.a("reverse", 0))
-    acc = _acc(out.dtype)
+    acc = acc_dtype(out.dtype)
 
     def body(idx, rs, vals):
         j, i = rs[0], idx[axis]
         cond = {(0, 0): j <= i, (1, 0): j < i, (0, 1): j >= i, (1, 1): j > i}[(excl, rev)]
         src = (*idx[:axis], j, *idx[axis + 1 :])
-        return Select(cond, _cast(x.at(src), acc), k(0, acc))
+        return Select(cond, cast_to(x.at(src), acc), k(0, acc))
 
     stage = Stage("acc", ReduceOp.SUM, acc, ("j",), (dim(x.shape[axis]),), body)
-    return Reduction(out, tuple(range(out.rank)), (stage,), lambda i, v: _cast(v["acc"], out.dtype))
+    return Reduction(
+        out, tuple(range(out.rank)), (stage,), lambda i, v: cast_to(v["acc"], out.dtype)
+    )
 
 
 TABLE: dict[str, Compute] = {

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from eqsat.egraph.opdefs.base import ints, norm_axis
-from eqsat.lower.compute import Compute, Ctx, Unsupported, View
+from eqsat.lower.compute_base import Compute, Ctx, Unsupported, View
 from eqsat.lower.compute_ew import k
 from eqsat.lower.indexing import (
     add,

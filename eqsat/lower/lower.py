@@ -38,6 +38,7 @@ from eqsat.egraph.ir import Node, TensorGraph, TensorType
 from eqsat.egraph.ops import OPS, is_known
 from eqsat.lower import fuse
 from eqsat.lower.analysis import free_vars, substitute
+from eqsat.lower.check import check_program
 from eqsat.lower.compute import COMPUTE, Ctx, Reduction, Unsupported, View
 from eqsat.lower.compute_ew import k
 from eqsat.lower.indexing import atom_rewrites, dim, size_name
@@ -223,7 +224,7 @@ class _Lowering:
                 infos.append(KernelInfo(kname, ("Identity",), (o,), o))
         bufs = sorted(self.buffers.values(), key=lambda b: _ORDER[b.kind])
         program = LoopProgram(self.name, tuple(bufs), tuple(kernels))
-        program.check()
+        check_program(program)
         mem = plan_memory(program)
         inlined = tuple(v for v in self.views if v in self.producer and v not in self.buffers)
         report = Report(tuple(infos), inlined, mem.peak_bytes, mem.unshared_bytes)

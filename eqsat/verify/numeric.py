@@ -187,9 +187,44 @@ def compare_models(
             "the models have different inputs: "
             f"{[(s.name, s.dtype) for s in specs_a]} vs {[(s.name, s.dtype) for s in specs_b]}"
         )
-    sa, sb = _session(reference), _session(candidate)
-    names_a = [o.name for o in sa.get_outputs()]
+    sb = _session(candidate)
     names_b = [o.name for o in sb.get_outputs()]
+
+    def run(feeds):
+        try:
+            return sb.run(None, feeds)
+        except Exception as e:
+            raise InputError(
+                f"onnxruntime failed to run the model: {str(e).splitlines()[0]}"
+            ) from e
+
+    return compare_with(
+        reference,
+        run,
+        names_b,
+        seeds=seeds,
+        rtol=rtol,
+        atol=atol,
+        dim_values=dim_values,
+    )
+
+
+def compare_with(
+    reference: ModelLike,
+    run,
+    output_names: list[str],
+    *,
+    seeds: tuple[int, ...] = DEFAULT_SEEDS,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    dim_values: dict[str, int] | None = None,
+) -> Verdict:
+    """The reference model in onnxruntime against ``run(feeds) -> outputs`` (in the order of
+    ``output_names``: another session, or a compiled model) on the same random inputs."""
+    specs_a = input_specs(reference)
+    sa = _session(reference)
+    names_a = [o.name for o in sa.get_outputs()]
+    names_b = list(output_names)
     dims = dict(dim_values or {})
     for s in specs_a:
         for d in s.shape:
@@ -205,11 +240,11 @@ def compare_models(
         feeds = random_feeds(specs_a, seed, dims)
         try:
             out_a = sa.run(None, feeds)
-            out_b = sb.run(None, feeds)
         except Exception as e:
             raise InputError(
                 f"onnxruntime failed to run the model: {str(e).splitlines()[0]}"
             ) from e
+        out_b = run(feeds)
         for name, a, b in zip(names_a, out_a, out_b, strict=True):
             d = compare_arrays(name, a, b, rtol, atol)
             w = worst.get(name)

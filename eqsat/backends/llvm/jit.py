@@ -90,6 +90,7 @@ class Compiled:
 
     engine: llvm.ExecutionEngine
     stats: CompileStats
+    object: bytes = b""  # the relocatable object code (what an artifact stores)
 
     def address(self, name: str) -> int:
         addr = self.engine.get_function_address(name)
@@ -145,6 +146,17 @@ def _write_cached(path: Path, obj: bytes) -> None:
             raise
     except OSError:
         pass
+
+
+def load_object(obj: bytes, caps: Capabilities | None = None) -> Compiled:
+    """Load object code compiled earlier (an artifact's) into this process."""
+    caps = caps or Capabilities.host()
+    init_native()
+    t0 = time.perf_counter()
+    engine = _load(obj, caps, 3)
+    stats = CompileStats(key="", cache_hit=True, load_s=time.perf_counter() - t0)
+    stats.object_bytes = len(obj)
+    return Compiled(engine=engine, stats=stats, object=obj)
 
 
 def _load(obj: bytes, caps: Capabilities, codegen_opt: int) -> llvm.ExecutionEngine:
@@ -204,4 +216,4 @@ def compile_ir(
     t4 = time.perf_counter()
     engine = _load(obj, caps, codegen_opt)
     stats.load_s = time.perf_counter() - t4
-    return Compiled(engine=engine, stats=stats)
+    return Compiled(engine=engine, stats=stats, object=obj)

@@ -24,7 +24,7 @@ import numpy as np
 
 from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.codegen import ENTRY, PARALLEL_FOR, emit
-from eqsat.backends.llvm.jit import compile_ir
+from eqsat.backends.llvm.jit import compile_ir, load_object
 from eqsat.backends.llvm.threads import ThreadPool, shared_pool
 from eqsat.lower.loops import LoopIRError, LoopProgram
 
@@ -65,14 +65,21 @@ class CompiledProgram:
         speed_level: int = 3,
         cache_dir: str | os.PathLike | None = None,
         use_cache: bool = True,
+        obj: bytes | None = None,
     ):
+        """``obj``: object code this program was compiled to before (an artifact's); only the
+        program's buffers are read then (its kernels may be empty)."""
         self.program = program
-        self.module = emit(program)
-        self.ir = str(self.module)
-        compiled = compile_ir(
-            self.module, opt=speed_level, cache_dir=cache_dir, use_cache=use_cache
-        )
-        self.engine, self.stats = compiled.engine, compiled.stats
+        if obj is None:
+            self.module = emit(program)
+            self.ir = str(self.module)
+            compiled = compile_ir(
+                self.module, opt=speed_level, cache_dir=cache_dir, use_cache=use_cache
+            )
+        else:
+            self.module, self.ir = None, ""
+            compiled = load_object(obj)
+        self.engine, self.stats, self.object = compiled.engine, compiled.stats, compiled.object
         self.threads = threads or Capabilities.host().cores
         self.launcher = _Launcher(shared_pool(self.threads))
         if self.threads > 1:

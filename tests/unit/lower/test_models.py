@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from eqsat.egraph.interpret import interpret as interpret_graph
 from eqsat.egraph.onnx_io import import_onnx
 from eqsat.egraph.passes import fold_constants
 from eqsat.examples import build_example, example_names, random_inputs
+from eqsat.lower.check import check_program
 from eqsat.lower.lower import lower
 
 TORCH = Path(__file__).parents[2] / "data" / "torch"
@@ -31,7 +33,7 @@ KERNELS = {
 
 def check(graph, feeds, atol=1e-4):
     lowered = lower(graph)
-    want, got = graph.interpret(feeds), lowered.run(feeds)
+    want, got = interpret_graph(graph, feeds), lowered.run(feeds)
     for o in graph.outputs:
         assert got[o].shape == want[o].shape
         np.testing.assert_allclose(got[o], want[o], rtol=1e-4, atol=atol)
@@ -68,6 +70,6 @@ def test_torch_export_lowers_and_matches(stem):
 def test_default_size_example_lowers_with_a_valid_memory_plan(name):
     """Benchmark-sized models are lowered (not interpreted: numpy would take minutes)."""
     lowered = lower(import_onnx(build_example(name)))
-    lowered.program.check()
+    check_program(lowered.program)
     assert lowered.memory.overlaps() == []
     assert 0 < lowered.report.peak_temp_bytes < lowered.memory.unshared_bytes

@@ -1,0 +1,252 @@
+"""A compiled model: eqsat's own kernels for one ONNX model, runnable, and saved as one file.
+
+Consumes a TensorGraph (optimized by the e-graph or not) and a target; produces a
+:class:`CompiledModel` whose ``run(feeds)`` returns the outputs in the graph's order, like
+``onnxruntime.InferenceSession.run(None, feeds)``. The graph is lowered to a LoopProgram
+(:func:`eqsat.lower.lower.lower`) and compiled by a backend: ``llvm`` (native code for this CPU,
+:mod:`eqsat.backends.llvm.runtime`) or ``ref`` (the numpy interpreter, the oracle; not saved).
+Every kernel of an ``llvm`` model is code eqsat generated: numpy only allocates the buffers.
+
+The artifact (``save`` / :func:`load`) is one zip file, stored uncompressed (weights are floats,
+which do not compress, and the object loads without inflating):
+
+- ``manifest.json``: format version, eqsat version, target, the CPU it was compiled for and the
+  features its code needs, the model's inputs and outputs (name, dtype, shape with symbols),
+  the program's buffers in signature order, the graph-to-buffer names, the lowering report;
+- ``code.o``: the object code (relocatable; loaded with MCJIT like a cache hit);
+- ``weights.npz``: the weights by buffer name;
+- ``program.txt``: the printed LoopProgram, for people.
+
+Loading on a CPU that lacks a feature the code was compiled with is an InputError naming the
+features (the code would die of an illegal instruction otherwise). Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eqsat.egraph.ir import TensorGraph
+from eqsat.errors import InputError
+from eqsat.lower.indexing import size_values
+from eqsat.lower.loops import Buffer, BufferKind, LoopProgram
+from eqsat.version import __version__
+
+FORMAT = 1
+BACKENDS = ("llvm", "ref")
+
+
+@dataclass(frozen=True)
+class Port:
+    """One input or output of the model: its graph name, buffer name, dtype and shape."""
+
+    name: str
+    buffer: str
+    dtype: str
+    shape: tuple  # ints and symbols
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "buffer": self.buffer, "dtype": self.dtype,
+                "shape": list(self.shape)}  # fmt: skip
+
+
+class CompiledModel:
+    """A model compiled for ``target``: ``run(feeds)`` -> outputs in the graph's order."""
+
+    def __init__(
+        self,
+        program: LoopProgram,
+        executable,
+        weights: Mapping[str, np.ndarray],
+        inputs: Sequence[Port],
+        outputs: Sequence[Port],
+        target: str,
+        report: dict | None = None,
+        features: str = "",
+        cpu: str = "",
+        products: Sequence[str] = (),
+    ):
+        self.program, self.executable, self.target = program, executable, target
+        self.weights = dict(weights)
+        self.inputs, self.outputs = list(inputs), list(outputs)
+        self.report = report or {}
+        self.features, self.cpu = features, cpu
+        self.products = tuple(products)  # symbolic product dims the program has a size for
+
+    @property
+    def input_names(self) -> list[str]:
+        return [p.name for p in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [p.name for p in self.outputs]
+
+    def _bind(self, feeds: Mapping[str, np.ndarray]) -> tuple[dict, dict[str, int]]:
+        unknown = sorted(set(feeds) - set(self.input_names))
+        if unknown:
+            raise InputError(f"no input named {unknown[0]!r}; inputs: {self.input_names}")
+        env: dict[str, int] = {}
+        bound = dict(self.weights)
+        for p in self.inputs:
+            if p.name not in feeds:
+                raise InputError(f"input {p.name!r} is missing")
+            a = np.asarray(feeds[p.name])
+            if a.dtype != np.dtype(p.dtype):
+                raise InputError(f"input {p.name!r}: dtype {a.dtype}, the model takes {p.dtype}")
+            if a.ndim != len(p.shape):
+                raise InputError(f"input {p.name!r}: rank {a.ndim}, the model takes {p.shape}")
+            for d, n in zip(p.shape, a.shape, strict=True):
+                if isinstance(d, int) and d != n:
+                    raise InputError(
+                        f"input {p.name!r}: shape {a.shape}, the model takes {p.shape}"
+                    )
+                if isinstance(d, str) and env.setdefault(d, n) != n:
+                    raise InputError(f"input {p.name!r}: dim {d} is {n} here, {env[d]} elsewhere")
+            bound[p.buffer] = a
+        env.update(size_values(self.products, env))  # products of symbols (batch*8 -> batch_x8)
+        return bound, env
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs, in the model's order, for ``feeds`` (input name -> array)."""
+        bound, env = self._bind(feeds)
+        out = self.executable.run(bound, env)
+        return [out[p.buffer] for p in self.outputs]
+
+    __call__ = run
+
+    def manifest(self) -> dict:
+        return {
+            "format": FORMAT,
+            "eqsat": __version__,
+            "target": self.target,
+            "cpu": self.cpu,
+            "features": self.features,
+            "inputs": [p.to_json() for p in self.inputs],
+            "outputs": [p.to_json() for p in self.outputs],
+            "buffers": [
+                {"name": b.name, "shape": list(b.shape), "dtype": b.dtype, "kind": b.kind.value}
+                for b in self.program.buffers
+            ],
+            "program": self.program.name,
+            "products": list(self.products),
+            "report": self.report,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the artifact (atomically: a failed save leaves no file)."""
+        if self.target != "llvm":
+            raise InputError(f"a {self.target} model cannot be saved (only llvm code is)")
+        from eqsat.lower.printer import print_program
+
+        path = Path(path)
+        weights = io.BytesIO()
+        np.savez(weights, **self.weights)
+        fd, tmp = tempfile.mkstemp(prefix=".eqsat-", suffix=".tmp", dir=path.parent or ".")
+        try:
+            with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+                z.writestr("manifest.json", json.dumps(self.manifest(), indent=1))
+                z.writestr("code.o", self.executable.object)
+                z.writestr("weights.npz", weights.getvalue())
+                z.writestr("program.txt", print_program(self.program))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def build(
+    graph: TensorGraph, target: str = "llvm", threads: int | None = None, use_cache: bool = True
+) -> CompiledModel:
+    """Lower ``graph`` and compile it for ``target`` (one of :data:`BACKENDS`)."""
+    from eqsat.lower.lower import lower
+
+    if target not in BACKENDS:
+        raise InputError(f"unknown backend {target!r}; known: {', '.join(BACKENDS)}")
+    lowered = lower(graph)
+    program = lowered.program
+    cpu = features = ""
+    if target == "llvm":
+        from eqsat.backends.llvm.capabilities import Capabilities
+        from eqsat.backends.llvm.runtime import compile as llvm_compile
+
+        executable = llvm_compile(program, threads=threads, use_cache=use_cache)
+        caps = Capabilities.host()
+        cpu, features = caps.cpu_name, caps.features
+    else:
+        from eqsat.backends import ref
+
+        executable = ref.compile(program)
+    types = graph.types
+    inputs = [
+        Port(v, lowered.names[v], types[v].dtype, tuple(types[v].shape)) for v in graph.inputs
+    ]
+    outputs = [
+        Port(v, lowered.outputs[v], types[v].dtype, tuple(types[v].shape)) for v in graph.outputs
+    ]
+    return CompiledModel(
+        program, executable, lowered.weights, inputs, outputs, target, _report(lowered), features,
+        cpu, lowered.products,
+    )  # fmt: skip
+
+
+def _report(lowered) -> dict:
+    r = lowered.report
+    return {
+        "kernels": len(r.kernels),
+        "inlined": len(r.inlined),
+        "peak_temp_bytes": r.peak_temp_bytes,
+        "unshared_temp_bytes": r.unshared_temp_bytes,
+    }
+
+
+def load(path: str | os.PathLike, threads: int | None = None) -> CompiledModel:
+    """A model saved by :meth:`CompiledModel.save`; InputError when the file is not one, or this
+    CPU lacks a feature its code needs."""
+    from eqsat.backends.llvm.capabilities import Capabilities
+    from eqsat.backends.llvm.runtime import CompiledProgram
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            manifest = json.loads(z.read("manifest.json"))
+            obj = z.read("code.o")
+            with np.load(io.BytesIO(z.read("weights.npz"))) as npz:
+                weights = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+        raise InputError(f"{path} is not an eqsat compiled model ({e})") from None
+    if manifest.get("format") != FORMAT:
+        raise InputError(
+            f"{path}: artifact format {manifest.get('format')}, this eqsat reads {FORMAT}"
+        )
+    caps = Capabilities.host()
+    host = {f[1:] for f in caps.features.split(",") if f.startswith("+")}
+    need = {f[1:] for f in manifest["features"].split(",") if f.startswith("+")}
+    missing = sorted(need - host)
+    if missing:
+        raise InputError(
+            f"{path} was compiled for {manifest['cpu']}; this CPU ({caps.cpu_name}) lacks "
+            f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}: compile it here"
+        )
+    buffers = tuple(
+        Buffer(b["name"], tuple(b["shape"]), b["dtype"], BufferKind(b["kind"]))
+        for b in manifest["buffers"]
+    )
+    program = LoopProgram(manifest["program"], buffers, ())
+    executable = CompiledProgram(program, threads=threads, obj=obj)
+    ports = {k: [Port(p["name"], p["buffer"], p["dtype"], tuple(p["shape"])) for p in manifest[k]]
+             for k in ("inputs", "outputs")}  # fmt: skip
+    return CompiledModel(
+        program, executable, weights, ports["inputs"], ports["outputs"], "llvm",
+        manifest.get("report"), manifest["features"], manifest["cpu"], manifest.get("products", ()),
+    )  # fmt: skip
