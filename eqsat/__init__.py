@@ -8,14 +8,18 @@ The Python API mirrors ``eqsat optimize``::
     result.egraph         # e-graph size, iterations, stop reason, per-rule matches, costs
     result.verdict        # the verification gate's numbers
 
-Keyword arguments are the fields of :class:`eqsat.pipeline.Options`.
+Keyword arguments are the fields of :class:`eqsat.pipeline.Options`. And ``eqsat compile``::
+
+    model = eqsat.compile("model.onnx")           # eqsat's own kernels for this CPU (llvm)
+    outputs = model.run({"x": x})                 # like InferenceSession.run(None, feeds)
+    model.save("model.eqsat"); eqsat.load("model.eqsat")
 """
 
 from __future__ import annotations
 
 from eqsat.version import __version__
 
-__all__ = ["__version__", "optimize"]
+__all__ = ["__version__", "compile", "load", "optimize"]
 
 
 def optimize(model, output=None, **options):
@@ -30,3 +34,26 @@ def optimize(model, output=None, **options):
     if unknown:
         raise InputError(f"unknown option(s) {unknown}; known: {sorted(fields)}")
     return pipeline.optimize(model, pipeline.Options(**options), output=output)
+
+
+def compile(model, target="llvm", threads=None, optimize=True, **options):  # noqa: A001
+    """Compile ``model`` (a path or an ``onnx.ModelProto``) to eqsat's own code: a
+    :class:`eqsat.compiled.CompiledModel` (``run(feeds)``, ``save(path)``). ``optimize=False``
+    skips the e-graph; other keywords are fields of :class:`eqsat.pipeline.Options`. The result
+    went through the verification gate against onnxruntime (``verify=False`` skips it)."""
+    from eqsat import pipeline
+    from eqsat.errors import InputError
+
+    fields = pipeline.Options.__dataclass_fields__
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise InputError(f"unknown option(s) {unknown}; known: {sorted(fields)}")
+    opts = pipeline.Options(target=target, threads=threads, egraph=optimize, **options)
+    return pipeline.compile(model, opts).compiled
+
+
+def load(path, threads=None):
+    """A compiled model saved with ``CompiledModel.save`` (see :func:`eqsat.compiled.load`)."""
+    from eqsat.compiled import load as load_compiled
+
+    return load_compiled(path, threads=threads)

@@ -156,6 +156,9 @@ class CompiledModel:
                 z.writestr("code.o", self.executable.object)
                 z.writestr("weights.npz", weights.getvalue())
                 z.writestr("program.txt", print_program(self.program))
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a model is not secret
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -250,3 +253,28 @@ def load(path: str | os.PathLike, threads: int | None = None) -> CompiledModel:
         program, executable, weights, ports["inputs"], ports["outputs"], "llvm",
         manifest.get("report"), manifest["features"], manifest["cpu"], manifest.get("products", ()),
     )  # fmt: skip
+
+
+def emit(model: CompiledModel, what: str, folder: Path) -> list[Path]:
+    """Write ``model``'s loop nests (``loops``: the printed LoopProgram), LLVM IR (``llvm``, as
+    generated, before optimization) or assembly (``asm``, for this CPU) into ``folder``."""
+    from eqsat.lower.printer import print_program
+
+    folder.mkdir(parents=True, exist_ok=True)
+    name = model.program.name
+    if what == "loops":
+        files = {f"{name}.loops.txt": print_program(model.program)}
+    elif model.target != "llvm" or not getattr(model.executable, "ir", ""):
+        raise InputError(f"--emit {what}: only a model compiled here for llvm has code to show")
+    elif what == "llvm":
+        files = {f"{name}.ll": model.executable.ir}
+    else:
+        from eqsat.backends.llvm.jit import assembly
+
+        files = {f"{name}.s": assembly(model.executable.ir)}
+    written = []
+    for fname, text in files.items():
+        path = folder / fname
+        path.write_text(text)
+        written.append(path)
+    return written

@@ -208,7 +208,7 @@ def passes_for(options: Options) -> list[Pass]:
     if options.target not in TARGETS:
         raise InputError(f"unknown target {options.target!r}; known: {', '.join(TARGETS)}")
     if options.target not in ("onnx", *COMPILED_TARGETS):
-        raise InputError(f"target {options.target} is not built yet (onnx and llvm are)")
+        raise InputError(f"target {options.target} is not built yet (onnx, llvm and ref are)")
     front = [
         Pass("import", _import),
         *([Pass("fold", _fold)] if options.fold_constants else []),
@@ -357,9 +357,13 @@ def _verify(state: State) -> State:
 def _compile(state: State) -> State:
     """Lower the graph to loop nests and compile them for the target (``eqsat.compiled``)."""
     from eqsat.compiled import build
+    from eqsat.lower.lower import LoweringError
 
     o = state.options
-    state.compiled = build(state.graph, o.target, threads=o.threads)
+    try:
+        state.compiled = build(state.graph, o.target, threads=o.threads)
+    except LoweringError as e:
+        raise InputError(f"cannot compile this model: {e}") from e
     return state
 
 
@@ -428,6 +432,11 @@ def optimize(
     """Optimize a model; with ``output``, write it atomically after the verification gate."""
     options = options or Options()
     pipeline = passes_for(options)
+    if options.target != "onnx":
+        raise InputError(
+            f"optimize writes an ONNX model; target {options.target} is compiled code: use "
+            "`eqsat compile` (eqsat.compile)"
+        )
     state = State(options, model, Path(output) if output else None, progress)
     with state.resources:
         state = run_passes(pipeline, state)
@@ -482,13 +491,14 @@ def compile(  # noqa: A001 - the verb of this stage, as in eqsat.compile
     """Compile a model to eqsat's own code (``options.target``: llvm by default here); with
     ``output``, save the artifact after the verification gate (atomically)."""
     options = options or Options(target="llvm")
+    pipeline = passes_for(options)  # refuses targets not built yet
     if options.target not in COMPILED_TARGETS:
         raise InputError(
             f"compile makes {' or '.join(COMPILED_TARGETS)} code, not {options.target}"
         )
     state = State(options, model, Path(output) if output else None, progress)
     with state.resources:
-        state = run_passes(passes_for(options), state)
+        state = run_passes(pipeline, state)
     return CompileResult(
         state.compiled, state.graph, state.times, state.verdict, state.written, state.egraph,
         state.passes,

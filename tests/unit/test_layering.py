@@ -25,13 +25,14 @@ ROOT = Path(eqsat.__file__).resolve().parent
 # ARCHITECTURE.md: imports flow egraph <- rules <- extract <- lower <- backends
 LAYERS = ["egraph", "rules", "extract", "lower", "backends"]
 # who may import these modules (besides themselves); the pipeline composes the stages, the CLI
-# calls it, the package's ``optimize`` is the pipeline's API, ``python -m eqsat`` the CLI's
+# calls it, the package's ``optimize`` is the pipeline's API, ``python -m eqsat`` the CLI's;
+# ``eqsat.bench`` (``eqsat bench``) runs the pipeline twice and times the results
 IMPORTERS = {
-    "eqsat.pipeline": {"eqsat", "eqsat.cli"},
+    "eqsat.pipeline": {"eqsat", "eqsat.cli", "eqsat.bench"},
     "eqsat.cli": {"eqsat.__main__"},
 }
 # who may import verify/ (besides verify itself; tests are not walked)
-VERIFY_IMPORTERS = {"eqsat.pipeline", "eqsat.cli"}
+VERIFY_IMPORTERS = {"eqsat.pipeline", "eqsat.cli", "eqsat.bench"}
 # the offline rule generator: the optimizer must not load it (enumeration, Z3, process pools)
 GENERATOR = "eqsat.rules.discover"
 # the CLI runs it; the op coverage matrix (``eqsat ops``) shows which discovery op stands for

@@ -113,21 +113,26 @@ def test_json_carries_the_passes(capsys, tiny, tmp_path):
     assert s["passes"][0]["checked"] is True
 
 
-@pytest.mark.parametrize("target", ["llvm", "cuda"])
-def test_a_target_not_built_yet_is_a_usage_error(capsys, tiny, tmp_path, target):
-    with pytest.raises(InputError, match=f"target {target} is not built yet"):
-        pipeline.optimize(tiny, pipeline.Options(target=target))
-    with pytest.raises(InputError, match="is not built yet"):
-        eqsat.optimize(tiny, target=target)
+def test_a_target_not_built_yet_is_a_usage_error(capsys, tiny, tmp_path):
+    with pytest.raises(InputError, match="target cuda is not built yet"):
+        pipeline.compile(tiny, pipeline.Options(target="cuda"))
     src = tmp_path / "tiny.onnx"
     src.write_bytes(tiny.SerializeToString())
-    code = cli.main(["optimize", str(src), "-o", str(tmp_path / "o.onnx"), "--target", target])
+    code = cli.main(["compile", str(src), "-o", str(tmp_path / "o.eqsat"), "--target", "cuda"])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.strip() == f"eqsat: error: target {target} is not built yet (only onnx is)"
-    assert not (tmp_path / "o.onnx").exists()
+    assert err.strip() == "eqsat: error: target cuda is not built yet (onnx, llvm and ref are)"
+    assert not (tmp_path / "o.eqsat").exists()
+
+
+@pytest.mark.parametrize("target", ["llvm", "ref"])
+def test_optimize_refuses_a_compiled_target(tiny, target):
+    with pytest.raises(InputError, match=f"target {target} is compiled code: use `eqsat compile`"):
+        pipeline.optimize(tiny, pipeline.Options(target=target))
+    with pytest.raises(InputError, match="use `eqsat compile`"):
+        eqsat.optimize(tiny, target=target)
 
 
 def test_an_unknown_target_lists_the_known_ones():
-    with pytest.raises(InputError, match="known: onnx, llvm, cuda"):
+    with pytest.raises(InputError, match="known: onnx, llvm, ref, cuda"):
         pipeline.passes_for(pipeline.Options(target="tpu"))

@@ -217,3 +217,19 @@ def compile_ir(
     engine = _load(obj, caps, codegen_opt)
     stats.load_s = time.perf_counter() - t4
     return Compiled(engine=engine, stats=stats, object=obj)
+
+
+def assembly(module: str | ir.Module, opt: int = 3, caps: Capabilities | None = None) -> str:
+    """The assembly ``module`` compiles to for ``caps`` (default: the host), after the IR
+    pipeline at ``opt``: what ``eqsat compile --emit asm`` writes."""
+    caps = caps or Capabilities.host()
+    init_native()
+    tm = target_machine(caps)
+    mod = llvm.parse_assembly(str(module))
+    mod.triple, mod.data_layout = caps.triple, str(tm.target_data)
+    if opt > 0:
+        pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+        pto.slp_vectorization = opt >= 2
+        pb = llvm.create_pass_builder(tm, pto)
+        pb.getModulePassManager().run(mod, pb)
+    return tm.emit_assembly(mod)

@@ -1,0 +1,69 @@
+"""What a user runs to decide (``eqsat bench``): onnxruntime on the original model, onnxruntime on
+the optimized ONNX model, and the compiled model, timed in one process.
+
+Consumes a model (path or ModelProto); produces rows of min / median / spread latencies. The
+three runners are interleaved (A, B, C, A, B, C, ...) on the same inputs, so that a noisy,
+shared machine slows all of them alike; the minimum is the figure to compare (it was stable to
+a few percent under load on 2 cores, DEVELOPERS.md), the spread ((median - min) / min) says how
+noisy the run was. Both onnxruntime sessions and the compiled model use ``threads`` threads.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import onnx
+
+from eqsat.verify.numeric import input_specs, random_feeds
+
+
+def _ort(model: onnx.ModelProto, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return lambda feeds: sess.run(None, feeds)
+
+
+def interleaved(runners: dict[str, Callable], feeds: dict, reps: int) -> list[dict]:
+    """Time each runner ``reps`` times, interleaved, after one warm-up call each."""
+    for run in runners.values():
+        run(feeds)
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(reps):
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            run(feeds)
+            times[name].append(time.perf_counter() - t0)
+    rows = []
+    for name, ts in times.items():
+        ts.sort()
+        lo, med = ts[0], ts[len(ts) // 2]
+        rows.append(
+            {"what": name, "min_ms": lo * 1e3, "median_ms": med * 1e3, "spread": (med - lo) / lo}
+        )
+    return rows
+
+
+def compare(model: onnx.ModelProto | str | os.PathLike, threads: int = 1, reps: int = 15):
+    """The table of ``eqsat bench``: onnxruntime (original), onnxruntime (optimized by eqsat),
+    eqsat compiled; each optimized and compiled model went through its verification gate."""
+    from eqsat import pipeline
+
+    source = pipeline.load(model)
+    optimized = pipeline.optimize(source, pipeline.Options())
+    compiled = pipeline.compile(
+        optimized.model, pipeline.Options(target="llvm", egraph=False, threads=threads)
+    ).compiled
+    dims = {d: 1 for s in input_specs(source) for d in s.shape if isinstance(d, str)}
+    feeds = random_feeds(input_specs(source), 0, dims)
+    runners = {
+        "onnxruntime, original": _ort(source, threads),
+        "onnxruntime, optimized by eqsat": _ort(optimized.model, threads),
+        "eqsat compiled (llvm)": compiled.run,
+    }
+    return interleaved(runners, feeds, reps)
