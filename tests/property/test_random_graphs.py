@@ -136,3 +136,31 @@ def _optimize_preserves_semantics(m):
     assert result.verdict.ok
     result.graph.check()
     assert len(result.model.graph.node) <= len(m.graph.node)
+
+
+def _compiles_like_onnxruntime(m) -> None:
+    """The compiled model (llvm, no e-graph) against onnxruntime: the pipeline's gate raises
+    VerificationError when they differ; a symbolic batch is bound to two sizes."""
+    from eqsat.compiled import build
+    from eqsat.egraph.onnx_io import import_onnx as imp
+
+    compiled = pipeline.compile(m, pipeline.Options(target="llvm", egraph=False, threads=1))
+    assert compiled.verdict.ok
+    again = build(imp(m), "llvm", threads=2)
+    for n in (1, 3):
+        feeds = random_feeds(input_specs(m), n, {"N": n})
+        for a, b in zip(again.run(feeds), run_ort(m, feeds), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graphs())
+def test_compiled_graphs_match_onnxruntime(m):
+    _compiles_like_onnxruntime(m)
+
+
+@pytest.mark.slow  # the same with more graphs
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graphs())
+def test_compiled_graphs_match_onnxruntime_many(m):
+    _compiles_like_onnxruntime(m)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,12 @@ def test_the_object_code_is_cached(mlp):
     second = eqsat.compile(mlp, optimize=False)
     assert second.executable.stats.cache_hit
     assert second.executable.object == first.executable.object
+
+
+TORCH = sorted((Path(__file__).parents[1] / "data" / "torch").glob("*.onnx"))
+
+
+@pytest.mark.parametrize("path", TORCH, ids=lambda p: p.stem)
+def test_torch_exports_compile_and_pass_the_gate(path):
+    result = pipeline.compile(str(path), pipeline.Options(target="llvm", threads=2))
+    assert result.verdict.ok and result.compiled.report["kernels"] > 0
