@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the loop nests (loops), LLVM IR (llvm) or assembly (asm) into DIR",
     )
     comp.add_argument("--no-verify", action="store_true", help="skip the verification gate")
+    comp.add_argument(
+        "--no-cache", action="store_true", help="compile again even if this model is cached"
+    )
     comp.add_argument("--json", action="store_true", help="machine-readable summary")
 
     run = sub.add_parser("run", help="run a compiled model on inputs from .npy files")
@@ -512,6 +515,7 @@ def cmd_compile(args) -> int:
         egraph=not args.no_optimize,
         shapes=_shapes(args.shape),
         verify=not args.no_verify,
+        cache=not args.no_cache and not args.emit,  # --emit shows the code it generates
     )
     show = not args.json and err.is_terminal
     with err.status("compiling", spinner="dots") if show else _nullctx() as status:
@@ -531,8 +535,9 @@ def cmd_compile(args) -> int:
         return 0
     low, ver = summary["lowering"], summary["verification"]
     total = sum(summary["times_s"].values())
+    nodes = "from the cache" if summary["cached"] else f"{summary['nodes']} nodes"
     out.print(
-        f"{label}: {summary['nodes']} nodes -> {low['kernels']} kernels "
+        f"{label}: {nodes} -> {low['kernels']} kernels "
         f"({low['inlined']} values inlined), peak temporaries {low['peak_temp_bytes']:,} B, "
         f"{total:.1f} s"
     )

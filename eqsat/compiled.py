@@ -278,3 +278,47 @@ def emit(model: CompiledModel, what: str, folder: Path) -> list[Path]:
         path.write_text(text)
         written.append(path)
     return written
+
+
+# ------------------------------------------------------------------------------ model cache
+
+
+def cache_dir() -> Path:
+    """Where compiled models are cached: ``models/`` in the object cache's folder
+    (:func:`eqsat.backends.llvm.jit.default_cache_dir`: ``$EQSAT_CACHE_DIR`` or the user's
+    cache folder)."""
+    from eqsat.backends.llvm.jit import default_cache_dir
+
+    return default_cache_dir() / "models"
+
+
+def cache_key(model_bytes: bytes, settings: str) -> str:
+    """sha256 of the model, the settings that change the code, eqsat's version and the CPU."""
+    import hashlib
+
+    from eqsat.backends.llvm.capabilities import Capabilities
+
+    h = hashlib.sha256(model_bytes)
+    h.update(f"\n{settings}\n{__version__}\n{FORMAT}\n{Capabilities.host().key()}".encode())
+    return h.hexdigest()
+
+
+def store(model: CompiledModel, key: str) -> None:
+    """Keep a verified model in the cache; a cache that cannot be written is skipped."""
+    try:
+        folder = cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        model.save(folder / f"{key}.eqsat")
+    except OSError:
+        pass
+
+
+def cached(key: str, threads: int | None = None) -> CompiledModel | None:
+    """The model cached under ``key``, or None (a damaged entry counts as a miss)."""
+    path = cache_dir() / f"{key}.eqsat"
+    if not path.exists():
+        return None
+    try:
+        return load(path, threads=threads)
+    except InputError:
+        return None

@@ -87,6 +87,9 @@ class Options:
     # symbolic input dims fixed at compile time (("batch", 8), ...); the others stay run-time
     threads: int | None = None
     shapes: tuple[tuple[str, int], ...] = ()
+    # compiled targets: reuse a model compiled (and verified) before with the same input and
+    # settings, from the user's cache folder (eqsat.compiled.cache_dir)
+    cache: bool = True
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
@@ -459,7 +462,7 @@ class CompileResult:
     verdict, and the per-pass times."""
 
     compiled: CompiledModel
-    graph: TensorGraph
+    graph: TensorGraph | None  # None: served from the cache (nothing was imported)
     times: dict[str, float] = field(default_factory=dict)
     verdict: numeric.Verdict | None = None
     output: Path | None = None
@@ -471,7 +474,8 @@ class CompileResult:
         return {
             "output": str(self.output) if self.output else None,
             "target": c.target,
-            "nodes": len(self.graph.nodes),
+            "nodes": len(self.graph.nodes) if self.graph is not None else None,
+            "cached": self.graph is None,
             "lowering": c.report,
             "inputs": [p.to_json() for p in c.inputs],
             "outputs": [p.to_json() for p in c.outputs],
@@ -496,13 +500,54 @@ def compile(  # noqa: A001 - the verb of this stage, as in eqsat.compile
         raise InputError(
             f"compile makes {' or '.join(COMPILED_TARGETS)} code, not {options.target}"
         )
+    cached = _from_cache(model, options, output, progress)
+    if cached is not None:
+        return cached
     state = State(options, model, Path(output) if output else None, progress)
     with state.resources:
         state = run_passes(pipeline, state)
+    if options.cache and options.verify and options.target == "llvm":
+        from eqsat import compiled as compiled_module
+
+        compiled_module.store(state.compiled, _cache_key(state.source, options))
     return CompileResult(
         state.compiled, state.graph, state.times, state.verdict, state.written, state.egraph,
         state.passes,
     )  # fmt: skip
+
+
+# the settings that change what compile produces (threads only size the run-time pool)
+_COMPILE_KEY_FIELDS = tuple(
+    f for f in Options.__dataclass_fields__ if f not in ("threads", "cache", "isolate", "verify")
+)
+
+
+def _cache_key(source: onnx.ModelProto, options: Options) -> str:
+    from eqsat import compiled as compiled_module
+
+    settings = repr([(f, getattr(options, f)) for f in _COMPILE_KEY_FIELDS])
+    return compiled_module.cache_key(source.SerializeToString(), settings)
+
+
+def _from_cache(model, options: Options, output, progress: Progress | None):
+    """A compiled model from the cache (None on a miss, or when caching is off): keyed by the
+    model's bytes, the settings that change the code, eqsat's version and the CPU."""
+    if not (options.cache and options.target == "llvm"):
+        return None
+    from eqsat import compiled as compiled_module
+
+    t0 = time.perf_counter()
+    source = load(model)
+    hit = compiled_module.cached(_cache_key(source, options), options.threads)
+    if hit is None:
+        return None
+    if progress:
+        progress("cache")
+    written = hit.save(output) if output else None
+    seconds = time.perf_counter() - t0
+    return CompileResult(
+        hit, None, {"cache": seconds}, None, written, None, [PassRecord("cache", seconds, False)]
+    )
 
 
 def _cost_model(name: str):

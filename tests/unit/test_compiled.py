@@ -135,7 +135,9 @@ def test_a_compiled_model_that_differs_is_not_written(mlp, tmp_path, monkeypatch
         compiled_module.CompiledModel, "run", lambda self, feeds: [o + 1 for o in real(self, feeds)]
     )
     with pytest.raises(VerificationError, match="the compiled model differs from onnxruntime"):
-        pipeline.compile(mlp, pipeline.Options(target="llvm"), output=tmp_path / "m.eqsat")
+        pipeline.compile(
+            mlp, pipeline.Options(target="llvm", cache=False), output=tmp_path / "m.eqsat"
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -185,5 +187,18 @@ TORCH = sorted((Path(__file__).parents[1] / "data" / "torch").glob("*.onnx"))
 
 @pytest.mark.parametrize("path", TORCH, ids=lambda p: p.stem)
 def test_torch_exports_compile_and_pass_the_gate(path):
-    result = pipeline.compile(str(path), pipeline.Options(target="llvm", threads=2))
+    result = pipeline.compile(str(path), pipeline.Options(target="llvm", threads=2, cache=False))
     assert result.verdict.ok and result.compiled.report["kernels"] > 0
+
+
+def test_a_second_compile_comes_from_the_model_cache(mlp, tmp_path):
+    first = pipeline.compile(mlp, pipeline.Options(target="llvm", iter_limit=7))
+    assert first.graph is not None and first.verdict.ok
+    second = pipeline.compile(mlp, pipeline.Options(target="llvm", iter_limit=7), tmp_path / "c")
+    assert second.graph is None and [p.name for p in second.passes] == ["cache"]
+    assert second.summary()["cached"] and (tmp_path / "c").exists()
+    np.testing.assert_array_equal(
+        second.compiled.run({"x": _x(2)})[0], first.compiled.run({"x": _x(2)})[0]
+    )
+    other = pipeline.compile(mlp, pipeline.Options(target="llvm", iter_limit=8))
+    assert other.graph is not None  # other settings, another entry
