@@ -1,5 +1,5 @@
 # Two commands on a fresh clone (see README.md):
-#   make demo   — optimize a bundled example model
+#   make demo   — optimize and compile a bundled example model, then time both against ORT
 #   make test   — run the test suite
 # Both create .venv with a Python >= 3.12 found on this machine (PATH or pyenv).
 SHELL := /bin/bash
@@ -21,6 +21,8 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/eqsat optimize --example bert -o demo-optimized.onnx
+	$(VENV)/bin/eqsat compile --example bert -o demo.eqsat
+	$(VENV)/bin/eqsat bench --example bert
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=10
@@ -36,4 +38,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check eqsat tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo-optimized.onnx
+	rm -rf $(VENV) demo-optimized.onnx demo.eqsat
