@@ -14,20 +14,30 @@ optimizations; eqsat's model is compiled with ``Options(threads=...)``, without 
 stage unless ``--egraph`` (the bench measures the code generator, not the rewrites). The
 verification gate is skipped here; the tests run it. ``/proc/loadavg`` is printed beside the
 numbers.
+
+``--gemm 256,512,1024`` instead times one MatMul model per n (n×n @ n×n, 1 thread) through the
+same compile path, the right operand a weight (packed once) or an input (packed per call),
+against numpy's OpenBLAS sgemm (``OPENBLAS_NUM_THREADS=1`` set before numpy is imported), in
+GFLOP/s (min of ``--reps``, interleaved).
 """
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
+import os
 
-import numpy as np
-import onnx
-import onnxruntime as ort
+os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before numpy is imported
 
-from eqsat import pipeline
-from eqsat.examples import example_names
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
+
+from eqsat import pipeline  # noqa: E402
+from eqsat.examples import example_names  # noqa: E402
 
 
 def _feeds(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -84,6 +94,45 @@ def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: boo
     return rows
 
 
+def _matmul_model(n: int, weight: bool) -> onnx.ModelProto:
+    w = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])]
+    if not weight:
+        ins.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [n, n]))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "mm", ins,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
+        [onnx.numpy_helper.from_array(w, "w")] if weight else [])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def bench_gemm(sizes: list[int], reps: int) -> None:
+    print(f"{'n':>6}{'eqsat (W weight)':>18}{'eqsat (W input)':>17}{'numpy':>9}   GFLOP/s")
+    for n in sizes:
+        rng = np.random.default_rng(0)
+        x, w = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+        out = np.empty((n, n), np.float32)
+        runs = []
+        for weight in (True, False):
+            opts = pipeline.Options(target="llvm", verify=False, egraph=False, threads=1)
+            cm = pipeline.compile(_matmul_model(n, weight), opts).compiled
+            given = {"x": x, "w": w}
+            feeds = dict(cm.weights) | {p.buffer: given[p.name] for p in cm.inputs}
+            arrays, dims = cm.executable.bind(feeds)  # pre-bound: times the kernels alone
+            runs.append(lambda e=cm.executable, a=arrays, d=dims: e.call(a, d))
+        runs.append(lambda x=x, w=w, out=out: np.matmul(x, w, out=out))
+        best = [float("inf")] * len(runs)
+        for fn in runs:
+            fn()
+        for _ in range(reps):
+            for i, fn in enumerate(runs):
+                t = time.perf_counter()
+                fn()
+                best[i] = min(best[i], time.perf_counter() - t)
+        g = [2 * n**3 / t / 1e9 for t in best]
+        print(f"{n:>6}{g[0]:>18.1f}{g[1]:>17.1f}{g[2]:>9.1f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default=",".join(example_names()))
@@ -91,7 +140,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--egraph", action="store_true")
+    ap.add_argument("--gemm", default="", help="n,n,...: MatMul GFLOP/s vs numpy instead")
     args = ap.parse_args()
+    if args.gemm:
+        bench_gemm([int(n) for n in args.gemm.split(",")], args.reps)
+        return
     threads = [int(t) for t in args.threads.split(",")]
     with open("/proc/loadavg") as f:
         print(f"loadavg: {f.read().strip()}")
