@@ -180,6 +180,9 @@ def build(
     if target == "llvm":
         from eqsat.backends.llvm.capabilities import Capabilities
         from eqsat.backends.llvm.runtime import compile as llvm_compile
+        from eqsat.lower.schedule_gemm import tensorize_contractions
+
+        program = tensorize_contractions(program)  # schedule: contractions -> GEMM (tensorize)
 
         executable = llvm_compile(program, threads=threads, use_cache=use_cache)
         caps = Capabilities.host()

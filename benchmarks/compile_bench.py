@@ -1,0 +1,163 @@
+"""Whole-model benchmark: eqsat's compiled models (``pipeline.compile``, target llvm) against
+onnxruntime, per bundled example model, at 1 and 2 threads.
+
+    .venv/bin/python benchmarks/compile_bench.py [--models bert,vgg] [--size default]
+                                                 [--reps 15] [--threads 1,2] [--egraph]
+
+Consumes the bundled examples (``eqsat.pipeline.example_model``; symbolic input dims fixed to 1
+with ``Options.shapes``); produces one table row per model and thread count: eqsat's and
+onnxruntime's latency (min and median of ``--reps`` calls, in ms) and their ratio (eqsat / ort,
+of the minima; the issue's target is <= 1.25). Calls are interleaved in one process (ort, eqsat,
+ort, eqsat, ...) because the machine is shared and noisy (CODEGEN_NOTES "Timing"); onnxruntime
+runs with ``intra_op_num_threads`` = the thread count and its default (all) graph
+optimizations; eqsat's model is compiled with ``Options(threads=...)``, without the e-graph
+stage unless ``--egraph`` (the bench measures the code generator, not the rewrites). The
+verification gate is skipped here; the tests run it. ``/proc/loadavg`` is printed beside the
+numbers.
+
+``--gemm 256,512,1024`` instead times one MatMul model per n (n×n @ n×n, 1 thread) through the
+same compile path, the right operand a weight (packed once) or an input (packed per call),
+against numpy's OpenBLAS sgemm (``OPENBLAS_NUM_THREADS=1`` set before numpy is imported), in
+GFLOP/s (min of ``--reps``, interleaved).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before numpy is imported
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
+
+from eqsat import pipeline  # noqa: E402
+from eqsat.examples import example_names  # noqa: E402
+
+
+def _feeds(model: onnx.ModelProto, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    init = {i.name for i in model.graph.initializer}
+    out = {}
+    for vi in model.graph.input:
+        if vi.name in init:
+            continue
+        t = vi.type.tensor_type
+        shape = [d.dim_value if d.dim_value else 1 for d in t.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
+        out[vi.name] = rng.standard_normal(shape).astype(dtype)
+    return out
+
+
+def _symbols(model: onnx.ModelProto) -> tuple[tuple[str, int], ...]:
+    dims = {d.dim_param for vi in model.graph.input for d in vi.type.tensor_type.shape.dim}
+    return tuple((d, 1) for d in sorted(dims) if d)
+
+
+def _time(fn, feeds) -> float:
+    t = time.perf_counter()
+    fn(feeds)
+    return time.perf_counter() - t
+
+
+def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: bool) -> list:
+    model = pipeline.example_model(name, size)
+    feeds = _feeds(model, np.random.default_rng(0))
+    runners = {}
+    for t in threads:
+        opts = pipeline.Options(target="llvm", verify=False, egraph=egraph, threads=t,
+                                shapes=_symbols(model))
+        compiled = pipeline.compile(model, opts).compiled
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = t
+        so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(model.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
+        runners[t] = (lambda f, s=sess: s.run(None, f), compiled.run)
+        for fn in runners[t]:  # warm up (first calls page in code and pack weights)
+            fn(feeds)
+            fn(feeds)
+    times = {(t, w): [] for t in threads for w in (0, 1)}
+    for _ in range(reps):
+        for t in threads:
+            for w in (0, 1):
+                times[(t, w)].append(_time(runners[t][w], feeds))
+    rows = []
+    for t in threads:
+        o, e = times[(t, 0)], times[(t, 1)]
+        rows.append((name, t, min(e) * 1e3, statistics.median(e) * 1e3, min(o) * 1e3,
+                     statistics.median(o) * 1e3, min(e) / min(o)))
+    return rows
+
+
+def _matmul_model(n: int, weight: bool) -> onnx.ModelProto:
+    w = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])]
+    if not weight:
+        ins.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [n, n]))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "mm", ins,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
+        [onnx.numpy_helper.from_array(w, "w")] if weight else [])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def bench_gemm(sizes: list[int], reps: int) -> None:
+    print(f"{'n':>6}{'eqsat (W weight)':>18}{'eqsat (W input)':>17}{'numpy':>9}   GFLOP/s")
+    for n in sizes:
+        rng = np.random.default_rng(0)
+        x, w = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+        out = np.empty((n, n), np.float32)
+        runs = []
+        for weight in (True, False):
+            opts = pipeline.Options(target="llvm", verify=False, egraph=False, threads=1)
+            cm = pipeline.compile(_matmul_model(n, weight), opts).compiled
+            given = {"x": x, "w": w}
+            feeds = dict(cm.weights) | {p.buffer: given[p.name] for p in cm.inputs}
+            arrays, dims = cm.executable.bind(feeds)  # pre-bound: times the kernels alone
+            runs.append(lambda e=cm.executable, a=arrays, d=dims: e.call(a, d))
+        runs.append(lambda x=x, w=w, out=out: np.matmul(x, w, out=out))
+        best = [float("inf")] * len(runs)
+        for fn in runs:
+            fn()
+        for _ in range(reps):
+            for i, fn in enumerate(runs):
+                t = time.perf_counter()
+                fn()
+                best[i] = min(best[i], time.perf_counter() - t)
+        g = [2 * n**3 / t / 1e9 for t in best]
+        print(f"{n:>6}{g[0]:>18.1f}{g[1]:>17.1f}{g[2]:>9.1f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default=",".join(example_names()))
+    ap.add_argument("--size", default="default")
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--egraph", action="store_true")
+    ap.add_argument("--gemm", default="", help="n,n,...: MatMul GFLOP/s vs numpy instead")
+    args = ap.parse_args()
+    if args.gemm:
+        bench_gemm([int(n) for n in args.gemm.split(",")], args.reps)
+        return
+    threads = [int(t) for t in args.threads.split(",")]
+    with open("/proc/loadavg") as f:
+        print(f"loadavg: {f.read().strip()}")
+    print(f"{'model':<12}{'thr':>4}{'eqsat min':>11}{'med':>9}{'ort min':>10}{'med':>9}"
+          f"{'ratio':>8}")
+    for name in args.models.split(","):
+        for row in bench_model(name, args.size, args.reps, threads, args.egraph):
+            n, t, emin, emed, omin, omed, r = row
+            print(f"{n:<12}{t:>4}{emin:>10.3f} {emed:>8.3f} {omin:>9.3f} {omed:>8.3f}"
+                  f"{r:>7.2f}x", flush=True)
+    with open("/proc/loadavg") as f:
+        print(f"loadavg: {f.read().strip()}")
+
+
+if __name__ == "__main__":
+    main()

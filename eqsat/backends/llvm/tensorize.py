@@ -1,0 +1,297 @@
+"""A contraction kernel as packed GEMM on the register-blocked micro-kernel (``tensorize=gemm``).
+
+Consumes a kernel whose root loop the schedule annotated ``tensorize=gemm``, its
+:class:`~eqsat.lower.contraction.Contraction` and the kernel function codegen declared
+(buffer params, then size params); produces that function's body and its helpers in the same
+module:
+
+* ``<k>.pack_a`` / ``<k>.pack_b`` / ``<k>.epi``: the loop-IR statements of
+  :mod:`eqsat.backends.llvm.tensorize_plan`, compiled by the ordinary statement emitter;
+* ``<k>.tasks(ctx, lo, hi)``: tasks ``[lo, hi)`` of the kernel, one task = one batch index ×
+  MC rows × one column block. Per task: pack the A rows and the B block (skipped when the
+  previous task of this thread packed the same ones, or when the operand is a constant weight
+  packed once), then for each KC slice, NR panel and MR strip call the micro-kernel
+  (:func:`eqsat.backends.llvm.microkernel.emit_microkernel`; SSA accumulators, ``llvm.fma``,
+  masked edges) into a C workspace, then run the epilogue from the workspace into the output.
+  Each call allocates its own workspaces (64-byte aligned), so threads never share one;
+* the kernel itself: packs weight operands on the first call (and again whenever the weight
+  buffer's address changes) into a module global — at load time in effect, never per
+  inference — then runs the tasks, through ``@eqsat.parallel_for`` (the runtime's pool) when
+  there is more than one task and at least ``PARALLEL_FLOP`` of work (CODEGEN_NOTES: below
+  ~0.5-1 ms the fork/join costs more than it saves), else inline.
+
+Why a workspace for C instead of storing into the output: the output's M and N axes may be
+any set of its axes (a convolution's channel and spatial axes, attention's head and query
+axes), and the epilogue (bias, BN, residual add, activation) needs the finished sum; the
+workspace block is in L2 when the epilogue reads it.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from eqsat.backends.llvm.capabilities import Capabilities
+from eqsat.backends.llvm.codegen_expr import I64, PTR
+from eqsat.backends.llvm.codegen_stmt import PARALLEL_FOR, FunctionEmitter, function
+from eqsat.backends.llvm.emit import i64, loop, smin
+from eqsat.backends.llvm.microkernel import Epilogue, emit_microkernel
+from eqsat.backends.llvm.tensorize_plan import (
+    Plan,
+    choose_plan,
+    epilogue,
+    extents,
+    pack_a,
+    pack_b,
+)
+from eqsat.lower.contraction import Contraction
+from eqsat.lower.loops import Buffer, BufferKind, Kernel
+
+PARALLEL_FLOP = 6e7
+ALIGN = 64
+F32_BYTES = 4
+
+
+def _ws(name: str) -> Buffer:
+    return Buffer(name, (1,), "float32", BufferKind.LOCAL)
+
+
+class _Ctx:
+    """What every helper takes: the kernel's buffers and sizes, then its own i64s and ptrs."""
+
+    def __init__(self, module: ir.Module, k: Kernel, sizes: tuple[str, ...], sym: str):
+        self.module, self.k, self.sizes, self.sym = module, k, sizes, sym
+
+    def helper(self, suffix: str, ints: list[str], ptrs: list[Buffer], stmt):
+        k = self.k
+        types = [PTR] * len(k.params) + [I64] * (len(self.sizes) + len(ints)) + [PTR] * len(ptrs)
+        fn = function(self.module, f"{self.sym}.{suffix}", types, internal=True)
+        bufs = {p.name: a for p, a in zip(k.params + tuple(ptrs), self._ptr_args(fn, ptrs),
+                                          strict=True)}
+        em = FunctionEmitter(self.module, fn, bufs)
+        names = list(self.sizes) + ints
+        em.env.update(zip(names, fn.args[len(k.params):len(k.params) + len(names)], strict=True))
+        em.stmt(stmt)
+        em.finish()
+        return fn
+
+    def _ptr_args(self, fn, ptrs):
+        n = len(self.k.params)
+        return list(fn.args[:n]) + list(fn.args[len(fn.args) - len(ptrs):])
+
+
+def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contraction,
+                    sizes: tuple[str, ...]) -> ir.Function:
+    caps = Capabilities.host()
+    plan = choose_plan(c, caps)
+    sym = fn.name
+    cx = _Ctx(module, k, sizes, sym)
+    wa, wb, wc = _ws("tz.wa"), _ws("tz.wb"), _ws("tz.wc")
+    fa = cx.helper("pack_a", ["tz.b", "tz.ic", "tz.mc", "tz.K"], [wa], pack_a(c, plan, wa))
+    fb = cx.helper("pack_b", ["tz.b", "tz.o0", "tz.nrows", "tz.w0", "tz.nw", "tz.K"], [wb],
+                   pack_b(c, plan, wb))
+    fe = cx.helper("epi", ["tz.b", "tz.ic", "tz.mc", "tz.o0", "tz.nrows", "tz.w0", "tz.nw"],
+                   [wc], epilogue(c, plan, wc))
+    mname = f"eqsat.micro.{plan.mr}x{plan.nr}x{plan.vw}"
+    micro = module.globals.get(mname) or emit_microkernel(
+        module, plan.mr, plan.nr, plan.vw, plan.unroll, Epilogue(), name=mname)
+    tasks = _emit_tasks(cx, c, plan, fa, fb, fe, micro)
+    _emit_driver(cx, fn, c, plan, fa, fb, tasks)
+    return fn
+
+
+class _Shape:
+    """The kernel's extents and block counts as i64 values in one function."""
+
+    def __init__(self, em: FunctionEmitter, c: Contraction, plan: Plan):
+        b = em.b
+        ex = {n: em.expr(e) for n, e in extents(c).items()}
+        self.m, self.no, self.w, self.k, self.nb = (ex[n] for n in ("M", "NO", "W", "K", "NB"))
+        self.nib = _ceil(b, self.m, plan.mc)
+        if plan.rows_mode:
+            self.nwb = i64(1)
+            self.njb = _ceil(b, self.no, plan.rows)
+        else:
+            self.nwb = _ceil(b, self.w, plan.ncb)
+            self.njb = b.mul(self.no, self.nwb)
+        self.mcpad = i64(-(-plan.mc // plan.mr) * plan.mr)
+        self.a_block = b.mul(self.k, self.mcpad)  # floats of one packed A row block
+        self.b_block = b.mul(self.k, i64(plan.ncpad))
+
+    def col_block(self, b: ir.IRBuilder, plan: Plan, jb):
+        """(o0, nrows, w0, nw) of column block ``jb``."""
+        if plan.rows_mode:
+            o0 = b.mul(jb, i64(plan.rows))
+            return o0, smin(b, i64(plan.rows), b.sub(self.no, o0)), i64(0), self.w
+        o0 = b.sdiv(jb, self.nwb)
+        w0 = b.mul(b.srem(jb, self.nwb), i64(plan.ncb))
+        return o0, i64(1), w0, smin(b, i64(plan.ncb), b.sub(self.w, w0))
+
+    def row_block(self, b: ir.IRBuilder, plan: Plan, ib):
+        ic = b.mul(ib, i64(plan.mc))
+        return ic, smin(b, i64(plan.mc), b.sub(self.m, ic))
+
+
+def _ceil(b: ir.IRBuilder, x, m: int):
+    return b.sdiv(b.add(x, i64(m - 1)), i64(m))
+
+
+def _roundup(b: ir.IRBuilder, x, m: int):
+    return b.mul(_ceil(b, x, m), i64(m))
+
+
+def _alloc(em: FunctionEmitter, floats) -> ir.Value:
+    b = em.b
+    fn = em.declare("aligned_alloc", PTR, [I64, I64])
+    nbytes = _roundup(b, b.mul(floats, i64(F32_BYTES)), ALIGN)
+    return b.call(fn, [i64(ALIGN), nbytes])
+
+
+def _free(em: FunctionEmitter, p) -> None:
+    em.b.call(em.declare("free", ir.VoidType(), [PTR]), [p])
+
+
+def _gep(b: ir.IRBuilder, p, off):
+    return b.gep(p, [off], source_etype=ir.FloatType())
+
+
+def _globals(module: ir.Module, sym: str, side: str):
+    out = []
+    for suffix in ("", ".src"):
+        g = ir.GlobalVariable(module, PTR, f"{sym}.pk.{side}{suffix}")
+        g.linkage = "internal"
+        g.initializer = ir.Constant(PTR, None)
+        out.append(g)
+    return out
+
+
+def _ctx_layout(cx: _Ctx, plan: Plan):
+    """Context struct of the task function: buffers, sizes, prepacked A and B."""
+    return ir.LiteralStructType([PTR] * len(cx.k.params) + [I64] * len(cx.sizes) + [PTR, PTR])
+
+
+def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micro) -> ir.Function:
+    fn = function(cx.module, f"{cx.sym}.tasks", [PTR, I64, I64], internal=True)
+    em = FunctionEmitter(cx.module, fn, {})
+    b = em.b
+    ctx, lo, hi = fn.args
+    st = _ctx_layout(cx, plan)
+    zero32 = ir.Constant(ir.IntType(32), 0)
+    fields = [b.load(b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), n)], source_etype=st),
+                     typ=t) for n, t in enumerate(st.elements)]
+    np_ = len(cx.k.params)
+    bufs, szs, apk, bpk = fields[:np_], fields[np_:-2], fields[-2], fields[-1]
+    em.env.update(zip(cx.sizes, szs, strict=True))
+    sh = _Shape(em, c, plan)
+    common = bufs + szs
+    aws = None if plan.prepack_a else _alloc(em, sh.a_block)
+    bws = None if plan.prepack_b else _alloc(em, sh.b_block)
+    ldc = plan.ncpad
+    cws = _alloc(em, i64(plan.mc * ldc))
+    cur_a, cur_b = em.alloca(I64), em.alloca(I64)
+    b.store(i64(-1), cur_a)
+    b.store(i64(-1), cur_b)
+    per_b = b.mul(sh.nib, sh.njb)
+    with loop(b, lo, hi, name="t") as t:
+        bi = b.sdiv(t, per_b)
+        rest = b.srem(t, per_b)
+        if plan.prepack_b:  # A rows outer, column blocks inner: reuse the packed A rows
+            ib, jb = b.sdiv(rest, sh.njb), b.srem(rest, sh.njb)
+        else:  # column blocks outer: reuse the packed B block
+            jb, ib = b.sdiv(rest, sh.nib), b.srem(rest, sh.nib)
+        ic, mc = sh.row_block(b, plan, ib)
+        o0, nrows, w0, nw = sh.col_block(b, plan, jb)
+        nc = b.mul(nrows, nw)
+        akey = b.add(b.mul(bi, sh.nib), ib)
+        bkey = b.add(b.mul(bi, sh.njb), jb)
+        if plan.prepack_a:
+            pa = _gep(b, apk, b.mul(akey, sh.a_block))
+        else:
+            pa = aws
+            with b.if_then(b.icmp_signed("!=", b.load(cur_a, typ=I64), akey)):
+                b.call(fa, common + [bi, ic, mc, sh.k, aws])
+                b.store(akey, cur_a)
+        if plan.prepack_b:
+            pb = _gep(b, bpk, b.mul(bkey, sh.b_block))
+        else:
+            pb = bws
+            with b.if_then(b.icmp_signed("!=", b.load(cur_b, typ=I64), bkey)):
+                b.call(fb, common + [bi, o0, nrows, w0, nw, sh.k, bws])
+                b.store(bkey, cur_b)
+        mcpad = _roundup(b, mc, plan.mr)
+        ncpad = _roundup(b, nc, plan.nr)
+        with loop(b, 0, sh.k, plan.kc, name="pc") as pc:
+            kc = smin(b, i64(plan.kc), b.sub(sh.k, pc))
+            ap = _gep(b, pa, b.mul(pc, mcpad))
+            bp = _gep(b, pb, b.mul(pc, ncpad))
+            load_c = b.zext(b.icmp_signed(">", pc, i64(0)), I64)
+            with loop(b, 0, nc, plan.nr, name="jr") as jr:
+                nrr = smin(b, i64(plan.nr), b.sub(nc, jr))
+                bpan = _gep(b, bp, b.mul(jr, kc))
+                with loop(b, 0, mc, plan.mr, name="ir") as ir_:
+                    mrr = smin(b, i64(plan.mr), b.sub(mc, ir_))
+                    cptr = _gep(b, cws, b.add(b.mul(ir_, i64(ldc)), jr))
+                    b.call(micro, [kc, _gep(b, ap, b.mul(ir_, kc)), bpan, cptr, i64(ldc),
+                                   mrr, nrr, load_c, i64(0), ir.Constant(PTR, None)])
+        b.call(fe, common + [bi, ic, mc, o0, nrows, w0, nw, cws])
+    for p in (aws, bws, cws):
+        if p is not None:
+            _free(em, p)
+    em.finish()
+    return fn
+
+
+def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, tasks):
+    k = cx.k
+    for arg, p in zip(fn.args, k.params, strict=False):
+        arg.name = p.name
+    bufs = list(fn.args[:len(k.params)])
+    szs = list(fn.args[len(k.params):])
+    em = FunctionEmitter(cx.module, fn, dict(zip([p.name for p in k.params], bufs, strict=True)))
+    em.env.update(zip(cx.sizes, szs, strict=True))
+    b = em.b
+    sh = _Shape(em, c, plan)
+    common = bufs + szs
+    packed = {}
+    for side, on in (("a", plan.prepack_a), ("b", plan.prepack_b)):
+        if not on:
+            packed[side] = ir.Constant(PTR, None)
+            continue
+        gptr, gsrc = _globals(cx.module, cx.sym, side)
+        (weight,) = c.loads(side)
+        src = bufs[[p.name for p in k.params].index(weight.name)]
+        with b.if_then(b.icmp_unsigned("!=", b.load(gsrc, typ=PTR), src)):
+            _free(em, b.load(gptr, typ=PTR))
+            nblocks = b.mul(sh.nb, sh.nib if side == "a" else sh.njb)
+            block = sh.a_block if side == "a" else sh.b_block
+            dst = _alloc(em, b.mul(nblocks, block))
+            with loop(b, 0, nblocks, name=f"pk{side}") as blk:
+                per = sh.nib if side == "a" else sh.njb
+                bi, j = b.sdiv(blk, per), b.srem(blk, per)
+                out = _gep(b, dst, b.mul(blk, block))
+                if side == "a":
+                    ic, mc = sh.row_block(b, plan, j)
+                    b.call(fa, common + [bi, ic, mc, sh.k, out])
+                else:
+                    o0, nrows, w0, nw = sh.col_block(b, plan, j)
+                    b.call(fb, common + [bi, o0, nrows, w0, nw, sh.k, out])
+            b.store(dst, gptr)
+            b.store(src, gsrc)
+        packed[side] = b.load(gptr, typ=PTR)
+    st = _ctx_layout(cx, plan)
+    ctx = em.alloca(st)
+    zero32 = ir.Constant(ir.IntType(32), 0)
+    for n, v in enumerate(common + [packed["a"], packed["b"]]):
+        b.store(v, b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), n)], source_etype=st))
+    ntasks = b.mul(sh.nb, b.mul(sh.nib, sh.njb))
+    flops = b.mul(b.mul(b.mul(sh.nb, sh.m), b.mul(sh.no, sh.w)), b.mul(sh.k, i64(2)))
+    launch_t = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64]).as_pointer()
+    launch = b.load(cx.module.globals[PARALLEL_FOR], typ=launch_t)
+    par = b.and_(b.icmp_unsigned("!=", launch, ir.Constant(launch_t, None)),
+                 b.and_(b.icmp_signed(">", ntasks, i64(1)),
+                        b.icmp_signed(">=", flops, i64(int(PARALLEL_FLOP)))))
+    with b.if_else(par) as (threaded, serial):
+        with threaded:
+            b.call(launch, [tasks, ctx, ntasks])
+        with serial:
+            b.call(tasks, [ctx, i64(0), ntasks])
+    em.finish()

@@ -1,0 +1,220 @@
+"""The blocking of a tensorized contraction and its packing and epilogue loops, as loop IR.
+
+Consumes a :class:`~eqsat.lower.contraction.Contraction` and the host
+:class:`~eqsat.backends.llvm.capabilities.Capabilities`; produces a :class:`Plan` (micro-tile,
+KC / MC, column blocks, which operand is a constant weight packed once) and three loop-IR
+statements that :mod:`eqsat.backends.llvm.tensorize` compiles, each into its own function, with
+the ordinary statement emitter (:mod:`eqsat.backends.llvm.codegen_stmt`):
+
+* :func:`pack_a`: rows ``[ic, ic+mc)`` of A, all of K, into the micro-kernel's MR-row strips per
+  KC slice (``pack.py``'s layout; slice ``pc`` at ``pc * mcpad``), rows past ``mc`` zero;
+* :func:`pack_b`: one column block of B, all of K, into NR-column panels per KC slice (slice
+  ``pc`` at ``pc * ncpad``), columns past the block zero;
+* :func:`epilogue`: the kernel's epilogue statement per element of the block, the accumulated
+  value read from the C workspace.
+
+Both packers *evaluate the factor expressions* with the axis variables bound to the packed
+element's row / column / depth, so views (transposes, reshapes, concatenations) and im2col with
+its padding guards need nothing special; a lazy ``Select`` keeps reads past an edge from
+happening. The variables the statements read that no loop binds are the size params and the
+``tz.*`` block parameters (:data:`BLOCK_VARS`), passed as function arguments.
+
+Column blocks follow the output's innermost N axis (extent W) so that the epilogue writes, and
+usually reads, consecutive addresses and vectorizes: with W ≤ ``NC_MAX`` a block is a run of
+whole rows of it (``rows`` mode: ``nw = W``, ``w0 = 0``); otherwise a block is a piece of one
+row (``split`` mode: ``nrows = 1``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eqsat.backends.llvm.capabilities import Capabilities
+from eqsat.lower.analysis import substitute, walk
+from eqsat.lower.contraction import ACC, Contraction, const_extent, extent_of, flat_index
+from eqsat.lower.loops import (
+    BinaryOp,
+    BinOp,
+    Buffer,
+    BufferKind,
+    Call,
+    Const,
+    Expr,
+    For,
+    Load,
+    LoopKind,
+    Select,
+    Stmt,
+    Store,
+    Var,
+    minimum,
+)
+
+KC = 256
+NC_MAX = 256
+B_WS_BYTES = 2 << 20  # the K × NC block of B a thread packs stays under this
+BLOCK_VARS = ("tz.b", "tz.ic", "tz.mc", "tz.o0", "tz.nrows", "tz.w0", "tz.nw", "tz.K")
+V = {n: Var(n) for n in BLOCK_VARS}
+ZERO = Const(0.0, "float32")
+
+
+@dataclass(frozen=True)
+class Plan:
+    mr: int
+    nr: int
+    vw: int
+    unroll: int
+    kc: int
+    mc: int  # rows of a task (a multiple of mr)
+    rows_mode: bool  # column blocks of whole rows of the innermost N axis (else pieces of one)
+    ncb: int  # columns of a full column block (rows * W, or the piece)
+    rows: int  # rows of the innermost N axis per block (rows mode)
+    prepack_a: bool
+    prepack_b: bool
+
+    @property
+    def ncpad(self) -> int:
+        return -(-self.ncb // self.nr) * self.nr
+
+
+def _round(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _prepackable(c: Contraction, side: str) -> bool:
+    """A weight-only operand whose blocks all have constant sizes: packed once."""
+    bufs = c.loads(side)
+    if len(bufs) != 1 or next(iter(bufs)).kind is not BufferKind.WEIGHT:
+        return False
+    axes = c.batch + (c.m if side == "a" else c.n) + c.k
+    return const_extent(axes) is not None
+
+
+def choose_plan(c: Contraction, caps: Capabilities) -> Plan:
+    mr, nr = caps.gemm_tile()
+    vw = caps.vector_width
+    unroll = 2 if vw >= 16 else 4
+    m, k = const_extent(c.m), const_extent(c.k)
+    if m is not None and m < mr:
+        mr = max(1, m)
+    w = const_extent(c.n[-1:]) if c.n else 1
+    n = const_extent(c.n)
+    if n is not None and n <= vw:
+        nr = vw
+    mc = mr * max(1, 192 // mr)
+    if m is not None:
+        mc = min(mc, _round(m, mr))
+    pa, pb = _prepackable(c, "a"), _prepackable(c, "b")
+    nc_max = NC_MAX
+    if not pb and k is not None:  # a thread's packed K × NC block of B
+        nc_max = max(nr, min(2 * NC_MAX, B_WS_BYTES // (4 * k) // nr * nr))
+    if w is not None and w <= nc_max:
+        no = const_extent(c.n[:-1])
+        rows = max(1, nc_max // w)
+        if no is not None:
+            rows = min(rows, no)
+            tasks_m = -(-m // mc) if m is not None else 1
+            flops = 2 * (m or 1) * (n or 1) * (k or 1)
+            if flops >= 4e7 and tasks_m * -(-no // rows) < 4:  # blocks for 2+ threads
+                rows = max(1, -(-no // max(1, 4 // tasks_m)))
+        return Plan(mr, nr, vw, unroll, KC, mc, True, rows * w, rows, pa, pb)
+    return Plan(mr, nr, vw, unroll, KC, mc, False, nc_max, 1, pa, pb)
+
+
+# ------------------------------------------------------------------------------ loop IR
+def _ceil(x: Expr, m: int) -> Expr:
+    return BinOp(BinaryOp.FLOORDIV, BinOp(BinaryOp.ADD, x, Const(m - 1)), Const(m))
+
+
+def _roundup(x: Expr, m: int) -> Expr:
+    return BinOp(BinaryOp.MUL, _ceil(x, m), Const(m))
+
+
+def _axes_env(c: Contraction, row: Expr | None, o: Expr | None, w: Expr | None,
+              kk: Expr | None) -> dict[str, Expr]:
+    env = dict(flat_index(c.batch, V["tz.b"]))
+    if row is not None:
+        env.update(flat_index(c.m, BinOp(BinaryOp.ADD, V["tz.ic"], row)))
+    if o is not None and c.n:
+        env.update(flat_index(c.n[:-1], BinOp(BinaryOp.ADD, V["tz.o0"], o)))
+        env[c.n[-1][0]] = BinOp(BinaryOp.ADD, V["tz.w0"], w)
+    if kk is not None:
+        env.update(flat_index(c.k, kk))
+    return env
+
+
+def _slices(plan: Plan, body_of) -> Stmt:
+    """``for pcs in ceil(K / KC)``, the slice's depth ``kcur`` handed to ``body_of``."""
+    pcs = Var("tz.pcs")
+    kcur = minimum(Const(plan.kc), BinOp(BinaryOp.SUB, V["tz.K"], pcs * Const(plan.kc)))
+    return For("tz.pcs", _ceil(V["tz.K"], plan.kc), body_of(pcs, kcur))
+
+
+def pack_a(c: Contraction, plan: Plan, dst: Buffer) -> Stmt:
+    mr = plan.mr
+    s, kk, r = Var("tz.s"), Var("tz.kk"), Var("tz.r")
+    mcpad = _roundup(V["tz.mc"], mr)
+
+    def body(pcs, kcur):
+        row = s * Const(mr) + r
+        kabs = pcs * Const(plan.kc) + kk
+        val = substitute(c.a, _axes_env(c, row, None, None, kabs))
+        at = pcs * Const(plan.kc) * mcpad + s * kcur * Const(mr) + kk * Const(mr) + r
+        store = Store(dst, (at,), Select(row < V["tz.mc"], val, ZERO))
+        inner = For("tz.r", Const(mr), store, LoopKind.UNROLLED)
+        return For("tz.s", _ceil(V["tz.mc"], mr), For("tz.kk", kcur, inner))
+
+    return _slices(plan, body)
+
+
+def _block_cols(plan: Plan) -> Expr:
+    return V["tz.nrows"] * V["tz.nw"]
+
+
+def _col_ow(plan: Plan, col: Expr) -> tuple[Expr, Expr]:
+    if plan.rows_mode:
+        return BinOp(BinaryOp.FLOORDIV, col, V["tz.nw"]), BinOp(BinaryOp.MOD, col, V["tz.nw"])
+    return Const(0), col
+
+
+def pack_b(c: Contraction, plan: Plan, dst: Buffer) -> Stmt:
+    nr = plan.nr
+    p, kk, j = Var("tz.p"), Var("tz.kk"), Var("tz.j")
+    nc = _block_cols(plan)
+    ncpad = _roundup(nc, nr)
+
+    def body(pcs, kcur):
+        col = p * Const(nr) + j
+        o, w = _col_ow(plan, col)
+        kabs = pcs * Const(plan.kc) + kk
+        val = substitute(c.b, _axes_env(c, None, o, w, kabs))
+        at = pcs * Const(plan.kc) * ncpad + p * kcur * Const(nr) + kk * Const(nr) + j
+        store = Store(dst, (at,), Select(col < nc, val, ZERO))
+        inner = For("tz.j", Const(nr), store, LoopKind.VECTORIZED)
+        return For("tz.p", _ceil(nc, nr), For("tz.kk", kcur, inner))
+
+    return _slices(plan, body)
+
+
+def epilogue(c: Contraction, plan: Plan, cws: Buffer) -> Stmt:
+    r, o, w = Var("tz.r"), Var("tz.o"), Var("tz.w")
+    col = o * V["tz.nw"] + w
+    env = _axes_env(c, r, o, w, None)
+    define = {v: substitute(e, env) for v, e in c.define}
+    acc = Load(cws, (r * Const(plan.ncpad) + col,))
+    stmt = substitute(substitute(c.epilogue, {ACC.name: acc}), define)
+    # libm calls (tanh, erf) do not vectorize: no hint then (LLVM would warn on every kernel)
+    kind = LoopKind.SERIAL if any(isinstance(x, Call) for x in walk(stmt)) else LoopKind.VECTORIZED
+    inner = For("tz.w", V["tz.nw"], stmt, kind)
+    return For("tz.r", V["tz.mc"], For("tz.o", V["tz.nrows"], inner))
+
+
+def extents(c: Contraction) -> dict[str, Expr]:
+    """M, the outer N extent (NO), W, K and the batch count NB as expressions over sizes."""
+    return {
+        "M": extent_of(c.m),
+        "NO": extent_of(c.n[:-1]),
+        "W": extent_of(c.n[-1:]),
+        "K": extent_of(c.k),
+        "NB": extent_of(c.batch),
+    }
