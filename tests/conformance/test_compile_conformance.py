@@ -1,11 +1,10 @@
 """ONNX backend node tests through ``eqsat compile`` (LLVM) for every op the compiler claims:
 prints the summary line, fails on any failure not in the documented known gaps, and checks that
-every lowering refusal is one of the documented ones (a new refusal is a regression too).
+every lowering refusal is one of the documented ones (``compile_harness.REFUSALS``, each with
+its reason): a new refusal is a regression too.
 
 The full run (~900 cases, ~660 compiled) takes about 25 s with a cold object cache and 10 s
 with a warm one on two cores, so it is part of the default test run; no subset is needed."""
-
-import re
 
 import pytest
 
@@ -14,29 +13,6 @@ from tests.conformance import compile_harness as harness
 
 # Known failures, each with its reason. Anything failing outside this list fails the test.
 KNOWN_FAILURES: dict[str, str] = {}
-
-# What lowering refuses, with why (matched against the refusal's one-line message).
-REFUSALS: dict[str, str] = {
-    r"has dtype uint(16|32|64), which the compiler does not support": (
-        "the loop IR has no unsigned types but uint8 (unsigned division, comparison and "
-        "conversion would need their own code paths in the backends)"
-    ),
-    r"is an empty tensor .* \(zero-size tensors are not supported\)": (
-        "buffers and loop extents are positive: a zero-size input or output (the *_empty_set "
-        "reductions, Split into empty parts, a Slice past the end) is refused"
-    ),
-    r"^Dropout .*: Dropout in training mode \(ratio [0-9.]+\) drops at random": (
-        "eqsat compiles inference graphs; random dropout has no deterministic result"
-    ),
-    r"^BatchNormalization .*: output output_mean is used": (
-        "training-mode BatchNormalization (running statistics outputs): inference only"
-    ),
-    r"^MaxPool .*: output z is used": "MaxPool's argmax Indices output is not computed",
-    r"^Pow .*: Pow of integers$": (
-        "numpy's integer power wraps on overflow; a float pow would not, and an exact integer "
-        "power by a run-time exponent needs a loop"
-    ),
-}
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +32,7 @@ def test_every_refusal_is_documented(results):
     refused = [
         r for r in results if r.status == "skipped" and r.message.startswith(harness.REFUSED)
     ]
-    undocumented = [
-        r
-        for r in refused
-        if not any(re.search(p, r.message.removeprefix(harness.REFUSED + ": ")) for p in REFUSALS)
-    ]
+    undocumented = [r for r in refused if harness.refusal(r.message) is None]
     assert not undocumented, "\n".join(f"{r.name}: {r.message}" for r in undocumented[:40])
 
 
