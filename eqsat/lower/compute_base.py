@@ -109,7 +109,9 @@ class Ctx:
         return self.out_types[0]
 
 
-Build = Callable[[Ctx], "list[View] | Reduction"]
+# a build returns one view per named output, or a reduction (one output), or one reduction per
+# named output (LayerNormalization with its statistics: each becomes its own kernel)
+Build = Callable[[Ctx], "list[View] | Reduction | list[Reduction]"]
 
 
 @dataclass(frozen=True)

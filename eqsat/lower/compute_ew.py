@@ -87,10 +87,14 @@ def _pow(a, c) -> Expr:
             return x
         if y.value == 0.5:
             return call("sqrt", x)
+    if not is_float(x.dtype):
+        if not is_float(y.dtype):  # numpy wraps on overflow; a float pow would not
+            raise Unsupported("Pow of integers")
+        # numpy promotes an integer base and a float exponent to float64, then casts back
+        f = Cast("float64", x)
+        return Cast(x.dtype, call("pow", f, y if y.dtype == "float64" else Cast("float64", y)))
     if y.dtype != x.dtype:
         y = Cast(x.dtype, y)
-    if not is_float(x.dtype):
-        raise Unsupported("Pow of integers")
     return call("pow", x, y)
 
 
@@ -98,8 +102,9 @@ def _mod(a, c) -> Expr:
     x, y = a
     if not c.a("fmod", 0):
         return BinOp(BinaryOp.MOD, x, y)
-    if is_float(x.dtype):
-        raise Unsupported("Mod with fmod=1 of floats")
+    if is_float(x.dtype):  # C fmod: the dividend's sign on the floor modulo of magnitudes
+        m = BinOp(BinaryOp.MOD, call("abs", x), call("abs", y))  # exact: both are >= 0
+        return Select(x < k(0, x.dtype), call("neg", m), m)
     r, zero = BinOp(BinaryOp.MOD, x, y), k(0, x.dtype)
     fix = BinOp(BinaryOp.AND, Cmp(CmpOp.NE, r, zero), Cmp(CmpOp.NE, x < zero, y < zero))
     return Select(fix, r - y, r)  # C remainder: the dividend's sign
@@ -260,4 +265,6 @@ def _batch_norm(ctx: Ctx) -> list[View]:
 TABLE: dict[str, Compute] = {
     name: Compute("element-wise", _elementwise(fn)) for name, fn in SCALAR.items()
 }
+# CastLike reads only its second input's dtype (the output type carries it), never its values
+TABLE["CastLike"] = Compute("element-wise", _elementwise(SCALAR["CastLike"]), data=(0,))
 TABLE["BatchNormalization"] = Compute("element-wise (per channel)", _batch_norm)

@@ -8,9 +8,11 @@ run one after the other per row: Softmax takes the row max, then the sum of ``ex
 ``x - max - log(sum)``) in a loop over the reduced axis; the normalizations take the sum, then
 the sum of squared deviations from the mean (two passes: numerically safer than E[x²] - E[x]²),
 then store the normalized, scaled and shifted value. The statistics live in kernel-local
-scalars, so each op is one kernel that reads its input once per stage. LayerNormalization
-computes its statistics in ``stash_type`` and casts back before scale and bias, as the op
-table's reference does.
+scalars, so each op is one kernel that reads its input once per stage; LayerNormalization's
+optional Mean and InvStdDev outputs, when used, are one more reduction each (a list of
+reductions, one per named output: each becomes its own kernel storing that statistic).
+LayerNormalization computes its statistics in ``stash_type`` and casts back before scale and
+bias, as the op table's reference does.
 """
 
 from __future__ import annotations
@@ -56,8 +58,9 @@ def _softmax(log: bool):
     return build
 
 
-def _normalize(first: int, last: int, ctx: Ctx, stat: str, affine) -> Reduction:
-    """(x - mean) / sqrt(var + eps) over axes ``first..last-1``, then ``affine(idx, y)``."""
+def _normalize(first: int, last: int, ctx: Ctx, stat: str, affine) -> list[Reduction]:
+    """(x - mean) / sqrt(var + eps) over axes ``first..last-1``, then ``affine(idx, y)``; one
+    reduction per named output (the statistics outputs after the normalized value)."""
     x, out = ctx.x(0), ctx.out
     axes = tuple(range(first, last))
     eps = float(ctx.a("epsilon", 1e-5))
@@ -84,16 +87,30 @@ def _normalize(first: int, last: int, ctx: Ctx, stat: str, affine) -> Reduction:
         Stage("var", ReduceOp.SUM, stat, tuple(f"v{a}" for a in axes), ext, dev),
     )
 
+    def inv_std(v):
+        return k(1, stat) / call("sqrt", v["var"] / n + k(eps, stat))
+
     def final(idx, v):
-        inv = k(1, stat) / call("sqrt", v["var"] / n + k(eps, stat))
-        y = (cast_to(x.at(idx), stat) - mean(v)) * inv
+        y = (cast_to(x.at(idx), stat) - mean(v)) * inv_std(v)
         return cast_to(affine(idx, y), out.dtype)
 
     rows = tuple(a for a in range(out.rank) if a not in axes)
-    return Reduction(out, rows, stages, final)
+    res = [Reduction(out, rows, stages, final)]
+    # LayerNormalization's optional outputs Mean and InvStdDev (the reduced axes kept as 1s):
+    # the same stages in a kernel of their own, storing a statistic instead
+    stats = {1: mean, 2: inv_std}
+    for p, o in enumerate(ctx.node.outputs[1:], 1):
+        if o:
+            t = ctx.out_types[len([q for q in ctx.node.outputs[:p] if q])]
+            res.append(Reduction(t, rows, stages, _stat(stats[p], t.dtype)))
+    return res
 
 
-def _layer_norm(ctx: Ctx) -> Reduction:
+def _stat(f, dtype: str):
+    return lambda idx, v: cast_to(f(v), dtype)
+
+
+def _layer_norm(ctx: Ctx) -> list[Reduction]:
     out = ctx.out
     axis = norm_axis(int(ctx.a("axis", -1)), out.rank)
     stat = {1: "float32", 11: "float64", 10: "float16"}.get(int(ctx.a("stash_type", 1)), "float32")
@@ -107,7 +124,7 @@ def _layer_norm(ctx: Ctx) -> Reduction:
     return _normalize(axis, out.rank, ctx, stat, affine)
 
 
-def _instance_norm(ctx: Ctx) -> Reduction:
+def _instance_norm(ctx: Ctx) -> list[Reduction]:
     scale, bias, acc = ctx.x(1), ctx.x(2), acc_dtype(ctx.out.dtype)
 
     def affine(idx, y):
@@ -119,6 +136,6 @@ def _instance_norm(ctx: Ctx) -> Reduction:
 TABLE: dict[str, Compute] = {
     "Softmax": Compute("softmax", _softmax(False)),
     "LogSoftmax": Compute("softmax", _softmax(True)),
-    "LayerNormalization": Compute("norm", _layer_norm),
+    "LayerNormalization": Compute("norm", _layer_norm, outputs=3),
     "InstanceNormalization": Compute("norm", _instance_norm),
 }

@@ -278,6 +278,8 @@ def _reduce(op: str):
             return [View(ctx.out, ctx.x(0).at)]
         dt = ctx.out.dtype
         acc = acc_dtype(dt) if combine is ReduceOp.SUM else dt
+        if acc == "bool":  # any / all: max / min over 0 and 1 (the IR accumulates numbers)
+            acc = "uint8"
         names = tuple(f"r{a}" for a in axes)
 
         def stages_of(x, src, extents):

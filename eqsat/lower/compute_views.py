@@ -55,6 +55,20 @@ def _identity(ctx: Ctx) -> list[View]:
     return [View(ctx.out, ctx.x(0).at)]
 
 
+def _dropout(ctx: Ctx) -> list[View]:
+    """Inference: the identity, and a mask of all True. Training mode (a constant true
+    ``training_mode``) drops at random unless the ratio is 0: refused."""
+    training = ctx.has(2) and bool(np.asarray(ctx.const(2, "training_mode")).reshape(-1)[0])
+    ratio = float(np.asarray(ctx.const(1, "ratio")).reshape(-1)[0]) if ctx.has(1) else 0.5
+    if training and ratio != 0:
+        raise Unsupported(f"Dropout in training mode (ratio {ratio:g}) drops at random")
+    x = ctx.x(0)
+    out = [View(ctx.out, x.at)]
+    if len(ctx.out_types) > 1:
+        out.append(View(ctx.out_types[1], lambda idx: Const(True, "bool")))
+    return out
+
+
 def _reshape(ctx: Ctx) -> list[View]:
     x = ctx.x(0)
     return [View(ctx.out, lambda idx: x.at(reshape_index(idx, x.shape, ctx.out.shape)))]
@@ -180,17 +194,23 @@ def _pad(ctx: Ctx) -> list[View]:
     mode = mode.decode() if isinstance(mode, bytes) else mode
     value = float(np.asarray(ctx.const(2, "value")).reshape(-1)[0]) if ctx.has(2) else 0.0
     value = ctx.a("value", value) if not ctx.has(2) else value
-    if mode not in ("constant", "edge", "reflect"):
+    if mode not in ("constant", "edge", "reflect", "wrap"):
         raise Unsupported(f"Pad mode {mode}")
+    if mode == "reflect" and any(
+        max(b, e) >= n for b, e, n in zip(begin, end, x.shape, strict=True) if isinstance(n, int)
+    ):
+        raise Unsupported("Pad mode reflect with a pad not smaller than its axis")
 
     def at(idx):
         src, ok = [], None
         for i, b, e, n in zip(idx, begin, end, x.shape, strict=True):
             j = sub(i, Const(b))
-            if b == 0 and mode != "constant":
-                src.append(j)
+            if b == 0 and e == 0:  # an axis not padded (a pad at its end only still needs
+                src.append(j)  # its reads guarded, clamped or reflected)
             elif mode == "edge":
                 src.append(minimum(maximum(j, Const(0)), sub(dim(n), Const(1))))
+            elif mode == "wrap":  # periodic (floor modulo is never negative here)
+                src.append(mod(j, dim(n)))
             elif mode == "reflect":
                 j = Select(j < Const(0), sub(Const(0), j), j)
                 last = sub(dim(n), Const(1))
@@ -250,10 +270,19 @@ def _depth_to_space(ctx: Ctx) -> list[View]:
 def _space_to_depth(ctx: Ctx) -> list[View]:
     x, b = ctx.x(0), int(ctx.a("blocksize"))
     cin = dim(x.shape[1])
+    mode = ctx.a("mode", "DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode not in ("DCR", "CRD"):
+        raise Unsupported(f"SpaceToDepth mode {mode}")
 
     def at(idx):
         n, c, h, w = idx
-        blk = floordiv(c, cin)
+        if mode == "CRD":  # out channel = (c * b + bh) * b + bw
+            blk = mod(c, Const(b * b))
+            hh = add(mul(h, Const(b)), floordiv(blk, Const(b)))
+            ww = add(mul(w, Const(b)), mod(blk, Const(b)))
+            return x.at((n, floordiv(c, Const(b * b)), hh, ww))
+        blk = floordiv(c, cin)  # DCR: out channel = (bh * b + bw) * C + c
         hh = add(mul(h, Const(b)), floordiv(blk, Const(b)))
         ww = add(mul(w, Const(b)), mod(blk, Const(b)))
         return x.at((n, mod(c, cin), hh, ww))
@@ -276,7 +305,7 @@ def _one_hot(ctx: Ctx) -> list[View]:
 
 TABLE: dict[str, Compute] = {
     "Identity": Compute("view", _identity),
-    "Dropout": Compute("view", _identity, data=(0,)),
+    "Dropout": Compute("view", _dropout, data=(0,), outputs=2),
     "Reshape": Compute("view", _reshape, data=(0,)),
     "Flatten": Compute("view", _reshape),
     "Squeeze": Compute("view", _reshape, data=(0,)),

@@ -10,7 +10,8 @@ touch memory.
 Rules (each for a reason):
 
 1. REDUCTION and COMPLEX nodes are kernel roots: inlining one would recompute a reduction per
-   consumer element.
+   consumer element. A root's further outputs that are used (LayerNormalization's Mean and
+   InvStdDev) get a kernel each, after the root's own.
 2. Epilogues: from each root, element-wise consumers are absorbed greedily in topological order
    (bias, per-channel scale, activation, residual add, a whole GELU) when their output has the
    root's shape (the epilogue runs at the root's store index, so it may not broadcast the root
@@ -83,6 +84,9 @@ def plan(
             absorbed[id(n)] = root
         exit_ = (epi[-1] if epi else root).outputs[0]
         groups.append(Group(root, exit_, tuple(epi)))
+        for o in root.outputs[1:]:  # further outputs used (LayerNormalization's statistics)
+            if o and (o in outs or uses.get(o)):
+                groups.append(Group(root, o))
 
     # read sites, consumers before producers (reverse topological order)
     sites: dict[str, int] = {}
@@ -115,7 +119,9 @@ def _epilogue(root, later, uses, outs, types, kind, absorbed) -> list[Node]:
     out = root.outputs[0]
     shape = types[out].shape
     group_values = {out}
-    tainted = {out}  # values depending on the root (inside or outside the group)
+    # values depending on the root (inside or outside the group): all its outputs, so that a
+    # consumer of a further output (stored by its own kernel, later) is never absorbed
+    tainted = {o for o in root.outputs if o}
     taken: list[Node] = []
     for n in later:
         ins = [i for i in n.inputs if i]

@@ -201,7 +201,11 @@ class _Run:
                 m = m.any(axis=axes, keepdims=True)
         if m is not None:
             idx, val = tuple(i[m] for i in idx), val[m]
-        ufunc.at(self.bufs[s.buffer.name], idx, val)
+        buf = self.bufs[s.buffer.name]
+        if not idx:  # a 0-d buffer (a full reduction): ufunc.at cannot index it
+            buf[()] = ufunc.reduce(np.append(buf.reshape(-1), np.reshape(val, -1)), dtype=buf.dtype)
+            return
+        ufunc.at(buf, idx, val)
 
     def loop(self, s: For, env: dict, mask) -> None:
         n = int(self.expr(s.extent, env, None))

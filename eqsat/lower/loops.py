@@ -268,8 +268,13 @@ class ReduceOp(enum.Enum):
 
     def identity(self, dtype: str):
         """The init value that makes the reduction of nothing come out right."""
-        big = np.inf if is_float(dtype) else np.iinfo(dtype).max
-        return {"+": 0, "*": 1, "max": -big, "min": big}[self.value]
+        if dtype == "bool":  # max is "any", min is "all"
+            return {"+": False, "*": True, "max": False, "min": True}[self.value]
+        if is_float(dtype):
+            low, high = -np.inf, np.inf
+        else:
+            low, high = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
+        return {"+": 0, "*": 1, "max": low, "min": high}[self.value]
 
     @property
     def ufunc(self) -> np.ufunc:

@@ -43,6 +43,7 @@ from eqsat.lower.compute import COMPUTE, Ctx, Reduction, Unsupported, View
 from eqsat.lower.compute_ew import k
 from eqsat.lower.indexing import atom_rewrites, dim, size_name
 from eqsat.lower.loops import (
+    DTYPES,
     Accumulate,
     Allocate,
     Buffer,
@@ -96,10 +97,48 @@ class _Lowering:
         if missing:
             raise LoweringError(f"no compute definition for op(s): {', '.join(missing)}")
         for n in keep:
-            for o in n.outputs[COMPUTE[n.op].outputs :]:
+            m = COMPUTE[n.op].outputs
+            for o in n.outputs[m:]:
                 if o and o in live:
-                    raise LoweringError(f"{n.op} {n.name or n.outputs[0]}: output {o} is used")
+                    raise LoweringError(
+                        f"{n.op} {n.name or n.outputs[0]}: output {o} is used; the compiler "
+                        f"computes only the first {'output' if m == 1 else f'{m} outputs'}"
+                    )
+        self.check_types(keep)
         return keep
+
+    def check_types(self, nodes: list[Node]) -> None:
+        """Refuse, naming the value, a dtype the loop IR lacks (uint16/32/64, bfloat16, float8,
+        strings) or an empty tensor (a zero dim: buffers and loop extents are positive)."""
+
+        def refuse(where: str, v: str) -> None:
+            t = self.types.get(v)
+            if t is None:
+                return
+            if t.dtype not in DTYPES:
+                raise LoweringError(
+                    f"{where}: {v} has dtype {t.dtype}, which the compiler does not support "
+                    f"({', '.join(DTYPES)})"
+                )
+            if any(d == 0 for d in t.shape):
+                raise LoweringError(
+                    f"{where}: {v} is an empty tensor {t.dtype}{list(t.shape)} "
+                    f"(zero-size tensors are not supported)"
+                )
+
+        for i in self.g.inputs:
+            refuse("input", i)
+        for n in nodes:
+            c = COMPUTE[n.op]
+            where = f"{n.op} {n.name or n.outputs[0]}"
+            for p, i in enumerate(n.inputs):
+                if i and c.is_data(p):
+                    refuse(where, i)
+            for o in n.outputs[: c.outputs]:
+                if o:
+                    refuse(where, o)
+        for o in self.g.outputs:
+            refuse("output", o)
 
     # ------------------------------------------------------------------ buffers and views
     def buffer(self, value: str, kind: BufferKind, t: TensorType | None = None) -> Buffer:
@@ -149,7 +188,7 @@ class _Lowering:
         else:
             node = self.producer[value]
             res = self.compute(node, {})
-            if isinstance(res, Reduction):
+            if isinstance(res, Reduction) or any(isinstance(r, Reduction) for r in res):
                 raise LoweringError(f"{node.op}: a reduction cannot be inlined ({value})")
             for o, view in zip(node.outputs, res, strict=False):
                 if o:
@@ -182,7 +221,7 @@ class _Lowering:
             res = c.build(ctx)
         except (Unsupported, ValueError, KeyError, TypeError) as e:
             raise LoweringError(f"{where}: {e}") from None
-        if isinstance(res, Reduction):
+        if isinstance(res, Reduction) or any(isinstance(r, Reduction) for r in res):
             return res
         return [View(v.type, _named(v.at, where)) for v in res]
 
@@ -249,10 +288,10 @@ class _Lowering:
         rank = t.rank
         idx = tuple(Var(f"i{a}") for a in range(rank))
         res = self.compute(g.root, {})
-        if not isinstance(res, Reduction):  # a view; of a multi-output node (Split): which one
-            res = [
-                res[[o for o in g.root.outputs if o].index(g.value)] if not g.epilogue else res[0]
-            ]
+        if not isinstance(res, Reduction):  # per output (Split, LayerNormalization): which one
+            at = [o for o in g.root.outputs if o].index(g.value) if not g.epilogue else 0
+            pick = res[at]
+            res = pick if isinstance(pick, Reduction) else [pick]
         epilogue = self.epilogue(g)
         if not isinstance(res, Reduction):
             value, lets = epilogue(res[0].at(idx))

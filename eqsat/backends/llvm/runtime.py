@@ -99,7 +99,8 @@ class CompiledProgram:
         for b in p.inputs + p.weights:
             if b.name not in feeds:
                 raise LoopIRError(f"program {p.name}: no feed for {b.kind.value} {b.name}")
-            a = np.ascontiguousarray(feeds[b.name], dtype=b.dtype)
+            # np.array, not ascontiguousarray: that one makes a 0-d feed (a scalar) 1-d
+            a = np.array(feeds[b.name], dtype=b.dtype, order="C", copy=None)
             if a.ndim != b.rank:
                 raise LoopIRError(f"feed {b.name}: rank {a.ndim}, buffer {b}")
             for d, n in zip(b.shape, a.shape, strict=True):
