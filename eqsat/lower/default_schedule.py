@@ -18,10 +18,11 @@ with a perfect nest of *output* loops; what lies under it (the *point*) decides 
   (a loop their index lacks, or reads only as ``i // c``): GEMM, MatMul, Conv, grouped Conv,
   GEMV. Left unscheduled here.
 - ``reduction``: one stage of accumulation (ReduceMean/Sum/Max, pools, global average pool,
-  depthwise windows, ``sum(x*x)``). A small constant window (≤ ``WINDOW_MAX`` points) under an
-  output row of ≥ 4 is unrolled and the output's inner axis vectorized (each lane one output
-  pixel: pools and depthwise convs); otherwise a contiguous innermost reduction loop is
-  vectorized (reassociation is allowed: ``Accumulate``).
+  depthwise windows, ``sum(x*x)``). A contiguous innermost reduction loop is vectorized
+  (reassociation is allowed: ``Accumulate``). With ``UNROLL_WINDOWS`` a small constant window
+  (≤ ``WINDOW_MAX`` points) under an output row of ≥ 4 is unrolled and the output's inner axis
+  vectorized instead (each lane one output pixel); it is off: measured slower than O3's own
+  treatment of the plain nest, which already vectorizes pools (interleaved loads).
 - ``multistage``: several loop nests under the point, the last storing the output (Softmax,
   LayerNorm, InstanceNorm with their ``Allocate`` locals): vectorize each stage's inner loop.
 
@@ -29,12 +30,13 @@ No loop that calls an intrinsic the backend emits as a scalar library call
 (``ScheduleTarget.scalar_calls``: tanh, erf) is marked vectorized: LLVM could not honour it.
 
 Parallel (every class, ``threads > 1``): when the estimated work of one call is at least
-``PARALLEL_MIN_NS`` (CODEGEN_NOTES: fork/join costs 15-50 µs here, so work under ~0.5 ms stays
-on one thread), the shortest prefix of the output loops that gives ``4 × threads`` chunks is
-fused and marked parallel (the runtime splits it into one contiguous range per thread). The
-vectorized loop is never fused: fusion rewrites an index as ``f // n, f % n``, which the
-vectorizer cannot see through (the loads would become gathers). Symbolic dims count as 1 in the
-estimate (fix them at compile time, ``Options.shapes``, to schedule for a real batch).
+``PARALLEL_MIN_NS`` (1 ms: CODEGEN_NOTES puts the break-even at 0.5-1 ms, and on this shared VM 2
+threads made 0.3 ms softmax kernels 2.5x slower), the shortest prefix of the output loops that
+gives ``4 × threads`` chunks is fused and marked parallel (the runtime splits it into one
+contiguous range per thread). The vectorized loop is never fused: fusion rewrites an index as ``f
+// n, f % n``, which the vectorizer cannot see through (the loads would become gathers). Symbolic
+dims count as 1 in the estimate (fix them at compile time, ``Options.shapes``, to schedule for a
+real batch).
 """
 
 from __future__ import annotations
@@ -73,7 +75,11 @@ from eqsat.lower.schedule import (
 )
 from eqsat.lower.transform import ScheduleError
 
-PARALLEL_MIN_NS = 250_000  # estimated ns of one call above which a kernel runs on all threads
+PARALLEL_MIN_NS = 1_000_000  # estimated ns of one call above which a kernel runs on all threads
+# unroll a pool's window and vectorize its output row: off by default, measured slower than
+# what LLVM's O3 does with the plain nest (vgg maxpool 0.33 -> 0.69 ms, inception avgpool 2.3 ->
+# 3.9 ms, benchmarks/compile_bench.py); the plan stays for a search to try
+UNROLL_WINDOWS = False
 WINDOW_MAX = 64  # unrolled points per output element (a 7 × 7 window fits, 8 × 8 too)
 MIN_VECTOR = 4  # shorter loops are left to LLVM
 NS_PER_ACCESS = 0.4  # a 4-byte load or store streamed at ~10 GB/s
@@ -223,7 +229,7 @@ def _vector_plan(cls: str, nest: list[For], point: Stmt, target: ScheduleTarget)
     if cls == "reduction":
         inner = list(loops(point))
         row = _extent(nest[-1]) if nest else None
-        if _points(point) <= WINDOW_MAX and row and row >= MIN_VECTOR:
+        if UNROLL_WINDOWS and _points(point) <= WINDOW_MAX and row and row >= MIN_VECTOR:
             return tuple(Unroll(f.var) for f in inner) + (Vectorize(nest[-1].var),), nest[:-1]
         innermost = [f for f in inner if not any(True for _ in loops(f.body))]
         if len(innermost) == 1:
