@@ -38,6 +38,7 @@ from eqsat.egraph.ir import TensorGraph
 from eqsat.errors import InputError
 from eqsat.lower.indexing import size_values
 from eqsat.lower.loops import Buffer, BufferKind, LoopProgram
+from eqsat.lower.schedule import ScheduleTarget
 from eqsat.version import __version__
 
 FORMAT = 1
@@ -180,12 +181,15 @@ def build(
     if target == "llvm":
         from eqsat.backends.llvm.capabilities import Capabilities
         from eqsat.backends.llvm.runtime import compile as llvm_compile
+        from eqsat.lower.default_schedule import schedule_program
         from eqsat.lower.schedule_gemm import tensorize_contractions
 
         program = tensorize_contractions(program)  # schedule: contractions -> GEMM (tensorize)
 
-        executable = llvm_compile(program, threads=threads, use_cache=use_cache)
         caps = Capabilities.host()
+        # default heuristic schedules for the kernels not scheduled yet (lower/default_schedule)
+        program = schedule_program(program, target_caps(caps, threads))
+        executable = llvm_compile(program, threads=threads, use_cache=use_cache)
         cpu, features = caps.cpu_name, caps.features
     else:
         from eqsat.backends import ref
@@ -202,6 +206,15 @@ def build(
         program, executable, lowered.weights, inputs, outputs, target, _report(lowered), features,
         cpu, lowered.products,
     )  # fmt: skip
+
+
+def target_caps(caps, threads: int | None = None) -> ScheduleTarget:
+    """What schedulers may read of a backend's ``Capabilities`` (they never see its name)."""
+    return ScheduleTarget(
+        vector_width=caps.vector_width,
+        threads=threads or caps.cores,
+        scalar_calls=caps.scalar_calls,
+    )
 
 
 def _report(lowered) -> dict:

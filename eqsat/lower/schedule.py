@@ -157,6 +157,21 @@ class ComputeAt(Primitive):
 
 
 Schedule = tuple[Primitive, ...]
+
+
+@dataclass(frozen=True)
+class ScheduleTarget:
+    """What a scheduler may know of the machine (ARCHITECTURE.md: schedulers read a backend's
+    capabilities, never its name). ``lower`` cannot import backends, so a backend's
+    ``Capabilities`` is copied into this record (``eqsat.compiled.target_caps``)."""
+
+    vector_width: int = 8  # float32 lanes of the widest usable vector register
+    threads: int = 1  # threads the runtime splits a parallel loop over
+    l1_bytes: int = 32 * 1024  # per core
+    l2_bytes: int = 1024 * 1024  # per core
+    scalar_calls: tuple[str, ...] = ()  # intrinsics emitted as scalar calls: no vector loop
+
+
 PRIMITIVES: dict[str, type[Primitive]] = {
     p.name: p
     for p in (

@@ -187,14 +187,15 @@ def fuse(body: Stmt, outer: str, inner: str) -> Stmt:
 
 def set_kind(body: Stmt, name: str, kind: LoopKind) -> Stmt:
     """Mark a loop parallel, vectorized or unrolled: the code is unchanged, the backend reads the
-    kind. Vectorized and unrolled loops need a constant extent; a vectorized loop is innermost;
+    kind. Vectorized and unrolled loops need a constant extent; a vectorized loop is innermost
+    but for unrolled loops (LLVM fully unrolls them before it vectorizes: a pool's window);
     parallel iterations must not conflict (reductions across them would race)."""
     f = find(body, name)
     what = f"{kind.value} {name}"
     if kind in (LoopKind.VECTORIZED, LoopKind.UNROLLED) and const_int(f.extent) is None:
         raise ScheduleError(f"{what}: the extent must be a constant")
-    if kind is LoopKind.VECTORIZED and any(True for _ in loops(f.body)):
-        raise ScheduleError(f"{what}: only an innermost loop is vectorized")
+    if kind is LoopKind.VECTORIZED and any(g.kind is not LoopKind.UNROLLED for g in loops(f.body)):
+        raise ScheduleError(f"{what}: only an innermost loop is vectorized (or unrolled ones)")
     if kind is LoopKind.PARALLEL:
         _band_safe(f.body, {name}, what, parallel=True)
     return replace_loop(body, name, dataclasses.replace(f, kind=kind))

@@ -76,6 +76,12 @@ class Capabilities:
         return replace(self, vector_width=width)
 
     @property
+    def scalar_calls(self) -> tuple[str, ...]:
+        """Intrinsics the code generator emits as scalar libm calls (``codegen_expr``): a loop
+        calling one cannot be vectorized, so schedulers should not ask for it."""
+        return ("tanh", "erf")
+
+    @property
     def registers(self) -> int:
         """Vector registers available to the register allocator (zmm0-31 with AVX-512)."""
         return 32 if self.vector_width >= 16 else 16

@@ -1,0 +1,221 @@
+"""Compiled models against onnxruntime by kernel class: plain vs default-scheduled latency,
+per-kernel-class time, compile time (benchmarks/compile_bench.py has the headline table).
+
+    python benchmarks/kernel_classes_bench.py [--models bert,vgg] [--size default] [--reps 15]
+
+Sections (one script; add rows to a section rather than a new script):
+
+1. **Latency** per example model (``eqsat.pipeline.example_model``): onnxruntime at 1 and 2
+   intra-op threads, the compiled model unscheduled (``plain``, what ``lower`` emits) and with
+   the default heuristic schedules (``sched``, :mod:`eqsat.lower.default_schedule`) at 1 and 2
+   threads. All candidates interleaved round by round in one process; min (and median) of
+   ``--reps`` rounds, in ms.
+2. **Per kernel class**: each kernel of the compiled model run alone (its native function,
+   called through ctypes on pre-bound buffers), min of ``--reps``, summed by the class
+   ``default_schedule.classify`` gives it; beside it onnxruntime's own per-node times (its
+   profiler, min per node over the runs) split into contraction ops (Conv, MatMul, Gemm and
+   their fused forms) and the rest. The ``rest`` columns are the ones this scheduler answers for.
+3. **Compile time**: ``pipeline.compile`` cold (empty object cache) and cached, per model.
+
+Timing (CODEGEN_NOTES): the VM is shared and noisy; compare ratios from one run, not numbers
+across runs. Symbolic dims are bound to 1 (``--batch``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from eqsat import pipeline  # noqa: E402
+from eqsat.backends.llvm import runtime  # noqa: E402
+from eqsat.backends.llvm.capabilities import Capabilities  # noqa: E402
+from eqsat.backends.llvm.codegen import kernel_sizes, kernel_symbol  # noqa: E402
+from eqsat.compiled import target_caps  # noqa: E402
+from eqsat.lower.default_schedule import classify, schedule_program  # noqa: E402
+from eqsat.lower.lower import lower  # noqa: E402
+from eqsat.verify import numeric  # noqa: E402
+
+MODELS = ("bert", "squeezenet", "resnext", "inception", "vgg", "nasrnn", "swiglu")
+CONTRACTION_OPS = ("Conv", "MatMul", "Gemm", "FusedConv", "FusedMatMul", "FusedGemm", "QLinear")
+
+
+def ort_session(model, threads: int, profile: str | None = None):
+    import onnxruntime as ort
+
+    o = ort.SessionOptions()
+    o.intra_op_num_threads, o.inter_op_num_threads = threads, 1
+    o.log_severity_level = 3
+    if profile:
+        o.enable_profiling, o.profile_file_prefix = True, profile
+    return ort.InferenceSession(model.SerializeToString(), o, providers=["CPUExecutionProvider"])
+
+
+def interleaved(cands: dict, reps: int) -> dict[str, tuple[float, float]]:
+    """``{name: (min ms, median ms)}``; each round runs every candidate once, in turn."""
+    times: dict[str, list[float]] = {k: [] for k in cands}
+    for f in cands.values():
+        f()  # warm up: page faults, lazy init
+    for _ in range(reps):
+        for k, f in cands.items():
+            t = time.perf_counter()
+            f()
+            times[k].append((time.perf_counter() - t) * 1e3)
+    return {k: (min(v), statistics.median(v)) for k, v in times.items()}
+
+
+# ---------------------------------------------------------------------------------- section 1
+def build_variants(graph, feeds_by_graph, threads=(1, 2)):
+    """The compiled program plain and scheduled, at each thread count, bound to feeds."""
+    lowered = lower(graph)
+    env = {}
+    feeds = dict(lowered.weights)
+    types = graph.types
+    for v in graph.inputs:
+        a = feeds_by_graph[v]
+        feeds[lowered.names[v]] = a
+        for d, n in zip(types[v].shape, a.shape, strict=True):
+            if isinstance(d, str):
+                env[d] = n
+    from eqsat.lower.indexing import size_values
+
+    env.update(size_values(lowered.products, env))
+    caps = Capabilities.host()
+    out = {}
+    for label, prog in (("plain", lowered.program), ("sched", None)):
+        for t in threads:
+            p = (
+                prog
+                if prog is not None
+                else schedule_program(lowered.program, target_caps(caps, t))
+            )
+            cp = runtime.compile(p, threads=t)
+            arrays, dims = cp.bind(feeds, env)
+            out[f"{label}-{t}t"] = (cp, arrays, dims)
+    return out
+
+
+def kernel_times(cp, arrays, dims, reps: int) -> dict[str, float]:
+    """Min ms of each kernel of a compiled program, run alone on the bound arrays."""
+    p = cp.program
+    env = dict(zip(p.sizes, dims, strict=True))
+    calls = {}
+    for k in p.kernels:
+        addr = cp.engine.get_function_address(kernel_symbol(k))
+        sizes = kernel_sizes(k)
+        proto = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * len(k.params)),
+                                 *([ctypes.c_int64] * len(sizes)))  # fmt: skip
+        fn = proto(addr)
+        args = [arrays[b.name].ctypes.data for b in k.params] + [env[s] for s in sizes]
+        calls[k.name] = lambda fn=fn, args=args: fn(*args)
+    return {k: v[0] for k, v in interleaved(calls, reps).items()}
+
+
+def ort_node_times(model, feeds, reps: int) -> dict[str, float]:
+    """onnxruntime's profiler: min µs→ms per node over ``reps`` runs, summed by category."""
+    with tempfile.TemporaryDirectory() as d:
+        s = ort_session(model, 1, profile=os.path.join(d, "ort"))
+        for _ in range(reps + 1):
+            s.run(None, feeds)
+        events = json.loads(Path(s.end_profiling()).read_text())
+    per_node: dict[str, list[float]] = {}
+    op_of: dict[str, str] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_node.setdefault(e["name"], []).append(e["dur"] / 1e3)
+            op_of[e["name"]] = e.get("args", {}).get("op_name", "")
+    out = {"contraction": 0.0, "rest": 0.0}
+    for n, v in per_node.items():
+        out["contraction" if op_of[n].startswith(CONTRACTION_OPS) else "rest"] += min(v[1:] or v)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--size", default="default")
+    ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--no-compile-time", action="store_true")
+    args = ap.parse_args()
+    rows1, rows2, rows3 = [], [], []
+    for name in args.models.split(","):
+        model = pipeline.example_model(name, size=args.size)
+        opts = pipeline.Options(target="llvm", threads=1, verify=False)
+        if not args.no_compile_time:
+            with tempfile.TemporaryDirectory() as d:
+                os.environ["EQSAT_CACHE_DIR"] = d
+                t = time.perf_counter()
+                res = pipeline.compile(model, opts)
+                cold = time.perf_counter() - t
+                t = time.perf_counter()
+                pipeline.compile(model, opts)
+                warm = time.perf_counter() - t
+                del os.environ["EQSAT_CACHE_DIR"]
+            rows3.append((name, cold, warm))
+        else:
+            res = pipeline.compile(model, opts)
+        specs = numeric.input_specs(model)
+        dims = {d: args.batch for s in specs for d in s.shape if isinstance(d, str)}
+        feeds = numeric.random_feeds(specs, 0, dims)
+        variants = build_variants(res.graph, feeds)
+        s1, s2 = ort_session(model, 1), ort_session(model, 2)
+        cands = {
+            "ort-1t": lambda s1=s1, feeds=feeds: s1.run(None, feeds),
+            "ort-2t": lambda s2=s2, feeds=feeds: s2.run(None, feeds),
+        }
+        for k, (cp, arrays, d) in variants.items():
+            cands[k] = lambda cp=cp, arrays=arrays, d=d: cp.call(arrays, d)
+        rows1.append((name, interleaved(cands, args.reps)))
+        ort = ort_node_times(model, feeds, args.reps)
+        by_class = {}
+        for label in ("plain-1t", "sched-1t", "sched-2t"):
+            cp, arrays, d = variants[label]
+            kt = kernel_times(cp, arrays, d, args.reps)
+            acc: dict[str, float] = {}
+            for k in cp.program.kernels:
+                c = classify(k)
+                acc[c] = acc.get(c, 0.0) + kt[k.name]
+            by_class[label] = acc
+        rows2.append((name, ort, by_class))
+        print(f"[{name} done]", file=sys.stderr, flush=True)
+    report(rows1, rows2, rows3)
+
+
+def report(rows1, rows2, rows3) -> None:
+    print("\n## 1. Latency, ms (min / median of the rounds)")
+    cols = list(rows1[0][1]) if rows1 else []
+    print("| model | " + " | ".join(cols) + " | plain-1t/ort-1t | sched-1t/ort-1t |")
+    print("|---" * (len(cols) + 3) + "|")
+    for name, r in rows1:
+        cells = [f"{r[c][0]:.3f} / {r[c][1]:.3f}" for c in cols]
+        ratios = [f"{r[c][0] / r['ort-1t'][0]:.1f}x" for c in ("plain-1t", "sched-1t")]
+        print(f"| {name} | " + " | ".join(cells + ratios) + " |")
+    print("\n## 2. Per kernel class, ms (sum of per-kernel mins, each kernel run alone)")
+    classes = sorted({c for _, _, b in rows2 for acc in b.values() for c in acc})
+    print("| model | variant | " + " | ".join(classes) + " | non-contraction | ort rest-1t |")
+    print("|---" * (len(classes) + 4) + "|")
+    for name, ort, by_class in rows2:
+        for label, acc in by_class.items():
+            rest = sum(v for c, v in acc.items() if c != "contraction")
+            cells = [f"{acc.get(c, 0.0):.3f}" for c in classes]
+            print(f"| {name} | {label} | " + " | ".join(cells)
+                  + f" | {rest:.3f} | {ort['rest']:.3f} |")  # fmt: skip
+        print(f"| {name} | ort contraction-1t | {ort['contraction']:.3f} |")
+    if rows3:
+        print("\n## 3. pipeline.compile, s (verify off; e-graph stages included)")
+        print("| model | cold | cached |\n|---|---|---|")
+        for name, cold, warm in rows3:
+            print(f"| {name} | {cold:.2f} | {warm:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
