@@ -349,12 +349,17 @@ def _verify(state: State) -> State:
         raise InputError(
             f"{e} — the verification gate runs both models in onnxruntime; --no-verify skips it"
         ) from e
-    if not state.verdict.ok:
-        raise VerificationError(
-            f"verification failed, no output written: {state.verdict.reason} "
-            f"(max abs error {state.verdict.max_abs:.3g})"
-        )
+    _refuse_unless_ok(state.verdict)
     return state
+
+
+def _refuse_unless_ok(verdict: numeric.Verdict, what: str = "") -> None:
+    """VerificationError (exit 1; nothing is written) when the gate's verdict is not ok."""
+    if not verdict.ok:
+        raise VerificationError(
+            f"verification failed, no output written: {what}{verdict.reason} "
+            f"(max abs error {verdict.max_abs:.3g})"
+        )
 
 
 def _compile(state: State) -> State:
@@ -377,11 +382,7 @@ def _verify_compiled(state: State) -> State:
         state.model, c.run, c.output_names, seeds=o.seeds, rtol=o.rtol, atol=o.atol,
         dim_values=dict(o.shapes),
     )  # fmt: skip
-    if not state.verdict.ok:
-        raise VerificationError(
-            f"verification failed, no output written: the compiled model differs from "
-            f"onnxruntime: {state.verdict.reason} (max abs error {state.verdict.max_abs:.3g})"
-        )
+    _refuse_unless_ok(state.verdict, "the compiled model differs from onnxruntime: ")
     return state
 
 
