@@ -15,6 +15,8 @@ stage unless ``--egraph`` (the bench measures the code generator, not the rewrit
 verification gate is skipped here; the tests run it. ``/proc/loadavg`` is printed beside the
 numbers.
 
+``--conv`` times the ResNet stages' 3x3 convolutions against onnxruntime (GFLOP/s);
+``--compile-time`` times ``pipeline.compile`` per model cold and from the cache.
 ``--gemm 256,512,1024`` instead times one MatMul model per n (n×n @ n×n, 1 thread) through the
 same compile path, the right operand a weight (packed once) or an input (packed per call),
 against numpy's OpenBLAS sgemm (``OPENBLAS_NUM_THREADS=1`` set before numpy is imported), in
@@ -133,6 +135,69 @@ def bench_gemm(sizes: list[int], reps: int) -> None:
         print(f"{n:>6}{g[0]:>18.1f}{g[1]:>17.1f}{g[2]:>9.1f}", flush=True)
 
 
+def _conv_model(c: int, hw: int, k: int) -> onnx.ModelProto:
+    w = np.random.default_rng(1).standard_normal((k, c, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, k, hw, hw])],
+        [onnx.numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+CONV_SHAPES = ((64, 56, 64), (128, 28, 128), (256, 14, 256), (512, 7, 512))  # ResNet stages
+
+
+def bench_conv(reps: int, threads: list[int]) -> None:
+    """3x3 convolutions (pad 1, stride 1) of the ResNet stages: eqsat's compiled kernel (the
+    weight packed once) against onnxruntime's, interleaved, in GFLOP/s."""
+    print(f"{'C x HW x K':<16}{'thr':>4}{'eqsat':>9}{'ort':>9}{'ratio':>8}   GFLOP/s")
+    for c, hw, k in CONV_SHAPES:
+        m = _conv_model(c, hw, k)
+        x = np.random.default_rng(0).standard_normal((1, c, hw, hw)).astype(np.float32)
+        flop = 2 * k * c * 9 * hw * hw
+        for t in threads:
+            opts = pipeline.Options(target="llvm", verify=False, egraph=False, threads=t)
+            cm = pipeline.compile(m, opts).compiled
+            feeds = dict(cm.weights) | {cm.inputs[0].buffer: x}
+            arrays, dims = cm.executable.bind(feeds)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = t
+            sess = ort.InferenceSession(m.SerializeToString(), so,
+                                        providers=["CPUExecutionProvider"])
+            runs = [lambda e=cm.executable, a=arrays, d=dims: e.call(a, d),
+                    lambda s=sess, x=x: s.run(None, {"x": x})]
+            best = [float("inf")] * 2
+            for fn in runs:
+                fn()
+            for _ in range(reps):
+                for i, fn in enumerate(runs):
+                    t0 = time.perf_counter()
+                    fn()
+                    best[i] = min(best[i], time.perf_counter() - t0)
+            g = [flop / b / 1e9 for b in best]
+            print(f"{f'{c}x{hw}x{k}':<16}{t:>4}{g[0]:>9.1f}{g[1]:>9.1f}{g[0] / g[1]:>7.2f}x",
+                  flush=True)
+
+
+def bench_compile_time(names: list[str]) -> None:
+    """``pipeline.compile`` wall time per model, e-graph included: cold (empty object and model
+    caches) and again (served from the model cache)."""
+    import tempfile
+
+    print(f"{'model':<12}{'cold s':>8}{'cached s':>10}")
+    for name in names:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["EQSAT_CACHE_DIR"] = tmp
+            ts = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                pipeline.compile(pipeline.example_model(name), pipeline.Options(target="llvm"))
+                ts.append(time.perf_counter() - t0)
+        os.environ.pop("EQSAT_CACHE_DIR")
+        print(f"{name:<12}{ts[0]:>8.2f}{ts[1]:>10.2f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default=",".join(example_names()))
@@ -141,11 +206,19 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--egraph", action="store_true")
     ap.add_argument("--gemm", default="", help="n,n,...: MatMul GFLOP/s vs numpy instead")
+    ap.add_argument("--conv", action="store_true", help="3x3 convs vs onnxruntime instead")
+    ap.add_argument("--compile-time", action="store_true", help="compile time cold and cached")
     args = ap.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
     if args.gemm:
         bench_gemm([int(n) for n in args.gemm.split(",")], args.reps)
         return
-    threads = [int(t) for t in args.threads.split(",")]
+    if args.conv:
+        bench_conv(args.reps, threads)
+        return
+    if args.compile_time:
+        bench_compile_time(args.models.split(","))
+        return
     with open("/proc/loadavg") as f:
         print(f"loadavg: {f.read().strip()}")
     print(f"{'model':<12}{'thr':>4}{'eqsat min':>11}{'med':>9}{'ort min':>10}{'med':>9}"
