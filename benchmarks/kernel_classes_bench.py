@@ -8,7 +8,8 @@ Sections (one script; add rows to a section rather than a new script):
 1. **Latency** per example model (``eqsat.pipeline.example_model``): onnxruntime at 1 and 2
    intra-op threads, the compiled model unscheduled (``plain``, what ``lower`` emits) and with
    the default heuristic schedules (``sched``, :mod:`eqsat.lower.default_schedule`) at 1 and 2
-   threads. All candidates interleaved round by round in one process; min (and median) of
+   threads (``sched`` tensorizes contractions first, as ``eqsat.compiled.build`` does). All
+   candidates interleaved round by round in one process; min (and median) of
    ``--reps`` rounds, in ms.
 2. **Per kernel class**: each kernel of the compiled model run alone (its native function,
    called through ctypes on pre-bound buffers), min of ``--reps``, summed by the class
@@ -42,6 +43,7 @@ from eqsat.backends.llvm.codegen import kernel_sizes, kernel_symbol  # noqa: E40
 from eqsat.compiled import target_caps  # noqa: E402
 from eqsat.lower.default_schedule import classify, schedule_program  # noqa: E402
 from eqsat.lower.lower import lower  # noqa: E402
+from eqsat.lower.schedule_gemm import tensorize_contractions  # noqa: E402
 from eqsat.verify import numeric  # noqa: E402
 
 MODELS = ("bert", "squeezenet", "resnext", "inception", "vgg", "nasrnn", "swiglu")
@@ -73,7 +75,7 @@ def interleaved(cands: dict, reps: int) -> dict[str, tuple[float, float]]:
 
 
 # ---------------------------------------------------------------------------------- section 1
-def build_variants(graph, feeds_by_graph, threads=(1, 2)):
+def build_variants(graph, feeds_by_graph, threads=(1, 2), plain=True):
     """The compiled program plain and scheduled, at each thread count, bound to feeds."""
     lowered = lower(graph)
     env = {}
@@ -90,12 +92,14 @@ def build_variants(graph, feeds_by_graph, threads=(1, 2)):
     env.update(size_values(lowered.products, env))
     caps = Capabilities.host()
     out = {}
-    for label, prog in (("plain", lowered.program), ("sched", None)):
+    for label, prog in (("plain", lowered.program), ("sched", None))[0 if plain else 1 :]:
         for t in threads:
-            p = (
+            p = (  # sched: what compiled.build does (tensorize, then the default schedules)
                 prog
                 if prog is not None
-                else schedule_program(lowered.program, target_caps(caps, t))
+                else schedule_program(
+                    tensorize_contractions(lowered.program), target_caps(caps, t)
+                )
             )
             cp = runtime.compile(p, threads=t)
             arrays, dims = cp.bind(feeds, env)
@@ -145,8 +149,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--no-compile-time", action="store_true")
+    ap.add_argument("--no-plain", action="store_true", help="skip the unscheduled variants")
+    ap.add_argument("--top", type=int, default=0, help="list the N slowest sched-1t kernels")
     args = ap.parse_args()
-    rows1, rows2, rows3 = [], [], []
+    rows1, rows2, rows3, top = [], [], [], []
     for name in args.models.split(","):
         model = pipeline.example_model(name, size=args.size)
         opts = pipeline.Options(target="llvm", threads=1, verify=False)
@@ -166,7 +172,7 @@ def main() -> None:
         specs = numeric.input_specs(model)
         dims = {d: args.batch for s in specs for d in s.shape if isinstance(d, str)}
         feeds = numeric.random_feeds(specs, 0, dims)
-        variants = build_variants(res.graph, feeds)
+        variants = build_variants(res.graph, feeds, plain=not args.no_plain)
         s1, s2 = ort_session(model, 1), ort_session(model, 2)
         cands = {
             "ort-1t": lambda s1=s1, feeds=feeds: s1.run(None, feeds),
@@ -178,8 +184,12 @@ def main() -> None:
         ort = ort_node_times(model, feeds, args.reps)
         by_class = {}
         for label in ("plain-1t", "sched-1t", "sched-2t"):
+            if label not in variants:
+                continue
             cp, arrays, d = variants[label]
             kt = kernel_times(cp, arrays, d, args.reps)
+            if label == "sched-1t" and args.top:
+                top.append((name, sorted(kt.items(), key=lambda kv: -kv[1])[: args.top], cp))
             acc: dict[str, float] = {}
             for k in cp.program.kernels:
                 c = classify(k)
@@ -188,6 +198,11 @@ def main() -> None:
         rows2.append((name, ort, by_class))
         print(f"[{name} done]", file=sys.stderr, flush=True)
     report(rows1, rows2, rows3)
+    for name, kts, cp in top:
+        kinds = {k.name: classify(k) for k in cp.program.kernels}
+        print(f"\n## {name}: the {len(kts)} slowest kernels (sched-1t), ms")
+        for kname, ms in kts:
+            print(f"| {kname} | {kinds[kname]} | {ms:.3f} |")
 
 
 def report(rows1, rows2, rows3) -> None:
@@ -197,7 +212,9 @@ def report(rows1, rows2, rows3) -> None:
     print("|---" * (len(cols) + 3) + "|")
     for name, r in rows1:
         cells = [f"{r[c][0]:.3f} / {r[c][1]:.3f}" for c in cols]
-        ratios = [f"{r[c][0] / r['ort-1t'][0]:.1f}x" for c in ("plain-1t", "sched-1t")]
+        ratios = [
+            f"{r[c][0] / r['ort-1t'][0]:.2f}x" if c in r else "-" for c in ("plain-1t", "sched-1t")
+        ]
         print(f"| {name} | " + " | ".join(cells + ratios) + " |")
     print("\n## 2. Per kernel class, ms (sum of per-kernel mins, each kernel run alone)")
     classes = sorted({c for _, _, b in rows2 for acc in b.values() for c in acc})

@@ -29,6 +29,10 @@ with a perfect nest of *output* loops; what lies under it (the *point*) decides 
 No loop that calls an intrinsic the backend emits as a scalar library call
 (``ScheduleTarget.scalar_calls``: tanh, erf) is marked vectorized: LLVM could not honour it.
 
+Guards (every class): after its schedule, each kernel's loops are split where the ``Select`` /
+``If`` guards in them are decided (:mod:`eqsat.lower.peel`): a padded window's interior and an
+inlined concatenation's per-input channel ranges then run without per-element tests.
+
 Parallel (every class, ``threads > 1``): when the estimated work of one call is at least
 ``PARALLEL_MIN_NS`` (1 ms: CODEGEN_NOTES puts the break-even at 0.5-1 ms, and on this shared VM 2
 threads made 0.3 ms softmax kernels 2.5x slower), the shortest prefix of the output loops that
@@ -63,6 +67,7 @@ from eqsat.lower.loops import (
     Store,
     Var,
 )
+from eqsat.lower.peel import peel_guards
 from eqsat.lower.schedule import (
     Fuse,
     Parallel,
@@ -283,8 +288,10 @@ def is_scheduled(kernel: Kernel) -> bool:
 
 
 def schedule_program(program: LoopProgram, target: ScheduleTarget) -> LoopProgram:
-    """``program`` with the default schedule applied to each kernel not scheduled yet."""
+    """``program`` with the default schedule applied to each kernel not scheduled yet, then its
+    guarded loops peeled (:func:`eqsat.lower.peel.peel_guards`)."""
     kernels = tuple(
-        k if is_scheduled(k) else apply(k, schedule_kernel(k, target)) for k in program.kernels
+        k if is_scheduled(k) else peel_guards(apply(k, schedule_kernel(k, target)))
+        for k in program.kernels
     )
     return dataclasses.replace(program, kernels=kernels)

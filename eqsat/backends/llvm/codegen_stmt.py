@@ -65,6 +65,7 @@ class FunctionEmitter(ExprEmitter):
         self.module, self.fn, self.bufs = module, fn, dict(bufs)
         self.env: dict[str, ir.Value] = {}
         self.in_parallel = parallel
+        self.vector_depth = 0  # vectorized loops around the statement being emitted
         self.entry = fn.append_basic_block("entry")
         self.b = ir.IRBuilder(fn.append_basic_block("start"))
         self.n_outlined = 0
@@ -118,7 +119,21 @@ class FunctionEmitter(ExprEmitter):
             val = self.expr(v)
         addr = self.address(s.buffer, s.index)
         old = self.b.load(addr, typ=mem_type(t))
-        self.b.store(self.binop(_REDUCE[s.op], t, old, val, fmf=fmf), addr)
+        if fmf and s.op in (ReduceOp.MAX, ReduceOp.MIN) and not self.vector_depth:
+            new = self.nan_minmax(s.op, old, val)
+        else:
+            new = self.binop(_REDUCE[s.op], t, old, val, fmf=fmf)
+        self.b.store(new, addr)
+
+    def nan_minmax(self, op: ReduceOp, old: ir.Value, val: ir.Value) -> ir.Value:
+        """``max(old, val)`` (``min``) propagating a NaN of either, as ``np.maximum``: the x86
+        ``maxps`` pattern (``val > old ? val : old``, which keeps a NaN ``old``) and a fix-up
+        for a NaN ``val`` that reads ``val`` only, so it stays off the accumulator's dependency
+        chain; ``llvm.maximum`` expands to a longer sequence on x86. Used outside vectorized
+        loops only: the loop vectorizer recognizes ``llvm.maximum`` reductions, not this."""
+        b = self.b
+        m = b.select(b.fcmp_ordered(">" if op is ReduceOp.MAX else "<", val, old), val, old)
+        return b.select(b.fcmp_unordered("uno", val, val), val, m)
 
     def loop(self, var: str, lo, hi, body: Stmt, kind: LoopKind = LoopKind.SERIAL) -> None:
         pre = self.b.block
@@ -130,7 +145,10 @@ class FunctionEmitter(ExprEmitter):
         self.b.cbranch(self.b.icmp_signed("<", iv, hi), bb, done)
         self.b.position_at_end(bb)
         self.env[var] = iv
+        vec = kind is LoopKind.VECTORIZED
+        self.vector_depth += vec
         self.stmt(body)
+        self.vector_depth -= vec
         del self.env[var]
         nxt = self.b.add(iv, ir.Constant(I64, 1), flags=["nuw", "nsw"])
         back = self.b.branch(head)

@@ -244,3 +244,29 @@ def test_large_local_buffer_goes_to_the_heap():
     p = LoopProgram("heap", (X, Y), (Kernel("heap", (X, Y), body),))
     check(p)
     assert 'call ptr @"malloc"' in str(emit(p)) and "alloca float" not in str(emit(p))
+
+
+@pytest.mark.parametrize("vectorized", [False, True])
+@pytest.mark.parametrize("op", ["max", "min"])
+def test_minmax_accumulate_propagates_nan(op, vectorized):
+    """A float max/min reduction keeps a NaN wherever it occurs in the row (first, middle,
+    last, every element, none) and whatever the accumulator held: the scalar ``maxps`` form
+    with its NaN fix-up outside vectorized loops, ``llvm.maximum`` inside them."""
+    from eqsat.lower.loops import ReduceOp
+    from eqsat.lower.schedule import Vectorize, apply
+
+    from ..lower.programs import reduce_rows
+
+    rop = ReduceOp.MAX if op == "max" else ReduceOp.MIN
+    p = reduce_rows(rop, m=6, n=33)
+    if vectorized:
+        (kern,) = p.kernels
+        p = LoopProgram(p.name, p.buffers, (apply(kern, (Vectorize("j"),)),))
+    x = np.random.default_rng(3).standard_normal((6, 33)).astype(np.float32)
+    x[0, 0] = x[1, 16] = x[2, 32] = np.nan
+    x[3, :] = np.nan
+    x[4, :] = np.inf if op == "max" else -np.inf
+    _, got = check(p, {"X": x})
+    ref = (np.maximum if op == "max" else np.minimum).reduce(x, axis=1)
+    np.testing.assert_array_equal(np.isnan(got["R"]), np.isnan(ref))
+    assert np.isnan(got["R"][:4]).all()
