@@ -27,7 +27,8 @@ with a perfect nest of *output* loops; what lies under it (the *point*) decides 
   LayerNorm, InstanceNorm with their ``Allocate`` locals): vectorize each stage's inner loop.
 
 No loop that calls an intrinsic the backend emits as a scalar library call
-(``ScheduleTarget.scalar_calls``: tanh, erf) is marked vectorized: LLVM could not honour it.
+(``ScheduleTarget.scalar_calls``, by name or ``name.dtype``: the LLVM backend lists float64 tanh
+and erf; its float32 math is vector arithmetic) is marked vectorized: LLVM could not honour it.
 
 Parallel (every class, ``threads > 1``): when the estimated work of one call is at least
 ``PARALLEL_MIN_NS`` (1 ms: CODEGEN_NOTES puts the break-even at 0.5-1 ms, and on this shared VM 2
@@ -83,7 +84,7 @@ UNROLL_WINDOWS = False
 WINDOW_MAX = 64  # unrolled points per output element (a 7 × 7 window fits, 8 × 8 too)
 MIN_VECTOR = 4  # shorter loops are left to LLVM
 NS_PER_ACCESS = 0.4  # a 4-byte load or store streamed at ~10 GB/s
-NS_PER_CALL = 3.0  # a scalar libm call (expf, erff, tanhf)
+NS_PER_CALL = 3.0  # an intrinsic: a scalar libm call (exp, erf), a few ns of vector arithmetic
 CLASSES = ("elementwise", "reduction", "multistage", "contraction", "other")
 
 
@@ -209,8 +210,9 @@ def _points(stmt: Stmt) -> int:
 
 def _vector_plan(cls: str, nest: list[For], point: Stmt, target: ScheduleTarget):
     """(schedule, loops left for parallel): the vectorization part of a kernel's schedule."""
-    calls = {n.intrinsic for n in walk(point) if isinstance(n, Call)}
-    if calls & set(target.scalar_calls):  # the backend calls libm there: LLVM cannot widen it
+    calls = {n for n in walk(point) if isinstance(n, Call)}
+    names = {n.intrinsic for n in calls} | {f"{n.intrinsic}.{n.dtype}" for n in calls}
+    if names & set(target.scalar_calls):  # the backend calls libm there: LLVM cannot widen it
         return (), nest
     if cls == "elementwise":
         last = nest[-1]
