@@ -193,8 +193,9 @@ class _Emitter:
         small = self.fma(b.fmul(x, z), self.poly(z, TANH_P), x)
         e = self.exp(b.fmul(a, self.k(-2.0)))
         one = self.k(1.0)
-        big = self.copysign(b.fdiv(b.fsub(one, e), b.fadd(one, e)), x)
-        return b.select(b.fcmp_ordered("<", a, self.k(TANH_SMALL)), small, big)
+        big = b.fdiv(b.fsub(one, e), b.fadd(one, e))
+        y = b.select(b.fcmp_ordered("<", a, self.k(TANH_SMALL)), small, big)
+        return self.copysign(y, x)  # odd; also -0.0 for -0.0 (x + (-0 * p) would be +0)
 
     def sigmoid(self, x: ir.Value) -> ir.Value:
         b = self.b
@@ -208,8 +209,9 @@ class _Emitter:
         small = self.fma(self.poly(b.fmul(x, x), ERF_R), x, x)
         t = b.select(b.fcmp_ordered(">", a, self.k(ERF_CLAMP)), self.k(ERF_CLAMP), a)
         e = self.exp(self.poly(t, ERF_Q))
-        big = self.copysign(b.fsub(self.k(1.0), e), x)
-        return b.select(b.fcmp_ordered("<", a, self.k(ERF_SPLIT)), small, big)
+        big = b.fsub(self.k(1.0), e)
+        y = b.select(b.fcmp_ordered("<", a, self.k(ERF_SPLIT)), small, big)
+        return self.copysign(y, x)
 
 
 def _declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
