@@ -84,7 +84,10 @@ UNROLL_WINDOWS = False
 WINDOW_MAX = 64  # unrolled points per output element (a 7 × 7 window fits, 8 × 8 too)
 MIN_VECTOR = 4  # shorter loops are left to LLVM
 NS_PER_ACCESS = 0.4  # a 4-byte load or store streamed at ~10 GB/s
-NS_PER_CALL = 3.0  # an intrinsic: a scalar libm call (exp, erf), a few ns of vector arithmetic
+# an intrinsic as a scalar libm call (float64 exp, erf); float32 ones are vector arithmetic now,
+# ~0.2-0.5 ns an element (codegen_bench section 3), so this overestimates them (kept: unmeasured
+# at 2 threads, it only moves the parallel threshold)
+NS_PER_CALL = 3.0
 CLASSES = ("elementwise", "reduction", "multistage", "contraction", "other")
 
 

@@ -20,7 +20,7 @@ Semantics follow :func:`eqsat.lower.interpret.interpret` (numpy), and why each c
   otherwise both arms are computed and joined with ``select``, which vectorizes.
 - float32 exp, log, tanh, erf and sigmoid are straight-line arithmetic from
   :mod:`eqsat.backends.llvm.vmath` (range reduction + polynomial, ``select`` for the special
-  values; within 2.5 ulp of the true value, see its docstring), so loops calling them vectorize.
+  values; within 2 ulp of the true value, see its docstring), so loops calling them vectorize.
   float64 keeps libm: intrinsics with an LLVM intrinsic use it (``llvm.exp.f64`` …; the backend
   lowers it to libm's ``exp``, which MCJIT resolves from the process); tanh and erf call libm
   (``tanh``, ``erf``); sigmoid and rsqrt are written out (``1 / (1 + exp(-|x|))``, its
