@@ -8,7 +8,12 @@
    between the two), the same split over 2 threads (PARALLEL), and numpy's three unfused ops
    (allocating, and with ``out=`` into preallocated arrays).
 2. ``r[i] = sum_j x[i, j]`` over a 4096 × 4096 float32 matrix, in GB/s, vs ``np.sum(axis=-1)``.
-3. Compile time (emit + O3 + machine code) per kernel.
+3. Transcendentals: ``y = f(x)`` for exp, log, tanh, erf, sigmoid over ``--n / 16`` float32
+   (the loop VECTORIZED, as the default schedule marks it) in ns per element against numpy /
+   scipy, and Softmax rows (64 × 1000 and 1024 × 64, the default schedule) against numpy's.
+4. Compile time (emit + O3 + machine code) per kernel.
+
+``--sections 3`` runs the transcendentals alone (1, 2 and 4 run together).
 
 Timing (CODEGEN_NOTES): candidates interleaved round by round in one process; min and median of
 ``--rounds``; thread time beside wall time for the one-thread runs (a gap means preemption).
@@ -41,11 +46,14 @@ from eqsat.lower.loops import (  # noqa: E402
     LoopProgram,
     Store,
     Var,
+    call,
     loop,
     maximum,
     seq,
 )
 from eqsat.lower.schedule import Parallel, Split, Vectorize, apply  # noqa: E402
+
+UNARY = ("exp", "log", "tanh", "erf", "sigmoid")
 
 IN, OUT = BufferKind.INPUT, BufferKind.OUTPUT
 i, j = Var("i"), Var("j")
@@ -66,6 +74,84 @@ def row_sum(m: int, n: int) -> LoopProgram:
         seq(Store(R, (i,), Const(0.0, "float32")), loop("j", n, Accumulate(R, (i,), X[i, j]))),
     )
     return LoopProgram("row_sum", (X, R), (Kernel("row_sum", (X, R), body),))
+
+
+def unary(name: str, n: int) -> LoopProgram:
+    X, Y = Buffer("X", (n,), "float32", IN), Buffer("Y", (n,), "float32", OUT)
+    body = loop("i", n, Store(Y, (i,), call(name, X[i])))
+    return LoopProgram(name, (X, Y), (Kernel(name, (X, Y), body),))
+
+
+def numpy_unary(name: str):
+    import scipy.special  # noqa: PLC0415
+
+    return {
+        "exp": lambda x, y: np.exp(x, out=y),
+        "log": lambda x, y: np.log(x, out=y),
+        "tanh": lambda x, y: np.tanh(x, out=y),
+        "erf": lambda x, y: scipy.special.erf(x, out=y),
+        "sigmoid": lambda x, y: scipy.special.expit(x, out=y),
+    }[name]
+
+
+def default_scheduled(p: LoopProgram) -> LoopProgram:
+    from eqsat.backends.llvm.capabilities import Capabilities  # noqa: PLC0415
+    from eqsat.compiled import target_caps  # noqa: PLC0415
+    from eqsat.lower.default_schedule import schedule_program  # noqa: PLC0415
+
+    return schedule_program(p, target_caps(Capabilities.host(), 1))
+
+
+def transcendentals(n: int, rounds: int) -> None:
+    from tests.unit.lower.programs import softmax  # noqa: PLC0415
+
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(n) * 3).astype(np.float32)
+    xpos = np.abs(x) + np.float32(1e-3)
+    y = np.empty(n, np.float32)
+    cases, checks = {}, []
+    for name in UNARY:
+        xin = xpos if name == "log" else x
+        c = compile(default_scheduled(unary(name, n)), threads=1)
+        arrays, dims = c.bind({"X": xin})
+        cases[f"eqsat {name}"] = lambda c=c, arrays=arrays, dims=dims: c.call(arrays, dims)
+        ref = numpy_unary(name)
+        cases[f"numpy {name}"] = lambda ref=ref, xin=xin: ref(xin, y)
+        checks.append((name, c, xin, ref))
+    res = measure(cases, rounds)
+    for _, c, xin, ref in checks:
+        want = np.empty_like(xin)
+        ref(xin, want)
+        np.testing.assert_allclose(c.run({"X": xin})["Y"], want, rtol=1e-5, atol=1e-6)
+    print(f"\ny = f(x), n = {n} float32, 1 thread")
+    print(f"  {'case':<34}{'min ms':>9}{'med ms':>9}{'ns/elem':>9}")
+    for name, (wall, _) in res.items():
+        lo = min(wall)
+        print(f"  {name:<34}{lo * 1e3:9.3f}{statistics.median(wall) * 1e3:9.3f}{lo / n * 1e9:9.3f}")
+
+    cases, checks = {}, []
+    for m, k in ((64, 1000), (1024, 64)):
+        xs = rng.standard_normal((m, k)).astype(np.float32)
+        c = compile(default_scheduled(softmax(m, k)), threads=1)
+        arrays, dims = c.bind({"X": xs})
+        cases[f"eqsat softmax {m}x{k}"] = lambda c=c, arrays=arrays, dims=dims: c.call(arrays, dims)
+        out = np.empty_like(xs)
+
+        def np_softmax(xs=xs, out=out):
+            np.subtract(xs, xs.max(-1, keepdims=True), out=out)
+            np.exp(out, out=out)
+            out /= out.sum(-1, keepdims=True)
+
+        cases[f"numpy softmax {m}x{k}"] = np_softmax
+        checks.append((c, xs))
+    res = measure(cases, rounds)
+    for c, xs in checks:
+        e = np.exp(xs - xs.max(-1, keepdims=True))
+        np.testing.assert_allclose(c.run({"X": xs})["Y"], e / e.sum(-1, keepdims=True), 1e-5)
+    print("\nsoftmax over the last axis, 1 thread")
+    print(f"  {'case':<34}{'min ms':>9}{'med ms':>9}")
+    for name, (wall, _) in res.items():
+        print(f"  {name:<34}{min(wall) * 1e3:9.3f}{statistics.median(wall) * 1e3:9.3f}")
 
 
 def with_schedule(p: LoopProgram, *prims) -> LoopProgram:
@@ -133,8 +219,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1 << 24)
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--sections", default="1,2,3,4")
     args = ap.parse_args()
     n, rounds = args.n, args.rounds
+    sections = {int(s) for s in args.sections.split(",")}
+    if 3 in sections:
+        transcendentals(max(n // 16, 1024), rounds)
+    if sections & {1, 2, 4}:
+        throughput_and_compile(n, rounds)
+
+
+def throughput_and_compile(n: int, rounds: int) -> None:
+    """Sections 1, 2 and 4 (they run together: 4 compiles the kernels of 1 and 2)."""
     rng = np.random.default_rng(0)
 
     # 1. fused element-wise chain
@@ -192,7 +288,7 @@ def main() -> None:
     np.testing.assert_allclose(cr.run({"X": xr})["R"], xr.sum(-1), rtol=1e-3, atol=1e-3)
     report(f"row sum, {m} x {n // m}", res, 4 * n)
 
-    # 3. compile time per kernel (emit + O3 + codegen)
+    # 4. compile time per kernel (emit + O3 + codegen)
     from tests.unit.lower.programs import elementwise, matmul, softmax  # noqa: PLC0415
 
     kernels = {

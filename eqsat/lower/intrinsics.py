@@ -36,7 +36,10 @@ def _rsqrt(x):
 
 
 def _sigmoid(x):
-    return (1 / (1 + np.exp(-x))).astype(x.dtype, copy=False)
+    """1 / (1 + e^-x), as e^x / (1 + e^x) for x < 0: no overflow, and the subnormal results
+    below x = -87 that the plain formula flushes to 0 (float32) come out right."""
+    e = np.exp(-np.abs(x))
+    return (np.where(x < 0, e, np.ones_like(e)) / (1 + e)).astype(x.dtype, copy=False)
 
 
 INTRINSICS: dict[str, Intrinsic] = {

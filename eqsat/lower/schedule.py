@@ -169,7 +169,9 @@ class ScheduleTarget:
     threads: int = 1  # threads the runtime splits a parallel loop over
     l1_bytes: int = 32 * 1024  # per core
     l2_bytes: int = 1024 * 1024  # per core
-    scalar_calls: tuple[str, ...] = ()  # intrinsics emitted as scalar calls: no vector loop
+    # intrinsics emitted as scalar calls, by name or "name.dtype" (e.g. "tanh.float64"): such
+    # a loop is not vectorized
+    scalar_calls: tuple[str, ...] = ()
 
 
 PRIMITIVES: dict[str, type[Primitive]] = {

@@ -78,8 +78,10 @@ class Capabilities:
     @property
     def scalar_calls(self) -> tuple[str, ...]:
         """Intrinsics the code generator emits as scalar libm calls (``codegen_expr``): a loop
-        calling one cannot be vectorized, so schedulers should not ask for it."""
-        return ("tanh", "erf")
+        calling one cannot be vectorized, so schedulers should not ask for it. An entry is a
+        name (every dtype) or ``name.dtype``: float32 (and float16) tanh and erf are vector
+        arithmetic (``vmath``), only float64 calls libm (``tanh``, ``erf``)."""
+        return ("tanh.float64", "erf.float64")
 
     @property
     def registers(self) -> int:

@@ -18,17 +18,22 @@ Semantics follow :func:`eqsat.lower.interpret.interpret` (numpy), and why each c
 - ``Select`` is lazy: an arm that loads anything the condition did not already load is emitted
   in its own block (a padded read ``select(i >= 1, x[i - 1], 0)`` never runs out of bounds);
   otherwise both arms are computed and joined with ``select``, which vectorizes.
-- intrinsics with an LLVM intrinsic use it (``llvm.exp.f32`` …; the backend lowers it to libm's
-  ``expf``, which MCJIT resolves from the process); tanh and erf call libm (``tanhf``,
-  ``erff``: correctly rounded to ~1 ulp, so they match numpy within float32 tolerance); sigmoid
-  and rsqrt are written out (``1 / (1 + exp(-x))``, ``1 / sqrt(x)``) exactly as the reference
-  computes them. float16 math runs in float32.
+- float32 exp, log, tanh, erf and sigmoid are straight-line arithmetic from
+  :mod:`eqsat.backends.llvm.vmath` (range reduction + polynomial, ``select`` for the special
+  values; within 2 ulp of the true value, see its docstring), so loops calling them vectorize.
+  float64 keeps libm: intrinsics with an LLVM intrinsic use it (``llvm.exp.f64`` …; the backend
+  lowers it to libm's ``exp``, which MCJIT resolves from the process); tanh and erf call libm
+  (``tanh``, ``erf``); sigmoid and rsqrt are written out (``1 / (1 + exp(-|x|))``, its
+  numerator ``exp(-|x|)`` for x < 0, and ``1 / sqrt(x)``) as the reference computes them.
+  float16 math runs in float32.
 """
 
 from __future__ import annotations
 
 from llvmlite import ir
 
+from eqsat.backends.llvm.vmath import FUNCTIONS as VMATH
+from eqsat.backends.llvm.vmath import emit_f32
 from eqsat.lower.analysis import walk
 from eqsat.lower.intrinsics import INTRINSICS
 from eqsat.lower.loops import (
@@ -270,9 +275,13 @@ class ExprEmitter:
         if t == "float16":  # math in float32, rounded back
             wide = [B.fpext(a, _FLOATS["float32"]) for a in args]
             return B.fptrunc(self.call(name, "float32", wide), _FLOATS["float16"])
+        if t == "float32" and name in VMATH:  # arithmetic the vectorizer widens (vmath)
+            return emit_f32(B, name, args[0])
         one = ir.Constant(args[0].type, 1.0)
-        if name == "sigmoid":
-            return B.fdiv(one, B.fadd(one, self.call("exp", t, [B.fneg(args[0])])))
+        if name == "sigmoid":  # e^x / (1 + e^x) for x < 0, as the reference
+            e = self.call("exp", t, [B.fneg(self.call("abs", t, args))])
+            num = B.select(B.fcmp_ordered("<", args[0], ir.Constant(args[0].type, 0.0)), e, one)
+            return B.fdiv(num, B.fadd(one, e))
         if name == "rsqrt":
             return B.fdiv(one, self.call("sqrt", t, args))
         base = INTRINSICS[name].llvm

@@ -219,9 +219,7 @@ def compile_ir(
     return Compiled(engine=engine, stats=stats, object=obj)
 
 
-def assembly(module: str | ir.Module, opt: int = 3, caps: Capabilities | None = None) -> str:
-    """The assembly ``module`` compiles to for ``caps`` (default: the host), after the IR
-    pipeline at ``opt``: what ``eqsat compile --emit asm`` writes."""
+def _optimized(module: str | ir.Module, opt: int, caps: Capabilities | None):
     caps = caps or Capabilities.host()
     init_native()
     tm = target_machine(caps)
@@ -232,4 +230,17 @@ def assembly(module: str | ir.Module, opt: int = 3, caps: Capabilities | None = 
         pto.slp_vectorization = opt >= 2
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(mod, pb)
+    return tm, mod
+
+
+def assembly(module: str | ir.Module, opt: int = 3, caps: Capabilities | None = None) -> str:
+    """The assembly ``module`` compiles to for ``caps`` (default: the host), after the IR
+    pipeline at ``opt``: what ``eqsat compile --emit asm`` writes."""
+    tm, mod = _optimized(module, opt, caps)
     return tm.emit_assembly(mod)
+
+
+def optimized_ir(module: str | ir.Module, opt: int = 3, caps: Capabilities | None = None) -> str:
+    """The LLVM IR of ``module`` after the IR pipeline at ``opt`` for ``caps`` (what the
+    vectorizer made of it: ``<16 x float>`` …)."""
+    return str(_optimized(module, opt, caps)[1])
