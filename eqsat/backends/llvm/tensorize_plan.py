@@ -203,8 +203,11 @@ def epilogue(c: Contraction, plan: Plan, cws: Buffer) -> Stmt:
     define = {v: substitute(e, env) for v, e in c.define}
     acc = Load(cws, (r * Const(plan.ncpad) + col,))
     stmt = substitute(substitute(c.epilogue, {ACC.name: acc}), define)
-    # libm calls (tanh, erf) do not vectorize: no hint then (LLVM would warn on every kernel)
-    kind = LoopKind.SERIAL if any(isinstance(x, Call) for x in walk(stmt)) else LoopKind.VECTORIZED
+    # a libm call (float64 tanh, erf: Capabilities.scalar_calls) does not vectorize: no hint
+    # then (LLVM would warn on every kernel); float32 math is vector arithmetic (vmath)
+    scalar = set(Capabilities.host().scalar_calls)
+    calls = {(x.intrinsic, f"{x.intrinsic}.{x.dtype}") for x in walk(stmt) if isinstance(x, Call)}
+    kind = LoopKind.SERIAL if any(scalar & set(c) for c in calls) else LoopKind.VECTORIZED
     inner = For("tz.w", V["tz.nw"], stmt, kind)
     return For("tz.r", V["tz.mc"], For("tz.o", V["tz.nrows"], inner))
 
