@@ -81,6 +81,9 @@ class CompiledModel:
         self.report = report or {}
         self.features, self.cpu = features, cpu
         self.products = tuple(products)  # symbolic product dims the program has a size for
+        self._prepared = hasattr(executable, "prepare")  # llvm: weights bound once
+        if self._prepared:
+            executable.prepare(self.weights)
 
     @property
     def input_names(self) -> list[str]:
@@ -95,7 +98,7 @@ class CompiledModel:
         if unknown:
             raise InputError(f"no input named {unknown[0]!r}; inputs: {self.input_names}")
         env: dict[str, int] = {}
-        bound = dict(self.weights)
+        bound = {} if self._prepared else dict(self.weights)
         for p in self.inputs:
             if p.name not in feeds:
                 raise InputError(f"input {p.name!r} is missing")
@@ -118,7 +121,8 @@ class CompiledModel:
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """The outputs, in the model's order, for ``feeds`` (input name -> array)."""
         bound, env = self._bind(feeds)
-        out = self.executable.run(bound, env)
+        run = self.executable.run_inputs if self._prepared else self.executable.run
+        out = run(bound, env)
         return [out[p.buffer] for p in self.outputs]
 
     __call__ = run

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -26,7 +27,7 @@ from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.codegen import ENTRY, PARALLEL_FOR, emit
 from eqsat.backends.llvm.jit import compile_ir, load_object
 from eqsat.backends.llvm.threads import ThreadPool, shared_pool
-from eqsat.lower.loops import LoopIRError, LoopProgram
+from eqsat.lower.loops import Buffer, LoopIRError, LoopProgram
 
 _CHUNK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 _LAUNCH = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
@@ -132,6 +133,61 @@ class CompiledProgram:
         error, self.launcher.error = self.launcher.error, None
         if error is not None:
             raise RuntimeError(f"program {self.program.name}: a parallel loop failed") from error
+
+    def prepare(self, weights: Mapping[str, np.ndarray]) -> None:
+        """Bind the weights once, for :meth:`run_inputs`: a model's run then converts and
+        checks only its inputs, keeps its temporaries between calls (reallocated when the size
+        params change) and allocates only its outputs; what ``bind`` does per call cost
+        NasRNN's 80 kernels more than their work (6.4 vs 4.3 ms a run, measured)."""
+        p = self.program
+        self._slot = {b.name: i for i, b in enumerate(p.buffers)}
+        self._ptrs = (ctypes.c_void_p * len(p.buffers))()
+        self._weights = {}
+        for b in p.weights:
+            a = np.array(weights[b.name], dtype=b.dtype, order="C", copy=None)
+            if a.shape != tuple(b.shape):
+                raise LoopIRError(f"weight {b.name}: shape {a.shape} does not fit {b}")
+            self._weights[b.name] = a
+            self._ptrs[self._slot[b.name]] = a.ctypes.data
+        self._temps: tuple[tuple, list[np.ndarray]] = ((), [])
+        self._lock = threading.Lock()
+
+    def run_inputs(
+        self, inputs: Mapping[str, np.ndarray], sizes: Mapping[str, int] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run on ``inputs`` (by buffer name) with the weights :meth:`prepare` bound. One call
+        at a time (a lock): the temporaries are shared between calls."""
+        p = self.program
+        env: dict[str, int] = dict(sizes or {})
+        keep = []
+        with self._lock:
+            for b in p.inputs:
+                a = np.array(inputs[b.name], dtype=b.dtype, order="C", copy=None)
+                if a.ndim != b.rank:
+                    raise LoopIRError(f"feed {b.name}: rank {a.ndim}, buffer {b}")
+                for d, n in zip(b.shape, a.shape, strict=True):
+                    if (env.setdefault(d, n) if isinstance(d, str) else d) != n:
+                        raise LoopIRError(f"feed {b.name}: shape {a.shape} does not fit {b}")
+                keep.append(a)
+                self._ptrs[self._slot[b.name]] = a.ctypes.data
+            dims = tuple(env[s] for s in p.sizes)
+
+            def shape(b: Buffer) -> tuple[int, ...]:
+                return tuple(env[d] if isinstance(d, str) else d for d in b.shape)
+
+            if self._temps[0] != dims or len(self._temps[1]) != len(p.temps):
+                self._temps = (dims, [np.empty(shape(b), dtype=b.dtype) for b in p.temps])
+            for b, a in zip(p.temps, self._temps[1], strict=True):
+                self._ptrs[self._slot[b.name]] = a.ctypes.data
+            outputs = {b.name: np.empty(shape(b), dtype=b.dtype) for b in p.outputs}
+            for name, a in outputs.items():
+                self._ptrs[self._slot[name]] = a.ctypes.data
+            sz = (ctypes.c_int64 * max(1, len(dims)))(*dims)
+            self._run(ctypes.addressof(self._ptrs), ctypes.addressof(sz))
+            error, self.launcher.error = self.launcher.error, None
+        if error is not None:
+            raise RuntimeError(f"program {p.name}: a parallel loop failed") from error
+        return outputs
 
     def pointers(self, arrays: Mapping[str, np.ndarray]) -> ctypes.Array:
         ptrs = [arrays[b.name].ctypes.data for b in self.program.buffers]
