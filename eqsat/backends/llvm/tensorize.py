@@ -35,13 +35,16 @@ from eqsat.backends.llvm.codegen_expr import I64, PTR
 from eqsat.backends.llvm.codegen_stmt import PARALLEL_FOR, FunctionEmitter, function
 from eqsat.backends.llvm.emit import i64, loop, smin
 from eqsat.backends.llvm.microkernel import Epilogue, emit_microkernel
+from eqsat.backends.llvm.pack import emit_pack_b
 from eqsat.backends.llvm.tensorize_plan import (
+    PlainB,
     Plan,
     choose_plan,
     epilogue,
     extents,
     pack_a,
     pack_b,
+    plain_b,
 )
 from eqsat.lower.contraction import Contraction
 from eqsat.lower.loops import Buffer, BufferKind, Kernel
@@ -87,8 +90,12 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
     cx = _Ctx(module, k, sizes, sym)
     wa, wb, wc = _ws("tz.wa"), _ws("tz.wb"), _ws("tz.wc")
     fa = cx.helper("pack_a", ["tz.b", "tz.ic", "tz.mc", "tz.K"], [wa], pack_a(c, plan, wa))
-    fb = cx.helper("pack_b", ["tz.b", "tz.o0", "tz.nrows", "tz.w0", "tz.nw", "tz.K"], [wb],
-                   pack_b(c, plan, wb))
+    pb_ints = ["tz.b", "tz.o0", "tz.nrows", "tz.w0", "tz.nw", "tz.K"]
+    plain = plain_b(c)
+    if plain is not None:
+        fb = _plain_pack_b(cx, plan, plain, len(pb_ints))
+    else:
+        fb = cx.helper("pack_b", pb_ints, [wb], pack_b(c, plan, wb))
     fe = cx.helper("epi", ["tz.b", "tz.ic", "tz.mc", "tz.o0", "tz.nrows", "tz.w0", "tz.nw"],
                    [wc], epilogue(c, plan, wc))
     mname = f"eqsat.micro.{plan.mr}x{plan.nr}x{plan.vw}"
@@ -96,6 +103,26 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
         module, plan.mr, plan.nr, plan.vw, plan.unroll, Epilogue(), name=mname)
     tasks = _emit_tasks(cx, c, plan, fa, fb, fe, micro)
     _emit_driver(cx, fn, c, plan, fa, fb, tasks)
+    return fn
+
+
+def _plain_pack_b(cx: _Ctx, plan: Plan, pl: PlainB, nints: int) -> ir.Function:
+    """``pack_b`` for a :class:`PlainB` operand: the block's columns are the contiguous flat N
+    range ``[o0 * W + w0, + nrows * nw)`` of every K row, packed by ``pack.emit_pack_b``."""
+    k = cx.k
+    types = [PTR] * len(k.params) + [I64] * (len(cx.sizes) + nints) + [PTR]
+    fn = function(cx.module, f"{cx.sym}.pack_b", types, internal=True)
+    pname = f"eqsat.pack_b.{plan.nr}x{plan.vw}x{plan.kc}"
+    packer = cx.module.globals.get(pname) or emit_pack_b(
+        cx.module, plan.nr, plan.vw, plan.kc, pname, linkage="internal")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    src = fn.args[[p.name for p in k.params].index(pl.buffer.name)]
+    bi, o0, nrows, w0, nw, kdim = fn.args[len(k.params) + len(cx.sizes):-1]
+    first = b.add(b.add(b.mul(o0, i64(pl.w)), w0), b.add(b.mul(bi, i64(pl.sb)), i64(pl.off)))
+    nc = b.mul(nrows, nw)
+    npan = b.sdiv(b.add(nc, i64(plan.nr - 1)), i64(plan.nr))
+    b.call(packer, [_gep(b, src, first), i64(pl.ldb), kdim, nc, fn.args[-1], i64(0), npan])
+    b.ret_void()
     return fn
 
 

@@ -10,6 +10,8 @@ the ordinary statement emitter (:mod:`eqsat.backends.llvm.codegen_stmt`):
   KC slice (``pack.py``'s layout; slice ``pc`` at ``pc * mcpad``), rows past ``mc`` zero;
 * :func:`pack_b`: one column block of B, all of K, into NR-column panels per KC slice (slice
   ``pc`` at ``pc * ncpad``), columns past the block zero;
+* :func:`plain_b`: whether B is a row-major ``K × N`` matrix read in place (then the backend
+  packs it with vector copies instead of :func:`pack_b`'s evaluated expression);
 * :func:`epilogue`: the kernel's epilogue statement per element of the block, the accumulated
   value read from the C workspace.
 
@@ -171,6 +173,15 @@ def _block_cols(plan: Plan) -> Expr:
     return V["tz.nrows"] * V["tz.nw"]
 
 
+def _fix_rows(c: Contraction, plan: Plan, s: Stmt) -> Stmt:
+    """In rows mode a block is whole rows: ``tz.w0 = 0`` and ``tz.nw = W``, substituted so the
+    column's ``// nw`` / ``% nw`` divide by the (usually constant) extent, not an argument
+    (a vector ``sdiv`` by a run-time value is scalarized into one ``idiv`` per lane)."""
+    if not plan.rows_mode:
+        return s
+    return substitute(s, {"tz.w0": Const(0), "tz.nw": extent_of(c.n[-1:])})
+
+
 def _col_ow(plan: Plan, col: Expr) -> tuple[Expr, Expr]:
     if plan.rows_mode:
         return BinOp(BinaryOp.FLOORDIV, col, V["tz.nw"]), BinOp(BinaryOp.MOD, col, V["tz.nw"])
@@ -193,7 +204,7 @@ def pack_b(c: Contraction, plan: Plan, dst: Buffer) -> Stmt:
         inner = For("tz.j", Const(nr), store, LoopKind.VECTORIZED)
         return For("tz.p", _ceil(nc, nr), For("tz.kk", kcur, inner))
 
-    return _slices(plan, body)
+    return _fix_rows(c, plan, _slices(plan, body))
 
 
 def epilogue(c: Contraction, plan: Plan, cws: Buffer) -> Stmt:
@@ -209,7 +220,101 @@ def epilogue(c: Contraction, plan: Plan, cws: Buffer) -> Stmt:
     calls = {(x.intrinsic, f"{x.intrinsic}.{x.dtype}") for x in walk(stmt) if isinstance(x, Call)}
     kind = LoopKind.SERIAL if any(scalar & set(c) for c in calls) else LoopKind.VECTORIZED
     inner = For("tz.w", V["tz.nw"], stmt, kind)
-    return For("tz.r", V["tz.mc"], For("tz.o", V["tz.nrows"], inner))
+    return _fix_rows(c, plan, For("tz.r", V["tz.mc"], For("tz.o", V["tz.nrows"], inner)))
+
+
+@dataclass(frozen=True)
+class PlainB:
+    """B read in place as a row-major ``K × N`` matrix: ``b = buffer[off + tz.b * sb + k * ldb +
+    n]`` for the flat K index ``k`` and flat N index ``n`` (a 1×1 stride-1 convolution's NCHW
+    activation, a MatMul's right operand). Its column blocks are then contiguous runs of each
+    of its K rows and pack with vector loads (``pack.emit_pack_b``), no per-element index
+    arithmetic."""
+
+    buffer: Buffer
+    off: int
+    sb: int
+    ldb: int
+    w: int  # the extent of the innermost N axis (the flat N index of (o, w) is o * w + w)
+
+
+def _affine(e: Expr) -> dict[str, int] | None:
+    """``e`` as ``{var: coefficient, "": constant}``, or None when it is not affine."""
+    if isinstance(e, Const) and isinstance(e.value, int):
+        return {"": e.value}
+    if isinstance(e, Var):
+        return {e.name: 1}
+    if isinstance(e, BinOp) and e.op in (BinaryOp.ADD, BinaryOp.SUB, BinaryOp.MUL):
+        x, y = _affine(e.a), _affine(e.b)
+        if x is None or y is None:
+            return None
+        if e.op is BinaryOp.MUL:
+            if set(x) <= {""}:
+                x, y = y, x
+            if not set(y) <= {""}:
+                return None
+            return {v: k * y.get("", 0) for v, k in x.items()}
+        sign = -1 if e.op is BinaryOp.SUB else 1
+        out = dict(x)
+        for v, k in y.items():
+            out[v] = out.get(v, 0) + sign * k
+        return out
+    return None
+
+
+def _strides(axes) -> dict[str, int] | None:
+    """Row-major strides of ``axes`` (None unless every extent is a constant)."""
+    out, stride = {}, 1
+    for name, ext in reversed(axes):
+        if not isinstance(ext, Const):
+            return None
+        out[name] = stride
+        stride *= ext.value
+    return out
+
+
+def plain_b(c: Contraction) -> PlainB | None:
+    """The :class:`PlainB` form of ``c.b``, or None (guards, views that are not affine, ...)."""
+    return _affine_b(c.b, c)
+
+
+def _affine_b(e: Expr, c: Contraction) -> PlainB | None:
+    if not isinstance(e, Load) or not all(isinstance(d, int) for d in e.buffer.shape):
+        return None
+    flat: dict[str, int] = {"": 0}
+    stride = 1
+    for ix, dim in zip(reversed(e.index), reversed(e.buffer.shape), strict=True):
+        aff = _affine(ix)
+        if aff is None:
+            return None
+        for v, k in aff.items():
+            flat[v] = flat.get(v, 0) + k * stride
+        stride *= dim
+    ns, ks, bs = _strides(c.n), _strides(c.k), _strides(c.batch)
+    if ns is None or ks is None or bs is None or not c.n:
+        return None
+    ext = {n: x.value for n, x in c.n + c.k + c.batch}
+    if any(v and v not in ext for v in flat):
+        return None
+
+    def scale(strides):
+        """The common factor of the axes' coefficients over their row-major strides."""
+        f = None
+        for v, st in strides.items():
+            if ext[v] == 1:
+                continue
+            k = flat.get(v, 0)
+            if k % st or (f is not None and k != f * st):
+                return None
+            f = k // st
+        return 0 if f is None else f
+
+    if scale(ns) != 1:
+        return None
+    ldb, sb = scale(ks), scale(bs)
+    if ldb is None or sb is None or flat[""] < 0:
+        return None
+    return PlainB(e.buffer, flat[""], sb, ldb, ext[c.n[-1][0]])
 
 
 def extents(c: Contraction) -> dict[str, Expr]:

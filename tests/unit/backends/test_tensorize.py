@@ -10,10 +10,12 @@ import pytest
 
 from eqsat import pipeline
 from eqsat.backends.llvm.runtime import compile as llvm_compile
+from eqsat.backends.llvm.tensorize_plan import plain_b
 from eqsat.examples import example_names
+from eqsat.lower.contraction import match_contraction
 from eqsat.lower.interpret import interpret
 
-from ..lower.contraction_models import CASES, force_tensorize, matmul
+from ..lower.contraction_models import CASES, conv, force_tensorize, gemm_transb, matmul
 
 rng = np.random.default_rng(3)
 
@@ -68,3 +70,21 @@ def test_example_models_pass_the_gate(name):
     model = pipeline.example_model(name, "small")
     result = pipeline.compile(model, pipeline.Options(target="llvm", egraph=False))
     assert result.verdict.ok
+
+
+@pytest.mark.parametrize("case", [
+    lambda: conv(kernel=1, ci=20, co=30, hw=40, bn=True, residual=True),  # several row blocks
+    lambda: matmul(9, 600, 300, weight=False, epilogue="residual"),  # split blocks, 2 K slices
+    lambda: matmul(5, 37, 3, weight=False),
+])
+def test_plain_b_packed_in_place(case):
+    p, weights = case()
+    (c,) = [x for x in map(match_contraction, p.kernels) if x is not None]
+    assert plain_b(c) is not None
+    _check(p, weights)
+
+
+def test_plain_b_only_for_affine_unguarded_reads():
+    for p, _ in (conv(pad=1), conv(stride=2), gemm_transb()):
+        (c,) = [x for x in map(match_contraction, p.kernels) if x is not None]
+        assert plain_b(c) is None
