@@ -23,6 +23,7 @@ features (the code would die of an illegal instruction otherwise). Files are wri
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -313,13 +314,28 @@ def cache_dir() -> Path:
 
 
 def cache_key(model_bytes: bytes, settings: str) -> str:
-    """sha256 of the model, the settings that change the code, eqsat's version and the CPU."""
+    """sha256 of the model, the settings that change the code, eqsat's code and the CPU."""
     import hashlib
 
     from eqsat.backends.llvm.capabilities import Capabilities
 
     h = hashlib.sha256(model_bytes)
-    h.update(f"\n{settings}\n{__version__}\n{FORMAT}\n{Capabilities.host().key()}".encode())
+    h.update(f"\n{settings}\n{code_version()}\n{Capabilities.host().key()}".encode())
+    return h.hexdigest()
+
+
+@functools.cache
+def code_version() -> str:
+    """A digest of eqsat's own source and data files: a cached model is only reused by the
+    code that made it (the version string alone would serve stale code to a developer whose
+    checkout changed; hashing the package takes a few milliseconds, once per process)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256(f"{__version__}\n{FORMAT}".encode())
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
     return h.hexdigest()
 
 
