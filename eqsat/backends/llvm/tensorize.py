@@ -7,8 +7,11 @@ module:
 
 * ``<k>.pack_a`` / ``<k>.pack_b`` / ``<k>.epi``: the loop-IR statements of
   :mod:`eqsat.backends.llvm.tensorize_plan`, compiled by the ordinary statement emitter;
-* ``<k>.tasks(ctx, lo, hi)``: tasks ``[lo, hi)`` of the kernel, one task = one batch index ×
-  MC rows × one column block. Per task: pack the A rows and the B block (skipped when the
+* ``<k>.tasks(ctx, lo, hi)``: runs tasks of the kernel, one task = one batch index ×
+  MC rows × one column block, until none is left: each thread's call takes the next ones from
+  a counter in ``ctx`` (an atomic add), so a slower thread takes fewer (``lo`` / ``hi`` are
+  not used). The plan makes the blocks equal and, for big kernels, their count a multiple of
+  4 (``tensorize_plan._split``). Per task: pack the A rows and the B block (skipped when the
   previous task of this thread packed the same ones, or when the operand is a constant weight
   packed once), then for each KC slice, NR panel and MR strip call the micro-kernel
   (:func:`eqsat.backends.llvm.microkernel.emit_microkernel`; SSA accumulators, ``llvm.fma``,
@@ -17,8 +20,9 @@ module:
 * the kernel itself: packs weight operands on the first call (and again whenever the weight
   buffer's address changes) into a module global — at load time in effect, never per
   inference — then runs the tasks, through ``@eqsat.parallel_for`` (the runtime's pool) when
-  there is more than one task and at least ``PARALLEL_FLOP`` of work (CODEGEN_NOTES: below
-  ~0.5-1 ms the fork/join costs more than it saves), else inline.
+  there is more than one task and at least ``PARALLEL_FLOP`` of work (the pool's launch
+  through the Python callback costs 14-16 µs at 2 threads, measured; ~100 µs of work is
+  needed to gain from it), else inline.
 
 Why a workspace for C instead of storing into the output: the output's M and N axes may be
 any set of its axes (a convolution's channel and spatial axes, attention's head and query
@@ -49,7 +53,7 @@ from eqsat.backends.llvm.tensorize_plan import (
 from eqsat.lower.contraction import Contraction
 from eqsat.lower.loops import Buffer, BufferKind, Kernel
 
-PARALLEL_FLOP = 6e7
+PARALLEL_FLOP = 1e7  # ~100 µs of one thread; a 2-thread launch costs 14-16 µs (measured)
 ALIGN = 64
 F32_BYTES = 4
 
@@ -192,19 +196,23 @@ def _globals(module: ir.Module, sym: str, side: str):
 
 
 def _ctx_layout(cx: _Ctx, plan: Plan):
-    """Context struct of the task function: buffers, sizes, prepacked A and B."""
-    return ir.LiteralStructType([PTR] * len(cx.k.params) + [I64] * len(cx.sizes) + [PTR, PTR])
+    """Context struct of the task function: buffers, sizes, prepacked A and B, and the next
+    task to take (the threads' shared counter)."""
+    return ir.LiteralStructType(
+        [PTR] * len(cx.k.params) + [I64] * len(cx.sizes) + [PTR, PTR, I64])
 
 
 def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micro) -> ir.Function:
     fn = function(cx.module, f"{cx.sym}.tasks", [PTR, I64, I64], internal=True)
     em = FunctionEmitter(cx.module, fn, {})
     b = em.b
-    ctx, lo, hi = fn.args
+    ctx = fn.args[0]  # the pool's (lo, hi) are not used: tasks come from the counter
     st = _ctx_layout(cx, plan)
     zero32 = ir.Constant(ir.IntType(32), 0)
     fields = [b.load(b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), n)], source_etype=st),
-                     typ=t) for n, t in enumerate(st.elements)]
+                     typ=t) for n, t in enumerate(st.elements[:-1])]
+    counter = b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), len(st.elements) - 1)],
+                    source_etype=st)
     np_ = len(cx.k.params)
     bufs, szs, apk, bpk = fields[:np_], fields[np_:-2], fields[-2], fields[-1]
     em.env.update(zip(cx.sizes, szs, strict=True))
@@ -218,7 +226,26 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micro) -> ir.F
     b.store(i64(-1), cur_a)
     b.store(i64(-1), cur_b)
     per_b = b.mul(sh.nib, sh.njb)
-    with loop(b, lo, hi, name="t") as t:
+    total = b.mul(sh.nb, per_b)
+    # Tasks are taken from the shared counter (not the [lo, hi) the pool handed out): a thread
+    # that is slowed (an uneven block, another process on its core) takes fewer. A take is
+    # the tasks that share the packed operand (one column block's row blocks, or one row
+    # block's column blocks) when those units divide evenly between the threads, else 1 task.
+    inner, outer = (sh.njb, b.mul(sh.nb, sh.nib)) if plan.prepack_b else (
+        sh.nib, b.mul(sh.nb, sh.njb))
+    cores = i64(Capabilities.host().cores)
+    whole = b.or_(b.icmp_signed("==", b.srem(outer, cores), i64(0)),
+                  b.icmp_signed(">=", outer, b.mul(cores, i64(4))))
+    take = b.select(whole, inner, i64(1))
+    grab = b.append_basic_block("grab")
+    run = b.append_basic_block("run")
+    done = b.append_basic_block("done")
+    b.branch(grab)
+    b.position_at_end(grab)
+    first = b.atomic_rmw("add", counter, take, "monotonic")
+    b.cbranch(b.icmp_signed("<", first, total), run, done)
+    b.position_at_end(run)
+    with loop(b, first, smin(b, b.add(first, take), total), name="t") as t:
         bi = b.sdiv(t, per_b)
         rest = b.srem(t, per_b)
         if plan.prepack_b:  # A rows outer, column blocks inner: reuse the packed A rows
@@ -260,6 +287,8 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micro) -> ir.F
                     b.call(micro, [kc, _gep(b, ap, b.mul(ir_, kc)), bpan, cptr, i64(ldc),
                                    mrr, nrr, load_c, i64(0), ir.Constant(PTR, None)])
         b.call(fe, common + [bi, ic, mc, o0, nrows, w0, nw, cws])
+    b.branch(grab)
+    b.position_at_end(done)
     for p in (aws, bws, cws):
         if p is not None:
             _free(em, p)
@@ -307,7 +336,7 @@ def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, 
     st = _ctx_layout(cx, plan)
     ctx = em.alloca(st)
     zero32 = ir.Constant(ir.IntType(32), 0)
-    for n, v in enumerate(common + [packed["a"], packed["b"]]):
+    for n, v in enumerate(common + [packed["a"], packed["b"], i64(0)]):
         b.store(v, b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), n)], source_etype=st))
     ntasks = b.mul(sh.nb, b.mul(sh.nib, sh.njb))
     flops = b.mul(b.mul(b.mul(sh.nb, sh.m), b.mul(sh.no, sh.w)), b.mul(sh.k, i64(2)))

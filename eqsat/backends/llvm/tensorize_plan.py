@@ -54,6 +54,8 @@ from eqsat.lower.loops import (
 
 KC = 256
 NC_MAX = 256
+SPLIT_FLOP = 4e7  # from here on the blocks are split for threads (TASK_MULTIPLE tasks)
+TASK_MULTIPLE = 4  # 1, 2 and 4 threads get equal shares of the tasks
 B_WS_BYTES = 2 << 20  # the K × NC block of B a thread packs stays under this
 BLOCK_VARS = ("tz.b", "tz.ic", "tz.mc", "tz.o0", "tz.nrows", "tz.w0", "tz.nw", "tz.K")
 V = {n: Var(n) for n in BLOCK_VARS}
@@ -113,14 +115,51 @@ def choose_plan(c: Contraction, caps: Capabilities) -> Plan:
     if w is not None and w <= nc_max:
         no = const_extent(c.n[:-1])
         rows = max(1, nc_max // w)
-        if no is not None:
+        if no is not None and m is not None:
+            flops = 2 * m * (n or 1) * (k or 1)
+            mc, rows = _split(m, mr, mc, no, min(rows, no), flops >= SPLIT_FLOP, pb, w,
+                              2 * nr)
+        elif no is not None:
             rows = min(rows, no)
-            tasks_m = -(-m // mc) if m is not None else 1
-            flops = 2 * (m or 1) * (n or 1) * (k or 1)
-            if flops >= 4e7 and tasks_m * -(-no // rows) < 4:  # blocks for 2+ threads
-                rows = max(1, -(-no // max(1, 4 // tasks_m)))
         return Plan(mr, nr, vw, unroll, KC, mc, True, rows * w, rows, pa, pb)
+    if w is not None and m is not None:  # balanced pieces of a row (the last one not tiny)
+        nc_max = _round(-(-w // -(-w // nc_max)), nr)
+        mc = _split(m, mr, mc, 1, 1, False)[0]
     return Plan(mr, nr, vw, unroll, KC, mc, False, nc_max, 1, pa, pb)
+
+
+def _split(m: int, mr: int, mc: int, no: int, rows: int, big: bool, prefer_m: bool = False,
+           w: int = 1, min_cols: int = 0) -> tuple[int, int]:
+    """Balanced blocks: ``(mc, rows)`` so that the row blocks (MR strips) and the column blocks
+    (``rows`` of the outer N extent ``no``) are as equal as they can be; for a ``big``
+    contraction, the task count ``row blocks × column blocks`` a multiple of ``TASK_MULTIPLE``
+    (every thread count dividing it gets equal shares), splitting N first (a column block's
+    packed B is not shared between tasks; a row block's split would pack it again), or M
+    first when B is a weight packed once (``prefer_m``: then A is the operand packed per task)."""
+    strips = -(-m // mr)
+    nib0, njb0 = -(-m // mc), -(-no // rows)
+    best = (-(-strips // nib0) * mr, -(-no // njb0))
+    if not big:
+        return best
+    best_key = None
+    for nib in range(nib0, min(strips, nib0 + TASK_MULTIPLE) + 1):
+        for njb in range(njb0, min(no, njb0 * TASK_MULTIPLE) + 1):
+            mcb, rb = -(-strips // nib) * mr, -(-no // njb)
+            if not (_even(strips, nib) and _even(no, njb)):
+                continue  # the last block would be short: threads would wait for the others
+            if njb > njb0 and rb * w < min_cols:
+                break  # blocks narrower than the micro-tiles would mostly compute padding
+            tasks = nib * njb
+            key = (tasks % TASK_MULTIPLE != 0, njb if prefer_m else nib, tasks)
+            if best_key is None or key < best_key:
+                best_key, best = key, (mcb, rb)
+    return best
+
+
+def _even(n: int, parts: int) -> bool:
+    """``n`` in ``parts`` blocks of ``ceil(n / parts)``: the last one at most one shorter."""
+    size = -(-n // parts)
+    return n - (parts - 1) * size >= size - 1
 
 
 # ------------------------------------------------------------------------------ loop IR
