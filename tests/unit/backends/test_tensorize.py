@@ -10,7 +10,7 @@ import pytest
 
 from eqsat import pipeline
 from eqsat.backends.llvm.runtime import compile as llvm_compile
-from eqsat.backends.llvm.tensorize_plan import plain_b
+from eqsat.backends.llvm.tensorize_plan import TASK_MULTIPLE, _split, plain_b
 from eqsat.examples import example_names
 from eqsat.lower.contraction import match_contraction
 from eqsat.lower.interpret import interpret
@@ -53,6 +53,37 @@ def test_edge_sizes(m, n, k):
 def test_parallel_blocks_and_k_slices():
     # 2·M·N·K ≥ the parallel threshold, K > KC (two slices), M > MC, N > one column block
     _check(*matmul(200, 300, 520, epilogue="bias_relu"), threads=2)
+
+
+@pytest.mark.parametrize("m, mc, no, rows, w, tasks", [
+    (64, 72, 56, 9, 56, 8), (128, 132, 28, 16, 28, 4), (256, 192, 14, 14, 14, 4),
+    (512, 192, 7, 7, 7, 4), (100, 108, 3, 1, 100, 3)])  # the ResNet 3x3 convs; no even 4
+def test_split_balanced_blocks(m, mc, no, rows, w, tasks):
+    mr, nr = 12, 32
+    mcb, rb = _split(m, mr, mc, no, rows, True, False, w, 2 * nr)
+    nib, njb = -(-m // mcb), -(-no // rb)
+    assert mcb % mr == 0 and mcb <= mc and rb <= rows
+    assert nib * njb == tasks and (tasks % TASK_MULTIPLE == 0 or tasks == 3)
+    assert m - (nib - 1) * mcb > mcb - 2 * mr and no - (njb - 1) * rb >= rb - 1  # last not short
+    assert njb == -(-no // rows) or rb * w >= 2 * nr
+
+
+@pytest.mark.parametrize("case", [
+    lambda: conv(ci=64, co=100, hw=23, pad=1),  # M=100, N=23x23: both uneven, 61 MFLOP
+    lambda: matmul(517, 99, 600),  # B a weight packed once: M split first
+    lambda: matmul(250, 77, 300, weight=False),  # above the threshold, below the split
+])
+def test_two_threads_equal_one_thread(case):
+    p, weights = case()
+    t = force_tensorize(p)
+    one = llvm_compile(t, threads=1, use_cache=False)
+    two = llvm_compile(t, threads=2, use_cache=False)
+    for _ in range(3):  # the counter is reset per call
+        feeds = _feeds(p, weights)
+        want, got1, got2 = interpret(p, feeds), one.run(feeds), two.run(feeds)
+        for k in want:
+            np.testing.assert_array_equal(got2[k], got1[k])  # the same blocks, any thread
+            np.testing.assert_allclose(got2[k], want[k], rtol=1e-4, atol=1e-3)
 
 
 def test_weights_repacked_when_they_change():
