@@ -517,9 +517,9 @@ def compile(  # noqa: A001 - the verb of this stage, as in eqsat.compile
     )  # fmt: skip
 
 
-# the settings that change what compile produces (threads only size the run-time pool)
+# the settings that change what compile produces (threads too: the default schedules read it)
 _COMPILE_KEY_FIELDS = tuple(
-    f for f in Options.__dataclass_fields__ if f not in ("threads", "cache", "isolate", "verify")
+    f for f in Options.__dataclass_fields__ if f not in ("cache", "isolate", "verify")
 )
 
 
