@@ -4,6 +4,7 @@ generated rules or the roofline constants installed an eqsat that optimized noth
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,11 +25,24 @@ def _data_files() -> set[str]:
     return {f for f in out.stdout.split() if not f.endswith(".py")}
 
 
+def _clean_copy(dest: Path) -> Path:
+    """The tracked files as they are in the working tree, without build leftovers (an
+    ``eqsat.egg-info`` from an editable install lists the data files and hid the bug)."""
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for name in out.stdout.split():
+        src, dst = ROOT / name, dest / name
+        if src.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+    return dest
+
+
 def test_the_wheel_carries_the_package_data(tmp_path):
     data = _data_files()
     assert {"eqsat/verify/ledger.json", "eqsat/rules/generated/rules.json"} <= data
+    src = _clean_copy(tmp_path / "src")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
         check=True,
         capture_output=True,
     )
