@@ -40,6 +40,7 @@ from eqsat.backends.llvm.codegen_stmt import PARALLEL_FOR, FunctionEmitter, func
 from eqsat.backends.llvm.emit import i64, loop, smin
 from eqsat.backends.llvm.microkernel import Epilogue, emit_microkernel
 from eqsat.backends.llvm.pack import emit_pack_b
+from eqsat.backends.llvm.pack_window import emit_window_pack
 from eqsat.backends.llvm.tensorize_plan import (
     PlainB,
     Plan,
@@ -49,6 +50,7 @@ from eqsat.backends.llvm.tensorize_plan import (
     pack_a,
     pack_b,
     plain_b,
+    window_b,
 )
 from eqsat.lower.contraction import Contraction
 from eqsat.lower.loops import Buffer, BufferKind, Kernel
@@ -98,6 +100,8 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
     plain = plain_b(c)
     if plain is not None:
         fb = _plain_pack_b(cx, plan, plain, len(pb_ints))
+    elif (win := window_b(c)) is not None:
+        fb = _window_pack_b(cx, plan, win, len(pb_ints))
     else:
         fb = cx.helper("pack_b", pb_ints, [wb], pack_b(c, plan, wb))
     fe = cx.helper("epi", ["tz.b", "tz.ic", "tz.mc", "tz.o0", "tz.nrows", "tz.w0", "tz.nw"],
@@ -126,6 +130,21 @@ def _plain_pack_b(cx: _Ctx, plan: Plan, pl: PlainB, nints: int) -> ir.Function:
     nc = b.mul(nrows, nw)
     npan = b.sdiv(b.add(nc, i64(plan.nr - 1)), i64(plan.nr))
     b.call(packer, [_gep(b, src, first), i64(pl.ldb), kdim, nc, fn.args[-1], i64(0), npan])
+    b.ret_void()
+    return fn
+
+
+def _window_pack_b(cx: _Ctx, plan: Plan, wb, nints: int) -> ir.Function:
+    """``pack_b`` for a guarded window read (padded stride-1 convolution): masked vector
+    loads per K row and output row (``pack_window.py``)."""
+    k = cx.k
+    types = [PTR] * len(k.params) + [I64] * (len(cx.sizes) + nints) + [PTR]
+    fn = function(cx.module, f"{cx.sym}.pack_b", types, internal=True)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    src = fn.args[[p.name for p in k.params].index(wb.buffer.name)]
+    bi, o0, nrows, w0, nw, kdim = fn.args[len(k.params) + len(cx.sizes):-1]
+    emit_window_pack(b, wb, src, fn.args[-1], bi, o0, nrows, w0, nw, kdim, nr=plan.nr,
+                     vw=plan.vw, kcb=plan.kc, rows_mode=plan.rows_mode)
     b.ret_void()
     return fn
 

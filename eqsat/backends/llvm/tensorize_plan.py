@@ -12,6 +12,9 @@ the ordinary statement emitter (:mod:`eqsat.backends.llvm.codegen_stmt`):
   ``pc`` at ``pc * ncpad``), columns past the block zero;
 * :func:`plain_b`: whether B is a row-major ``K × N`` matrix read in place (then the backend
   packs it with vector copies instead of :func:`pack_b`'s evaluated expression);
+* :func:`window_b`: whether B is such a read under a bounds guard whose innermost N axis
+  reads consecutive floats (a padded stride-1 convolution's im2col): then the backend packs
+  it with masked vector loads (``pack_window.py``);
 * :func:`epilogue`: the kernel's epilogue statement per element of the block, the accumulated
   value read from the C workspace.
 
@@ -40,6 +43,8 @@ from eqsat.lower.loops import (
     Buffer,
     BufferKind,
     Call,
+    Cmp,
+    CmpOp,
     Const,
     Expr,
     For,
@@ -354,6 +359,93 @@ def _affine_b(e: Expr, c: Contraction) -> PlainB | None:
     if ldb is None or sb is None or flat[""] < 0:
         return None
     return PlainB(e.buffer, flat[""], sb, ldb, ext[c.n[-1][0]])
+
+
+@dataclass(frozen=True)
+class WindowB:
+    """B = ``Select(guard, buffer[flat], 0)`` with ``flat`` affine in the axes, the innermost
+    N axis ``w`` at coefficient 1 (consecutive floats along it), and ``guard`` a conjunction
+    of ``affine >= bound`` / ``affine < bound`` in which ``w`` has coefficient 0 or 1 — a
+    padded stride-1 convolution's im2col (``x[n, c, h + kh - p, w + kw - p]`` inside the
+    image). Per K row and vector of a panel, the lanes of one output row read consecutive
+    floats and the guard bounds them to a lane range: one masked load per row the vector
+    touches (``pack_window.py``), zero outside — what the Select gives."""
+
+    buffer: Buffer
+    addr: dict[str, int]  # flat element offset: {var: coefficient, "": constant}
+    lower: tuple[dict[str, int], ...]  # each affine form >= 0
+    upper: tuple[dict[str, int], ...]  # each affine form < 0
+    batch: tuple[tuple[str, int], ...]
+    outer: tuple[tuple[str, int], ...]  # the N axes but the innermost
+    k: tuple[tuple[str, int], ...]
+    w: str
+    width: int  # the extent of w
+
+
+def _conjuncts(e: Expr) -> list[Expr]:
+    if isinstance(e, BinOp) and e.op is BinaryOp.AND:
+        return _conjuncts(e.a) + _conjuncts(e.b)
+    return [e]
+
+
+def _bounds(e: Expr) -> tuple[list, list] | None:
+    """``e`` as conjuncts ``f >= 0`` (lower) and ``f < 0`` (upper), f affine; else None."""
+    lower, upper = [], []
+    for x in _conjuncts(e):
+        if not isinstance(x, Cmp):
+            return None
+        a, b = _affine(x.a), _affine(x.b)
+        if a is None or b is None:
+            return None
+        d = dict(a)  # a - b
+        for v, k in b.items():
+            d[v] = d.get(v, 0) - k
+        if x.op is CmpOp.GE:
+            lower.append(d)
+        elif x.op is CmpOp.GT:  # a - b > 0  <=>  a - b - 1 >= 0
+            lower.append({**d, "": d.get("", 0) - 1})
+        elif x.op is CmpOp.LT:
+            upper.append(d)
+        elif x.op is CmpOp.LE:  # a - b <= 0  <=>  a - b - 1 < 0
+            upper.append({**d, "": d.get("", 0) - 1})
+        else:
+            return None
+    return lower, upper
+
+
+def window_b(c: Contraction) -> WindowB | None:
+    """The :class:`WindowB` form of ``c.b``, or None."""
+    e = c.b
+    if not (isinstance(e, Select) and isinstance(e.b, Const) and e.b.value == 0
+            and isinstance(e.a, Load) and e.a.buffer.dtype == "float32"
+            and all(isinstance(d, int) for d in e.a.buffer.shape) and c.n):
+        return None
+    axes = c.batch + c.n + c.k
+    if any(not isinstance(x, Const) for _, x in axes):
+        return None
+    flat: dict[str, int] = {"": 0}
+    stride = 1
+    for ix, dim in zip(reversed(e.a.index), reversed(e.a.buffer.shape), strict=True):
+        aff = _affine(ix)
+        if aff is None:
+            return None
+        for v, k in aff.items():
+            flat[v] = flat.get(v, 0) + k * stride
+        stride *= dim
+    bounds = _bounds(e.cond)
+    if bounds is None:
+        return None
+    names = {n for n, _ in axes}
+    w = c.n[-1][0]
+    for f in [flat, *bounds[0], *bounds[1]]:
+        if any(v and v not in names for v in f):
+            return None
+    if flat.get(w, 0) != 1 or any(f.get(w, 0) not in (0, 1) for f in bounds[0] + bounds[1]):
+        return None
+    ext = tuple((n, x.value) for n, x in axes)
+    nb, nn = len(c.batch), len(c.n)
+    return WindowB(e.a.buffer, flat, tuple(bounds[0]), tuple(bounds[1]), ext[:nb],
+                   ext[nb:nb + nn - 1], ext[nb + nn:], w, ext[nb + nn - 1][1])
 
 
 def extents(c: Contraction) -> dict[str, Expr]:

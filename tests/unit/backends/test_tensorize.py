@@ -10,7 +10,7 @@ import pytest
 
 from eqsat import pipeline
 from eqsat.backends.llvm.runtime import compile as llvm_compile
-from eqsat.backends.llvm.tensorize_plan import TASK_MULTIPLE, _split, plain_b
+from eqsat.backends.llvm.tensorize_plan import TASK_MULTIPLE, _split, plain_b, window_b
 from eqsat.examples import example_names
 from eqsat.lower.contraction import match_contraction
 from eqsat.lower.interpret import interpret
@@ -119,3 +119,23 @@ def test_plain_b_only_for_affine_unguarded_reads():
     for p, _ in (conv(pad=1), conv(stride=2), gemm_transb()):
         (c,) = [x for x in map(match_contraction, p.kernels) if x is not None]
         assert plain_b(c) is None
+
+
+@pytest.mark.parametrize("hw", [5, 7, 13, 14, 56])
+@pytest.mark.parametrize("kernel, pad, group, batch", [(3, 1, 1, 2), (5, 2, 1, 1), (3, 1, 2, 1),
+                                                       (5, 2, 3, 2), (3, 2, 1, 1)])
+def test_window_b_padded_convs(hw, kernel, pad, group, batch):
+    """Padded stride-1 convs pack B with masked loads (pack_window.py): edge panels, vectors
+    spanning several output rows (W < vw), batch and groups; the same floats as interpret()
+    (a packer copies values: only the GEMM's summation order differs)."""
+    ci, co = 6 * group, 5 * group
+    p, weights = conv(ci=ci, co=co, hw=hw, kernel=kernel, pad=pad, group=group, batch=batch)
+    (c,) = [x for x in map(match_contraction, p.kernels) if x is not None]
+    assert plain_b(c) is None and window_b(c) is not None
+    _check(p, weights)
+
+
+def test_window_b_only_for_unit_stride_guarded_reads():
+    for p, _ in (conv(stride=2, pad=1), conv(kernel=1), gemm_transb()):
+        (c,) = [x for x in map(match_contraction, p.kernels) if x is not None]
+        assert window_b(c) is None

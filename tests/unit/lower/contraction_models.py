@@ -72,13 +72,13 @@ def gemm_transb(m=9, n=17, k=33):
 
 
 def conv(ci=8, co=12, hw=9, kernel=3, stride=1, pad=0, group=1, dilation=1, bn=False,
-         residual=False, relu=True):
+         residual=False, relu=True, batch=1):
     oh = (hw + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
     nodes = [helper.make_node("Conv", ["x", "w", "bias"], ["c0"], kernel_shape=[kernel] * 2,
                               strides=[stride] * 2, pads=[pad] * 4, group=group,
                               dilations=[dilation] * 2)]
     inits = [_w("w", [co, ci // group, kernel, kernel]), _w("bias", [co])]
-    inputs = [("x", [1, ci, hw, hw])]
+    inputs = [("x", [batch, ci, hw, hw])]
     last = "c0"
     if bn:
         inits += [_w("g", [co]), _w("beta", [co]), _w("mean", [co]),
@@ -87,13 +87,13 @@ def conv(ci=8, co=12, hw=9, kernel=3, stride=1, pad=0, group=1, dilation=1, bn=F
                                       ["c1"]))
         last = "c1"
     if residual:
-        inputs.append(("r", [1, co, oh, oh]))
+        inputs.append(("r", [batch, co, oh, oh]))
         nodes.append(helper.make_node("Add", [last, "r"], ["c2"]))
         last = "c2"
     if relu:
         nodes.append(helper.make_node("Relu", [last], ["c3"]))
         last = "c3"
-    return build(nodes, inputs, last, [1, co, oh, oh], inits)
+    return build(nodes, inputs, last, [batch, co, oh, oh], inits)
 
 
 def softmax_and_pool():
