@@ -135,6 +135,16 @@ def test_window_b_padded_convs(hw, kernel, pad, group, batch):
     _check(p, weights)
 
 
+@pytest.mark.parametrize("hw", [7, 13])
+def test_window_b_dilated_padded_conv(hw):
+    """A dilated padded conv matches the window form too (the matcher reads the general affine
+    read; dilation moves the kernel taps, not the unit step along w)."""
+    p, weights = conv(ci=6, co=5, hw=hw, kernel=3, pad=2, dilation=2, batch=2)
+    (c,) = [x for x in map(match_contraction, p.kernels) if x is not None]
+    assert window_b(c) is not None
+    _check(p, weights)
+
+
 def test_window_b_only_for_unit_stride_guarded_reads():
     for p, _ in (conv(stride=2, pad=1), conv(kernel=1), gemm_transb()):
         (c,) = [x for x in map(match_contraction, p.kernels) if x is not None]
