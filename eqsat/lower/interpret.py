@@ -98,26 +98,13 @@ def interpret(
     for b in program.inputs + program.weights:
         if b.name not in feeds:
             raise LoopIRError(f"program {program.name}: no feed for {b.kind.value} {b.name}")
-        a = np.asarray(feeds[b.name], dtype=b.dtype)
-        if a.ndim != b.rank:
-            raise LoopIRError(f"feed {b.name}: rank {a.ndim}, buffer {b}")
-        for d, n in zip(b.shape, a.shape, strict=True):
-            if (env.setdefault(d, n) if isinstance(d, str) else d) != n:
-                raise LoopIRError(f"feed {b.name}: shape {a.shape} does not fit {b}")
-        bufs[b.name] = a
+        bufs[b.name] = b.bind(feeds[b.name], env)
     for b in program.outputs + program.temps:
-        bufs[b.name] = _fresh(b, _shape(b, env), ())
+        bufs[b.name] = _fresh(b, b.sized(env), ())
     with np.errstate(all="ignore"):
         for k in program.kernels:
             _Run(k, bufs, env).stmt(k.body, {n: np.int64(v) for n, v in env.items()}, None)
     return {b.name: bufs[b.name] for b in program.outputs}
-
-
-def _shape(b: Buffer, sizes: Mapping[str, int]) -> tuple[int, ...]:
-    try:
-        return tuple(sizes[d] if isinstance(d, str) else d for d in b.shape)
-    except KeyError as e:
-        raise LoopIRError(f"buffer {b.name}: size {e.args[0]!r} is not bound") from None
 
 
 def _fresh(b: Buffer, shape: tuple[int, ...], private: tuple[int, ...]) -> np.ndarray:
@@ -164,7 +151,7 @@ class _Run:
             grid = tuple(
                 np.arange(k).reshape((k,) + (1,) * (n - 1 - p)) for p, k in enumerate(self.shape)
             )
-            self.bufs[b.name] = _fresh(b, _shape(b, {}), tuple(self.shape))
+            self.bufs[b.name] = _fresh(b, b.sized({}), tuple(self.shape))
             self.private[b.name] = grid
             try:
                 self.stmt(s.body, env, mask)

@@ -92,6 +92,25 @@ class Buffer:
         index = index if isinstance(index, tuple) else (index,)
         return Load(self, tuple(as_expr(i) for i in index))
 
+    def sized(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        """The concrete shape with the size params bound in ``sizes``."""
+        try:
+            return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
+        except KeyError as e:
+            raise LoopIRError(f"buffer {self.name}: size {e.args[0]!r} is not bound") from None
+
+    def bind(self, value, sizes: dict[str, int]) -> np.ndarray:
+        """``value`` as this (input or weight) buffer's array, in its dtype and C order (a 0-d
+        value stays 0-d, which ``np.ascontiguousarray`` would make 1-d); the size params its
+        shape names are bound into ``sizes``. LoopIRError when the rank or a dim does not fit."""
+        a = np.array(value, dtype=self.dtype, order="C", copy=None)
+        if a.ndim != self.rank:
+            raise LoopIRError(f"feed {self.name}: rank {a.ndim}, buffer {self}")
+        for d, n in zip(self.shape, a.shape, strict=True):
+            if (sizes.setdefault(d, n) if isinstance(d, str) else d) != n:
+                raise LoopIRError(f"feed {self.name}: shape {a.shape} does not fit {self}")
+        return a
+
     def __str__(self) -> str:
         return f"{self.name}: {self.dtype}[{', '.join(str(d) for d in self.shape)}]"
 

@@ -27,7 +27,7 @@ from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.codegen import ENTRY, PARALLEL_FOR, emit
 from eqsat.backends.llvm.jit import compile_ir, load_object
 from eqsat.backends.llvm.threads import ThreadPool, shared_pool
-from eqsat.lower.loops import Buffer, LoopIRError, LoopProgram
+from eqsat.lower.loops import LoopIRError, LoopProgram
 
 _CHUNK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 _LAUNCH = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
@@ -100,20 +100,12 @@ class CompiledProgram:
         for b in p.inputs + p.weights:
             if b.name not in feeds:
                 raise LoopIRError(f"program {p.name}: no feed for {b.kind.value} {b.name}")
-            # np.array, not ascontiguousarray: that one makes a 0-d feed (a scalar) 1-d
-            a = np.array(feeds[b.name], dtype=b.dtype, order="C", copy=None)
-            if a.ndim != b.rank:
-                raise LoopIRError(f"feed {b.name}: rank {a.ndim}, buffer {b}")
-            for d, n in zip(b.shape, a.shape, strict=True):
-                if (env.setdefault(d, n) if isinstance(d, str) else d) != n:
-                    raise LoopIRError(f"feed {b.name}: shape {a.shape} does not fit {b}")
-            arrays[b.name] = a
+            arrays[b.name] = b.bind(feeds[b.name], env)
         missing = [s for s in p.sizes if s not in env]
         if missing:
             raise LoopIRError(f"program {p.name}: size {missing[0]!r} is not bound")
         for b in p.outputs + p.temps:
-            shape = tuple(env[d] if isinstance(d, str) else d for d in b.shape)
-            arrays[b.name] = np.empty(shape, dtype=b.dtype)
+            arrays[b.name] = np.empty(b.sized(env), dtype=b.dtype)
         return arrays, [env[s] for s in p.sizes]
 
     def run(
@@ -162,24 +154,16 @@ class CompiledProgram:
         keep = []
         with self._lock:
             for b in p.inputs:
-                a = np.array(inputs[b.name], dtype=b.dtype, order="C", copy=None)
-                if a.ndim != b.rank:
-                    raise LoopIRError(f"feed {b.name}: rank {a.ndim}, buffer {b}")
-                for d, n in zip(b.shape, a.shape, strict=True):
-                    if (env.setdefault(d, n) if isinstance(d, str) else d) != n:
-                        raise LoopIRError(f"feed {b.name}: shape {a.shape} does not fit {b}")
+                a = b.bind(inputs[b.name], env)
                 keep.append(a)
                 self._ptrs[self._slot[b.name]] = a.ctypes.data
             dims = tuple(env[s] for s in p.sizes)
 
-            def shape(b: Buffer) -> tuple[int, ...]:
-                return tuple(env[d] if isinstance(d, str) else d for d in b.shape)
-
             if self._temps[0] != dims or len(self._temps[1]) != len(p.temps):
-                self._temps = (dims, [np.empty(shape(b), dtype=b.dtype) for b in p.temps])
+                self._temps = (dims, [np.empty(b.sized(env), dtype=b.dtype) for b in p.temps])
             for b, a in zip(p.temps, self._temps[1], strict=True):
                 self._ptrs[self._slot[b.name]] = a.ctypes.data
-            outputs = {b.name: np.empty(shape(b), dtype=b.dtype) for b in p.outputs}
+            outputs = {b.name: np.empty(b.sized(env), dtype=b.dtype) for b in p.outputs}
             for name, a in outputs.items():
                 self._ptrs[self._slot[name]] = a.ctypes.data
             sz = (ctypes.c_int64 * max(1, len(dims)))(*dims)
