@@ -19,6 +19,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+
 import eqsat
 
 ROOT = Path(eqsat.__file__).resolve().parent
@@ -104,45 +108,18 @@ def _graph() -> dict[str, set[str]]:
 
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     """One cycle (a path m0 -> .. -> m0) through each strongly connected component of more than
-    one module, or of a module that imports itself (Tarjan's algorithm, iterative)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    comps: list[list[str]] = []
-    for root in sorted(edges):
-        if root in index:
-            continue
-        work = [(root, iter(sorted(edges[root])))]
-        index[root] = low[root] = len(index)
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            v, it = work[-1]
-            w = next(it, None)
-            if w is not None:
-                if w not in index:
-                    index[w] = low[w] = len(index)
-                    stack.append(w)
-                    on_stack.add(w)
-                    work.append((w, iter(sorted(edges[w]))))
-                elif w in on_stack:
-                    low[v] = min(low[v], index[w])
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[v])
-            if low[v] == index[v]:
-                comp = []
-                while True:
-                    w = stack.pop()
-                    on_stack.discard(w)
-                    comp.append(w)
-                    if w == v:
-                        break
-                if len(comp) > 1 or v in edges[v]:
-                    comps.append(sorted(comp))
-    return [_path_through(c, edges) for c in comps]
+    one module, or of a module that imports itself (the components from scipy's csgraph)."""
+    names = sorted(edges)
+    at = {m: i for i, m in enumerate(names)}
+    pairs = [(at[v], at[w]) for v in names for w in edges[v] if w in at]
+    rows, cols = zip(*pairs, strict=True) if pairs else ((), ())
+    graph = csr_matrix((np.ones(len(pairs)), (rows, cols)), shape=(len(names), len(names)))
+    _, labels = connected_components(graph, directed=True, connection="strong")
+    comps: dict[int, list[str]] = {}
+    for m, label in zip(names, labels, strict=True):
+        comps.setdefault(int(label), []).append(m)
+    cyclic = [c for c in comps.values() if len(c) > 1 or c[0] in edges[c[0]]]
+    return [_path_through(c, edges) for c in sorted(cyclic)]
 
 
 def _path_through(comp: list[str], edges: dict[str, set[str]]) -> list[str]:
