@@ -322,18 +322,27 @@ def plain_b(c: Contraction) -> PlainB | None:
     return _affine_b(c.b, c)
 
 
-def _affine_b(e: Expr, c: Contraction) -> PlainB | None:
-    if not isinstance(e, Load) or not all(isinstance(d, int) for d in e.buffer.shape):
-        return None
+def _flat_address(load: Load) -> dict[str, int] | None:
+    """A load's row-major element offset as {loop var: coefficient, "": constant}, or None
+    when an index is not affine (the buffer's shape is static)."""
     flat: dict[str, int] = {"": 0}
     stride = 1
-    for ix, dim in zip(reversed(e.index), reversed(e.buffer.shape), strict=True):
+    for ix, dim in zip(reversed(load.index), reversed(load.buffer.shape), strict=True):
         aff = _affine(ix)
         if aff is None:
             return None
         for v, k in aff.items():
             flat[v] = flat.get(v, 0) + k * stride
         stride *= dim
+    return flat
+
+
+def _affine_b(e: Expr, c: Contraction) -> PlainB | None:
+    if not isinstance(e, Load) or not all(isinstance(d, int) for d in e.buffer.shape):
+        return None
+    flat = _flat_address(e)
+    if flat is None:
+        return None
     ns, ks, bs = _strides(c.n), _strides(c.k), _strides(c.batch)
     if ns is None or ks is None or bs is None or not c.n:
         return None
@@ -423,15 +432,9 @@ def window_b(c: Contraction) -> WindowB | None:
     axes = c.batch + c.n + c.k
     if any(not isinstance(x, Const) for _, x in axes):
         return None
-    flat: dict[str, int] = {"": 0}
-    stride = 1
-    for ix, dim in zip(reversed(e.a.index), reversed(e.a.buffer.shape), strict=True):
-        aff = _affine(ix)
-        if aff is None:
-            return None
-        for v, k in aff.items():
-            flat[v] = flat.get(v, 0) + k * stride
-        stride *= dim
+    flat = _flat_address(e.a)
+    if flat is None:
+        return None
     bounds = _bounds(e.cond)
     if bounds is None:
         return None
