@@ -110,6 +110,20 @@ def _matmul_model(n: int, weight: bool) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def _best(runs: list, reps: int) -> list[float]:
+    """The minimum seconds of each call in ``runs`` over ``reps`` interleaved rounds, after one
+    warm-up call each."""
+    best = [float("inf")] * len(runs)
+    for fn in runs:
+        fn()
+    for _ in range(reps):
+        for i, fn in enumerate(runs):
+            t = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t)
+    return best
+
+
 def bench_gemm(sizes: list[int], reps: int) -> None:
     print(f"{'n':>6}{'eqsat (W weight)':>18}{'eqsat (W input)':>17}{'numpy':>9}   GFLOP/s")
     for n in sizes:
@@ -125,15 +139,7 @@ def bench_gemm(sizes: list[int], reps: int) -> None:
             arrays, dims = cm.executable.bind(feeds)  # pre-bound: times the kernels alone
             runs.append(lambda e=cm.executable, a=arrays, d=dims: e.call(a, d))
         runs.append(lambda x=x, w=w, out=out: np.matmul(x, w, out=out))
-        best = [float("inf")] * len(runs)
-        for fn in runs:
-            fn()
-        for _ in range(reps):
-            for i, fn in enumerate(runs):
-                t = time.perf_counter()
-                fn()
-                best[i] = min(best[i], time.perf_counter() - t)
-        g = [2 * n**3 / t / 1e9 for t in best]
+        g = [2 * n**3 / t / 1e9 for t in _best(runs, reps)]
         print(f"{n:>6}{g[0]:>18.1f}{g[1]:>17.1f}{g[2]:>9.1f}", flush=True)
 
 
@@ -169,15 +175,7 @@ def bench_conv(reps: int, threads: list[int]) -> None:
                                         providers=["CPUExecutionProvider"])
             runs = [lambda e=cm.executable, a=arrays, d=dims: e.call(a, d),
                     lambda s=sess, x=x: s.run(None, {"x": x})]
-            best = [float("inf")] * 2
-            for fn in runs:
-                fn()
-            for _ in range(reps):
-                for i, fn in enumerate(runs):
-                    t0 = time.perf_counter()
-                    fn()
-                    best[i] = min(best[i], time.perf_counter() - t0)
-            g = [flop / b / 1e9 for b in best]
+            g = [flop / b / 1e9 for b in _best(runs, reps)]
             print(f"{f'{c}x{hw}x{k}':<16}{t:>4}{g[0]:>9.1f}{g[1]:>9.1f}{g[0] / g[1]:>7.2f}x",
                   flush=True)
 
