@@ -241,7 +241,8 @@ def passes_for(options: Options) -> list[Pass]:
 
 def _import(state: State) -> State:
     model = state.model
-    state.source = load(model)
+    if state.source is None:  # compile may have read it already, for its cache key
+        state.source = load(model)
     base_dir = None if isinstance(model, onnx.ModelProto) else Path(model).parent
     source = _fix_dims(state.source, dict(state.options.shapes))
     state.original = state.graph = onnx_io.import_onnx(source, base_dir)
@@ -501,16 +502,21 @@ def compile(  # noqa: A001 - the verb of this stage, as in eqsat.compile
         raise InputError(
             f"compile makes {' or '.join(COMPILED_TARGETS)} code, not {options.target}"
         )
-    cached = _from_cache(model, options, output, progress)
-    if cached is not None:
-        return cached
     state = State(options, model, Path(output) if output else None, progress)
+    key = None
+    if options.cache and options.target == "llvm":
+        t0 = time.perf_counter()
+        state.source = load(model)  # read once: the import pass takes it from the state
+        key = _cache_key(state.source, options)
+        cached = _from_cache(key, options, output, progress, t0)
+        if cached is not None:
+            return cached
     with state.resources:
         state = run_passes(pipeline, state)
-    if options.cache and options.verify and options.target == "llvm":
+    if key is not None and options.verify:
         from eqsat import compiled as compiled_module
 
-        compiled_module.store(state.compiled, _cache_key(state.source, options))
+        compiled_module.store(state.compiled, key)
     return CompileResult(
         state.compiled, state.graph, state.times, state.verdict, state.written, state.egraph,
         state.passes,
@@ -530,16 +536,12 @@ def _cache_key(source: onnx.ModelProto, options: Options) -> str:
     return compiled_module.cache_key(source.SerializeToString(), settings)
 
 
-def _from_cache(model, options: Options, output, progress: Progress | None):
-    """A compiled model from the cache (None on a miss, or when caching is off): keyed by the
-    model's bytes, the settings that change the code, eqsat's version and the CPU."""
-    if not (options.cache and options.target == "llvm"):
-        return None
+def _from_cache(key: str, options: Options, output, progress: Progress | None, t0: float):
+    """The compiled model cached under ``key`` (:func:`_cache_key`: the model's bytes, the
+    settings that change the code, eqsat's code and the CPU), or None on a miss."""
     from eqsat import compiled as compiled_module
 
-    t0 = time.perf_counter()
-    source = load(model)
-    hit = compiled_module.cached(_cache_key(source, options), options.threads)
+    hit = compiled_module.cached(key, options.threads)
     if hit is None:
         return None
     if progress:
