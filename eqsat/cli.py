@@ -425,16 +425,17 @@ def _print_optimize(s: dict) -> None:
 
 
 def cmd_verify(args) -> int:
-    from eqsat.egraph.onnx_io import load_model
+    from eqsat.egraph.onnx_io import load_model, materialize
     from eqsat.verify import numeric
 
     _check_report_path(args.report)
-    a, b = load_model(args.a), load_model(args.b)  # one-line errors for unreadable files
-    v = numeric.compare_models(
-        Path(args.a), Path(args.b), seeds=args.seeds, rtol=args.rtol, atol=args.atol
-    )
+    # read once (one-line errors for unreadable files); the weights stay in the files
+    a = numeric.LoadedModel(load_model(args.a), Path(args.a).parent)
+    b = numeric.LoadedModel(load_model(args.b), Path(args.b).parent)
+    v = numeric.compare_models(a, b, seeds=args.seeds, rtol=args.rtol, atol=args.atol)
     if args.report:
-        _report("verify", v, a, b, (args.a, args.b), args.report)
+        ma, mb = (materialize(m.model, m.base_dir) for m in (a, b))
+        _report("verify", v, ma, mb, (args.a, args.b), args.report)
     if args.json:
         print(json.dumps(v.to_json(), indent=2, default=str))
     else:

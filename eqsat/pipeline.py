@@ -24,6 +24,7 @@ encode, saturate and extract, measured in the child, instead of its total).
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import tempfile
@@ -116,23 +117,36 @@ class PassRecord:
 
 @dataclass
 class Result:
-    source: onnx.ModelProto
+    """What ``optimize`` produced. The run keeps large weights out of the protos (read in place,
+    written from numpy); ``source`` and ``model`` are self-contained ModelProtos made from them
+    on first use (a copy of the weights), for callers that hand them on."""
+
+    source_skeleton: onnx.ModelProto  # as read: large weights by reference (load_model)
     original: TensorGraph
     graph: TensorGraph
-    model: onnx.ModelProto
+    skeleton: onnx.ModelProto  # as exported: large weights pending, their arrays in graph
     times: dict[str, float] = field(default_factory=dict)
     verdict: numeric.Verdict | None = None
     output: Path | None = None
     egraph: dict | None = None  # saturation and extraction statistics
     passes: list[PassRecord] = field(default_factory=list)  # in the order they ran
+    base_dir: Path | None = None  # where the source's weight bytes lie
+
+    @functools.cached_property
+    def source(self) -> onnx.ModelProto:
+        return onnx_io.materialize(self.source_skeleton, self.base_dir, self.original.weights)
+
+    @functools.cached_property
+    def model(self) -> onnx.ModelProto:
+        return onnx_io.materialize(self.skeleton, weights=self.graph.weights)
 
     def summary(self) -> dict:
         return {
             "output": str(self.output) if self.output else None,
-            "nodes_before": len(self.source.graph.node),
-            "nodes_after": len(self.model.graph.node),
-            "ops_before": op_histogram(self.source),
-            "ops_after": op_histogram(self.model),
+            "nodes_before": len(self.source_skeleton.graph.node),
+            "nodes_after": len(self.skeleton.graph.node),
+            "ops_before": op_histogram(self.source_skeleton),
+            "ops_after": op_histogram(self.skeleton),
             "params_before": self.original.param_count(),
             "params_after": self.graph.param_count(),
             "times_s": {k: round(v, 4) for k, v in self.times.items()},
@@ -167,6 +181,12 @@ class State:
     times: dict[str, float] = field(default_factory=dict)
     passes: list[PassRecord] = field(default_factory=list)
     compiled: CompiledModel | None = None  # compiled targets: the model eqsat's code runs
+    saved: onnx.ModelProto | None = None  # the written file as read back (weights by reference)
+
+    @property
+    def base_dir(self) -> Path | None:
+        """Where the source model's weight bytes lie (None for a ModelProto given in memory)."""
+        return None if isinstance(self.model, onnx.ModelProto) else Path(self.model).parent
 
 
 @dataclass(frozen=True)
@@ -240,12 +260,10 @@ def passes_for(options: Options) -> list[Pass]:
 
 
 def _import(state: State) -> State:
-    model = state.model
     if state.source is None:  # compile may have read it already, for its cache key
-        state.source = load(model)
-    base_dir = None if isinstance(model, onnx.ModelProto) else Path(model).parent
+        state.source = load(state.model)
     source = _fix_dims(state.source, dict(state.options.shapes))
-    state.original = state.graph = onnx_io.import_onnx(source, base_dir)
+    state.original = state.graph = onnx_io.import_onnx(source, state.base_dir)
     return state
 
 
@@ -317,7 +335,8 @@ def _fall_back(state: State, e: Exception) -> None:
 
 
 def _export(state: State) -> State:
-    state.exported = onnx_io.export_onnx(state.graph)
+    # the large weights stay numpy arrays: save streams them into the file
+    state.exported = onnx_io.export_onnx(state.graph, inline_weights=False)
     return state
 
 
@@ -333,9 +352,12 @@ def _save(state: State) -> State:
 
 
 def _onnx_checker(state: State) -> State:
+    """onnx.checker on the written file as read back (its weights are references into it, so
+    the checker reads the structure, not the bytes); the gate then runs that same reading."""
     try:
-        onnx.checker.check_model(str(state.files[0]), full_check=True)
-    except onnx.checker.ValidationError as e:
+        state.saved = onnx_io.load_model(state.files[0])
+        onnx_io.check_file(state.saved, state.files[0])
+    except (onnx.checker.ValidationError, InputError) as e:
         raise VerificationError(f"the optimized model fails onnx.checker: {e}") from e
     return state
 
@@ -343,8 +365,9 @@ def _onnx_checker(state: State) -> State:
 def _verify(state: State) -> State:
     o = state.options
     try:
+        candidate = numeric.LoadedModel(state.saved, state.files[0].parent)
         state.verdict = numeric.compare_models(
-            state.model, state.files[0], seeds=o.seeds, rtol=o.rtol, atol=o.atol
+            _reference(state), candidate, seeds=o.seeds, rtol=o.rtol, atol=o.atol
         )
     except InputError as e:
         raise InputError(
@@ -352,6 +375,11 @@ def _verify(state: State) -> State:
         ) from e
     _refuse_unless_ok(state.verdict)
     return state
+
+
+def _reference(state: State) -> numeric.LoadedModel:
+    """The original model for the gate: as read, with the weights the import mapped."""
+    return numeric.LoadedModel(state.source, state.base_dir, state.original.weights)
 
 
 def _refuse_unless_ok(verdict: numeric.Verdict, what: str = "") -> None:
@@ -380,7 +408,7 @@ def _verify_compiled(state: State) -> State:
     """The gate: the compiled model against onnxruntime on the original model."""
     o, c = state.options, state.compiled
     state.verdict = numeric.compare_with(
-        state.model, c.run, c.output_names, seeds=o.seeds, rtol=o.rtol, atol=o.atol,
+        _reference(state), c.run, c.output_names, seeds=o.seeds, rtol=o.rtol, atol=o.atol,
         dim_values=dict(o.shapes),
     )  # fmt: skip
     _refuse_unless_ok(state.verdict, "the compiled model differs from onnxruntime: ")
@@ -455,6 +483,7 @@ def optimize(
         output=state.written,
         egraph=state.egraph,
         passes=state.passes,
+        base_dir=state.base_dir,
     )
 
 
@@ -507,7 +536,7 @@ def compile(  # noqa: A001 - the verb of this stage, as in eqsat.compile
     if options.cache and options.target == "llvm":
         t0 = time.perf_counter()
         state.source = load(model)  # read once: the import pass takes it from the state
-        key = _cache_key(state.source, options)
+        key = _cache_key(state.source, state.base_dir, options)
         cached = _from_cache(key, options, output, progress, t0)
         if cached is not None:
             return cached
@@ -529,11 +558,12 @@ _COMPILE_KEY_FIELDS = tuple(
 )
 
 
-def _cache_key(source: onnx.ModelProto, options: Options) -> str:
+def _cache_key(source: onnx.ModelProto, base_dir: Path | None, options: Options) -> str:
     from eqsat import compiled as compiled_module
 
     settings = repr([(f, getattr(options, f)) for f in _COMPILE_KEY_FIELDS])
-    return compiled_module.cache_key(source.SerializeToString(), settings)
+    # the proto holds the large weights by reference: their bytes are hashed beside it
+    return compiled_module.cache_key(onnx_io.digest(source, base_dir), settings)
 
 
 def _from_cache(key: str, options: Options, output, progress: Progress | None, t0: float):

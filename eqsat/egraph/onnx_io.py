@@ -15,6 +15,7 @@ distinct weight once (identical tensors are deduplicated), and writes opaque nod
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ import onnx.helper
 import onnx.numpy_helper
 from google.protobuf.message import DecodeError
 
+from eqsat.egraph import onnx_wire
 from eqsat.egraph.const_eval import SYMBOLIC_CONSUMERS, ConstEval
 from eqsat.egraph.ir import (
     ArrayAttr,
@@ -51,16 +53,20 @@ EXTERNAL_DATA_THRESHOLD = 1 << 30  # weights above 1 GiB in total go to an exter
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Read an .onnx file; InputError on anything unreadable.
 
-    External weight data is *not* loaded into the proto (protobuf cannot hold a tensor over
-    2 GB, even in memory): :func:`import_onnx` reads it from the data files with numpy. Here the
-    files are only checked to exist and to be long enough.
+    Weight bytes are *not* copied into the proto: large embedded initializers become
+    external-data references to their bytes in the file itself (:mod:`eqsat.egraph.onnx_wire`),
+    and external data files are not loaded either (protobuf cannot hold a tensor over 2 GB, even
+    in memory). :func:`import_onnx` memory-maps both; :func:`materialize` makes a self-contained
+    copy for whoever needs one. Here the files are only checked to exist and to be long enough.
     """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
     try:
-        model = onnx.load(str(p), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, OSError) as e:
+        model = onnx_wire.read_skeleton(p, SMALL_TENSOR + 1)
+        if model is None:
+            model = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError, OSError, IndexError) as e:
         raise InputError(f"{p}: not a readable ONNX model ({_one_line(e)})") from e
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise InputError(f"{p}: not an ONNX model (no graph)")
@@ -82,18 +88,70 @@ def _external_ref(t: onnx.TensorProto) -> tuple[str, int, int]:
     return ext.get("location", ""), int(ext.get("offset", 0)), int(ext.get("length", n * itemsize))
 
 
-def _read_tensor(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
-    """A weight as a numpy array; external data is memory-mapped read-only from its file."""
+def _read_tensor(
+    t: onnx.TensorProto, base_dir: Path | None, maps: dict[Path, np.ndarray] | None = None
+) -> np.ndarray:
+    """A weight as a numpy array; external data is a read-only view of its file, memory-mapped
+    once per file (``maps`` holds the maps of one import)."""
     if t.data_location != onnx.TensorProto.EXTERNAL:
         return onnx.numpy_helper.to_array(t)
     if base_dir is None:
         raise InputError(f"weight {t.name!r} is in an external file: load the model from a path")
-    loc, offset, _ = _external_ref(t)
+    loc, offset, length = _external_ref(t)
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
     shape = tuple(int(d) for d in t.dims)
-    if int(np.prod(shape, dtype=np.int64)) == 0:
+    n = int(np.prod(shape, dtype=np.int64))
+    if n == 0:
         return np.zeros(shape, dtype)
-    return np.memmap(base_dir / loc, dtype=dtype, mode="r", offset=offset, shape=shape)
+    maps = {} if maps is None else maps
+    f = base_dir / loc
+    if f not in maps:
+        maps[f] = np.memmap(f, dtype=np.uint8, mode="r")
+    return maps[f][offset : offset + n * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def external_weights(model: onnx.ModelProto, base_dir: Path | None) -> dict[str, np.ndarray]:
+    """The initializers of ``model`` whose bytes are outside the proto (in the model file itself
+    or in data files), as read-only memory-mapped arrays."""
+    maps: dict[Path, np.ndarray] = {}
+    return {
+        t.name: _read_tensor(t, base_dir, maps)
+        for t in model.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+    }
+
+
+def digest(model: onnx.ModelProto, base_dir: Path | None) -> bytes:
+    """sha256 of the model and of its external weights' bytes (read in place)."""
+    h = hashlib.sha256(model.SerializeToString())
+    for name, w in external_weights(model, base_dir).items():
+        h.update(name.encode())
+        h.update(_bytes_view(w))
+    return h.digest()
+
+
+def materialize(
+    model: onnx.ModelProto,
+    base_dir: str | os.PathLike | None = None,
+    weights: Mapping[str, np.ndarray] | None = None,
+) -> onnx.ModelProto:
+    """A self-contained copy of ``model``: every external initializer's bytes inside the proto,
+    read from ``weights`` (by name) or else from the files under ``base_dir``. Costs a copy of
+    the weights; for APIs that hand a ModelProto to someone else (tests, reports)."""
+    ext = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if not ext:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    base = Path(base_dir) if base_dir is not None else None
+    maps: dict[Path, np.ndarray] = {}
+    for t in out.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        w = weights[t.name] if weights is not None and t.name in weights else None
+        w = _read_tensor(t, base, maps) if w is None else w
+        t.CopyFrom(onnx.numpy_helper.from_array(np.asarray(w), t.name))
+    return out
 
 
 def _one_line(e: BaseException) -> str:
@@ -255,8 +313,9 @@ def import_onnx(
     onnx_types = _onnx_inferred_types(model)
 
     weights: dict[str, np.ndarray] = {}
+    maps: dict[Path, np.ndarray] = {}
     for t in g.initializer:
-        weights[t.name] = _read_tensor(t, base)
+        weights[t.name] = _read_tensor(t, base, maps)
     for st in g.sparse_initializer:
         weights[st.values.name] = onnx.numpy_helper.to_array(st)
 
@@ -365,19 +424,34 @@ def _tensor_type_proto(name: str, t: TensorType) -> onnx.ValueInfoProto:
 
 
 def _dedup_weights(graph: TensorGraph, keep: set[str]) -> dict[str, str]:
-    """Map each weight to a canonical name among identical tensors (names in keep stay)."""
-    canon: dict[tuple, str] = {}
-    rename: dict[str, str] = {}
+    """Map each weight to a canonical name among identical tensors (names in keep stay).
+
+    Only tensors of the same dtype and shape can be identical, so the bytes are compared within
+    such groups only (a model's weights are mostly of distinct shapes: nothing is read)."""
+    groups: dict[tuple, list[str]] = {}
     for name in sorted(graph.weights, key=lambda n: (n not in keep, n)):
-        w = np.asarray(graph.weights[name])  # not ascontiguousarray: it makes 0-d arrays 1-d
-        key = (w.dtype.str, w.shape, hash(w.tobytes()))
-        twin = graph.weights.get(canon.get(key, ""))
-        same = twin is not None and twin.shape == w.shape and np.array_equal(twin, w)
-        if same and name not in keep:
-            rename[name] = canon[key]
-        else:
-            canon.setdefault(key, name)
+        w = graph.weights[name]
+        groups.setdefault((w.dtype.str, tuple(w.shape)), []).append(name)
+    rename: dict[str, str] = {}
+    for names in groups.values():
+        if len(names) < 2:
+            continue
+        canon: dict[bytes, list[str]] = {}  # digest → the distinct tensors with it
+        for name in names:
+            w = graph.weights[name]
+            digest = hashlib.blake2b(_bytes_view(w), digest_size=16).digest()
+            seen = canon.setdefault(digest, [])
+            twin = next((c for c in seen if np.array_equal(graph.weights[c], w)), None)
+            if twin is not None and name not in keep:
+                rename[name] = twin
+            elif twin is None:
+                seen.append(name)
     return rename
+
+
+def _bytes_view(w: np.ndarray) -> memoryview:
+    """The bytes of an array without a copy where it is contiguous (memory-mapped weights)."""
+    return memoryview(np.ascontiguousarray(w).reshape(-1).view(np.uint8))
 
 
 PENDING = "__eqsat_pending__"  # location of external tensors whose bytes save_model writes
@@ -385,7 +459,7 @@ SMALL_TENSOR = 1024  # bytes: tensors up to this size stay inline even in extern
 
 
 def _initializer(name: str, w: np.ndarray, external: bool) -> onnx.TensorProto:
-    if not external or w.nbytes <= SMALL_TENSOR:
+    if not external or w.nbytes <= SMALL_TENSOR or w.dtype.name not in onnx_wire.PLAIN_DTYPES:
         return onnx.numpy_helper.from_array(np.asarray(w), name)
     t = onnx.TensorProto()
     t.name = name
@@ -396,12 +470,14 @@ def _initializer(name: str, w: np.ndarray, external: bool) -> onnx.TensorProto:
     return t
 
 
-def export_onnx(graph: TensorGraph) -> onnx.ModelProto:
+def export_onnx(graph: TensorGraph, inline_weights: bool = True) -> onnx.ModelProto:
     """TensorGraph → ModelProto that keeps names, types, opsets and metadata.
 
-    When the weights exceed ``EXTERNAL_DATA_THRESHOLD`` the large ones are left out of the proto
-    (protobuf cannot hold them) and marked external: :func:`save_model` with ``weights=`` writes
-    their bytes. Smaller models are self-contained."""
+    When the weights exceed ``EXTERNAL_DATA_THRESHOLD``, or ``inline_weights`` is False, the
+    large ones are left out of the proto (protobuf cannot hold more than 2 GB; copying them in
+    costs time and memory) and marked external: :func:`save_model` with ``weights=`` writes
+    their bytes (streamed into the file, or into a data file past the threshold). Otherwise the
+    model is self-contained."""
     keep = set(graph.outputs) | {i for n in graph.nodes for i in n.implicit}
     rename = _dedup_weights(graph, keep)
     r = lambda name: rename.get(name, name)  # noqa: E731
@@ -425,7 +501,9 @@ def export_onnx(graph: TensorGraph) -> onnx.ModelProto:
 
     used = {r(i) for n in graph.nodes for i in n.reads} | set(graph.outputs)
     kept = {k: w for k, w in graph.weights.items() if k in used and k not in rename}
-    external = sum(w.nbytes for w in kept.values()) > EXTERNAL_DATA_THRESHOLD
+    external = (
+        not inline_weights or sum(w.nbytes for w in kept.values()) > EXTERNAL_DATA_THRESHOLD
+    )
     inits = [_initializer(name, w, external) for name, w in kept.items()]
     g = onnx.helper.make_graph(
         nodes,
@@ -465,10 +543,11 @@ def save_model(
     path: str | os.PathLike,
     weights: Mapping[str, np.ndarray] | None = None,
 ) -> list[Path]:
-    """Write ``model`` to ``path``, plus ``<name>.data`` for external weights: those
-    :func:`export_onnx` left pending (their bytes come from ``weights``) or, for a model built
-    elsewhere, all large ones when they exceed ``EXTERNAL_DATA_THRESHOLD``. Not atomic by
-    itself (the pipeline writes into a temporary directory and renames). Returns the files."""
+    """Write ``model`` to ``path``. Weights :func:`export_onnx` left pending get their bytes
+    from ``weights``: streamed into the file itself (:func:`onnx_wire.write_inline`), or into
+    ``<name>.data`` when they exceed ``EXTERNAL_DATA_THRESHOLD``; a model built elsewhere whose
+    weights exceed it is also split. Not atomic by itself (the pipeline writes into a temporary
+    directory and renames). Returns the files."""
     p = Path(path)
     pending = [
         t
@@ -477,9 +556,16 @@ def save_model(
         and any(e.key == "location" and e.value == PENDING for e in t.external_data)
     ]
     data = p.name + ".data"
+    if pending and weights is None:
+        raise ValueError("this model has pending external weights: pass weights=")
+    size = sum(np.asarray(weights[t.name]).nbytes for t in pending) if pending else 0
+    if pending and size + weight_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
+        onnx_wire.write_inline(model, p, weights, {t.name for t in pending})
+        return [p]
     if pending:
-        if weights is None:
-            raise ValueError("this model has pending external weights: pass weights=")
+        model_out = onnx.ModelProto()
+        model_out.CopyFrom(model)
+        pending = [t for t in model_out.graph.initializer if t.name in {u.name for u in pending}]
         with open(p.parent / data, "wb") as f:
             for t in pending:
                 offset = -(-f.tell() // 4096) * 4096  # page-aligned, so readers can mmap
@@ -489,7 +575,7 @@ def save_model(
                 del t.external_data[:]
                 for k, v in (("location", data), ("offset", offset), ("length", w.nbytes)):
                     t.external_data.add(key=k, value=str(v))
-        onnx.save_model(model, str(p))
+        onnx.save_model(model_out, str(p))
         return [p, p.parent / data]
     if weight_bytes(model) > EXTERNAL_DATA_THRESHOLD:
         onnx.save_model(
@@ -503,6 +589,18 @@ def save_model(
         return [p, p.parent / data]
     onnx.save_model(model, str(p))
     return [p]
+
+
+def check_file(model: onnx.ModelProto, path: Path) -> None:
+    """onnx.checker (full check) on ``model``, the file ``path`` as :func:`load_model` read it:
+    its large weights are references into ``path``, so the checker reads the structure and
+    checks that the references resolve, without loading the weights. ValidationError."""
+    probe = path.with_name(f".{path.name}.check.onnx")
+    try:
+        onnx.save_model(model, str(probe))
+        onnx.checker.check_model(str(probe), full_check=True)
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def value_names(nodes: Iterable[Node]) -> set[str]:

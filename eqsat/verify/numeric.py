@@ -12,18 +12,40 @@ appear at the same places. Element-wise relative error and ULP distances are rep
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 
+from eqsat.egraph import onnx_io
 from eqsat.errors import InputError
 
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-5
 DEFAULT_SEEDS = (0, 1, 2)
 
-ModelLike = onnx.ModelProto | str | os.PathLike
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model already read (``onnx_io.load_model``'s skeleton), where its external weights'
+    bytes lie (``base_dir``), and arrays already mapped for some of them (by name), which are
+    used instead of mapping the files again."""
+
+    model: onnx.ModelProto
+    base_dir: Path | None = None
+    weights: Mapping[str, np.ndarray] | None = None
+
+
+ModelLike = onnx.ModelProto | str | os.PathLike | LoadedModel
+
+
+def _loaded(model: ModelLike) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, onnx.ModelProto):
+        return LoadedModel(model)
+    return LoadedModel(onnx_io.load_model(model), Path(model).parent)
 
 
 @dataclass(frozen=True)
@@ -64,31 +86,86 @@ class Verdict:
         return asdict(self) | {"max_abs": self.max_abs}
 
 
-def _session(model: ModelLike, threads: int = 1):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+def threads() -> int:
+    """The cores this process may use (onnxruntime's default counts the machine's)."""
     try:
-        if isinstance(model, onnx.ModelProto):
-            return ort.InferenceSession(
-                model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Session:
+    """A model in onnxruntime, built once. Initializers whose bytes are outside the proto (the
+    large weights of a model read by ``onnx_io.load_model``, or external data) become graph
+    inputs fed with memory-mapped arrays on every run: onnxruntime uses the arrays in place, so
+    the weights are neither copied into the session nor pre-packed (for the gate, which runs a
+    few inputs, packing costs more than it saves), and two sessions of the same weights share
+    them. ``run(feeds)`` takes the model's own inputs only."""
+
+    def __init__(self, model: ModelLike, n_threads: int | None = None):
+        import onnxruntime as ort
+
+        m = _loaded(model)
+        self.specs = input_specs(m)
+        data, self.weights = _with_weights_as_inputs(m)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = n_threads or threads()
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        opts.add_session_config_entry("session.disable_prepacking", "1")
+        try:
+            self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own exception types
+            first = str(e).strip().splitlines()[0][:240] if str(e).strip() else type(e).__name__
+            raise InputError(f"onnxruntime cannot load the model: {first}") from e
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self.session.run(None, {**feeds, **self.weights})
+        except Exception as e:
+            raise InputError(
+                f"onnxruntime failed to run the model: {str(e).splitlines()[0]}"
+            ) from e
+
+
+def _with_weights_as_inputs(m: LoadedModel) -> tuple[bytes, dict[str, np.ndarray]]:
+    """The model's bytes for onnxruntime, with its external initializers turned into inputs,
+    and the arrays to feed them."""
+    ext = [t for t in m.model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if not ext:
+        return m.model.SerializeToString(), {}
+    given = m.weights or {}
+    mapped = onnx_io.external_weights(
+        _only(m.model, [t for t in ext if t.name not in given]), m.base_dir
+    )
+    feeds = {t.name: given[t.name] if t.name in given else mapped[t.name] for t in ext}
+    out = onnx.ModelProto()
+    out.CopyFrom(m.model)
+    inputs = {i.name for i in out.graph.input}
+    keep = [t for t in out.graph.initializer if t.name not in feeds]
+    for t in ext:
+        if t.name not in inputs:
+            out.graph.input.append(
+                onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
             )
-        return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # ORT raises its own exception types
-        first = str(e).strip().splitlines()[0][:240] if str(e).strip() else type(e).__name__
-        raise InputError(f"onnxruntime cannot load the model: {first}") from e
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(keep)
+    return out.SerializeToString(), feeds
+
+
+def _only(model: onnx.ModelProto, tensors: list) -> onnx.ModelProto:
+    """A model whose initializers are ``tensors`` (for reading just those)."""
+    out = onnx.ModelProto()
+    out.graph.initializer.extend(tensors)
+    return out
 
 
 def input_specs(model: ModelLike) -> list[InputSpec]:
     """The graph inputs a caller must feed (initializers listed as inputs excluded)."""
-    m = (
-        model
-        if isinstance(model, onnx.ModelProto)
-        else onnx.load(str(model), load_external_data=False)
-    )
+    m = model.model if isinstance(model, LoadedModel) else model
+    if not isinstance(m, onnx.ModelProto):
+        m = onnx_io.load_model(m)
     inits = {t.name for t in m.graph.initializer}
     specs = []
     for vi in m.graph.input:
@@ -181,27 +258,17 @@ def compare_models(
     dim_values: dict[str, int] | None = None,
 ) -> Verdict:
     """Run both models on the same random inputs; InputError if their interfaces differ."""
-    specs_a, specs_b = input_specs(reference), input_specs(candidate)
+    sb = Session(candidate)
+    specs_a, specs_b = input_specs(reference), sb.specs
     if [(s.name, s.dtype) for s in specs_a] != [(s.name, s.dtype) for s in specs_b]:
         raise InputError(
             "the models have different inputs: "
             f"{[(s.name, s.dtype) for s in specs_a]} vs {[(s.name, s.dtype) for s in specs_b]}"
         )
-    sb = _session(candidate)
-    names_b = [o.name for o in sb.get_outputs()]
-
-    def run(feeds):
-        try:
-            return sb.run(None, feeds)
-        except Exception as e:
-            raise InputError(
-                f"onnxruntime failed to run the model: {str(e).splitlines()[0]}"
-            ) from e
-
     return compare_with(
         reference,
-        run,
-        names_b,
+        sb.run,
+        sb.output_names,
         seeds=seeds,
         rtol=rtol,
         atol=atol,
@@ -221,9 +288,8 @@ def compare_with(
 ) -> Verdict:
     """The reference model in onnxruntime against ``run(feeds) -> outputs`` (in the order of
     ``output_names``: another session, or a compiled model) on the same random inputs."""
-    specs_a = input_specs(reference)
-    sa = _session(reference)
-    names_a = [o.name for o in sa.get_outputs()]
+    sa = Session(reference)
+    specs_a, names_a = sa.specs, sa.output_names
     names_b = list(output_names)
     dims = dict(dim_values or {})
     for s in specs_a:
@@ -238,12 +304,7 @@ def compare_with(
     worst: dict[str, OutputDiff] = {}
     for seed in seeds:
         feeds = random_feeds(specs_a, seed, dims)
-        try:
-            out_a = sa.run(None, feeds)
-        except Exception as e:
-            raise InputError(
-                f"onnxruntime failed to run the model: {str(e).splitlines()[0]}"
-            ) from e
+        out_a = sa.run(feeds)
         out_b = run(feeds)
         for name, a, b in zip(names_a, out_a, out_b, strict=True):
             d = compare_arrays(name, a, b, rtol, atol)

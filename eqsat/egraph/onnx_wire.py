@@ -1,0 +1,201 @@
+"""ONNX files at the protobuf wire level: weights read in place and written without copies.
+
+Consumes the bytes of an ``.onnx`` file and produces a ModelProto *skeleton*; consumes a
+skeleton plus numpy weights and produces the bytes of an ``.onnx`` file.
+
+Why: protobuf keeps every tensor's bytes inside the message, so ``onnx.load`` of VGG-19 copies
+548 MB into the proto, ``numpy_helper.to_array`` copies them again into numpy, and writing
+copies them into a proto (``from_array``) and once more into one serialized string. Here
+:func:`read_skeleton` scans the file's wire format (memory-mapped, nothing copied), parses
+only what is left once each large embedded initializer's ``raw_data`` is cut out, and turns
+those initializers into standard ONNX external-data references *into the file itself*
+(``location`` = the file's name, ``offset``/``length`` of the bytes). The skeleton is a valid
+ONNX model beside its file; its weights are memory-mapped on demand. :func:`write_inline` does
+the reverse: it streams the skeleton's fields and each weight's buffer to the file, writing the
+length prefixes protobuf needs by hand, so the bytes go from numpy to disk once.
+
+Only top-level graph initializers whose ``raw_data`` is at least ``min_bytes`` long and holds
+exactly ``prod(dims) * itemsize`` bytes of a fixed-size numeric type are cut out; everything
+else (small tensors, typed ``float_data`` fields, packed 4-bit types, subgraphs) stays as
+protobuf parsed it. ONNX stores raw data little-endian; on a big-endian machine nothing is cut.
+"""
+
+from __future__ import annotations
+
+import mmap
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.helper
+
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+MODEL_GRAPH, GRAPH_INITIALIZER, TENSOR_RAW_DATA = 7, 5, 9
+# dtypes whose raw_data is exactly prod(dims) * itemsize bytes, little-endian
+PLAIN_DTYPES = frozenset("float16 float32 float64 int8 int16 int32 int64 uint8 uint16 uint32 "
+                         "uint64 bool complex64 complex128".split())  # fmt: skip
+
+
+def _varint(buf, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("malformed varint")
+
+
+def encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _tag(field: int, wire: int) -> bytes:
+    return encode_varint(field << 3 | wire)
+
+
+def _fields(buf, start: int, end: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """(field number, wire type, field start, value start, value end) of a message's fields."""
+    pos = start
+    while pos < end:
+        field_start = pos
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == _VARINT:
+            _, value_end = _varint(buf, pos)
+        elif wire == _I64:
+            value_end = pos + 8
+        elif wire == _I32:
+            value_end = pos + 4
+        elif wire == _LEN:
+            length, pos = _varint(buf, pos)
+            value_end = pos + length
+        else:  # groups (3, 4) are not used by onnx.proto
+            raise ValueError(f"unsupported wire type {wire}")
+        if value_end > end:
+            raise ValueError("truncated message")
+        yield number, wire, field_start, pos, value_end
+        pos = value_end
+
+
+def _strip_tensor(buf, start: int, end: int, min_bytes: int) -> tuple[bytes, tuple[int, int]]:
+    """The tensor's bytes without its raw_data field, and that field's (offset, length); or
+    (b"", (0, 0)) when there is no single raw_data field of at least min_bytes."""
+    raw = [f for f in _fields(buf, start, end) if f[0] == TENSOR_RAW_DATA and f[1] == _LEN]
+    if len(raw) != 1 or raw[0][4] - raw[0][3] < min_bytes:
+        return b"", (0, 0)
+    _, _, fs, vs, ve = raw[0]
+    return bytes(buf[start:fs]) + bytes(buf[ve:end]), (vs, ve - vs)
+
+
+def _strip_graph(buf, start: int, end: int, min_bytes: int):
+    out = bytearray()
+    spans: list[tuple[int, int] | None] = []
+    for number, wire, fs, vs, ve in _fields(buf, start, end):
+        if number == GRAPH_INITIALIZER and wire == _LEN:
+            meta, span = _strip_tensor(buf, vs, ve, min_bytes)
+            if span[1]:
+                out += _tag(GRAPH_INITIALIZER, _LEN) + encode_varint(len(meta)) + meta
+                spans.append(span)
+                continue
+            spans.append(None)
+        out += buf[fs:ve]
+    return bytes(out), spans
+
+
+def read_skeleton(path: Path, min_bytes: int) -> onnx.ModelProto | None:
+    """The model in ``path`` with its large embedded weights turned into external-data
+    references to their bytes in the file itself; None when the file's layout is not the
+    plain one this handles (the caller then reads it with ``onnx.load``). DecodeError (from
+    protobuf) or ValueError when the file is not a protobuf message."""
+    if sys.byteorder != "little" or path.stat().st_size == 0:
+        return None
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        out = bytearray()
+        spans = None
+        for number, wire, fs, vs, ve in _fields(buf, 0, len(buf)):
+            if number == MODEL_GRAPH and wire == _LEN:
+                if spans is not None:
+                    return None  # two graph fields (protobuf would merge them): not handled
+                graph, spans = _strip_graph(buf, vs, ve, min_bytes)
+                out += _tag(MODEL_GRAPH, _LEN) + encode_varint(len(graph)) + graph
+            else:
+                out += buf[fs:ve]
+        model = onnx.ModelProto.FromString(bytes(out))
+        if spans is None or len(spans) != len(model.graph.initializer):
+            return None
+        for t, span in zip(model.graph.initializer, spans, strict=True):
+            if span is None:
+                continue
+            if _plain_nbytes(t) != span[1] or t.data_location == onnx.TensorProto.EXTERNAL:
+                t.raw_data = bytes(buf[span[0] : span[0] + span[1]])  # an odd one: keep inline
+                continue
+            t.data_location = onnx.TensorProto.EXTERNAL
+            for k, v in (("location", path.name), ("offset", span[0]), ("length", span[1])):
+                t.external_data.add(key=k, value=str(v))
+    return model
+
+
+def _plain_nbytes(t: onnx.TensorProto) -> int:
+    """prod(dims) * itemsize for a fixed-size numeric dtype; -1 for the others."""
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
+    except (KeyError, TypeError, ValueError):
+        return -1
+    if dtype.name not in PLAIN_DTYPES:
+        return -1
+    return int(np.prod(t.dims, dtype=np.int64)) * dtype.itemsize
+
+
+def write_inline(
+    model: onnx.ModelProto, path: Path, weights: Mapping[str, np.ndarray], pending: set[str]
+) -> None:
+    """Write ``model`` to ``path`` with the initializers named in ``pending`` (external
+    references in ``model``) embedded as raw_data taken from ``weights``, streamed from each
+    array's buffer. The initializers keep their order; the file is a normal ONNX file."""
+    if sys.byteorder != "little":
+        raise ValueError("write_inline writes little-endian raw data only")
+    head = onnx.ModelProto()
+    head.CopyFrom(model)
+    head.ClearField("graph")
+    graph = onnx.GraphProto()
+    graph.CopyFrom(model.graph)
+    del graph.initializer[:]
+    pieces: list[bytes | memoryview] = []
+    for t in model.graph.initializer:
+        if t.name not in pending:
+            b = t.SerializeToString()
+            pieces.append(_tag(GRAPH_INITIALIZER, _LEN) + encode_varint(len(b)) + b)
+            continue
+        meta = onnx.TensorProto()
+        meta.CopyFrom(t)
+        meta.ClearField("data_location")
+        del meta.external_data[:]
+        arr = np.ascontiguousarray(weights[t.name])
+        data = memoryview(arr.reshape(-1).view(np.uint8))
+        m = meta.SerializeToString()
+        raw_head = _tag(TENSOR_RAW_DATA, _LEN) + encode_varint(data.nbytes)
+        size = len(m) + len(raw_head) + data.nbytes
+        pieces.append(_tag(GRAPH_INITIALIZER, _LEN) + encode_varint(size) + m + raw_head)
+        pieces.append(data)
+    g = graph.SerializeToString()
+    graph_len = len(g) + sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in pieces)
+    with open(path, "wb") as f:
+        f.write(head.SerializeToString())
+        f.write(_tag(MODEL_GRAPH, _LEN) + encode_varint(graph_len))
+        f.write(g)
+        for p in pieces:
+            f.write(p)
