@@ -130,6 +130,32 @@ def digest(model: onnx.ModelProto, base_dir: Path | None) -> bytes:
     return h.digest()
 
 
+def differing_weight(
+    model: onnx.ModelProto, base_dir: Path, weights: Mapping[str, np.ndarray]
+) -> str | None:
+    """The name of the first external initializer of ``model`` (a file as :func:`load_model`
+    read it) whose bytes in the file differ from ``weights[name]``, or None when all match.
+    The file is read in chunks, not mapped: checking a file just written costs no memory."""
+    chunk = 1 << 24
+    buf = bytearray(chunk)
+    for t in model.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        loc, offset, length = _external_ref(t)
+        w = weights.get(t.name)
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
+        if w is None or w.dtype != dtype or w.shape != tuple(t.dims) or w.nbytes != length:
+            return t.name
+        want = _bytes_view(w)
+        with open(base_dir / loc, "rb") as f:
+            f.seek(offset)
+            for start in range(0, length, chunk):
+                n = f.readinto(memoryview(buf)[: min(chunk, length - start)])
+                if n != min(chunk, length - start) or buf[:n] != want[start : start + n]:
+                    return t.name
+    return None
+
+
 def materialize(
     model: onnx.ModelProto,
     base_dir: str | os.PathLike | None = None,

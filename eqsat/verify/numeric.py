@@ -113,6 +113,9 @@ class Session:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         opts.add_session_config_entry("session.disable_prepacking", "1")
+        # idle pool threads sleep instead of spinning: the gate alternates two sessions, and a
+        # spinning pool of one takes the cores from the other (and from a loaded machine)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types
