@@ -521,18 +521,22 @@ class Row:
         )
 
 
-def _peak_rss_mb(argv: list[str], timeout: float) -> tuple[int, str, str, float, float]:
-    """``_run`` under /usr/bin/time -v when present (the child's peak RSS in MB, else 0)."""
-    timer = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
+def _measured(argv: list[str], timeout: float) -> tuple[int, str, str, float, float, float]:
+    """``_run`` under GNU time -v when present: also the peak RSS in MB and the CPU seconds
+    (user + system, children included; on a shared machine they say more than wall time)."""
+    timer = "/usr/bin/time" if Path("/usr/bin/time").exists() else None
     if timer is None:
-        return (*_run(argv, timeout), 0.0)
+        return (*_run(argv, timeout), 0.0, 0.0)
     with tempfile.NamedTemporaryFile("r", suffix=".txt") as f:
         rc, out, err, s = _run([timer, "-v", "-o", f.name, *argv], timeout)
-        peak = 0.0
+        peak = cpu = 0.0
         for line in f.read().splitlines():
-            if "Maximum resident set size" in line:
-                peak = int(line.split(":")[1]) / 1024
-        return rc, out, err, s, peak
+            key, _, value = line.strip().partition(": ")
+            if key == "Maximum resident set size (kbytes)":
+                peak = int(value) / 1024
+            elif key in ("User time (seconds)", "System time (seconds)"):
+                cpu += float(value)
+        return rc, out, err, s, peak, cpu
 
 
 def run(root: Path, timeout: float, compile_: bool, pattern: str) -> int:
@@ -549,11 +553,11 @@ def run(root: Path, timeout: float, compile_: bool, pattern: str) -> int:
             rc, _, err, _ = _run([eqsat, "info", "--json", str(f)], timeout)
             row.info = rc
             out = Path(tmp) / f.name
-            rc, so, err, secs, peak = _peak_rss_mb(
+            rc, so, err, secs, peak, cpu = _measured(
                 [eqsat, "optimize", str(f), "-o", str(out), "--json"], timeout
             )
             row.exit_code, row.reason = rc, _reason(rc, err)
-            row.optimize_s = f"{secs:.1f}"
+            row.optimize_s = f"{secs:.1f}/{cpu:.1f}"
             row.peak_mb = f"{peak:.0f}" if peak else "-"
             try:
                 s = json.loads(so) if so.strip() else {}
@@ -587,8 +591,8 @@ def run(root: Path, timeout: float, compile_: bool, pattern: str) -> int:
     return 1 if bad else 0
 
 
-COLUMNS = ("file", "info", "nodes", "opt s", "peak MB", "gate", "verify", "compile", "exit",
-           "reason / phases")  # fmt: skip
+COLUMNS = ("file", "info", "nodes", "opt wall/cpu s", "peak MB", "gate", "verify", "compile",
+           "exit", "reason / phases")  # fmt: skip
 
 
 def _print_row(r: Row, header: bool) -> None:
