@@ -54,8 +54,8 @@ def compare(model: onnx.ModelProto | str | os.PathLike, threads: int = 1, reps: 
     eqsat compiled; each optimized and compiled model went through its verification gate."""
     from eqsat import pipeline
 
-    source = pipeline.load(model)
-    optimized = pipeline.optimize(source, pipeline.Options())
+    optimized = pipeline.optimize(model, pipeline.Options())
+    source = optimized.source  # self-contained: the sessions below are built from bytes
     compiled = pipeline.compile(
         optimized.model, pipeline.Options(target="llvm", egraph=False, threads=threads)
     ).compiled
