@@ -389,8 +389,13 @@ def _candidate(state: State) -> numeric.LoadedModel:
 
 
 def _reference(state: State) -> numeric.LoadedModel:
-    """The original model for the gate: as read, with the weights the import mapped."""
-    return numeric.LoadedModel(state.source, state.base_dir, state.original.weights)
+    """The original model for the gate: as read, with the weights the import mapped (unless
+    the import converted an old opset, which may rewrite initializers: then from the file)."""
+    opset = {o.domain: o.version for o in state.source.opset_import}.get("", 0)
+    same = opset >= onnx_io.MIN_OPSET
+    return numeric.LoadedModel(
+        state.source, state.base_dir, state.original.weights if same else None
+    )
 
 
 def _refuse_unless_ok(verdict: numeric.Verdict, what: str = "") -> None:
