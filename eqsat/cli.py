@@ -425,7 +425,8 @@ def _print_optimize(s: dict) -> None:
 
 
 def cmd_verify(args) -> int:
-    from eqsat.egraph.onnx_io import load_model, materialize
+    from eqsat.egraph.onnx_files import materialize
+    from eqsat.egraph.onnx_io import load_model
     from eqsat.verify import numeric
 
     _check_report_path(args.report)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import onnx
 
-from eqsat.egraph import onnx_io, passes
+from eqsat.egraph import onnx_files, onnx_io, passes
 from eqsat.egraph.ir import GraphError, TensorGraph
 from eqsat.egraph.ops import node_flops
 from eqsat.errors import InputError, VerificationError
@@ -134,11 +134,11 @@ class Result:
 
     @functools.cached_property
     def source(self) -> onnx.ModelProto:
-        return onnx_io.materialize(self.source_skeleton, self.base_dir, self.original.weights)
+        return onnx_files.materialize(self.source_skeleton, self.base_dir, self.original.weights)
 
     @functools.cached_property
     def model(self) -> onnx.ModelProto:
-        return onnx_io.materialize(self.skeleton, weights=self.graph.weights)
+        return onnx_files.materialize(self.skeleton, weights=self.graph.weights)
 
     def summary(self) -> dict:
         return {
@@ -356,7 +356,7 @@ def _onnx_checker(state: State) -> State:
     the checker reads the structure, not the bytes); the gate then runs that same reading."""
     try:
         state.saved = onnx_io.load_model(state.files[0])
-        onnx_io.check_file(state.saved, state.files[0])
+        onnx_files.check_file(state.saved, state.files[0])
     except (onnx.checker.ValidationError, InputError) as e:
         raise VerificationError(f"the optimized model fails onnx.checker: {e}") from e
     return state
@@ -382,7 +382,7 @@ def _candidate(state: State) -> numeric.LoadedModel:
     the arrays it was written from, once the file's bytes are checked equal to them (so the
     gate runs exactly the file, and unchanged weights share memory with the reference)."""
     scratch = state.files[0].parent
-    bad = onnx_io.differing_weight(state.saved, scratch, state.graph.weights)
+    bad = onnx_files.differing_weight(state.saved, scratch, state.graph.weights)
     if bad is not None:
         raise VerificationError(f"the written file's weight {bad!r} differs from the graph's")
     return numeric.LoadedModel(state.saved, scratch, state.graph.weights)
@@ -579,7 +579,7 @@ def _cache_key(source: onnx.ModelProto, base_dir: Path | None, options: Options)
 
     settings = repr([(f, getattr(options, f)) for f in _COMPILE_KEY_FIELDS])
     # the proto holds the large weights by reference: their bytes are hashed beside it
-    return compiled_module.cache_key(onnx_io.digest(source, base_dir), settings)
+    return compiled_module.cache_key(onnx_files.digest(source, base_dir), settings)
 
 
 def _from_cache(key: str, options: Options, output, progress: Progress | None, t0: float):

@@ -15,7 +15,6 @@ distinct weight once (identical tensors are deduplicated), and writes opaque nod
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,7 +25,7 @@ import onnx.helper
 import onnx.numpy_helper
 from google.protobuf.message import DecodeError
 
-from eqsat.egraph import onnx_wire
+from eqsat.egraph import onnx_files
 from eqsat.egraph.const_eval import SYMBOLIC_CONSUMERS, ConstEval
 from eqsat.egraph.ir import (
     ArrayAttr,
@@ -63,7 +62,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     if not p.is_file():
         raise InputError(f"{p}: no such file")
     try:
-        model = onnx_wire.read_skeleton(p, SMALL_TENSOR + 1)
+        model = onnx_files.read_skeleton(p, SMALL_TENSOR + 1)
         if model is None:
             model = onnx.load(str(p), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError, IndexError) as e:
@@ -72,112 +71,13 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise InputError(f"{p}: not an ONNX model (no graph)")
     for t in model.graph.initializer:
         if t.data_location == onnx.TensorProto.EXTERNAL:
-            loc, offset, length = _external_ref(t)
+            loc, offset, length = onnx_files.external_ref(t)
             f = p.parent / loc
             if not f.is_file() or f.stat().st_size < offset + length:
                 raise InputError(
                     f"{p}: external data {loc!r} of weight {t.name!r} is missing or truncated"
                 )
     return model
-
-
-def _external_ref(t: onnx.TensorProto) -> tuple[str, int, int]:
-    ext = {e.key: e.value for e in t.external_data}
-    n = int(np.prod(t.dims, dtype=np.int64))
-    itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
-    return ext.get("location", ""), int(ext.get("offset", 0)), int(ext.get("length", n * itemsize))
-
-
-def _read_tensor(
-    t: onnx.TensorProto, base_dir: Path | None, maps: dict[Path, np.ndarray] | None = None
-) -> np.ndarray:
-    """A weight as a numpy array; external data is a read-only view of its file, memory-mapped
-    once per file (``maps`` holds the maps of one import)."""
-    if t.data_location != onnx.TensorProto.EXTERNAL:
-        return onnx.numpy_helper.to_array(t)
-    if base_dir is None:
-        raise InputError(f"weight {t.name!r} is in an external file: load the model from a path")
-    loc, offset, length = _external_ref(t)
-    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
-    shape = tuple(int(d) for d in t.dims)
-    n = int(np.prod(shape, dtype=np.int64))
-    if n == 0:
-        return np.zeros(shape, dtype)
-    maps = {} if maps is None else maps
-    f = base_dir / loc
-    if f not in maps:
-        maps[f] = np.memmap(f, dtype=np.uint8, mode="r")
-    return maps[f][offset : offset + n * dtype.itemsize].view(dtype).reshape(shape)
-
-
-def external_weights(model: onnx.ModelProto, base_dir: Path | None) -> dict[str, np.ndarray]:
-    """The initializers of ``model`` whose bytes are outside the proto (in the model file itself
-    or in data files), as read-only memory-mapped arrays."""
-    maps: dict[Path, np.ndarray] = {}
-    return {
-        t.name: _read_tensor(t, base_dir, maps)
-        for t in model.graph.initializer
-        if t.data_location == onnx.TensorProto.EXTERNAL
-    }
-
-
-def digest(model: onnx.ModelProto, base_dir: Path | None) -> bytes:
-    """sha256 of the model and of its external weights' bytes (read in place)."""
-    h = hashlib.sha256(model.SerializeToString())
-    for name, w in external_weights(model, base_dir).items():
-        h.update(name.encode())
-        h.update(_bytes_view(w))
-    return h.digest()
-
-
-def differing_weight(
-    model: onnx.ModelProto, base_dir: Path, weights: Mapping[str, np.ndarray]
-) -> str | None:
-    """The name of the first external initializer of ``model`` (a file as :func:`load_model`
-    read it) whose bytes in the file differ from ``weights[name]``, or None when all match.
-    The file is read in chunks, not mapped: checking a file just written costs no memory."""
-    chunk = 1 << 24
-    buf = bytearray(chunk)
-    for t in model.graph.initializer:
-        if t.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        loc, offset, length = _external_ref(t)
-        w = weights.get(t.name)
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
-        if w is None or w.dtype != dtype or w.shape != tuple(t.dims) or w.nbytes != length:
-            return t.name
-        want = _bytes_view(w)
-        with open(base_dir / loc, "rb") as f:
-            f.seek(offset)
-            for start in range(0, length, chunk):
-                n = f.readinto(memoryview(buf)[: min(chunk, length - start)])
-                if n != min(chunk, length - start) or buf[:n] != want[start : start + n]:
-                    return t.name
-    return None
-
-
-def materialize(
-    model: onnx.ModelProto,
-    base_dir: str | os.PathLike | None = None,
-    weights: Mapping[str, np.ndarray] | None = None,
-) -> onnx.ModelProto:
-    """A self-contained copy of ``model``: every external initializer's bytes inside the proto,
-    read from ``weights`` (by name) or else from the files under ``base_dir``. Costs a copy of
-    the weights; for APIs that hand a ModelProto to someone else (tests, reports)."""
-    ext = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    if not ext:
-        return model
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    base = Path(base_dir) if base_dir is not None else None
-    maps: dict[Path, np.ndarray] = {}
-    for t in out.graph.initializer:
-        if t.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        w = weights[t.name] if weights is not None and t.name in weights else None
-        w = _read_tensor(t, base, maps) if w is None else w
-        t.CopyFrom(onnx.numpy_helper.from_array(np.asarray(w), t.name))
-    return out
 
 
 def _one_line(e: BaseException) -> str:
@@ -341,7 +241,7 @@ def import_onnx(
     weights: dict[str, np.ndarray] = {}
     maps: dict[Path, np.ndarray] = {}
     for t in g.initializer:
-        weights[t.name] = _read_tensor(t, base, maps)
+        weights[t.name] = onnx_files.read_tensor(t, base, maps)
     for st in g.sparse_initializer:
         weights[st.values.name] = onnx.numpy_helper.to_array(st)
 
@@ -478,14 +378,9 @@ def _dedup_weights(graph: TensorGraph, keep: set[str]) -> dict[str, str]:
 def _sample(w: np.ndarray, window: int = 4096) -> bytes:
     """A few pages of a tensor's bytes (its start, middle and end): tensors that differ there
     are not compared in full, and weights memory-mapped from a file are barely read."""
-    b = _bytes_view(w)
+    b = onnx_files.bytes_view(w)
     mid = max(0, b.nbytes // 2 - window // 2)
     return bytes(b[:window]) + bytes(b[mid : mid + window]) + bytes(b[-window:])
-
-
-def _bytes_view(w: np.ndarray) -> memoryview:
-    """The bytes of an array without a copy where it is contiguous (memory-mapped weights)."""
-    return memoryview(np.ascontiguousarray(w).reshape(-1).view(np.uint8))
 
 
 PENDING = "__eqsat_pending__"  # location of external tensors whose bytes save_model writes
@@ -493,7 +388,7 @@ SMALL_TENSOR = 1024  # bytes: tensors up to this size stay inline even in extern
 
 
 def _initializer(name: str, w: np.ndarray, external: bool) -> onnx.TensorProto:
-    if not external or w.nbytes <= SMALL_TENSOR or w.dtype.name not in onnx_wire.PLAIN_DTYPES:
+    if not external or w.nbytes <= SMALL_TENSOR or w.dtype.name not in onnx_files.PLAIN_DTYPES:
         return onnx.numpy_helper.from_array(np.asarray(w), name)
     t = onnx.TensorProto()
     t.name = name
@@ -535,9 +430,7 @@ def export_onnx(graph: TensorGraph, inline_weights: bool = True) -> onnx.ModelPr
 
     used = {r(i) for n in graph.nodes for i in n.reads} | set(graph.outputs)
     kept = {k: w for k, w in graph.weights.items() if k in used and k not in rename}
-    external = (
-        not inline_weights or sum(w.nbytes for w in kept.values()) > EXTERNAL_DATA_THRESHOLD
-    )
+    external = not inline_weights or sum(w.nbytes for w in kept.values()) > EXTERNAL_DATA_THRESHOLD
     inits = [_initializer(name, w, external) for name, w in kept.items()]
     g = onnx.helper.make_graph(
         nodes,
@@ -578,7 +471,7 @@ def save_model(
     weights: Mapping[str, np.ndarray] | None = None,
 ) -> list[Path]:
     """Write ``model`` to ``path``. Weights :func:`export_onnx` left pending get their bytes
-    from ``weights``: streamed into the file itself (:func:`onnx_wire.write_inline`), or into
+    from ``weights``: streamed into the file itself (:func:`onnx_files.write_inline`), or into
     ``<name>.data`` when they exceed ``EXTERNAL_DATA_THRESHOLD``; a model built elsewhere whose
     weights exceed it is also split. Not atomic by itself (the pipeline writes into a temporary
     directory and renames). Returns the files."""
@@ -594,7 +487,7 @@ def save_model(
         raise ValueError("this model has pending external weights: pass weights=")
     size = sum(np.asarray(weights[t.name]).nbytes for t in pending) if pending else 0
     if pending and size + weight_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
-        onnx_wire.write_inline(model, p, weights, {t.name for t in pending})
+        onnx_files.write_inline(model, p, weights, {t.name for t in pending})
         return [p]
     if pending:
         model_out = onnx.ModelProto()
@@ -623,18 +516,6 @@ def save_model(
         return [p, p.parent / data]
     onnx.save_model(model, str(p))
     return [p]
-
-
-def check_file(model: onnx.ModelProto, path: Path) -> None:
-    """onnx.checker (full check) on ``model``, the file ``path`` as :func:`load_model` read it:
-    its large weights are references into ``path``, so the checker reads the structure and
-    checks that the references resolve, without loading the weights. ValidationError."""
-    probe = path.with_name(f".{path.name}.check.onnx")
-    try:
-        onnx.save_model(model, str(probe))
-        onnx.checker.check_model(str(probe), full_check=True)
-    finally:
-        probe.unlink(missing_ok=True)
 
 
 def value_names(nodes: Iterable[Node]) -> set[str]:

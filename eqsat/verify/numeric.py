@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from eqsat.egraph import onnx_io
+from eqsat.egraph import onnx_files, onnx_io
 from eqsat.errors import InputError
 
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-5
 DEFAULT_SEEDS = (0, 1, 2)
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -139,7 +140,7 @@ def _with_weights_as_inputs(m: LoadedModel) -> tuple[bytes, dict[str, np.ndarray
     if not ext:
         return m.model.SerializeToString(), {}
     given = m.weights or {}
-    mapped = onnx_io.external_weights(
+    mapped = onnx_files.external_weights(
         _only(m.model, [t for t in ext if t.name not in given]), m.base_dir
     )
     feeds = {t.name: given[t.name] if t.name in given else mapped[t.name] for t in ext}

@@ -1,4 +1,4 @@
-"""Weights read in place and written from numpy (eqsat.egraph.onnx_wire via onnx_io)."""
+"""Weights read in place and written from numpy (eqsat.egraph.onnx_files via onnx_io)."""
 
 import numpy as np
 import onnx
@@ -6,7 +6,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from eqsat import pipeline
-from eqsat.egraph import onnx_io, onnx_wire
+from eqsat.egraph import onnx_files, onnx_io
 from eqsat.verify import numeric
 from tests.helpers import init, model, vi
 
@@ -48,7 +48,7 @@ def test_large_weights_are_read_in_place_and_equal_onnx_reading(tmp_path):
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
     # a self-contained copy is the model onnx itself reads
-    full = onnx_io.materialize(skeleton, tmp_path)
+    full = onnx_files.materialize(skeleton, tmp_path)
     for a, b in zip(full.graph.initializer, m.graph.initializer, strict=True):
         np.testing.assert_array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
 
@@ -76,9 +76,7 @@ def test_written_file_is_a_plain_onnx_file_with_the_same_weights(tmp_path):
     assert onnx_io.save_model(exported, out, weights=g.weights) == [out]
     back = onnx.load(str(out))  # onnx's own reader: every byte inline
     onnx.checker.check_model(back, full_check=True)
-    assert [t.name for t in back.graph.initializer] == [
-        t.name for t in exported.graph.initializer
-    ]
+    assert [t.name for t in back.graph.initializer] == [t.name for t in exported.graph.initializer]
     for t in back.graph.initializer:
         assert t.data_location == onnx.TensorProto.DEFAULT
         np.testing.assert_array_equal(numpy_helper.to_array(t), arrays[t.name])
@@ -87,7 +85,7 @@ def test_written_file_is_a_plain_onnx_file_with_the_same_weights(tmp_path):
 def test_varint_round_trip():
     for n in (0, 1, 127, 128, 300, 2**31, 2**40 + 5):
         # a one-field message: TensorProto.dims (field 1, varint), as protobuf decodes it
-        assert onnx.TensorProto.FromString(b"\x08" + onnx_wire.encode_varint(n)).dims == [n]
+        assert onnx.TensorProto.FromString(b"\x08" + onnx_files.encode_varint(n)).dims == [n]
 
 
 def test_optimize_reads_and_writes_weights_without_protobuf_copies(tmp_path):
@@ -138,7 +136,7 @@ def test_compile_cache_key_covers_the_weight_bytes(tmp_path):
         d = tmp_path / str(k)
         d.mkdir()
         onnx.save_model(m, str(d / "m.onnx"))  # same name, same layout, other bytes
-        keys.append(onnx_io.digest(onnx_io.load_model(d / "m.onnx"), d))
+        keys.append(onnx_files.digest(onnx_io.load_model(d / "m.onnx"), d))
     assert keys[0] != keys[1]
 
 
@@ -154,8 +152,8 @@ def test_a_written_file_whose_bytes_differ_from_the_graph_is_caught(tmp_path):
     w = np.random.default_rng(4).standard_normal((64, 64)).astype(np.float32)
     _, p = _weights_model(tmp_path, {"w": w})
     skeleton = onnx_io.load_model(p)
-    assert onnx_io.differing_weight(skeleton, tmp_path, {"w": w}) is None
+    assert onnx_files.differing_weight(skeleton, tmp_path, {"w": w}) is None
     changed = w.copy()
     changed[63, 63] += 1.0  # the last chunk's last element
-    assert onnx_io.differing_weight(skeleton, tmp_path, {"w": changed}) == "w"
-    assert onnx_io.differing_weight(skeleton, tmp_path, {}) == "w"
+    assert onnx_files.differing_weight(skeleton, tmp_path, {"w": changed}) == "w"
+    assert onnx_files.differing_weight(skeleton, tmp_path, {}) == "w"

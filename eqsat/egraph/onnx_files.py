@@ -1,7 +1,9 @@
-"""ONNX files at the protobuf wire level: weights read in place and written without copies.
+"""The weights of ONNX files: read in place and written without copies, at the protobuf wire
+level; and what the pipeline does with a model read that way (map, hash, check, materialize).
 
 Consumes the bytes of an ``.onnx`` file and produces a ModelProto *skeleton*; consumes a
-skeleton plus numpy weights and produces the bytes of an ``.onnx`` file.
+skeleton plus numpy weights and produces the bytes of an ``.onnx`` file. :mod:`.onnx_io` reads
+and writes models through it.
 
 Why: protobuf keeps every tensor's bytes inside the message, so ``onnx.load`` of VGG-19 copies
 548 MB into the proto, ``numpy_helper.to_array`` copies them again into numpy, and writing
@@ -22,14 +24,20 @@ protobuf parsed it. ONNX stores raw data little-endian; on a big-endian machine 
 
 from __future__ import annotations
 
+import hashlib
 import mmap
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.checker
 import onnx.helper
+import onnx.numpy_helper
+
+from eqsat.errors import InputError
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 MODEL_GRAPH, GRAPH_INITIALIZER, TENSOR_RAW_DATA = 7, 5, 9
@@ -199,3 +207,122 @@ def write_inline(
         f.write(g)
         for p in pieces:
             f.write(p)
+
+
+# ------------------------------------------------------------------ weights of loaded models
+
+
+def external_ref(t: onnx.TensorProto) -> tuple[str, int, int]:
+    ext = {e.key: e.value for e in t.external_data}
+    n = int(np.prod(t.dims, dtype=np.int64))
+    itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+    return ext.get("location", ""), int(ext.get("offset", 0)), int(ext.get("length", n * itemsize))
+
+
+def read_tensor(
+    t: onnx.TensorProto, base_dir: Path | None, maps: dict[Path, np.ndarray] | None = None
+) -> np.ndarray:
+    """A weight as a numpy array; external data is a read-only view of its file, memory-mapped
+    once per file (``maps`` holds the maps of one import)."""
+    if t.data_location != onnx.TensorProto.EXTERNAL:
+        return onnx.numpy_helper.to_array(t)
+    if base_dir is None:
+        raise InputError(f"weight {t.name!r} is in an external file: load the model from a path")
+    loc, offset, length = external_ref(t)
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
+    shape = tuple(int(d) for d in t.dims)
+    n = int(np.prod(shape, dtype=np.int64))
+    if n == 0:
+        return np.zeros(shape, dtype)
+    maps = {} if maps is None else maps
+    f = base_dir / loc
+    if f not in maps:
+        maps[f] = np.memmap(f, dtype=np.uint8, mode="r")
+    return maps[f][offset : offset + n * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def external_weights(model: onnx.ModelProto, base_dir: Path | None) -> dict[str, np.ndarray]:
+    """The initializers of ``model`` whose bytes are outside the proto (in the model file itself
+    or in data files), as read-only memory-mapped arrays."""
+    maps: dict[Path, np.ndarray] = {}
+    return {
+        t.name: read_tensor(t, base_dir, maps)
+        for t in model.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+    }
+
+
+def digest(model: onnx.ModelProto, base_dir: Path | None) -> bytes:
+    """sha256 of the model and of its external weights' bytes (read in place)."""
+    h = hashlib.sha256(model.SerializeToString())
+    for name, w in external_weights(model, base_dir).items():
+        h.update(name.encode())
+        h.update(bytes_view(w))
+    return h.digest()
+
+
+def differing_weight(
+    model: onnx.ModelProto, base_dir: Path, weights: Mapping[str, np.ndarray]
+) -> str | None:
+    """The name of the first external initializer of ``model`` (a file as :func:`load_model`
+    read it) whose bytes in the file differ from ``weights[name]``, or None when all match.
+    The file is read in chunks, not mapped: checking a file just written costs no memory."""
+    chunk = 1 << 24
+    buf = bytearray(chunk)
+    for t in model.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        loc, offset, length = external_ref(t)
+        w = weights.get(t.name)
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
+        if w is None or w.dtype != dtype or w.shape != tuple(t.dims) or w.nbytes != length:
+            return t.name
+        want = bytes_view(w)
+        with open(base_dir / loc, "rb") as f:
+            f.seek(offset)
+            for start in range(0, length, chunk):
+                n = f.readinto(memoryview(buf)[: min(chunk, length - start)])
+                if n != min(chunk, length - start) or buf[:n] != want[start : start + n]:
+                    return t.name
+    return None
+
+
+def materialize(
+    model: onnx.ModelProto,
+    base_dir: str | os.PathLike | None = None,
+    weights: Mapping[str, np.ndarray] | None = None,
+) -> onnx.ModelProto:
+    """A self-contained copy of ``model``: every external initializer's bytes inside the proto,
+    read from ``weights`` (by name) or else from the files under ``base_dir``. Costs a copy of
+    the weights; for APIs that hand a ModelProto to someone else (tests, reports)."""
+    ext = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if not ext:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    base = Path(base_dir) if base_dir is not None else None
+    maps: dict[Path, np.ndarray] = {}
+    for t in out.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        w = weights[t.name] if weights is not None and t.name in weights else None
+        w = read_tensor(t, base, maps) if w is None else w
+        t.CopyFrom(onnx.numpy_helper.from_array(np.asarray(w), t.name))
+    return out
+
+
+def bytes_view(w: np.ndarray) -> memoryview:
+    """The bytes of an array without a copy where it is contiguous (memory-mapped weights)."""
+    return memoryview(np.ascontiguousarray(w).reshape(-1).view(np.uint8))
+
+
+def check_file(model: onnx.ModelProto, path: Path) -> None:
+    """onnx.checker (full check) on ``model``, the file ``path`` as ``onnx_io.load_model`` read
+    it: its large weights are references into ``path``, so the checker reads the structure and
+    checks that the references resolve, without loading the weights. ValidationError."""
+    probe = path.with_name(f".{path.name}.check.onnx")
+    try:
+        onnx.save_model(model, str(probe))
+        onnx.checker.check_model(str(probe), full_check=True)
+    finally:
+        probe.unlink(missing_ok=True)
