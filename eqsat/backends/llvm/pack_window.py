@@ -1,5 +1,5 @@
 """The B packer of a guarded window read (:class:`~eqsat.backends.llvm.tensorize_plan.WindowB`):
-a padded stride-1 convolution's im2col, packed with masked vector loads.
+a padded convolution's im2col, packed with masked vector loads (stride 1) or masked gathers.
 
 Consumes a ``WindowB``, the plan's tile (``nr``, ``vw``, ``kc``, rows mode and the innermost N
 extent) and a builder positioned in the ``pack_b`` helper's entry with its arguments; emits the
@@ -9,11 +9,12 @@ block zero).
 
 How: the block's columns are ``(o, w)`` pairs, ``nw`` per output row. A vector of ``vw``
 consecutive columns touches at most ``ceil((vw - 1) / nw) + 1`` output rows ("pieces"); in
-one piece the lanes read consecutive floats (``w`` has coefficient 1) and each guard
-``f >= 0`` / ``f < 0`` with ``w`` in it bounds the lanes to a range, one without ``w`` is on
-or off for the whole piece. So a piece is one ``llvm.masked.load`` (lane range mask) whose
-pass-through is the previous pieces' result, starting from zero: the Select's value, read
-only where the guard holds, with no per-element index arithmetic or branch. Everything that
+one piece the lanes read floats ``s`` apart (``w`` has the coefficient ``s``, the stride) and
+each guard ``f >= 0`` / ``f < 0`` with ``w`` in it bounds the lanes to a range, one without
+``w`` is on or off for the whole piece. So a piece is one ``llvm.masked.load`` (a
+``llvm.masked.gather`` for a stride over 1; a lane range mask) whose pass-through is the
+previous pieces' result, starting from zero: the Select's value, read only where the guard
+holds, with no per-element index arithmetic or branch. Everything that
 depends on the column only (the piece's row, its lane range inside the block, the N part of
 the address and of each guard) is computed per panel, outside the K loop.
 
@@ -28,6 +29,7 @@ import llvmlite.ir as ir
 from eqsat.backends.llvm.emit import (
     I32,
     I64,
+    PTR,
     Intrinsics,
     gep,
     i64,
@@ -41,6 +43,14 @@ from eqsat.backends.llvm.tensorize_plan import WindowB
 
 def _smax(b: ir.IRBuilder, x, y):
     return b.select(b.icmp_signed(">", x, y), x, y)
+
+
+def _floordiv(b: ir.IRBuilder, x, s: int):
+    """``floor(x / s)`` for a positive constant ``s`` (``sdiv`` rounds toward zero)."""
+    if s == 1:
+        return x
+    neg = b.icmp_signed("<", x, i64(0))
+    return b.sdiv(b.select(neg, b.sub(x, i64(s - 1)), x), i64(s))
 
 
 def _decompose(b: ir.IRBuilder, x, axes) -> dict[str, ir.Value]:
@@ -75,6 +85,7 @@ def emit_window_pack(b: ir.IRBuilder, wb: WindowB, src, dst, bi, o0, nrows, w0, 
     npan = b.sdiv(b.add(nc, i64(nr - 1)), i64(nr), name="npan")
     ncpad = b.mul(npan, i64(nr))
     iota = ir.Constant(ir.VectorType(I64, vw), list(range(vw)))
+    lanes = ir.Constant(ir.VectorType(I64, vw), [4 * j * wb.stride for j in range(vw)])  # bytes
     zero = ir.Constant(vec(vw), [0.0] * vw)
     benv = _decompose(b, bi, wb.batch)
     forms = [wb.addr, *wb.lower, *wb.upper]
@@ -110,11 +121,14 @@ def emit_window_pack(b: ir.IRBuilder, wb: WindowB, src, dst, bi, o0, nrows, w0, 
                         for i, f in enumerate(forms[1:]):
                             val = vals[1 + i]
                             lower = i < nlow
-                            if f.get(wb.w, 0):  # lane j has val + j: bound the lane range
-                                if lower:  # val + j >= 0
-                                    lo = _smax(b, lo, b.sub(i64(0), val))
-                                else:  # val + j < 0
-                                    hi = smin(b, hi, b.sub(i64(0), val))
+                            if f.get(wb.w, 0):  # lane j has val + s*j: bound the lane range
+                                # val + s*j >= 0 <=> j >= -floor(val / s); val + s*j < 0 <=>
+                                # j < -floor(val / s) (for integer j)
+                                edge = b.sub(i64(0), _floordiv(b, val, wb.stride))
+                                if lower:
+                                    lo = _smax(b, lo, edge)
+                                else:
+                                    hi = smin(b, hi, edge)
                             else:
                                 ok = b.and_(ok, b.icmp_signed(">=" if lower else "<", val,
                                                               i64(0)))
@@ -122,5 +136,12 @@ def emit_window_pack(b: ir.IRBuilder, wb: WindowB, src, dst, bi, o0, nrows, w0, 
                         mask = b.and_(b.icmp_signed(">=", iota, splat(b, lo, vw)),
                                       b.icmp_signed("<", iota, splat(b, hi, vw)))
                         ptr = gep(b, src, vals[0])
-                        acc = b.call(intr.masked_load(vw), [ptr, ir.Constant(I32, 4), mask, acc])
+                        if wb.stride == 1:
+                            acc = b.call(intr.masked_load(vw), [ptr, ir.Constant(I32, 4), mask,
+                                                                 acc])
+                        else:
+                            base = splat(b, b.ptrtoint(ptr, I64), vw)
+                            ptrs = b.inttoptr(b.add(base, lanes), ir.VectorType(PTR, vw))
+                            acc = b.call(intr.masked_gather(vw), [ptrs, ir.Constant(I32, 4),
+                                                                   mask, acc])
                     b.store(acc, gep(b, dst1, v * vw), align=4 * vw)

@@ -37,18 +37,20 @@ from llvmlite import ir
 from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.codegen_expr import I64, PTR
 from eqsat.backends.llvm.codegen_stmt import PARALLEL_FOR, FunctionEmitter, function
-from eqsat.backends.llvm.emit import i64, loop, smin
+from eqsat.backends.llvm.emit import Intrinsics, i64, lane_mask, loop, masked_load, smin
 from eqsat.backends.llvm.microkernel import Epilogue, emit_microkernel
 from eqsat.backends.llvm.pack import emit_pack_b
 from eqsat.backends.llvm.pack_window import emit_window_pack
 from eqsat.backends.llvm.tensorize_plan import (
+    PiecewiseB,
     PlainB,
     Plan,
-    choose_plan,
     epilogue,
     extents,
+    orient,
     pack_a,
     pack_b,
+    piecewise_b,
     plain_b,
     window_b,
 )
@@ -91,7 +93,7 @@ class _Ctx:
 def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contraction,
                     sizes: tuple[str, ...]) -> ir.Function:
     caps = Capabilities.host()
-    plan = choose_plan(c, caps)
+    c, plan = orient(c, caps)
     sym = fn.name
     cx = _Ctx(module, k, sizes, sym)
     wa, wb, wc = _ws("tz.wa"), _ws("tz.wb"), _ws("tz.wc")
@@ -100,6 +102,8 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
     plain = plain_b(c)
     if plain is not None:
         fb = _plain_pack_b(cx, plan, plain, len(pb_ints))
+    elif (pw := piecewise_b(c)) is not None:
+        fb = _piecewise_pack_b(cx, plan, pw, len(pb_ints))
     elif (win := window_b(c)) is not None:
         fb = _window_pack_b(cx, plan, win, len(pb_ints))
     else:
@@ -130,6 +134,48 @@ def _plain_pack_b(cx: _Ctx, plan: Plan, pl: PlainB, nints: int) -> ir.Function:
     nc = b.mul(nrows, nw)
     npan = b.sdiv(b.add(nc, i64(plan.nr - 1)), i64(plan.nr))
     b.call(packer, [_gep(b, src, first), i64(pl.ldb), kdim, nc, fn.args[-1], i64(0), npan])
+    b.ret_void()
+    return fn
+
+
+def _piecewise_pack_b(cx: _Ctx, plan: Plan, pw: PiecewiseB, nints: int) -> ir.Function:
+    """``pack_b`` for a :class:`PiecewiseB` operand: per K row, the row pointer of the piece
+    that holds it (a select chain), then the block's columns copied as (masked) vectors into
+    :func:`~eqsat.backends.llvm.tensorize_plan.pack_b`'s layout."""
+    k = cx.k
+    types = [PTR] * len(k.params) + [I64] * (len(cx.sizes) + nints) + [PTR]
+    fn = function(cx.module, f"{cx.sym}.pack_b", types, internal=True)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    names = [p.name for p in k.params]
+    bi, o0, nrows, w0, nw, kdim = fn.args[len(k.params) + len(cx.sizes):-1]
+    dst = fn.args[-1]
+    bases = []
+    for pl in pw.pieces:
+        first = b.add(b.add(b.mul(o0, i64(pl.w)), w0), b.add(b.mul(bi, i64(pl.sb)), i64(pl.off)))
+        bases.append(_gep(b, fn.args[names.index(pl.buffer.name)], first))
+    nr, vw = plan.nr, plan.vw
+    intr = Intrinsics(cx.module)
+    nc = b.mul(nrows, nw)
+    npan = _ceil(b, nc, nr)
+    ncpad = b.mul(npan, i64(nr))
+    with loop(b, 0, npan, name="p") as p:
+        col = b.mul(p, i64(nr))
+        masks = [lane_mask(b, v * vw, b.sub(nc, col), vw) for v in range(nr // vw)]
+        with loop(b, 0, kdim, plan.kc, name="pc") as pc:
+            kc = smin(b, i64(plan.kc), b.sub(kdim, pc))
+            dst0 = _gep(b, dst, b.add(b.mul(pc, ncpad), b.mul(p, b.mul(kc, i64(nr)))))
+            with loop(b, 0, kc, name="kk") as kk:
+                row = b.add(pc, kk)
+                ptr = _gep(b, bases[0], b.mul(row, i64(pw.pieces[0].ldb)))
+                for start, pl in zip(pw.starts[1:], pw.pieces[1:], strict=True):
+                    mine = _gep(b, bases[pw.pieces.index(pl)],
+                                b.mul(b.sub(row, i64(start)), i64(pl.ldb)))
+                    ptr = b.select(b.icmp_signed(">=", row, i64(start)), mine, ptr)
+                src = _gep(b, ptr, col)
+                out = _gep(b, dst0, b.mul(kk, i64(nr)))
+                for v, mask in enumerate(masks):
+                    x = masked_load(b, intr, _gep(b, src, i64(v * vw)), mask, vw)
+                    b.store(x, _gep(b, out, i64(v * vw)), align=4 * vw)
     b.ret_void()
     return fn
 

@@ -9,13 +9,30 @@ import numpy as np
 import pytest
 
 from eqsat import pipeline
+from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.runtime import compile as llvm_compile
-from eqsat.backends.llvm.tensorize_plan import TASK_MULTIPLE, _split, plain_b, window_b
+from eqsat.backends.llvm.tensorize_plan import (
+    TASK_MULTIPLE,
+    _split,
+    choose_plan,
+    orient,
+    padded_share,
+    piecewise_b,
+    plain_b,
+    window_b,
+)
 from eqsat.examples import example_names
 from eqsat.lower.contraction import match_contraction
 from eqsat.lower.interpret import interpret
 
-from ..lower.contraction_models import CASES, conv, force_tensorize, gemm_transb, matmul
+from ..lower.contraction_models import (
+    CASES,
+    concat_conv,
+    conv,
+    force_tensorize,
+    gemm_transb,
+    matmul,
+)
 
 rng = np.random.default_rng(3)
 
@@ -145,7 +162,62 @@ def test_window_b_dilated_padded_conv(hw):
     _check(p, weights)
 
 
-def test_window_b_only_for_unit_stride_guarded_reads():
-    for p, _ in (conv(stride=2, pad=1), conv(kernel=1), gemm_transb()):
-        (c,) = [x for x in map(match_contraction, p.kernels) if x is not None]
-        assert window_b(c) is None
+@pytest.mark.parametrize("hw", [7, 14, 23])
+@pytest.mark.parametrize("kernel, stride, pad, batch", [(3, 2, 1, 1), (3, 2, 0, 2), (7, 2, 3, 1),
+                                                        (3, 3, 1, 1), (3, 1, 0, 1),
+                                                        (5, 2, 2, 2)])
+def test_window_b_strided_and_unpadded_convs(hw, kernel, stride, pad, batch):
+    """Strided convs (lanes ``stride`` floats apart: masked gathers) and unpadded ones (no
+    guard) pack through the window form too: the same floats as interpret()."""
+    p, weights = conv(ci=6, co=5, hw=hw, kernel=kernel, stride=stride, pad=pad, batch=batch)
+    (c,) = [x for x in map(match_contraction, p.kernels) if x is not None]
+    wb = window_b(c)
+    assert wb is not None and wb.stride == stride
+    _check(p, weights)
+
+
+def test_window_b_not_for_transposed_reads():
+    """A transposed operand (w's stride a whole row) stays on the generic packer."""
+    (c,) = [x for x in map(match_contraction, gemm_transb()[0].kernels) if x is not None]
+    assert window_b(c) is None
+
+
+def _contraction(p):
+    (c,) = [x for x in map(match_contraction, p.kernels) if x is not None]
+    return c
+
+
+@pytest.mark.parametrize("parts, batch", [((5, 3, 9), 1), ((16, 16), 1), ((1, 40, 2, 7), 1),
+                                           ((200, 100), 1)])
+def test_piecewise_b_concat_into_1x1_conv(parts, batch):
+    """A channel concat read by a 1×1 conv packs per K row from the piece that holds it
+    (PiecewiseB), pieces inside and across KC slices; the same floats as interpret()."""
+    p, weights = concat_conv(parts=parts, hw=11, batch=batch)
+    pw = piecewise_b(_contraction(p))
+    assert pw is not None and len(pw.pieces) == len(parts)
+    assert pw.starts == tuple(sum(parts[:i]) for i in range(len(parts)))
+    _check(p, weights)
+
+
+def test_piecewise_b_not_for_windows():
+    """A concat read by a 3×3 conv is a window per piece, not a plain read: not piecewise."""
+    p, _ = concat_conv(kernel=3)
+    assert piecewise_b(_contraction(p)) is None
+
+
+@pytest.mark.parametrize("ci, hw, co, swap", [(64, 56, 64, False), (256, 14, 256, True),
+                                               (512, 7, 512, True), (64, 55, 16, False)])
+def test_orient_exchanges_only_padded_wide_contractions(ci, hw, co, swap):
+    """Convs on 14×14 / 7×7 images pad a 2-vector column tile by 23 %: with 256+ output
+    channels they run exchanged (channels on the vector axis); 56×56 or 16 channels do not."""
+    p, _ = conv(ci=ci, co=co, hw=hw, pad=1)
+    c = _contraction(p)
+    caps = Capabilities.host()
+    oc, plan = orient(c, caps)
+    assert (oc.m == c.n) is swap
+    if swap:
+        assert padded_share(oc, plan) > padded_share(c, choose_plan(c, caps))
+
+
+def test_orient_exchanged_conv_matches():
+    _check(*conv(ci=24, co=160, hw=7, pad=1, bn=True, residual=True))
