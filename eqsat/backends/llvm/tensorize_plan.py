@@ -493,13 +493,13 @@ def piecewise_b(c: Contraction) -> PiecewiseB | None:
 @dataclass(frozen=True)
 class WindowB:
     """B = ``Select(guard, buffer[flat], 0)`` (or an unguarded ``buffer[flat]``) with ``flat``
-    affine in the axes, the innermost N axis ``w`` at a coefficient ``stride`` >= 1 (floats ``stride`` apart along it), and
-    ``guard`` a conjunction of ``affine >= bound`` / ``affine < bound`` in which ``w`` has
-    coefficient 0 or ``stride`` — a padded convolution's im2col (``x[n, c, s*h + kh - p,
-    s*w + kw - p]`` inside the image). Per K row and vector of a panel, the lanes of one
-    output row read floats ``stride`` apart and the guard bounds them to a lane range: one
-    masked load (stride 1) or masked gather per row the vector touches (``pack_window.py``),
-    zero outside — what the Select gives."""
+    affine in the axes, the innermost N axis ``w`` at a coefficient ``stride`` >= 1 (floats
+    ``stride`` apart along it), and ``guard`` a conjunction of ``affine >= bound`` /
+    ``affine < bound`` in which ``w`` has coefficient 0 or ``stride`` — a padded
+    convolution's im2col (``x[n, c, s*h + kh - p, s*w + kw - p]`` inside the image). Per K
+    row and vector of a panel, the lanes of one output row read floats ``stride`` apart and
+    the guard bounds them to a lane range: one masked load (stride 1) or masked gather per
+    row the vector touches (``pack_window.py``), zero outside — what the Select gives."""
 
     buffer: Buffer
     addr: dict[str, int]  # flat element offset: {var: coefficient, "": constant}
