@@ -21,12 +21,13 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import weakref
 from collections.abc import Mapping
 
 import numpy as np
 
 from eqsat.backends.llvm.capabilities import Capabilities
-from eqsat.backends.llvm.codegen import ENTRY, PARALLEL_FOR, emit
+from eqsat.backends.llvm.codegen import ENTRY, PARALLEL_FOR, RELEASE, emit
 from eqsat.backends.llvm.jit import compile_ir, load_object
 from eqsat.backends.llvm.native_pool import native_pool
 from eqsat.backends.llvm.threads import ThreadPool, shared_pool
@@ -35,6 +36,12 @@ from eqsat.lower.loops import LoopIRError, LoopProgram
 _CHUNK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 _LAUNCH = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 _RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+_VOID = ctypes.CFUNCTYPE(None)
+
+
+def _release(fn, engine) -> None:
+    """Run the module's ``release`` (``engine``: kept alive until then, by this reference)."""
+    fn()
 
 
 class _Launcher:
@@ -99,6 +106,9 @@ class CompiledProgram:
                 address = ctypes.cast(self._launch, ctypes.c_void_p).value
             ctypes.c_void_p.from_address(slot).value = address
         self._run = _RUN(self.engine.get_function_address(ENTRY))
+        release = self.engine.get_function_address(RELEASE)
+        if release:  # packed weights: freed when this program goes (the engine kept till then)
+            weakref.finalize(self, _release, _VOID(release), self.engine)
 
     def bind(self, feeds: Mapping[str, np.ndarray], sizes: Mapping[str, int] | None = None):
         """The arrays of every buffer (feeds checked, outputs and temps allocated) and the size

@@ -221,3 +221,24 @@ def test_orient_exchanges_only_padded_wide_contractions(ci, hw, co, swap):
 
 def test_orient_exchanged_conv_matches():
     _check(*conv(ci=24, co=160, hw=7, pad=1, bn=True, residual=True))
+
+
+def test_release_frees_the_packed_weights():
+    """The module's release() frees what the first call packed (so a dropped program gives
+    the memory back: the runtime runs it from a finalizer); the next call packs again."""
+    import ctypes
+
+    from eqsat.backends.llvm.codegen import RELEASE, kernel_symbol
+
+    p, weights = matmul(64, 96, 80)
+    compiled = _check(p, weights)
+    (k,) = [k for k in compiled.program.kernels if match_contraction(k) is not None]
+    glob = compiled.engine.get_global_value_address(f"{kernel_symbol(k)}.pk.b")
+    assert ctypes.c_void_p.from_address(glob).value  # packed at the first call
+    ctypes.CFUNCTYPE(None)(compiled.engine.get_function_address(RELEASE))()
+    assert not ctypes.c_void_p.from_address(glob).value
+    feeds = _feeds(p, weights)
+    got, want = compiled.run(feeds), interpret(p, feeds)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
+    assert ctypes.c_void_p.from_address(glob).value  # packed again
