@@ -49,7 +49,8 @@ from eqsat.lower.check import check_program
 from eqsat.lower.contraction import match_contraction, tensorized
 from eqsat.lower.loops import Kernel, LoopProgram
 
-__all__ = ["ENTRY", "PARALLEL_FOR", "RELEASE", "STACK_LIMIT", "emit", "kernel_sizes", "kernel_symbol"]
+__all__ = ["ENTRY", "PARALLEL_FOR", "RELEASE", "STACK_LIMIT", "emit", "kernel_sizes",
+           "kernel_symbol"]
 
 ENTRY = "run"
 RELEASE = "eqsat_release"  # frees what the kernels packed at their first call
