@@ -38,7 +38,7 @@ import onnx
 from eqsat.egraph import onnx_io, passes
 from eqsat.egraph.ir import GraphError, TensorGraph
 from eqsat.egraph.ops import node_flops
-from eqsat.errors import InputError, VerificationError
+from eqsat.errors import DataFileError, EqsatError, InputError, VerificationError
 from eqsat.verify import numeric
 
 if TYPE_CHECKING:
@@ -285,7 +285,7 @@ def _egraph(state: State) -> State:
     try:
         timer = _Timer(state.progress, state.times)
         state.graph, state.egraph = _egraph_stages(state.graph, state.options, timer)
-    except InputError:
+    except EqsatError:  # bad options, a missing data file: the user's to fix, not a fallback
         raise
     except Exception as e:
         _fall_back(state, e)
@@ -300,7 +300,7 @@ def _fold_weights(state: State) -> State:
     try:
         graph = passes.fold_constants(state.graph, bounded=False)
         state.graph = passes.eliminate_dead_code(passes.slices_to_split(graph))
-    except InputError:
+    except EqsatError:
         raise
     except Exception as e:
         _fall_back(state, e)
@@ -587,7 +587,8 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
         raise InputError(str(e)) from e
     if options.extractor not in EXTRACTORS:
         raise InputError(f"unknown extractor {options.extractor!r}; known: {', '.join(EXTRACTORS)}")
-    _cost_model(options.cost_model)
+    _cost_model(options.cost_model)  # reads its constants: a missing file fails here, in one line
+    _proved(chosen, options)  # reads the ledger, likewise
     if options.shape_check:
         from eqsat.egraph import shapes
 
@@ -627,7 +628,9 @@ def _in_child(graph: TensorGraph, options: Options, timer: _Timer):
                 break
             elif kind == "error":
                 cls, msg = payload
-                raise (InputError if cls == "InputError" else EGraphStageError)(msg)
+                if cls in _CHILD_ERRORS:
+                    raise _CHILD_ERRORS[cls](msg.removeprefix(f"{cls}: "))
+                raise EGraphStageError(msg)
     finally:
         if child.is_alive():
             child.kill()
@@ -636,6 +639,10 @@ def _in_child(graph: TensorGraph, options: Options, timer: _Timer):
     for k, v in times.items():
         timer.times[k] = timer.times.get(k, 0.0) + v
     return out.replace(weights={**{k: graph.weights[k] for k in shared}, **own}), stats
+
+
+# errors of the child that are the user's to fix, raised again as such in the parent
+_CHILD_ERRORS = {"InputError": InputError, "DataFileError": DataFileError}
 
 
 def _child_main(graph: TensorGraph, options: Options, send) -> None:
