@@ -725,16 +725,11 @@ def _proved(rules: list, options: Options) -> tuple[list, list[str]]:
 
 
 def extract_cost(graph: TensorGraph, cost_model) -> float:
-    """The cost of a graph as it stands (weight-only nodes are free, as in extraction)."""
-    from eqsat.extract.cost import checked_cost
+    """The cost of a graph as it stands, priced as extraction prices it
+    (:func:`eqsat.extract.extraction.graph_cost`)."""
+    from eqsat.extract.extraction import graph_cost
 
-    total = 0.0
-    for n in graph.nodes:
-        ins = [graph.types.get(i) if i else None for i in n.inputs]
-        outs = [graph.types[o] for o in n.outputs if o]
-        consts = [graph.weights.get(i) if i else None for i in n.inputs]
-        total += checked_cost(cost_model, n.op, n.attr, ins, outs, consts)
-    return total
+    return graph_cost(graph, cost_model)
 
 
 def summarize(graph: TensorGraph) -> dict:
