@@ -126,7 +126,9 @@ class Result:
     egraph: dict | None = None  # saturation and extraction statistics
     passes: list[PassRecord] = field(default_factory=list)  # in the order they ran
 
-    def summary(self) -> dict:
+    def to_json(self) -> dict:
+        """Everything about the run (``--json``): per-rule matches, analysis rules included,
+        the e-graph's size after each iteration, the ILP's status, every phase's time."""
         return {
             "output": str(self.output) if self.output else None,
             "nodes_before": len(self.source.graph.node),
@@ -140,6 +142,94 @@ class Result:
             "egraph": self.egraph,
             "verification": self.verdict.to_json() if self.verdict else None,
         }
+
+    def summary(self) -> str:
+        """The run in a screenful of text (:func:`summary_lines`); the detail is in
+        :meth:`to_json`."""
+        return "\n".join(summary_lines(self.to_json()))
+
+
+SHOWN = 8  # at most this many ops or rules on one summary line; the JSON has them all
+
+
+def _most(counts: dict[str, str | int], order: dict[str, int]) -> str:
+    """``name value, ...`` for the :data:`SHOWN` largest of ``order``, and how many more."""
+    names = sorted(counts, key=lambda k: (-order[k], k))
+    text = ", ".join(f"{k} {counts[k]}" for k in names[:SHOWN])
+    return text + (f", and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
+
+
+def summary_lines(s: dict, ops: bool = True) -> list[str]:
+    """What a person reads of a run (``s``: :meth:`Result.to_json`): nodes and the ops that
+    changed (``ops``; the CLI prints its own table instead), times, the e-graph's iterations
+    against the limit, the rewrites that fired apart from the shape analysis' rules, the
+    modelled cost, the gate's verdict, the file written."""
+    lines = []
+    if ops:
+        before, after = s["ops_before"], s["ops_after"]
+        changed = {
+            op: f"{before.get(op, 0)}->{after.get(op, 0)}"
+            for op in sorted(set(before) | set(after))
+            if before.get(op, 0) != after.get(op, 0)
+        }
+        delta = {op: abs(before.get(op, 0) - after.get(op, 0)) for op in changed}
+        lines.append(
+            f"nodes: {s['nodes_before']} -> {s['nodes_after']}"
+            + (f" ({_most(changed, delta)})" if changed else " (no op changed)")
+        )
+    times = s["times_s"]
+    lines.append(
+        f"time: {sum(times.values()):.2f} s ("
+        + ", ".join(f"{k} {v:.2f}" for k, v in times.items())
+        + ")"
+    )
+    eg = s.get("egraph")
+    if eg and "error" in eg:
+        lines.append(f"e-graph: failed ({eg['error']}); the constant-folded graph was kept")
+    elif eg:
+        sat = eg["saturation"]
+        runs = sat.get("runs") or []
+        lines.append(
+            f"e-graph: {sat['enodes'][0]} -> {sat['enodes'][-1]} e-nodes, "
+            f"{sat['iterations']} iterations in {len(runs)} runs of the rules (longest "
+            f"{max(runs, default=0)}; the limit, {sat['iter_limit_per_run']}, bounds each run), "
+            f"{sat['stop_reason']}"
+        )
+        fired = eg["rewrites_fired"]
+        an = eg["analysis"]
+        lines.append(
+            f"rewrites fired: {len(fired)} of {eg['rules']} rules, "
+            f"{sum(fired.values())} matches"
+            + (f": {_most(fired, fired)}" if fired else "")
+            + f" (besides {an['rules_fired']} shape-analysis rules, {an['matches']} matches)"
+        )
+        if eg.get("unproved_left_out"):
+            lines.append(f"left out as unproved: {len(eg['unproved_left_out'])} rules")
+        lines.append(
+            f"cost ({eg['cost_model']}, modelled): {eg['cost_before']:.4g} -> "
+            f"{eg['cost_after']:.4g}"
+        )
+    v = s["verification"]
+    if v:
+        lines.append(
+            f"verified: {len(v['seeds'])} random input sets, max abs error {v['max_abs']:.3g} "
+            f"(rtol {v['rtol']:g}, atol {v['atol']:g})"
+        )
+    else:
+        lines.append("not verified (--no-verify)")
+    lines.append(f"wrote {s['output']}" if s["output"] else "wrote nothing (no output given)")
+    return lines
+
+
+def rules_fired(matches: dict[str, int], rules) -> tuple[dict[str, int], dict[str, int]]:
+    """``matches`` (every rule egglog or a Python-driven rule reported) split into the
+    rewrites of ``rules`` that fired and the analysis rules that did (the shape analysis: rules
+    that type e-classes and rewrite nothing). The one place that tells the two apart: the CLI,
+    the summary and the report read the split from the statistics."""
+    names = {r.name for r in rules}
+    rewrites = {k: n for k, n in sorted(matches.items()) if n and k in names}
+    analysis = {k: n for k, n in sorted(matches.items()) if n and k not in names}
+    return rewrites, analysis
 
 
 # ------------------------------------------------------------------------------ passes
@@ -693,8 +783,11 @@ def _egraph_work(graph: TensorGraph, options: Options, timer: _Timer):
             sat, cost_model, extractor=options.extractor, time_limit=options.extract_time_limit
         )
         before = extract_cost(graph, cost_model)
+    rewrites, analysis = rules_fired(sat.matches, rules)
     stats = {
         "rules": len(rules),
+        "rewrites_fired": rewrites,
+        "analysis": {"rules_fired": len(analysis), "matches": sum(analysis.values())},
         "unproved_left_out": unproved,
         "saturation": sat.summary(),
         "extraction": ex.summary(),
