@@ -626,7 +626,8 @@ def cmd_bench(args) -> int:
             f"{r['min_ms']:.3f}",
             f"{r['median_ms']:.3f}",
             f"{r['spread']:.0%}",
-            f"{r['min_ms'] / base:.2f}x",
+            f"{r['min_ms'] / base:.2f}x"
+            + (" (within noise)" if r.get("vs_first", {}).get("within_noise") else ""),
         )
     out.print(f"{label}: {args.threads} thread(s), min of {args.reps} interleaved runs")
     out.print(table)
