@@ -678,7 +678,10 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
     if options.extractor not in EXTRACTORS:
         raise InputError(f"unknown extractor {options.extractor!r}; known: {', '.join(EXTRACTORS)}")
     _cost_model(options.cost_model)  # reads its constants: a missing file fails here, in one line
-    _proved(chosen, options)  # reads the ledger, likewise
+    if not options.allow_unproved:
+        from eqsat.verify.ledger import load_ledger
+
+        load_ledger()  # likewise for the ledger (the child checks the rules against it)
     if options.shape_check:
         from eqsat.egraph import shapes
 
