@@ -102,6 +102,15 @@ class Capabilities:
             return 6, 16
         return 4, 2 * self.vector_width
 
+    def gemm_tiles(self) -> tuple[tuple[int, int], ...]:
+        """The micro-tiles a contraction may pick from (``tensorize_plan.choose_plan``), the
+        default :meth:`gemm_tile` first: on AVX-512 also 8 × 48 (3 vectors, the same 24
+        accumulators; measured as fast on L1-resident panels), which fits 8-multiple channel
+        counts without padding."""
+        if self.vector_width >= 16:
+            return (self.gemm_tile(), (8, 3 * self.vector_width))
+        return (self.gemm_tile(),)
+
     def key(self) -> str:
         """A stable hex digest of everything that changes the machine code for the same IR."""
         text = "\n".join(
