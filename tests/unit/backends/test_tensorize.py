@@ -242,3 +242,18 @@ def test_release_frees_the_packed_weights():
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
     assert ctypes.c_void_p.from_address(glob).value  # packed again
+
+
+def test_tile_choice_by_padding():
+    """On AVX-512 a 64-channel conv runs 8 × 48 strips (12 × 32 would compute 8 zero rows);
+    132 channels are 11 strips of 12 exactly and stay 12 × 32."""
+    caps = Capabilities.host()
+    if caps.vector_width < 16:
+        pytest.skip("one micro-tile on this host")
+    p64, w64 = conv(ci=16, co=64, hw=20, pad=1)
+    plan = choose_plan(_contraction(p64), caps)
+    assert (plan.mr, plan.nr) == (8, 48)
+    _check(p64, w64)
+    p128, _ = conv(ci=16, co=132, hw=16, pad=1)
+    plan = choose_plan(_contraction(p128), caps)
+    assert (plan.mr, plan.nr) == (12, 32)
