@@ -257,3 +257,22 @@ def test_tile_choice_by_padding():
     p128, _ = conv(ci=16, co=132, hw=16, pad=1)
     plan = choose_plan(_contraction(p128), caps)
     assert (plan.mr, plan.nr) == (12, 32)
+
+
+def test_fused_epilogues_read_rows_columns_and_the_output_layout():
+    """Bias / BN per output channel (rows), a MatMul bias per column, a residual laid out as
+    the output (likes) and ReLU go into the micro-kernel's final store, written into the
+    output itself (over two KC slices too). Each compiled result equals interpret()."""
+    from eqsat.backends.llvm.tensorize_plan import fused_epilogue
+
+    p, w = conv(ci=8, co=20, hw=9, pad=1, bn=True, residual=True)
+    fe = fused_epilogue(_contraction(p))
+    assert fe is not None and fe.rows and fe.likes and not fe.cols
+    _check(p, w)
+    p, w = matmul(33, 40, 17, epilogue="bias_relu")
+    fe = fused_epilogue(_contraction(p))
+    assert fe is not None and fe.cols and not fe.rows
+    _check(p, w)
+    p, w = matmul(33, 40, 300, epilogue="residual")  # two KC slices: partial sums in place
+    assert fused_epilogue(_contraction(p)).likes
+    _check(p, w)
