@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eqsat import __version__
-from eqsat.errors import EqsatError, InputError
+from eqsat.errors import EqsatError, InputError, UntypedValueError
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -32,6 +32,8 @@ def _fmt_count(n: float) -> str:
 
 
 def _shape(s) -> str:
+    if s is None:
+        return "?"
     return "[" + ", ".join(str(d) for d in s) + "]"
 
 
@@ -276,7 +278,19 @@ def cmd_info(args) -> int:
     from eqsat.egraph.onnx_io import import_onnx
 
     src, label = _source(args)
-    s = pipeline.summarize(import_onnx(src))
+    source = pipeline.load(src)
+    try:
+        graph, problem = import_onnx(source, Path(src).parent if args.model else None), None
+    except UntypedValueError as e:  # still show what the file tells (ops, params, interface)
+        graph, problem = None, str(e)
+    s = pipeline.summarize(source, graph)
+    if problem:
+        s["error"] = problem
+        err.print(
+            f"eqsat: warning: {problem}; shown as the file declares it (no FLOPs)",
+            markup=False,
+            soft_wrap=True,
+        )
     if args.json:
         print(json.dumps({"model": label} | s, indent=2))
         return 0
@@ -284,22 +298,23 @@ def cmd_info(args) -> int:
     io = Table("", "name", "dtype", "shape", box=None)
     for kind in ("inputs", "outputs"):
         for v in s[kind]:
-            io.add_row(kind[:-1], v["name"], v["dtype"], _shape(v["shape"]))
+            io.add_row(kind[:-1], v["name"], v["dtype"] or "?", _shape(v["shape"]))
     out.print(io)
     ops = Table("op", "count", box=None)
     for op, n in sorted(s["ops"].items(), key=lambda kv: (-kv[1], kv[0])):
         ops.add_row(op + (" (opaque)" if op in s["opaque_ops"] else ""), str(n))
     out.print(ops)
+    flops = "unknown" if s["flops"] is None else _fmt_count(s["flops"])
     out.print(
         f"nodes {s['nodes']}   params {_fmt_count(s['params'])} "
-        f"({_fmt_count(s['param_bytes'])}B)   FLOPs {_fmt_count(s['flops'])}"
+        f"({_fmt_count(s['param_bytes'])}B)   FLOPs {flops}"
         + ("   (symbolic dims counted as 1)" if _symbolic(s) else "")
     )
     return 0
 
 
 def _symbolic(s: dict) -> bool:
-    return any(isinstance(d, str) for v in s["inputs"] for d in v["shape"])
+    return any(isinstance(d, str) for v in s["inputs"] for d in v["shape"] or ())
 
 
 def cmd_optimize(args) -> int:

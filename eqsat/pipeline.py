@@ -37,6 +37,7 @@ import onnx
 
 from eqsat.egraph import onnx_io, passes
 from eqsat.egraph.ir import GraphError, TensorGraph
+from eqsat.egraph.onnx_types import value_type
 from eqsat.egraph.ops import node_flops
 from eqsat.errors import InputError, VerificationError
 from eqsat.verify import numeric
@@ -730,26 +731,77 @@ def extract_cost(graph: TensorGraph, cost_model) -> float:
     return total
 
 
-def summarize(graph: TensorGraph) -> dict:
-    """What ``eqsat info`` shows: op histogram, parameters, FLOPs, interface."""
+def summarize(source: onnx.ModelProto, graph: TensorGraph | None) -> dict:
+    """What ``eqsat info`` shows: the file's opset, op histogram and node count (as written,
+    Constant nodes included: the count ``optimize`` reports as ``nodes_before``), parameters,
+    FLOPs and the interface. ``graph`` None: the model could not be imported (a value eqsat
+    cannot type); what the file alone tells is still shown, FLOPs and types where it has them."""
+    declared = {o.domain: o.version for o in source.opset_import}
+    opset = declared.get("", declared.get("ai.onnx"))
+    opaque = sorted({_op_key(n) for n in source.graph.node if _is_opaque(n)})
+    s = {
+        "opset": opset,
+        "producer": f"{source.producer_name} {source.producer_version}".strip(),
+        "nodes": len(source.graph.node),
+        "ops": op_histogram(source),
+        "opaque_ops": opaque,
+    }
+    if graph is None:
+        return s | {
+            "params": sum(_numel(t.dims) for t in source.graph.initializer),
+            "param_bytes": onnx_io.weight_bytes(source),
+            "flops": None,
+            "inputs": [_declared_io(vi) for vi in _feeds(source)],
+            "outputs": [_declared_io(vi) for vi in source.graph.output],
+        }
     flops = 0
     for n in graph.nodes:
         ins = [graph.types.get(i) if i else None for i in n.inputs]
         outs = [graph.types[o] for o in n.outputs if o]
         flops += node_flops(n, ins, outs)
-    opaque = sorted({n.op for n in graph.nodes if n.opaque is not None})
-    return {
-        "opset": graph.meta.opset,
-        "producer": f"{graph.meta.producer_name} {graph.meta.producer_version}".strip(),
-        "nodes": len(graph.nodes),
-        "ops": graph.op_histogram(),
-        "opaque_ops": opaque,
+    return s | {
         "params": graph.param_count(),
         "param_bytes": graph.param_bytes(),
         "flops": int(flops),
         "inputs": [_io(graph, i) for i in graph.inputs],
         "outputs": [_io(graph, o) for o in graph.outputs],
     }
+
+
+def _op_key(n: onnx.NodeProto) -> str:
+    return f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+
+
+def _is_opaque(n: onnx.NodeProto) -> bool:
+    return n.op_type != "Constant" and onnx_io.node_from_proto(n).opaque is not None
+
+
+def _numel(dims) -> int:
+    out = 1
+    for d in dims:
+        out *= int(d)
+    return out
+
+
+def _feeds(source: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    inits = {t.name for t in source.graph.initializer}
+    return [vi for vi in source.graph.input if vi.name not in inits]
+
+
+def _declared_io(vi: onnx.ValueInfoProto) -> dict:
+    """An input or output as the file declares it (dtype and shape None where it does not)."""
+    try:
+        t = value_type(vi, "value", fresh_dims=True)
+    except InputError:
+        t = None
+    if t is None:
+        tt = vi.type.tensor_type
+        dtype = None
+        if tt.elem_type:
+            with contextlib.suppress(Exception):
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+        return {"name": vi.name, "dtype": dtype, "shape": None}
+    return {"name": vi.name, "dtype": t.dtype, "shape": list(t.shape)}
 
 
 def _io(graph: TensorGraph, name: str) -> dict:

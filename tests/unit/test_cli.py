@@ -163,10 +163,44 @@ def test_structurally_bad_models_are_one_line_exit_2(capsys, tmp_path):
         ("missing.onnx", missing, "nowhere"),
     ]:
         path = _save(tmp_path, name, m)
-        for argv in (["info", path], ["optimize", path, "-o", tmp_path / "o.onnx"]):
+        commands = [["optimize", path, "-o", tmp_path / "o.onnx"]]
+        if name != "unknown.onnx":  # info shows an untyped model as the file declares it
+            commands.append(["info", path])
+        for argv in commands:
             code, _, err = _run(capsys, *argv)
             assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_info_shows_an_untyped_model_as_the_file_declares_it(capsys, tmp_path):
+    """A value no source can type stops import, not `eqsat info`: ops, params and the
+    interface are shown, with the reason on stderr as a one-line warning."""
+    from onnx import helper
+
+    from tests.helpers import init, model, vi
+
+    m = model(
+        [
+            helper.make_node("Frob", ["x"], ["f"], domain="com.acme"),
+            helper.make_node("Add", ["f", "w"], ["y"]),
+        ],
+        [vi("x", [2, 3])],
+        [vi("y", None)],
+        [init("w", np.ones((2, 3), np.float32))],
+        opset=12,
+    )
+    m.opset_import.append(helper.make_opsetid("com.acme", 1))
+    path = _save(tmp_path, "untyped.onnx", m)
+    code, out, err = _run(capsys, "info", path, "--json")
+    s = json.loads(out)
+    assert code == 0 and "com.acme.Frob is unknown to eqsat" in err
+    assert len(err.strip().splitlines()) == 1 and "Frob is unknown" in s["error"]
+    assert s["ops"] == {"Add": 1, "com.acme.Frob": 1} and s["opaque_ops"] == ["com.acme.Frob"]
+    assert s["params"] == 6 and s["flops"] is None and s["opset"] == 12
+    assert s["inputs"] == [{"name": "x", "dtype": "float32", "shape": [2, 3]}]
+    assert s["outputs"] == [{"name": "y", "dtype": "float32", "shape": None}]
+    code, out, _ = _run(capsys, "info", path)
+    assert code == 0 and "com.acme.Frob (opaque)" in out and "FLOPs unknown" in out
 
 
 def test_unknown_op_ort_cannot_run_needs_no_verify(capsys, tmp_path):
