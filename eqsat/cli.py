@@ -70,6 +70,32 @@ def _add_tolerance(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_input_shape(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D0,D1,...",
+        help=f"an input's shape (repeatable; onnxsim's convention): {what}",
+    )
+
+
+def _input_shapes(specs: list[str]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    out: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        name, eq, value = spec.rpartition("=")
+        dims = value.split(",")
+        if not eq or not name or not all(d.strip().isdigit() and int(d) > 0 for d in dims):
+            raise InputError(
+                f"--input-shape {spec}: write NAME=D0,D1,... with positive sizes "
+                "(images=1,3,640,640)"
+            )
+        if name in out:
+            raise InputError(f"--input-shape {name}: given twice")
+        out[name] = tuple(int(d) for d in dims)
+    return tuple(out.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="eqsat", description="Equality-saturation optimizer for ONNX models."
@@ -129,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also use rules the proof ledger does not prove as written (see `eqsat rules list`)",
     )
+    _add_input_shape(opt, "the model is specialized to it and the gate runs at it")
     _add_tolerance(opt)
 
     ver = sub.add_parser("verify", help="numerical equivalence of two models in onnxruntime")
@@ -136,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("b", help="candidate model")
     ver.add_argument("--json", action="store_true", help="machine-readable verdict")
     ver.add_argument("--report", metavar="OUT.html", help="write an HTML report (+ .json)")
+    _add_input_shape(ver, "both models run at it")
     _add_tolerance(ver)
 
     cal = sub.add_parser("calibrate", help="measure this machine's roofline cost constants")
@@ -201,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIM=N",
         help="fix a symbolic input dim at compile time (repeatable); others stay run-time sizes",
     )
+    _add_input_shape(comp, "fixed at compile time, and the gate runs at it")
     comp.add_argument(
         "--emit",
         nargs=2,
@@ -343,6 +372,7 @@ def cmd_optimize(args) -> int:
         extractor=args.extractor,
         extract_time_limit=args.extract_time_limit,
         allow_unproved=args.allow_unproved,
+        input_shapes=_input_shapes(args.input_shape),
     )
     show = not args.json and err.is_terminal
     with err.status("optimizing", spinner="dots") if show else _nullctx() as status:
@@ -446,8 +476,9 @@ def cmd_verify(args) -> int:
     _check_report_path(args.report)
     a, b = load_model(args.a), load_model(args.b)  # one-line errors for unreadable files
     v = numeric.compare_models(
-        Path(args.a), Path(args.b), seeds=args.seeds, rtol=args.rtol, atol=args.atol
-    )
+        Path(args.a), Path(args.b), seeds=args.seeds, rtol=args.rtol, atol=args.atol,
+        input_shapes=dict(_input_shapes(args.input_shape)),
+    )  # fmt: skip
     if args.report:
         _report("verify", v, a, b, (args.a, args.b), args.report)
     if args.json:
@@ -529,6 +560,7 @@ def cmd_compile(args) -> int:
         threads=args.threads,
         egraph=not args.no_optimize,
         shapes=_shapes(args.shape),
+        input_shapes=_input_shapes(args.input_shape),
         verify=not args.no_verify,
         cache=not args.no_cache and not args.emit,  # --emit shows the code it generates
     )

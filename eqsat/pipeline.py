@@ -88,6 +88,9 @@ class Options:
     # symbolic input dims fixed at compile time (("batch", 8), ...); the others stay run-time
     threads: int | None = None
     shapes: tuple[tuple[str, int], ...] = ()
+    # whole input shapes (``--input-shape x=1,3,640,640``, onnxsim's convention): the model is
+    # specialized to them (its inputs' symbolic dims fixed), and the gate runs at them
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     # compiled targets: reuse a model compiled (and verified) before with the same input and
     # settings, from the user's cache folder (eqsat.compiled.cache_dir)
     cache: bool = True
@@ -245,15 +248,19 @@ def _import(state: State) -> State:
     if state.source is None:  # compile may have read it already, for its cache key
         state.source = load(model)
     base_dir = None if isinstance(model, onnx.ModelProto) else Path(model).parent
-    source = _fix_dims(state.source, dict(state.options.shapes))
+    o = state.options
+    source = _fix_dims(state.source, dict(o.shapes), dict(o.input_shapes))
     state.original = state.graph = onnx_io.import_onnx(source, base_dir)
     return state
 
 
-def _fix_dims(model: onnx.ModelProto, fixed: dict[str, int]) -> onnx.ModelProto:
+def _fix_dims(
+    model: onnx.ModelProto, fixed: dict[str, int], shapes: dict | None = None
+) -> onnx.ModelProto:
     """A copy of ``model`` whose inputs' symbolic dims named in ``fixed`` (``--shape batch=8``)
-    have those sizes; the importer's inference carries them through the graph."""
-    if not fixed:
+    have those sizes, and whose inputs named in ``shapes`` (``--input-shape x=1,3,64,64``) have
+    those shapes; the importer's inference carries them through the graph."""
+    if not fixed and not shapes:
         return model
     dims = [d for vi in model.graph.input for d in vi.type.tensor_type.shape.dim if d.dim_param]
     unknown = sorted(set(fixed) - {d.dim_param for d in dims})
@@ -261,12 +268,21 @@ def _fix_dims(model: onnx.ModelProto, fixed: dict[str, int]) -> onnx.ModelProto:
         raise InputError(f"--shape {unknown[0]}: no input has a dim named {unknown[0]!r}")
     if any(v < 1 for v in fixed.values()):
         raise InputError("--shape: sizes must be positive")
+    # checks names, ranks and fixed dims; the symbols' sizes join those --shape gave
+    implied = numeric.bind_input_shapes(numeric.input_specs(model), dict(shapes or {}))
+    clash = [k for k, v in implied.items() if fixed.get(k, v) != v]
+    if clash:
+        raise InputError(f"--shape {clash[0]}={fixed[clash[0]]} disagrees with --input-shape")
     out = onnx.ModelProto()
     out.CopyFrom(model)
     for vi in out.graph.input:
-        for d in vi.type.tensor_type.shape.dim:
-            if d.dim_param in fixed:
-                d.dim_value = fixed[d.dim_param]  # clears dim_param (a oneof)
+        tdims = vi.type.tensor_type.shape.dim
+        given = (shapes or {}).get(vi.name)
+        for k, d in enumerate(tdims):
+            if given is not None:
+                d.dim_value = given[k]  # clears dim_param (a oneof)
+            elif d.dim_param in fixed:
+                d.dim_value = fixed[d.dim_param]
     return out
 
 
@@ -345,8 +361,9 @@ def _verify(state: State) -> State:
     o = state.options
     try:
         state.verdict = numeric.compare_models(
-            state.model, state.files[0], seeds=o.seeds, rtol=o.rtol, atol=o.atol
-        )
+            state.model, state.files[0], seeds=o.seeds, rtol=o.rtol, atol=o.atol,
+            dim_values=dict(o.shapes), input_shapes=dict(o.input_shapes),
+        )  # fmt: skip
     except InputError as e:
         raise InputError(
             f"{e} — the verification gate runs both models in onnxruntime; --no-verify skips it"
@@ -382,7 +399,7 @@ def _verify_compiled(state: State) -> State:
     o, c = state.options, state.compiled
     state.verdict = numeric.compare_with(
         state.model, c.run, c.output_names, seeds=o.seeds, rtol=o.rtol, atol=o.atol,
-        dim_values=dict(o.shapes),
+        dim_values=dict(o.shapes), input_shapes=dict(o.input_shapes),
     )  # fmt: skip
     _refuse_unless_ok(state.verdict, "the compiled model differs from onnxruntime: ")
     return state

@@ -32,11 +32,15 @@ from eqsat.egraph.opdefs.elementwise import onnx_dtype
 from eqsat.errors import InputError, UntypedValueError
 
 
-def value_type(vi: onnx.ValueInfoProto, what: str, fresh_dims: bool) -> TensorType | None:
+def value_type(
+    vi: onnx.ValueInfoProto, what: str, fresh_dims: bool, keep_zero: bool = False
+) -> TensorType | None:
     """TensorType of an ONNX value_info; None if the type (or its rank) is unknown. A dim with
     neither a value nor a name becomes the symbol ``<value>_d<k>`` when ``fresh_dims``; a
     stored ``dim_value`` below 1 (Paddle writes -1 for "dynamic") reads as such a symbol too,
-    except an explicit 0 on a value that is not a graph input (an empty tensor is legal)."""
+    except an explicit 0 on a value that is not a graph input (an empty tensor is legal) or
+    with ``keep_zero`` (onnxruntime's reading, which the gate needs: it feeds an input stored
+    with a 0 only empty tensors)."""
     tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
     if tt is None or tt.elem_type == 0 or not tt.HasField("shape"):
         return None
@@ -48,7 +52,8 @@ def value_type(vi: onnx.ValueInfoProto, what: str, fresh_dims: bool) -> TensorTy
         raise InputError(f"{what} {vi.name!r}: string tensors are not supported")
     dims: list[int | str] = []
     for k, d in enumerate(tt.shape.dim):
-        if d.HasField("dim_value") and (d.dim_value > 0 or (d.dim_value == 0 and what != "input")):
+        zero_ok = keep_zero or what != "input"
+        if d.HasField("dim_value") and (d.dim_value > 0 or (d.dim_value == 0 and zero_ok)):
             dims.append(int(d.dim_value))
         elif d.dim_param:
             dims.append(d.dim_param)
