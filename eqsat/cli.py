@@ -889,13 +889,13 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except EqsatError as e:
         err.print(f"eqsat: error: {e}", markup=False, soft_wrap=True)
-        return e.exit_code
+        return _json_error(args, str(e), e.exit_code)
     except KeyboardInterrupt:
         err.print("eqsat: interrupted", markup=False)
-        return 130
+        return _json_error(args, "interrupted", 130)
     except OSError as e:  # the environment, not eqsat: permissions, a full disk, ...
         err.print(f"eqsat: error: {e}", markup=False, soft_wrap=True)
-        return 2
+        return _json_error(args, str(e), 2)
     except Exception as e:  # a bug: one line for the user, the traceback on request
         if os.environ.get("EQSAT_DEBUG"):
             traceback.print_exc()
@@ -906,7 +906,15 @@ def main(argv: list[str] | None = None) -> int:
             markup=False,
             soft_wrap=True,
         )
-        return 3
+        return _json_error(args, f"internal error: {type(e).__name__}: {first}", 3)
+
+
+def _json_error(args, message: str, code: int) -> int:
+    """With ``--json``, a failed command still prints one JSON object on stdout (the error and
+    the exit code), so that a script reading stdout always gets JSON; stderr has the line."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "exit_code": code}))
+    return code
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from eqsat.egraph.ir import (
     Node,
     TensorGraph,
     TensorType,
+    identical_weights,
     make_attrs,
     toposort,
 )
@@ -319,22 +320,6 @@ def _tensor_type_proto(name: str, t: TensorType) -> onnx.ValueInfoProto:
     return onnx.helper.make_tensor_value_info(name, elem, list(t.shape))
 
 
-def _dedup_weights(graph: TensorGraph, keep: set[str]) -> dict[str, str]:
-    """Map each weight to a canonical name among identical tensors (names in keep stay)."""
-    canon: dict[tuple, str] = {}
-    rename: dict[str, str] = {}
-    for name in sorted(graph.weights, key=lambda n: (n not in keep, n)):
-        w = np.asarray(graph.weights[name])  # not ascontiguousarray: it makes 0-d arrays 1-d
-        key = (w.dtype.str, w.shape, hash(w.tobytes()))
-        twin = graph.weights.get(canon.get(key, ""))
-        same = twin is not None and twin.shape == w.shape and np.array_equal(twin, w)
-        if same and name not in keep:
-            rename[name] = canon[key]
-        else:
-            canon.setdefault(key, name)
-    return rename
-
-
 PENDING = "__eqsat_pending__"  # location of external tensors whose bytes save_model writes
 SMALL_TENSOR = 1024  # bytes: tensors up to this size stay inline even in external-data models
 
@@ -358,7 +343,7 @@ def export_onnx(graph: TensorGraph) -> onnx.ModelProto:
     (protobuf cannot hold them) and marked external: :func:`save_model` with ``weights=`` writes
     their bytes. Smaller models are self-contained."""
     keep = set(graph.outputs) | {i for n in graph.nodes for i in n.implicit}
-    rename = _dedup_weights(graph, keep)
+    rename = identical_weights(graph.weights, keep)
     r = lambda name: rename.get(name, name)  # noqa: E731
 
     nodes = []

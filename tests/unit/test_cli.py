@@ -270,3 +270,66 @@ def test_io_errors_are_one_line_exit_2(capsys, tmp_path, vgg_file, monkeypatch):
     code, _, err = _run(capsys, "optimize", vgg_file, "-o", tmp_path / "o.onnx")
     assert code == 2 and "No space left" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.onnx").exists() and not list(tmp_path.glob(".eqsat-*"))
+
+
+def test_json_failure_prints_an_error_object(capsys, tmp_path, vgg_file, monkeypatch):
+    code, out, err = _run(capsys, "optimize", tmp_path / "missing.onnx", "-o", "x.onnx", "--json")
+    assert code == 2 and json.loads(out) == {
+        "error": f"{tmp_path / 'missing.onnx'}: no such file",
+        "exit_code": 2,
+    }
+    assert len(err.strip().splitlines()) == 1  # the line on stderr stays
+
+    def broken_fold(graph):
+        name = next(iter(graph.weights))
+        return graph.replace(weights={**graph.weights, name: graph.weights[name] * 2})
+
+    monkeypatch.setattr(passes, "fold_constants", broken_fold)
+    code, out, _ = _run(capsys, "optimize", vgg_file, "-o", tmp_path / "o.onnx", "--json")
+    s = json.loads(out)
+    assert code == 1 and s["exit_code"] == 1 and "verification failed" in s["error"]
+
+
+def test_info_and_optimize_count_nodes_alike_and_info_shows_the_declared_opset(capsys, tmp_path):
+    from onnx import helper
+
+    from tests.helpers import model, vi
+
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value_floats=[1.0, 2.0, 3.0]),
+        helper.make_node("Add", ["x", "c"], ["a"]),
+        helper.make_node("Relu", ["a"], ["y"]),
+    ]
+    path = _save(tmp_path, "c.onnx", model(nodes, [vi("x", [2, 3])], [vi("y", [2, 3])], opset=11))
+    code, out, _ = _run(capsys, "info", path, "--json")
+    info = json.loads(out)
+    assert code == 0 and info["opset"] == 11  # as the file declares it (imported as 13)
+    code, out, _ = _run(capsys, "optimize", path, "-o", tmp_path / "o.onnx", "--json")
+    opt = json.loads(out)
+    assert code == 0 and info["nodes"] == opt["nodes_before"] == 3
+    assert info["ops"] == opt["ops_before"] == {"Add": 1, "Constant": 1, "Relu": 1}
+
+
+def test_params_do_not_grow_when_identity_aliases_of_a_weight_are_folded(capsys, tmp_path):
+    """A legacy export: the weight is also a graph input, and reaches its second user through
+    an Identity; folding the Identity leaves two names for one tensor, which export stores
+    once, and the summary counts once."""
+    from onnx import helper
+
+    from tests.helpers import init, model, vi
+
+    w = np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32)
+    nodes = [
+        helper.make_node("Identity", ["W"], ["W2"]),
+        helper.make_node("MatMul", ["x", "W"], ["a"]),
+        helper.make_node("MatMul", ["a", "W2"], ["y"]),
+    ]
+    m = model(nodes, [vi("x", [2, 16]), vi("W", [16, 16])], [vi("y", [2, 16])], [init("W", w)])
+    m.opset_import[0].version = 9
+    path = _save(tmp_path, "legacy.onnx", m)
+    out_path = tmp_path / "o.onnx"
+    code, out, _ = _run(capsys, "optimize", path, "-o", out_path, "--json")
+    s = json.loads(out)
+    stored = sum(int(np.prod(t.dims)) for t in onnx.load(str(out_path)).graph.initializer)
+    assert code == 0 and s["params_before"] == s["params_after"] == stored == 256
+    assert s["nodes_after"] < s["nodes_before"]
