@@ -34,12 +34,15 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
 
 
-def measure_latency(models: list, reps: int = 10, seed: int = 0) -> list[dict]:
+def measure_latency(
+    models: list, reps: int = 10, seed: int = 0, dim_values: dict[str, int] | None = None
+) -> list[dict]:
     """Per model: min and median milliseconds per run in onnxruntime (ORT_ENABLE_ALL, one
-    intra-op thread), the models' repetitions interleaved so that background load hits all."""
+    intra-op thread), the models' repetitions interleaved so that background load hits all;
+    symbolic dims at ``dim_values`` (the sizes the gate ran at)."""
     from eqsat.verify.timing import interleaved
 
-    feeds = numeric.random_feeds(numeric.input_specs(models[0]), seed)
+    feeds = numeric.random_feeds(numeric.input_specs(models[0]), seed, dim_values)
     times = interleaved(models, feeds, threads=1, reps=reps)
     return [
         {"min_ms": min(t) * 1e3, "median_ms": statistics.median(t) * 1e3, "reps": reps}
@@ -65,7 +68,7 @@ def build(
         "nodes": {"reference": len(reference.graph.node), "candidate": len(candidate.graph.node)},
     }
     try:
-        lat = measure_latency([reference, candidate], reps=latency_reps)
+        lat = measure_latency([reference, candidate], latency_reps, 0, verdict.dim_values)
         data["latency"] = {"reference": lat[0], "candidate": lat[1], "threads": 1}
     except Exception as e:  # a model ORT cannot time still gets its report
         data["latency"] = {"error": str(e).splitlines()[0][:200] if str(e) else type(e).__name__}
