@@ -169,3 +169,29 @@ def test_negative_and_zero_input_dims_read_as_symbols():
     dims[1].dim_value = 0
     g = import_onnx(m)
     assert g.types["x"].shape == ("x_d0", "x_d1")
+
+
+def test_onnx_inference_that_raises_is_retried_then_left_to_the_other_sources(monkeypatch):
+    """onnx refuses some real files outright (its data propagation, a stale declaration): the
+    retries without data_prop and without the file's value_info, then the other sources."""
+    real = onnx.shape_inference.infer_shapes
+    calls = []
+
+    def picky(m, *args, **kw):
+        calls.append(kw.get("data_prop", False))
+        if kw.get("data_prop"):
+            raise onnx.shape_inference.InferenceError("simulated data propagation failure")
+        return real(m, *args, **kw)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", picky)
+    m = _if_model()
+    assert "r" in onnx_types.inferred(m) and calls == [True, False]
+
+    def broken(m, *args, **kw):
+        raise onnx.shape_inference.InferenceError("simulated")
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", broken)
+    assert onnx_types.inferred(m) == {}
+    custom = _custom(declared=True)
+    assert import_onnx(custom).types["b"] == TensorType("float32", ("n", 3))  # declared
+    assert import_onnx(m).types["r"] == TensorType("float32", (2, 3))  # the branches
