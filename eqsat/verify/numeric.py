@@ -357,13 +357,17 @@ def _sizes_it_runs_at(session, model, specs, fixed, seed):
     """(symbol sizes, (seed, reference outputs)) for the first of :func:`size_candidates` the
     reference runs at (its outputs are kept: the first seed's run is not repeated). InputError
     naming the input and ``--input-shape`` when it runs at none."""
+    import onnxruntime as ort
+
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # a refused size is reported below, not logged by ORT
     candidates = size_candidates(model, specs, fixed)
     errors = []
     for dims in candidates:
         try:
-            return dims, (seed, session.run(None, random_feeds(specs, seed, dims)))
+            return dims, (seed, session.run(None, random_feeds(specs, seed, dims), quiet))
         except Exception as e:
-            errors.append(str(e).strip().splitlines()[0][:200] if str(e).strip() else repr(e))
+            errors.append(ort_error(e))
     free = [s for s in specs if any(isinstance(d, str) and d not in fixed for d in s.shape)]
     if not free:
         raise InputError(f"onnxruntime failed to run the model: {errors[0]}")
@@ -375,6 +379,25 @@ def _sizes_it_runs_at(session, model, specs, fixed, seed):
     spelled = ",".join(f"<{d}>" if isinstance(d, str) else str(d) for d in s.shape)
     raise InputError(
         f"onnxruntime cannot run the original model with input {s.name!r} of shape "
-        f"{tried} ({errors[0]}); pass the shape it runs with: "
+        f"{tried} ({errors[-1]}); pass the shape it runs with: "
         f"--input-shape {s.name}={spelled}"
     )
+
+
+def ort_error(e: BaseException) -> str:
+    """onnxruntime's error in one short line: the node and the explanation, without the source
+    location and the failed C++ condition it prints before them."""
+    import re
+
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    m = re.match(
+        r"Non-zero status code returned while running (\S+) node\. Name:'([^']*)' "
+        r"Status Message: (.*)",
+        text,
+    )
+    if m:
+        op, name, msg = m.groups()
+        msg = msg.split(" was false. ")[-1]
+        text = f"{op} node {name!r}: {msg}" if name else f"{op} node: {msg}"
+    return text[:240]
