@@ -143,3 +143,41 @@ def test_quantize_dynamic_output_is_optimized_and_verified(capsys, tmp_path):
     assert s["ops_after"]["MatMulInteger"] == s["ops_before"]["MatMulInteger"]
     code, out, _ = _cli(capsys, "info", q, "--json")
     assert code == 0 and json.loads(out)["opaque_ops"] == []
+
+
+def test_qdq_model_from_quantize_static_keeps_its_int8_weights(tmp_path):
+    """onnxruntime's QDQ format (DequantizeLinear of int8 weights feeding float Conv/Gemm, which
+    onnxruntime fuses into integer kernels): the weights stay int8 through optimize."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    m = build_example("vgg", size="small")
+    x = m.graph.input[0]
+    shape = [d.dim_value or 1 for d in x.type.tensor_type.shape.dim]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.feeds = iter([{x.name: rng.standard_normal(shape).astype(np.float32)}] * 2)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    src, q = tmp_path / "vgg.onnx", tmp_path / "vgg-qdq.onnx"
+    onnx.save_model(m, str(src))
+    quantize_static(
+        str(src), str(q), Reader(), quant_format=QuantFormat.QDQ, weight_type=QuantType.QInt8
+    )
+    r = pipeline.optimize(q, output=tmp_path / "o.onnx")
+    s = r.summary()
+    dq_ops = s["ops_after"]["DequantizeLinear"]
+    assert r.verdict.ok and dq_ops == s["ops_before"]["DequantizeLinear"] > 0
+    out = onnx.load(str(tmp_path / "o.onnx"))
+    conv_w = {n.input[1] for n in out.graph.node if n.op_type == "Conv"}
+    dq = {n.output[0]: n.input[0] for n in out.graph.node if n.op_type == "DequantizeLinear"}
+    inits = {t.name: t for t in out.graph.initializer}
+    assert conv_w and all(inits[dq[w]].data_type == TensorProto.INT8 for w in conv_w)
