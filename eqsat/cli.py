@@ -125,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument(
         "--disable-rule", action="append", default=[], metavar="NAME", help="leave a rule out"
     )
-    opt.add_argument("--iter-limit", type=_positive(int), default=30, help="saturation rounds")
+    opt.add_argument(
+        "--iter-limit", type=_positive(int), default=30,
+        help="iterations of each run of the rules (the first, then one after each Python rewrite)",
+    )  # fmt: skip
     opt.add_argument("--node-limit", type=_positive(int), default=100_000, help="e-node limit")
     opt.add_argument(
         "--time-limit",
@@ -394,7 +397,7 @@ def cmd_optimize(args) -> int:
                 args.report,
                 result.egraph,
             )
-    summary = {"model": label} | result.summary()
+    summary = {"model": label} | result.to_json()
     if args.report:
         summary["report"] = str(args.report)
     if args.json:
@@ -440,8 +443,6 @@ def _print_optimize(s: dict) -> None:
         t.add_row(op, str(b), f"[{style}]{a}[/]" if style else str(a))
     t.add_row("[bold]total[/]", str(s["nodes_before"]), str(s["nodes_after"]))
     out.print(t)
-    times = "  ".join(f"{k} {v:.2f}s" for k, v in s["times_s"].items())
-    out.print(f"time: {times}")
     eg = s.get("egraph")
     if eg and "error" in eg:
         err.print(
@@ -450,23 +451,10 @@ def _print_optimize(s: dict) -> None:
             markup=False,
             soft_wrap=True,
         )
-    elif eg:
-        sat = eg["saturation"]
-        fired = ", ".join(f"{k} {v}" for k, v in sat["matches"].items() if v) or "none"
-        out.print(
-            f"e-graph: {sat['enodes'][0]} -> {sat['enodes'][-1]} e-nodes in "
-            f"{sat['iterations']} iterations ({sat['stop_reason']}); rules fired: {fired}"
-        )
-        out.print(f"cost ({eg['cost_model']}): {eg['cost_before']:.4g} -> {eg['cost_after']:.4g}")
-    v = s["verification"]
-    if v:
-        out.print(
-            f"verified: {len(v['seeds'])} random input sets, max abs error {v['max_abs']:.3g} "
-            f"(rtol {v['rtol']:g}, atol {v['atol']:g})"
-        )
-    else:
-        out.print("[yellow]not verified (--no-verify)[/]")
-    out.print(f"wrote {s['output']}")
+    from eqsat.pipeline import summary_lines
+
+    for line in summary_lines(s, ops=False):
+        out.print(line, markup=False, soft_wrap=True)
 
 
 def cmd_verify(args) -> int:
@@ -685,7 +673,8 @@ def cmd_bench(args) -> int:
             f"{r['min_ms']:.3f}",
             f"{r['median_ms']:.3f}",
             f"{r['spread']:.0%}",
-            f"{r['min_ms'] / base:.2f}x",
+            f"{r['min_ms'] / base:.2f}x"
+            + (" (within noise)" if r.get("vs_first", {}).get("within_noise") else ""),
         )
     out.print(f"{label}: {args.threads} thread(s), min of {args.reps} interleaved runs")
     out.print(table)

@@ -39,7 +39,7 @@ from eqsat.egraph import onnx_io, passes
 from eqsat.egraph.ir import GraphError, TensorGraph
 from eqsat.egraph.onnx_types import value_type
 from eqsat.egraph.ops import node_flops
-from eqsat.errors import InputError, VerificationError
+from eqsat.errors import DataFileError, EqsatError, InputError, VerificationError
 from eqsat.verify import numeric
 
 if TYPE_CHECKING:
@@ -130,7 +130,9 @@ class Result:
     egraph: dict | None = None  # saturation and extraction statistics
     passes: list[PassRecord] = field(default_factory=list)  # in the order they ran
 
-    def summary(self) -> dict:
+    def to_json(self) -> dict:
+        """Everything about the run (``--json``): per-rule matches, analysis rules included,
+        the e-graph's size after each iteration, the ILP's status, every phase's time."""
         return {
             "output": str(self.output) if self.output else None,
             "nodes_before": len(self.source.graph.node),
@@ -144,6 +146,94 @@ class Result:
             "egraph": self.egraph,
             "verification": self.verdict.to_json() if self.verdict else None,
         }
+
+    def summary(self) -> str:
+        """The run in a screenful of text (:func:`summary_lines`); the detail is in
+        :meth:`to_json`."""
+        return "\n".join(summary_lines(self.to_json()))
+
+
+SHOWN = 8  # at most this many ops or rules on one summary line; the JSON has them all
+
+
+def _most(counts: dict[str, str | int], order: dict[str, int]) -> str:
+    """``name value, ...`` for the :data:`SHOWN` largest of ``order``, and how many more."""
+    names = sorted(counts, key=lambda k: (-order[k], k))
+    text = ", ".join(f"{k} {counts[k]}" for k in names[:SHOWN])
+    return text + (f", and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
+
+
+def summary_lines(s: dict, ops: bool = True) -> list[str]:
+    """What a person reads of a run (``s``: :meth:`Result.to_json`): nodes and the ops that
+    changed (``ops``; the CLI prints its own table instead), times, the e-graph's iterations
+    against the limit, the rewrites that fired apart from the shape analysis' rules, the
+    modelled cost, the gate's verdict, the file written."""
+    lines = []
+    if ops:
+        before, after = s["ops_before"], s["ops_after"]
+        changed = {
+            op: f"{before.get(op, 0)}->{after.get(op, 0)}"
+            for op in sorted(set(before) | set(after))
+            if before.get(op, 0) != after.get(op, 0)
+        }
+        delta = {op: abs(before.get(op, 0) - after.get(op, 0)) for op in changed}
+        lines.append(
+            f"nodes: {s['nodes_before']} -> {s['nodes_after']}"
+            + (f" ({_most(changed, delta)})" if changed else " (no op changed)")
+        )
+    times = s["times_s"]
+    lines.append(
+        f"time: {sum(times.values()):.2f} s ("
+        + ", ".join(f"{k} {v:.2f}" for k, v in times.items())
+        + ")"
+    )
+    eg = s.get("egraph")
+    if eg and "error" in eg:
+        lines.append(f"e-graph: failed ({eg['error']}); the constant-folded graph was kept")
+    elif eg:
+        sat = eg["saturation"]
+        runs = sat.get("runs") or []
+        lines.append(
+            f"e-graph: {sat['enodes'][0]} -> {sat['enodes'][-1]} e-nodes, "
+            f"{sat['iterations']} iterations in {len(runs)} runs of the rules (longest "
+            f"{max(runs, default=0)}; the limit, {sat['iter_limit_per_run']}, bounds each run), "
+            f"{sat['stop_reason']}"
+        )
+        fired = eg["rewrites_fired"]
+        an = eg["analysis"]
+        lines.append(
+            f"rewrites fired: {len(fired)} of {eg['rules']} rules, "
+            f"{sum(fired.values())} matches"
+            + (f": {_most(fired, fired)}" if fired else "")
+            + f" (besides {an['rules_fired']} shape-analysis rules, {an['matches']} matches)"
+        )
+        if eg.get("unproved_left_out"):
+            lines.append(f"left out as unproved: {len(eg['unproved_left_out'])} rules")
+        lines.append(
+            f"cost ({eg['cost_model']}, modelled): {eg['cost_before']:.4g} -> "
+            f"{eg['cost_after']:.4g}"
+        )
+    v = s["verification"]
+    if v:
+        lines.append(
+            f"verified: {len(v['seeds'])} random input sets, max abs error {v['max_abs']:.3g} "
+            f"(rtol {v['rtol']:g}, atol {v['atol']:g})"
+        )
+    else:
+        lines.append("not verified (--no-verify)")
+    lines.append(f"wrote {s['output']}" if s["output"] else "wrote nothing (no output given)")
+    return lines
+
+
+def rules_fired(matches: dict[str, int], rules) -> tuple[dict[str, int], dict[str, int]]:
+    """``matches`` (every rule egglog or a Python-driven rule reported) split into the
+    rewrites of ``rules`` that fired and the analysis rules that did (the shape analysis: rules
+    that type e-classes and rewrite nothing). The one place that tells the two apart: the CLI,
+    the summary and the report read the split from the statistics."""
+    names = {r.name for r in rules}
+    rewrites = {k: n for k, n in sorted(matches.items()) if n and k in names}
+    analysis = {k: n for k, n in sorted(matches.items()) if n and k not in names}
+    return rewrites, analysis
 
 
 # ------------------------------------------------------------------------------ passes
@@ -302,7 +392,7 @@ def _egraph(state: State) -> State:
     try:
         timer = _Timer(state.progress, state.times)
         state.graph, state.egraph = _egraph_stages(state.graph, state.options, timer)
-    except InputError:
+    except EqsatError:  # bad options, a missing data file: the user's to fix, not a fallback
         raise
     except Exception as e:
         _fall_back(state, e)
@@ -317,7 +407,7 @@ def _fold_weights(state: State) -> State:
     try:
         graph = passes.fold_constants(state.graph, bounded=False)
         state.graph = passes.eliminate_dead_code(passes.slices_to_split(graph))
-    except InputError:
+    except EqsatError:
         raise
     except Exception as e:
         _fall_back(state, e)
@@ -605,7 +695,11 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
         raise InputError(str(e)) from e
     if options.extractor not in EXTRACTORS:
         raise InputError(f"unknown extractor {options.extractor!r}; known: {', '.join(EXTRACTORS)}")
-    _cost_model(options.cost_model)
+    _cost_model(options.cost_model)  # reads its constants: a missing file fails here, in one line
+    if not options.allow_unproved:
+        from eqsat.verify.ledger import load_ledger
+
+        load_ledger()  # likewise for the ledger (the child checks the rules against it)
     if options.shape_check:
         from eqsat.egraph import shapes
 
@@ -645,7 +739,9 @@ def _in_child(graph: TensorGraph, options: Options, timer: _Timer):
                 break
             elif kind == "error":
                 cls, msg = payload
-                raise (InputError if cls == "InputError" else EGraphStageError)(msg)
+                if cls in _CHILD_ERRORS:
+                    raise _CHILD_ERRORS[cls](msg.removeprefix(f"{cls}: "))
+                raise EGraphStageError(msg)
     finally:
         if child.is_alive():
             child.kill()
@@ -654,6 +750,10 @@ def _in_child(graph: TensorGraph, options: Options, timer: _Timer):
     for k, v in times.items():
         timer.times[k] = timer.times.get(k, 0.0) + v
     return out.replace(weights={**{k: graph.weights[k] for k in shared}, **own}), stats
+
+
+# errors of the child that are the user's to fix, raised again as such in the parent
+_CHILD_ERRORS = {"InputError": InputError, "DataFileError": DataFileError}
 
 
 def _child_main(graph: TensorGraph, options: Options, send) -> None:
@@ -704,8 +804,11 @@ def _egraph_work(graph: TensorGraph, options: Options, timer: _Timer):
             sat, cost_model, extractor=options.extractor, time_limit=options.extract_time_limit
         )
         before = extract_cost(graph, cost_model)
+    rewrites, analysis = rules_fired(sat.matches, rules)
     stats = {
         "rules": len(rules),
+        "rewrites_fired": rewrites,
+        "analysis": {"rules_fired": len(analysis), "matches": sum(analysis.values())},
         "unproved_left_out": unproved,
         "saturation": sat.summary(),
         "extraction": ex.summary(),
@@ -736,16 +839,11 @@ def _proved(rules: list, options: Options) -> tuple[list, list[str]]:
 
 
 def extract_cost(graph: TensorGraph, cost_model) -> float:
-    """The cost of a graph as it stands (weight-only nodes are free, as in extraction)."""
-    from eqsat.extract.cost import checked_cost
+    """The cost of a graph as it stands, priced as extraction prices it
+    (:func:`eqsat.extract.extraction.graph_cost`)."""
+    from eqsat.extract.extraction import graph_cost
 
-    total = 0.0
-    for n in graph.nodes:
-        ins = [graph.types.get(i) if i else None for i in n.inputs]
-        outs = [graph.types[o] for o in n.outputs if o]
-        consts = [graph.weights.get(i) if i else None for i in n.inputs]
-        total += checked_cost(cost_model, n.op, n.attr, ins, outs, consts)
-    return total
+    return graph_cost(graph, cost_model)
 
 
 def summarize(source: onnx.ModelProto, graph: TensorGraph | None) -> dict:

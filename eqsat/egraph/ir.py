@@ -4,7 +4,7 @@ Consumes nothing (it is the hub type); produced by :mod:`eqsat.egraph.onnx_io` f
 the extractor from an e-graph, consumed by export, lowering and the interpreter
 (:mod:`eqsat.egraph.interpret`).
 
-Design (see ARCHITECTURE.md):
+Design (see docs/architecture.md):
 - Values are named by strings (the ONNX names, kept so that export preserves input/output names).
   Every value is defined exactly once: a graph input, a weight (initializer) or one node output.
 - ``Node.op`` is the ONNX op type; its ``domain`` is kept. Ops the op table knows have parsed,
