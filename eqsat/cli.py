@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eqsat import __version__
-from eqsat.errors import EqsatError, InputError
+from eqsat.errors import EqsatError, InputError, UntypedValueError
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -32,6 +32,8 @@ def _fmt_count(n: float) -> str:
 
 
 def _shape(s) -> str:
+    if s is None:
+        return "?"
     return "[" + ", ".join(str(d) for d in s) + "]"
 
 
@@ -66,6 +68,32 @@ def _add_tolerance(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--seeds", type=_seeds, default=numeric.DEFAULT_SEEDS, help="random input sets (count)"
     )
+
+
+def _add_input_shape(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D0,D1,...",
+        help=f"an input's shape (repeatable; onnxsim's convention): {what}",
+    )
+
+
+def _input_shapes(specs: list[str]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    out: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        name, eq, value = spec.rpartition("=")
+        dims = value.split(",")
+        if not eq or not name or not all(d.strip().isdigit() and int(d) > 0 for d in dims):
+            raise InputError(
+                f"--input-shape {spec}: write NAME=D0,D1,... with positive sizes "
+                "(images=1,3,640,640)"
+            )
+        if name in out:
+            raise InputError(f"--input-shape {name}: given twice")
+        out[name] = tuple(int(d) for d in dims)
+    return tuple(out.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also use rules the proof ledger does not prove as written (see `eqsat rules list`)",
     )
+    _add_input_shape(opt, "the model is specialized to it and the gate runs at it")
     _add_tolerance(opt)
 
     ver = sub.add_parser("verify", help="numerical equivalence of two models in onnxruntime")
@@ -137,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("b", help="candidate model")
     ver.add_argument("--json", action="store_true", help="machine-readable verdict")
     ver.add_argument("--report", metavar="OUT.html", help="write an HTML report (+ .json)")
+    _add_input_shape(ver, "both models run at it")
     _add_tolerance(ver)
 
     cal = sub.add_parser("calibrate", help="measure this machine's roofline cost constants")
@@ -202,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIM=N",
         help="fix a symbolic input dim at compile time (repeatable); others stay run-time sizes",
     )
+    _add_input_shape(comp, "fixed at compile time, and the gate runs at it")
     comp.add_argument(
         "--emit",
         nargs=2,
@@ -279,7 +310,19 @@ def cmd_info(args) -> int:
     from eqsat.egraph.onnx_io import import_onnx
 
     src, label = _source(args)
-    s = pipeline.summarize(import_onnx(src))
+    source = pipeline.load(src)
+    try:
+        graph, problem = import_onnx(source, Path(src).parent if args.model else None), None
+    except UntypedValueError as e:  # still show what the file tells (ops, params, interface)
+        graph, problem = None, str(e)
+    s = pipeline.summarize(source, graph)
+    if problem:
+        s["error"] = problem
+        err.print(
+            f"eqsat: warning: {problem}; shown as the file declares it (no FLOPs)",
+            markup=False,
+            soft_wrap=True,
+        )
     if args.json:
         print(json.dumps({"model": label} | s, indent=2))
         return 0
@@ -287,22 +330,23 @@ def cmd_info(args) -> int:
     io = Table("", "name", "dtype", "shape", box=None)
     for kind in ("inputs", "outputs"):
         for v in s[kind]:
-            io.add_row(kind[:-1], v["name"], v["dtype"], _shape(v["shape"]))
+            io.add_row(kind[:-1], v["name"], v["dtype"] or "?", _shape(v["shape"]))
     out.print(io)
     ops = Table("op", "count", box=None)
     for op, n in sorted(s["ops"].items(), key=lambda kv: (-kv[1], kv[0])):
         ops.add_row(op + (" (opaque)" if op in s["opaque_ops"] else ""), str(n))
     out.print(ops)
+    flops = "unknown" if s["flops"] is None else _fmt_count(s["flops"])
     out.print(
         f"nodes {s['nodes']}   params {_fmt_count(s['params'])} "
-        f"({_fmt_count(s['param_bytes'])}B)   FLOPs {_fmt_count(s['flops'])}"
+        f"({_fmt_count(s['param_bytes'])}B)   FLOPs {flops}"
         + ("   (symbolic dims counted as 1)" if _symbolic(s) else "")
     )
     return 0
 
 
 def _symbolic(s: dict) -> bool:
-    return any(isinstance(d, str) for v in s["inputs"] for d in v["shape"])
+    return any(isinstance(d, str) for v in s["inputs"] for d in v["shape"] or ())
 
 
 def cmd_optimize(args) -> int:
@@ -331,6 +375,7 @@ def cmd_optimize(args) -> int:
         extractor=args.extractor,
         extract_time_limit=args.extract_time_limit,
         allow_unproved=args.allow_unproved,
+        input_shapes=_input_shapes(args.input_shape),
     )
     show = not args.json and err.is_terminal
     with err.status("optimizing", spinner="dots") if show else _nullctx() as status:
@@ -419,8 +464,9 @@ def cmd_verify(args) -> int:
     _check_report_path(args.report)
     a, b = load_model(args.a), load_model(args.b)  # one-line errors for unreadable files
     v = numeric.compare_models(
-        Path(args.a), Path(args.b), seeds=args.seeds, rtol=args.rtol, atol=args.atol
-    )
+        Path(args.a), Path(args.b), seeds=args.seeds, rtol=args.rtol, atol=args.atol,
+        input_shapes=dict(_input_shapes(args.input_shape)),
+    )  # fmt: skip
     if args.report:
         _report("verify", v, a, b, (args.a, args.b), args.report)
     if args.json:
@@ -502,6 +548,7 @@ def cmd_compile(args) -> int:
         threads=args.threads,
         egraph=not args.no_optimize,
         shapes=_shapes(args.shape),
+        input_shapes=_input_shapes(args.input_shape),
         verify=not args.no_verify,
         cache=not args.no_cache and not args.emit,  # --emit shows the code it generates
     )
@@ -831,13 +878,13 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except EqsatError as e:
         err.print(f"eqsat: error: {e}", markup=False, soft_wrap=True)
-        return e.exit_code
+        return _json_error(args, str(e), e.exit_code)
     except KeyboardInterrupt:
         err.print("eqsat: interrupted", markup=False)
-        return 130
+        return _json_error(args, "interrupted", 130)
     except OSError as e:  # the environment, not eqsat: permissions, a full disk, ...
         err.print(f"eqsat: error: {e}", markup=False, soft_wrap=True)
-        return 2
+        return _json_error(args, str(e), 2)
     except Exception as e:  # a bug: one line for the user, the traceback on request
         if os.environ.get("EQSAT_DEBUG"):
             traceback.print_exc()
@@ -848,7 +895,15 @@ def main(argv: list[str] | None = None) -> int:
             markup=False,
             soft_wrap=True,
         )
-        return 3
+        return _json_error(args, f"internal error: {type(e).__name__}: {first}", 3)
+
+
+def _json_error(args, message: str, code: int) -> int:
+    """With ``--json``, a failed command still prints one JSON object on stdout (the error and
+    the exit code), so that a script reading stdout always gets JSON; stderr has the line."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "exit_code": code}))
+    return code
 
 
 if __name__ == "__main__":

@@ -15,6 +15,12 @@ class InputError(EqsatError):
     exit_code = 2
 
 
+class UntypedValueError(InputError):
+    """A value whose type no source gives (op table, the file, onnx's inference, subgraphs):
+    the model cannot be imported, though the file is well formed (``eqsat info`` still shows
+    what the file declares)."""
+
+
 class VerificationError(EqsatError):
     """The optimized model does not match the original within tolerance."""
 

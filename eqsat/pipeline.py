@@ -37,6 +37,7 @@ import onnx
 
 from eqsat.egraph import onnx_io, passes
 from eqsat.egraph.ir import GraphError, TensorGraph
+from eqsat.egraph.onnx_types import value_type
 from eqsat.egraph.ops import node_flops
 from eqsat.errors import DataFileError, EqsatError, InputError, VerificationError
 from eqsat.verify import numeric
@@ -87,6 +88,9 @@ class Options:
     # symbolic input dims fixed at compile time (("batch", 8), ...); the others stay run-time
     threads: int | None = None
     shapes: tuple[tuple[str, int], ...] = ()
+    # whole input shapes (``--input-shape x=1,3,640,640``, onnxsim's convention): the model is
+    # specialized to them (its inputs' symbolic dims fixed), and the gate runs at them
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     # compiled targets: reuse a model compiled (and verified) before with the same input and
     # settings, from the user's cache folder (eqsat.compiled.cache_dir)
     cache: bool = True
@@ -334,15 +338,19 @@ def _import(state: State) -> State:
     if state.source is None:  # compile may have read it already, for its cache key
         state.source = load(model)
     base_dir = None if isinstance(model, onnx.ModelProto) else Path(model).parent
-    source = _fix_dims(state.source, dict(state.options.shapes))
+    o = state.options
+    source = _fix_dims(state.source, dict(o.shapes), dict(o.input_shapes))
     state.original = state.graph = onnx_io.import_onnx(source, base_dir)
     return state
 
 
-def _fix_dims(model: onnx.ModelProto, fixed: dict[str, int]) -> onnx.ModelProto:
+def _fix_dims(
+    model: onnx.ModelProto, fixed: dict[str, int], shapes: dict | None = None
+) -> onnx.ModelProto:
     """A copy of ``model`` whose inputs' symbolic dims named in ``fixed`` (``--shape batch=8``)
-    have those sizes; the importer's inference carries them through the graph."""
-    if not fixed:
+    have those sizes, and whose inputs named in ``shapes`` (``--input-shape x=1,3,64,64``) have
+    those shapes; the importer's inference carries them through the graph."""
+    if not fixed and not shapes:
         return model
     dims = [d for vi in model.graph.input for d in vi.type.tensor_type.shape.dim if d.dim_param]
     unknown = sorted(set(fixed) - {d.dim_param for d in dims})
@@ -350,12 +358,21 @@ def _fix_dims(model: onnx.ModelProto, fixed: dict[str, int]) -> onnx.ModelProto:
         raise InputError(f"--shape {unknown[0]}: no input has a dim named {unknown[0]!r}")
     if any(v < 1 for v in fixed.values()):
         raise InputError("--shape: sizes must be positive")
+    # checks names, ranks and fixed dims; the symbols' sizes join those --shape gave
+    implied = numeric.bind_input_shapes(numeric.input_specs(model), dict(shapes or {}))
+    clash = [k for k, v in implied.items() if fixed.get(k, v) != v]
+    if clash:
+        raise InputError(f"--shape {clash[0]}={fixed[clash[0]]} disagrees with --input-shape")
     out = onnx.ModelProto()
     out.CopyFrom(model)
     for vi in out.graph.input:
-        for d in vi.type.tensor_type.shape.dim:
-            if d.dim_param in fixed:
-                d.dim_value = fixed[d.dim_param]  # clears dim_param (a oneof)
+        tdims = vi.type.tensor_type.shape.dim
+        given = (shapes or {}).get(vi.name)
+        for k, d in enumerate(tdims):
+            if given is not None:
+                d.dim_value = given[k]  # clears dim_param (a oneof)
+            elif d.dim_param in fixed:
+                d.dim_value = fixed[d.dim_param]
     return out
 
 
@@ -434,8 +451,9 @@ def _verify(state: State) -> State:
     o = state.options
     try:
         state.verdict = numeric.compare_models(
-            state.model, state.files[0], seeds=o.seeds, rtol=o.rtol, atol=o.atol
-        )
+            state.model, state.files[0], seeds=o.seeds, rtol=o.rtol, atol=o.atol,
+            dim_values=dict(o.shapes), input_shapes=dict(o.input_shapes),
+        )  # fmt: skip
     except InputError as e:
         raise InputError(
             f"{e} — the verification gate runs both models in onnxruntime; --no-verify skips it"
@@ -471,7 +489,7 @@ def _verify_compiled(state: State) -> State:
     o, c = state.options, state.compiled
     state.verdict = numeric.compare_with(
         state.model, c.run, c.output_names, seeds=o.seeds, rtol=o.rtol, atol=o.atol,
-        dim_values=dict(o.shapes),
+        dim_values=dict(o.shapes), input_shapes=dict(o.input_shapes),
     )  # fmt: skip
     _refuse_unless_ok(state.verdict, "the compiled model differs from onnxruntime: ")
     return state
@@ -828,26 +846,77 @@ def extract_cost(graph: TensorGraph, cost_model) -> float:
     return graph_cost(graph, cost_model)
 
 
-def summarize(graph: TensorGraph) -> dict:
-    """What ``eqsat info`` shows: op histogram, parameters, FLOPs, interface."""
+def summarize(source: onnx.ModelProto, graph: TensorGraph | None) -> dict:
+    """What ``eqsat info`` shows: the file's opset, op histogram and node count (as written,
+    Constant nodes included: the count ``optimize`` reports as ``nodes_before``), parameters,
+    FLOPs and the interface. ``graph`` None: the model could not be imported (a value eqsat
+    cannot type); what the file alone tells is still shown, FLOPs and types where it has them."""
+    declared = {o.domain: o.version for o in source.opset_import}
+    opset = declared.get("", declared.get("ai.onnx"))
+    opaque = sorted({_op_key(n) for n in source.graph.node if _is_opaque(n)})
+    s = {
+        "opset": opset,
+        "producer": f"{source.producer_name} {source.producer_version}".strip(),
+        "nodes": len(source.graph.node),
+        "ops": op_histogram(source),
+        "opaque_ops": opaque,
+    }
+    if graph is None:
+        return s | {
+            "params": sum(_numel(t.dims) for t in source.graph.initializer),
+            "param_bytes": onnx_io.weight_bytes(source),
+            "flops": None,
+            "inputs": [_declared_io(vi) for vi in _feeds(source)],
+            "outputs": [_declared_io(vi) for vi in source.graph.output],
+        }
     flops = 0
     for n in graph.nodes:
         ins = [graph.types.get(i) if i else None for i in n.inputs]
         outs = [graph.types[o] for o in n.outputs if o]
         flops += node_flops(n, ins, outs)
-    opaque = sorted({n.op for n in graph.nodes if n.opaque is not None})
-    return {
-        "opset": graph.meta.opset,
-        "producer": f"{graph.meta.producer_name} {graph.meta.producer_version}".strip(),
-        "nodes": len(graph.nodes),
-        "ops": graph.op_histogram(),
-        "opaque_ops": opaque,
+    return s | {
         "params": graph.param_count(),
         "param_bytes": graph.param_bytes(),
         "flops": int(flops),
         "inputs": [_io(graph, i) for i in graph.inputs],
         "outputs": [_io(graph, o) for o in graph.outputs],
     }
+
+
+def _op_key(n: onnx.NodeProto) -> str:
+    return f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+
+
+def _is_opaque(n: onnx.NodeProto) -> bool:
+    return n.op_type != "Constant" and onnx_io.node_from_proto(n).opaque is not None
+
+
+def _numel(dims) -> int:
+    out = 1
+    for d in dims:
+        out *= int(d)
+    return out
+
+
+def _feeds(source: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    inits = {t.name for t in source.graph.initializer}
+    return [vi for vi in source.graph.input if vi.name not in inits]
+
+
+def _declared_io(vi: onnx.ValueInfoProto) -> dict:
+    """An input or output as the file declares it (dtype and shape None where it does not)."""
+    try:
+        t = value_type(vi, "value", fresh_dims=True)
+    except InputError:
+        t = None
+    if t is None:
+        tt = vi.type.tensor_type
+        dtype = None
+        if tt.elem_type:
+            with contextlib.suppress(Exception):
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+        return {"name": vi.name, "dtype": dtype, "shape": None}
+    return {"name": vi.name, "dtype": t.dtype, "shape": list(t.shape)}
 
 
 def _io(graph: TensorGraph, name: str) -> dict:

@@ -36,13 +36,16 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
 
 
-def measure_latency(models: list, reps: int = 10, seed: int = 0) -> list[dict]:
+def measure_latency(
+    models: list, reps: int = 10, seed: int = 0, dim_values: dict[str, int] | None = None
+) -> list[dict]:
     """Per model: its repetitions' spread in onnxruntime (:func:`.timing.spread`: min, median,
     upper quartile, max; ORT_ENABLE_ALL, one intra-op thread), the models' repetitions
-    interleaved so that background load hits all."""
+    interleaved so that background load hits all; symbolic dims at ``dim_values`` (the sizes
+    the gate ran at)."""
     from eqsat.verify.timing import interleaved, spread
 
-    feeds = numeric.random_feeds(numeric.input_specs(models[0]), seed)
+    feeds = numeric.random_feeds(numeric.input_specs(models[0]), seed, dim_values)
     return [spread(t) for t in interleaved(models, feeds, threads=1, reps=reps)]
 
 
@@ -64,7 +67,7 @@ def build(
         "nodes": {"reference": len(reference.graph.node), "candidate": len(candidate.graph.node)},
     }
     try:
-        lat = measure_latency([reference, candidate], reps=latency_reps)
+        lat = measure_latency([reference, candidate], latency_reps, 0, verdict.dim_values)
         data["latency"] = {
             "reference": lat[0],
             "candidate": lat[1],
