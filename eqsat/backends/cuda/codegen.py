@@ -27,6 +27,8 @@ What a kernel is (CODEGEN_NOTES, "NVPTX"):
   min/max) are LLVM intrinsics NVPTX lowers itself.
 - ``Allocate``: an ``alloca`` (per-thread local memory), refused above :data:`LOCAL_LIMIT`.
 - parallel loops (a CPU schedule) run serially; none appear under the GPU schedules.
+- a ``tensorize=gpu_tile16`` contraction: :func:`_emit_tile` (shared memory is two
+  ``addrspace(3)`` globals, the barrier ``@llvm.nvvm.barrier.cta.sync.aligned.all(i32 0)``).
 
 Then (:func:`to_ptx`): libdevice is linked in when a ``__nv_`` function is declared, every
 function but the kernel becomes internal (2.06 s / 693 KB of PTX → 245 ms / 1.8 KB in the
@@ -47,17 +49,30 @@ from eqsat.backends.cuda.toolchain import ARCHS, TRIPLE, libdevice_bitcode, targ
 from eqsat.backends.llvm.codegen import kernel_sizes
 from eqsat.backends.llvm.codegen_expr import I64
 from eqsat.backends.llvm.codegen_stmt import FunctionEmitter
+from eqsat.backends.llvm.emit import F32, loop
 from eqsat.lower.check import check_program
-from eqsat.lower.gpu_schedule import Launch, launch
+from eqsat.lower.contraction import ACC
+from eqsat.lower.gpu_schedule import (
+    BLOCK,
+    KSTEP,
+    THREAD,
+    TILE,
+    Launch,
+    TilePlan,
+    launch,
+    tile_plan,
+)
 from eqsat.lower.intrinsics import INTRINSICS
 from eqsat.lower.loops import (
     Allocate,
+    Const,
     Kernel,
     LoopIRError,
     LoopProgram,
 )
 
 GLOBAL = ir.PointerType(addrspace=1)
+SHARED = ir.PointerType(addrspace=3)
 I32 = ir.IntType(32)
 LOCAL_LIMIT = 16 * 1024  # bytes of one Allocate per thread (local memory)
 OPT_ARCH = "sm_80"  # the IR is optimized once, for the oldest architecture, and emitted for each
@@ -96,6 +111,51 @@ class CudaEmitter(FunctionEmitter):
         super().allocate(s)
 
 
+def _emit_tile(em: CudaEmitter, plan: TilePlan) -> None:
+    """A GPU_TILE kernel (:class:`eqsat.lower.gpu_schedule.TilePlan`): each thread stages one
+    cell of the A and of the B tile into shared memory (two ``addrspace(3)`` arrays), barrier,
+    accumulates its row × column of the tiles (an FMA chain), barrier, for each K step; then
+    the guarded epilogue. The plan's loop-IR expressions go through the shared emitter."""
+    b, T = em.b, TILE
+    for name, e in plan.defs:
+        em.env[name] = em.expr(e)
+    arr = ir.ArrayType(F32, T * T)
+    shared = []
+    for name in ("a", "b"):
+        g = ir.GlobalVariable(em.module, arr, f"{em.fn.name}.{name}_tile", addrspace=3)
+        g.linkage, g.align = "internal", 16
+        g.initializer = ir.Constant(arr, ir.Undefined)
+        g.type = SHARED  # llvmlite types globals; the module uses opaque pointers only
+        shared.append(g)
+    sa, sb = shared
+    zero = ir.Constant(I32, 0)
+
+    def cell(g, i: ir.Value) -> ir.Value:
+        return b.gep(g, [zero, i], inbounds=True, source_etype=arr)
+
+    barrier = em.declare("llvm.nvvm.barrier.cta.sync.aligned.all", ir.VoidType(), [I32])
+    mine = em.env[THREAD]
+    acc = em.alloca(F32)
+    b.store(ir.Constant(F32, 0.0), acc)
+    with loop(b, 0, em.expr(plan.steps), name="kt") as kt:
+        em.env[KSTEP] = kt
+        b.store(em.expr(plan.a_stage), cell(sa, mine))
+        b.store(em.expr(plan.b_stage), cell(sb, mine))
+        b.call(barrier, [zero])
+        total = b.load(acc, typ=F32)
+        for kk in range(T):
+            x = b.load(cell(sa, em.expr(plan.a_cell(Const(kk)))), typ=F32)
+            y = b.load(cell(sb, em.expr(plan.b_cell(Const(kk)))), typ=F32)
+            total = b.fadd(total, b.fmul(x, y, flags=["contract"]), flags=["contract"])
+        b.store(total, acc)
+        b.call(barrier, [zero])
+        del em.env[KSTEP]
+    em.env[ACC.name] = b.load(acc, typ=F32)
+    em.stmt(plan.epilogue)
+    for name in (*dict(plan.defs), ACC.name):
+        del em.env[name]
+
+
 def _sreg(em: CudaEmitter, name: str) -> ir.Value:
     fn = em.declare(f"llvm.nvvm.read.ptx.sreg.{name}", I32, [])
     return em.b.zext(em.b.call(fn, []), I64, name=name.replace(".", "_"))
@@ -121,11 +181,16 @@ def emit_kernel(k: Kernel) -> tuple[ir.Module, GpuKernel]:
         a.name = s
     em = CudaEmitter(module, fn, {p.name: a for p, a in zip(k.params, fn.args, strict=False)}, True)
     em.env.update(zip(sizes, fn.args[len(k.params) :], strict=True))
-    if lau.block_var is not None:
-        em.env[lau.block_var] = _sreg(em, "ctaid.x")
+    if lau.block_var is not None or lau.tile is not None:
+        em.env[lau.block_var or BLOCK] = _sreg(em, "ctaid.x")
+    if lau.tile is not None:
+        em.env[THREAD] = _sreg(em, "tid.x")
     if lau.thread_var is not None:
         em.env[lau.thread_var] = _sreg(em, "tid.x")
-    em.stmt(lau.body)
+    if lau.tile is not None:
+        _emit_tile(em, tile_plan(lau.tile))
+    else:
+        em.stmt(lau.body)
     em.finish()
     return module, GpuKernel(k, symbol, lau, sizes, str(module))
 

@@ -33,10 +33,12 @@ def test_every_kernel_assembles_and_fits_its_launch(name):
     assert len(kernels) == len(program.kernels) > 0
     most = 0
     for gk in kernels:
-        assert gk.launch.thread_var is not None, f"{gk.symbol} runs as a single thread"
+        lau = gk.launch
+        assert lau.tile is not None or lau.thread_var is not None, f"{gk.symbol}: one thread"
         for arch in ARCHS:
             (report,) = ptxas(gk.ptx[arch], arch)
             assert report.kernel == gk.symbol
-            check_launch(report, gk.launch.block)
+            check_launch(report, lau.block)
+            assert report.shared_bytes == (2 * 16 * 16 * 4 if lau.tile is not None else 0)
             most = max(most, report.registers)
     print(f"{name}: {len(kernels)} kernels × {len(ARCHS)} archs, at most {most} registers")
