@@ -20,9 +20,22 @@ two shared-memory tiles, one output element per thread); :func:`launch` gives it
 batch times the M and N tiles. The interpreter ignores the annotation, so the program keeps
 its results.
 
+A reduction or multistage kernel (Softmax, LayerNorm, ReduceMean, pools) may instead carry
+``Tensorize(<root loop>, "gpu_warp_rows")`` (:data:`WARP_ROWS`): one warp (a block of 32
+threads) per point of the output nest (a row), each statement of the row in a warp role
+(:func:`warp_role`): a loop nest ending in one ``Accumulate`` into an element the nest does not
+index is *reduced* (lane ``l`` takes the flattened iterations ``l, l + 32, ...`` into a partial,
+a butterfly of shuffles gives every lane the total, which is accumulated into the target); a
+loop nest storing into a global buffer at an index that names all its loops is *spread* (lane
+``l`` takes the same iterations); a store to a global buffer outside such loops runs on lane 0;
+local buffers are per lane, written by all lanes alike. A warp barrier follows every global
+write, so the lanes see each other's writes. :func:`strided` is the lanes' loop, in loop IR.
+
 Default schedule, per class (:func:`eqsat.lower.default_schedule.classify`, structural):
 
 - contractions that :func:`~eqsat.lower.contraction.match_contraction` recognizes: the tile.
+- reductions and multistage kernels whose every statement has a warp role and that reduce or
+  spread at least :data:`WARP` iterations per row (else most lanes would idle): warp rows.
 - every class with an output nest (element-wise, reduction, multistage, contraction): fuse the
   output loops into one, split it by the block size, bind the outer part to blocks and the
   inner to threads; one thread computes one output element (its whole reduction, its whole
@@ -31,9 +44,9 @@ Default schedule, per class (:func:`eqsat.lower.default_schedule.classify`, stru
   iterations that would race), the longest refusable suffix is dropped and tried again.
 - no output nest (a scalar kernel): no schedule; it runs as one thread.
 
-What this does not do yet (issue 20, step 2): one block per reduction row with a warp-shuffle
-or shared-memory tree (reductions run one output element per thread), register blocking,
-vectorized loads, double buffering and tensor cores in the GEMM tile.
+What this does not do yet (issue 20, step 2): a block of several warps per row (a shared-memory
+tree) for long rows, register blocking, vectorized loads, double buffering and tensor cores in
+the GEMM tile.
 """
 
 from __future__ import annotations
@@ -41,7 +54,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from eqsat.lower.analysis import loops, substitute
+from eqsat.lower.analysis import free_vars, loops, rebuild, substitute
 from eqsat.lower.contraction import (
     ACC,
     Contraction,
@@ -65,11 +78,13 @@ from eqsat.lower.loops import (
     For,
     If,
     Kernel,
+    Let,
     Load,
     LoopIRError,
     LoopKind,
     LoopProgram,
     Select,
+    Seq,
     Stmt,
     Store,
     Var,
@@ -79,6 +94,8 @@ from eqsat.lower.schedule import Bind, Fuse, Schedule, Split, Tensorize, apply
 from eqsat.lower.transform import MAX_GPU_THREADS, ScheduleError
 
 WARP = 32
+WARP_ROWS = "gpu_warp_rows"  # the tensorize annotation of a warp-per-row kernel
+LANE, STEP = "gpu.lane", "gpu.jj"  # a warp-rows thread's lane and its strided loop's variable
 GPU_TILE = "gpu_tile16"  # the tensorize annotation of a contraction's tiled kernel
 TILE = 16  # its output tile is TILE × TILE, one thread an element; K steps by TILE
 GPU_KINDS = (LoopKind.GPU_BLOCK, LoopKind.GPU_THREAD)
@@ -104,6 +121,7 @@ class Launch:
     thread_var: str | None
     body: Stmt
     tile: Contraction | None = None  # a GPU_TILE kernel: the contraction the backend tiles
+    rows: tuple[tuple[str, Expr], ...] = ()  # a WARP_ROWS kernel: the output nest (a row each)
 
 
 def ceil_div(e: Expr, d: int) -> Expr:
@@ -221,6 +239,119 @@ def tile_reference(kernel: Kernel) -> Kernel:
     return dataclasses.replace(kernel, body=body)
 
 
+def chain(s: Stmt) -> tuple[list[For], Stmt]:
+    """The perfect loop nest at ``s`` and the statement under it."""
+    nest = []
+    while isinstance(s, For):
+        nest.append(s)
+        s = s.body
+    return nest, s
+
+
+def _uses_only(e: Expr, names: set[str]) -> bool:
+    return not (free_vars(e) - names)
+
+
+def warp_role(s: Stmt) -> str | None:
+    """The role of a statement of a warp-rows kernel's row (module doc): ``all`` (a write to a
+    local buffer), ``lane0`` (a write to a global buffer), ``reduce``, ``spread``, ``nested``
+    (``Seq``, ``Allocate``, ``Let``, ``If``: their parts have roles), or None (no warp role:
+    the kernel is not run as warp rows)."""
+    if isinstance(s, Store | Accumulate):
+        return "all" if s.buffer.kind is BufferKind.LOCAL else "lane0"
+    if isinstance(s, Seq | Allocate | Let | If):
+        return "nested"
+    if not isinstance(s, For):
+        return None
+    nest, body = chain(s)
+    names = {f.var for f in nest}
+    if any(free_vars(f.extent) & names for f in nest):
+        return None
+    if isinstance(body, Accumulate) and body.buffer.dtype == "float32":
+        if not any(free_vars(i) & names for i in body.index):
+            return "reduce"
+    if isinstance(body, Store) and body.buffer.kind is not BufferKind.LOCAL:
+        if names <= {i.name for i in body.index if isinstance(i, Var)}:
+            return "spread"
+    return None
+
+
+def _warp_work(s: Stmt) -> int | None:
+    """The most iterations one reduced or spread nest of ``s`` has (None: a statement without
+    a warp role; symbolic extents count as :data:`WARP`)."""
+    role = warp_role(s)
+    if role is None:
+        return None
+    if role in ("reduce", "spread"):
+        n = extent_of(tuple((f.var, f.extent) for f in chain(s)[0]))
+        return n.value if isinstance(n, Const) else WARP
+    if role == "nested":
+        parts = [getattr(s, f.name) for f in dataclasses.fields(s)]
+        kids = [k for p in parts for k in (p if isinstance(p, tuple) else (p,))]
+        works = [_warp_work(k) for k in kids if isinstance(k, Stmt)]
+        return None if None in works else max(works, default=0)
+    return 0
+
+
+def strided(chain: list[For], body: Stmt) -> Stmt:
+    """The loop nest ``chain`` around ``body`` as lane ``Var(LANE)`` of a warp runs it: the
+    flattened iterations ``j = jj * WARP + lane`` below their count."""
+    axes = tuple((f.var, f.extent) for f in chain)
+    n = extent_of(axes)
+    j = Var(STEP) * WARP + Var(LANE)
+    return For(
+        STEP, ceil_div(n, WARP), If(Cmp(CmpOp.LT, j, n), substitute(body, flat_index(axes, j)))
+    )
+
+
+def warp_reference(kernel: Kernel) -> Kernel:
+    """A WARP_ROWS kernel as serial loop IR (the interpreter runs it): rows one after another,
+    each statement as its role runs it, the warp's lanes one after another — a spread nest as
+    the 32 lanes' strided loops, a reduced nest as 32 partials (strided loops) then their
+    combination into the target (in lane order, where the GPU's butterfly pairs them), the
+    rest once (lanes compute local values alike). It checks the lanes' partition of the
+    iterations (:func:`strided`) against the unscheduled kernel without a GPU."""
+    lau = launch(kernel)
+    if not lau.rows:
+        raise LoopIRError(f"kernel {kernel.name} is not tensorized={WARP_ROWS}")
+    count = iter(range(1_000_000))
+
+    def lanes(body: Stmt) -> Stmt:  # every lane in turn; loop names unique in the kernel
+        n = next(count)
+        body = rebuild(body, lambda c: _renamed(c, n) if isinstance(c, For) else c)
+        if isinstance(body, For):
+            body = _renamed(body, n)
+        return For(f"gpu.lane{n}", Const(WARP), substitute(body, {LANE: Var(f"gpu.lane{n}")}))
+
+    def rewrite(s: Stmt) -> Stmt:
+        role = warp_role(s)
+        if role == "nested":
+            return rebuild(s, lambda c: rewrite(c) if isinstance(c, Stmt) else c)
+        if role == "spread":
+            return lanes(strided(*chain(s)))
+        if role == "reduce":
+            nest, acc = chain(s)
+            n = next(count)
+            part = Buffer(f"gpu.part{n}", (WARP,), "float32", BufferKind.LOCAL)
+            init = Store(part, (Var(LANE),), Const(acc.op.identity("float32"), "float32"))
+            body = strided(nest, Accumulate(part, (Var(LANE),), acc.value, acc.op))
+            each = Accumulate(acc.buffer, acc.index, Load(part, (Var(f"gpu.l{n}"),)), acc.op)
+            return Allocate(part, seq(lanes(seq(init, body)), For(f"gpu.l{n}", Const(WARP), each)))
+        return s
+
+    body = For(BLOCK, lau.grid, substitute(rewrite(lau.body), flat_index(lau.rows, Var(BLOCK))))
+    return dataclasses.replace(kernel, body=body)
+
+
+def _renamed(s: For, n: int) -> For:
+    """:func:`strided`'s loop with its variable made unique (``gpu.jj<n>``); others as they are."""
+    if s.var != STEP:
+        return s
+    return dataclasses.replace(
+        s, var=f"{STEP}{n}", body=substitute(s.body, {STEP: Var(f"{STEP}{n}")})
+    )
+
+
 def _extent(f: For) -> int | None:
     return f.extent.value if isinstance(f.extent, Const) else None
 
@@ -251,7 +382,11 @@ def schedule_kernel(kernel: Kernel, target: GpuTarget = GpuTarget()) -> Schedule
         return ()
     if isinstance(kernel.body, For) and match_contraction(kernel) is not None:
         return (Tensorize(kernel.body.var, GPU_TILE),)
-    nest, _ = outer_nest(kernel.body)
+    nest, point = outer_nest(kernel.body)
+    if nest and classify(kernel) in ("reduction", "multistage"):
+        work = _warp_work(point)
+        if work is not None and work >= WARP:
+            return (Tensorize(kernel.body.var, WARP_ROWS),)
     for k in range(len(nest), 0, -1):
         sched = _bind_nest(nest[:k], _block_size(nest[:k], target))
         try:
@@ -276,6 +411,12 @@ def launch(kernel: Kernel) -> Launch:
         if c is None:
             raise LoopIRError(f"kernel {kernel.name}: tensorize={GPU_TILE}, not a contraction")
         return Launch(tile_grid(c), TILE * TILE, None, None, kernel.body, c)
+    if tensorized(kernel) == WARP_ROWS:
+        nest, point = outer_nest(kernel.body)
+        if _warp_work(point) is None:
+            raise LoopIRError(f"kernel {kernel.name}: tensorize={WARP_ROWS}, no warp roles")
+        rows = tuple((f.var, f.extent) for f in nest)
+        return Launch(extent_of(rows), WARP, None, None, point, rows=rows)
     body, grid, block = kernel.body, Const(1), 1
     block_var = thread_var = None
     if isinstance(body, For) and body.kind is LoopKind.GPU_BLOCK:
@@ -295,4 +436,6 @@ def launch(kernel: Kernel) -> Launch:
 
 
 def is_gpu_scheduled(kernel: Kernel) -> bool:
-    return tensorized(kernel) == GPU_TILE or any(f.kind in GPU_KINDS for f in loops(kernel.body))
+    return tensorized(kernel) in (GPU_TILE, WARP_ROWS) or any(
+        f.kind in GPU_KINDS for f in loops(kernel.body)
+    )

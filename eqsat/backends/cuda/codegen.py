@@ -51,24 +51,40 @@ from eqsat.backends.llvm.codegen_expr import I64
 from eqsat.backends.llvm.codegen_stmt import FunctionEmitter
 from eqsat.backends.llvm.emit import F32, loop
 from eqsat.lower.check import check_program
-from eqsat.lower.contraction import ACC
+from eqsat.lower.contraction import ACC, flat_index
 from eqsat.lower.gpu_schedule import (
     BLOCK,
     KSTEP,
+    LANE,
     THREAD,
     TILE,
+    WARP,
     Launch,
     TilePlan,
+    chain,
     launch,
+    strided,
     tile_plan,
+    warp_role,
 )
 from eqsat.lower.intrinsics import INTRINSICS
 from eqsat.lower.loops import (
+    Accumulate,
     Allocate,
+    Buffer,
+    BufferKind,
     Const,
+    For,
+    If,
     Kernel,
+    Let,
     LoopIRError,
     LoopProgram,
+    Seq,
+    Stmt,
+    Store,
+    Var,
+    seq,
 )
 
 GLOBAL = ir.PointerType(addrspace=1)
@@ -93,7 +109,68 @@ class GpuKernel:
 
 
 class CudaEmitter(FunctionEmitter):
-    """The CPU backend's statement emitter with the GPU's math and local buffers."""
+    """The CPU backend's statement emitter with the GPU's math and local buffers, and the
+    warp roles of a warp-rows kernel (``self.lane`` set; :func:`eqsat.lower.gpu_schedule.
+    warp_role`)."""
+
+    lane: ir.Value | None = None
+    plain = False  # inside a lane's own loop: statements are emitted as they are
+
+    def stmt(self, s: Stmt) -> None:
+        if self.lane is None or self.plain or isinstance(s, Seq | Allocate | Let | If):
+            return super().stmt(s)  # (the nested statements come back here)
+        role = warp_role(s)
+        if role == "all":
+            super().stmt(s)
+        elif role == "lane0":
+            self.on_lane0(s)
+            self.syncwarp()
+        elif role == "spread":
+            self.lanes(strided(*chain(s)))
+            self.syncwarp()
+        elif role == "reduce":
+            self.warp_reduce(s)
+        else:
+            raise LoopIRError(f"{type(s).__name__} has no warp role")
+
+    def lanes(self, s: Stmt) -> None:
+        self.plain = True
+        super().stmt(s)
+        self.plain = False
+
+    def on_lane0(self, s: Stmt) -> None:
+        with self.b.if_then(self.b.icmp_unsigned("==", self.lane, ir.Constant(I64, 0))):
+            self.lanes(s)
+
+    def syncwarp(self) -> None:
+        fn = self.declare("llvm.nvvm.bar.warp.sync", ir.VoidType(), [I32])
+        self.b.call(fn, [ir.Constant(I32, -1)])
+
+    def warp_reduce(self, s: For) -> None:
+        """Each lane's partial over its strided iterations, a butterfly of shuffles (every lane
+        ends with the total), then the accumulation into the target (lane 0's for a global
+        one)."""
+        nest, acc = chain(s)
+        part = Buffer("gpu.part", (1,), "float32", BufferKind.LOCAL)
+        self.bufs[part.name] = self.alloca(F32)
+        init = Store(part, (Const(0),), Const(acc.op.identity("float32"), "float32"))
+        self.lanes(seq(init, strided(nest, Accumulate(part, (Const(0),), acc.value, acc.op))))
+        shfl = self.declare("llvm.nvvm.shfl.sync.bfly.f32", F32, [I32, F32, I32, I32])
+        lanes = [ir.Constant(I32, v) for v in (-1, WARP - 1)]
+        for offset in (16, 8, 4, 2, 1):
+            v = self.b.load(self.bufs[part.name], typ=F32)
+            self.env["gpu.other"] = self.b.call(
+                shfl, [lanes[0], v, ir.Constant(I32, offset), lanes[1]]
+            )
+            self.lanes(Accumulate(part, (Const(0),), Var("gpu.other", "float32"), acc.op))
+        self.env["gpu.total"] = self.b.load(self.bufs[part.name], typ=F32)
+        final = Accumulate(acc.buffer, acc.index, Var("gpu.total", "float32"), acc.op)
+        if acc.buffer.kind is BufferKind.LOCAL:
+            self.lanes(final)
+        else:
+            self.on_lane0(final)
+            self.syncwarp()
+        del self.env["gpu.other"], self.env["gpu.total"], self.bufs[part.name]
 
     def call(self, name: str, t: str, args: list[ir.Value]) -> ir.Value:
         lib = INTRINSICS[name].libdevice if name in INTRINSICS else None
@@ -181,10 +258,15 @@ def emit_kernel(k: Kernel) -> tuple[ir.Module, GpuKernel]:
         a.name = s
     em = CudaEmitter(module, fn, {p.name: a for p, a in zip(k.params, fn.args, strict=False)}, True)
     em.env.update(zip(sizes, fn.args[len(k.params) :], strict=True))
-    if lau.block_var is not None or lau.tile is not None:
+    if lau.block_var is not None or lau.tile is not None or lau.rows:
         em.env[lau.block_var or BLOCK] = _sreg(em, "ctaid.x")
     if lau.tile is not None:
         em.env[THREAD] = _sreg(em, "tid.x")
+    if lau.rows:
+        for name, e in flat_index(lau.rows, Var(BLOCK)).items():
+            em.env[name] = em.expr(e)
+        em.lane = _sreg(em, "tid.x")
+        em.env[LANE] = em.lane
     if lau.thread_var is not None:
         em.env[lau.thread_var] = _sreg(em, "tid.x")
     if lau.tile is not None:

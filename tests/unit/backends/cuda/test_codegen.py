@@ -58,12 +58,12 @@ def _ew() -> Kernel:
     return Kernel("ew", (X, Y), body)
 
 
-def _rowsum() -> Kernel:
+def _rowsum(r: int = 64) -> Kernel:
     i, j = Var("i"), Var("j")
     body = loop(
         "i",
         Var("n"),
-        seq(Store(S, (i,), Const(0.0, "float32")), loop("j", 64, Accumulate(S, (i,), X[i, j]))),
+        seq(Store(S, (i,), Const(0.0, "float32")), loop("j", r, Accumulate(S, (i,), X[i, j]))),
     )
     return Kernel("rowsum", (X, S), body)
 
@@ -88,7 +88,11 @@ def test_launch_accepts_only_the_outermost_bound_nest():
     assert (lau.block, lau.block_var, lau.thread_var) == (1, None, None)
 
 
-@pytest.mark.parametrize("make", [_ew, _rowsum])
+def _short_rowsum() -> Kernel:  # rows under a warp long: one thread a row
+    return _rowsum(16)
+
+
+@pytest.mark.parametrize("make", [_ew, _short_rowsum])
 def test_default_gpu_schedule_binds_blocks_and_threads_and_keeps_results(make):
     k = make()
     sched = gpu_schedule.schedule_kernel(k)
@@ -114,9 +118,7 @@ def test_gpu_schedules_keep_every_example_models_results(name):
     assert all(gpu_schedule.is_gpu_scheduled(k) for k in prog.kernels)
     tiles = [gpu_schedule.launch(k).tile is not None for k in prog.kernels]
     assert any(tiles)  # every example has a MatMul, Gemm or Conv
-    serial = tuple(
-        gpu_schedule.tile_reference(k) if t else k for k, t in zip(prog.kernels, tiles, strict=True)
-    )
+    serial = tuple(_serial(k) for k in prog.kernels)
     rng = np.random.default_rng(1)
     feeds = {
         b.name: rng.standard_normal([2 if isinstance(d, str) else d for d in b.shape]).astype(
@@ -129,6 +131,66 @@ def test_gpu_schedules_keep_every_example_models_results(name):
     got = interpret(dataclasses.replace(prog, kernels=serial), feeds)
     for b in lowered.program.outputs:
         np.testing.assert_allclose(got[b.name], want[b.name], rtol=1e-5, atol=1e-5)
+
+
+def _serial(k: Kernel) -> Kernel:
+    """A GPU-scheduled kernel as the interpreter can run it: tiles and warp rows as their
+    serial references (the same plan the backend emits), bound loops as they are (serial)."""
+    lau = gpu_schedule.launch(k)
+    if lau.tile is not None:
+        return gpu_schedule.tile_reference(k)
+    return gpu_schedule.warp_reference(k) if lau.rows else k
+
+
+def _onnx(nodes, x_shape, y_shape) -> bytes:
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+ROWS = {  # models whose kernels are warp rows: rows of 64 (lane 0 stores, per-lane locals)
+    "softmax": ([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], [3, 5, 64], [3, 5, 64]),
+    "reducemean": (
+        [helper.make_node("ReduceMean", ["x"], ["y"], axes=[-1], keepdims=0)],
+        [3, 5, 64],
+        [3, 5],
+    ),
+    "max-then-exp": (
+        [
+            helper.make_node("ReduceMax", ["x"], ["m"], axes=[-1], keepdims=1),
+            helper.make_node("Sub", ["x", "m"], ["d"]),
+            helper.make_node("Exp", ["d"], ["y"]),
+        ],
+        [4, 96],
+        [4, 96],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_warp_rows_keep_results_and_assemble(name):
+    lowered = lower(import_onnx(_onnx(*ROWS[name])))
+    prog = gpu_schedule.schedule_program(lowered.program)
+    rows = [k for k in prog.kernels if gpu_schedule.launch(k).rows]
+    assert rows, [k.name for k in prog.kernels]
+    x = np.random.default_rng(2).standard_normal(ROWS[name][1]).astype(np.float32)
+    feeds = {lowered.program.inputs[0].name: x} | lowered.weights
+    want = interpret(lowered.program, feeds)
+    got = interpret(dataclasses.replace(prog, kernels=tuple(map(_serial, prog.kernels))), feeds)
+    out = lowered.program.outputs[0].name
+    np.testing.assert_allclose(got[out], want[out], rtol=1e-5, atol=1e-6)
+    for gk in compile_program(prog):
+        if gk.launch.rows:
+            assert gk.launch.block == 32
+            for arch in ARCHS:
+                assert "shfl.sync.bfly" in gk.ptx[arch] and "bar.warp.sync" in gk.ptx[arch]
+                if ptxas_path() is not None:
+                    (r,) = ptxas(gk.ptx[arch], arch)
+                    check_launch(r, 32)
 
 
 @needs_libdevice
@@ -176,8 +238,8 @@ def test_compile_target_cuda_emits_ptx_and_no_artifact(tmp_path, capsys):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])],
     )
     src = tmp_path / "m.onnx"
-    src.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-                    .SerializeToString())  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    src.write_bytes(model.SerializeToString())
     out = tmp_path / "ptx"
     code = cli.main(["compile", str(src), "--target", "cuda", "--emit", "asm", str(out)])
     text = capsys.readouterr().out.strip()
