@@ -2,16 +2,16 @@
 
 Consumes a GPU-scheduled LoopProgram (:mod:`eqsat.lower.gpu_schedule`); produces
 :class:`CudaProgram`, the executable of a ``CompiledModel`` whose target is ``cuda``: the PTX of
-each kernel for each architecture and its launch configuration. ``run`` refuses in one line:
-there is no runtime yet (no GPU to test one on); see :data:`eqsat.backends.cuda.NO_GPU`.
+each kernel for each architecture and its launch configuration. ``run_inputs`` runs it through
+:mod:`eqsat.backends.cuda.runtime` (UNTESTED: no GPU was available), which refuses in one line
+where there is no CUDA driver. Weights stay on the host until the first run, then live in
+device memory.
 """
 
 from __future__ import annotations
 
-from eqsat.backends.cuda import NO_GPU
 from eqsat.backends.cuda.codegen import GpuKernel, compile_program
 from eqsat.backends.cuda.toolchain import ARCHS
-from eqsat.errors import InputError
 from eqsat.lower.loops import LoopProgram
 
 
@@ -27,5 +27,13 @@ class CudaProgram:
             return {f"{k.symbol}.ll": k.ir for k in self.kernels}
         return {f"{k.symbol}.{a}.ptx": k.ptx[a] for k in self.kernels for a in self.archs}
 
-    def run(self, *_args) -> dict:
-        raise InputError(f"cannot run CUDA code here: {NO_GPU}")
+    def prepare(self, weights: dict) -> None:
+        """Keep the weights (``CompiledModel`` calls it once); uploaded on the first run."""
+        self.weights, self.session = dict(weights), None
+
+    def run_inputs(self, inputs: dict, sizes: dict[str, int]) -> dict:
+        from eqsat.backends.cuda.runtime import Session
+
+        if self.session is None:
+            self.session = Session(self, self.weights)
+        return self.session.run(inputs, sizes)

@@ -22,6 +22,7 @@ from eqsat.backends.cuda.toolchain import (
     ptxas_path,
 )
 from eqsat.egraph.onnx_io import import_onnx
+from eqsat.errors import InputError
 from eqsat.examples import build_example, example_names
 from eqsat.lower import gpu_schedule
 from eqsat.lower.interpret import interpret
@@ -261,3 +262,18 @@ def test_an_oversized_local_buffer_is_refused():
     assert body.body.kind is LoopKind.SERIAL
     with pytest.raises(LoopIRError, match="per GPU thread"):
         emit_kernel(Kernel("big", (Y,), body))
+
+
+def test_the_runtime_evaluates_grids_and_refuses_without_a_driver():
+    import ctypes.util
+
+    from eqsat.backends.cuda import runtime
+
+    k = apply(_ew(), gpu_schedule.schedule_kernel(_ew()))
+    grid = gpu_schedule.launch(k).grid  # (n * 64 + 255) // 256
+    assert [runtime.grid_size(grid, {"n": n}) for n in (1, 4, 5)] == [1, 1, 2]
+    if ctypes.util.find_library("cuda") is not None:
+        pytest.skip("a CUDA driver is installed: the refusal is not reachable")
+    runtime.device.cache_clear()
+    with pytest.raises(InputError, match="cannot run CUDA code here: no CUDA driver"):
+        runtime.device()
