@@ -33,9 +33,11 @@ write, so the lanes see each other's writes. :func:`strided` is the lanes' loop,
 
 Default schedule, per class (:func:`eqsat.lower.default_schedule.classify`, structural):
 
-- contractions that :func:`~eqsat.lower.contraction.match_contraction` recognizes: the tile.
-- reductions and multistage kernels whose every statement has a warp role and that reduce or
-  spread at least :data:`WARP` iterations per row (else most lanes would idle): warp rows.
+- contractions that :func:`~eqsat.lower.contraction.match_contraction` recognizes and whose
+  M × N fills at least a quarter of a tile: the tile.
+- reductions, multistage kernels and the other contractions (matrix-vector products) whose
+  every statement has a warp role and that reduce or spread at least :data:`WARP` iterations
+  per row (else most lanes would idle): warp rows.
 - every class with an output nest (element-wise, reduction, multistage, contraction): fuse the
   output loops into one, split it by the block size, bind the outer part to blocks and the
   inner to threads; one thread computes one output element (its whole reduction, its whole
@@ -375,15 +377,23 @@ def _bind_nest(nest: list[For], threads: int) -> Schedule:
     return (*sched, Split(name, threads), Bind(f"{name}.o", "block"), Bind(f"{name}.i", "thread"))
 
 
+def _fills_tiles(c: Contraction) -> bool:
+    """Worth a tile: M and N (symbolic dims count as TILE) at least a quarter of its side, so
+    that a matrix-vector product or a sum of squares (RMS norm: M = N = 1) is a warp row."""
+    m, n = (extent_of(ax) for ax in (c.m, c.n))
+    return all((e.value if isinstance(e, Const) else TILE) * 4 >= TILE for e in (m, n))
+
+
 def schedule_kernel(kernel: Kernel, target: GpuTarget = GpuTarget()) -> Schedule:
     """The default GPU schedule of one kernel (see the module doc); empty for a kernel without
     an output nest or one none of whose nest prefixes may run in parallel."""
     if classify(kernel) == "other":
         return ()
-    if isinstance(kernel.body, For) and match_contraction(kernel) is not None:
+    c = match_contraction(kernel) if isinstance(kernel.body, For) else None
+    if c is not None and _fills_tiles(c):
         return (Tensorize(kernel.body.var, GPU_TILE),)
     nest, point = outer_nest(kernel.body)
-    if nest and classify(kernel) in ("reduction", "multistage"):
+    if nest and classify(kernel) in ("reduction", "multistage", "contraction"):
         work = _warp_work(point)
         if work is not None and work >= WARP:
             return (Tensorize(kernel.body.var, WARP_ROWS),)

@@ -42,7 +42,7 @@ from eqsat.lower.loops import (
     seq,
 )
 from eqsat.lower.lower import lower
-from eqsat.lower.schedule import Bind, Split, apply, from_json, to_json
+from eqsat.lower.schedule import Bind, Split, Tensorize, apply, from_json, to_json
 from eqsat.lower.transform import ScheduleError
 
 needs_ptxas = pytest.mark.skipif(ptxas_path() is None, reason="ptxas not found (nvidia-cuda-nvcc)")
@@ -117,8 +117,6 @@ def test_gpu_schedules_keep_every_example_models_results(name):
     lowered = lower(import_onnx(build_example(name, "small")))
     prog = gpu_schedule.schedule_program(lowered.program)
     assert all(gpu_schedule.is_gpu_scheduled(k) for k in prog.kernels)
-    tiles = [gpu_schedule.launch(k).tile is not None for k in prog.kernels]
-    assert any(tiles)  # every example has a MatMul, Gemm or Conv
     serial = tuple(_serial(k) for k in prog.kernels)
     rng = np.random.default_rng(1)
     feeds = {
@@ -192,6 +190,25 @@ def test_warp_rows_keep_results_and_assemble(name):
                 if ptxas_path() is not None:
                     (r,) = ptxas(gk.ptx[arch], arch)
                     check_launch(r, 32)
+
+
+def _matmul(m: int) -> Kernel:
+    w = Buffer("w", (64, 64), "float32", BufferKind.WEIGHT)
+    v = Buffer("v", (m, 64), "float32", BufferKind.INPUT)
+    o = Buffer("o", (m, 64), "float32", BufferKind.OUTPUT)
+    i, j = Var("i"), Var("j")
+    body = loop("i", m, loop("j", 64, seq(
+        Store(o, (i, j), Const(0.0, "float32")),
+        loop("r", 64, Accumulate(o, (i, j), v[i, Var("r")] * w[Var("r"), j])),
+    )))  # fmt: skip
+    return Kernel(f"mm{m}", (v, w, o), body)
+
+
+def test_small_contractions_are_not_tiled():
+    """A matrix-vector product fills 1/16 of a tile: a warp an output (K = 64) instead."""
+    gemv = gpu_schedule.schedule_kernel(_matmul(1))
+    assert gemv == (Tensorize("i", gpu_schedule.WARP_ROWS),)
+    assert gpu_schedule.schedule_kernel(_matmul(64)) == (Tensorize("i", gpu_schedule.GPU_TILE),)
 
 
 @needs_libdevice
