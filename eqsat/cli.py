@@ -217,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--example", help="a bundled example model (see `eqsat examples`)")
     comp.add_argument("-o", "--output", help="the compiled model to write (model.eqsat)")
     comp.add_argument(
-        "--target", default="llvm", help="llvm (native code for this CPU; default) or cuda"
+        "--target",
+        default="llvm",
+        help="llvm (native code for this CPU; default) or cuda (PTX for sm_80 and sm_90: with "
+        "--emit only, nothing is written since no GPU verifies it)",
     )
     comp.add_argument(
         "--threads", type=_positive(int), help="threads for parallel loops (default: all cores)"
@@ -543,6 +546,10 @@ def cmd_compile(args) -> int:
         _check_output(args.output, args.model)
     if args.emit and args.emit[0] not in ("loops", "llvm", "asm"):
         raise InputError(f"--emit {args.emit[0]}: one of loops, llvm, asm")
+    if args.target == "cuda" and (not args.emit or args.output):
+        from eqsat.backends.cuda import NO_GPU
+
+        raise InputError(f"no artifact written: {NO_GPU}")  # exit 2, before compiling
     opts = pipeline.Options(
         target=args.target,
         threads=args.threads,
@@ -563,7 +570,12 @@ def cmd_compile(args) -> int:
     if args.emit:
         from eqsat.compiled import emit
 
-        emit(result.compiled, args.emit[0], Path(args.emit[1]))
+        emitted = emit(result.compiled, args.emit[0], Path(args.emit[1]))
+    if args.target == "cuda":  # --emit only (checked above): the files, then why no artifact
+        from eqsat.backends.cuda import NO_GPU
+
+        out.print(f"wrote {len(emitted)} files into {args.emit[1]}; no artifact written: {NO_GPU}")
+        return 0
     summary = {"model": label} | result.summary()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

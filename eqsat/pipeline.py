@@ -5,9 +5,9 @@ target (:func:`passes_for`). For ``onnx``: import → fold → dce → egraph (e
 extract, in a child process) → fold-weights (the weight-only subterms extraction chose) → export
 → save (into a temporary directory beside the output) → onnx-checker → verify (the gate:
 original vs optimized in onnxruntime) → write (renamed into place only when everything passed —
-a failure leaves no file). The ``llvm`` and ``cuda`` targets will replace the tail after
-fold-weights with lowering and compiling; :data:`TARGETS` names them already so that a request
-for one fails as a usage error rather than as an unknown word.
+a failure leaves no file). The ``llvm`` and ``ref`` targets replace the tail after fold-weights
+with compile → verify → write; ``cuda`` stops after compile (PTX for every kernel, which nothing
+here can run or verify, so ``compile`` refuses an output path for it and writes nothing).
 
 Why a list and one runner (:func:`run_passes`) rather than a hand-written chain: the runner
 times every pass, reports it (``Result.passes``, the ``passes`` list of ``--json``) and calls
@@ -49,7 +49,9 @@ Progress = Callable[[str], None]
 
 # what a run produces: an optimized ONNX model, or eqsat's own code (eqsat.lower, eqsat.backends)
 TARGETS = ("onnx", "llvm", "ref", "cuda")
-COMPILED_TARGETS = ("llvm", "ref")  # ref: the numpy interpreter (the oracle; cannot be saved)
+# ref: the numpy interpreter (the oracle; cannot be saved); cuda: PTX, neither run nor verified
+# here (no runtime, no GPU), so its pipeline stops after compile and writes nothing
+COMPILED_TARGETS = ("llvm", "ref", "cuda")
 
 
 @dataclass
@@ -301,11 +303,9 @@ def run_passes(pipeline: Sequence[Pass], state: State) -> State:
 
 
 def passes_for(options: Options) -> list[Pass]:
-    """The passes that make ``options.target`` (InputError for a target not built yet)."""
+    """The passes that make ``options.target`` (InputError for an unknown target)."""
     if options.target not in TARGETS:
         raise InputError(f"unknown target {options.target!r}; known: {', '.join(TARGETS)}")
-    if options.target not in ("onnx", *COMPILED_TARGETS):
-        raise InputError(f"target {options.target} is not built yet (onnx, llvm and ref are)")
     front = [
         Pass("import", _import),
         *([Pass("fold", _fold)] if options.fold_constants else []),
@@ -316,6 +316,8 @@ def passes_for(options: Options) -> list[Pass]:
             else []
         ),
     ]
+    if options.target == "cuda":
+        return [*front, Pass("compile", _compile)]
     if options.target in COMPILED_TARGETS:
         return [
             *front,
@@ -605,11 +607,15 @@ def compile(  # noqa: A001 - the verb of this stage, as in eqsat.compile
     """Compile a model to eqsat's own code (``options.target``: llvm by default here); with
     ``output``, save the artifact after the verification gate (atomically)."""
     options = options or Options(target="llvm")
-    pipeline = passes_for(options)  # refuses targets not built yet
+    pipeline = passes_for(options)  # refuses unknown targets
     if options.target not in COMPILED_TARGETS:
         raise InputError(
             f"compile makes {' or '.join(COMPILED_TARGETS)} code, not {options.target}"
         )
+    if options.target == "cuda" and output is not None:
+        from eqsat.backends.cuda import NO_GPU
+
+        raise InputError(f"no artifact written: {NO_GPU}")
     state = State(options, model, Path(output) if output else None, progress)
     key = None
     if options.cache and options.target == "llvm":

@@ -114,15 +114,19 @@ def test_json_carries_the_passes(capsys, tiny, tmp_path):
     assert s["passes"][0]["checked"] is True
 
 
-def test_a_target_not_built_yet_is_a_usage_error(capsys, tiny, tmp_path):
-    with pytest.raises(InputError, match="target cuda is not built yet"):
-        pipeline.compile(tiny, pipeline.Options(target="cuda"))
+def test_cuda_writes_no_artifact_and_says_why_in_one_line(capsys, tiny, tmp_path):
+    from eqsat.backends.cuda import NO_GPU
+
+    assert _names(pipeline.passes_for(pipeline.Options(target="cuda")))[-1] == "compile"
+    with pytest.raises(InputError, match="no artifact written: no GPU is present"):
+        pipeline.compile(tiny, pipeline.Options(target="cuda"), output=tmp_path / "o.eqsat")
     src = tmp_path / "tiny.onnx"
     src.write_bytes(tiny.SerializeToString())
-    code = cli.main(["compile", str(src), "-o", str(tmp_path / "o.eqsat"), "--target", "cuda"])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.strip() == "eqsat: error: target cuda is not built yet (onnx, llvm and ref are)"
+    for extra in ([], ["-o", str(tmp_path / "o.eqsat")]):
+        code = cli.main(["compile", str(src), "--target", "cuda", *extra])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err.strip() == f"eqsat: error: no artifact written: {NO_GPU}"
     assert not (tmp_path / "o.eqsat").exists()
 
 
