@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eqsat import __version__
-from eqsat.errors import EqsatError, InputError
+from eqsat.errors import EqsatError, InputError, UntypedValueError
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
@@ -32,6 +32,8 @@ def _fmt_count(n: float) -> str:
 
 
 def _shape(s) -> str:
+    if s is None:
+        return "?"
     return "[" + ", ".join(str(d) for d in s) + "]"
 
 
@@ -68,6 +70,32 @@ def _add_tolerance(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_input_shape(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D0,D1,...",
+        help=f"an input's shape (repeatable; onnxsim's convention): {what}",
+    )
+
+
+def _input_shapes(specs: list[str]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    out: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        name, eq, value = spec.rpartition("=")
+        dims = value.split(",")
+        if not eq or not name or not all(d.strip().isdigit() and int(d) > 0 for d in dims):
+            raise InputError(
+                f"--input-shape {spec}: write NAME=D0,D1,... with positive sizes "
+                "(images=1,3,640,640)"
+            )
+        if name in out:
+            raise InputError(f"--input-shape {name}: given twice")
+        out[name] = tuple(int(d) for d in dims)
+    return tuple(out.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="eqsat", description="Equality-saturation optimizer for ONNX models."
@@ -97,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument(
         "--disable-rule", action="append", default=[], metavar="NAME", help="leave a rule out"
     )
-    opt.add_argument("--iter-limit", type=_positive(int), default=30, help="saturation rounds")
+    opt.add_argument(
+        "--iter-limit", type=_positive(int), default=30,
+        help="iterations of each run of the rules (the first, then one after each Python rewrite)",
+    )  # fmt: skip
     opt.add_argument("--node-limit", type=_positive(int), default=100_000, help="e-node limit")
     opt.add_argument(
         "--time-limit",
@@ -127,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also use rules the proof ledger does not prove as written (see `eqsat rules list`)",
     )
+    _add_input_shape(opt, "the model is specialized to it and the gate runs at it")
     _add_tolerance(opt)
 
     ver = sub.add_parser("verify", help="numerical equivalence of two models in onnxruntime")
@@ -134,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("b", help="candidate model")
     ver.add_argument("--json", action="store_true", help="machine-readable verdict")
     ver.add_argument("--report", metavar="OUT.html", help="write an HTML report (+ .json)")
+    _add_input_shape(ver, "both models run at it")
     _add_tolerance(ver)
 
     cal = sub.add_parser("calibrate", help="measure this machine's roofline cost constants")
@@ -184,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--example", help="a bundled example model (see `eqsat examples`)")
     comp.add_argument("-o", "--output", help="the compiled model to write (model.eqsat)")
     comp.add_argument(
-        "--target", default="llvm", help="llvm (native code for this CPU; default) or cuda"
+        "--target",
+        default="llvm",
+        help="llvm (native code for this CPU; default) or cuda (PTX for sm_80 and sm_90: with "
+        "--emit only, nothing is written since no GPU verifies it)",
     )
     comp.add_argument(
         "--threads", type=_positive(int), help="threads for parallel loops (default: all cores)"
@@ -199,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIM=N",
         help="fix a symbolic input dim at compile time (repeatable); others stay run-time sizes",
     )
+    _add_input_shape(comp, "fixed at compile time, and the gate runs at it")
     comp.add_argument(
         "--emit",
         nargs=2,
@@ -276,7 +313,19 @@ def cmd_info(args) -> int:
     from eqsat.egraph.onnx_io import import_onnx
 
     src, label = _source(args)
-    s = pipeline.summarize(import_onnx(src))
+    source = pipeline.load(src)
+    try:
+        graph, problem = import_onnx(source, Path(src).parent if args.model else None), None
+    except UntypedValueError as e:  # still show what the file tells (ops, params, interface)
+        graph, problem = None, str(e)
+    s = pipeline.summarize(source, graph)
+    if problem:
+        s["error"] = problem
+        err.print(
+            f"eqsat: warning: {problem}; shown as the file declares it (no FLOPs)",
+            markup=False,
+            soft_wrap=True,
+        )
     if args.json:
         print(json.dumps({"model": label} | s, indent=2))
         return 0
@@ -284,22 +333,23 @@ def cmd_info(args) -> int:
     io = Table("", "name", "dtype", "shape", box=None)
     for kind in ("inputs", "outputs"):
         for v in s[kind]:
-            io.add_row(kind[:-1], v["name"], v["dtype"], _shape(v["shape"]))
+            io.add_row(kind[:-1], v["name"], v["dtype"] or "?", _shape(v["shape"]))
     out.print(io)
     ops = Table("op", "count", box=None)
     for op, n in sorted(s["ops"].items(), key=lambda kv: (-kv[1], kv[0])):
         ops.add_row(op + (" (opaque)" if op in s["opaque_ops"] else ""), str(n))
     out.print(ops)
+    flops = "unknown" if s["flops"] is None else _fmt_count(s["flops"])
     out.print(
         f"nodes {s['nodes']}   params {_fmt_count(s['params'])} "
-        f"({_fmt_count(s['param_bytes'])}B)   FLOPs {_fmt_count(s['flops'])}"
+        f"({_fmt_count(s['param_bytes'])}B)   FLOPs {flops}"
         + ("   (symbolic dims counted as 1)" if _symbolic(s) else "")
     )
     return 0
 
 
 def _symbolic(s: dict) -> bool:
-    return any(isinstance(d, str) for v in s["inputs"] for d in v["shape"])
+    return any(isinstance(d, str) for v in s["inputs"] for d in v["shape"] or ())
 
 
 def cmd_optimize(args) -> int:
@@ -328,6 +378,7 @@ def cmd_optimize(args) -> int:
         extractor=args.extractor,
         extract_time_limit=args.extract_time_limit,
         allow_unproved=args.allow_unproved,
+        input_shapes=_input_shapes(args.input_shape),
     )
     show = not args.json and err.is_terminal
     with err.status("optimizing", spinner="dots") if show else _nullctx() as status:
@@ -349,7 +400,7 @@ def cmd_optimize(args) -> int:
                 args.report,
                 result.egraph,
             )
-    summary = {"model": label} | result.summary()
+    summary = {"model": label} | result.to_json()
     if args.report:
         summary["report"] = str(args.report)
     if args.json:
@@ -395,8 +446,6 @@ def _print_optimize(s: dict) -> None:
         t.add_row(op, str(b), f"[{style}]{a}[/]" if style else str(a))
     t.add_row("[bold]total[/]", str(s["nodes_before"]), str(s["nodes_after"]))
     out.print(t)
-    times = "  ".join(f"{k} {v:.2f}s" for k, v in s["times_s"].items())
-    out.print(f"time: {times}")
     eg = s.get("egraph")
     if eg and "error" in eg:
         err.print(
@@ -405,23 +454,10 @@ def _print_optimize(s: dict) -> None:
             markup=False,
             soft_wrap=True,
         )
-    elif eg:
-        sat = eg["saturation"]
-        fired = ", ".join(f"{k} {v}" for k, v in sat["matches"].items() if v) or "none"
-        out.print(
-            f"e-graph: {sat['enodes'][0]} -> {sat['enodes'][-1]} e-nodes in "
-            f"{sat['iterations']} iterations ({sat['stop_reason']}); rules fired: {fired}"
-        )
-        out.print(f"cost ({eg['cost_model']}): {eg['cost_before']:.4g} -> {eg['cost_after']:.4g}")
-    v = s["verification"]
-    if v:
-        out.print(
-            f"verified: {len(v['seeds'])} random input sets, max abs error {v['max_abs']:.3g} "
-            f"(rtol {v['rtol']:g}, atol {v['atol']:g})"
-        )
-    else:
-        out.print("[yellow]not verified (--no-verify)[/]")
-    out.print(f"wrote {s['output']}")
+    from eqsat.pipeline import summary_lines
+
+    for line in summary_lines(s, ops=False):
+        out.print(line, markup=False, soft_wrap=True)
 
 
 def cmd_verify(args) -> int:
@@ -433,7 +469,10 @@ def cmd_verify(args) -> int:
     # read once (one-line errors for unreadable files); the weights stay in the files
     a = numeric.LoadedModel(load_model(args.a), Path(args.a).parent)
     b = numeric.LoadedModel(load_model(args.b), Path(args.b).parent)
-    v = numeric.compare_models(a, b, seeds=args.seeds, rtol=args.rtol, atol=args.atol)
+    v = numeric.compare_models(
+        a, b, seeds=args.seeds, rtol=args.rtol, atol=args.atol,
+        input_shapes=dict(_input_shapes(args.input_shape)),
+    )  # fmt: skip
     if args.report:
         ma, mb = (materialize(m.model, m.base_dir) for m in (a, b))
         _report("verify", v, ma, mb, (args.a, args.b), args.report)
@@ -511,11 +550,16 @@ def cmd_compile(args) -> int:
         _check_output(args.output, args.model)
     if args.emit and args.emit[0] not in ("loops", "llvm", "asm"):
         raise InputError(f"--emit {args.emit[0]}: one of loops, llvm, asm")
+    if args.target == "cuda" and (not args.emit or args.output):
+        from eqsat.backends.cuda import NO_GPU
+
+        raise InputError(f"no artifact written: {NO_GPU}")  # exit 2, before compiling
     opts = pipeline.Options(
         target=args.target,
         threads=args.threads,
         egraph=not args.no_optimize,
         shapes=_shapes(args.shape),
+        input_shapes=_input_shapes(args.input_shape),
         verify=not args.no_verify,
         cache=not args.no_cache and not args.emit,  # --emit shows the code it generates
     )
@@ -530,7 +574,12 @@ def cmd_compile(args) -> int:
     if args.emit:
         from eqsat.compiled import emit
 
-        emit(result.compiled, args.emit[0], Path(args.emit[1]))
+        emitted = emit(result.compiled, args.emit[0], Path(args.emit[1]))
+    if args.target == "cuda":  # --emit only (checked above): the files, then why no artifact
+        from eqsat.backends.cuda import NO_GPU
+
+        out.print(f"wrote {len(emitted)} files into {args.emit[1]}; no artifact written: {NO_GPU}")
+        return 0
     summary = {"model": label} | result.summary()
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -640,7 +689,8 @@ def cmd_bench(args) -> int:
             f"{r['min_ms']:.3f}",
             f"{r['median_ms']:.3f}",
             f"{r['spread']:.0%}",
-            f"{r['min_ms'] / base:.2f}x",
+            f"{r['min_ms'] / base:.2f}x"
+            + (" (within noise)" if r.get("vs_first", {}).get("within_noise") else ""),
         )
     out.print(f"{label}: {args.threads} thread(s), min of {args.reps} interleaved runs")
     out.print(table)
@@ -844,13 +894,13 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except EqsatError as e:
         err.print(f"eqsat: error: {e}", markup=False, soft_wrap=True)
-        return e.exit_code
+        return _json_error(args, str(e), e.exit_code)
     except KeyboardInterrupt:
         err.print("eqsat: interrupted", markup=False)
-        return 130
+        return _json_error(args, "interrupted", 130)
     except OSError as e:  # the environment, not eqsat: permissions, a full disk, ...
         err.print(f"eqsat: error: {e}", markup=False, soft_wrap=True)
-        return 2
+        return _json_error(args, str(e), 2)
     except Exception as e:  # a bug: one line for the user, the traceback on request
         if os.environ.get("EQSAT_DEBUG"):
             traceback.print_exc()
@@ -861,7 +911,15 @@ def main(argv: list[str] | None = None) -> int:
             markup=False,
             soft_wrap=True,
         )
-        return 3
+        return _json_error(args, f"internal error: {type(e).__name__}: {first}", 3)
+
+
+def _json_error(args, message: str, code: int) -> int:
+    """With ``--json``, a failed command still prints one JSON object on stdout (the error and
+    the exit code), so that a script reading stdout always gets JSON; stderr has the line."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message, "exit_code": code}))
+    return code
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from eqsat.lower.schedule import ScheduleTarget
 from eqsat.version import __version__
 
 FORMAT = 1
-BACKENDS = ("llvm", "ref")
+BACKENDS = ("llvm", "ref", "cuda")  # cuda: PTX only, nothing runs it yet
 
 
 @dataclass(frozen=True)
@@ -196,6 +196,13 @@ def build(
         program = schedule_program(program, target_caps(caps, threads))
         executable = llvm_compile(program, threads=threads, use_cache=use_cache)
         cpu, features = caps.cpu_name, caps.features
+    elif target == "cuda":
+        from eqsat.backends.cuda.program import CudaProgram
+        from eqsat.lower.gpu_schedule import schedule_program as gpu_schedule
+
+        program = gpu_schedule(program)  # default GPU schedules (lower/gpu_schedule)
+        executable = CudaProgram(program)
+        cpu = ",".join(executable.archs)
     else:
         from eqsat.backends import ref
 
@@ -278,13 +285,16 @@ def load(path: str | os.PathLike, threads: int | None = None) -> CompiledModel:
 
 def emit(model: CompiledModel, what: str, folder: Path) -> list[Path]:
     """Write ``model``'s loop nests (``loops``: the printed LoopProgram), LLVM IR (``llvm``, as
-    generated, before optimization) or assembly (``asm``, for this CPU) into ``folder``."""
+    generated, before optimization) or assembly (``asm``, for this CPU; for a cuda model the PTX
+    of each kernel for each architecture, ``<kernel>.<arch>.ptx``) into ``folder``."""
     from eqsat.lower.printer import print_program
 
     folder.mkdir(parents=True, exist_ok=True)
     name = model.program.name
     if what == "loops":
         files = {f"{name}.loops.txt": print_program(model.program)}
+    elif model.target == "cuda":  # one file a kernel (and architecture)
+        files = model.executable.files(what)
     elif model.target != "llvm" or not getattr(model.executable, "ir", ""):
         raise InputError(f"--emit {what}: only a model compiled here for llvm has code to show")
     elif what == "llvm":

@@ -2,7 +2,8 @@
 
 Consumed by the checker (arity, domain), the interpreter (the numpy reference) and, later, the
 LLVM backend (the intrinsic's base name, or None where it must call libm or expand a
-polynomial). A new function is one row here; nothing else lists intrinsics.
+polynomial) and the CUDA backend (the libdevice function, where it needs one). A new function
+is one row here; nothing else lists intrinsics.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ class Intrinsic:
     numpy: object  # callable on numpy arrays, dtype-preserving
     llvm: str | None
     domain: str = "float"  # "float", "numeric" (any non-bool) or "bool"
+    # the libdevice function a GPU backend calls (``__nv_<name>`` for float64, ``__nv_<name>f``
+    # for float32), or None where an LLVM intrinsic (or arithmetic) is lowered by NVPTX itself
+    libdevice: str | None = None
 
 
 def _erf(x):
@@ -45,18 +49,18 @@ def _sigmoid(x):
 INTRINSICS: dict[str, Intrinsic] = {
     i.name: i
     for i in (
-        Intrinsic("exp", 1, np.exp, "llvm.exp"),
-        Intrinsic("log", 1, np.log, "llvm.log"),
-        Intrinsic("sqrt", 1, np.sqrt, "llvm.sqrt"),
+        Intrinsic("exp", 1, np.exp, "llvm.exp", libdevice="exp"),
+        Intrinsic("log", 1, np.log, "llvm.log", libdevice="log"),
+        Intrinsic("sqrt", 1, np.sqrt, "llvm.sqrt", libdevice="sqrt"),
         Intrinsic("rsqrt", 1, _rsqrt, None),
-        Intrinsic("tanh", 1, np.tanh, None),
-        Intrinsic("erf", 1, _erf, None),
+        Intrinsic("tanh", 1, np.tanh, None, libdevice="tanh"),
+        Intrinsic("erf", 1, _erf, None, libdevice="erf"),
         Intrinsic("sigmoid", 1, _sigmoid, None),
-        Intrinsic("sin", 1, np.sin, "llvm.sin"),
-        Intrinsic("cos", 1, np.cos, "llvm.cos"),
+        Intrinsic("sin", 1, np.sin, "llvm.sin", libdevice="sin"),
+        Intrinsic("cos", 1, np.cos, "llvm.cos", libdevice="cos"),
         Intrinsic("floor", 1, np.floor, "llvm.floor"),
         Intrinsic("ceil", 1, np.ceil, "llvm.ceil"),
-        Intrinsic("pow", 2, np.power, "llvm.pow"),
+        Intrinsic("pow", 2, np.power, "llvm.pow", libdevice="pow"),
         Intrinsic("fma", 3, lambda a, b, c: a * b + c, "llvm.fma"),
         Intrinsic("abs", 1, np.abs, "llvm.fabs", "numeric"),
         Intrinsic("neg", 1, np.negative, None, "numeric"),

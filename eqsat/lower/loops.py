@@ -277,6 +277,11 @@ class LoopKind(enum.Enum):
     PARALLEL = "parallel"
     VECTORIZED = "vectorized"
     UNROLLED = "unrolled"
+    # GPU: the loop's iterations are the blocks of the grid (``blockIdx.x``) or the threads of a
+    # block (``threadIdx.x``); a backend that has neither runs the loop serially
+    # (:mod:`eqsat.lower.gpu_schedule` says which nests a GPU backend accepts)
+    GPU_BLOCK = "block"
+    GPU_THREAD = "thread"
 
 
 class ReduceOp(enum.Enum):

@@ -41,7 +41,7 @@ from eqsat.lower.analysis import free_vars, substitute
 from eqsat.lower.check import check_program
 from eqsat.lower.compute import COMPUTE, Ctx, Reduction, Unsupported, View
 from eqsat.lower.compute_ew import k
-from eqsat.lower.indexing import atom_rewrites, dim, size_name
+from eqsat.lower.indexing import atom_rewrites, dim, size_name, size_values
 from eqsat.lower.loops import (
     DTYPES,
     Accumulate,
@@ -271,6 +271,7 @@ class _Lowering:
         names = {v: b.name for v, b in self.buffers.items() if v not in copy_keys}
         outputs = {o: (self.copies.get(o) or self.buffers[o]).name for o in outs}
         products = tuple(sorted(self.products))
+        _check_sizes_determined(program, products)
         return Lowered(program, self.weights, names, outputs, mem, report, products)
 
     def copy(self, kname: str, value: str) -> Kernel:
@@ -413,3 +414,22 @@ def _lets(lets: list[tuple[Var, Expr]], body: Stmt) -> Stmt:
 
 
 __all__ = ["KernelInfo", "Lowered", "LoweringError", "Report", "lower"]
+
+
+def _check_sizes_determined(program: LoopProgram, products: tuple[str, ...]) -> None:
+    """Every size param must follow from the inputs' dims (an input's own symbol, or a product
+    of them): a symbol that shape inference made for an intermediate value (``floor_1_2_1``
+    for a strided window over a symbolic width) has no value at run time — the compiled code
+    does not evaluate shape arithmetic. Refused here with what to do, not a KeyError later."""
+    atoms = {d for b in program.inputs for d in b.shape if isinstance(d, str)}
+    known = atoms | set(size_values(products, dict.fromkeys(atoms, 1)))
+    missing = [d for d in program.sizes if d not in known]
+    if missing:
+        named = ", ".join(missing[:2]) + (f" and {len(missing) - 2} more" if len(missing) > 2
+                                          else "")
+        raise LoweringError(
+            f"the size(s) {named} of intermediate values do not follow from the "
+            "input shapes (no shape arithmetic at run time); give the inputs fixed sizes with "
+            "--input-shape NAME=D1,D2,..."
+        )
+

@@ -65,6 +65,8 @@ _ITER = {
     LoopKind.PARALLEL: "parallel",
     LoopKind.VECTORIZED: "vectorized",
     LoopKind.UNROLLED: "unrolled",
+    LoopKind.GPU_BLOCK: "gpu_blocks",
+    LoopKind.GPU_THREAD: "gpu_threads",
 }
 _ACC = {ReduceOp.SUM: "+=", ReduceOp.PROD: "*=", ReduceOp.MAX: "max=", ReduceOp.MIN: "min="}
 

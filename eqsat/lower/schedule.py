@@ -17,6 +17,8 @@ Primitives (each keeps results, up to the reassociation ``Accumulate`` allows, o
 - ``Reorder(loops)``: permute loops of one perfect nest (refused when iterations may conflict).
 - ``Fuse(outer, inner)``: two directly nested loops become one.
 - ``Vectorize``/``Parallel``/``Unroll(loop)``: set the loop's kind; the backend reads it.
+- ``Bind(loop, axis)``: run the loop's iterations as the blocks (``axis="block"``) or the threads
+  of a block (``"thread"``, a constant extent ≤ 1024) of a GPU grid; legal where ``Parallel`` is.
 - ``Tensorize(loop, intrinsic)``: annotate the nest as a micro-kernel target (``tensorize=``);
   the backend matches the nest against the intrinsic and emits explicit vector code.
 - ``CacheWrite(buffer, loop)``: accumulate the tile one iteration of ``loop`` writes in a local
@@ -105,6 +107,22 @@ class Unroll(Primitive):
         return transform.set_kind(k.body, self.loop, LoopKind.UNROLLED)
 
 
+GPU_AXES = {"block": LoopKind.GPU_BLOCK, "thread": LoopKind.GPU_THREAD}
+
+
+@dataclass(frozen=True)
+class Bind(Primitive):
+    name: ClassVar[str] = "bind"
+    loop: str
+    axis: str  # one of GPU_AXES
+
+    def apply(self, k: Kernel) -> Stmt:
+        kind = GPU_AXES.get(self.axis)
+        if kind is None:
+            raise ScheduleError(f"bind {self.loop}: axis {self.axis!r} is not block or thread")
+        return transform.set_kind(k.body, self.loop, kind)
+
+
 @dataclass(frozen=True)
 class Tensorize(Primitive):
     name: ClassVar[str] = "tensorize"
@@ -161,7 +179,7 @@ Schedule = tuple[Primitive, ...]
 
 @dataclass(frozen=True)
 class ScheduleTarget:
-    """What a scheduler may know of the machine (ARCHITECTURE.md: schedulers read a backend's
+    """What a scheduler may know of the machine (docs/architecture.md: schedulers read a backend's
     capabilities, never its name). ``lower`` cannot import backends, so a backend's
     ``Capabilities`` is copied into this record (``eqsat.compiled.target_caps``)."""
 
@@ -183,6 +201,7 @@ PRIMITIVES: dict[str, type[Primitive]] = {
         Vectorize,
         Parallel,
         Unroll,
+        Bind,
         Tensorize,
         CacheWrite,
         Pack,

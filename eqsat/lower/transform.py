@@ -54,6 +54,8 @@ from eqsat.lower.loops import (
     seq,
 )
 
+MAX_GPU_THREADS = 1024  # threads per block on every CUDA architecture
+
 
 class ScheduleError(LoopIRError):
     """A primitive that does not apply (unknown loop, illegal reordering, ...)."""
@@ -196,7 +198,11 @@ def set_kind(body: Stmt, name: str, kind: LoopKind) -> Stmt:
         raise ScheduleError(f"{what}: the extent must be a constant")
     if kind is LoopKind.VECTORIZED and any(g.kind is not LoopKind.UNROLLED for g in loops(f.body)):
         raise ScheduleError(f"{what}: only an innermost loop is vectorized (or unrolled ones)")
-    if kind is LoopKind.PARALLEL:
+    if kind is LoopKind.GPU_THREAD:
+        n = const_int(f.extent)
+        if n is None or not 1 <= n <= MAX_GPU_THREADS:
+            raise ScheduleError(f"{what}: threads per block must be a constant in 1..1024")
+    if kind in (LoopKind.PARALLEL, LoopKind.GPU_BLOCK, LoopKind.GPU_THREAD):
         _band_safe(f.body, {name}, what, parallel=True)
     return replace_loop(body, name, dataclasses.replace(f, kind=kind))
 

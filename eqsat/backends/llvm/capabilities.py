@@ -7,7 +7,7 @@ Produces: a frozen :class:`Capabilities` (CPU name, LLVM feature string, vector 
 float32 lanes, FMA, cores) with a stable :meth:`Capabilities.key` for caches, and the GEMM tile
 it implies (:meth:`Capabilities.gemm_tile`).
 
-Why: ARCHITECTURE.md ("Lowering and backends") — schedulers read a backend's capabilities, never
+Why: docs/architecture.md, "Lowering and backends": schedulers read a backend's capabilities, never
 its name, so the micro-kernel's vector width and tile come from here. CODEGEN_NOTES measured the
 AVX2 tile (6 rows × 2 vectors of 8, 12 ``<8 x float>`` accumulators: 78–83 GFLOP/s on Zen 3);
 with AVX-512's 32 registers and embedded broadcasts the tile grows (see ``gemm_tile``).
@@ -101,6 +101,15 @@ class Capabilities:
         if self.vector_width == 8:
             return 6, 16
         return 4, 2 * self.vector_width
+
+    def gemm_tiles(self) -> tuple[tuple[int, int], ...]:
+        """The micro-tiles a contraction may pick from (``tensorize_plan.choose_plan``), the
+        default :meth:`gemm_tile` first: on AVX-512 also 8 × 48 (3 vectors, the same 24
+        accumulators; measured as fast on L1-resident panels), which fits 8-multiple channel
+        counts without padding."""
+        if self.vector_width >= 16:
+            return (self.gemm_tile(), (8, 3 * self.vector_width))
+        return (self.gemm_tile(),)
 
     def key(self) -> str:
         """A stable hex digest of everything that changes the machine code for the same IR."""

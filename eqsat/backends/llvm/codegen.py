@@ -49,9 +49,11 @@ from eqsat.lower.check import check_program
 from eqsat.lower.contraction import match_contraction, tensorized
 from eqsat.lower.loops import Kernel, LoopProgram
 
-__all__ = ["ENTRY", "PARALLEL_FOR", "STACK_LIMIT", "emit", "kernel_sizes", "kernel_symbol"]
+__all__ = ["ENTRY", "PARALLEL_FOR", "RELEASE", "STACK_LIMIT", "emit", "kernel_sizes",
+           "kernel_symbol"]
 
 ENTRY = "run"
+RELEASE = "eqsat_release"  # frees what the kernels packed at their first call
 
 
 def kernel_symbol(k: Kernel) -> str:
@@ -84,7 +86,29 @@ def emit(program: LoopProgram) -> ir.Module:
     for k, fn in zip(program.kernels, kernels, strict=True):
         b.call(fn, [ptrs[p.name] for p in k.params] + [dims[s] for s in kernel_sizes(k)])
     b.ret_void()
+    _emit_release(module)
     return module
+
+
+def _emit_release(module: ir.Module) -> None:
+    """``release()``: free the weights the tensorized kernels packed on their first call (module
+    globals ``….pk.a`` / ``….pk.b``, see ``tensorize.py``) and forget their sources, so that the
+    runtime can give the memory back when a program is dropped (it would leak otherwise: the
+    globals live in the machine code, which Python does not see)."""
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), []), RELEASE)
+    fn.attributes.add("nounwind")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    free = None
+    for g in list(module.global_values):
+        if not (isinstance(g, ir.GlobalVariable) and g.name.endswith((".pk.a", ".pk.b"))):
+            continue
+        if free is None:
+            free = module.globals.get("free") or ir.Function(
+                module, ir.FunctionType(ir.VoidType(), [PTR]), "free")
+        b.call(free, [b.load(g, typ=PTR)])
+        b.store(ir.Constant(PTR, None), g)
+        b.store(ir.Constant(PTR, None), module.globals[f"{g.name}.src"])
+    b.ret_void()
 
 
 def _emit_kernel(module: ir.Module, k: Kernel) -> ir.Function:

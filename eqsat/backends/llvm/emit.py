@@ -98,6 +98,12 @@ class Intrinsics:
         m = ir.VectorType(I1, width)
         return self._get(f"llvm.masked.load.v{width}f32.p0", v, [PTR, I32, m, v])
 
+    def masked_gather(self, width: int) -> ir.Function:
+        v = vec(width)
+        m = ir.VectorType(I1, width)
+        ptrs = ir.VectorType(PTR, width)
+        return self._get(f"llvm.masked.gather.v{width}f32.v{width}p0", v, [ptrs, I32, m, v])
+
     def masked_store(self, width: int) -> ir.Function:
         v = vec(width)
         m = ir.VectorType(I1, width)

@@ -64,8 +64,20 @@ def _new_target(caps: Capabilities, codegen_opt: int) -> llvm.TargetMachine:
     init_native()
     target = llvm.Target.from_triple(caps.triple)
     return target.create_target_machine(
-        cpu=caps.cpu_name, features=caps.features, opt=codegen_opt, jit=True
+        cpu=caps.cpu_name, features=codegen_features(caps), opt=codegen_opt, jit=True
     )
+
+
+def codegen_features(caps: Capabilities) -> str:
+    """The target features the code generator gets: the host's, and on AVX-512 hosts without
+    LLVM's ``prefer-256-bit`` tuning. LLVM sets that tuning on Intel cores so that its loop
+    vectorizer picks 256-bit vectors (older cores lowered their clock for 512-bit ones); the
+    kernels here are long runs of vector arithmetic, which the explicit ``<16 x float>``
+    micro-kernel already runs in 512-bit registers, and the vectorized element-wise,
+    reduction and epilogue loops ran with half-width vectors beside it."""
+    if caps.vector_width >= 16 and os.environ.get("EQSAT_PREFER_256", "0") != "1":
+        return caps.features + ",-prefer-256-bit"
+    return caps.features
 
 
 @dataclass
@@ -110,7 +122,7 @@ class Compiled:
 
 def cache_key(ir_text: str, caps: Capabilities, opt: int, codegen_opt: int) -> str:
     h = hashlib.sha256()
-    for part in (ir_text, caps.cpu_name, caps.features, caps.triple, caps.llvmlite_version,
+    for part in (ir_text, caps.cpu_name, codegen_features(caps), caps.triple, caps.llvmlite_version,
                  f"opt={opt}", f"codegen={codegen_opt}"):
         h.update(part.encode())
         h.update(b"\0")

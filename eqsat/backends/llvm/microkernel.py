@@ -56,10 +56,16 @@ class Epilogue:
     relu: bool = False
     vector_fn: Callable[[ir.IRBuilder, ir.Value], ir.Value] | None = None
     name: str = ""
+    # ``tile_fn(b, x, r, v, mask, ldc, extras, mr)``: the vector ``v`` of row ``r`` of the tile
+    # (``mask``: its lanes in the tile, None when all are), with ``extras`` the function's
+    # ``extra`` trailing pointer arguments (operands the caller points at the tile), applied
+    # after ``vector_fn`` — ``tensorize.py``'s fused conv/matmul epilogues
+    tile_fn: Callable | None = None
+    extra: int = 0
 
     @property
     def empty(self) -> bool:
-        return not (self.bias or self.relu or self.vector_fn)
+        return not (self.bias or self.relu or self.vector_fn or self.tile_fn)
 
     def apply(self, b: ir.IRBuilder, x: ir.Value, bias_v: ir.Value | None) -> ir.Value:
         if self.bias:
@@ -79,14 +85,16 @@ def emit_microkernel(
     assert nr % vw == 0
     nv = nr // vw
     names = ["kc", "Ap", "Bp", "C", "ldc", "mr", "nr", "load_c", "last", "bias"]
-    types = [I64, PTR, PTR, PTR, I64, I64, I64, I64, I64, PTR]
+    names += [f"e{i}" for i in range(epilogue.extra)]
+    types = [I64, PTR, PTR, PTR, I64, I64, I64, I64, I64, PTR] + [PTR] * epilogue.extra
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), types), name=name)
     fn.linkage = "internal"
     for arg, n in zip(fn.args, names, strict=True):
         arg.name = n
         if arg.type == PTR:
             arg.add_attribute("noalias")
-    kc, ap, bp, c, ldc, mr_rt, nr_rt, load_c, last, bias = fn.args
+    kc, ap, bp, c, ldc, mr_rt, nr_rt, load_c, last, bias = fn.args[:10]
+    extras = fn.args[10:]
     intr = Intrinsics(module)
     fma = intr.fma(vw)
     vt = vec(vw)
@@ -138,11 +146,14 @@ def emit_microkernel(
     is_last = b.icmp_signed("!=", last, i64(0))
     full = b.and_(b.icmp_signed("==", mr_rt, i64(mr)), b.icmp_signed("==", nr_rt, i64(nr)))
 
-    def finish(x, cptr, bias_v, mask):
+    def finish(x, cptr, bias_v, mask, r, v):
         old = load_vec(b, cptr, vw) if mask is None else masked_load(b, intr, cptr, mask, vw)
         x = b.fadd(x, b.select(keep_c, old, zero))
         if not epilogue.empty:
-            x = b.select(is_last, epilogue.apply(b, x, bias_v), x)
+            y = epilogue.apply(b, x, bias_v)
+            if epilogue.tile_fn is not None:
+                y = epilogue.tile_fn(b, y, r, v, mask, ldc, extras, mr_rt)
+            x = b.select(is_last, y, x)
         if mask is None:
             b.store(x, cptr, align=4)
         else:
@@ -155,7 +166,7 @@ def emit_microkernel(
             for r in range(mr):
                 row = gep(b, c, b.mul(i64(r), ldc))
                 for v in range(nv):
-                    finish(accs[r * nv + v], gep(b, row, v * vw), bias_vs[v], None)
+                    finish(accs[r * nv + v], gep(b, row, v * vw), bias_vs[v], None, r, v)
         with otherwise:
             colmasks = [lane_mask(b, v * vw, nr_rt, vw) for v in range(nv)]
             bias_vs = [masked_load(b, intr, gep(b, bias, v * vw), colmasks[v], vw)
@@ -165,6 +176,6 @@ def emit_microkernel(
                 on = splat(b, b.icmp_signed("<", i64(r), mr_rt), vw)
                 for v in range(nv):
                     finish(accs[r * nv + v], gep(b, row, v * vw), bias_vs[v],
-                           b.and_(colmasks[v], on))
+                           b.and_(colmasks[v], on), r, v)
     b.ret_void()
     return fn

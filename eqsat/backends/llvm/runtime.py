@@ -7,11 +7,13 @@ output arrays, like :func:`eqsat.lower.interpret.interpret`. The code is generat
 
 The machine code comes from :func:`eqsat.backends.llvm.jit.compile_ir` (O3 for the host CPU:
 the loop vectorizer needs it for the scalar IR codegen emits; the object is cached on disk, keyed
-by the IR, the CPU and llvmlite's version). Parallel loops run on the process's persistent pool
-(:func:`eqsat.backends.llvm.threads.shared_pool`): the module calls ``launch(chunk, ctx, n)``
-through a ctypes callback when it reaches one, which splits ``[0, n)`` into one contiguous range
-per thread and runs the first on the calling thread. ctypes releases the GIL around each native
-chunk, so the chunks really overlap.
+by the IR, the CPU and llvmlite's version). Parallel loops run on the process's persistent
+native pool (:func:`eqsat.backends.llvm.native_pool.native_pool`): the module calls
+``launch(chunk, ctx, n)`` when it reaches one, which splits ``[0, n)`` into one contiguous range
+per thread and runs the first on the calling thread. Where there is no native pool (not Linux
+x86-64/AArch64, or ``EQSAT_NATIVE_POOL=0``) the launcher is a ctypes callback into the Python
+pool (:func:`eqsat.backends.llvm.threads.shared_pool`), which releases the GIL around each
+native chunk.
 """
 
 from __future__ import annotations
@@ -19,19 +21,27 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import weakref
 from collections.abc import Mapping
 
 import numpy as np
 
 from eqsat.backends.llvm.capabilities import Capabilities
-from eqsat.backends.llvm.codegen import ENTRY, PARALLEL_FOR, emit
+from eqsat.backends.llvm.codegen import ENTRY, PARALLEL_FOR, RELEASE, emit
 from eqsat.backends.llvm.jit import compile_ir, load_object
+from eqsat.backends.llvm.native_pool import native_pool
 from eqsat.backends.llvm.threads import ThreadPool, shared_pool
 from eqsat.lower.loops import LoopIRError, LoopProgram
 
 _CHUNK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
 _LAUNCH = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 _RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)
+_VOID = ctypes.CFUNCTYPE(None)
+
+
+def _release(fn, engine) -> None:
+    """Run the module's ``release`` (``engine``: kept alive until then, by this reference)."""
+    fn()
 
 
 class _Launcher:
@@ -41,7 +51,7 @@ class _Launcher:
     An exception cannot cross into native code (ctypes would print and drop it), so it is kept
     in ``error`` and raised by ``CompiledProgram.call``."""
 
-    def __init__(self, pool: ThreadPool):
+    def __init__(self, pool: ThreadPool | None):
         self.pool = pool
         self._chunks: dict[int, ctypes._CFuncPtr] = {}
         self.error: BaseException | None = None
@@ -82,14 +92,23 @@ class CompiledProgram:
             compiled = load_object(obj)
         self.engine, self.stats, self.object = compiled.engine, compiled.stats, compiled.object
         self.threads = threads or Capabilities.host().cores
-        self.launcher = _Launcher(shared_pool(self.threads))
+        self.launcher = _Launcher(None)
+        self.pool_kind: str | None = None  # the launcher in the module's slot: native / python
         if self.threads > 1:
-            self._launch = _LAUNCH(self.launcher)  # kept alive as long as the engine
             slot = self.engine.get_global_value_address(PARALLEL_FOR)
-            ctypes.c_void_p.from_address(slot).value = ctypes.cast(
-                self._launch, ctypes.c_void_p
-            ).value
+            native = native_pool(self.threads)
+            if native is not None:  # the workers never take the GIL (native_pool.py)
+                self._pool, address, self.pool_kind = native, native.launch, "native"
+            else:
+                self.pool_kind = "python"
+                self.launcher.pool = shared_pool(self.threads)
+                self._launch = _LAUNCH(self.launcher)  # kept alive as long as the engine
+                address = ctypes.cast(self._launch, ctypes.c_void_p).value
+            ctypes.c_void_p.from_address(slot).value = address
         self._run = _RUN(self.engine.get_function_address(ENTRY))
+        release = self.engine.get_function_address(RELEASE)
+        if release:  # packed weights: freed when this program goes (the engine kept till then)
+            weakref.finalize(self, _release, _VOID(release), self.engine)
 
     def bind(self, feeds: Mapping[str, np.ndarray], sizes: Mapping[str, int] | None = None):
         """The arrays of every buffer (feeds checked, outputs and temps allocated) and the size

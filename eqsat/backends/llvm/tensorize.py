@@ -37,23 +37,38 @@ from llvmlite import ir
 from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.codegen_expr import I64, PTR
 from eqsat.backends.llvm.codegen_stmt import PARALLEL_FOR, FunctionEmitter, function
-from eqsat.backends.llvm.emit import i64, loop, smin
+from eqsat.backends.llvm.emit import (
+    Intrinsics,
+    i64,
+    lane_mask,
+    load_vec,
+    loop,
+    masked_load,
+    smin,
+    splat,
+    vec,
+)
 from eqsat.backends.llvm.microkernel import Epilogue, emit_microkernel
 from eqsat.backends.llvm.pack import emit_pack_b
 from eqsat.backends.llvm.pack_window import emit_window_pack
 from eqsat.backends.llvm.tensorize_plan import (
+    FusedEpilogue,
+    PiecewiseB,
     PlainB,
     Plan,
-    choose_plan,
+    direct_output,
     epilogue,
     extents,
+    fused_epilogue,
+    orient,
     pack_a,
     pack_b,
+    piecewise_b,
     plain_b,
     window_b,
 )
-from eqsat.lower.contraction import Contraction
-from eqsat.lower.loops import Buffer, BufferKind, Kernel
+from eqsat.lower.contraction import ACC, Contraction
+from eqsat.lower.loops import BinaryOp, Buffer, BufferKind, Const, Kernel, Var
 
 PARALLEL_FLOP = 1e7  # ~100 µs of one thread; a 2-thread launch costs 14-16 µs (measured)
 ALIGN = 64
@@ -91,7 +106,7 @@ class _Ctx:
 def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contraction,
                     sizes: tuple[str, ...]) -> ir.Function:
     caps = Capabilities.host()
-    plan = choose_plan(c, caps)
+    c, plan = orient(c, caps)
     sym = fn.name
     cx = _Ctx(module, k, sizes, sym)
     wa, wb, wc = _ws("tz.wa"), _ws("tz.wb"), _ws("tz.wc")
@@ -100,16 +115,23 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
     plain = plain_b(c)
     if plain is not None:
         fb = _plain_pack_b(cx, plan, plain, len(pb_ints))
+    elif (pw := piecewise_b(c)) is not None:
+        fb = _piecewise_pack_b(cx, plan, pw, len(pb_ints))
     elif (win := window_b(c)) is not None:
         fb = _window_pack_b(cx, plan, win, len(pb_ints))
     else:
         fb = cx.helper("pack_b", pb_ints, [wb], pack_b(c, plan, wb))
     fe = cx.helper("epi", ["tz.b", "tz.ic", "tz.mc", "tz.o0", "tz.nrows", "tz.w0", "tz.nw"],
                    [wc], epilogue(c, plan, wc))
-    mname = f"eqsat.micro.{plan.mr}x{plan.nr}x{plan.vw}"
-    micro = module.globals.get(mname) or emit_microkernel(
-        module, plan.mr, plan.nr, plan.vw, plan.unroll, Epilogue(), name=mname)
-    tasks = _emit_tasks(cx, c, plan, fa, fb, fe, micro)
+    fused = fused_epilogue(c)
+    if fused is not None:  # this kernel's own micro-kernel, its epilogue in the final store
+        micro = emit_microkernel(module, plan.mr, plan.nr, plan.vw, plan.unroll,
+                                 _fused_epilogue(fused, plan.vw), name=f"{sym}.micro")
+    else:
+        mname = f"eqsat.micro.{plan.mr}x{plan.nr}x{plan.vw}"
+        micro = module.globals.get(mname) or emit_microkernel(
+            module, plan.mr, plan.nr, plan.vw, plan.unroll, Epilogue(), name=mname)
+    tasks = _emit_tasks(cx, c, plan, fa, fb, fe, micro, fused)
     _emit_driver(cx, fn, c, plan, fa, fb, tasks)
     return fn
 
@@ -130,6 +152,48 @@ def _plain_pack_b(cx: _Ctx, plan: Plan, pl: PlainB, nints: int) -> ir.Function:
     nc = b.mul(nrows, nw)
     npan = b.sdiv(b.add(nc, i64(plan.nr - 1)), i64(plan.nr))
     b.call(packer, [_gep(b, src, first), i64(pl.ldb), kdim, nc, fn.args[-1], i64(0), npan])
+    b.ret_void()
+    return fn
+
+
+def _piecewise_pack_b(cx: _Ctx, plan: Plan, pw: PiecewiseB, nints: int) -> ir.Function:
+    """``pack_b`` for a :class:`PiecewiseB` operand: per K row, the row pointer of the piece
+    that holds it (a select chain), then the block's columns copied as (masked) vectors into
+    :func:`~eqsat.backends.llvm.tensorize_plan.pack_b`'s layout."""
+    k = cx.k
+    types = [PTR] * len(k.params) + [I64] * (len(cx.sizes) + nints) + [PTR]
+    fn = function(cx.module, f"{cx.sym}.pack_b", types, internal=True)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    names = [p.name for p in k.params]
+    bi, o0, nrows, w0, nw, kdim = fn.args[len(k.params) + len(cx.sizes):-1]
+    dst = fn.args[-1]
+    bases = []
+    for pl in pw.pieces:
+        first = b.add(b.add(b.mul(o0, i64(pl.w)), w0), b.add(b.mul(bi, i64(pl.sb)), i64(pl.off)))
+        bases.append(_gep(b, fn.args[names.index(pl.buffer.name)], first))
+    nr, vw = plan.nr, plan.vw
+    intr = Intrinsics(cx.module)
+    nc = b.mul(nrows, nw)
+    npan = _ceil(b, nc, nr)
+    ncpad = b.mul(npan, i64(nr))
+    with loop(b, 0, npan, name="p") as p:
+        col = b.mul(p, i64(nr))
+        masks = [lane_mask(b, v * vw, b.sub(nc, col), vw) for v in range(nr // vw)]
+        with loop(b, 0, kdim, plan.kc, name="pc") as pc:
+            kc = smin(b, i64(plan.kc), b.sub(kdim, pc))
+            dst0 = _gep(b, dst, b.add(b.mul(pc, ncpad), b.mul(p, b.mul(kc, i64(nr)))))
+            with loop(b, 0, kc, name="kk") as kk:
+                row = b.add(pc, kk)
+                ptr = _gep(b, bases[0], b.mul(row, i64(pw.pieces[0].ldb)))
+                for start, pl in zip(pw.starts[1:], pw.pieces[1:], strict=True):
+                    mine = _gep(b, bases[pw.pieces.index(pl)],
+                                b.mul(b.sub(row, i64(start)), i64(pl.ldb)))
+                    ptr = b.select(b.icmp_signed(">=", row, i64(start)), mine, ptr)
+                src = _gep(b, ptr, col)
+                out = _gep(b, dst0, b.mul(kk, i64(nr)))
+                for v, mask in enumerate(masks):
+                    x = masked_load(b, intr, _gep(b, src, i64(v * vw)), mask, vw)
+                    b.store(x, _gep(b, out, i64(v * vw)), align=4 * vw)
     b.ret_void()
     return fn
 
@@ -221,7 +285,58 @@ def _ctx_layout(cx: _Ctx, plan: Plan):
         [PTR] * len(cx.k.params) + [I64] * len(cx.sizes) + [PTR, PTR, I64])
 
 
-def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micro) -> ir.Function:
+def _fused_epilogue(fe: FusedEpilogue, vw: int) -> Epilogue:
+    """The micro-kernel hook evaluating ``fe.value`` on a tile vector: the operands come as
+    trailing pointers (rows, then cols, then likes), each already at the tile's origin."""
+    kinds = {}
+    for i, (name, _, _, s) in enumerate(fe.rows):
+        kinds[name] = ("row", i, s)
+    for i, (name, _, _) in enumerate(fe.cols):
+        kinds[name] = ("col", len(fe.rows) + i, 0)
+    for i, (name, _, _, _) in enumerate(fe.likes):
+        kinds[name] = ("like", len(fe.rows) + len(fe.cols) + i, 0)
+
+    def tile_fn(b, x, r, v, mask, ldc, extras, mr_rt):
+        intr = Intrinsics(b.module)
+
+        def vload(ptr):
+            return load_vec(b, ptr, vw) if mask is None else masked_load(b, intr, ptr, mask, vw)
+
+        def ev(e):
+            if e == ACC:
+                return x
+            if isinstance(e, Const):
+                return ir.Constant(vec(vw), [float(e.value)] * vw)
+            if isinstance(e, Var):
+                kind, i, s = kinds[e.name]
+                if kind == "row":  # rows past the tile's edge read its last row (unstored)
+                    row = smin(b, i64(r), b.sub(mr_rt, i64(1)))
+                    return splat(b, b.load(_gep(b, extras[i], b.mul(row, i64(s))),
+                                           typ=ir.FloatType()), vw)
+                if kind == "col":
+                    return vload(_gep(b, extras[i], i64(v * vw)))
+                return vload(_gep(b, extras[i], b.add(b.mul(i64(r), ldc), i64(v * vw))))
+            a, y = ev(e.a), ev(e.b)
+            simple = {BinaryOp.ADD: b.fadd, BinaryOp.SUB: b.fsub, BinaryOp.MUL: b.fmul,
+                      BinaryOp.DIV: b.fdiv}.get(e.op)
+            if simple is not None:
+                return simple(a, y)
+            zero = isinstance(e.b, Const) and e.b.value == 0.0
+            if e.op is BinaryOp.MAX and zero:  # ReLU: x > 0 or NaN ? x : 0 (as ONNX Relu)
+                return b.select(b.fcmp_unordered(">", a, y), a, y)
+            name = "llvm.maximum" if e.op is BinaryOp.MAX else "llvm.minimum"
+            t = vec(vw)
+            f = b.module.globals.get(f"{name}.v{vw}f32") or ir.Function(
+                b.module, ir.FunctionType(t, [t, t]), f"{name}.v{vw}f32")
+            return b.call(f, [a, y])
+
+        return ev(fe.value)
+
+    return Epilogue(tile_fn=tile_fn, extra=len(kinds), name="fused")
+
+
+def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micro,
+                fused: FusedEpilogue | None = None) -> ir.Function:
     fn = function(cx.module, f"{cx.sym}.tasks", [PTR, I64, I64], internal=True)
     em = FunctionEmitter(cx.module, fn, {})
     b = em.b
@@ -240,7 +355,9 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micro) -> ir.F
     aws = None if plan.prepack_a else _alloc(em, sh.a_block)
     bws = None if plan.prepack_b else _alloc(em, sh.b_block)
     ldc = plan.ncpad
-    cws = _alloc(em, i64(plan.mc * ldc))
+    direct = direct_output(c) if fused is None else fused.out
+    cws = None if direct is not None else _alloc(em, i64(plan.mc * ldc))
+    pnames = [p.name for p in cx.k.params]
     cur_a, cur_b = em.alloca(I64), em.alloca(I64)
     b.store(i64(-1), cur_a)
     b.store(i64(-1), cur_b)
@@ -274,6 +391,11 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micro) -> ir.F
         ic, mc = sh.row_block(b, plan, ib)
         o0, nrows, w0, nw = sh.col_block(b, plan, jb)
         nc = b.mul(nrows, nw)
+        if direct is not None:  # the output block's first element: row ic, flat column o0·W+w0
+            col0 = b.add(b.mul(o0, i64(direct.w)), w0)
+            first = b.add(col0, b.add(b.mul(bi, i64(direct.sb)), i64(direct.off)))
+            out0 = _gep(b, bufs[pnames.index(direct.buffer.name)],
+                        b.add(first, b.mul(ic, i64(direct.ldb))))
         akey = b.add(b.mul(bi, sh.nib), ib)
         bkey = b.add(b.mul(bi, sh.njb), jb)
         if plan.prepack_a:
@@ -297,15 +419,23 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micro) -> ir.F
             ap = _gep(b, pa, b.mul(pc, mcpad))
             bp = _gep(b, pb, b.mul(pc, ncpad))
             load_c = b.zext(b.icmp_signed(">", pc, i64(0)), I64)
+            last = b.zext(b.icmp_signed(">=", b.add(pc, kc), sh.k), I64)
             with loop(b, 0, nc, plan.nr, name="jr") as jr:
                 nrr = smin(b, i64(plan.nr), b.sub(nc, jr))
                 bpan = _gep(b, bp, b.mul(jr, kc))
                 with loop(b, 0, mc, plan.mr, name="ir") as ir_:
                     mrr = smin(b, i64(plan.mr), b.sub(mc, ir_))
-                    cptr = _gep(b, cws, b.add(b.mul(ir_, i64(ldc)), jr))
-                    b.call(micro, [kc, _gep(b, ap, b.mul(ir_, kc)), bpan, cptr, i64(ldc),
-                                   mrr, nrr, load_c, i64(0), ir.Constant(PTR, None)])
-        b.call(fe, common + [bi, ic, mc, o0, nrows, w0, nw, cws])
+                    if direct is None:
+                        cptr, ldc_v = _gep(b, cws, b.add(b.mul(ir_, i64(ldc)), jr)), i64(ldc)
+                    else:  # the tile's place in the output itself
+                        cptr, ldc_v = _gep(b, out0, b.add(b.mul(ir_, i64(direct.ldb)), jr)), \
+                            i64(direct.ldb)
+                    extras = [] if fused is None else _tile_operands(
+                        b, fused, bufs, pnames, bi, b.add(ic, ir_), b.add(col0, jr))
+                    b.call(micro, [kc, _gep(b, ap, b.mul(ir_, kc)), bpan, cptr, ldc_v,
+                                   mrr, nrr, load_c, last, ir.Constant(PTR, None), *extras])
+        if direct is None:
+            b.call(fe, common + [bi, ic, mc, o0, nrows, w0, nw, cws])
     b.branch(grab)
     b.position_at_end(done)
     for p in (aws, bws, cws):
@@ -313,6 +443,21 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micro) -> ir.F
             _free(em, p)
     em.finish()
     return fn
+
+
+def _tile_operands(b, fe: FusedEpilogue, bufs, pnames, bi, row, col) -> list:
+    """The fused epilogue's operands at the tile whose first element is (``row``, ``col``) of
+    batch ``bi``: rows, then cols, then likes (``_fused_epilogue``'s order)."""
+    out = []
+    for _, buf, off, s in fe.rows:
+        out.append(_gep(b, bufs[pnames.index(buf.name)], b.add(i64(off), b.mul(row, i64(s)))))
+    for _, buf, off in fe.cols:
+        out.append(_gep(b, bufs[pnames.index(buf.name)], b.add(i64(off), col)))
+    for _, buf, off, sb in fe.likes:
+        at = b.add(b.add(i64(off), b.mul(bi, i64(sb))),
+                   b.add(b.mul(row, i64(fe.out.ldb)), col))
+        out.append(_gep(b, bufs[pnames.index(buf.name)], at))
+    return out
 
 
 def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, tasks):

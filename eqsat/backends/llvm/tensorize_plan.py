@@ -32,7 +32,7 @@ row (``split`` mode: ``nrows = 1``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.lower.analysis import substitute, walk
@@ -48,6 +48,7 @@ from eqsat.lower.loops import (
     Const,
     Expr,
     For,
+    Let,
     Load,
     LoopKind,
     Select,
@@ -58,10 +59,14 @@ from eqsat.lower.loops import (
 )
 
 KC = 256
+SWAP_BELOW = 0.8  # orient(): exchange the operands when less of the tile's work is real
+SWAP_GAIN = 1.05  # ... and the exchange makes this much more of it real
+SWAP_MIN_N = 128  # ... and M, the exchanged N, shares the (element-wise) A packing this widely
 NC_MAX = 256
 SPLIT_FLOP = 4e7  # from here on the blocks are split for threads (TASK_MULTIPLE tasks)
 TASK_MULTIPLE = 4  # 1, 2 and 4 threads get equal shares of the tasks
 B_WS_BYTES = 2 << 20  # the K × NC block of B a thread packs stays under this
+MAX_WINDOW_STRIDE = 4  # conv strides; a transposed read (stride = a row) keeps the generic packer
 BLOCK_VARS = ("tz.b", "tz.ic", "tz.mc", "tz.o0", "tz.nrows", "tz.w0", "tz.nw", "tz.K")
 V = {n: Var(n) for n in BLOCK_VARS}
 ZERO = Const(0.0, "float32")
@@ -100,12 +105,33 @@ def _prepackable(c: Contraction, side: str) -> bool:
 
 
 def choose_plan(c: Contraction, caps: Capabilities) -> Plan:
-    mr, nr = caps.gemm_tile()
+    """The blocking of ``c``: for each micro-tile the host offers (``Capabilities.gemm_tiles``,
+    first the default), the plan of :func:`_plan_for`; the one whose padded rows and columns
+    waste least of the micro-kernel's work (:func:`padded_share`), the first on a tie.
+
+    Why more than one tile (AVX-512): 12 × 32 and 8 × 48 both keep 24 accumulators and ran at
+    the same 222-228 GFLOP/s on L1-resident panels here, but 64, 128 and 256 output channels
+    are whole strips of 8 and not of 12 (12.5 % of 12 × 32's work on zero rows at 64)."""
+    tiles = caps.gemm_tiles()
+    best, best_share = None, -1.0
+    for mr, nr in tiles:
+        plan = _plan_for(c, caps, mr, nr)
+        share = padded_share(c, plan)
+        if share is None:
+            return plan if best is None else best
+        if share > best_share + 1e-9:
+            best, best_share = plan, share
+    return best
+
+
+def _plan_for(c: Contraction, caps: Capabilities, mr: int, nr: int) -> Plan:
     vw = caps.vector_width
     unroll = 2 if vw >= 16 else 4
     m, k = const_extent(c.m), const_extent(c.k)
     if m is not None and m < mr:
         mr = max(1, m)
+    elif m is not None:
+        mr = _pick_mr(m, mr)
     w = const_extent(c.n[-1:]) if c.n else 1
     n = const_extent(c.n)
     if n is not None and n <= vw:
@@ -131,6 +157,64 @@ def choose_plan(c: Contraction, caps: Capabilities) -> Plan:
         nc_max = _round(-(-w // -(-w // nc_max)), nr)
         mc = _split(m, mr, mc, 1, 1, False)[0]
     return Plan(mr, nr, vw, unroll, KC, mc, False, nc_max, 1, pa, pb)
+
+
+def _pick_mr(m: int, mr: int) -> int:
+    """``mr``, unless it pads ``m`` rows by over a quarter: then the strip height in
+    ``[2/3 mr, mr]`` that pads them least (the tallest on a tie). Measured at 1 thread on
+    SqueezeNet's convs: 8 × 32 strips did 0.82× the work per second of 12 × 32 ones, so 64 and
+    128 channels stay at 12 (12.5 % and 3 % padding, 8-12 % faster than exact strips of 8),
+    while 16 channels run as 2 strips of 8 rather than 2 of 12."""
+    if _round(m, mr) <= 1.25 * m:
+        return mr
+    return min(range(mr, -(-2 * mr // 3) - 1, -1), key=lambda r: _round(m, r))
+
+
+def padded_share(c: Contraction, plan: Plan) -> float | None:
+    """The share of the micro-kernel's work that is real: ``M·N`` over the rows and columns
+    it computes, with every row block rounded up to MR strips and every column block to NR
+    panels (None when an extent is not a constant)."""
+    m, no, w = const_extent(c.m), const_extent(c.n[:-1]), const_extent(c.n[-1:])
+    if None in (m, no, w) or 0 in (m, no, w):
+        return None
+    rows = sum(_round(min(plan.mc, m - i), plan.mr) for i in range(0, m, plan.mc))
+    if plan.rows_mode:
+        cols = sum(_round(min(plan.rows, no - o) * w, plan.nr) for o in range(0, no, plan.rows))
+    else:
+        cols = no * sum(_round(min(plan.ncb, w - j), plan.nr) for j in range(0, w, plan.ncb))
+    return m * no * w / (rows * cols)
+
+
+def swapped(c: Contraction) -> Contraction:
+    """``c`` with its operands exchanged: ``C^T = B^T A^T`` (M and N, ``a`` and ``b``)."""
+    return replace(c, m=c.n, n=c.m, a=c.b, b=c.a)
+
+
+def orient(c: Contraction, caps: Capabilities) -> tuple[Contraction, Plan]:
+    """The orientation to run ``c`` in and its plan: exchanged when padding wastes over
+    ``1 - SWAP_BELOW`` of the micro-kernel's work and the exchange wastes less.
+
+    Why: the micro-tile is MR rows × NR (2 vectors) columns, and the columns are the output's
+    innermost axis; a conv on a 14×14 or 7×7 image has column blocks of 98 or 49 — 23 % of
+    the work on padding lanes — and a conv with 16 output channels pads M to 24. Exchanged,
+    the channels are the vector axis and the pixels the rows (measured on the ResNet 3×3
+    convs at 1 thread: 14×14×256 117 → 135 GFLOP/s, 7×7×512 121 → 134). Not for the others:
+    then A is the im2col, packed element by element, while the window packer of B is vector
+    code: 56×56×64, 84 % real, ran 105 → 99 GFLOP/s exchanged; SqueezeNet's 1×1 squeeze convs
+    (16 channels, 55×55) ran 0.10 → 0.16 ms and 0.30 → 0.33 ms, their A packing shared by one
+    16-wide panel only (hence ``SWAP_MIN_N``)."""
+    plan = choose_plan(c, caps)
+    if not c.m:
+        return c, plan
+    share = padded_share(c, plan)
+    if share is None or share >= SWAP_BELOW or const_extent(c.m) < SWAP_MIN_N:
+        return c, plan
+    sc = swapped(c)
+    splan = choose_plan(sc, caps)
+    sshare = padded_share(sc, splan)
+    if sshare is not None and sshare > share * SWAP_GAIN:
+        return sc, splan
+    return c, plan
 
 
 def _split(m: int, mr: int, mc: int, no: int, rows: int, big: bool, prefer_m: bool = False,
@@ -370,15 +454,177 @@ def _affine_b(e: Expr, c: Contraction) -> PlainB | None:
     return PlainB(e.buffer, flat[""], sb, ldb, ext[c.n[-1][0]])
 
 
+def direct_output(c: Contraction) -> PlainB | None:
+    """The output as a row-major ``M × N`` matrix (``out[off + b * sb + m * ldb + n]``, the
+    flat M and N indices) when the epilogue only stores the sum (``out[F] = acc``): then the
+    micro-kernel can write its tile into the output itself — no C workspace, no epilogue pass
+    (a 1×1 conv's plain store was 16 % of its time in that copy, perf)."""
+    e = c.epilogue
+    if not (isinstance(e, Store) and e.value == ACC and c.m):
+        return None
+    define = dict(c.define)
+    load = Load(e.buffer, tuple(substitute(i, define) for i in e.index))
+    return _affine_b(load, replace(c, k=c.m))
+
+
+@dataclass(frozen=True)
+class FusedEpilogue:
+    """An epilogue the micro-kernel applies in its final store, straight into the output
+    (``out``, a row-major ``M × N`` matrix, :func:`direct_output`'s form): ``value`` over
+    :data:`ACC` and the operands, each a variable ``ep.<i>`` that is
+
+    * ``rows[i] = (buffer, off, s)``: ``buffer[off + s * m]`` for the flat row ``m`` (a conv's
+      per-channel bias, BN scale and shift), one broadcast per tile row;
+    * ``cols[i] = (buffer, off)``: ``buffer[off + n]`` for the flat column ``n`` (a MatMul's
+      bias), one vector per tile vector;
+    * ``likes[i] = (buffer, off, sb)``: laid out as the output (a residual add), read at the
+      tile's own offsets.
+
+    Why: the C workspace and its epilogue pass were 16 % of a 1×1 conv's time, and nearly every
+    conv and MatMul has one (bias, ReLU, residual)."""
+
+    out: PlainB
+    value: Expr
+    rows: tuple[tuple[str, Buffer, int, int], ...]
+    cols: tuple[tuple[str, Buffer, int], ...]
+    likes: tuple[tuple[str, Buffer, int, int], ...]
+
+
+FUSED_OPS = (BinaryOp.ADD, BinaryOp.SUB, BinaryOp.MUL, BinaryOp.DIV, BinaryOp.MAX,
+             BinaryOp.MIN)
+
+
+def fused_epilogue(c: Contraction) -> FusedEpilogue | None:
+    """The :class:`FusedEpilogue` of ``c``, or None (a call, a cast, a guard, an operand
+    read another way, an output that is not a plain matrix)."""
+    e, env = c.epilogue, {}
+    while isinstance(e, Let):
+        env[e.var.name] = substitute(e.value, env)
+        e = e.body
+    if not (isinstance(e, Store) and c.m and e.buffer.dtype == "float32"):
+        return None
+    define = dict(c.define)
+    idx = tuple(substitute(i, define) for i in e.index)
+    out = _affine_b(Load(e.buffer, idx), replace(c, k=c.m))
+    if out is None:
+        return None
+    ms, ns = _strides(c.m), _strides(c.n)
+    if ms is None or ns is None:
+        return None
+    ext = {n: x.value for n, x in c.m + c.n + c.batch if isinstance(x, Const)}
+    rows, cols, likes = [], [], []
+
+    def operand(load: Load) -> Expr | None:
+        if load.buffer.dtype != "float32" or not all(isinstance(d, int)
+                                                      for d in load.buffer.shape):
+            return None
+        ld = Load(load.buffer, tuple(substitute(i, define) for i in load.index))
+        flat = _flat_address(ld)
+        if flat is None:
+            return None
+        used = {v for v, k in flat.items() if v and k and ext.get(v, 2) != 1}
+        name = f"ep.{len(rows) + len(cols) + len(likes)}"
+        if used <= set(ms):
+            scales = {flat.get(v, 0) // ms[v] for v in used if flat.get(v, 0) % ms[v] == 0}
+            if len(scales) <= 1 and all(flat.get(v, 0) % ms[v] == 0 for v in used):
+                rows.append((name, ld.buffer, flat[""], scales.pop() if scales else 0))
+                return Var(name, "float32")
+            return None
+        if used <= set(ns):
+            if all(flat.get(v, 0) == ns[v] for v in used):
+                cols.append((name, ld.buffer, flat[""]))
+                return Var(name, "float32")
+            return None
+        like = _affine_b(ld, replace(c, k=c.m))
+        if like is not None and (like.ldb, like.sb, like.w) == (out.ldb, out.sb, out.w):
+            likes.append((name, ld.buffer, like.off, like.sb))
+            return Var(name, "float32")
+        return None
+
+    def walk_value(x: Expr) -> Expr | None:
+        if x == ACC or (isinstance(x, Const) and isinstance(x.value, float)):
+            return x
+        if isinstance(x, Var) and x.name in env:
+            return walk_value(env[x.name])
+        if isinstance(x, Load):
+            return operand(x)
+        if isinstance(x, BinOp) and x.op in FUSED_OPS:
+            a, b = walk_value(x.a), walk_value(x.b)
+            return None if a is None or b is None else BinOp(x.op, a, b)
+        return None
+
+    value = walk_value(substitute(e.value, env))
+    if value is None or value == ACC:
+        return None
+    return FusedEpilogue(out, value, tuple(rows), tuple(cols), tuple(likes))
+
+
+@dataclass(frozen=True)
+class PiecewiseB:
+    """B = ``Select(v < t, e1, e2)`` (nested) over ``v``, the outermost K axis, each leaf a
+    :class:`PlainB` — a channel concatenation feeding a 1×1 convolution: K row ``k`` of piece
+    ``i`` (``starts[i] <= k < starts[i + 1]``) is row ``k - starts[i]`` of ``pieces[i]``, so
+    the packer picks one row pointer per K row and copies vectors, as for one PlainB (the
+    generic packer evaluated the Select per element: SqueezeNet's fire modules read a concat
+    in their squeeze conv, which then ran 2-3× slower than onnxruntime's)."""
+
+    starts: tuple[int, ...]  # flat K row of each piece's first row
+    pieces: tuple[PlainB, ...]
+
+
+def _threshold(cond: Expr, v: str) -> tuple[int, bool] | None:
+    """``cond`` as ``v < t`` (``(t, True)``) or ``v >= t`` (``(t, False)``), else None."""
+    bounds = _bounds(cond)
+    if bounds is None or len(bounds[0]) + len(bounds[1]) != 1:
+        return None
+    (f,) = bounds[0] + bounds[1]
+    if {x for x in f if x} != {v} or f[v] != 1:
+        return None
+    return -f.get("", 0), bool(bounds[1])
+
+
+def piecewise_b(c: Contraction) -> PiecewiseB | None:
+    """The :class:`PiecewiseB` form of ``c.b``, or None."""
+    if not c.k or not isinstance(c.b, Select):
+        return None
+    v, ext = c.k[0]
+    inner = const_extent(c.k[1:]) if c.k[1:] else 1
+    if not isinstance(ext, Const) or inner is None:
+        return None
+
+    def go(e: Expr, lo: int, hi: int):
+        if isinstance(e, Select):
+            th = _threshold(e.cond, v)
+            if th is None:
+                return None
+            t, below = th
+            first, second = (e.a, e.b) if below else (e.b, e.a)  # k < t, then k >= t
+            if t <= lo:
+                return go(second, lo, hi)
+            if t >= hi:
+                return go(first, lo, hi)
+            left, right = go(first, lo, t), go(second, t, hi)
+            return None if left is None or right is None else left + right
+        leaf = substitute(e, {v: BinOp(BinaryOp.ADD, Var(v), Const(lo))})
+        pl = plain_b(replace(c, b=leaf))
+        return None if pl is None else [(lo * inner, pl)]
+
+    found = go(c.b, 0, ext.value)
+    if not found or len(found) < 2:
+        return None
+    return PiecewiseB(tuple(s for s, _ in found), tuple(p for _, p in found))
+
+
 @dataclass(frozen=True)
 class WindowB:
-    """B = ``Select(guard, buffer[flat], 0)`` with ``flat`` affine in the axes, the innermost
-    N axis ``w`` at coefficient 1 (consecutive floats along it), and ``guard`` a conjunction
-    of ``affine >= bound`` / ``affine < bound`` in which ``w`` has coefficient 0 or 1 — a
-    padded stride-1 convolution's im2col (``x[n, c, h + kh - p, w + kw - p]`` inside the
-    image). Per K row and vector of a panel, the lanes of one output row read consecutive
-    floats and the guard bounds them to a lane range: one masked load per row the vector
-    touches (``pack_window.py``), zero outside — what the Select gives."""
+    """B = ``Select(guard, buffer[flat], 0)`` (or an unguarded ``buffer[flat]``) with ``flat``
+    affine in the axes, the innermost N axis ``w`` at a coefficient ``stride`` >= 1 (floats
+    ``stride`` apart along it), and ``guard`` a conjunction of ``affine >= bound`` /
+    ``affine < bound`` in which ``w`` has coefficient 0 or ``stride`` — a padded
+    convolution's im2col (``x[n, c, s*h + kh - p, s*w + kw - p]`` inside the image). Per K
+    row and vector of a panel, the lanes of one output row read floats ``stride`` apart and
+    the guard bounds them to a lane range: one masked load (stride 1) or masked gather per
+    row the vector touches (``pack_window.py``), zero outside — what the Select gives."""
 
     buffer: Buffer
     addr: dict[str, int]  # flat element offset: {var: coefficient, "": constant}
@@ -389,6 +635,7 @@ class WindowB:
     k: tuple[tuple[str, int], ...]
     w: str
     width: int  # the extent of w
+    stride: int = 1  # w's coefficient in the address (and in the guards that have it)
 
 
 def _conjuncts(e: Expr) -> list[Expr]:
@@ -425,30 +672,37 @@ def _bounds(e: Expr) -> tuple[list, list] | None:
 def window_b(c: Contraction) -> WindowB | None:
     """The :class:`WindowB` form of ``c.b``, or None."""
     e = c.b
-    if not (isinstance(e, Select) and isinstance(e.b, Const) and e.b.value == 0
-            and isinstance(e.a, Load) and e.a.buffer.dtype == "float32"
-            and all(isinstance(d, int) for d in e.a.buffer.shape) and c.n):
+    if isinstance(e, Load):  # an unguarded read (an unpadded or strided conv): no bounds
+        load, bounds = e, ([], [])
+    elif isinstance(e, Select) and isinstance(e.b, Const) and e.b.value == 0 and isinstance(
+            e.a, Load):
+        load, bounds = e.a, _bounds(e.cond)
+        if bounds is None:
+            return None
+    else:
+        return None
+    if not (load.buffer.dtype == "float32" and c.n
+            and all(isinstance(d, int) for d in load.buffer.shape)):
         return None
     axes = c.batch + c.n + c.k
     if any(not isinstance(x, Const) for _, x in axes):
         return None
-    flat = _flat_address(e.a)
+    flat = _flat_address(load)
     if flat is None:
-        return None
-    bounds = _bounds(e.cond)
-    if bounds is None:
         return None
     names = {n for n, _ in axes}
     w = c.n[-1][0]
     for f in [flat, *bounds[0], *bounds[1]]:
         if any(v and v not in names for v in f):
             return None
-    if flat.get(w, 0) != 1 or any(f.get(w, 0) not in (0, 1) for f in bounds[0] + bounds[1]):
+    stride = flat.get(w, 0)
+    if not 1 <= stride <= MAX_WINDOW_STRIDE or any(
+            f.get(w, 0) not in (0, stride) for f in bounds[0] + bounds[1]):
         return None
     ext = tuple((n, x.value) for n, x in axes)
     nb, nn = len(c.batch), len(c.n)
-    return WindowB(e.a.buffer, flat, tuple(bounds[0]), tuple(bounds[1]), ext[:nb],
-                   ext[nb:nb + nn - 1], ext[nb + nn:], w, ext[nb + nn - 1][1])
+    return WindowB(load.buffer, flat, tuple(bounds[0]), tuple(bounds[1]), ext[:nb],
+                   ext[nb:nb + nn - 1], ext[nb + nn:], w, ext[nb + nn - 1][1], stride)
 
 
 def extents(c: Contraction) -> dict[str, Expr]:

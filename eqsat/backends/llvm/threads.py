@@ -94,6 +94,12 @@ def _pause_iters_per_us(spin) -> float:
     return n / max((time.perf_counter() - t) * 1e6, 1e-3)
 
 
+@functools.cache
+def pause_iters_per_us() -> float:
+    """``pause`` iterations per µs on this CPU (measured once per process)."""
+    return _pause_iters_per_us(_spin_fn())
+
+
 def split(start: int, end: int, parts: int, grain: int = 1) -> list[tuple[int, int]]:
     """``[start, end)`` in at most ``parts`` non-empty chunks of whole grains, sizes balanced."""
     n = end - start

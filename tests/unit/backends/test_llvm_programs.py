@@ -113,8 +113,11 @@ def test_parallel_gemm_on_two_threads_equals_serial():
     serial, one = check(p, feeds, threads=1, rtol=1e-4, atol=1e-5)
     threaded, two = check(p, feeds, threads=2, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(one["C"], two["C"])  # same arithmetic per element
-    assert len(threaded.launcher._chunks) == 1  # the launcher ran the outlined loop
-    assert not serial.launcher._chunks  # threads=1: the module ran it without calling back
+    if threaded.pool_kind == "python":
+        assert len(threaded.launcher._chunks) == 1  # the launcher ran the outlined loop
+    else:  # the native pool's launcher is in the module's slot (test_native_pool.py)
+        assert threaded.pool_kind == "native"
+    assert serial.pool_kind is None and not serial.launcher._chunks  # threads=1: no launcher
 
 
 def test_ir_shape():
@@ -135,7 +138,11 @@ def test_select_is_a_select_when_its_arms_are_safe():
     assert " select " in text and "sel.a" not in text  # no branch
 
 
-def test_an_error_in_the_parallel_launcher_is_raised_not_dropped():
+def test_an_error_in_the_parallel_launcher_is_raised_not_dropped(monkeypatch):
+    """The Python launcher's error (the native one runs no Python) reaches the caller."""
+    import eqsat.backends.llvm.runtime as runtime
+
+    monkeypatch.setattr(runtime, "native_pool", lambda threads: None)
     p = scheduled(matmul(12, 16, 8, split_init=True), GEMM)
     compiled, _ = check(p, threads=2, rtol=1e-4, atol=1e-5)
 
@@ -146,3 +153,16 @@ def test_an_error_in_the_parallel_launcher_is_raised_not_dropped():
     compiled.launcher.pool = Failing()
     with pytest.raises(RuntimeError, match="parallel loop failed"):
         compiled.run(random_feeds(p))
+
+
+def test_parallel_gemm_through_the_python_pool(monkeypatch):
+    """Where there is no native pool the launcher is the ctypes callback into threads.py."""
+    import eqsat.backends.llvm.runtime as runtime
+
+    monkeypatch.setattr(runtime, "native_pool", lambda threads: None)
+    p = scheduled(matmul(60, 40, 30, split_init=True), GEMM)
+    feeds = random_feeds(p)
+    _, one = check(p, feeds, threads=1, rtol=1e-4, atol=1e-5)
+    threaded, two = check(p, feeds, threads=2, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(one["C"], two["C"])
+    assert threaded.pool_kind == "python" and len(threaded.launcher._chunks) == 1

@@ -9,13 +9,30 @@ import numpy as np
 import pytest
 
 from eqsat import pipeline
+from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.runtime import compile as llvm_compile
-from eqsat.backends.llvm.tensorize_plan import TASK_MULTIPLE, _split, plain_b, window_b
+from eqsat.backends.llvm.tensorize_plan import (
+    TASK_MULTIPLE,
+    _split,
+    choose_plan,
+    orient,
+    padded_share,
+    piecewise_b,
+    plain_b,
+    window_b,
+)
 from eqsat.examples import example_names
 from eqsat.lower.contraction import match_contraction
 from eqsat.lower.interpret import interpret
 
-from ..lower.contraction_models import CASES, conv, force_tensorize, gemm_transb, matmul
+from ..lower.contraction_models import (
+    CASES,
+    concat_conv,
+    conv,
+    force_tensorize,
+    gemm_transb,
+    matmul,
+)
 
 rng = np.random.default_rng(3)
 
@@ -145,7 +162,117 @@ def test_window_b_dilated_padded_conv(hw):
     _check(p, weights)
 
 
-def test_window_b_only_for_unit_stride_guarded_reads():
-    for p, _ in (conv(stride=2, pad=1), conv(kernel=1), gemm_transb()):
-        (c,) = [x for x in map(match_contraction, p.kernels) if x is not None]
-        assert window_b(c) is None
+@pytest.mark.parametrize("hw", [7, 14, 23])
+@pytest.mark.parametrize("kernel, stride, pad, batch", [(3, 2, 1, 1), (3, 2, 0, 2), (7, 2, 3, 1),
+                                                        (3, 3, 1, 1), (3, 1, 0, 1),
+                                                        (5, 2, 2, 2)])
+def test_window_b_strided_and_unpadded_convs(hw, kernel, stride, pad, batch):
+    """Strided convs (lanes ``stride`` floats apart: masked gathers) and unpadded ones (no
+    guard) pack through the window form too: the same floats as interpret()."""
+    p, weights = conv(ci=6, co=5, hw=hw, kernel=kernel, stride=stride, pad=pad, batch=batch)
+    (c,) = [x for x in map(match_contraction, p.kernels) if x is not None]
+    wb = window_b(c)
+    assert wb is not None and wb.stride == stride
+    _check(p, weights)
+
+
+def test_window_b_not_for_transposed_reads():
+    """A transposed operand (w's stride a whole row) stays on the generic packer."""
+    (c,) = [x for x in map(match_contraction, gemm_transb()[0].kernels) if x is not None]
+    assert window_b(c) is None
+
+
+def _contraction(p):
+    (c,) = [x for x in map(match_contraction, p.kernels) if x is not None]
+    return c
+
+
+@pytest.mark.parametrize("parts, batch", [((5, 3, 9), 1), ((16, 16), 1), ((1, 40, 2, 7), 1),
+                                           ((200, 100), 1)])
+def test_piecewise_b_concat_into_1x1_conv(parts, batch):
+    """A channel concat read by a 1×1 conv packs per K row from the piece that holds it
+    (PiecewiseB), pieces inside and across KC slices; the same floats as interpret()."""
+    p, weights = concat_conv(parts=parts, hw=11, batch=batch)
+    pw = piecewise_b(_contraction(p))
+    assert pw is not None and len(pw.pieces) == len(parts)
+    assert pw.starts == tuple(sum(parts[:i]) for i in range(len(parts)))
+    _check(p, weights)
+
+
+def test_piecewise_b_not_for_windows():
+    """A concat read by a 3×3 conv is a window per piece, not a plain read: not piecewise."""
+    p, _ = concat_conv(kernel=3)
+    assert piecewise_b(_contraction(p)) is None
+
+
+@pytest.mark.parametrize("ci, hw, co, swap", [(64, 56, 64, False), (256, 14, 256, True),
+                                               (512, 7, 512, True), (64, 55, 16, False)])
+def test_orient_exchanges_only_padded_wide_contractions(ci, hw, co, swap):
+    """Convs on 14×14 / 7×7 images pad a 2-vector column tile by 23 %: with 256+ output
+    channels they run exchanged (channels on the vector axis); 56×56 or 16 channels do not."""
+    p, _ = conv(ci=ci, co=co, hw=hw, pad=1)
+    c = _contraction(p)
+    caps = Capabilities.host()
+    oc, plan = orient(c, caps)
+    assert (oc.m == c.n) is swap
+    if swap:
+        assert padded_share(oc, plan) > padded_share(c, choose_plan(c, caps))
+
+
+def test_orient_exchanged_conv_matches():
+    _check(*conv(ci=24, co=160, hw=7, pad=1, bn=True, residual=True))
+
+
+def test_release_frees_the_packed_weights():
+    """The module's release() frees what the first call packed (so a dropped program gives
+    the memory back: the runtime runs it from a finalizer); the next call packs again."""
+    import ctypes
+
+    from eqsat.backends.llvm.codegen import RELEASE, kernel_symbol
+
+    p, weights = matmul(64, 96, 80)
+    compiled = _check(p, weights)
+    (k,) = [k for k in compiled.program.kernels if match_contraction(k) is not None]
+    glob = compiled.engine.get_global_value_address(f"{kernel_symbol(k)}.pk.b")
+    assert ctypes.c_void_p.from_address(glob).value  # packed at the first call
+    ctypes.CFUNCTYPE(None)(compiled.engine.get_function_address(RELEASE))()
+    assert not ctypes.c_void_p.from_address(glob).value
+    feeds = _feeds(p, weights)
+    got, want = compiled.run(feeds), interpret(p, feeds)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
+    assert ctypes.c_void_p.from_address(glob).value  # packed again
+
+
+def test_tile_choice_by_padding():
+    """On AVX-512 a 64-channel conv runs 8 × 48 strips (12 × 32 would compute 8 zero rows);
+    132 channels are 11 strips of 12 exactly and stay 12 × 32."""
+    caps = Capabilities.host()
+    if caps.vector_width < 16:
+        pytest.skip("one micro-tile on this host")
+    p64, w64 = conv(ci=16, co=64, hw=20, pad=1)
+    plan = choose_plan(_contraction(p64), caps)
+    assert (plan.mr, plan.nr) == (8, 48)
+    _check(p64, w64)
+    p128, _ = conv(ci=16, co=132, hw=16, pad=1)
+    plan = choose_plan(_contraction(p128), caps)
+    assert (plan.mr, plan.nr) == (12, 32)
+
+
+def test_fused_epilogues_read_rows_columns_and_the_output_layout():
+    """Bias / BN per output channel (rows), a MatMul bias per column, a residual laid out as
+    the output (likes) and ReLU go into the micro-kernel's final store, written into the
+    output itself (over two KC slices too). Each compiled result equals interpret()."""
+    from eqsat.backends.llvm.tensorize_plan import fused_epilogue
+
+    p, w = conv(ci=8, co=20, hw=9, pad=1, bn=True, residual=True)
+    fe = fused_epilogue(_contraction(p))
+    assert fe is not None and fe.rows and fe.likes and not fe.cols
+    _check(p, w)
+    p, w = matmul(33, 40, 17, epilogue="bias_relu")
+    fe = fused_epilogue(_contraction(p))
+    assert fe is not None and fe.cols and not fe.rows
+    _check(p, w)
+    p, w = matmul(33, 40, 300, epilogue="residual")  # two KC slices: partial sums in place
+    assert fused_epilogue(_contraction(p)).likes
+    _check(p, w)

@@ -7,6 +7,7 @@ from onnx import helper, numpy_helper
 
 from eqsat import pipeline
 from eqsat.egraph import onnx_files, onnx_io
+from eqsat.errors import InputError
 from eqsat.verify import numeric
 from tests.helpers import init, model, vi
 
@@ -157,3 +158,40 @@ def test_a_written_file_whose_bytes_differ_from_the_graph_is_caught(tmp_path):
     changed[63, 63] += 1.0  # the last chunk's last element
     assert onnx_files.differing_weight(skeleton, tmp_path, {"w": changed}) == "w"
     assert onnx_files.differing_weight(skeleton, tmp_path, {}) == "w"
+
+
+def test_gate_probes_sizes_and_takes_input_shapes_with_weights_fed_from_the_file(tmp_path):
+    """The gate's size probing (main) runs the shared session whose large weights are inputs
+    mapped from the file (corpus): x [b, 64] @ w, reshaped to [64], runs only at b = 1."""
+    w = np.random.default_rng(4).standard_normal((64, 64)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["a"]),
+        helper.make_node("Reshape", ["a", "shape"], ["y"]),
+    ]
+    shape = init("shape", np.array([64], np.int64))
+    m = model(nodes, [vi("x", ["b", 64])], [vi("y", [64])], [init("w", w), shape])
+    src, out = tmp_path / "src.onnx", tmp_path / "out.onnx"
+    onnx.save_model(m, str(src))
+    assert set(numeric.Session(src).weights) == {"w"}
+    result = pipeline.optimize(src, output=out)
+    assert result.verdict.ok and result.verdict.dim_values == {"b": 1}
+    pinned = pipeline.Options(input_shapes=(("x", (1, 64)),))
+    assert pipeline.optimize(src, pinned).verdict.dim_values == {"b": 1}
+    v = numeric.compare_models(src, out, input_shapes={"x": (1, 64)})
+    assert v.ok and v.dim_values == {"b": 1}
+    with pytest.raises(InputError, match="failed to run"):
+        numeric.compare_models(src, out, input_shapes={"x": (2, 64)})
+
+
+def test_identical_weights_sample_then_compare_in_full():
+    """ir.identical_weights (export's rule and params_after's) compares a few pages of each
+    same-shape tensor, then the whole: a difference outside the pages is still seen."""
+    from eqsat.egraph.ir import identical_weights
+
+    a = np.arange(16384, dtype=np.float32)  # 64 KiB: the sampled pages cover a fraction
+    near = a.copy()
+    near[2500] = -1  # byte 10000: outside the first, middle and last pages
+    weights = {"a": a, "a_twin": a.copy(), "near": near, "scalar": np.float32(1), "s2": 1}
+    weights = {k: np.asarray(v, np.float32) for k, v in weights.items()}
+    assert identical_weights(weights) == {"a_twin": "a", "scalar": "s2"}
+    assert identical_weights(weights, keep={"a_twin"}) == {"a": "a_twin", "scalar": "s2"}

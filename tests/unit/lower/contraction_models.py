@@ -96,6 +96,19 @@ def conv(ci=8, co=12, hw=9, kernel=3, stride=1, pad=0, group=1, dilation=1, bn=F
     return build(nodes, inputs, last, [batch, co, oh, oh], inits)
 
 
+def concat_conv(parts=(5, 3, 9), co=7, hw=9, kernel=1, batch=1):
+    """A channel Concat of inputs (each through a Relu) read by a conv: SqueezeNet's fire
+    modules feed their concat to the next 1×1 squeeze conv."""
+    names = [f"x{i}" for i in range(len(parts))]
+    nodes = [helper.make_node("Relu", [n], [f"r{n}"]) for n in names]
+    nodes.append(helper.make_node("Concat", [f"r{n}" for n in names], ["cat"], axis=1))
+    nodes.append(helper.make_node("Conv", ["cat", "w"], ["y"], kernel_shape=[kernel] * 2))
+    oh = hw - kernel + 1
+    inputs = [(n, [batch, c, hw, hw]) for n, c in zip(names, parts, strict=True)]
+    return build(nodes, inputs, "y", [batch, co, oh, oh], [_w("w", [co, sum(parts), kernel,
+                                                                     kernel])])
+
+
 def softmax_and_pool():
     """Not contractions: a softmax and a max pool."""
     nodes = [helper.make_node("Softmax", ["x"], ["s"], axis=-1),
@@ -116,6 +129,7 @@ CASES = {
     "conv_stride2": lambda: conv(stride=2, pad=1, hw=17, co=33),
     "conv_grouped": lambda: conv(ci=8, co=12, group=4, pad=1, bn=True),
     "conv_dilated": lambda: conv(dilation=2, pad=2, hw=13, relu=False),
+    "concat_conv1x1": concat_conv,
 }
 
 

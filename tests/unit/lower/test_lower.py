@@ -332,3 +332,22 @@ def test_lowered_kernels_accept_schedules():
     got = interpret(scheduled, feeds | lowered.weights)
     np.testing.assert_allclose(got["y"], want["y"], rtol=1e-6)
     assert any(isinstance(n, Load) and n.buffer.name == "a" for n in walk(prog.kernels[1].body))
+
+
+def test_sizes_that_do_not_follow_from_the_inputs_are_refused():
+    """A strided conv over a symbolic width has output dims floor((w-3)/2)+1: the compiled code
+    cannot compute them from the inputs (no shape arithmetic at run time), so lowering refuses
+    with what to do — it used to fail at the first run with a KeyError (exit 3)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from eqsat.egraph import onnx_io
+
+    w = onnx.numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], strides=[2, 2])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(LoweringError, match="--input-shape"):
+        lower(onnx_io.import_onnx(m))

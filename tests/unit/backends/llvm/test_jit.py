@@ -92,3 +92,26 @@ def test_no_cache_and_ir_module(tmp_path):
     c = jit.compile_ir(mod, cache_dir=tmp_path, use_cache=False)
     assert c.stats.cache_file is None and not list(tmp_path.iterdir())
     assert c.function("mul", ctypes.c_int32, ctypes.c_int32, ctypes.c_int32)(6, 7) == 42
+
+
+def test_avx512_hosts_vectorize_loops_at_512_bits(monkeypatch):
+    """On an AVX-512 host the loop vectorizer uses zmm registers (LLVM's prefer-256-bit tuning
+    is off); with EQSAT_PREFER_256=1 it is back on, and the cache key differs."""
+    import pytest
+
+    from eqsat.backends.llvm.capabilities import Capabilities
+
+    caps = Capabilities.host()
+    if caps.vector_width < 16:
+        pytest.skip("not an AVX-512 host")
+    saxpy = SAXPY.replace("br label %head\ndone", "br label %head, !llvm.loop !0\ndone") + (
+        '!0 = distinct !{!0, !1}\n!1 = !{!"llvm.loop.vectorize.enable", i1 true}\n')
+    keys = {}
+    for flag, reg in (("0", "zmm"), ("1", "ymm")):
+        monkeypatch.setenv("EQSAT_PREFER_256", flag)
+        jit.target_machine.cache_clear()
+        asm = jit.assembly(saxpy)
+        assert reg in asm and (reg == "ymm" or "prefer-256-bit" in jit.codegen_features(caps))
+        keys[flag] = jit.cache_key(saxpy, caps, 1, 3)
+    jit.target_machine.cache_clear()
+    assert keys["0"] != keys["1"]
