@@ -195,6 +195,7 @@ def cmd_optimize(args) -> int:
                 (label, str(output)),
                 args.report,
                 result.egraph,
+                rules_file,
             )
     summary = {"model": label} | result.summary()
     if args.report:
@@ -213,12 +214,12 @@ def _check_report_path(path: str | None) -> None:
         raise InputError(f"--report {path}: the directory {Path(path).parent} does not exist")
 
 
-def _report(kind, verdict, reference, candidate, labels, path, egraph=None) -> None:
+def _report(kind, verdict, reference, candidate, labels, path, egraph=None, rules_file=None):
     from eqsat.verify import report
 
     if verdict is None:
         raise InputError("--report needs the verification gate (drop --no-verify)")
-    data = report.build(kind, verdict, reference, candidate, labels, egraph)
+    data = report.build(kind, verdict, reference, candidate, labels, egraph, rules_file=rules_file)
     try:
         report.write(data, Path(path))
     except OSError as e:

@@ -726,13 +726,9 @@ def _proved(rules: list, options: Options) -> tuple[list, list[str]]:
     hash)."""
     if options.allow_unproved:
         return rules, []
-    from eqsat.verify.ledger import holds, load_ledger
+    from eqsat.verify.ledger import holds, load_proofs
 
-    ledger = load_ledger()
-    if options.rules_file:
-        from eqsat.rules.generated import rulefile
-
-        ledger = {**ledger, **rulefile.proofs(Path(options.rules_file))}
+    ledger = load_proofs(options.rules_file)
     kept = [r for r in rules if holds(r, ledger)]
     return kept, [r.name for r in rules if not holds(r, ledger)]
 

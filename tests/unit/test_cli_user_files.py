@@ -130,6 +130,15 @@ def test_optimize_uses_a_discovered_rules_file_and_its_proofs(capsys, tmp_path, 
     assert s["ops_after"]["MatMul"] == 2
 
 
+def test_the_report_shows_the_rules_files_proofs(capsys, tmp_path, two_matmuls):
+    proved = _rules_file(tmp_path / "proved.json", with_proofs=True)
+    report = tmp_path / "r.html"
+    _optimize(capsys, two_matmuls, tmp_path / "a.onnx", "--rules-file", proved, "--report", report)
+    fired = {r["rule"]: r for r in json.loads(report.with_suffix(".json").read_text())["rules"]}
+    assert fired["gen-user-0000"]["proof"] == "proved"
+    assert fired["gen-user-0000"]["scope"].startswith("bounded")
+
+
 def test_rules_file_adds_the_generated_family(capsys, tmp_path, two_matmuls):
     proved = _rules_file(tmp_path / "proved.json", with_proofs=True)
     code, out, _ = _run(
