@@ -63,6 +63,7 @@ def add_parser(sub) -> None:
         help="columns of the table (default: the terminal's; not cut when not a terminal)",
     )
     rl.add_argument("--json", action="store_true", help="machine-readable list")
+    add_rules_file(rl)
 
     rv = rsub.add_parser(
         "verify",
@@ -85,6 +86,7 @@ def add_parser(sub) -> None:
         help="record the results in the package's ledger (eqsat/verify/ledger.json)",
     )
     rv.add_argument("--json", action="store_true", help="machine-readable verdicts")
+    add_rules_file(rv)
 
     rd = rsub.add_parser(
         "discover", help="generate rules: enumerate small graphs, fingerprint, prove, prune"
@@ -117,6 +119,33 @@ def add_parser(sub) -> None:
     rd.add_argument("--json", action="store_true", help="machine-readable summary")
 
 
+def add_rules_file(p) -> None:
+    p.add_argument(
+        "--rules-file",
+        metavar="FILE",
+        help="the `generated` family's rules and their proofs from this file (written by "
+        "`eqsat rules discover`) instead of the packaged ones",
+    )
+
+
+def _rules_file(args) -> str | None:
+    if args.rules_file is None:
+        return None
+    p = Path(args.rules_file)
+    if not p.is_file():
+        raise InputError(f"--rules-file {args.rules_file}: no such file")
+    return str(p.resolve())
+
+
+def _select(families: tuple[str, ...], rules_file: str | None) -> list:
+    from eqsat.rules import schedule
+
+    try:
+        return schedule.select(families, rules_file=rules_file)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
 def cmd_rules(args) -> int:
     if args.rules_command == "discover":
         return cmd_discover(args)
@@ -142,9 +171,10 @@ def cmd_list(args) -> int:
     from eqsat.rules.base import Rule
     from eqsat.verify import ledger as led
 
-    ledger = led.load_ledger()
+    rules_file = _rules_file(args)
+    ledger = led.load_proofs(rules_file)
     rows = []
-    for r in schedule.select(_families(args)):
+    for r in _select(_families(args), rules_file):
         entry = ledger.get(r.name, {})
         if led.holds(r, ledger):
             state = "proved"
@@ -189,7 +219,8 @@ def cmd_list(args) -> int:
     width = args.width or (out.width if out.is_terminal else 100_000)
     Quiet(width=width, highlight=False, file=out.file).print(t)
     proved = sum(row["ledger"] == "proved" for row in rows)
-    out.print(f"{len(rows)} rules, {proved} proved in the ledger ({led.LEDGER})", markup=False)
+    where = f"{led.LEDGER}" + (f" and {rules_file}" if rules_file else "")
+    out.print(f"{len(rows)} rules, {proved} proved in the ledger ({where})", markup=False)
     return 0
 
 
@@ -199,7 +230,10 @@ def cmd_verify(args) -> int:
     from eqsat.verify import rules as rv
     from eqsat.verify import verdicts as vd
 
-    every = schedule.select(tuple(schedule.FAMILIES))
+    rules_file = _rules_file(args)
+    if rules_file and args.write_ledger:
+        raise UsageError("--write-ledger records the packaged rules, not a --rules-file's")
+    every = _select(tuple(schedule.FAMILIES), rules_file)
     by_name = {r.name: r for r in every}
     unknown = [n for n in args.names if n not in by_name]
     if unknown:
@@ -218,6 +252,7 @@ def cmd_verify(args) -> int:
             force=args.force,
             workers=workers,
             use_ledger=not args.no_ledger,
+            rules_file=rules_file,
             progress=progress,
         )
     seconds = time.perf_counter() - t0

@@ -4,7 +4,8 @@ is redone, and the rest are proved in parallel.
 Consumes rule records; produces one :class:`~eqsat.verify.ledger.Verdict` per rule, in order,
 each with where it came from:
 
-- ``ledger``: the committed ledger (``eqsat/verify/ledger.json``) proves the rule as written:
+- ``ledger``: the committed ledger (``eqsat/verify/ledger.json``), or the proofs a
+  ``rules_file`` carries for its rules, proves the rule as written:
   the entry's hash is :func:`~eqsat.verify.ledger.rule_hash` of the rule now (its text, and
   for a Python-driven rule its module's source) and its semantics version is the current
   :data:`~eqsat.verify.z3_ops.SEMANTICS_VERSION`;
@@ -30,7 +31,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from eqsat.paths import user_cache_dir
-from eqsat.verify.ledger import Verdict, load_ledger, rule_hash
+from eqsat.verify.ledger import Verdict, load_proofs, rule_hash
 
 CACHED_RESULTS = ("proved", "refuted", "unsupported")
 CHUNK = 8  # rules per work unit: small units balance the pool (a conv rule takes seconds)
@@ -130,7 +131,7 @@ def verify_all(
     """(verdict, source) for each of ``rules``, in order (see the module doc). ``rules`` must
     come from the registry (:func:`eqsat.rules.schedule.select` over every family, with
     ``rules_file``): the workers find them there by name."""
-    ledger = {} if force or not use_ledger else load_ledger()
+    ledger = {} if force or not use_ledger else load_proofs(rules_file)
     cached = {} if force else load_cache(cache)
     semantics = _semantics()
     out: list[tuple[Verdict, str] | None] = [None] * len(rules)

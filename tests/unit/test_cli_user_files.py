@@ -139,6 +139,25 @@ def test_the_report_shows_the_rules_files_proofs(capsys, tmp_path, two_matmuls):
     assert fired["gen-user-0000"]["scope"].startswith("bounded")
 
 
+def test_rules_list_and_verify_read_a_rules_file(capsys, tmp_path, user_cache):
+    proved = _rules_file(tmp_path / "proved.json", with_proofs=True)
+    bare = _rules_file(tmp_path / "bare.json", with_proofs=False)
+    argv = ["rules", "list", "--family", "generated", "--json", "--rules-file"]
+    code, out, _ = _run(capsys, *argv, proved)
+    assert code == 0 and [(r["name"], r["ledger"]) for r in json.loads(out)] == [
+        ("gen-user-0000", "proved")
+    ]
+    code, out, _ = _run(capsys, *argv, bare)
+    assert code == 0 and json.loads(out)[0]["ledger"] == "none"
+    argv = ["rules", "verify", "gen-user-0000", "--json", "--rules-file"]
+    code, out, _ = _run(capsys, *argv, proved)
+    assert code == 0 and json.loads(out)[0]["source"] == "ledger"  # the file's own proof
+    code, out, _ = _run(capsys, *argv, bare)
+    assert code == 0 and json.loads(out)[0]["source"] == "proved now"
+    code, _, err = _run(capsys, "rules", "verify", "--rules-file", bare, "--write-ledger")
+    assert code == 2 and err.startswith("eqsat rules verify: error: --write-ledger")
+
+
 def test_rules_file_adds_the_generated_family(capsys, tmp_path, two_matmuls):
     proved = _rules_file(tmp_path / "proved.json", with_proofs=True)
     code, out, _ = _run(
