@@ -5,7 +5,9 @@ Consumes a model (path or ModelProto); produces rows of min / median / spread la
 three runners are interleaved (A, B, C, A, B, C, ...) on the same inputs, so that a noisy,
 shared machine slows all of them alike; the minimum is the figure to compare (it was stable to
 a few percent under load on 2 cores, DEVELOPERS.md), the spread ((median - min) / min) says how
-noisy the run was. Both onnxruntime sessions and the compiled model use ``threads`` threads.
+noisy the run was, and a ratio to the first runner is marked *within noise* when the two spreads
+(min to upper quartile) overlap (:func:`eqsat.verify.timing.speedup`). Both onnxruntime
+sessions and the compiled model use ``threads`` threads.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 import onnx
 
 from eqsat.verify.numeric import input_specs, random_feeds
+from eqsat.verify.timing import speedup, spread
 
 
 def _ort(model: onnx.ModelProto, threads: int):
@@ -41,11 +44,11 @@ def interleaved(runners: dict[str, Callable], feeds: dict, reps: int) -> list[di
             times[name].append(time.perf_counter() - t0)
     rows = []
     for name, ts in times.items():
-        ts.sort()
-        lo, med = ts[0], ts[len(ts) // 2]
-        rows.append(
-            {"what": name, "min_ms": lo * 1e3, "median_ms": med * 1e3, "spread": (med - lo) / lo}
-        )
+        s = spread(ts)  # min, median, upper quartile, max (ms)
+        rows.append({"what": name, **s, "spread": (s["median_ms"] - s["min_ms"]) / s["min_ms"]})
+    base = rows[0]
+    for r in rows[1:]:  # against the first runner, with the report's noise rule
+        r["vs_first"] = speedup(base, r)
     return rows
 
 

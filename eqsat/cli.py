@@ -4,6 +4,8 @@ Exit codes: 0 ok; 1 verification failed (the models differ, nothing written); 2 
 usage (one line on stderr, never a traceback or a usage block); 3 internal error (a bug: one
 line, and the traceback only with EQSAT_DEBUG=1); 130 interrupted; 141 the reader of the output
 went away (``eqsat info --json m | head -1``: nothing printed, like a program killed by SIGPIPE).
+With ``--json``, a command that fails still prints one JSON object on stdout, ``{"error": ...,
+"exit_code": ...}``, besides the line on stderr.
 
 This module builds the parser and runs the small commands; the others live beside it:
 :mod:`eqsat.cli_optimize` (optimize, verify), :mod:`eqsat.cli_rules` (rules list, verify,
@@ -34,7 +36,7 @@ from eqsat.cli_common import (
     usage_line,
 )
 from eqsat.cli_common import status as spinner_status
-from eqsat.errors import EqsatError
+from eqsat.errors import EqsatError, UntypedValueError
 
 EXIT_SIGPIPE = 141  # 128 + SIGPIPE, what a shell reports for a program killed by it
 
@@ -89,7 +91,19 @@ def cmd_info(args) -> int:
     from eqsat.egraph.onnx_io import import_onnx
 
     src, label = source(args)
-    s = pipeline.summarize(import_onnx(src))
+    model = pipeline.load(src)
+    try:
+        graph, problem = import_onnx(model, Path(src).parent if args.model else None), None
+    except UntypedValueError as e:  # still show what the file tells (ops, params, interface)
+        graph, problem = None, str(e)
+    s = pipeline.summarize(model, graph)
+    if problem:
+        s["error"] = problem
+        err.print(
+            f"eqsat: warning: {problem}; shown as the file declares it (no FLOPs)",
+            markup=False,
+            soft_wrap=True,
+        )
     if args.json:
         print(json.dumps({"model": label} | s, indent=2))
         return 0
@@ -97,15 +111,16 @@ def cmd_info(args) -> int:
     io = Table("", "name", "dtype", "shape", box=None)
     for kind in ("inputs", "outputs"):
         for v in s[kind]:
-            io.add_row(kind[:-1], Text(v["name"]), v["dtype"], shape_text(v["shape"]))
+            io.add_row(kind[:-1], Text(v["name"]), v["dtype"] or "?", shape_text(v["shape"]))
     out.print(io)
     ops = Table("op", "count", box=None)
     for op, n in sorted(s["ops"].items(), key=lambda kv: (-kv[1], kv[0])):
         ops.add_row(Text(op + (" (opaque)" if op in s["opaque_ops"] else "")), str(n))
     out.print(ops)
+    flops = "unknown" if s["flops"] is None else _fmt_count(s["flops"])
     out.print(
         f"nodes {s['nodes']}   params {_fmt_count(s['params'])} "
-        f"({_fmt_count(s['param_bytes'])}B)   FLOPs {_fmt_count(s['flops'])}"
+        f"({_fmt_count(s['param_bytes'])}B)   FLOPs {flops}"
         + ("   (symbolic dims counted as 1)" if _symbolic(s) else ""),
         markup=False,
     )
@@ -113,7 +128,7 @@ def cmd_info(args) -> int:
 
 
 def _symbolic(s: dict) -> bool:
-    return any(isinstance(d, str) for v in s["inputs"] for d in v["shape"])
+    return any(isinstance(d, str) for v in s["inputs"] for d in v["shape"] or ())
 
 
 def cmd_calibrate(args) -> int:
@@ -218,16 +233,16 @@ def main(argv: list[str] | None = None) -> int:
         return _stdout_gone()
     except UsageError as e:
         err.print(usage_line(_prog(args), str(e)), markup=False, soft_wrap=True)
-        return e.exit_code
+        return _json_error(args, str(e), e.exit_code)
     except EqsatError as e:
         err.print(f"eqsat: error: {e}", markup=False, soft_wrap=True)
-        return e.exit_code
+        return _json_error(args, str(e), e.exit_code)
     except KeyboardInterrupt:
         err.print("eqsat: interrupted", markup=False)
-        return 130
+        return _json_error(args, "interrupted", 130)
     except OSError as e:  # the environment, not eqsat: permissions, a full disk, ...
         err.print(f"eqsat: error: {e}", markup=False, soft_wrap=True)
-        return 2
+        return _json_error(args, str(e), 2)
     except Exception as e:  # a bug: one line for the user, the traceback on request
         if os.environ.get("EQSAT_DEBUG"):
             traceback.print_exc()
@@ -238,7 +253,20 @@ def main(argv: list[str] | None = None) -> int:
             markup=False,
             soft_wrap=True,
         )
-        return 3
+        return _json_error(args, f"internal error: {type(e).__name__}: {first}", 3)
+
+
+def _json_error(args, message: str, code: int) -> int:
+    """With ``--json``, a failed command still prints one JSON object on stdout (the error and
+    the exit code), so that a script reading stdout always gets JSON; stderr has the line.
+    A reader that went away already gets nothing (exit 141)."""
+    if getattr(args, "json", False):
+        try:
+            print(json.dumps({"error": message, "exit_code": code}))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _stdout_gone()
+    return code
 
 
 if __name__ == "__main__":

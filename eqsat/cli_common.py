@@ -72,8 +72,38 @@ class Parser(argparse.ArgumentParser):
 
 
 def shape_text(shape) -> Text:
-    """A shape as a table cell: plain text (``[batch, 128]`` is not rich markup)."""
+    """A shape as a table cell: plain text (``[batch, 128]`` is not rich markup); ``?`` for a
+    value whose shape the file does not declare (``None``)."""
+    if shape is None:
+        return Text("?")
     return Text("[" + ", ".join(str(d) for d in shape) + "]")
+
+
+def add_input_shape(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D0,D1,...",
+        help=f"an input's shape (repeatable; onnxsim's convention): {what}",
+    )
+
+
+def input_shapes(specs: list[str]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """``--input-shape`` values (``images=1,3,640,640``) as ``((name, dims), ...)``."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        name, eq, value = spec.rpartition("=")
+        dims = value.split(",")
+        if not eq or not name or not all(d.strip().isdigit() and int(d) > 0 for d in dims):
+            raise InputError(
+                f"--input-shape {spec}: write NAME=D0,D1,... with positive sizes "
+                "(images=1,3,640,640)"
+            )
+        if name in shapes:
+            raise InputError(f"--input-shape {name}: given twice")
+        shapes[name] = tuple(int(d) for d in dims)
+    return tuple(shapes.items())
 
 
 def positive(kind):

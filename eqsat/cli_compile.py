@@ -9,7 +9,16 @@ from pathlib import Path
 
 from rich.table import Table
 
-from eqsat.cli_common import check_output, err, out, positive, source, status
+from eqsat.cli_common import (
+    add_input_shape,
+    check_output,
+    err,
+    input_shapes,
+    out,
+    positive,
+    source,
+    status,
+)
 from eqsat.errors import InputError
 
 
@@ -34,6 +43,7 @@ def add_parsers(sub) -> None:
         metavar="DIM=N",
         help="fix a symbolic input dim at compile time (repeatable); others stay run-time sizes",
     )
+    add_input_shape(comp, "fixed at compile time, and the gate runs at it")
     comp.add_argument(
         "--emit",
         nargs=2,
@@ -90,6 +100,7 @@ def cmd_compile(args) -> int:
         threads=args.threads,
         egraph=not args.no_optimize,
         shapes=shapes_arg(args.shape),
+        input_shapes=input_shapes(args.input_shape),
         verify=not args.no_verify,
         cache=not args.no_cache and not args.emit,  # --emit shows the code it generates
     )
@@ -214,7 +225,8 @@ def cmd_bench(args) -> int:
             f"{r['min_ms']:.3f}",
             f"{r['median_ms']:.3f}",
             f"{r['spread']:.0%}",
-            f"{r['min_ms'] / base:.2f}x",
+            f"{r['min_ms'] / base:.2f}x"
+            + (" (within noise)" if r.get("vs_first", {}).get("within_noise") else ""),
         )
     out.print(f"{label}: {args.threads} thread(s), min of {args.reps} interleaved runs")
     out.print(table)

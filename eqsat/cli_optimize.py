@@ -13,8 +13,10 @@ from rich.text import Text
 from eqsat.cli_common import (
     FAMILIES,
     UsageError,
+    add_input_shape,
     check_output,
     err,
+    input_shapes,
     out,
     positive,
     shape_text,
@@ -81,7 +83,10 @@ def add_parsers(sub) -> None:
         "--disable-rule", action="append", default=[], metavar="NAME", help="leave a rule out"
     )
     opt.add_argument(
-        "--iter-limit", type=positive(int), default=d.iter_limit, help="saturation rounds"
+        "--iter-limit",
+        type=positive(int),
+        default=d.iter_limit,
+        help="iterations of each run of the rules (the first, then one after each Python rewrite)",
     )
     opt.add_argument("--node-limit", type=positive(int), default=d.node_limit, help="e-node limit")
     opt.add_argument(
@@ -121,6 +126,7 @@ def add_parsers(sub) -> None:
         action="store_true",
         help="also use rules the proof ledger does not prove as written (see `eqsat rules list`)",
     )
+    add_input_shape(opt, "the model is specialized to it and the gate runs at it")
     add_tolerance(opt)
 
     ver = sub.add_parser("verify", help="numerical equivalence of two models in onnxruntime")
@@ -128,6 +134,7 @@ def add_parsers(sub) -> None:
     ver.add_argument("b", help="candidate model")
     ver.add_argument("--json", action="store_true", help="machine-readable verdict")
     ver.add_argument("--report", metavar="OUT.html", help="write an HTML report (+ .json)")
+    add_input_shape(ver, "both models run at it")
     add_tolerance(ver)
 
 
@@ -175,6 +182,7 @@ def cmd_optimize(args) -> int:
         extractor=args.extractor,
         extract_time_limit=args.extract_time_limit,
         allow_unproved=args.allow_unproved,
+        input_shapes=input_shapes(args.input_shape),
     )
     show = not args.json and err.is_terminal
     with status("optimizing", show) as spinner:
@@ -197,7 +205,7 @@ def cmd_optimize(args) -> int:
                 result.egraph,
                 rules_file,
             )
-    summary = {"model": label} | result.summary()
+    summary = {"model": label} | result.to_json()
     if args.report:
         summary["report"] = str(args.report)
     if args.json:
@@ -235,8 +243,6 @@ def _print_optimize(s: dict) -> None:
         t.add_row(op, str(b), f"[{style}]{a}[/]" if style else str(a))
     t.add_row("[bold]total[/]", str(s["nodes_before"]), str(s["nodes_after"]))
     out.print(t)
-    times = "  ".join(f"{k} {v:.2f}s" for k, v in s["times_s"].items())
-    out.print(f"time: {times}")
     eg = s.get("egraph")
     if eg and "error" in eg:
         err.print(
@@ -245,23 +251,10 @@ def _print_optimize(s: dict) -> None:
             markup=False,
             soft_wrap=True,
         )
-    elif eg:
-        sat = eg["saturation"]
-        fired = ", ".join(f"{k} {v}" for k, v in sat["matches"].items() if v) or "none"
-        out.print(
-            f"e-graph: {sat['enodes'][0]} -> {sat['enodes'][-1]} e-nodes in "
-            f"{sat['iterations']} iterations ({sat['stop_reason']}); rules fired: {fired}"
-        )
-        out.print(f"cost ({eg['cost_model']}): {eg['cost_before']:.4g} -> {eg['cost_after']:.4g}")
-    v = s["verification"]
-    if v:
-        out.print(
-            f"verified: {len(v['seeds'])} random input sets, max abs error {v['max_abs']:.3g} "
-            f"(rtol {v['rtol']:g}, atol {v['atol']:g})"
-        )
-    else:
-        out.print("[yellow]not verified (--no-verify)[/]")
-    out.print(f"wrote {s['output']}")
+    from eqsat.pipeline import summary_lines
+
+    for line in summary_lines(s, ops=False):
+        out.print(line, markup=False, soft_wrap=True)
 
 
 def cmd_verify(args) -> int:
@@ -271,7 +264,12 @@ def cmd_verify(args) -> int:
     _check_report_path(args.report)
     a, b = load_model(args.a), load_model(args.b)  # one-line errors for unreadable files
     v = numeric.compare_models(
-        Path(args.a), Path(args.b), seeds=args.seeds, rtol=args.rtol, atol=args.atol
+        Path(args.a),
+        Path(args.b),
+        seeds=args.seeds,
+        rtol=args.rtol,
+        atol=args.atol,
+        input_shapes=dict(input_shapes(args.input_shape)),
     )
     if args.report:
         _report("verify", v, a, b, (args.a, args.b), args.report)

@@ -37,8 +37,9 @@ import onnx
 
 from eqsat.egraph import onnx_io, passes
 from eqsat.egraph.ir import GraphError, TensorGraph
+from eqsat.egraph.onnx_types import value_type
 from eqsat.egraph.ops import node_flops
-from eqsat.errors import InputError, VerificationError
+from eqsat.errors import DataFileError, EqsatError, InputError, VerificationError
 from eqsat.verify import numeric
 
 if TYPE_CHECKING:
@@ -93,6 +94,9 @@ class Options:
     # symbolic input dims fixed at compile time (("batch", 8), ...); the others stay run-time
     threads: int | None = None
     shapes: tuple[tuple[str, int], ...] = ()
+    # whole input shapes (``--input-shape x=1,3,640,640``, onnxsim's convention): the model is
+    # specialized to them (its inputs' symbolic dims fixed), and the gate runs at them
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     # compiled targets: reuse a model compiled (and verified) before with the same input and
     # settings, from the user's cache folder (eqsat.compiled.cache_dir)
     cache: bool = True
@@ -132,7 +136,9 @@ class Result:
     egraph: dict | None = None  # saturation and extraction statistics
     passes: list[PassRecord] = field(default_factory=list)  # in the order they ran
 
-    def summary(self) -> dict:
+    def to_json(self) -> dict:
+        """Everything about the run (``--json``): per-rule matches, analysis rules included,
+        the e-graph's size after each iteration, the ILP's status, every phase's time."""
         return {
             "output": str(self.output) if self.output else None,
             "nodes_before": len(self.source.graph.node),
@@ -146,6 +152,94 @@ class Result:
             "egraph": self.egraph,
             "verification": self.verdict.to_json() if self.verdict else None,
         }
+
+    def summary(self) -> str:
+        """The run in a screenful of text (:func:`summary_lines`); the detail is in
+        :meth:`to_json`."""
+        return "\n".join(summary_lines(self.to_json()))
+
+
+SHOWN = 8  # at most this many ops or rules on one summary line; the JSON has them all
+
+
+def _most(counts: dict[str, str | int], order: dict[str, int]) -> str:
+    """``name value, ...`` for the :data:`SHOWN` largest of ``order``, and how many more."""
+    names = sorted(counts, key=lambda k: (-order[k], k))
+    text = ", ".join(f"{k} {counts[k]}" for k in names[:SHOWN])
+    return text + (f", and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
+
+
+def summary_lines(s: dict, ops: bool = True) -> list[str]:
+    """What a person reads of a run (``s``: :meth:`Result.to_json`): nodes and the ops that
+    changed (``ops``; the CLI prints its own table instead), times, the e-graph's iterations
+    against the limit, the rewrites that fired apart from the shape analysis' rules, the
+    modelled cost, the gate's verdict, the file written."""
+    lines = []
+    if ops:
+        before, after = s["ops_before"], s["ops_after"]
+        changed = {
+            op: f"{before.get(op, 0)}->{after.get(op, 0)}"
+            for op in sorted(set(before) | set(after))
+            if before.get(op, 0) != after.get(op, 0)
+        }
+        delta = {op: abs(before.get(op, 0) - after.get(op, 0)) for op in changed}
+        lines.append(
+            f"nodes: {s['nodes_before']} -> {s['nodes_after']}"
+            + (f" ({_most(changed, delta)})" if changed else " (no op changed)")
+        )
+    times = s["times_s"]
+    lines.append(
+        f"time: {sum(times.values()):.2f} s ("
+        + ", ".join(f"{k} {v:.2f}" for k, v in times.items())
+        + ")"
+    )
+    eg = s.get("egraph")
+    if eg and "error" in eg:
+        lines.append(f"e-graph: failed ({eg['error']}); the constant-folded graph was kept")
+    elif eg:
+        sat = eg["saturation"]
+        runs = sat.get("runs") or []
+        lines.append(
+            f"e-graph: {sat['enodes'][0]} -> {sat['enodes'][-1]} e-nodes, "
+            f"{sat['iterations']} iterations in {len(runs)} runs of the rules (longest "
+            f"{max(runs, default=0)}; the limit, {sat['iter_limit_per_run']}, bounds each run), "
+            f"{sat['stop_reason']}"
+        )
+        fired = eg["rewrites_fired"]
+        an = eg["analysis"]
+        lines.append(
+            f"rewrites fired: {len(fired)} of {eg['rules']} rules, "
+            f"{sum(fired.values())} matches"
+            + (f": {_most(fired, fired)}" if fired else "")
+            + f" (besides {an['rules_fired']} shape-analysis rules, {an['matches']} matches)"
+        )
+        if eg.get("unproved_left_out"):
+            lines.append(f"left out as unproved: {len(eg['unproved_left_out'])} rules")
+        lines.append(
+            f"cost ({eg['cost_model']}, modelled): {eg['cost_before']:.4g} -> "
+            f"{eg['cost_after']:.4g}"
+        )
+    v = s["verification"]
+    if v:
+        lines.append(
+            f"verified: {len(v['seeds'])} random input sets, max abs error {v['max_abs']:.3g} "
+            f"(rtol {v['rtol']:g}, atol {v['atol']:g})"
+        )
+    else:
+        lines.append("not verified (--no-verify)")
+    lines.append(f"wrote {s['output']}" if s["output"] else "wrote nothing (no output given)")
+    return lines
+
+
+def rules_fired(matches: dict[str, int], rules) -> tuple[dict[str, int], dict[str, int]]:
+    """``matches`` (every rule egglog or a Python-driven rule reported) split into the
+    rewrites of ``rules`` that fired and the analysis rules that did (the shape analysis: rules
+    that type e-classes and rewrite nothing). The one place that tells the two apart: the CLI,
+    the summary and the report read the split from the statistics."""
+    names = {r.name for r in rules}
+    rewrites = {k: n for k, n in sorted(matches.items()) if n and k in names}
+    analysis = {k: n for k, n in sorted(matches.items()) if n and k not in names}
+    return rewrites, analysis
 
 
 # ------------------------------------------------------------------------------ passes
@@ -250,15 +344,19 @@ def _import(state: State) -> State:
     if state.source is None:  # compile may have read it already, for its cache key
         state.source = load(model)
     base_dir = None if isinstance(model, onnx.ModelProto) else Path(model).parent
-    source = _fix_dims(state.source, dict(state.options.shapes))
+    o = state.options
+    source = _fix_dims(state.source, dict(o.shapes), dict(o.input_shapes))
     state.original = state.graph = onnx_io.import_onnx(source, base_dir)
     return state
 
 
-def _fix_dims(model: onnx.ModelProto, fixed: dict[str, int]) -> onnx.ModelProto:
+def _fix_dims(
+    model: onnx.ModelProto, fixed: dict[str, int], shapes: dict | None = None
+) -> onnx.ModelProto:
     """A copy of ``model`` whose inputs' symbolic dims named in ``fixed`` (``--shape batch=8``)
-    have those sizes; the importer's inference carries them through the graph."""
-    if not fixed:
+    have those sizes, and whose inputs named in ``shapes`` (``--input-shape x=1,3,64,64``) have
+    those shapes; the importer's inference carries them through the graph."""
+    if not fixed and not shapes:
         return model
     dims = [d for vi in model.graph.input for d in vi.type.tensor_type.shape.dim if d.dim_param]
     unknown = sorted(set(fixed) - {d.dim_param for d in dims})
@@ -266,12 +364,21 @@ def _fix_dims(model: onnx.ModelProto, fixed: dict[str, int]) -> onnx.ModelProto:
         raise InputError(f"--shape {unknown[0]}: no input has a dim named {unknown[0]!r}")
     if any(v < 1 for v in fixed.values()):
         raise InputError("--shape: sizes must be positive")
+    # checks names, ranks and fixed dims; the symbols' sizes join those --shape gave
+    implied = numeric.bind_input_shapes(numeric.input_specs(model), dict(shapes or {}))
+    clash = [k for k, v in implied.items() if fixed.get(k, v) != v]
+    if clash:
+        raise InputError(f"--shape {clash[0]}={fixed[clash[0]]} disagrees with --input-shape")
     out = onnx.ModelProto()
     out.CopyFrom(model)
     for vi in out.graph.input:
-        for d in vi.type.tensor_type.shape.dim:
-            if d.dim_param in fixed:
-                d.dim_value = fixed[d.dim_param]  # clears dim_param (a oneof)
+        tdims = vi.type.tensor_type.shape.dim
+        given = (shapes or {}).get(vi.name)
+        for k, d in enumerate(tdims):
+            if given is not None:
+                d.dim_value = given[k]  # clears dim_param (a oneof)
+            elif d.dim_param in fixed:
+                d.dim_value = fixed[d.dim_param]
     return out
 
 
@@ -291,7 +398,7 @@ def _egraph(state: State) -> State:
     try:
         timer = _Timer(state.progress, state.times)
         state.graph, state.egraph = _egraph_stages(state.graph, state.options, timer)
-    except InputError:
+    except EqsatError:  # bad options, a missing data file: the user's to fix, not a fallback
         raise
     except Exception as e:
         _fall_back(state, e)
@@ -306,7 +413,7 @@ def _fold_weights(state: State) -> State:
     try:
         graph = passes.fold_constants(state.graph, bounded=False)
         state.graph = passes.eliminate_dead_code(passes.slices_to_split(graph))
-    except InputError:
+    except EqsatError:
         raise
     except Exception as e:
         _fall_back(state, e)
@@ -350,8 +457,9 @@ def _verify(state: State) -> State:
     o = state.options
     try:
         state.verdict = numeric.compare_models(
-            state.model, state.files[0], seeds=o.seeds, rtol=o.rtol, atol=o.atol
-        )
+            state.model, state.files[0], seeds=o.seeds, rtol=o.rtol, atol=o.atol,
+            dim_values=dict(o.shapes), input_shapes=dict(o.input_shapes),
+        )  # fmt: skip
     except InputError as e:
         raise InputError(
             f"{e} — the verification gate runs both models in onnxruntime; --no-verify skips it"
@@ -387,7 +495,7 @@ def _verify_compiled(state: State) -> State:
     o, c = state.options, state.compiled
     state.verdict = numeric.compare_with(
         state.model, c.run, c.output_names, seeds=o.seeds, rtol=o.rtol, atol=o.atol,
-        dim_values=dict(o.shapes),
+        dim_values=dict(o.shapes), input_shapes=dict(o.input_shapes),
     )  # fmt: skip
     _refuse_unless_ok(state.verdict, "the compiled model differs from onnxruntime: ")
     return state
@@ -601,7 +709,12 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
         raise InputError(str(e)) from e
     if options.extractor not in EXTRACTORS:
         raise InputError(f"unknown extractor {options.extractor!r}; known: {', '.join(EXTRACTORS)}")
+    # reads its constants: a missing file fails here, in one line
     _cost_model(options.cost_model, options.calibration)
+    if not options.allow_unproved:
+        from eqsat.verify.ledger import load_ledger
+
+        load_ledger()  # likewise for the ledger (the child checks the rules against it)
     if options.shape_check:
         from eqsat.egraph import shapes
 
@@ -641,7 +754,9 @@ def _in_child(graph: TensorGraph, options: Options, timer: _Timer):
                 break
             elif kind == "error":
                 cls, msg = payload
-                raise (InputError if cls == "InputError" else EGraphStageError)(msg)
+                if cls in _CHILD_ERRORS:
+                    raise _CHILD_ERRORS[cls](msg.removeprefix(f"{cls}: "))
+                raise EGraphStageError(msg)
     finally:
         if child.is_alive():
             child.kill()
@@ -650,6 +765,10 @@ def _in_child(graph: TensorGraph, options: Options, timer: _Timer):
     for k, v in times.items():
         timer.times[k] = timer.times.get(k, 0.0) + v
     return out.replace(weights={**{k: graph.weights[k] for k in shared}, **own}), stats
+
+
+# errors of the child that are the user's to fix, raised again as such in the parent
+_CHILD_ERRORS = {"InputError": InputError, "DataFileError": DataFileError}
 
 
 def _child_main(graph: TensorGraph, options: Options, send) -> None:
@@ -700,8 +819,11 @@ def _egraph_work(graph: TensorGraph, options: Options, timer: _Timer):
             sat, cost_model, extractor=options.extractor, time_limit=options.extract_time_limit
         )
         before = extract_cost(graph, cost_model)
+    rewrites, analysis = rules_fired(sat.matches, rules)
     stats = {
         "rules": len(rules),
+        "rewrites_fired": rewrites,
+        "analysis": {"rules_fired": len(analysis), "matches": sum(analysis.values())},
         "unproved_left_out": unproved,
         "saturation": sat.summary(),
         "extraction": ex.summary(),
@@ -734,38 +856,84 @@ def _proved(rules: list, options: Options) -> tuple[list, list[str]]:
 
 
 def extract_cost(graph: TensorGraph, cost_model) -> float:
-    """The cost of a graph as it stands (weight-only nodes are free, as in extraction)."""
-    from eqsat.extract.cost import checked_cost
+    """The cost of a graph as it stands, priced as extraction prices it
+    (:func:`eqsat.extract.extraction.graph_cost`)."""
+    from eqsat.extract.extraction import graph_cost
 
-    total = 0.0
-    for n in graph.nodes:
-        ins = [graph.types.get(i) if i else None for i in n.inputs]
-        outs = [graph.types[o] for o in n.outputs if o]
-        consts = [graph.weights.get(i) if i else None for i in n.inputs]
-        total += checked_cost(cost_model, n.op, n.attr, ins, outs, consts)
-    return total
+    return graph_cost(graph, cost_model)
 
 
-def summarize(graph: TensorGraph) -> dict:
-    """What ``eqsat info`` shows: op histogram, parameters, FLOPs, interface."""
+def summarize(source: onnx.ModelProto, graph: TensorGraph | None) -> dict:
+    """What ``eqsat info`` shows: the file's opset, op histogram and node count (as written,
+    Constant nodes included: the count ``optimize`` reports as ``nodes_before``), parameters,
+    FLOPs and the interface. ``graph`` None: the model could not be imported (a value eqsat
+    cannot type); what the file alone tells is still shown, FLOPs and types where it has them."""
+    declared = {o.domain: o.version for o in source.opset_import}
+    opset = declared.get("", declared.get("ai.onnx"))
+    opaque = sorted({_op_key(n) for n in source.graph.node if _is_opaque(n)})
+    s = {
+        "opset": opset,
+        "producer": f"{source.producer_name} {source.producer_version}".strip(),
+        "nodes": len(source.graph.node),
+        "ops": op_histogram(source),
+        "opaque_ops": opaque,
+    }
+    if graph is None:
+        return s | {
+            "params": sum(_numel(t.dims) for t in source.graph.initializer),
+            "param_bytes": onnx_io.weight_bytes(source),
+            "flops": None,
+            "inputs": [_declared_io(vi) for vi in _feeds(source)],
+            "outputs": [_declared_io(vi) for vi in source.graph.output],
+        }
     flops = 0
     for n in graph.nodes:
         ins = [graph.types.get(i) if i else None for i in n.inputs]
         outs = [graph.types[o] for o in n.outputs if o]
         flops += node_flops(n, ins, outs)
-    opaque = sorted({n.op for n in graph.nodes if n.opaque is not None})
-    return {
-        "opset": graph.meta.opset,
-        "producer": f"{graph.meta.producer_name} {graph.meta.producer_version}".strip(),
-        "nodes": len(graph.nodes),
-        "ops": graph.op_histogram(),
-        "opaque_ops": opaque,
+    return s | {
         "params": graph.param_count(),
         "param_bytes": graph.param_bytes(),
         "flops": int(flops),
         "inputs": [_io(graph, i) for i in graph.inputs],
         "outputs": [_io(graph, o) for o in graph.outputs],
     }
+
+
+def _op_key(n: onnx.NodeProto) -> str:
+    return f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+
+
+def _is_opaque(n: onnx.NodeProto) -> bool:
+    return n.op_type != "Constant" and onnx_io.node_from_proto(n).opaque is not None
+
+
+def _numel(dims) -> int:
+    out = 1
+    for d in dims:
+        out *= int(d)
+    return out
+
+
+def _feeds(source: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    inits = {t.name for t in source.graph.initializer}
+    return [vi for vi in source.graph.input if vi.name not in inits]
+
+
+def _declared_io(vi: onnx.ValueInfoProto) -> dict:
+    """An input or output as the file declares it (dtype and shape None where it does not)."""
+    try:
+        t = value_type(vi, "value", fresh_dims=True)
+    except InputError:
+        t = None
+    if t is None:
+        tt = vi.type.tensor_type
+        dtype = None
+        if tt.elem_type:
+            with contextlib.suppress(Exception):
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+        return {"name": vi.name, "dtype": dtype, "shape": None}
+    return {"name": vi.name, "dtype": t.dtype, "shape": list(t.shape)}
 
 
 def _io(graph: TensorGraph, name: str) -> dict:

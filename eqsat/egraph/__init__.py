@@ -1,1 +1,1 @@
-"""egraph stage (see ARCHITECTURE.md)."""
+"""egraph stage (see docs/architecture.md)."""

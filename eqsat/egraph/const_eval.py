@@ -83,6 +83,8 @@ class ConstEval:
         if not is_known(node):
             return None
         d = OPS[node.op]
+        if not d.foldable:
+            return None
         args = [self.get(i) for i in node.inputs]
         present = [a for i, a in zip(node.inputs, args, strict=True) if i]
         out = None

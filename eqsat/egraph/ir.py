@@ -4,7 +4,7 @@ Consumes nothing (it is the hub type); produced by :mod:`eqsat.egraph.onnx_io` f
 the extractor from an e-graph, consumed by export, lowering and the interpreter
 (:mod:`eqsat.egraph.interpret`).
 
-Design (see ARCHITECTURE.md):
+Design (see docs/architecture.md):
 - Values are named by strings (the ONNX names, kept so that export preserves input/output names).
   Every value is defined exactly once: a graph input, a weight (initializer) or one node output.
 - ``Node.op`` is the ONNX op type; its ``domain`` is kept. Ops the op table knows have parsed,
@@ -25,6 +25,33 @@ import numpy as np
 
 Dim = int | str
 Shape = tuple[Dim, ...]
+
+
+def identical_weights(
+    weights: Mapping[str, np.ndarray], keep: Iterable[str] = ()
+) -> dict[str, str]:
+    """Each weight that holds the same tensor (dtype, shape, values) as another, mapped to the
+    one name export stores it under (names in ``keep`` are never mapped away). Only weights that
+    share a dtype and shape are compared, and those byte for byte."""
+    keep = set(keep)
+    groups: dict[tuple, list[str]] = {}
+    for name in sorted(weights, key=lambda n: (n not in keep, n)):
+        w = weights[name]
+        groups.setdefault((w.dtype.str, tuple(w.shape)), []).append(name)
+    rename: dict[str, str] = {}
+    for names in groups.values():
+        if len(names) < 2:
+            continue
+        canon: dict[int, list[str]] = {}
+        for name in names:
+            w = np.asarray(weights[name])  # not ascontiguousarray: it makes 0-d arrays 1-d
+            firsts = canon.setdefault(hash(w.tobytes()), [])
+            twin = next((f for f in firsts if np.array_equal(weights[f], w)), None)
+            if twin is not None and name not in keep:
+                rename[name] = twin
+            else:
+                firsts.append(name)
+    return rename
 
 
 class GraphError(ValueError):
@@ -174,10 +201,14 @@ class TensorGraph:
         return dict(sorted(hist.items()))
 
     def param_count(self) -> int:
-        return int(sum(w.size for w in self.weights.values()))
+        """Parameters as export stores them: identical weights under several names (a folded
+        Identity of a shared weight, a legacy export's aliases) count once."""
+        twins = identical_weights(self.weights)
+        return int(sum(w.size for k, w in self.weights.items() if k not in twins))
 
     def param_bytes(self) -> int:
-        return int(sum(w.nbytes for w in self.weights.values()))
+        twins = identical_weights(self.weights)
+        return int(sum(w.nbytes for k, w in self.weights.items() if k not in twins))
 
     # ------------------------------------------------------------------ checks
     def check(self) -> None:

@@ -6,8 +6,9 @@ dynamic dim of an input gets a generated symbol), and infers every value's type 
 table. Values that can be computed at compile time (weights, Shape of static shapes, ...) are
 propagated during inference so that Reshape/Slice/Expand shape arguments are known; they stay
 nodes here — :mod:`eqsat.egraph.passes` folds them. Where the op table cannot infer a type
-(an op outside the table, or a shape argument computed from a symbolic dim) the type from ONNX's
-own shape inference is used; if there is none either, import fails with a one-line InputError.
+(an op outside the table, or a shape argument computed from a symbolic dim) the type comes from
+the file's value_info, onnx's shape inference or the node's subgraphs
+(:mod:`eqsat.egraph.onnx_types`); if none has it, import fails with a one-line InputError.
 
 Export keeps input/output names and types, opsets, metadata and custom functions, writes each
 distinct weight once (identical tensors are deduplicated), and writes opaque nodes back verbatim.
@@ -33,11 +34,12 @@ from eqsat.egraph.ir import (
     Node,
     TensorGraph,
     TensorType,
+    identical_weights,
     make_attrs,
     toposort,
 )
+from eqsat.egraph.onnx_types import TypeSources, value_type
 from eqsat.egraph.opdefs.base import ShapeError
-from eqsat.egraph.opdefs.elementwise import onnx_dtype
 from eqsat.egraph.ops import OPS, infer_node
 from eqsat.errors import InputError
 
@@ -194,30 +196,6 @@ def constant_value(n: onnx.NodeProto) -> np.ndarray:
     raise InputError(f"Constant node {n.name or n.output[0]!r}: unsupported attribute {a.name}")
 
 
-def _value_type(vi: onnx.ValueInfoProto, what: str, fresh_dims: bool) -> TensorType | None:
-    """TensorType of an ONNX value_info; None if the type (or its rank) is unknown."""
-    tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
-    if tt is None or tt.elem_type == 0 or not tt.HasField("shape"):
-        return None
-    try:
-        dtype = onnx_dtype(tt.elem_type)
-    except (KeyError, TypeError, ValueError) as e:
-        raise InputError(f"{what} {vi.name!r}: unsupported element type {tt.elem_type}") from e
-    if dtype == "object":
-        raise InputError(f"{what} {vi.name!r}: string tensors are not supported")
-    dims: list[int | str] = []
-    for k, d in enumerate(tt.shape.dim):
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        elif d.dim_param:
-            dims.append(d.dim_param)
-        elif fresh_dims:
-            dims.append(f"{vi.name}_d{k}")
-        else:
-            return None
-    return TensorType(dtype, tuple(dims))
-
-
 def _convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     opset = {o.domain: o.version for o in model.opset_import}.get("", 0)
     if opset >= MIN_OPSET:
@@ -228,18 +206,6 @@ def _convert_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.version_converter.convert_version(model, MIN_OPSET)
     except Exception as e:  # the converter raises many kinds of errors
         raise InputError(f"cannot convert opset {opset} to {MIN_OPSET}: {_one_line(e)}") from e
-
-
-def _onnx_inferred_types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
-    """ONNX's own shape inference, used as a fallback; {} when it cannot run."""
-    if weight_bytes(model) > EXTERNAL_DATA_THRESHOLD:
-        return {}
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:  # inference failures are not fatal: our own inference runs first
-        return {}
-    g = inferred.graph
-    return {vi.name: vi for vi in list(g.value_info) + list(g.output)}
 
 
 def import_onnx(
@@ -254,7 +220,7 @@ def import_onnx(
     base = Path(base_dir) if base_dir is not None else None
     model = _convert_opset(model)
     g = model.graph
-    onnx_types = _onnx_inferred_types(model)
+    sources = TypeSources(model, infer=weight_bytes(model) <= EXTERNAL_DATA_THRESHOLD)
 
     weights: dict[str, np.ndarray] = {}
     for t in g.initializer:
@@ -267,7 +233,7 @@ def import_onnx(
     for vi in g.input:
         if vi.name in weights:
             continue  # an initializer listed as input: treated as a constant weight
-        t = _value_type(vi, "input", fresh_dims=True)
+        t = value_type(vi, "input", fresh_dims=True)
         if t is None:
             raise InputError(f"input {vi.name!r} has no tensor type or rank")
         types[vi.name] = t
@@ -292,7 +258,7 @@ def import_onnx(
     opset = {o.domain: o.version for o in model.opset_import}.get("", MIN_OPSET)
     consts = ConstEval(weights)
     for node in nodes:
-        out_types = _infer_types(node, types, consts, onnx_types, opset)
+        out_types = _infer_types(node, types, consts, sources, opset)
         for o, t in zip(node.outputs, out_types, strict=False):
             if o:
                 types[o] = t
@@ -323,7 +289,9 @@ def import_onnx(
     return graph
 
 
-def _infer_types(node, types, consts, onnx_types, opset) -> list[TensorType]:
+def _infer_types(node, types, consts, sources: TypeSources, opset) -> list[TensorType | None]:
+    """The op table's inference; where it has none (an op outside the table) or fails, the
+    other sources (:class:`~eqsat.egraph.onnx_types.TypeSources`)."""
     label = f"node {node.name!r} ({node.op})" if node.name else f"{node.op} node"
     reason = ""
     if node.opaque is None:
@@ -335,19 +303,7 @@ def _infer_types(node, types, consts, onnx_types, opset) -> list[TensorType]:
                 return out
         except ShapeError as e:
             reason = str(e)
-    fallback = []
-    for o in node.outputs:
-        vi = onnx_types.get(o) if o else None
-        t = _value_type(vi, "value", fresh_dims=True) if vi is not None else None
-        if o and t is None:
-            if node.opaque is not None:
-                raise InputError(
-                    f"{label}: op {node.domain + '.' if node.domain else ''}{node.op} is unknown "
-                    f"to eqsat and the type of its output {o!r} cannot be inferred"
-                )
-            raise InputError(f"{label}: cannot infer output types: {reason}")
-        fallback.append(t)
-    return fallback
+    return sources.node_types(node, types, label, reason)
 
 
 # ------------------------------------------------------------------------------------ export
@@ -364,22 +320,6 @@ def _attr_to_proto(name: str, v) -> onnx.AttributeProto:
 def _tensor_type_proto(name: str, t: TensorType) -> onnx.ValueInfoProto:
     elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype))
     return onnx.helper.make_tensor_value_info(name, elem, list(t.shape))
-
-
-def _dedup_weights(graph: TensorGraph, keep: set[str]) -> dict[str, str]:
-    """Map each weight to a canonical name among identical tensors (names in keep stay)."""
-    canon: dict[tuple, str] = {}
-    rename: dict[str, str] = {}
-    for name in sorted(graph.weights, key=lambda n: (n not in keep, n)):
-        w = np.asarray(graph.weights[name])  # not ascontiguousarray: it makes 0-d arrays 1-d
-        key = (w.dtype.str, w.shape, hash(w.tobytes()))
-        twin = graph.weights.get(canon.get(key, ""))
-        same = twin is not None and twin.shape == w.shape and np.array_equal(twin, w)
-        if same and name not in keep:
-            rename[name] = canon[key]
-        else:
-            canon.setdefault(key, name)
-    return rename
 
 
 PENDING = "__eqsat_pending__"  # location of external tensors whose bytes save_model writes
@@ -405,7 +345,7 @@ def export_onnx(graph: TensorGraph) -> onnx.ModelProto:
     (protobuf cannot hold them) and marked external: :func:`save_model` with ``weights=`` writes
     their bytes. Smaller models are self-contained."""
     keep = set(graph.outputs) | {i for n in graph.nodes for i in n.implicit}
-    rename = _dedup_weights(graph, keep)
+    rename = identical_weights(graph.weights, keep)
     r = lambda name: rename.get(name, name)  # noqa: E731
 
     nodes = []

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from eqsat.egraph.ir import Node, TensorType
-from eqsat.egraph.opdefs import elementwise, nn, tensor
+from eqsat.egraph.opdefs import elementwise, nn, quant, tensor
 from eqsat.egraph.opdefs.base import InferCtx, Kind, OpDef, ShapeError, same
 
 
@@ -27,7 +27,7 @@ def _assemble(*families: Sequence[OpDef]) -> dict[str, OpDef]:
     return dict(sorted(table.items()))
 
 
-OPS: Mapping[str, OpDef] = _assemble(elementwise.DEFS, nn.DEFS, tensor.DEFS)
+OPS: Mapping[str, OpDef] = _assemble(elementwise.DEFS, nn.DEFS, quant.DEFS, tensor.DEFS)
 
 
 def elementwise_ctors(arity: int) -> tuple[str, ...]:

@@ -60,15 +60,22 @@ class Saturation:
         """Let names of the graph outputs (see :class:`Encoding`)."""
         return self.encoding.roots
 
+    rewrite_passes: int = 0  # entries of ``sizes`` that come from Python-driven rewrites
+    # iterations of each run of the rulesets (the first run, then one after each Python-driven
+    # rewrite that made unions); ``iter_limit`` bounds each run, not their sum
+    runs: list[int] = field(default_factory=list)
+    iter_limit: int | None = None
+
     @property
     def iterations(self) -> int:
-        return len(self.sizes) - 1 - self.rewrite_passes
-
-    rewrite_passes: int = 0  # entries of ``sizes`` that come from Python-driven rewrites
+        """Iterations of all runs together (can exceed ``iter_limit``: it bounds each run)."""
+        return sum(self.runs)
 
     def summary(self) -> dict:
         return {
             "iterations": self.iterations,
+            "runs": list(self.runs),
+            "iter_limit_per_run": self.iter_limit,
             "stop_reason": self.stop_reason,
             "enodes": self.sizes,
             "matches": dict(sorted(self.matches.items())),
@@ -107,7 +114,7 @@ def saturate(
     ``sizes``; its matches are the unions it made. The node and time limits are global;
     ``clock`` (seconds) measures the time limit and ``Saturation.time`` (tests inject one)."""
     egraph = encoding.egraph
-    result = Saturation(encoding, [egraph_size(egraph)])
+    result = Saturation(encoding, [egraph_size(egraph)], iter_limit=iter_limit)
     if not rulesets and not rewrites:
         return result
     steps = [run(r) if isinstance(r, Ruleset) else r for r in rulesets]
@@ -122,8 +129,11 @@ def saturate(
             if passes >= iter_limit:
                 result.stop_reason = "iter-limit"
                 return False
+            if passes == 0:
+                result.runs.append(0)
             report = egraph.run(schedule)
             passes += 1
+            result.runs[-1] += 1
             for decl, n in report.num_matches_per_rule.items():
                 name = rule_name(decl, report._decls)
                 result.matches[name] = result.matches.get(name, 0) + n

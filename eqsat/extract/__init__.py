@@ -1,1 +1,1 @@
-"""extract stage (see ARCHITECTURE.md)."""
+"""extract stage (see docs/architecture.md)."""

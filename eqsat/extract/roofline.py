@@ -27,6 +27,7 @@ import numpy as np
 
 from eqsat.egraph.ir import Node, TensorType, make_attrs
 from eqsat.egraph.ops import OPS, node_bytes, node_flops
+from eqsat.errors import missing_data_file
 from eqsat.extract.cost import CostModelBase
 from eqsat.paths import user_cache_dir
 
@@ -56,7 +57,7 @@ class RooflineConstants:
             if p is not None and p.is_file():
                 data = json.loads(p.read_text())
                 return RooflineConstants(**data)
-        raise FileNotFoundError(f"no roofline constants at {path or DEFAULT_FILE}")
+        raise missing_data_file(path or DEFAULT_FILE, "the roofline constants")
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,1 +1,1 @@
-"""lower stage (see ARCHITECTURE.md)."""
+"""lower stage (see docs/architecture.md)."""

@@ -161,7 +161,7 @@ Schedule = tuple[Primitive, ...]
 
 @dataclass(frozen=True)
 class ScheduleTarget:
-    """What a scheduler may know of the machine (ARCHITECTURE.md: schedulers read a backend's
+    """What a scheduler may know of the machine (docs/architecture.md: schedulers read a backend's
     capabilities, never its name). ``lower`` cannot import backends, so a backend's
     ``Capabilities`` is copied into this record (``eqsat.compiled.target_caps``)."""
 

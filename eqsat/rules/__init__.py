@@ -1,1 +1,1 @@
-"""rules stage (see ARCHITECTURE.md)."""
+"""rules stage (see docs/architecture.md)."""

@@ -31,10 +31,15 @@ from eqsat.rules.base import PyRule, Rule, check_unique
 from eqsat.rules.generated import lift, rulefile
 
 
-def generated(path: Path = rulefile.RULES_FILE) -> list[Rule | PyRule]:
+def generated(path: Path | None = None) -> list[Rule | PyRule]:
     """The rules file's rules and the N-ary merges lifted from its multi-output pairs
-    (:mod:`eqsat.rules.generated.lift`): the packaged file, or ``path`` (a file of
+    (:mod:`eqsat.rules.generated.lift`): the packaged file (missing: a
+    :class:`~eqsat.errors.DataFileError`, the installation is broken), or ``path`` (a file of
     ``eqsat rules discover -o``); ValueError when it is not a rules file."""
+    if path is None:  # rulefile.RULES_FILE, looked up now (the tests point it elsewhere)
+        return [*rulefile.load(), *lift.rules(rulefile.read()["rules"])]
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such rules file")
     try:
         return [*rulefile.load(path), *lift.rules(rulefile.read(path)["rules"])]
     except (OSError, KeyError, TypeError, ValueError) as e:

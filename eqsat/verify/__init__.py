@@ -1,1 +1,1 @@
-"""verify stage (see ARCHITECTURE.md)."""
+"""verify stage (see docs/architecture.md)."""

@@ -30,10 +30,8 @@ pipeline and the CLI may.
 
 from __future__ import annotations
 
-import json
 import re
 from functools import cache
-from pathlib import Path
 
 from eqsat.egraph.lang import SPECS
 from eqsat.egraph.opdefs.base import CATEGORIES, Kind, zero_flops
@@ -67,7 +65,6 @@ UNSHAPED = {
 }
 # Z3 semantics written out in z3_ops beyond the derived ones (contractions, windows, BatchNorm).
 _Z3_EXPLICIT = ("MatMul", "Gemm", "Conv", "BatchNormalization", "MaxPool", "AveragePool")
-_ROOFLINE = Path(__file__).resolve().parents[1] / "extract" / "roofline_default.json"
 # The data ops of the Tensat paper's architectures (BERT, NasRNN, ResNeXt-50, NasNet-A,
 # Inception-v3, SqueezeNet, VGG-19) as exported to ONNX, beyond the bundled examples' ops.
 TENSAT_OPS = frozenset(
@@ -110,7 +107,9 @@ def _discovery() -> dict[str, list[str]]:
 
 @cache
 def _peaks() -> frozenset[str]:
-    return frozenset(json.loads(_ROOFLINE.read_text())["peak_gflops"])
+    from eqsat.extract.roofline import DEFAULT_FILE, RooflineConstants
+
+    return frozenset(RooflineConstants.load(DEFAULT_FILE).peak_gflops)
 
 
 @cache

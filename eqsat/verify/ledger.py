@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from eqsat.errors import missing_data_file
+
 LEDGER = Path(__file__).with_name("ledger.json")
 
 
@@ -45,8 +47,17 @@ def rule_hash(rule) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_ledger(path: Path = LEDGER) -> dict[str, dict]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+def load_ledger(path: Path | None = None, missing_ok: bool = False) -> dict[str, dict]:
+    """The ledger's entries (``path``: the package's :data:`LEDGER`). A missing file is an
+    error (:class:`~eqsat.errors.DataFileError`): read as empty, it would leave every rule out
+    as unproved and optimize nothing, silently; ``missing_ok`` is for a writer that starts a
+    new ledger."""
+    path = LEDGER if path is None else Path(path)
+    if not path.is_file():
+        if missing_ok:
+            return {}
+        raise missing_data_file(path, "the proof ledger")
+    return json.loads(path.read_text())
 
 
 def load_proofs(rules_file: str | Path | None = None) -> dict[str, dict]:

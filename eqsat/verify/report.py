@@ -5,10 +5,12 @@ the e-graph statistics; produces a report a reviewer can read without the code: 
 (seeds, distributions, symbolic dims), per-output error statistics (max abs/rel error, ULPs), op
 histograms before and after, modelled cost and *measured* onnxruntime latency before and after
 (interleaved runs, with an inline SVG chart), and for ``optimize`` the rules that fired with their
-proof status from the ledger. The page has no external assets (inline CSS and SVG only) and is
-written atomically, like every output of eqsat.
+proof status from the ledger. A speedup is never shown without its noise: each model's spread
+(min to upper quartile of the interleaved repetitions) is printed beside it, and where the spreads
+overlap the page says "within noise" instead of a factor (:func:`.timing.speedup`). The page has
+no external assets (inline CSS and SVG only) and is written atomically, like every output of eqsat.
 
-What the rule section claims, precisely: it lists every rule that fired in the run (matches
+What the rule section claims, precisely: it lists every rewrite that fired in the run (matches
 counted by egglog or by the Python-driven rule), each with its ledger status and scope, and the
 ops the optimized graph has that the input did not. It does not derive each output node from a
 chain of rewrites (egglog-python does not expose explanations); since ``optimize`` uses only
@@ -21,30 +23,30 @@ import html
 import json
 import os
 import re
-import statistics
 from collections import Counter
 from pathlib import Path
 
 import onnx
 
 from eqsat.verify import numeric
+from eqsat.verify.timing import describe, speedup
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
     return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
 
 
-def measure_latency(models: list, reps: int = 10, seed: int = 0) -> list[dict]:
-    """Per model: min and median milliseconds per run in onnxruntime (ORT_ENABLE_ALL, one
-    intra-op thread), the models' repetitions interleaved so that background load hits all."""
-    from eqsat.verify.timing import interleaved
+def measure_latency(
+    models: list, reps: int = 10, seed: int = 0, dim_values: dict[str, int] | None = None
+) -> list[dict]:
+    """Per model: its repetitions' spread in onnxruntime (:func:`.timing.spread`: min, median,
+    upper quartile, max; ORT_ENABLE_ALL, one intra-op thread), the models' repetitions
+    interleaved so that background load hits all; symbolic dims at ``dim_values`` (the sizes
+    the gate ran at)."""
+    from eqsat.verify.timing import interleaved, spread
 
-    feeds = numeric.random_feeds(numeric.input_specs(models[0]), seed)
-    times = interleaved(models, feeds, threads=1, reps=reps)
-    return [
-        {"min_ms": min(t) * 1e3, "median_ms": statistics.median(t) * 1e3, "reps": reps}
-        for t in times
-    ]
+    feeds = numeric.random_feeds(numeric.input_specs(models[0]), seed, dim_values)
+    return [spread(t) for t in interleaved(models, feeds, threads=1, reps=reps)]
 
 
 def build(
@@ -67,8 +69,13 @@ def build(
         "nodes": {"reference": len(reference.graph.node), "candidate": len(candidate.graph.node)},
     }
     try:
-        lat = measure_latency([reference, candidate], reps=latency_reps)
-        data["latency"] = {"reference": lat[0], "candidate": lat[1], "threads": 1}
+        lat = measure_latency([reference, candidate], latency_reps, 0, verdict.dim_values)
+        data["latency"] = {
+            "reference": lat[0],
+            "candidate": lat[1],
+            "threads": 1,
+            **speedup(lat[0], lat[1]),
+        }
     except Exception as e:  # a model ORT cannot time still gets its report
         data["latency"] = {"error": str(e).splitlines()[0][:200] if str(e) else type(e).__name__}
     if egraph is not None:
@@ -78,6 +85,9 @@ def build(
 
 
 def _rules(egraph: dict, rules_file: str | None = None) -> list[dict]:
+    """The rewrites that fired (the statistics' ``rewrites_fired``: the shape analysis' rules
+    are not among them), each with its family and ledger status; ``rules_file``: a discovered
+    file's rules and the proofs it carries are among them."""
     from eqsat.rules import schedule
     from eqsat.verify.ledger import holds, load_proofs
 
@@ -85,20 +95,17 @@ def _rules(egraph: dict, rules_file: str | None = None) -> list[dict]:
     every = schedule.select(tuple(schedule.FAMILIES), rules_file=rules_file)
     by_name = {r.name: r for r in every}
     out = []
-    matches = (egraph.get("saturation") or {}).get("matches", {})
-    for name, n in sorted(matches.items()):
+    for name, n in (egraph.get("rewrites_fired") or {}).items():
         r = by_name.get(name)
-        if not n or r is None:  # the shape analysis' own rules rewrite nothing
-            continue
         entry = ledger.get(name, {})
         out.append(
             {
                 "rule": name,
-                "family": r.family,
+                "family": r.family if r else "",
                 "matches": n,
-                "proof": "proved" if holds(r, ledger) else "not proved",
+                "proof": "proved" if r and holds(r, ledger) else "not proved",
                 "scope": "; ".join(x for x in (entry.get("generic"), entry.get("scope")) if x),
-                "exact": "bit-exact" if r.fp_exact else "over the reals",
+                "exact": "bit-exact" if r and r.fp_exact else "over the reals",
             }
         )
     return out
@@ -213,13 +220,16 @@ def render(d: dict) -> str:
         out.append(f"<p class='muted'>latency not measured: {_e(lat['error'])}</p>")
     else:
         a, b = lat["reference"], lat["candidate"]
-        out.append(
-            f"<p>onnxruntime, ORT_ENABLE_ALL, one intra-op thread, {a['reps']} interleaved "
-            f"repetitions: reference {a['min_ms']:.3f} ms, candidate {b['min_ms']:.3f} ms "
-            f"(min; medians {a['median_ms']:.3f} / {b['median_ms']:.3f} ms): "
-            f"<b>{a['min_ms'] / b['min_ms']:.3f}×</b>.</p>"
+        words = describe(a, b)
+        claim = words if lat["within_noise"] else f"<b>{_e(words.split(' ', 1)[0])}</b> " + _e(
+            words.split(" ", 1)[1]
         )
-        out.append(_bars([("reference", a["min_ms"]), ("candidate", b["min_ms"])], "ms"))
+        out.append(
+            f"<p>onnxruntime, ORT_ENABLE_ALL, one intra-op thread; latency of the candidate "
+            f"against the reference: {claim}. Medians {a['median_ms']:.3f} / "
+            f"{b['median_ms']:.3f} ms.</p>"
+        )
+        out.append(_bars([("reference", a["min_ms"]), ("candidate", b["min_ms"])], "ms (min)"))
     eg = d.get("egraph")
     if eg and "cost_before" in eg:
         out.append(
@@ -246,12 +256,23 @@ def _rules_html(d: dict) -> str:
         )
         return "".join(parts)
     rules = d.get("rules", [])
+    an = eg.get("analysis") or {}
+    if an:
+        parts.append(
+            f"<p class='muted'>besides the rewrites, {an['rules_fired']} shape-analysis rules "
+            f"matched {an['matches']} times (they type e-classes and rewrite nothing).</p>"
+        )
     if not rules:
-        parts.append("<p>no rule fired: the candidate is the input after constant folding.</p>")
+        parts.append("<p>no rewrite fired: the candidate is the input after constant folding.</p>")
     else:
+        if d["ops"]["reference"] == d["ops"]["candidate"]:
+            parts.append(
+                "<p>the rewrites below fired in the e-graph, but extraction found nothing "
+                "cheaper under the cost model: the candidate has the input's ops.</p>"
+            )
         unproved = [r for r in rules if r["proof"] == "not proved"]
         parts.append(
-            f"<p>{len(rules)} rules fired; "
+            f"<p>{len(rules)} rewrites fired; "
             + (
                 "<span class='ok'>every one is proved</span> (Z3, bounded scope below)."
                 if not unproved

@@ -36,8 +36,8 @@ import z3
 from eqsat.egraph.lang import BY_CTOR
 from eqsat.egraph.opdefs.base import ShapeError
 from eqsat.egraph.term_text import evaluate, parse
-from eqsat.verify import z3_ops
-from eqsat.verify.ledger import LEDGER, Verdict, load_ledger, rule_hash
+from eqsat.verify import ledger, z3_ops
+from eqsat.verify.ledger import Verdict, load_ledger, rule_hash
 from eqsat.verify.patterns import LITERALS, perm_ranks, variables
 
 MAX_INSTANCES = 200  # shape instances per rule (drawn deterministically)
@@ -341,10 +341,14 @@ def ledger_entry(v: Verdict) -> dict:
     return d
 
 
-def write_ledger(verdicts: list[Verdict], path: Path = LEDGER, replace_prefix: str = "") -> None:
-    """Record ``verdicts``; entries whose name starts with ``replace_prefix`` (when given) and
-    that are not among them are removed (a regenerated rule set replaces the old one)."""
-    data = load_ledger(path)
+def write_ledger(
+    verdicts: list[Verdict], path: Path | None = None, replace_prefix: str = ""
+) -> None:
+    """Record ``verdicts`` (in ``path``: the package's ledger by default); entries whose name
+    starts with ``replace_prefix`` (when given) and that are not among them are removed (a
+    regenerated rule set replaces the old one)."""
+    path = ledger.LEDGER if path is None else Path(path)
+    data = load_ledger(path, missing_ok=True)
     if replace_prefix:
         data = {k: v for k, v in data.items() if not k.startswith(replace_prefix)}
     for v in verdicts:

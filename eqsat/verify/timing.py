@@ -8,6 +8,7 @@ ORT threads do not spin. Used by the benchmarks and by the verification reports.
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 
@@ -51,3 +52,42 @@ def interleaved(models: list, feeds: dict, threads: int, reps: int) -> list[list
                 s.run(None, feeds)
             times[k].append((time.perf_counter() - t0) / inner[k])
     return times
+
+
+def spread(seconds: list[float]) -> dict:
+    """One model's repetitions in milliseconds: the minimum (the figure eqsat quotes), the
+    median, the upper quartile and the maximum, and how many there were."""
+    ms = sorted(t * 1e3 for t in seconds)
+    q3 = ms[min(len(ms) - 1, (3 * len(ms)) // 4)]
+    return {
+        "min_ms": ms[0],
+        "median_ms": statistics.median(ms),
+        "q3_ms": q3,
+        "max_ms": ms[-1],
+        "reps": len(ms),
+    }
+
+
+def speedup(reference: dict, candidate: dict) -> dict:
+    """The reference's minimum over the candidate's (above 1: the candidate is faster), and
+    whether that is *within noise*: each model's spread is its repetitions from the minimum to
+    the upper quartile (interleaved, so background load hit both alike); when the two spreads
+    overlap, the difference is smaller than the repetitions of either model differ among
+    themselves, and no speedup (or slowdown) is claimed."""
+    ratio = reference["min_ms"] / candidate["min_ms"]
+    lo, hi = sorted((reference, candidate), key=lambda s: s["min_ms"])
+    overlap = hi["min_ms"] <= lo["q3_ms"]
+    return {"speedup": ratio, "within_noise": overlap, "spread": "min to upper quartile"}
+
+
+def describe(reference: dict, candidate: dict) -> str:
+    """The speedup in words, never without its noise: ``1.52x (reference 2.10-2.31 ms,
+    candidate 1.38-1.45 ms, min to upper quartile of 10 interleaved repetitions)``, or
+    ``within noise`` in place of the factor when the spreads overlap."""
+    s = speedup(reference, candidate)
+    head = "within noise" if s["within_noise"] else f"{s['speedup']:.2f}x"
+    return (
+        f"{head} (reference {reference['min_ms']:.3f}-{reference['q3_ms']:.3f} ms, candidate "
+        f"{candidate['min_ms']:.3f}-{candidate['q3_ms']:.3f} ms: min to upper quartile of "
+        f"{reference['reps']} interleaved repetitions)"
+    )

@@ -160,6 +160,6 @@ if __name__ == "__main__":
     for r in res:
         if r.status == "failed":
             print(f"FAIL {r.name}: {r.message}")
-    n_pass = sum(r.status == "passed" for r in res)
-    n_fail = sum(r.status == "failed" for r in res)
-    print(f"conformance: {n_pass} passed, {n_fail} failed")
+    from tests.conformance.test_conformance import summary_line  # the known failures' reasons
+
+    print(summary_line(res))

@@ -165,10 +165,44 @@ def test_structurally_bad_models_are_one_line_exit_2(capsys, tmp_path):
         ("missing.onnx", missing, "nowhere"),
     ]:
         path = _save(tmp_path, name, m)
-        for argv in (["info", path], ["optimize", path, "-o", tmp_path / "o.onnx"]):
+        commands = [["optimize", path, "-o", tmp_path / "o.onnx"]]
+        if name != "unknown.onnx":  # info shows an untyped model as the file declares it
+            commands.append(["info", path])
+        for argv in commands:
             code, _, err = _run(capsys, *argv)
             assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_info_shows_an_untyped_model_as_the_file_declares_it(capsys, tmp_path):
+    """A value no source can type stops import, not `eqsat info`: ops, params and the
+    interface are shown, with the reason on stderr as a one-line warning."""
+    from onnx import helper
+
+    from tests.helpers import init, model, vi
+
+    m = model(
+        [
+            helper.make_node("Frob", ["x"], ["f"], domain="com.acme"),
+            helper.make_node("Add", ["f", "w"], ["y"]),
+        ],
+        [vi("x", [2, 3])],
+        [vi("y", None)],
+        [init("w", np.ones((2, 3), np.float32))],
+        opset=12,
+    )
+    m.opset_import.append(helper.make_opsetid("com.acme", 1))
+    path = _save(tmp_path, "untyped.onnx", m)
+    code, out, err = _run(capsys, "info", path, "--json")
+    s = json.loads(out)
+    assert code == 0 and "com.acme.Frob is unknown to eqsat" in err
+    assert len(err.strip().splitlines()) == 1 and "Frob is unknown" in s["error"]
+    assert s["ops"] == {"Add": 1, "com.acme.Frob": 1} and s["opaque_ops"] == ["com.acme.Frob"]
+    assert s["params"] == 6 and s["flops"] is None and s["opset"] == 12
+    assert s["inputs"] == [{"name": "x", "dtype": "float32", "shape": [2, 3]}]
+    assert s["outputs"] == [{"name": "y", "dtype": "float32", "shape": None}]
+    code, out, _ = _run(capsys, "info", path)
+    assert code == 0 and "com.acme.Frob (opaque)" in out and "FLOPs unknown" in out
 
 
 def test_unknown_op_ort_cannot_run_needs_no_verify(capsys, tmp_path):
@@ -238,3 +272,66 @@ def test_io_errors_are_one_line_exit_2(capsys, tmp_path, vgg_file, monkeypatch):
     code, _, err = _run(capsys, "optimize", vgg_file, "-o", tmp_path / "o.onnx")
     assert code == 2 and "No space left" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.onnx").exists() and not list(tmp_path.glob(".eqsat-*"))
+
+
+def test_json_failure_prints_an_error_object(capsys, tmp_path, vgg_file, monkeypatch):
+    code, out, err = _run(capsys, "optimize", tmp_path / "missing.onnx", "-o", "x.onnx", "--json")
+    assert code == 2 and json.loads(out) == {
+        "error": f"{tmp_path / 'missing.onnx'}: no such file",
+        "exit_code": 2,
+    }
+    assert len(err.strip().splitlines()) == 1  # the line on stderr stays
+
+    def broken_fold(graph):
+        name = next(iter(graph.weights))
+        return graph.replace(weights={**graph.weights, name: graph.weights[name] * 2})
+
+    monkeypatch.setattr(passes, "fold_constants", broken_fold)
+    code, out, _ = _run(capsys, "optimize", vgg_file, "-o", tmp_path / "o.onnx", "--json")
+    s = json.loads(out)
+    assert code == 1 and s["exit_code"] == 1 and "verification failed" in s["error"]
+
+
+def test_info_and_optimize_count_nodes_alike_and_info_shows_the_declared_opset(capsys, tmp_path):
+    from onnx import helper
+
+    from tests.helpers import model, vi
+
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value_floats=[1.0, 2.0, 3.0]),
+        helper.make_node("Add", ["x", "c"], ["a"]),
+        helper.make_node("Relu", ["a"], ["y"]),
+    ]
+    path = _save(tmp_path, "c.onnx", model(nodes, [vi("x", [2, 3])], [vi("y", [2, 3])], opset=11))
+    code, out, _ = _run(capsys, "info", path, "--json")
+    info = json.loads(out)
+    assert code == 0 and info["opset"] == 11  # as the file declares it (imported as 13)
+    code, out, _ = _run(capsys, "optimize", path, "-o", tmp_path / "o.onnx", "--json")
+    opt = json.loads(out)
+    assert code == 0 and info["nodes"] == opt["nodes_before"] == 3
+    assert info["ops"] == opt["ops_before"] == {"Add": 1, "Constant": 1, "Relu": 1}
+
+
+def test_params_do_not_grow_when_identity_aliases_of_a_weight_are_folded(capsys, tmp_path):
+    """A legacy export: the weight is also a graph input, and reaches its second user through
+    an Identity; folding the Identity leaves two names for one tensor, which export stores
+    once, and the summary counts once."""
+    from onnx import helper
+
+    from tests.helpers import init, model, vi
+
+    w = np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32)
+    nodes = [
+        helper.make_node("Identity", ["W"], ["W2"]),
+        helper.make_node("MatMul", ["x", "W"], ["a"]),
+        helper.make_node("MatMul", ["a", "W2"], ["y"]),
+    ]
+    m = model(nodes, [vi("x", [2, 16]), vi("W", [16, 16])], [vi("y", [2, 16])], [init("W", w)])
+    m.opset_import[0].version = 9
+    path = _save(tmp_path, "legacy.onnx", m)
+    out_path = tmp_path / "o.onnx"
+    code, out, _ = _run(capsys, "optimize", path, "-o", out_path, "--json")
+    s = json.loads(out)
+    stored = sum(int(np.prod(t.dims)) for t in onnx.load(str(out_path)).graph.initializer)
+    assert code == 0 and s["params_before"] == s["params_after"] == stored == 256
+    assert s["nodes_after"] < s["nodes_before"]

@@ -173,6 +173,8 @@ def test_cli_bench_prints_the_three_rows(mlp, tmp_path, capsys):
         "eqsat compiled (llvm)",
     ]
     assert all(r["min_ms"] > 0 and r["median_ms"] >= r["min_ms"] for r in rows)
+    # each ratio to the first row carries the noise verdict (the report's rule)
+    assert all(isinstance(r["vs_first"]["within_noise"], bool) for r in rows[1:])
 
 
 def test_the_object_code_is_cached(mlp):

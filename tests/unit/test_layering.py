@@ -1,4 +1,4 @@
-"""The package's layering (ARCHITECTURE.md), checked on its imports: no cycle, no private name
+"""The package's layering (docs/architecture.md), checked on its imports: no cycle, no private name
 imported across modules, imports flowing one way between the folders, and the optimizer apart
 from the offline rule generator.
 
@@ -26,7 +26,7 @@ from scipy.sparse.csgraph import connected_components
 import eqsat
 
 ROOT = Path(eqsat.__file__).resolve().parent
-# ARCHITECTURE.md: imports flow egraph <- rules <- extract <- lower <- backends
+# docs/architecture.md: imports flow egraph <- rules <- extract <- lower <- backends
 LAYERS = ["egraph", "rules", "extract", "lower", "backends"]
 # who may import these modules (besides themselves); the pipeline composes the stages, the CLI
 # calls it, the package's ``optimize`` is the pipeline's API, ``python -m eqsat`` the CLI's;

@@ -2,6 +2,7 @@
 record in ``--json``; the target chooses the passes."""
 
 import json
+import re
 
 import pytest
 from onnx import helper
@@ -136,3 +137,47 @@ def test_optimize_refuses_a_compiled_target(tiny, target):
 def test_an_unknown_target_lists_the_known_ones():
     with pytest.raises(InputError, match="known: onnx, llvm, ref, cuda"):
         pipeline.passes_for(pipeline.Options(target="tpu"))
+
+
+@pytest.fixture(scope="module")
+def nasrnn_small():
+    from eqsat.examples import build_example
+
+    return pipeline.optimize(
+        build_example("nasrnn", "small"), pipeline.Options(verify=False)
+    )
+
+
+def test_the_summary_fits_a_screen_and_the_json_keeps_the_detail(nasrnn_small):
+    r = nasrnn_small
+    text = r.summary()
+    lines = text.splitlines()
+    assert len(lines) <= 12 and all(len(line) <= 400 for line in lines), text
+    fired = next(line for line in lines if line.startswith("rewrites fired"))
+    assert not re.search(r"[a-z] 0\b", fired)  # no rule listed that matched nothing
+    assert not re.search(r"\b(shape|view)-(?!analysis)", text)  # nor an analysis rule
+    assert "merge-matmul-shared-lhs" in text and "shape-analysis rules" in text
+    detail = r.to_json()
+    assert detail["egraph"]["saturation"]["matches"]  # every rule egglog reported, zeros too
+    assert json.loads(json.dumps(detail, default=str))["nodes_after"] < detail["nodes_before"]
+
+
+def test_rules_fired_counts_the_rewrites_apart_from_the_shape_analysis(nasrnn_small):
+    eg = nasrnn_small.egraph
+    fired, matches = eg["rewrites_fired"], eg["saturation"]["matches"]
+    assert fired and all(n > 0 for n in fired.values())
+    assert not any(k.startswith(("shape-", "view-")) for k in fired)
+    assert "merge-matmul-shared-rhs" in fired
+    analysis = {k: n for k, n in matches.items() if n and k not in fired}
+    assert analysis and all(k.startswith(("shape-", "view-")) for k in analysis)
+    assert eg["analysis"] == {"rules_fired": len(analysis), "matches": sum(analysis.values())}
+
+
+def test_the_iteration_limit_bounds_every_run_of_the_rules(nasrnn_small):
+    sat = nasrnn_small.egraph["saturation"]
+    limit = pipeline.Options().iter_limit
+    assert sat["iter_limit_per_run"] == limit and sat["stop_reason"] == "saturated"
+    assert len(sat["runs"]) > 1 and all(1 <= k <= limit for k in sat["runs"])
+    assert sat["iterations"] == sum(sat["runs"])
+    assert f"in {len(sat['runs'])} runs of the rules" in nasrnn_small.summary()
+    assert f"the limit, {limit}, bounds each run" in nasrnn_small.summary()

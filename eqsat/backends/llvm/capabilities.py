@@ -7,7 +7,7 @@ Produces: a frozen :class:`Capabilities` (CPU name, LLVM feature string, vector 
 float32 lanes, FMA, cores) with a stable :meth:`Capabilities.key` for caches, and the GEMM tile
 it implies (:meth:`Capabilities.gemm_tile`).
 
-Why: ARCHITECTURE.md ("Lowering and backends") — schedulers read a backend's capabilities, never
+Why: docs/architecture.md, "Lowering and backends": schedulers read a backend's capabilities, never
 its name, so the micro-kernel's vector width and tile come from here. CODEGEN_NOTES measured the
 AVX2 tile (6 rows × 2 vectors of 8, 12 ``<8 x float>`` accumulators: 78–83 GFLOP/s on Zen 3);
 with AVX-512's 32 registers and embedded broadcasts the tile grows (see ``gemm_tile``).

@@ -128,6 +128,10 @@ class OpDef:
     doc: str = ""
     kind: Kind | None = None  # None: the category's kind (filled in by __post_init__)
     ctor: str = ""
+    # False: never evaluated at compile time, even on constant inputs. DequantizeLinear of a
+    # quantized weight is the QDQ form onnxruntime fuses into integer kernels; folding it would
+    # store the weight in float (4x the bytes) and lose the integer kernel.
+    foldable: bool = True
 
     def __post_init__(self):
         if self.category not in _KIND_OF_CATEGORY:

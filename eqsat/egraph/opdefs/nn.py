@@ -68,7 +68,7 @@ def _bcast_c(a: np.ndarray, nd: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------- linalg
 
 
-def _matmul_infer(ctx: InferCtx) -> list[TensorType]:
+def matmul_infer(ctx: InferCtx) -> list[TensorType]:
     a, b = ctx.t(0), ctx.t(1)
     if a.rank == 0 or b.rank == 0 or a.dtype != b.dtype:
         raise ShapeError(f"MatMul needs two tensors of rank >= 1 and one dtype, got {a}, {b}")
@@ -79,11 +79,11 @@ def _matmul_infer(ctx: InferCtx) -> list[TensorType]:
     return [TensorType(a.dtype, out)]
 
 
-def _matmul(args, at):
+def matmul(args, at):
     return [np.asarray(np.matmul(_acc(args[0]), _acc(args[1]))).astype(args[0].dtype)]
 
 
-def _matmul_flops(ins, outs, at) -> int:
+def matmul_flops(ins, outs, at) -> int:
     return 2 * outs[0].numel() * _prod(ins[0].shape[-1:])
 
 
@@ -165,7 +165,7 @@ def _conv_types(ctx: InferCtx, op: str):
     return x, w, int(ctx.a("group", 1)), kernel
 
 
-def _conv_infer(ctx: InferCtx) -> list[TensorType]:
+def conv_infer(ctx: InferCtx) -> list[TensorType]:
     x, w, g, kernel = _conv_types(ctx, "Conv")
     _eq(x.shape[1], sym_mul(w.shape[1], g), "Conv input channels vs weight C/group * group")
     if isinstance(w.shape[0], int) and w.shape[0] % g:
@@ -176,7 +176,7 @@ def _conv_infer(ctx: InferCtx) -> list[TensorType]:
     return [TensorType(x.dtype, (x.shape[0], w.shape[0], *spatial))]
 
 
-def _conv(args, at):
+def conv(args, at):
     """im2col: a (N, g, Cg*K, P) window copy times the (g, M/g, Cg*K) weight."""
     x, w, b = args[0], args[1], _arg(args, 2)
     g, (n, c), m = int(at.get("group", 1)), x.shape[:2], w.shape[0]
@@ -190,7 +190,7 @@ def _conv(args, at):
     return [(y if b is None else y + _bcast_c(b, nd)).astype(x.dtype)]
 
 
-def _conv_flops(ins, outs, at) -> int:
+def conv_flops(ins, outs, at) -> int:
     bias = len(ins) > 2 and ins[2] is not None
     return (2 * _prod(ins[1].shape[1:]) + bias) * outs[0].numel()
 
@@ -510,10 +510,10 @@ _BN_INFER = _chan_infer(5, "BatchNormalization")
 _IN_INFER = _chan_infer(3, "InstanceNormalization")
 
 DEFS: tuple[OpDef, ...] = (
-    _op("MatMul", "linalg", _matmul_infer, _matmul, _matmul_flops, (2, 2), ctor="matmul"),
+    _op("MatMul", "linalg", matmul_infer, matmul, matmul_flops, (2, 2), ctor="matmul"),
     _op("Gemm", "linalg", _gemm_infer, _gemm, _gemm_flops, (2, 3), ctor="gemm", **_GEMM),
     _op("Einsum", "linalg", _einsum_infer, _einsum, _einsum_flops, (1, -1), equation=None),
-    _op("Conv", "conv", _conv_infer, _conv, _conv_flops, (2, 3), ctor="conv", **_CONV),
+    _op("Conv", "conv", conv_infer, conv, conv_flops, (2, 3), ctor="conv", **_CONV),
     _op("ConvTranspose", "conv", _convt_infer, _convt, _convt_flops, (2, 3), **_CONVT),
     _op(
         "MaxPool",

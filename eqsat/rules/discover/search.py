@@ -331,7 +331,7 @@ def discover(
 
     ``prove`` is the proving work unit, (lhs text, rhs text, shapes) per candidate -> (result,
     detail): :func:`eqsat.verify.rules.prove_unit`. The caller passes it because ``rules`` sits
-    below ``verify`` in the layering (ARCHITECTURE.md: only the pipeline, the CLI and tests read
+    below ``verify`` in the layering (docs/architecture.md: the pipeline, the CLI and tests read
     ``verify``); it must be a module-level function so that the process pool and Ray can ship
     it."""
     ops = X.expand_ops(ops)

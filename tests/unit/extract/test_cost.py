@@ -59,3 +59,29 @@ def test_a_model_missing_an_ability_is_refused_by_name():
     with pytest.raises(TypeError, match="needs_values, runtime_fusions, save"):
         extract(sat, Partial())
     assert len(extract(sat, cost.AstSize()).graph.nodes) == 1
+
+
+@pytest.mark.parametrize("name", ["vgg", "squeezenet", "inception"])
+def test_an_unchanged_graph_keeps_its_cost_through_extraction(name):
+    """Extracting an e-graph no rule touched gives back the graph at the cost the pipeline's
+    "cost before" reports: both price a node by one test (extraction.free). Before, the graph's
+    Relus after Convs were charged and the extracted ones were free (VGG 1.379e4 -> 1.358e4 in
+    the CLI with the same ops)."""
+    from eqsat.egraph import passes
+    from eqsat.examples import build_example
+    from eqsat.extract.extraction import graph_cost
+    from eqsat.extract.roofline import DEFAULT_FILE, RooflineConstants
+
+    g = passes.fold_constants(import_onnx(build_example(name, size="small")))
+    roofline = RooflineCostModel(RooflineConstants.load(DEFAULT_FILE))
+    assert any(n.op == "Relu" for n in g.nodes)  # the fused activations are what differed
+    for m in (roofline, cost.AstSize()):
+        ex = extract(saturate(encode(g), []), m)
+        assert g.op_histogram() == ex.graph.op_histogram()
+        assert ex.cost == pytest.approx(graph_cost(g, m), rel=1e-12)
+    # and the fused Relus are free in both: the graph costs less than every node charged
+    charged = sum(
+        cost.checked_cost(roofline, n.op, n.attr, [g.types.get(i) for i in n.inputs],
+                          [g.types[o] for o in n.outputs]) for n in g.nodes
+    )  # fmt: skip
+    assert graph_cost(g, roofline) < charged

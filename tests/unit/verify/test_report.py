@@ -101,3 +101,33 @@ def test_report_renders_in_headless_chromium(tmp_path):
         timeout=120,
     )
     assert png.stat().st_size > 20_000  # a page with tables and a chart, not a blank one
+
+
+def test_a_speedup_is_claimed_only_outside_the_noise():
+    from eqsat.verify.timing import describe, speedup, spread
+
+    base = spread([1.0e-3, 1.1e-3, 1.2e-3, 1.3e-3])
+    same = spread([0.95e-3, 1.05e-3, 1.15e-3, 1.25e-3])  # faster minimum, overlapping spread
+    fast = spread([0.5e-3, 0.52e-3, 0.55e-3, 0.6e-3])
+    s = speedup(base, same)
+    assert s["within_noise"] and s["speedup"] > 1
+    assert describe(base, same).startswith("within noise (reference 1.000-")
+    s = speedup(base, fast)
+    assert not s["within_noise"] and s["speedup"] == pytest.approx(2.0)
+    assert describe(base, fast).startswith("2.00x (reference 1.000-1.300 ms, candidate 0.500-")
+    assert speedup(fast, base)["speedup"] == pytest.approx(0.5)  # a slowdown, said as such
+
+
+def test_the_report_of_a_model_against_itself_claims_no_speedup(tmp_path):
+    m = tmp_path / "m.onnx"
+    onnx.save(build_example("vgg", "small"), str(m))
+    rep = tmp_path / "v.html"
+    assert cli.main(["verify", str(m), str(m), "--report", str(rep)]) == 0
+    lat = json.loads(rep.with_suffix(".json").read_text())["latency"]
+    page = rep.read_text()
+    for key in ("min_ms", "q3_ms", "median_ms", "reps"):
+        assert lat["reference"][key] > 0 and lat["candidate"][key] > 0
+    if lat["within_noise"]:  # what identical models should show; a loaded machine may not
+        assert "within noise" in page and "<b>" not in page.split("Cost and latency")[1]
+    else:
+        assert f"{lat['speedup']:.2f}x" in page and "min to upper quartile" in page
