@@ -315,12 +315,11 @@ def emit(model: CompiledModel, what: str, folder: Path) -> list[Path]:
 
 
 def cache_dir() -> Path:
-    """Where compiled models are cached: ``models/`` in the object cache's folder
-    (:func:`eqsat.backends.llvm.jit.default_cache_dir`: ``$EQSAT_CACHE_DIR`` or the user's
-    cache folder)."""
-    from eqsat.backends.llvm.jit import default_cache_dir
+    """Where compiled models are cached: ``models/`` in the user's cache folder
+    (:func:`eqsat.paths.user_cache_dir`: ``$EQSAT_CACHE_DIR`` or ``~/.cache/eqsat``)."""
+    from eqsat.paths import user_cache_dir
 
-    return default_cache_dir() / "models"
+    return user_cache_dir() / "models"
 
 
 def cache_key(model_bytes: bytes, settings: str) -> str:

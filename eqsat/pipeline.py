@@ -70,10 +70,16 @@ class Options:
     # not load egglog (a test keeps the two equal)
     rules: tuple[str, ...] = ("cleanup", "algebra", "fold", "merge", "layout")
     disabled_rules: tuple[str, ...] = ()
+    # the `generated` family's rules file (`eqsat rules discover -o FILE`, its proofs inside it)
+    # instead of the packaged one (eqsat/rules/generated/rules.json, proved in the ledger)
+    rules_file: str | None = None
     iter_limit: int = 30
     node_limit: int = 100_000
     time_limit: float = 60.0
     cost_model: str = "roofline"  # roofline | measured | ast-size
+    # the roofline constants (`eqsat calibrate -o FILE`) instead of this machine's calibration in
+    # the user's cache folder, else the packaged default
+    calibration: str | None = None
     extractor: str = "auto"  # auto | greedy | ilp (see eqsat.extract.extraction)
     extract_time_limit: float = 10.0  # seconds for the ILP
     # run the egglog shape analysis alongside the rules and refuse the e-graph (fall back to the
@@ -713,15 +719,23 @@ def _from_cache(key: str, options: Options, output, progress: Progress | None, t
     )
 
 
-def _cost_model(name: str):
+def _cost_model(name: str, calibration: str | None = None):
     from eqsat.extract.cost import AstSize
     from eqsat.extract.measured import MeasuredCostModel
-    from eqsat.extract.roofline import RooflineCostModel
+    from eqsat.extract.roofline import RooflineConstants, RooflineCostModel
 
     models = {"roofline": RooflineCostModel, "measured": MeasuredCostModel, "ast-size": AstSize}
     if name not in models:
         raise InputError(f"unknown cost model {name!r}; known: {', '.join(models)}")
-    return models[name]()
+    if calibration is None or name == "ast-size":
+        return models[name]()
+    try:
+        roofline = RooflineCostModel(RooflineConstants.load(Path(calibration)))
+    except (OSError, ValueError, TypeError) as e:
+        raise InputError(
+            f"--calibration {calibration}: not a file of `eqsat calibrate -o` ({e})"
+        ) from None
+    return roofline if name == "roofline" else MeasuredCostModel(fallback=roofline)
 
 
 HARD_LIMIT_GRACE = 30.0  # seconds past the soft limits before the child is killed
@@ -743,14 +757,14 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
 
     with timer.phase("rules"):  # loading egglog and building the rulesets: a fixed cost
         try:
-            chosen = schedule.select(options.rules, options.disabled_rules)
+            chosen = schedule.select(options.rules, options.disabled_rules, options.rules_file)
         except ValueError as e:
             raise InputError(str(e)) from e
         if options.extractor not in EXTRACTORS:
             known = ", ".join(EXTRACTORS)
             raise InputError(f"unknown extractor {options.extractor!r}; known: {known}")
         # reads its constants: a missing file fails here, in one line
-        _cost_model(options.cost_model)
+        _cost_model(options.cost_model, options.calibration)
         if not options.allow_unproved:
             from eqsat.verify.ledger import load_ledger
 
@@ -834,10 +848,10 @@ def _egraph_work(graph: TensorGraph, options: Options, timer: _Timer):
     from eqsat.rules import schedule
 
     with timer.phase("rules"):
-        chosen = schedule.select(options.rules, options.disabled_rules)
+        chosen = schedule.select(options.rules, options.disabled_rules, options.rules_file)
         rules, unproved = _proved(chosen, options)
         rules = schedule.relevant(rules, _ctors(graph))
-        cost_model = _cost_model(options.cost_model)
+        cost_model = _cost_model(options.cost_model, options.calibration)
     with timer.phase("encode"):
         enc = encode(graph)
         rulesets = schedule.rulesets(rules)
@@ -884,12 +898,14 @@ def _ctors(graph: TensorGraph) -> set[str]:
 
 def _proved(rules: list, options: Options) -> tuple[list, list[str]]:
     """The rules the ledger proves as written (all of them with ``allow_unproved``), and the
-    names of those left out."""
+    names of those left out. A rules file of ``rules discover -o`` carries its own proofs,
+    which take precedence for its rules (each proof is still checked against the rule's
+    hash)."""
     if options.allow_unproved:
         return rules, []
-    from eqsat.verify.ledger import holds, load_ledger
+    from eqsat.verify.ledger import holds, load_proofs
 
-    ledger = load_ledger()
+    ledger = load_proofs(options.rules_file)
     kept = [r for r in rules if holds(r, ledger)]
     return kept, [r.name for r in rules if not holds(r, ledger)]
 

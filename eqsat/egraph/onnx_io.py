@@ -62,6 +62,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     be long enough.
     """
     p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, not an .onnx file")
     if not p.is_file():
         raise InputError(f"{p}: no such file")
     try:

@@ -50,9 +50,10 @@ CONST = "const"  # the value of a constant input that is not known (a weight-onl
 def cache_file(threads: int = 1) -> Path:
     import onnxruntime as ort
 
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    from eqsat.paths import user_cache_dir
+
     host = f"{platform.node() or 'host'}-{platform.machine()}"
-    return base / "eqsat" / f"measured-{host}-ort{ort.__version__}-t{threads}.json"
+    return user_cache_dir() / f"measured-{host}-ort{ort.__version__}-t{threads}.json"
 
 
 class MeasuredCostModel(CostModelBase):

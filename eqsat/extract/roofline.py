@@ -17,7 +17,6 @@ precedence. Nothing numeric is hard-coded here.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,7 @@ from eqsat.egraph.ir import Node, TensorType, make_attrs
 from eqsat.egraph.ops import OPS, node_bytes, node_flops
 from eqsat.errors import missing_data_file
 from eqsat.extract.cost import CostModelBase
+from eqsat.paths import user_cache_dir
 
 DEFAULT_FILE = Path(__file__).with_name("roofline_default.json")
 # Ops that read only the part of their data input they copy out: charging them the whole input
@@ -38,8 +38,8 @@ PARTIAL_READS = frozenset({"Slice", "Split", "Gather"})
 
 
 def cache_file() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "eqsat" / f"roofline-{platform.node() or 'host'}-{platform.machine()}.json"
+    """This machine's calibrated constants in the user's cache folder (``eqsat calibrate``)."""
+    return user_cache_dir() / f"roofline-{platform.node() or 'host'}-{platform.machine()}.json"
 
 
 @dataclass(frozen=True)

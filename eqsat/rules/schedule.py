@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 from egglog import Ruleset, Schedule, back_off, ruleset, run
 
@@ -30,10 +31,19 @@ from eqsat.rules.base import PyRule, Rule, check_unique
 from eqsat.rules.generated import lift, rulefile
 
 
-def generated() -> list[Rule | PyRule]:
+def generated(path: Path | None = None) -> list[Rule | PyRule]:
     """The rules file's rules and the N-ary merges lifted from its multi-output pairs
-    (:mod:`eqsat.rules.generated.lift`)."""
-    return [*rulefile.load(), *lift.rules(rulefile.read()["rules"])]
+    (:mod:`eqsat.rules.generated.lift`): the packaged file (missing: a
+    :class:`~eqsat.errors.DataFileError`, the installation is broken), or ``path`` (a file of
+    ``eqsat rules discover -o``); ValueError when it is not a rules file."""
+    if path is None:  # rulefile.RULES_FILE, looked up now (the tests point it elsewhere)
+        return [*rulefile.load(), *lift.rules(rulefile.read()["rules"])]
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such rules file")
+    try:
+        return [*rulefile.load(path), *lift.rules(rulefile.read(path)["rules"])]
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: not a rules file of `eqsat rules discover` ({e})") from None
 
 
 FAMILIES = {
@@ -57,13 +67,20 @@ DEFAULT_FAMILIES = ("cleanup", "algebra", "fold", "merge", "layout")
 
 
 def select(
-    families: Iterable[str] = DEFAULT_FAMILIES, disabled: Iterable[str] = ()
+    families: Iterable[str] = DEFAULT_FAMILIES,
+    disabled: Iterable[str] = (),
+    rules_file: str | Path | None = None,
 ) -> list[Rule | PyRule]:
-    """The rules of ``families`` without the ``disabled`` ones; ValueError on unknown names."""
+    """The rules of ``families`` without the ``disabled`` ones; ValueError on unknown names.
+    ``rules_file``: the ``generated`` family's rules come from this file."""
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise ValueError(f"unknown rule families {unknown}; known: {sorted(FAMILIES)}")
-    chosen = [r for f in families for r in FAMILIES[f]()]
+
+    def family(f: str) -> list:
+        return generated(Path(rules_file)) if f == "generated" and rules_file else FAMILIES[f]()
+
+    chosen = [r for f in families for r in family(f)]
     check_unique(chosen)
     names = {r.name for r in chosen}
     missing = [d for d in disabled if d not in names]

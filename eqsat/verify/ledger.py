@@ -60,6 +60,18 @@ def load_ledger(path: Path | None = None, missing_ok: bool = False) -> dict[str,
     return json.loads(path.read_text())
 
 
+def load_proofs(rules_file: str | Path | None = None) -> dict[str, dict]:
+    """The committed ledger and, with ``rules_file`` (a file of ``eqsat rules discover -o``),
+    the proofs that file carries, which take precedence for its rules (each is still checked
+    against the rule's hash by :func:`holds`)."""
+    ledger = load_ledger()
+    if rules_file:
+        from eqsat.rules.generated import rulefile
+
+        ledger = {**ledger, **rulefile.proofs(Path(rules_file))}
+    return ledger
+
+
 def holds(rule, ledger: dict[str, dict]) -> bool:
     """Whether the ledger proves ``rule`` as it is now written."""
     e = ledger.get(rule.name)

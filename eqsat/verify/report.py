@@ -57,8 +57,10 @@ def build(
     labels: tuple[str, str],
     egraph: dict | None = None,
     latency_reps: int = 10,
+    rules_file: str | None = None,
 ) -> dict:
-    """The report's data (what the JSON sibling holds)."""
+    """The report's data (what the JSON sibling holds). ``rules_file``: the run's
+    ``--rules-file`` (its rules and their proofs)."""
     data: dict = {
         "kind": kind,
         "models": {"reference": labels[0], "candidate": labels[1]},
@@ -78,18 +80,20 @@ def build(
         data["latency"] = {"error": str(e).splitlines()[0][:200] if str(e) else type(e).__name__}
     if egraph is not None:
         data["egraph"] = egraph
-        data["rules"] = _rules(egraph)
+        data["rules"] = _rules(egraph, rules_file)
     return data
 
 
-def _rules(egraph: dict) -> list[dict]:
+def _rules(egraph: dict, rules_file: str | None = None) -> list[dict]:
     """The rewrites that fired (the statistics' ``rewrites_fired``: the shape analysis' rules
-    are not among them), each with its family and ledger status."""
+    are not among them), each with its family and ledger status; ``rules_file``: a discovered
+    file's rules and the proofs it carries are among them."""
     from eqsat.rules import schedule
-    from eqsat.verify.ledger import holds, load_ledger
+    from eqsat.verify.ledger import holds, load_proofs
 
-    ledger = load_ledger()
-    by_name = {r.name: r for r in schedule.select(tuple(schedule.FAMILIES))}
+    ledger = load_proofs(rules_file)
+    every = schedule.select(tuple(schedule.FAMILIES), rules_file=rules_file)
+    by_name = {r.name: r for r in every}
     out = []
     for name, n in (egraph.get("rewrites_fired") or {}).items():
         r = by_name.get(name)

@@ -30,7 +30,7 @@ def optimized(tmp_path_factory: pytest.TempPathFactory):
     def get(name: str) -> Result:
         if name not in results:
             with pytest.MonkeyPatch.context() as mp:
-                mp.setenv("XDG_CACHE_HOME", str(cache))  # the committed roofline constants
+                mp.setenv("EQSAT_CACHE_DIR", str(cache))  # the committed roofline constants
                 results[name] = optimize(build_example(name), Options(**NO_WALL_CLOCK))
         return results[name]
 

@@ -61,9 +61,11 @@ def test_optimize_every_example_writes_a_verified_model(capsys, tmp_path, name, 
 def test_optimize_folds_constant_nodes(capsys, tmp_path, monkeypatch):
     small = build_example("bert", size="small")
     monkeypatch.setattr(pipeline, "example_model", lambda n, size="default": small)
-    code, out, _ = _run(capsys, "optimize", "-o", tmp_path / "b.onnx")
+    code, out, _ = _run(capsys, "optimize", "--example", "bert", "-o", tmp_path / "b.onnx")
     assert code == 0
-    s = json.loads(_run(capsys, "optimize", "-o", tmp_path / "c.onnx", "--json")[1])
+    s = json.loads(
+        _run(capsys, "optimize", "--example", "bert", "-o", tmp_path / "c.onnx", "--json")[1]
+    )
     assert s["ops_before"]["Constant"] == 8 and "Constant" not in s["ops_after"]
     assert s["nodes_after"] < s["nodes_before"] == len(small.graph.node)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "b.onnx")).graph.node}

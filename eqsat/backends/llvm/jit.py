@@ -14,8 +14,9 @@ engine built on an empty module (the object-cache round trip CODEGEN_NOTES verif
 miss load the same bytes the same way, so a cached function is the very same code.
 
 Cache: one file per sha256 of (IR text, CPU name, features, triple, llvmlite version, opt
-levels); folder ``cache_dir`` argument, else ``$EQSAT_CACHE_DIR``, else
-``$XDG_CACHE_HOME/eqsat/objects`` or ``~/.cache/eqsat/objects``. Files are written atomically
+levels); folder ``cache_dir`` argument, else ``objects/`` in the user's cache folder
+(:func:`eqsat.paths.user_cache_dir`: ``$EQSAT_CACHE_DIR``, else ``$XDG_CACHE_HOME/eqsat`` or
+``~/.cache/eqsat``). Files are written atomically
 (temporary file + ``os.replace``) and carry a magic header and a sha256 of the payload, so a
 truncated or corrupt file is detected before LLVM sees it, ignored and rewritten.
 
@@ -38,18 +39,14 @@ import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
 from eqsat.backends.llvm.capabilities import Capabilities, init_native
+from eqsat.paths import user_cache_dir
 
 MAGIC = b"EQSATOBJ1\n"
 _DIGEST = 32
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("EQSAT_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "eqsat" / "objects"
+    return user_cache_dir() / "objects"
 
 
 @functools.cache

@@ -390,14 +390,16 @@ def _affine(e: Expr) -> dict[str, int] | None:
     return None
 
 
-def _strides(axes) -> dict[str, int] | None:
-    """Row-major strides of ``axes`` (None unless every extent is a constant)."""
+def _strides(axes, outer_free: bool = False) -> dict[str, int] | None:
+    """Row-major strides of ``axes`` (None unless every extent is a constant; with
+    ``outer_free`` the outermost may be symbolic — a symbolic batch: no stride depends on it)."""
     out, stride = {}, 1
-    for name, ext in reversed(axes):
-        if not isinstance(ext, Const):
-            return None
+    for i, (name, ext) in enumerate(reversed(axes)):
         out[name] = stride
-        stride *= ext.value
+        if isinstance(ext, Const):
+            stride *= ext.value
+        elif not (outer_free and i == len(axes) - 1):
+            return None
     return out
 
 
@@ -408,29 +410,38 @@ def plain_b(c: Contraction) -> PlainB | None:
 
 def _flat_address(load: Load) -> dict[str, int] | None:
     """A load's row-major element offset as {loop var: coefficient, "": constant}, or None
-    when an index is not affine (the buffer's shape is static)."""
+    when an index is not affine or a dim other than the outermost is symbolic."""
     flat: dict[str, int] = {"": 0}
     stride = 1
-    for ix, dim in zip(reversed(load.index), reversed(load.buffer.shape), strict=True):
+    shape = load.buffer.shape
+    for i, (ix, dim) in enumerate(zip(reversed(load.index), reversed(shape), strict=True)):
         aff = _affine(ix)
         if aff is None:
             return None
         for v, k in aff.items():
             flat[v] = flat.get(v, 0) + k * stride
-        stride *= dim
+        if isinstance(dim, int):
+            stride *= dim
+        elif i != len(shape) - 1:
+            return None
     return flat
 
 
-def _affine_b(e: Expr, c: Contraction) -> PlainB | None:
-    if not isinstance(e, Load) or not all(isinstance(d, int) for d in e.buffer.shape):
+def _affine_b(e: Expr, c: Contraction, outer_free: bool = False) -> PlainB | None:
+    """``e`` as ``buffer[off + b * sb + k * ldb + n]`` over the flat batch, K and N indices of
+    ``c`` (``outer_free``: the buffer's outermost dim and the outermost batch / K axis may be
+    symbolic — the output of a model with a symbolic batch)."""
+    if not isinstance(e, Load) or not all(isinstance(d, int) for d in e.buffer.shape[
+            1 if outer_free else 0:]):
         return None
     flat = _flat_address(e)
     if flat is None:
         return None
-    ns, ks, bs = _strides(c.n), _strides(c.k), _strides(c.batch)
+    ns = _strides(c.n)
+    ks, bs = _strides(c.k, outer_free), _strides(c.batch, outer_free)
     if ns is None or ks is None or bs is None or not c.n:
         return None
-    ext = {n: x.value for n, x in c.n + c.k + c.batch}
+    ext = {n: x.value if isinstance(x, Const) else None for n, x in c.n + c.k + c.batch}
     if any(v and v not in ext for v in flat):
         return None
 
@@ -464,7 +475,7 @@ def direct_output(c: Contraction) -> PlainB | None:
         return None
     define = dict(c.define)
     load = Load(e.buffer, tuple(substitute(i, define) for i in e.index))
-    return _affine_b(load, replace(c, k=c.m))
+    return _affine_b(load, replace(c, k=c.m), outer_free=True)
 
 
 @dataclass(frozen=True)
@@ -505,10 +516,10 @@ def fused_epilogue(c: Contraction) -> FusedEpilogue | None:
         return None
     define = dict(c.define)
     idx = tuple(substitute(i, define) for i in e.index)
-    out = _affine_b(Load(e.buffer, idx), replace(c, k=c.m))
+    out = _affine_b(Load(e.buffer, idx), replace(c, k=c.m), outer_free=True)
     if out is None:
         return None
-    ms, ns = _strides(c.m), _strides(c.n)
+    ms, ns = _strides(c.m, outer_free=True), _strides(c.n)
     if ms is None or ns is None:
         return None
     ext = {n: x.value for n, x in c.m + c.n + c.batch if isinstance(x, Const)}
@@ -516,7 +527,7 @@ def fused_epilogue(c: Contraction) -> FusedEpilogue | None:
 
     def operand(load: Load) -> Expr | None:
         if load.buffer.dtype != "float32" or not all(isinstance(d, int)
-                                                      for d in load.buffer.shape):
+                                                      for d in load.buffer.shape[1:]):
             return None
         ld = Load(load.buffer, tuple(substitute(i, define) for i in load.index))
         flat = _flat_address(ld)
@@ -535,7 +546,7 @@ def fused_epilogue(c: Contraction) -> FusedEpilogue | None:
                 cols.append((name, ld.buffer, flat[""]))
                 return Var(name, "float32")
             return None
-        like = _affine_b(ld, replace(c, k=c.m))
+        like = _affine_b(ld, replace(c, k=c.m), outer_free=True)
         if like is not None and (like.ldb, like.sb, like.w) == (out.ldb, out.sb, out.w):
             likes.append((name, ld.buffer, like.off, like.sb))
             return Var(name, "float32")

@@ -299,9 +299,15 @@ class GeneratedRule(Rule):
         return getattr(self, k)
 
 
-def write(entries: list[dict], header: dict, path: Path = RULES_FILE) -> Path:
-    """Write the rules file atomically (no partial file on an interrupt)."""
+def write(
+    entries: list[dict], header: dict, path: Path = RULES_FILE, proofs: dict | None = None
+) -> Path:
+    """Write the rules file atomically (no partial file on an interrupt). ``proofs``: the
+    rules' proof-ledger entries (name -> entry), kept in the file itself for a file other than
+    the packaged one (whose proofs are in the committed ledger)."""
     data = {"generator": header, "rules": sorted(entries, key=lambda r: r["name"])}
+    if proofs is not None:
+        data["proofs"] = dict(sorted(proofs.items()))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
@@ -316,6 +322,13 @@ def read(path: Path | None = None) -> dict:
     if not path.is_file():
         raise missing_data_file(path, "the generated rules file")
     return json.loads(path.read_text())
+
+
+def proofs(path: Path) -> dict[str, dict]:
+    """The proof-ledger entries a rules file carries (none for the packaged file)."""
+    data = read(path)
+    found = data.get("proofs", {}) if isinstance(data, dict) else {}
+    return found if isinstance(found, dict) else {}
 
 
 def rules_of(entry: dict) -> list[Rule]:

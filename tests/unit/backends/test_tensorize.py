@@ -276,3 +276,29 @@ def test_fused_epilogues_read_rows_columns_and_the_output_layout():
     p, w = matmul(33, 40, 300, epilogue="residual")  # two KC slices: partial sums in place
     assert fused_epilogue(_contraction(p)).likes
     _check(p, w)
+
+
+def test_fused_epilogue_with_a_symbolic_batch():
+    """A MatMul + bias + residual over a symbolic batch (BERT's layers) still writes its tiles
+    straight into the output: only the outermost dim is symbolic, and no stride depends on it."""
+    from onnx import helper
+
+    from eqsat.backends.llvm.tensorize_plan import fused_epilogue
+
+    from ..lower.contraction_models import _w, build
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y0"]),
+             helper.make_node("Add", ["y0", "b"], ["y1"]),
+             helper.make_node("Add", ["y1", "r"], ["y"])]
+    p, weights = build(nodes, [("x", ["batch", 7, 13]), ("r", ["batch", 7, 40])], "y",
+                       ["batch", 7, 40], [_w("w", [13, 40]), _w("b", [40])])
+    fe = fused_epilogue(_contraction(p))
+    assert fe is not None and fe.cols and fe.likes
+    compiled = llvm_compile(force_tensorize(p), threads=1, use_cache=False)
+    for batch in (1, 3):
+        feeds = dict(weights)
+        feeds["x"] = rng.standard_normal((batch, 7, 13)).astype(np.float32)
+        feeds["r"] = rng.standard_normal((batch, 7, 40)).astype(np.float32)
+        got, want = compiled.run(feeds, {"batch": batch}), interpret(p, feeds, {"batch": batch})
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)

@@ -75,9 +75,9 @@ def test_corrupt_file_ignored_and_rewritten(tmp_path):
 
 def test_cache_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("EQSAT_CACHE_DIR", str(tmp_path / "env"))
-    assert jit.default_cache_dir() == tmp_path / "env"
+    assert jit.default_cache_dir() == tmp_path / "env" / "objects"
     c = jit.compile_ir(SAXPY)
-    assert c.stats.cache_file.parent == tmp_path / "env"
+    assert c.stats.cache_file.parent == tmp_path / "env" / "objects"
     monkeypatch.delenv("EQSAT_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert jit.default_cache_dir() == tmp_path / "xdg" / "eqsat" / "objects"
