@@ -35,10 +35,12 @@ Guards (every class): after its schedule, each kernel's loops are split where th
 inlined concatenation's per-input channel ranges then run without per-element tests.
 
 Parallel (every class, ``threads > 1``): when the estimated work of one call is at least
-``PARALLEL_MIN_NS`` (1 ms: CODEGEN_NOTES puts the break-even at 0.5-1 ms, and on this shared VM 2
-threads made 0.3 ms softmax kernels 2.5x slower), the shortest prefix of the output loops that
-gives ``4 × threads`` chunks is fused and marked parallel (the runtime splits it into one
-contiguous range per thread). The vectorized loop is never fused: fusion rewrites an index as ``f
+``PARALLEL_MIN_NS`` (20 µs of estimated work: the native pool's launch costs a few µs and its
+workers spin between a model's kernels; with the Python pool's launch, 14-16 µs and a GIL
+hand-off, it was 1 ms. Measured at 2 threads, interleaved, this 2-core VM: SqueezeNet 2.36 ->
+1.98 ms and BERT 3.32 -> 3.13 ms against the 1 ms / 1e7-FLOP thresholds), the shortest prefix
+of the output loops that gives ``4 × threads`` chunks is fused and marked parallel (the
+runtime splits it into one contiguous range per thread). The vectorized loop is never fused: fusion rewrites an index as ``f
 // n, f % n``, which the vectorizer cannot see through (the loads would become gathers). Symbolic
 dims count as 1 in the estimate (fix them at compile time, ``Options.shapes``, to schedule for a
 real batch).
@@ -81,7 +83,7 @@ from eqsat.lower.schedule import (
 )
 from eqsat.lower.transform import ScheduleError
 
-PARALLEL_MIN_NS = 1_000_000  # estimated ns of one call above which a kernel runs on all threads
+PARALLEL_MIN_NS = 20_000  # estimated ns of one call above which a kernel runs on all threads
 # unroll a pool's window and vectorize its output row: off by default, measured slower than
 # what LLVM's O3 does with the plain nest (vgg maxpool 0.33 -> 0.69 ms, inception avgpool 2.3 ->
 # 3.9 ms, benchmarks/compile_bench.py); the plan stays for a search to try

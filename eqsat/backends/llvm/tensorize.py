@@ -20,9 +20,9 @@ module:
 * the kernel itself: packs weight operands on the first call (and again whenever the weight
   buffer's address changes) into a module global — at load time in effect, never per
   inference — then runs the tasks, through ``@eqsat.parallel_for`` (the runtime's pool) when
-  there is more than one task and at least ``PARALLEL_FLOP`` of work (the pool's launch
-  through the Python callback costs 14-16 µs at 2 threads, measured; ~100 µs of work is
-  needed to gain from it), else inline.
+  there is more than one task and at least ``PARALLEL_FLOP`` of work (the native pool's launch
+  costs a few µs; through the Python pool it was 14-16 µs and ~100 µs of work was needed to
+  gain from it), else inline.
 
 Why a workspace for C instead of storing into the output: the output's M and N axes may be
 any set of its axes (a convolution's channel and spatial axes, attention's head and query
@@ -70,7 +70,7 @@ from eqsat.backends.llvm.tensorize_plan import (
 from eqsat.lower.contraction import ACC, Contraction
 from eqsat.lower.loops import BinaryOp, Buffer, BufferKind, Const, Kernel, Var
 
-PARALLEL_FLOP = 1e7  # ~100 µs of one thread; a 2-thread launch costs 14-16 µs (measured)
+PARALLEL_FLOP = 1e6  # ~5-10 µs of one thread: the native pool's launch costs a few µs
 ALIGN = 64
 F32_BYTES = 4
 
