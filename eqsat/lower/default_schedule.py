@@ -40,10 +40,10 @@ workers spin between a model's kernels; with the Python pool's launch, 14-16 µs
 hand-off, it was 1 ms. Measured at 2 threads, interleaved, this 2-core VM: SqueezeNet 2.36 ->
 1.98 ms and BERT 3.32 -> 3.13 ms against the 1 ms / 1e7-FLOP thresholds), the shortest prefix
 of the output loops that gives ``4 × threads`` chunks is fused and marked parallel (the
-runtime splits it into one contiguous range per thread). The vectorized loop is never fused: fusion rewrites an index as ``f
-// n, f % n``, which the vectorizer cannot see through (the loads would become gathers). Symbolic
-dims count as 1 in the estimate (fix them at compile time, ``Options.shapes``, to schedule for a
-real batch).
+runtime splits it into one contiguous range per thread). The vectorized loop is never fused:
+fusion rewrites an index as ``f // n, f % n``, which the vectorizer cannot see through (the
+loads would become gathers). Symbolic dims count as 1 in the estimate (fix them at compile
+time, ``Options.shapes``, to schedule for a real batch).
 """
 
 from __future__ import annotations
