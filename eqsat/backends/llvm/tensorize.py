@@ -32,6 +32,8 @@ workspace block is in L2 when the epilogue reads it.
 
 from __future__ import annotations
 
+import hashlib
+
 from llvmlite import ir
 
 from eqsat.backends.llvm.capabilities import Capabilities
@@ -124,9 +126,16 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
     fe = cx.helper("epi", ["tz.b", "tz.ic", "tz.mc", "tz.o0", "tz.nrows", "tz.w0", "tz.nw"],
                    [wc], epilogue(c, plan, wc))
     fused = fused_epilogue(c)
-    if fused is not None:  # this kernel's own micro-kernel, its epilogue in the final store
-        micro = emit_microkernel(module, plan.mr, plan.nr, plan.vw, plan.unroll,
-                                 _fused_epilogue(fused, plan.vw), name=f"{sym}.micro")
+    if fused is not None:  # a micro-kernel with the epilogue in its final store, shared by the
+        # kernels whose epilogues have the same form (the operands come as pointer arguments)
+        kinds = sorted([(n, "row", s) for n, _, _, s in fused.rows]
+                       + [(n, "col", 0) for n, _, _ in fused.cols]
+                       + [(n, "like", 0) for n, _, _, _ in fused.likes])
+        form = (plan.mr, plan.nr, plan.vw, plan.unroll, str(fused.value), kinds)
+        mname = "eqsat.micro.fused." + hashlib.sha1(repr(form).encode()).hexdigest()[:12]
+        micro = module.globals.get(mname) or emit_microkernel(
+            module, plan.mr, plan.nr, plan.vw, plan.unroll, _fused_epilogue(fused, plan.vw),
+            name=mname)
     else:
         mname = f"eqsat.micro.{plan.mr}x{plan.nr}x{plan.vw}"
         micro = module.globals.get(mname) or emit_microkernel(
