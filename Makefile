@@ -7,13 +7,13 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow golden lint venv clean
+.PHONY: demo test test-slow fuzz golden lint venv clean
 
 $(STAMP): pyproject.toml
-	@PYBIN=$$(scripts/find-python.sh) || exit 2; \
-	  echo "using $$PYBIN"; \
-	  [ -x $(PY) ] || $$PYBIN -m venv $(VENV); \
-	  $(PY) -m pip install -q --upgrade pip >/dev/null; \
+	@PYBIN=$$(scripts/find-python.sh) || exit 2;
+	  echo "using $$PYBIN";
+	  [ -x $(PY) ] || $$PYBIN -m venv $(VENV);
+	  $(PY) -m pip install -q --upgrade pip >/dev/null;
 	  $(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
@@ -29,6 +29,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow --durations=10
+
+# the fuzzer: EQSAT_FUZZ_EXAMPLES (2000) random graphs through optimize and the LLVM compiler,
+# each checked against onnxruntime (tests/property/test_fuzz.py; `make test` draws a few)
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	EQSAT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/property/test_fuzz.py --hypothesis-show-statistics
 
 # rewrite tests/golden/*.txt (printed graphs of the examples before/after optimize); review the diff
 golden: $(STAMP)
