@@ -246,6 +246,10 @@ def _import(state: State) -> State:
     base_dir = None if isinstance(model, onnx.ModelProto) else Path(model).parent
     source = _fix_dims(state.source, dict(state.options.shapes))
     state.original = state.graph = onnx_io.import_onnx(source, base_dir)
+    for name in state.graph.inputs:
+        shape = state.graph.types[name].shape
+        if any(isinstance(d, int) and d < 0 for d in shape):
+            raise InputError(f"input {name!r} has a negative dim: {list(shape)}")
     return state
 
 
@@ -333,11 +337,24 @@ def _save(state: State) -> State:
 
 
 def _onnx_checker(state: State) -> State:
+    invalid = (onnx.checker.ValidationError, onnx.shape_inference.InferenceError)
     try:
         onnx.checker.check_model(str(state.files[0]), full_check=True)
-    except onnx.checker.ValidationError as e:
-        raise VerificationError(f"the optimized model fails onnx.checker: {e}") from e
+    except invalid as e:
+        try:  # the input's fault when it fails the checker too
+            src = state.model if isinstance(state.model, onnx.ModelProto) else str(state.model)
+            onnx.checker.check_model(src, full_check=True)
+        except invalid as bad:
+            raise InputError(f"the model fails onnx.checker: {_first_line(bad)}") from bad
+        raise VerificationError(
+            f"the optimized model fails onnx.checker: {_first_line(e)}"
+        ) from e
     return state
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
 
 
 def _verify(state: State) -> State:
@@ -373,6 +390,12 @@ def _compile(state: State) -> State:
         state.compiled = build(state.graph, o.target, threads=o.threads)
     except LoweringError as e:
         raise InputError(f"cannot compile this model: {e}") from e
+    except Exception as e:  # a bug, unless onnxruntime refuses the model too (ill-typed)
+        try:
+            numeric.load_session(state.model)
+        except InputError as bad:
+            raise InputError(f"cannot compile this model: {bad}") from e
+        raise
     return state
 
 

@@ -68,6 +68,12 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         if t.data_location == onnx.TensorProto.EXTERNAL:
             loc, offset, length = _external_ref(t)
             f = p.parent / loc
+            # as onnx and onnxruntime do: a data file lies in the model's folder or below it
+            if Path(loc).is_absolute() or not f.resolve().is_relative_to(p.parent.resolve()):
+                raise InputError(
+                    f"{p}: external data {loc!r} of weight {t.name!r} lies outside the "
+                    "model's folder"
+                )
             if not f.is_file() or f.stat().st_size < offset + length:
                 raise InputError(
                     f"{p}: external data {loc!r} of weight {t.name!r} is missing or truncated"
@@ -85,7 +91,11 @@ def _external_ref(t: onnx.TensorProto) -> tuple[str, int, int]:
 def _read_tensor(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
     """A weight as a numpy array; external data is memory-mapped read-only from its file."""
     if t.data_location != onnx.TensorProto.EXTERNAL:
-        return onnx.numpy_helper.to_array(t)
+        try:
+            return onnx.numpy_helper.to_array(t)
+        except (ValueError, TypeError) as e:  # the stored data does not fill the declared dims
+            dims = [int(d) for d in t.dims]
+            raise InputError(f"weight {t.name!r} of shape {dims}: {_one_line(e)}") from e
     if base_dir is None:
         raise InputError(f"weight {t.name!r} is in an external file: load the model from a path")
     loc, offset, _ = _external_ref(t)
@@ -297,6 +307,8 @@ def import_onnx(
         consts.visit(node, types)
 
     outputs = tuple(o.name for o in g.output)
+    if not outputs:
+        raise InputError("the graph has no outputs")
     for o in g.output:
         if o.name not in types:
             raise InputError(f"graph output {o.name!r} is not produced by any node")

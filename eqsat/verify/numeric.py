@@ -22,6 +22,9 @@ from eqsat.errors import InputError
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-5
 DEFAULT_SEEDS = (0, 1, 2)
+# the most bytes of random inputs one run of the gate makes: a model whose inputs declare more
+# (dims of 2^40) is refused with a reason instead of failing to allocate them
+MAX_FEED_BYTES = 4 << 30
 
 ModelLike = onnx.ModelProto | str | os.PathLike
 
@@ -64,7 +67,8 @@ class Verdict:
         return asdict(self) | {"max_abs": self.max_abs}
 
 
-def _session(model: ModelLike, threads: int = 1):
+def load_session(model: ModelLike, threads: int = 1):
+    """An onnxruntime session of ``model``; InputError (with ORT's reason) if ORT refuses it."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -82,6 +86,19 @@ def _session(model: ModelLike, threads: int = 1):
         raise InputError(f"onnxruntime cannot load the model: {first}") from e
 
 
+def _run(session, feeds: dict) -> list:
+    """``session.run`` with onnxruntime's own error log off: the caller reports a failure in
+    one line (the log printed its own lines on stderr besides)."""
+    import onnxruntime as ort
+
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4
+    try:
+        return session.run(None, feeds, quiet)
+    except Exception as e:  # ORT raises its own exception types
+        raise InputError(f"onnxruntime failed to run the model: {str(e).splitlines()[0]}") from e
+
+
 def input_specs(model: ModelLike) -> list[InputSpec]:
     """The graph inputs a caller must feed (initializers listed as inputs excluded)."""
     m = (
@@ -95,6 +112,8 @@ def input_specs(model: ModelLike) -> list[InputSpec]:
         if vi.name in inits:
             continue
         tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type") or not tt.elem_type:
+            raise InputError(f"input {vi.name!r} has no tensor type")
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
         dims = tuple(
             d.dim_value if d.HasField("dim_value") else (d.dim_param or f"{vi.name}_d{k}")
@@ -110,9 +129,18 @@ def random_feeds(
     rng = np.random.default_rng(seed)
     dims = dim_values or {}
     feeds = {}
+    total = 0
     for s in specs:
         shape = tuple(d if isinstance(d, int) else dims.get(d, 2) for d in s.shape)
         dt = np.dtype(s.dtype)
+        if any(d < 0 for d in shape):
+            raise InputError(f"input {s.name!r} has a negative dim: {list(s.shape)}")
+        total += int(np.prod(shape, dtype=object)) * dt.itemsize
+        if total > MAX_FEED_BYTES:
+            raise InputError(
+                f"input {s.name!r} of shape {list(shape)} is too big for random inputs "
+                f"(over {MAX_FEED_BYTES >> 30} GiB in all)"
+            )
         if dt.kind == "f":
             feeds[s.name] = rng.standard_normal(shape).astype(dt)
         elif dt.kind == "b":
@@ -187,20 +215,12 @@ def compare_models(
             "the models have different inputs: "
             f"{[(s.name, s.dtype) for s in specs_a]} vs {[(s.name, s.dtype) for s in specs_b]}"
         )
-    sb = _session(candidate)
+    sb = load_session(candidate)
     names_b = [o.name for o in sb.get_outputs()]
-
-    def run(feeds):
-        try:
-            return sb.run(None, feeds)
-        except Exception as e:
-            raise InputError(
-                f"onnxruntime failed to run the model: {str(e).splitlines()[0]}"
-            ) from e
 
     return compare_with(
         reference,
-        run,
+        lambda feeds: _run(sb, feeds),
         names_b,
         seeds=seeds,
         rtol=rtol,
@@ -222,7 +242,7 @@ def compare_with(
     """The reference model in onnxruntime against ``run(feeds) -> outputs`` (in the order of
     ``output_names``: another session, or a compiled model) on the same random inputs."""
     specs_a = input_specs(reference)
-    sa = _session(reference)
+    sa = load_session(reference)
     names_a = [o.name for o in sa.get_outputs()]
     names_b = list(output_names)
     dims = dict(dim_values or {})
@@ -238,12 +258,7 @@ def compare_with(
     worst: dict[str, OutputDiff] = {}
     for seed in seeds:
         feeds = random_feeds(specs_a, seed, dims)
-        try:
-            out_a = sa.run(None, feeds)
-        except Exception as e:
-            raise InputError(
-                f"onnxruntime failed to run the model: {str(e).splitlines()[0]}"
-            ) from e
+        out_a = _run(sa, feeds)
         out_b = run(feeds)
         for name, a, b in zip(names_a, out_a, out_b, strict=True):
             d = compare_arrays(name, a, b, rtol, atol)
