@@ -6,8 +6,11 @@ round trip and the fuzzer (``make fuzz``).
 normalization ops it draws what real models have and small hand-made tests tend to miss:
 nodes with several outputs (Split, Dropout with its mask, TopK), *shared subterms* (a value
 used by several consumers, a node repeated verbatim, several graph outputs, an input or an
-intermediate value returned as an output), integer values (ArgMax, TopK's indices) and, with
-``opaque=True``, ops outside eqsat's op table, which eqsat keeps as opaque nodes.
+intermediate value returned as an output), integer values (ArgMax, TopK's indices), a
+rank-4 path (a row as a column image through Conv, BatchNorm, per-channel Mul/Add, pooling,
+Flatten), rank 3 and back (Unsqueeze/Squeeze), Constant nodes, negative Gather indices,
+backwards slices, Pad modes, Tile, Expand, CumSum and, with ``opaque=True``, ops outside
+eqsat's op table, which eqsat keeps as opaque nodes.
 
 Only shapes that onnxruntime accepts are drawn: each value's shape (ints, or a dim name) is
 tracked as the graph grows, and a draw that does not fit the current value is skipped.
@@ -34,7 +37,8 @@ OPAQUE_ROW = ["Hardmax", "LpNormalization"]
 KINDS = [
     "unary", "binary", "weight", "div", "clip", "matmul", "gemm", "transpose", "concat",
     "split", "slice", "softmax", "reduce", "reshape", "layernorm", "where", "argmax",
-    "dropout", "repeat",
+    "dropout", "repeat", "conv", "gather", "constant", "pad", "tile", "sum", "pow", "cumsum",
+    "unsqueeze", "expand",
 ]  # fmt: skip
 OPAQUE_KINDS = ["opaque", "opaque-row", "topk"]
 
@@ -176,6 +180,65 @@ def graphs(draw, opaque: bool = False, max_nodes: int = 8, symbolic_width: bool 
             copy.output.extend(outs)
             nodes.append(copy)
             new = [(o, *kinds_of[a]) for o, a in zip(outs, again.output, strict=True)]
+        elif kind == "conv" and known(cols):  # the row as a column image: [rows, 1, cols, 1]
+            x4 = node("Reshape", [src, ints(0, 1, cols, 1)])[0]
+            k, kh = draw(st.integers(1, 3)), draw(st.sampled_from([1, 3]))
+            ins = [x4, weight((k, 1, kh, 1))] + ([weight((k,))] if draw(st.booleans()) else [])
+            h = node("Conv", ins, pads=[kh // 2, 0, kh // 2, 0])[0]
+            after = draw(st.sampled_from(["", "bn", "mul", "add", "pool"]))
+            if after == "bn":  # foldable into the conv
+                var = weight(None, rng.uniform(0.5, 2.0, k).astype(np.float32))
+                h = node("BatchNormalization", [h, weight((k,)), weight((k,)), weight((k,)), var])
+                h = h[0]
+            elif after in ("mul", "add"):  # per-channel: foldable too
+                h = node(after.capitalize(), [h, weight((1, k, 1, 1))])[0]
+            elif after == "pool":
+                op = draw(st.sampled_from(["MaxPool", "AveragePool"]))
+                h = node(op, [h], kernel_shape=[3, 1], pads=[1, 0, 1, 0])[0]
+            if draw(st.booleans()):
+                h = node("Relu", [h])[0]
+            new = [(node("Flatten", [h], axis=1)[0], (rows, k * cols), F)]
+        elif kind == "gather" and known(cols):  # column indices, negative ones among them
+            idx = draw(st.lists(st.integers(-cols, cols - 1), min_size=1, max_size=4))
+            out = node("Gather", [src, ints(*idx)], axis=1)[0]
+            new = [(out, (rows, len(idx)), F)]
+        elif kind == "constant":  # a Constant node, as exporters write weights
+            c = fresh("c")
+            value = rng.standard_normal((cols,) if known(cols) else (1,)).astype(np.float32)
+            nodes.append(helper.make_node("Constant", [], [c], value=init(c, value)))
+            new = [(node(draw(st.sampled_from(BINARY)), [src, c])[0], shape, F)]
+        elif kind == "pad" and known(cols):
+            mode = draw(st.sampled_from(["constant", "reflect", "edge"]))
+            before, after = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+            if mode == "reflect" and max(before, after) >= cols:
+                continue
+            out = node("Pad", [src, ints(0, before, 0, after)], mode=mode)[0]
+            new = [(out, (rows, before + cols + after), F)]
+        elif kind == "tile" and known(cols):
+            reps = draw(st.integers(1, 3))
+            new = [(node("Tile", [src, ints(1, reps)])[0], (rows, cols * reps), F)]
+        elif kind == "sum":
+            same = [v for v, s in floats if s == shape]
+            terms = draw(st.lists(st.sampled_from(same), min_size=1, max_size=3))
+            new = [(node("Sum", [src, *terms])[0], shape, F)]
+        elif kind == "pow":  # a square, or the square root of a magnitude
+            if draw(st.booleans()):
+                new = [(node("Pow", [src, weight(None, np.array(2.0, np.float32))])[0], shape, F)]
+            else:
+                mag = node("Abs", [src])[0]
+                new = [(node("Sqrt", [mag])[0], shape, F)]
+        elif kind == "cumsum":
+            axis = draw(st.sampled_from([0, 1]))
+            attrs = {"exclusive": int(draw(st.booleans())), "reverse": int(draw(st.booleans()))}
+            new = [(node("CumSum", [src, ints(axis)], **attrs)[0], shape, F)]
+        elif kind == "unsqueeze":  # through rank 3 and back
+            axis = draw(st.sampled_from([0, 1, 2, -1]))
+            up = node("Unsqueeze", [src, ints(axis)])[0]
+            mid = node(draw(st.sampled_from(UNARY)), [up])[0]
+            new = [(node("Squeeze", [mid, ints(axis)])[0], shape, F)]
+        elif kind == "expand" and known(cols) and cols == 1:
+            m = draw(st.integers(1, 3))
+            new = [(node("Expand", [src, ints(1, m)])[0], (rows, m), F)]
         elif kind == "opaque":
             new = [(node(draw(st.sampled_from(OPAQUE_UNARY)), [src])[0], shape, F)]
         elif kind == "opaque-row":
