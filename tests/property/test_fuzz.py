@@ -31,7 +31,7 @@ from eqsat.lower.compute import CLAIMED
 from eqsat.verify.numeric import input_specs, random_feeds
 from tests.property.graphs import graphs
 
-EXAMPLES = int(os.environ.get("EQSAT_FUZZ_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("EQSAT_FUZZ_EXAMPLES", "4"))
 SIZES = ({"N": 1, "W": 3}, {"N": 3, "W": 1}, {"N": 5, "W": 4})  # the gate binds every dim to 2
 
 
