@@ -36,9 +36,13 @@ SIZES = ({"N": 1, "W": 3}, {"N": 3, "W": 1}, {"N": 5, "W": 4})  # the gate binds
 
 
 def _session(m: onnx.ModelProto):
+    """One thread: ORT's default pool spins a thread per core, which on a loaded machine costs
+    more than these tiny graphs take to run."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def _check(cases, run, what: str) -> None:
