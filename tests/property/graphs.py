@@ -251,8 +251,8 @@ def graphs(draw, opaque: bool = False, max_nodes: int = 8, symbolic_width: bool 
         else:
             continue
         values.extend(new)
-        if draw(st.booleans()):  # dead branches for DCE
-            dead = next(v for v, _, t in new if t == F)
+        dead = next((v for v, _, t in new if t == F), None)  # a repeated ArgMax has none
+        if dead and draw(st.booleans()):  # dead branches for DCE
             nodes.append(helper.make_node("Relu", [dead], [fresh("dead")]))
     if len(values) == len(inputs):
         values.append((node("Relu", ["x"])[0], (batch, width), F))
