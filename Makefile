@@ -7,7 +7,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-real corpus-export golden lint venv clean
+.PHONY: demo test test-slow test-real corpus-export fuzz golden lint venv clean
 
 $(STAMP): pyproject.toml
 	@PYBIN=$$(scripts/find-python.sh) || exit 2; \
@@ -40,6 +40,12 @@ test-real: $(STAMP)
 
 corpus-export: $(STAMP)
 	$(PY) scripts/corpus.py export $(if $(TORCH_PYTHON),--python $(TORCH_PYTHON))
+
+# the fuzzer: EQSAT_FUZZ_EXAMPLES (2000) random graphs through optimize and the LLVM compiler,
+# each checked against onnxruntime (tests/property/test_fuzz.py; `make test` draws a few)
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	EQSAT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/property/test_fuzz.py --hypothesis-show-statistics
 
 # rewrite tests/golden/*.txt (printed graphs of the examples before/after optimize); review the diff
 golden: $(STAMP)

@@ -467,14 +467,23 @@ def _save(state: State) -> State:
 
 
 def _onnx_checker(state: State) -> State:
-    """onnx.checker on the written file as read back (its weights are references into it, so
-    the checker reads the structure, not the bytes); the gate then runs that same reading."""
     try:
         state.saved = onnx_io.load_model(state.files[0])
         onnx_files.check_file(state.saved, state.files[0])
-    except (onnx.checker.ValidationError, InputError) as e:
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, InputError) as e:
+        invalid = (onnx.checker.ValidationError, onnx.shape_inference.InferenceError)
+        try:  # the input's fault when it fails the checker too
+            src = state.model if isinstance(state.model, onnx.ModelProto) else str(state.model)
+            onnx.checker.check_model(src, full_check=True)
+        except invalid as bad:
+            raise InputError(f"the model fails onnx.checker: {_first_line(bad)}") from bad
         raise VerificationError(f"the optimized model fails onnx.checker: {e}") from e
     return state
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
 
 
 def _verify(state: State) -> State:
@@ -533,6 +542,12 @@ def _compile(state: State) -> State:
         state.compiled = build(state.graph, o.target, threads=o.threads)
     except LoweringError as e:
         raise InputError(f"cannot compile this model: {e}") from e
+    except Exception as e:  # a bug, unless onnxruntime refuses the model too (ill-typed)
+        try:
+            numeric.Session(_reference(state))
+        except InputError as bad:
+            raise InputError(f"cannot compile this model: {bad}") from e
+        raise
     return state
 
 

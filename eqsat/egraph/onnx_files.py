@@ -225,7 +225,13 @@ def read_tensor(
     """A weight as a numpy array; external data is a read-only view of its file, memory-mapped
     once per file (``maps`` holds the maps of one import)."""
     if t.data_location != onnx.TensorProto.EXTERNAL:
-        return onnx.numpy_helper.to_array(t)
+        try:
+            return onnx.numpy_helper.to_array(t)
+        except (ValueError, TypeError) as e:  # the stored data does not fill the declared dims
+            dims = [int(d) for d in t.dims]
+            text = str(e).strip().splitlines()
+            reason = text[0][:200] if text else type(e).__name__
+            raise InputError(f"weight {t.name!r} of shape {dims}: {reason}") from e
     if base_dir is None:
         raise InputError(f"weight {t.name!r} is in an external file: load the model from a path")
     loc, offset, length = external_ref(t)

@@ -78,6 +78,12 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         if t.data_location == onnx.TensorProto.EXTERNAL:
             loc, offset, length = onnx_files.external_ref(t)
             f = p.parent / loc
+            # as onnx and onnxruntime do: a data file lies in the model's folder or below it
+            if Path(loc).is_absolute() or not f.resolve().is_relative_to(p.parent.resolve()):
+                raise InputError(
+                    f"{p}: external data {loc!r} of weight {t.name!r} lies outside the "
+                    "model's folder"
+                )
             if not f.is_file() or f.stat().st_size < offset + length:
                 raise InputError(
                     f"{p}: external data {loc!r} of weight {t.name!r} is missing or truncated"
@@ -251,6 +257,8 @@ def import_onnx(
         consts.visit(node, types)
 
     outputs = tuple(o.name for o in g.output)
+    if not outputs:
+        raise InputError("the graph has no outputs")
     for o in g.output:
         if o.name not in types:
             raise InputError(f"graph output {o.name!r} is not produced by any node")

@@ -93,7 +93,8 @@ class _Lowering:
             c = COMPUTE.get(n.op) if is_known(n) else None
             live.update(i for p, i in enumerate(n.inputs) if i and (c is None or c.is_data(p)))
         keep.reverse()
-        missing = sorted({n.op for n in keep if not is_known(n) or n.op not in COMPUTE})
+        missing = sorted({f"{n.domain}.{n.op}" if n.domain else n.op
+                          for n in keep if not is_known(n) or n.op not in COMPUTE})
         if missing:
             raise LoweringError(f"no compute definition for op(s): {', '.join(missing)}")
         for n in keep:

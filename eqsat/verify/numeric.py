@@ -32,6 +32,9 @@ from eqsat.errors import InputError
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-5
 DEFAULT_SEEDS = (0, 1, 2)
+# the most bytes of random inputs one run of the gate makes: a model whose inputs declare more
+# (dims of 2^40) is refused with a reason instead of failing to allocate them
+MAX_FEED_BYTES = 4 << 30
 
 
 @dataclass(frozen=True)
@@ -132,8 +135,12 @@ class Session:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        import onnxruntime as ort
+
+        quiet = ort.RunOptions()  # the caller reports a failure in one line: no ORT log lines
+        quiet.log_severity_level = 4
         try:
-            return self.run_raw(feeds)
+            return self.run_raw(feeds, quiet)
         except Exception as e:
             raise InputError(
                 f"onnxruntime failed to run the model: {str(e).splitlines()[0]}"
@@ -280,9 +287,18 @@ def random_feeds(
     rng = np.random.default_rng(seed)
     dims = dim_values or {}
     feeds = {}
+    total = 0
     for s in specs:
         shape = tuple(d if isinstance(d, int) else dims.get(d, 2) for d in s.shape)
         dt = np.dtype(s.dtype)
+        if any(d < 0 for d in shape):
+            raise InputError(f"input {s.name!r} has a negative dim: {list(s.shape)}")
+        total += int(np.prod(shape, dtype=object)) * dt.itemsize
+        if total > MAX_FEED_BYTES:
+            raise InputError(
+                f"input {s.name!r} of shape {list(shape)} is too big for random inputs "
+                f"(over {MAX_FEED_BYTES >> 30} GiB in all)"
+            )
         if dt.kind == "f":
             feeds[s.name] = rng.standard_normal(shape).astype(dt)
         elif dt.kind == "b":

@@ -28,7 +28,7 @@ from eqsat.extract.greedy import greedy_dag
 from eqsat.extract.roofline import RooflineCostModel
 from eqsat.verify.numeric import compare_models
 from tests.helpers import init, model, vi
-from tests.property.test_random_graphs import graphs
+from tests.property.graphs import graphs
 
 TORCH = sorted((Path(__file__).parents[2] / "data" / "torch").glob("*.onnx"))
 

@@ -288,7 +288,7 @@ def test_an_unclaimed_op_is_a_one_line_error_naming_the_ops():
     )
     with pytest.raises(LoweringError) as e:
         lower(g)
-    assert str(e.value) == "no compute definition for op(s): Einsum, FancyOp"
+    assert str(e.value) == "no compute definition for op(s): Einsum, com.example.FancyOp"
 
 
 def test_an_unsupported_variant_names_the_node():
