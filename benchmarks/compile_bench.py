@@ -66,12 +66,21 @@ def _time(fn, feeds) -> float:
     return time.perf_counter() - t
 
 
+RUN = 5  # calls of one candidate in a row (bench_model)
+SETTLE = 0.05  # seconds between two candidates' runs (bench_model)
+
+
 def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: bool) -> list:
-    """One block per thread count: eqsat and onnxruntime at ``t`` threads, interleaved. The
-    blocks are apart because an onnxruntime session with intra-op threads keeps them spinning
-    after each run, on the cores the next candidate needs: interleaved with a 2-thread session,
-    eqsat's 1-thread NasRNN measured 4.2 ms against 2.1 ms without one (and onnxruntime's
-    1-thread runs suffer the same from eqsat's pool)."""
+    """One block per thread count: eqsat and onnxruntime at ``t`` threads, interleaved in runs
+    of ``RUN`` calls. The blocks are apart, and the calls alternate in runs rather than one by
+    one, because an onnxruntime session with intra-op threads keeps them spinning after each
+    call, on the cores the next candidate needs: interleaved with a 2-thread session, eqsat's
+    1-thread NasRNN measured 4.2 ms against 2.1 ms without one, and call by call at 2 threads
+    eqsat's Inception measured 7.8 ms against 4.5 ms (its second thread found onnxruntime's
+    worker on the other core); onnxruntime's runs suffer the same from eqsat's spinning
+    workers. So each run starts after ``SETTLE`` seconds (the other's threads have gone to
+    sleep) and one untimed call (this one's are awake); alone in the process, eqsat's SqueezeNet
+    at 2 threads measured 1.9 ms, call by call beside onnxruntime's 2-thread session 3.3."""
     model = pipeline.example_model(name, size)
     feeds = _feeds(model, np.random.default_rng(0))
     rows = []
@@ -89,9 +98,12 @@ def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: boo
             fn(feeds)
             fn(feeds)
         o, e = [], []
-        for _ in range(reps):
-            o.append(_time(runners[0], feeds))
-            e.append(_time(runners[1], feeds))
+        for _ in range(-(-reps // RUN)):  # alternating runs of RUN calls each (see the doc)
+            for fn, times in ((runners[0], o), (runners[1], e)):
+                time.sleep(SETTLE)  # the other's threads stop spinning and sleep
+                fn(feeds)  # untimed: this one's threads are awake again
+                for _ in range(RUN):
+                    times.append(_time(fn, feeds))
         rows.append((name, t, min(e) * 1e3, statistics.median(e) * 1e3, min(o) * 1e3,
                      statistics.median(o) * 1e3, min(e) / min(o)))
         del sess, compiled, runners
