@@ -95,6 +95,16 @@ def free_vars(node: Node) -> set[str]:
     return out
 
 
+def outer_nest(body: Stmt) -> tuple[list[For], Stmt]:
+    """The perfect loop nest ``body`` starts with (a kernel's output loops) and the statement
+    under it."""
+    nest: list[For] = []
+    while isinstance(body, For):
+        nest.append(body)
+        body = body.body
+    return nest, body
+
+
 def loops(stmt: Stmt) -> Iterator[For]:
     return (n for n in walk(stmt) if isinstance(n, For))
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from eqsat.lower.analysis import free_vars, rebuild, substitute, walk
+from eqsat.lower.analysis import free_vars, outer_nest, rebuild, substitute, walk
 from eqsat.lower.loops import (
     Accumulate,
     BinaryOp,
@@ -74,15 +74,6 @@ class Contraction:
     def loads(self, which: str) -> set[Buffer]:
         e = self.a if which == "a" else self.b
         return {n.buffer for n in walk(e) if isinstance(n, Load)}
-
-
-def _chain(s: Stmt) -> tuple[list[For], Stmt]:
-    """The perfectly nested loops at ``s`` and the body under them."""
-    loops = []
-    while isinstance(s, For):
-        loops.append(s)
-        s = s.body
-    return loops, s
 
 
 def _factors(v: Expr) -> tuple[list[Expr], Expr, Expr] | None:
@@ -160,7 +151,7 @@ def _replace_div(e: Node, v: str, c: int, g: Var) -> Node:
 
 def match_contraction(kernel: Kernel) -> Contraction | None:
     """The contraction form of ``kernel`` (float32 sum of products), or None."""
-    free_loops, body = _chain(kernel.body)
+    free_loops, body = outer_nest(kernel.body)
     if not free_loops or not isinstance(body, Seq) or len(body.stmts) < 2:
         return None
     init, red, *tail = body.stmts
@@ -171,7 +162,7 @@ def match_contraction(kernel: Kernel) -> Contraction | None:
     out = init.buffer
     if not (isinstance(init.value, Const) and init.value.value == 0):
         return None
-    k_loops, acc = _chain(red)
+    k_loops, acc = outer_nest(red)
     if not k_loops or not isinstance(acc, Accumulate):
         return None
     if acc.buffer != out or acc.index != idx or acc.op is not ReduceOp.SUM:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from eqsat.lower.analysis import accesses, free_vars, loops, walk
+from eqsat.lower.analysis import accesses, free_vars, loops, outer_nest, walk
 from eqsat.lower.loops import (
     Accumulate,
     BinaryOp,
@@ -96,15 +96,6 @@ NS_PER_ACCESS = 0.4  # a 4-byte load or store streamed at ~10 GB/s
 # at 2 threads, it only moves the parallel threshold)
 NS_PER_CALL = 3.0
 CLASSES = ("elementwise", "reduction", "multistage", "contraction", "other")
-
-
-def outer_nest(body: Stmt) -> tuple[list[For], Stmt]:
-    """The perfect nest a kernel starts with (its output loops) and the statement under it."""
-    nest: list[For] = []
-    while isinstance(body, For):
-        nest.append(body)
-        body = body.body
-    return nest, body
 
 
 def _extent(f: For) -> int | None:

@@ -56,7 +56,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from eqsat.lower.analysis import free_vars, loops, rebuild, substitute
+from eqsat.lower.analysis import free_vars, loops, outer_nest, rebuild, substitute
 from eqsat.lower.contraction import (
     ACC,
     Contraction,
@@ -65,7 +65,7 @@ from eqsat.lower.contraction import (
     match_contraction,
     tensorized,
 )
-from eqsat.lower.default_schedule import classify, outer_nest
+from eqsat.lower.default_schedule import classify
 from eqsat.lower.loops import (
     Accumulate,
     Allocate,
@@ -241,15 +241,6 @@ def tile_reference(kernel: Kernel) -> Kernel:
     return dataclasses.replace(kernel, body=body)
 
 
-def chain(s: Stmt) -> tuple[list[For], Stmt]:
-    """The perfect loop nest at ``s`` and the statement under it."""
-    nest = []
-    while isinstance(s, For):
-        nest.append(s)
-        s = s.body
-    return nest, s
-
-
 def _uses_only(e: Expr, names: set[str]) -> bool:
     return not (free_vars(e) - names)
 
@@ -265,7 +256,7 @@ def warp_role(s: Stmt) -> str | None:
         return "nested"
     if not isinstance(s, For):
         return None
-    nest, body = chain(s)
+    nest, body = outer_nest(s)
     names = {f.var for f in nest}
     if any(free_vars(f.extent) & names for f in nest):
         return None
@@ -285,7 +276,7 @@ def _warp_work(s: Stmt) -> int | None:
     if role is None:
         return None
     if role in ("reduce", "spread"):
-        n = extent_of(tuple((f.var, f.extent) for f in chain(s)[0]))
+        n = extent_of(tuple((f.var, f.extent) for f in outer_nest(s)[0]))
         return n.value if isinstance(n, Const) else WARP
     if role == "nested":
         parts = [getattr(s, f.name) for f in dataclasses.fields(s)]
@@ -330,9 +321,9 @@ def warp_reference(kernel: Kernel) -> Kernel:
         if role == "nested":
             return rebuild(s, lambda c: rewrite(c) if isinstance(c, Stmt) else c)
         if role == "spread":
-            return lanes(strided(*chain(s)))
+            return lanes(strided(*outer_nest(s)))
         if role == "reduce":
-            nest, acc = chain(s)
+            nest, acc = outer_nest(s)
             n = next(count)
             part = Buffer(f"gpu.part{n}", (WARP,), "float32", BufferKind.LOCAL)
             init = Store(part, (Var(LANE),), Const(acc.op.identity("float32"), "float32"))

@@ -50,6 +50,7 @@ from eqsat.backends.llvm.codegen import kernel_sizes
 from eqsat.backends.llvm.codegen_expr import I64
 from eqsat.backends.llvm.codegen_stmt import FunctionEmitter
 from eqsat.backends.llvm.emit import F32, loop
+from eqsat.lower.analysis import outer_nest
 from eqsat.lower.check import check_program
 from eqsat.lower.contraction import ACC, flat_index
 from eqsat.lower.gpu_schedule import (
@@ -61,7 +62,6 @@ from eqsat.lower.gpu_schedule import (
     WARP,
     Launch,
     TilePlan,
-    chain,
     launch,
     strided,
     tile_plan,
@@ -126,7 +126,7 @@ class CudaEmitter(FunctionEmitter):
             self.on_lane0(s)
             self.syncwarp()
         elif role == "spread":
-            self.lanes(strided(*chain(s)))
+            self.lanes(strided(*outer_nest(s)))
             self.syncwarp()
         elif role == "reduce":
             self.warp_reduce(s)
@@ -150,7 +150,7 @@ class CudaEmitter(FunctionEmitter):
         """Each lane's partial over its strided iterations, a butterfly of shuffles (every lane
         ends with the total), then the accumulation into the target (lane 0's for a global
         one)."""
-        nest, acc = chain(s)
+        nest, acc = outer_nest(s)
         part = Buffer("gpu.part", (1,), "float32", BufferKind.LOCAL)
         self.bufs[part.name] = self.alloca(F32)
         init = Store(part, (Const(0),), Const(acc.op.identity("float32"), "float32"))
