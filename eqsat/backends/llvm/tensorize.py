@@ -58,7 +58,6 @@ from eqsat.backends.llvm.tensorize_plan import (
     PiecewiseB,
     PlainB,
     Plan,
-    direct_output,
     epilogue,
     extents,
     fused_epilogue,
@@ -126,7 +125,7 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
     fe = cx.helper("epi", ["tz.b", "tz.ic", "tz.mc", "tz.o0", "tz.nrows", "tz.w0", "tz.nw"],
                    [wc], epilogue(c, plan, wc))
     fused = fused_epilogue(c)
-    if fused is not None:  # a micro-kernel with the epilogue in its final store, shared by the
+    if fused is not None and fused.value != ACC:  # the epilogue in the final store, shared by the
         # kernels whose epilogues have the same form (the operands come as pointer arguments)
         kinds = sorted([(n, "row", s) for n, _, _, s in fused.rows]
                        + [(n, "col", 0) for n, _, _ in fused.cols]
@@ -364,7 +363,7 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micro,
     aws = None if plan.prepack_a else _alloc(em, sh.a_block)
     bws = None if plan.prepack_b else _alloc(em, sh.b_block)
     ldc = plan.ncpad
-    direct = direct_output(c) if fused is None else fused.out
+    direct = None if fused is None else fused.out  # the tiles go straight into the output
     cws = None if direct is not None else _alloc(em, i64(plan.mc * ldc))
     pnames = [p.name for p in cx.k.params]
     cur_a, cur_b = em.alloca(I64), em.alloca(I64)

@@ -465,24 +465,12 @@ def _affine_b(e: Expr, c: Contraction, outer_free: bool = False) -> PlainB | Non
     return PlainB(e.buffer, flat[""], sb, ldb, ext[c.n[-1][0]])
 
 
-def direct_output(c: Contraction) -> PlainB | None:
-    """The output as a row-major ``M × N`` matrix (``out[off + b * sb + m * ldb + n]``, the
-    flat M and N indices) when the epilogue only stores the sum (``out[F] = acc``): then the
-    micro-kernel can write its tile into the output itself — no C workspace, no epilogue pass
-    (a 1×1 conv's plain store was 16 % of its time in that copy, perf)."""
-    e = c.epilogue
-    if not (isinstance(e, Store) and e.value == ACC and c.m):
-        return None
-    define = dict(c.define)
-    load = Load(e.buffer, tuple(substitute(i, define) for i in e.index))
-    return _affine_b(load, replace(c, k=c.m), outer_free=True)
-
-
 @dataclass(frozen=True)
 class FusedEpilogue:
     """An epilogue the micro-kernel applies in its final store, straight into the output
-    (``out``, a row-major ``M × N`` matrix, :func:`direct_output`'s form): ``value`` over
-    :data:`ACC` and the operands, each a variable ``ep.<i>`` that is
+    (``out``, a row-major ``M × N`` matrix: ``out[off + b * sb + m * ldb + n]`` for the flat M
+    and N indices): ``value`` over :data:`ACC` and the operands (:data:`ACC` alone for a bare
+    store), each a variable ``ep.<i>`` that is
 
     * ``rows[i] = (buffer, off, s)``: ``buffer[off + s * m]`` for the flat row ``m`` (a conv's
       per-channel bias, BN scale and shift), one broadcast per tile row;
@@ -491,8 +479,8 @@ class FusedEpilogue:
     * ``likes[i] = (buffer, off, sb)``: laid out as the output (a residual add), read at the
       tile's own offsets.
 
-    Why: the C workspace and its epilogue pass were 16 % of a 1×1 conv's time, and nearly every
-    conv and MatMul has one (bias, ReLU, residual)."""
+    Why: the C workspace and its epilogue pass were 16 % of a 1×1 conv's time (a bare store:
+    a copy), and nearly every conv and MatMul has an epilogue (bias, ReLU, residual)."""
 
     out: PlainB
     value: Expr
@@ -565,7 +553,7 @@ def fused_epilogue(c: Contraction) -> FusedEpilogue | None:
         return None
 
     value = walk_value(substitute(e.value, env))
-    if value is None or value == ACC:
+    if value is None:
         return None
     return FusedEpilogue(out, value, tuple(rows), tuple(cols), tuple(likes))
 

@@ -264,6 +264,7 @@ def test_fused_epilogues_read_rows_columns_and_the_output_layout():
     the output (likes) and ReLU go into the micro-kernel's final store, written into the
     output itself (over two KC slices too). Each compiled result equals interpret()."""
     from eqsat.backends.llvm.tensorize_plan import fused_epilogue
+    from eqsat.lower.contraction import ACC
 
     p, w = conv(ci=8, co=20, hw=9, pad=1, bn=True, residual=True)
     fe = fused_epilogue(_contraction(p))
@@ -275,6 +276,10 @@ def test_fused_epilogues_read_rows_columns_and_the_output_layout():
     _check(p, w)
     p, w = matmul(33, 40, 300, epilogue="residual")  # two KC slices: partial sums in place
     assert fused_epilogue(_contraction(p)).likes
+    _check(p, w)
+    p, w = matmul(17, 33, 13)  # a bare store: the tiles only
+    fe = fused_epilogue(_contraction(p))
+    assert fe is not None and fe.value == ACC and not (fe.rows or fe.cols or fe.likes)
     _check(p, w)
 
 
