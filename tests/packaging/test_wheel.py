@@ -38,9 +38,8 @@ def _clean_copy(dest: Path) -> Path:
     return dest
 
 
-def test_the_wheel_carries_the_package_data(tmp_path):
-    data = _data_files()
-    assert {"eqsat/verify/ledger.json", "eqsat/rules/generated/rules.json"} <= data
+def _build_wheel(tmp_path) -> Path:
+    """The wheel ``pip wheel`` builds from a clean copy of the repository, in ``tmp_path``."""
     src = _clean_copy(tmp_path / "src")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
@@ -48,6 +47,13 @@ def test_the_wheel_carries_the_package_data(tmp_path):
         capture_output=True,
     )
     (wheel,) = tmp_path.glob("eqsat-*.whl")
+    return wheel
+
+
+def test_the_wheel_carries_the_package_data(tmp_path):
+    data = _data_files()
+    assert {"eqsat/verify/ledger.json", "eqsat/rules/generated/rules.json"} <= data
+    wheel = _build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
     assert sorted(data - names) == []
@@ -68,13 +74,7 @@ def test_the_wheel_installed_in_a_fresh_venv_optimizes(tmp_path):
     ``--no-deps --no-index``; its dependencies are this venv's, made visible by a ``.pth`` line
     (a plain path: the editable install's own ``.pth`` in there is not run, so ``import eqsat``
     can only find the wheel's copy)."""
-    src = _clean_copy(tmp_path / "src")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("eqsat-*.whl")
+    wheel = _build_wheel(tmp_path)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = str(venv / "bin" / "python")
