@@ -85,7 +85,18 @@ def emit_pack_b(
 ) -> ir.Function:
     fn, b = _fn(module, name, 7, ["B", "ldb", "K", "N", "Bp", "p0", "p1"], linkage)
     bsrc, ldb, kdim, ndim, bp, p0, p1 = fn.args
-    intr = Intrinsics(module)
+    pack_panels(b, lambda row: gep(b, bsrc, b.mul(row, ldb)), kdim, ndim, bp, p0, p1,
+                nr=nr, vw=vw, kcb=kcb)
+    b.ret_void()
+    return fn
+
+
+def pack_panels(b: ir.IRBuilder, row_ptr, kdim, ndim, bp, p0, p1, *, nr: int, vw: int,
+                kcb: int) -> None:
+    """Panels ``p0 ≤ p < p1`` of a ``K × N`` B whose row ``k`` starts at ``row_ptr(k)`` (an i64
+    → pointer emitter: a strided matrix, or pieces of several buffers), in ``emit_pack_b``'s
+    layout; whole panels with plain vector loads, the last one masked."""
+    intr = Intrinsics(b.module)
     nv = nr // vw
     npad = b.mul(b.sdiv(b.add(ndim, i64(nr - 1)), i64(nr)), i64(nr), name="npad")
     with loop(b, p0, p1, name="p") as p:
@@ -96,17 +107,14 @@ def emit_pack_b(
         with loop(b, 0, kdim, kcb, name="pc") as pc:
             kc = smin(b, i64(kcb), b.sub(kdim, pc), name="kc")
             dst0 = gep(b, bp, b.add(b.mul(pc, npad), b.mul(p, b.mul(kc, i64(nr)))))
-            src0 = gep(b, bsrc, b.add(b.mul(pc, ldb), col))
             with b.if_else(full) as (then, otherwise):
                 for masked in (False, True):
                     with otherwise if masked else then:
                         with loop(b, 0, kc, name="k") as k:
-                            src = gep(b, src0, b.mul(k, ldb))
+                            src = gep(b, row_ptr(b.add(pc, k)), col)
                             dst = gep(b, dst0, b.mul(k, i64(nr)))
                             for v in range(nv):
                                 s = gep(b, src, v * vw)
                                 x = (masked_load(b, intr, s, masks[v], vw) if masked
                                      else load_vec(b, s, vw))
                                 b.store(x, gep(b, dst, v * vw), align=4 * vw)
-    b.ret_void()
-    return fn

@@ -42,7 +42,6 @@ from eqsat.backends.llvm.codegen_stmt import PARALLEL_FOR, FunctionEmitter, func
 from eqsat.backends.llvm.emit import (
     Intrinsics,
     i64,
-    lane_mask,
     load_vec,
     loop,
     masked_load,
@@ -51,7 +50,7 @@ from eqsat.backends.llvm.emit import (
     vec,
 )
 from eqsat.backends.llvm.microkernel import Epilogue, emit_microkernel
-from eqsat.backends.llvm.pack import emit_pack_b
+from eqsat.backends.llvm.pack import emit_pack_b, pack_panels
 from eqsat.backends.llvm.pack_window import emit_window_pack
 from eqsat.backends.llvm.tensorize_plan import (
     FusedEpilogue,
@@ -166,8 +165,8 @@ def _plain_pack_b(cx: _Ctx, plan: Plan, pl: PlainB, nints: int) -> ir.Function:
 
 def _piecewise_pack_b(cx: _Ctx, plan: Plan, pw: PiecewiseB, nints: int) -> ir.Function:
     """``pack_b`` for a :class:`PiecewiseB` operand: per K row, the row pointer of the piece
-    that holds it (a select chain), then the block's columns copied as (masked) vectors into
-    :func:`~eqsat.backends.llvm.tensorize_plan.pack_b`'s layout."""
+    that holds it (a select chain); the block's columns are then packed by
+    :func:`~eqsat.backends.llvm.pack.pack_panels`, as for one plain matrix."""
     k = cx.k
     types = [PTR] * len(k.params) + [I64] * (len(cx.sizes) + nints) + [PTR]
     fn = function(cx.module, f"{cx.sym}.pack_b", types, internal=True)
@@ -179,29 +178,17 @@ def _piecewise_pack_b(cx: _Ctx, plan: Plan, pw: PiecewiseB, nints: int) -> ir.Fu
     for pl in pw.pieces:
         first = b.add(b.add(b.mul(o0, i64(pl.w)), w0), b.add(b.mul(bi, i64(pl.sb)), i64(pl.off)))
         bases.append(_gep(b, fn.args[names.index(pl.buffer.name)], first))
-    nr, vw = plan.nr, plan.vw
-    intr = Intrinsics(cx.module)
+
+    def row_ptr(row):
+        ptr = _gep(b, bases[0], b.mul(row, i64(pw.pieces[0].ldb)))
+        for base, start, pl in zip(bases[1:], pw.starts[1:], pw.pieces[1:], strict=True):
+            mine = _gep(b, base, b.mul(b.sub(row, i64(start)), i64(pl.ldb)))
+            ptr = b.select(b.icmp_signed(">=", row, i64(start)), mine, ptr)
+        return ptr
+
     nc = b.mul(nrows, nw)
-    npan = _ceil(b, nc, nr)
-    ncpad = b.mul(npan, i64(nr))
-    with loop(b, 0, npan, name="p") as p:
-        col = b.mul(p, i64(nr))
-        masks = [lane_mask(b, v * vw, b.sub(nc, col), vw) for v in range(nr // vw)]
-        with loop(b, 0, kdim, plan.kc, name="pc") as pc:
-            kc = smin(b, i64(plan.kc), b.sub(kdim, pc))
-            dst0 = _gep(b, dst, b.add(b.mul(pc, ncpad), b.mul(p, b.mul(kc, i64(nr)))))
-            with loop(b, 0, kc, name="kk") as kk:
-                row = b.add(pc, kk)
-                ptr = _gep(b, bases[0], b.mul(row, i64(pw.pieces[0].ldb)))
-                for start, pl in zip(pw.starts[1:], pw.pieces[1:], strict=True):
-                    mine = _gep(b, bases[pw.pieces.index(pl)],
-                                b.mul(b.sub(row, i64(start)), i64(pl.ldb)))
-                    ptr = b.select(b.icmp_signed(">=", row, i64(start)), mine, ptr)
-                src = _gep(b, ptr, col)
-                out = _gep(b, dst0, b.mul(kk, i64(nr)))
-                for v, mask in enumerate(masks):
-                    x = masked_load(b, intr, _gep(b, src, i64(v * vw)), mask, vw)
-                    b.store(x, _gep(b, out, i64(v * vw)), align=4 * vw)
+    pack_panels(b, row_ptr, kdim, nc, dst, i64(0), _ceil(b, nc, plan.nr), nr=plan.nr,
+                vw=plan.vw, kcb=plan.kc)
     b.ret_void()
     return fn
 
