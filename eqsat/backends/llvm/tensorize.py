@@ -143,6 +143,12 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
     return fn
 
 
+def _block_start(b: ir.IRBuilder, pl: PlainB, bi, o0, w0):
+    """The flat offset of column block ``(o0, w0)`` of batch ``bi`` in row 0 of a
+    :class:`PlainB` matrix: ``off + bi * sb + o0 * W + w0``."""
+    return b.add(b.add(b.mul(o0, i64(pl.w)), w0), b.add(b.mul(bi, i64(pl.sb)), i64(pl.off)))
+
+
 def _plain_pack_b(cx: _Ctx, plan: Plan, pl: PlainB, nints: int) -> ir.Function:
     """``pack_b`` for a :class:`PlainB` operand: the block's columns are the contiguous flat N
     range ``[o0 * W + w0, + nrows * nw)`` of every K row, packed by ``pack.emit_pack_b``."""
@@ -155,7 +161,7 @@ def _plain_pack_b(cx: _Ctx, plan: Plan, pl: PlainB, nints: int) -> ir.Function:
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     src = fn.args[[p.name for p in k.params].index(pl.buffer.name)]
     bi, o0, nrows, w0, nw, kdim = fn.args[len(k.params) + len(cx.sizes):-1]
-    first = b.add(b.add(b.mul(o0, i64(pl.w)), w0), b.add(b.mul(bi, i64(pl.sb)), i64(pl.off)))
+    first = _block_start(b, pl, bi, o0, w0)
     nc = b.mul(nrows, nw)
     npan = b.sdiv(b.add(nc, i64(plan.nr - 1)), i64(plan.nr))
     b.call(packer, [_gep(b, src, first), i64(pl.ldb), kdim, nc, fn.args[-1], i64(0), npan])
@@ -176,7 +182,7 @@ def _piecewise_pack_b(cx: _Ctx, plan: Plan, pw: PiecewiseB, nints: int) -> ir.Fu
     dst = fn.args[-1]
     bases = []
     for pl in pw.pieces:
-        first = b.add(b.add(b.mul(o0, i64(pl.w)), w0), b.add(b.mul(bi, i64(pl.sb)), i64(pl.off)))
+        first = _block_start(b, pl, bi, o0, w0)
         bases.append(_gep(b, fn.args[names.index(pl.buffer.name)], first))
 
     def row_ptr(row):
@@ -388,9 +394,8 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micro,
         nc = b.mul(nrows, nw)
         if direct is not None:  # the output block's first element: row ic, flat column o0·W+w0
             col0 = b.add(b.mul(o0, i64(direct.w)), w0)
-            first = b.add(col0, b.add(b.mul(bi, i64(direct.sb)), i64(direct.off)))
             out0 = _gep(b, bufs[pnames.index(direct.buffer.name)],
-                        b.add(first, b.mul(ic, i64(direct.ldb))))
+                        b.add(_block_start(b, direct, bi, o0, w0), b.mul(ic, i64(direct.ldb))))
         akey = b.add(b.mul(bi, sh.nib), ib)
         bkey = b.add(b.mul(bi, sh.njb), jb)
         if plan.prepack_a:
