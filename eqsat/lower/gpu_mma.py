@@ -52,7 +52,7 @@ from eqsat.lower.gpu_schedule import (
     ceil_div,
     tile_operands,
 )
-from eqsat.lower.loops import Const, Expr, Kernel, LoopIRError, Stmt, Var
+from eqsat.lower.loops import Const, Expr, Kernel, LoopIRError, LoopProgram, Stmt, Var
 from eqsat.verify.precision import PRECISIONS
 
 BM = BN = 64  # the block's output tile
@@ -200,6 +200,16 @@ class MmaPlan:
         row = Var(TM) * BM + wr + mi * 16 + r
         col = Var(TN) * BN + wc + ni * 8 + n
         return self._parts(row, col)[2]
+
+
+def mma_ks(program: LoopProgram) -> list[int | None]:
+    """K of each tensor-core kernel of ``program`` (None where it is a run-time size)."""
+    out = []
+    for k in program.kernels:
+        if mma_precision(k) is not None:
+            K = extent_of(mma_plan(k).contraction.k)
+            out.append(K.value if isinstance(K, Const) else None)
+    return out
 
 
 def mma_grid(c: Contraction) -> Expr:
