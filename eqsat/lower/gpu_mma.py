@@ -36,11 +36,13 @@ ISA (``mma.sync`` m16n8k16 / m16n8k8 sections) and that the kernel runs and is f
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from eqsat.lower.contraction import Contraction, extent_of, match_contraction, tensorized
+from eqsat.lower.analysis import substitute
+from eqsat.lower.contraction import ACC, Contraction, extent_of, match_contraction, tensorized
 from eqsat.lower.gpu_schedule import (
     BLOCK,
     KSTEP,
@@ -52,7 +54,23 @@ from eqsat.lower.gpu_schedule import (
     ceil_div,
     tile_operands,
 )
-from eqsat.lower.loops import Const, Expr, Kernel, LoopIRError, LoopProgram, Stmt, Var
+from eqsat.lower.loops import (
+    Accumulate,
+    Allocate,
+    Buffer,
+    BufferKind,
+    Const,
+    Expr,
+    For,
+    Kernel,
+    Load,
+    LoopIRError,
+    LoopProgram,
+    Stmt,
+    Store,
+    Var,
+    seq,
+)
 from eqsat.verify.precision import PRECISIONS
 
 BM = BN = 64  # the block's output tile
@@ -233,6 +251,54 @@ def mma_plan(kernel: Kernel) -> MmaPlan:
 def mma_launch(kernel: Kernel) -> Launch:
     plan = mma_plan(kernel)
     return Launch(mma_grid(plan.contraction), THREADS, None, None, kernel.body, plan.contraction)
+
+
+def mma_reference(kernel: Kernel) -> Kernel:
+    """A tensor-core kernel as serial loop IR the interpreter runs, at float32 (no rounding):
+    blocks one after another; in a block, per K step, the threads in turn stage their
+    elements (:meth:`MmaPlan.a_stage`, the expressions the backend emits) into local tiles,
+    then each thread accumulates its accumulators' cells (:func:`acc_cell` of its warp's part)
+    over the step's K, as the mma tiles do; then each thread's guarded epilogue. It checks the
+    plan's staging, guards, accumulator placement and epilogue against the unscheduled kernel;
+    the fragment layouts and the rounding are :func:`emulate`'s to check."""
+    plan = mma_plan(kernel)
+    f32, local = "float32", BufferKind.LOCAL
+    sa, sb = (Buffer(f"gpu.s{n}", (r * BK,), f32, local) for n, r in (("a", BM), ("b", BN)))
+    acc = Buffer("gpu.acc", (THREADS * MI * NI * 4,), f32, local)
+    names = iter(range(1_000))
+    defs = {name: e for name, e in plan.defs}
+
+    def each_thread(body) -> Stmt:  # one phase: every thread in turn (a loop named uniquely)
+        t = f"gpu.t{next(names)}"
+        return For(t, Const(THREADS), substitute(substitute(body, {THREAD: Var(t)}), defs))
+
+    def cells(body) -> Stmt:  # every accumulator element of the thread
+        mi, ni, c = (Var(f"gpu.{v}{next(names)}") for v in ("mi", "ni", "c"))
+        inner = body(mi, ni, c, (Var(THREAD) * MI * NI + mi * NI + ni) * 4 + c)
+        return For(mi.name, Const(MI), For(ni.name, Const(NI), For(c.name, Const(4), inner)))
+
+    i, kk = Var("gpu.i"), Var("gpu.kk")
+    ar, ak = stage_a(Var(THREAD), i)
+    bk, bn = stage_b(Var(THREAD), i)
+    stage = For(i.name, Const(STAGED), seq(
+        Store(sa, (ar * BK + ak,), plan.a_stage(i)), Store(sb, (bn * BK + bk,), plan.b_stage(i))
+    ))  # fmt: skip
+    wr, wc = warp_origin(Var(THREAD))
+
+    def product(mi, ni, c, at):
+        r, n = acc_cell(Var(THREAD) % WARP, c)
+        x = Load(sa, ((wr + mi * 16 + r) * BK + kk,))
+        y = Load(sb, ((wc + ni * 8 + n) * BK + kk,))
+        return For(kk.name, Const(BK), Accumulate(acc, (at,), x * y))
+
+    def epilogue(mi, ni, c, at):
+        return substitute(plan.epilogue(mi, ni, c), {ACC.name: Load(acc, (at,))})
+
+    zero = each_thread(cells(lambda mi, ni, c, at: Store(acc, (at,), Const(0.0, f32))))
+    steps = For(KSTEP, plan.steps, seq(each_thread(stage), each_thread(cells(product))))
+    block = seq(zero, steps, each_thread(cells(epilogue)))
+    body = For(BLOCK, mma_grid(plan.contraction), Allocate(sa, Allocate(sb, Allocate(acc, block))))
+    return dataclasses.replace(kernel, body=body)
 
 
 # ---- numpy emulation of the kernel ----
