@@ -302,12 +302,14 @@ def to_ptx(text: str, symbol: str, archs=tuple(ARCHS)) -> dict[str, str]:
     return {arch: target_machine(arch).emit_assembly(mod) for arch in archs}
 
 
+def compile_kernel(k: Kernel, archs=tuple(ARCHS)) -> GpuKernel:
+    """PTX for one GPU-scheduled kernel (of a checked program)."""
+    _, gk = emit_kernel(k)
+    gk.ptx = to_ptx(gk.ir, gk.symbol, archs)
+    return gk
+
+
 def compile_program(program: LoopProgram, archs=tuple(ARCHS)) -> list[GpuKernel]:
     """PTX for every kernel of a GPU-scheduled ``program`` (checked first)."""
     check_program(program)
-    out = []
-    for k in program.kernels:
-        _, gk = emit_kernel(k)
-        gk.ptx = to_ptx(gk.ir, gk.symbol, archs)
-        out.append(gk)
-    return out
+    return [compile_kernel(k, archs) for k in program.kernels]
