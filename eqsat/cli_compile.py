@@ -41,10 +41,9 @@ def add_parsers(sub) -> None:
     comp.add_argument(
         "--precision",
         default="fp32",
-        choices=("fp32", "tf32", "fp16", "bf16"),
-        help="arithmetic of matrix products and convolutions: fp32, or tensor cores with "
-        "tf32/fp16/bf16 operands and fp32 accumulation (cuda only); the verification gate's "
-        "tolerance follows it (printed)",
+        help="arithmetic of matrix products and convolutions: fp32, or tf32 | fp16 | bf16 "
+        "(tensor cores: operands rounded, fp32 accumulation; cuda only); the verification "
+        "gate's tolerance follows it (printed)",
     )
     comp.add_argument(
         "--no-optimize", action="store_true", help="compile the graph as imported (no e-graph)"

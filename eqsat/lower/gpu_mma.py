@@ -2,7 +2,7 @@
 
 Consumes a contraction kernel (:func:`eqsat.lower.contraction.match_contraction`: MatMul, Gemm,
 Conv) annotated ``Tensorize(<root loop>, "gpu_mma_<precision>")`` (:func:`mma_annotation`;
-precision ``tf32``, ``fp16`` or ``bf16``, :mod:`eqsat.verify.precision`); produces the
+precision ``tf32``, ``fp16`` or ``bf16``: :data:`PRECISIONS`); produces the
 :class:`MmaPlan` the CUDA backend emits (:mod:`eqsat.backends.cuda.mma`) and the numpy
 emulation of what that kernel computes (:func:`emulate`). The interpreter ignores the
 annotation, so the program keeps its float32 results; the precision is the annotation's.
@@ -12,7 +12,7 @@ The kernel (block tile ``BM × BN`` = 64 × 64, 4 warps of 32 × 32, K steps of 
 - each of the 128 threads stages ``BM*BK/128`` = 16 elements of the A tile and 16 of the B tile
   (:func:`stage_a` / :func:`stage_b`: consecutive threads take consecutive K of A and N of B,
   the coalesced directions of a row-major matrix), evaluating the contraction's factor
-  expressions (:func:`eqsat.lower.gpu_schedule.tile_operands`: views, im2col and padding come
+  expressions (:func:`eqsat.lower.gpu_base.tile_operands`: views, im2col and padding come
   for free, 0 outside the matrices), rounds them to the precision and keeps them in registers;
 - double buffering: two shared tiles per operand; step ``kt`` multiplies the tiles in buffer
   ``kt % 2`` while the registers hold step ``kt + 1`` (its global loads are issued before the
@@ -43,15 +43,15 @@ import numpy as np
 
 from eqsat.lower.analysis import substitute
 from eqsat.lower.contraction import ACC, Contraction, extent_of, match_contraction, tensorized
-from eqsat.lower.gpu_schedule import (
+from eqsat.lower.gpu_base import (
     BLOCK,
     KSTEP,
     MMA_PREFIX,
     THREAD,
     WARP,
     Launch,
-    _mul,
     ceil_div,
+    mul,
     tile_operands,
 )
 from eqsat.lower.loops import (
@@ -71,7 +71,6 @@ from eqsat.lower.loops import (
     Var,
     seq,
 )
-from eqsat.verify.precision import PRECISIONS
 
 BM = BN = 64  # the block's output tile
 BK = 32  # K per step (one shared tile)
@@ -82,6 +81,9 @@ THREADS = WARP * WARPS_M * WARPS_N
 STAGED = BM * BK // THREADS  # elements of one operand a thread stages per step
 assert BM * BK == BN * BK == STAGED * THREADS
 PREFIX = MMA_PREFIX
+# precision -> unit roundoff of the operands (0: not rounded); eqsat.verify.precision says what
+# each means for the verification gate
+PRECISIONS: dict[str, float] = {"fp32": 0.0, "tf32": 2.0**-11, "fp16": 2.0**-11, "bf16": 2.0**-8}
 MMA_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp32")
 
 
@@ -232,8 +234,8 @@ def mma_ks(program: LoopProgram) -> list[int | None]:
 
 def mma_grid(c: Contraction) -> Expr:
     """Blocks: batch × ceil(M / BM) × ceil(N / BN)."""
-    tiles = _mul(ceil_div(extent_of(c.m), BM), ceil_div(extent_of(c.n), BN))
-    return _mul(extent_of(c.batch), tiles)
+    tiles = mul(ceil_div(extent_of(c.m), BM), ceil_div(extent_of(c.n), BN))
+    return mul(extent_of(c.batch), tiles)
 
 
 def mma_plan(kernel: Kernel) -> MmaPlan:
@@ -244,7 +246,7 @@ def mma_plan(kernel: Kernel) -> MmaPlan:
     tn_count, tm_count = ceil_div(extent_of(c.n), BN), ceil_div(extent_of(c.m), BM)
     bid = Var(BLOCK)
     defs = ((TN, bid % tn_count), (TM, bid // tn_count % tm_count),
-            (BATCH, bid // _mul(tn_count, tm_count)))  # fmt: skip
+            (BATCH, bid // mul(tn_count, tm_count)))  # fmt: skip
     return MmaPlan(precision, c, defs, ceil_div(extent_of(c.k), BK))
 
 

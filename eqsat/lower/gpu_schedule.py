@@ -69,11 +69,23 @@ from eqsat.lower.contraction import (
     tensorized,
 )
 from eqsat.lower.default_schedule import classify
+from eqsat.lower.gpu_base import (
+    BLOCK,
+    COL,
+    KSTEP,
+    MMA_PREFIX,
+    ROW,
+    THREAD,
+    WARP,
+    Launch,
+    ceil_div,
+    mul,
+    tile_operands,
+)
+from eqsat.lower.gpu_mma import fills_mma, mma_annotation, mma_launch
 from eqsat.lower.loops import (
     Accumulate,
     Allocate,
-    BinaryOp,
-    BinOp,
     Buffer,
     BufferKind,
     Cmp,
@@ -88,7 +100,6 @@ from eqsat.lower.loops import (
     LoopIRError,
     LoopKind,
     LoopProgram,
-    Select,
     Seq,
     Stmt,
     Store,
@@ -98,12 +109,10 @@ from eqsat.lower.loops import (
 from eqsat.lower.schedule import Bind, Fuse, Schedule, Split, Tensorize, apply
 from eqsat.lower.transform import MAX_GPU_THREADS, ScheduleError
 
-WARP = 32
 WARP_ROWS = "gpu_warp_rows"  # the tensorize annotation of a warp-per-row kernel
 LANE, STEP = "gpu.lane", "gpu.jj"  # a warp-rows thread's lane and its strided loop's variable
 GPU_TILE = "gpu_tile16"  # the tensorize annotation of a contraction's tiled kernel
 TILE = 16  # its output tile is TILE × TILE, one thread an element; K steps by TILE
-MMA_PREFIX = "gpu_mma_"  # + precision: the tensor-core tile kernel (eqsat.lower.gpu_mma)
 GPU_KINDS = (LoopKind.GPU_BLOCK, LoopKind.GPU_THREAD)
 
 
@@ -115,48 +124,10 @@ class GpuTarget:
     max_threads: int = MAX_GPU_THREADS
 
 
-@dataclass(frozen=True)
-class Launch:
-    """A GPU-scheduled kernel as a grid: ``grid`` blocks (an int64 expression over size params)
-    of ``block`` threads; ``block_var`` / ``thread_var`` are the loop variables bound to the block
-    and thread index (None where the kernel has no such loop); ``body`` runs once per thread."""
-
-    grid: Expr
-    block: int
-    block_var: str | None
-    thread_var: str | None
-    body: Stmt
-    tile: Contraction | None = None  # a GPU_TILE kernel: the contraction the backend tiles
-    rows: tuple[tuple[str, Expr], ...] = ()  # a WARP_ROWS kernel: the output nest (a row each)
-
-
-def ceil_div(e: Expr, d: int) -> Expr:
-    if isinstance(e, Const):
-        return Const(-(-e.value // d))
-    return BinOp(BinaryOp.FLOORDIV, BinOp(BinaryOp.ADD, e, Const(d - 1)), Const(d))
-
-
-def _mul(a: Expr, b: Expr) -> Expr:
-    if isinstance(a, Const) and isinstance(b, Const):
-        return Const(a.value * b.value)
-    return BinOp(BinaryOp.MUL, a, b)
-
-
 def tile_grid(c: Contraction) -> Expr:
     """Blocks of a GPU_TILE kernel: batch × ceil(M / TILE) × ceil(N / TILE)."""
-    tiles = _mul(ceil_div(extent_of(c.m), TILE), ceil_div(extent_of(c.n), TILE))
-    return _mul(extent_of(c.batch), tiles)
-
-
-BLOCK, THREAD, KSTEP = "gpu.block", "gpu.thread", "gpu.kt"  # names no loop of a kernel has
-ROW, COL = "gpu.m", "gpu.n"  # the output element of a tile kernel's thread (M and N index)
-
-
-def _and(*conds: Expr) -> Expr:
-    out = conds[0]
-    for c in conds[1:]:
-        out = BinOp(BinaryOp.AND, out, c)
-    return out
+    tiles = mul(ceil_div(extent_of(c.m), TILE), ceil_div(extent_of(c.n), TILE))
+    return mul(extent_of(c.batch), tiles)
 
 
 @dataclass(frozen=True)
@@ -186,28 +157,6 @@ class TilePlan:
         return kk * TILE + Var(THREAD) % TILE
 
 
-def tile_operands(c: Contraction, row: Expr, col: Expr, batch: Expr):
-    """The pieces of ``c`` at output element (``row``, ``col``) of ``batch`` (M and N index):
-    ``a(k)`` / ``b(k)``, the factors at reduction index ``k`` (0 outside the matrices), and the
-    epilogue, guarded to the matrix. Shared by the tile kernels (:func:`tile_plan`,
-    :mod:`eqsat.lower.gpu_mma`)."""
-    M, N, K = extent_of(c.m), extent_of(c.n), extent_of(c.k)
-    axes = {**flat_index(c.batch, batch), **flat_index(c.m, row), **flat_index(c.n, col)}
-    zero = Const(0.0, "float32")
-
-    def stage(e: Expr, inside: Expr):
-        def at(k: Expr) -> Expr:
-            value = substitute(e, {**axes, **flat_index(c.k, k)})
-            return Select(_and(inside, Cmp(CmpOp.LT, k, K)), value, zero)
-
-        return at
-
-    define = {v: substitute(e, axes) for v, e in c.define}
-    inside = _and(Cmp(CmpOp.LT, row, M), Cmp(CmpOp.LT, col, N))
-    epilogue = If(inside, substitute(c.epilogue, define))
-    return stage(c.a, Cmp(CmpOp.LT, row, M)), stage(c.b, Cmp(CmpOp.LT, col, N)), epilogue
-
-
 def tile_plan(c: Contraction) -> TilePlan:
     T = TILE
     M, N, K = extent_of(c.m), extent_of(c.n), extent_of(c.k)
@@ -216,7 +165,7 @@ def tile_plan(c: Contraction) -> TilePlan:
     ty, tx = tid // T, tid % T
     tn, tm = bid % tn_count, (bid // tn_count) % tm_count
     row, col, batch = Var(ROW), Var(COL), Var("gpu.batch")
-    defs = ((ROW, tm * T + ty), (COL, tn * T + tx), ("gpu.batch", bid // _mul(tn_count, tm_count)))
+    defs = ((ROW, tm * T + ty), (COL, tn * T + tx), ("gpu.batch", bid // mul(tn_count, tm_count)))
     a_at, b_at, epilogue = tile_operands(c, row, col, batch)
     return TilePlan(defs, a_at(kt * T + tx), b_at(kt * T + ty), ceil_div(K, T), epilogue)
 
@@ -400,8 +349,6 @@ def schedule_kernel(
         return ()
     c = match_contraction(kernel) if isinstance(kernel.body, For) else None
     if c is not None and precision != "fp32":
-        from eqsat.lower.gpu_mma import fills_mma, mma_annotation  # (it builds on this module)
-
         if fills_mma(c):
             return (Tensorize(kernel.body.var, mma_annotation(precision)),)
     if c is not None and _fills_tiles(c):
@@ -433,8 +380,6 @@ def launch(kernel: Kernel) -> Launch:
     """The grid of a GPU-scheduled kernel (LoopIRError when its bound loops are not the
     outermost nest the module doc describes)."""
     if (tensorized(kernel) or "").startswith(MMA_PREFIX):
-        from eqsat.lower.gpu_mma import mma_launch  # (it builds on this module)
-
         return mma_launch(kernel)
     if tensorized(kernel) == GPU_TILE:
         c = match_contraction(kernel)

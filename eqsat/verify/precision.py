@@ -1,8 +1,9 @@
 """Arithmetic precisions of compiled contractions, and the verification gate's tolerance at each.
 
 Consumes a precision name (``--precision``) and a contraction's reduction length K; produces the
-operands' unit roundoff and the gate's ``(rtol, atol)``. No IR: the GPU scheduler
-(:mod:`eqsat.lower.gpu_mma`) reads which precisions exist, the pipeline reads the tolerances.
+gate's ``(rtol, atol)``; the precisions and their unit roundoffs are
+:data:`eqsat.lower.gpu_mma.PRECISIONS` (the GPU scheduler's), the pipeline reads the
+tolerances.
 
 ``fp32`` computes in float32 as written (the default; the CPU backend's only precision). The
 others round the *operands* of a tensor-core product and accumulate in float32 (NVIDIA's
@@ -33,10 +34,9 @@ from __future__ import annotations
 
 import math
 
+from eqsat.lower.gpu_mma import PRECISIONS
 from eqsat.verify.numeric import DEFAULT_ATOL, DEFAULT_RTOL
 
-# name -> unit roundoff of the operands (0: not rounded)
-PRECISIONS: dict[str, float] = {"fp32": 0.0, "tf32": 2.0**-11, "fp16": 2.0**-11, "bf16": 2.0**-8}
 ACCUMULATE_U = 2.0**-24  # the float32 accumulator's unit roundoff
 
 

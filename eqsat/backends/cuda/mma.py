@@ -23,6 +23,7 @@ from llvmlite import ir
 from eqsat.backends.llvm.codegen_expr import I64
 from eqsat.backends.llvm.emit import F32, loop
 from eqsat.lower.contraction import ACC
+from eqsat.lower.gpu_base import KSTEP, THREAD, WARP
 from eqsat.lower.gpu_mma import (
     A_REGS,
     B_REGS,
@@ -39,7 +40,6 @@ from eqsat.lower.gpu_mma import (
     stage_b,
     warp_origin,
 )
-from eqsat.lower.gpu_schedule import KSTEP, THREAD, WARP
 from eqsat.lower.loops import Var
 
 I16, I32 = ir.IntType(16), ir.IntType(32)
