@@ -30,8 +30,10 @@ element by element).
 
 The index functions take and return plain operands of ``+ * // %``: Python ints, numpy arrays
 (:func:`emulate`) or loop-IR expressions (:class:`MmaPlan`, the backend): one layout, used by
-both. What only a GPU can check: that the fragment layouts are transcribed right from the PTX
-ISA (``mma.sync`` m16n8k16 / m16n8k8 sections) and that the kernel runs and is fast.
+both. The fragment layouts were compared by reading with the PTX ISA's "Matrix Fragments for
+mma.m16n8k16 with floating point type" and "... mma.m16n8k8" (.tf32) sections; the tests check
+that each covers its tile once. What only a GPU can check: that the hardware agrees, and that
+the kernel runs and is fast (benchmarks/gpu_check.sh).
 """
 
 from __future__ import annotations
