@@ -39,6 +39,13 @@ def add_parsers(sub) -> None:
         "--threads", type=positive(int), help="threads for parallel loops (default: all cores)"
     )
     comp.add_argument(
+        "--precision",
+        default="fp32",
+        help="arithmetic of matrix products and convolutions: fp32, or tf32 | fp16 | bf16 "
+        "(tensor cores: operands rounded, fp32 accumulation; cuda only); the verification "
+        "gate's tolerance follows it (printed)",
+    )
+    comp.add_argument(
         "--no-optimize", action="store_true", help="compile the graph as imported (no e-graph)"
     )
     comp.add_argument(
@@ -107,6 +114,7 @@ def cmd_compile(args) -> int:
     opts = pipeline.Options(
         target=args.target,
         threads=args.threads,
+        precision=args.precision,
         egraph=not args.no_optimize,
         shapes=shapes_arg(args.shape),
         input_shapes=input_shapes(args.input_shape),
@@ -128,6 +136,7 @@ def cmd_compile(args) -> int:
     if args.target == "cuda":  # --emit only (checked above): the files, then why no artifact
         from eqsat.backends.cuda import NO_GPU
 
+        out.print(_precision_line(opts, result.compiled.program))
         out.print(f"wrote {len(emitted)} files into {args.emit[1]}; no artifact written: {NO_GPU}")
         return 0
     summary = {"model": label} | result.summary()
@@ -146,6 +155,27 @@ def cmd_compile(args) -> int:
         out.print(f"verified against onnxruntime: max abs error {ver['max_abs']:.3g}")
     out.print(f"wrote {args.output}" if args.output else "nothing written (no -o)")
     return 0
+
+
+def _precision_line(opts, program) -> str:
+    """What the precision does to a cuda model, and the gate's tolerance at it (not run)."""
+    from eqsat.lower.gpu_mma import mma_ks
+    from eqsat.pipeline import SYMBOLIC_K, gate_tolerance
+
+    rtol, atol = gate_tolerance(opts, program)
+    ks = mma_ks(program)
+    known = [k for k in ks if k is not None]
+    where = "no contraction large enough for tensor cores (M, N, K >= 32)"
+    if opts.precision == "fp32":
+        where = "float32 throughout (no tensor cores)"
+    elif ks:
+        where = f"{len(ks)} contraction kernels on tensor cores, K up to {max(known, default=0)}"
+        if None in ks:
+            where += f" (a run-time K taken as {SYMBOLIC_K})"
+    return (
+        f"precision {opts.precision}: {where}; the verification gate's tolerance at it: "
+        f"rtol {rtol:.3g}, atol {atol:.3g} (not run: no GPU)"
+    )
 
 
 def cmd_run(args) -> int:

@@ -173,13 +173,20 @@ class CompiledModel:
 
 
 def build(
-    graph: TensorGraph, target: str = "llvm", threads: int | None = None, use_cache: bool = True
+    graph: TensorGraph,
+    target: str = "llvm",
+    threads: int | None = None,
+    use_cache: bool = True,
+    precision: str = "fp32",
 ) -> CompiledModel:
-    """Lower ``graph`` and compile it for ``target`` (one of :data:`BACKENDS`)."""
+    """Lower ``graph`` and compile it for ``target`` (one of :data:`BACKENDS`); ``precision``
+    other than fp32 (:mod:`eqsat.verify.precision`) only for cuda (tensor cores)."""
     from eqsat.lower.lower import lower
 
     if target not in BACKENDS:
         raise InputError(f"unknown backend {target!r}; known: {', '.join(BACKENDS)}")
+    if precision != "fp32" and target != "cuda":
+        raise InputError(f"precision {precision}: only the cuda target has it")
     lowered = lower(graph)
     program = lowered.program
     cpu = features = ""
@@ -200,7 +207,8 @@ def build(
         from eqsat.backends.cuda.program import CudaProgram
         from eqsat.lower.gpu_schedule import schedule_program as gpu_schedule
 
-        program = gpu_schedule(program)  # default GPU schedules (lower/gpu_schedule)
+        # default GPU schedules (lower/gpu_schedule); tensor cores at precision != fp32
+        program = gpu_schedule(program, precision=precision)
         executable = CudaProgram(program)
         cpu = ",".join(executable.archs)
     else:

@@ -42,6 +42,7 @@ from eqsat.egraph.onnx_types import value_type
 from eqsat.egraph.ops import node_flops
 from eqsat.errors import DataFileError, EqsatError, InputError, VerificationError
 from eqsat.verify import numeric
+from eqsat.verify.precision import check_precision, tolerance
 
 if TYPE_CHECKING:
     from eqsat.compiled import CompiledModel
@@ -96,6 +97,9 @@ class Options:
     # compiled targets: threads for parallel loops (None: the cores this process may use), and
     # symbolic input dims fixed at compile time (("batch", 8), ...); the others stay run-time
     threads: int | None = None
+    # arithmetic of contractions (eqsat.verify.precision): fp32, or tf32 / fp16 / bf16 tensor
+    # cores (cuda only); the gate's tolerance follows it (gate_tolerance)
+    precision: str = "fp32"
     shapes: tuple[tuple[str, int], ...] = ()
     # whole input shapes (``--input-shape x=1,3,640,640``, onnxsim's convention): the model is
     # specialized to them (its inputs' symbolic dims fixed), and the gate runs at them
@@ -539,7 +543,7 @@ def _compile(state: State) -> State:
 
     o = state.options
     try:
-        state.compiled = build(state.graph, o.target, threads=o.threads)
+        state.compiled = build(state.graph, o.target, threads=o.threads, precision=o.precision)
     except LoweringError as e:
         raise InputError(f"cannot compile this model: {e}") from e
     except Exception as e:  # a bug, unless onnxruntime refuses the model too (ill-typed)
@@ -554,12 +558,29 @@ def _compile(state: State) -> State:
 def _verify_compiled(state: State) -> State:
     """The gate: the compiled model against onnxruntime on the original model."""
     o, c = state.options, state.compiled
+    rtol, atol = gate_tolerance(o, c.program)
     state.verdict = numeric.compare_with(
-        _reference(state), c.run, c.output_names, seeds=o.seeds, rtol=o.rtol, atol=o.atol,
+        _reference(state), c.run, c.output_names, seeds=o.seeds, rtol=rtol, atol=atol,
         dim_values=dict(o.shapes), input_shapes=dict(o.input_shapes),
     )  # fmt: skip
     _refuse_unless_ok(state.verdict, "the compiled model differs from onnxruntime: ")
     return state
+
+
+def gate_tolerance(options: Options, program) -> tuple[float, float]:
+    """The gate's ``(rtol, atol)`` for a compiled program: the options' own, widened to the
+    precision's tolerance (:func:`eqsat.verify.precision.tolerance`) at the longest K of the
+    program's tensor-core contractions (symbolic K: :data:`SYMBOLIC_K`)."""
+    from eqsat.lower.gpu_mma import mma_ks
+
+    if options.precision == "fp32":
+        return options.rtol, options.atol
+    ks = [SYMBOLIC_K if k is None else k for k in mma_ks(program)]
+    rtol, atol = tolerance(options.precision, max(ks, default=1))
+    return max(rtol, options.rtol), max(atol, options.atol)
+
+
+SYMBOLIC_K = 4096  # the K a tolerance assumes where a contraction's K is a run-time size
 
 
 def _write_compiled(state: State) -> State:
@@ -674,6 +695,12 @@ def compile(  # noqa: A001 - the verb of this stage, as in eqsat.compile
     ``output``, save the artifact after the verification gate (atomically)."""
     options = options or Options(target="llvm")
     pipeline = passes_for(options)  # refuses unknown targets
+    check_precision(options.precision)
+    if options.precision != "fp32" and options.target != "cuda":
+        raise InputError(
+            f"--precision {options.precision}: the {options.target} target computes in fp32 only "
+            "(tf32, fp16 and bf16 are tensor-core precisions of --target cuda)"
+        )
     if options.target not in COMPILED_TARGETS:
         raise InputError(
             f"compile makes {' or '.join(COMPILED_TARGETS)} code, not {options.target}"

@@ -33,6 +33,9 @@ write, so the lanes see each other's writes. :func:`strided` is the lanes' loop,
 
 Default schedule, per class (:func:`eqsat.lower.default_schedule.classify`, structural):
 
+- at a precision other than fp32 (``--precision``), contractions with float32 output and
+  M, N, K >= 32 (:func:`eqsat.lower.gpu_mma.fills_mma`): the tensor-core tile kernel
+  (``gpu_mma_<precision>``, :mod:`eqsat.lower.gpu_mma`).
 - contractions that :func:`~eqsat.lower.contraction.match_contraction` recognizes and whose
   M × N fills at least a quarter of a tile: the tile.
 - reductions, multistage kernels and the other contractions (matrix-vector products) whose
@@ -47,8 +50,8 @@ Default schedule, per class (:func:`eqsat.lower.default_schedule.classify`, stru
 - no output nest (a scalar kernel): no schedule; it runs as one thread.
 
 What this does not do yet (issue 20, step 2): a block of several warps per row (a shared-memory
-tree) for long rows, register blocking, vectorized loads, double buffering and tensor cores in
-the GEMM tile.
+tree) for long rows, register blocking and vectorized loads in the fp32 tile (double buffering
+and tensor cores are in the gpu_mma kernel, at tf32, fp16 and bf16 only).
 """
 
 from __future__ import annotations
@@ -66,11 +69,23 @@ from eqsat.lower.contraction import (
     tensorized,
 )
 from eqsat.lower.default_schedule import classify
+from eqsat.lower.gpu_base import (
+    BLOCK,
+    COL,
+    KSTEP,
+    MMA_PREFIX,
+    ROW,
+    THREAD,
+    WARP,
+    Launch,
+    ceil_div,
+    mul,
+    tile_operands,
+)
+from eqsat.lower.gpu_mma import fills_mma, mma_annotation, mma_launch
 from eqsat.lower.loops import (
     Accumulate,
     Allocate,
-    BinaryOp,
-    BinOp,
     Buffer,
     BufferKind,
     Cmp,
@@ -85,7 +100,6 @@ from eqsat.lower.loops import (
     LoopIRError,
     LoopKind,
     LoopProgram,
-    Select,
     Seq,
     Stmt,
     Store,
@@ -95,7 +109,6 @@ from eqsat.lower.loops import (
 from eqsat.lower.schedule import Bind, Fuse, Schedule, Split, Tensorize, apply
 from eqsat.lower.transform import MAX_GPU_THREADS, ScheduleError
 
-WARP = 32
 WARP_ROWS = "gpu_warp_rows"  # the tensorize annotation of a warp-per-row kernel
 LANE, STEP = "gpu.lane", "gpu.jj"  # a warp-rows thread's lane and its strided loop's variable
 GPU_TILE = "gpu_tile16"  # the tensorize annotation of a contraction's tiled kernel
@@ -111,48 +124,10 @@ class GpuTarget:
     max_threads: int = MAX_GPU_THREADS
 
 
-@dataclass(frozen=True)
-class Launch:
-    """A GPU-scheduled kernel as a grid: ``grid`` blocks (an int64 expression over size params)
-    of ``block`` threads; ``block_var`` / ``thread_var`` are the loop variables bound to the block
-    and thread index (None where the kernel has no such loop); ``body`` runs once per thread."""
-
-    grid: Expr
-    block: int
-    block_var: str | None
-    thread_var: str | None
-    body: Stmt
-    tile: Contraction | None = None  # a GPU_TILE kernel: the contraction the backend tiles
-    rows: tuple[tuple[str, Expr], ...] = ()  # a WARP_ROWS kernel: the output nest (a row each)
-
-
-def ceil_div(e: Expr, d: int) -> Expr:
-    if isinstance(e, Const):
-        return Const(-(-e.value // d))
-    return BinOp(BinaryOp.FLOORDIV, BinOp(BinaryOp.ADD, e, Const(d - 1)), Const(d))
-
-
-def _mul(a: Expr, b: Expr) -> Expr:
-    if isinstance(a, Const) and isinstance(b, Const):
-        return Const(a.value * b.value)
-    return BinOp(BinaryOp.MUL, a, b)
-
-
 def tile_grid(c: Contraction) -> Expr:
     """Blocks of a GPU_TILE kernel: batch × ceil(M / TILE) × ceil(N / TILE)."""
-    tiles = _mul(ceil_div(extent_of(c.m), TILE), ceil_div(extent_of(c.n), TILE))
-    return _mul(extent_of(c.batch), tiles)
-
-
-BLOCK, THREAD, KSTEP = "gpu.block", "gpu.thread", "gpu.kt"  # names no loop of a kernel has
-ROW, COL = "gpu.m", "gpu.n"  # the output element of a tile kernel's thread (M and N index)
-
-
-def _and(*conds: Expr) -> Expr:
-    out = conds[0]
-    for c in conds[1:]:
-        out = BinOp(BinaryOp.AND, out, c)
-    return out
+    tiles = mul(ceil_div(extent_of(c.m), TILE), ceil_div(extent_of(c.n), TILE))
+    return mul(extent_of(c.batch), tiles)
 
 
 @dataclass(frozen=True)
@@ -190,20 +165,9 @@ def tile_plan(c: Contraction) -> TilePlan:
     ty, tx = tid // T, tid % T
     tn, tm = bid % tn_count, (bid // tn_count) % tm_count
     row, col, batch = Var(ROW), Var(COL), Var("gpu.batch")
-    defs = ((ROW, tm * T + ty), (COL, tn * T + tx), ("gpu.batch", bid // _mul(tn_count, tm_count)))
-    axes = {**flat_index(c.batch, batch), **flat_index(c.m, row), **flat_index(c.n, col)}
-    zero = Const(0.0, "float32")
-
-    def stage(e: Expr, k: Expr, inside: Expr) -> Expr:
-        e = substitute(e, {**axes, **flat_index(c.k, k)})
-        return Select(_and(inside, Cmp(CmpOp.LT, k, K)), e, zero)
-
-    a_stage = stage(c.a, kt * T + tx, Cmp(CmpOp.LT, row, M))
-    b_stage = stage(c.b, kt * T + ty, Cmp(CmpOp.LT, col, N))
-    define = {v: substitute(e, axes) for v, e in c.define}
-    inside = _and(Cmp(CmpOp.LT, row, M), Cmp(CmpOp.LT, col, N))
-    epilogue = If(inside, substitute(c.epilogue, define))
-    return TilePlan(defs, a_stage, b_stage, ceil_div(K, T), epilogue)
+    defs = ((ROW, tm * T + ty), (COL, tn * T + tx), ("gpu.batch", bid // mul(tn_count, tm_count)))
+    a_at, b_at, epilogue = tile_operands(c, row, col, batch)
+    return TilePlan(defs, a_at(kt * T + tx), b_at(kt * T + ty), ceil_div(K, T), epilogue)
 
 
 def tile_reference(kernel: Kernel) -> Kernel:
@@ -375,12 +339,18 @@ def _fills_tiles(c: Contraction) -> bool:
     return all((e.value if isinstance(e, Const) else TILE) * 4 >= TILE for e in (m, n))
 
 
-def schedule_kernel(kernel: Kernel, target: GpuTarget = GpuTarget()) -> Schedule:
+def schedule_kernel(
+    kernel: Kernel, target: GpuTarget = GpuTarget(), precision: str = "fp32"
+) -> Schedule:
     """The default GPU schedule of one kernel (see the module doc); empty for a kernel without
-    an output nest or one none of whose nest prefixes may run in parallel."""
+    an output nest or one none of whose nest prefixes may run in parallel. ``precision`` other
+    than fp32 puts the contractions large enough for it on tensor cores."""
     if classify(kernel) == "other":
         return ()
     c = match_contraction(kernel) if isinstance(kernel.body, For) else None
+    if c is not None and precision != "fp32":
+        if fills_mma(c):
+            return (Tensorize(kernel.body.var, mma_annotation(precision)),)
     if c is not None and _fills_tiles(c):
         return (Tensorize(kernel.body.var, GPU_TILE),)
     nest, point = outer_nest(kernel.body)
@@ -398,15 +368,19 @@ def schedule_kernel(kernel: Kernel, target: GpuTarget = GpuTarget()) -> Schedule
     return ()
 
 
-def schedule_program(program: LoopProgram, target: GpuTarget = GpuTarget()) -> LoopProgram:
+def schedule_program(
+    program: LoopProgram, target: GpuTarget = GpuTarget(), precision: str = "fp32"
+) -> LoopProgram:
     """``program`` with the default GPU schedule applied to each kernel."""
-    kernels = tuple(apply(k, schedule_kernel(k, target)) for k in program.kernels)
+    kernels = tuple(apply(k, schedule_kernel(k, target, precision)) for k in program.kernels)
     return dataclasses.replace(program, kernels=kernels)
 
 
 def launch(kernel: Kernel) -> Launch:
     """The grid of a GPU-scheduled kernel (LoopIRError when its bound loops are not the
     outermost nest the module doc describes)."""
+    if (tensorized(kernel) or "").startswith(MMA_PREFIX):
+        return mma_launch(kernel)
     if tensorized(kernel) == GPU_TILE:
         c = match_contraction(kernel)
         if c is None:
@@ -437,6 +411,9 @@ def launch(kernel: Kernel) -> Launch:
 
 
 def is_gpu_scheduled(kernel: Kernel) -> bool:
-    return tensorized(kernel) in (GPU_TILE, WARP_ROWS) or any(
-        f.kind in GPU_KINDS for f in loops(kernel.body)
+    t = tensorized(kernel) or ""
+    return (
+        t in (GPU_TILE, WARP_ROWS)
+        or t.startswith(MMA_PREFIX)
+        or any(f.kind in GPU_KINDS for f in loops(kernel.body))
     )

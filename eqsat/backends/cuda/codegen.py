@@ -29,6 +29,8 @@ What a kernel is (CODEGEN_NOTES, "NVPTX"):
 - parallel loops (a CPU schedule) run serially; none appear under the GPU schedules.
 - a ``tensorize=gpu_tile16`` contraction: :func:`_emit_tile` (shared memory is two
   ``addrspace(3)`` globals, the barrier ``@llvm.nvvm.barrier.cta.sync.aligned.all(i32 0)``).
+- a ``tensorize=gpu_mma_<precision>`` contraction: the tensor-core tile kernel
+  (:mod:`eqsat.backends.cuda.mma`).
 
 Then (:func:`to_ptx`): libdevice is linked in when a ``__nv_`` function is declared, every
 function but the kernel becomes internal (2.06 s / 693 KB of PTX → 245 ms / 1.8 KB in the
@@ -45,6 +47,7 @@ import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 
+from eqsat.backends.cuda.mma import emit_mma
 from eqsat.backends.cuda.toolchain import ARCHS, TRIPLE, libdevice_bitcode, target_machine
 from eqsat.backends.llvm.codegen import kernel_sizes
 from eqsat.backends.llvm.codegen_expr import I64
@@ -53,6 +56,7 @@ from eqsat.backends.llvm.emit import F32, loop
 from eqsat.lower.analysis import outer_nest
 from eqsat.lower.check import check_program
 from eqsat.lower.contraction import ACC, flat_index
+from eqsat.lower.gpu_mma import mma_plan, mma_precision
 from eqsat.lower.gpu_schedule import (
     BLOCK,
     KSTEP,
@@ -269,7 +273,9 @@ def emit_kernel(k: Kernel) -> tuple[ir.Module, GpuKernel]:
         em.env[LANE] = em.lane
     if lau.thread_var is not None:
         em.env[lau.thread_var] = _sreg(em, "tid.x")
-    if lau.tile is not None:
+    if mma_precision(k) is not None:
+        emit_mma(em, mma_plan(k))
+    elif lau.tile is not None:
         _emit_tile(em, tile_plan(lau.tile))
     else:
         em.stmt(lau.body)
@@ -296,12 +302,14 @@ def to_ptx(text: str, symbol: str, archs=tuple(ARCHS)) -> dict[str, str]:
     return {arch: target_machine(arch).emit_assembly(mod) for arch in archs}
 
 
+def compile_kernel(k: Kernel, archs=tuple(ARCHS)) -> GpuKernel:
+    """PTX for one GPU-scheduled kernel (of a checked program)."""
+    _, gk = emit_kernel(k)
+    gk.ptx = to_ptx(gk.ir, gk.symbol, archs)
+    return gk
+
+
 def compile_program(program: LoopProgram, archs=tuple(ARCHS)) -> list[GpuKernel]:
     """PTX for every kernel of a GPU-scheduled ``program`` (checked first)."""
     check_program(program)
-    out = []
-    for k in program.kernels:
-        _, gk = emit_kernel(k)
-        gk.ptx = to_ptx(gk.ir, gk.symbol, archs)
-        out.append(gk)
-    return out
+    return [compile_kernel(k, archs) for k in program.kernels]

@@ -164,22 +164,7 @@ class Session:
                     outputs[b.name] = np.empty(shape, dtype=b.dtype)
             stream = ctypes.c_void_p()
             dev.check(lib.cuStreamCreate(ctypes.byref(stream), 0), "stream")
-            for gk, fn in zip(self.kernels, self.functions, strict=True):
-                args = [ptrs[p.name] for p in gk.kernel.params]
-                args += [ctypes.c_int64(sizes[s]) for s in gk.sizes]
-                params = (ctypes.c_void_p * len(args))(
-                    *[ctypes.cast(ctypes.pointer(a), ctypes.c_void_p) for a in args]
-                )
-                grid = grid_size(gk.launch.grid, sizes)
-                if grid == 0:
-                    continue
-                dev.check(
-                    lib.cuLaunchKernel(
-                        fn, ctypes.c_uint(grid), 1, 1, ctypes.c_uint(gk.launch.block), 1, 1,
-                        0, stream, params, None,
-                    ),
-                    f"launch {gk.symbol}",
-                )  # fmt: skip
+            self.launch(ptrs, sizes, stream)
             dev.check(lib.cuStreamSynchronize(stream), "synchronize")
             dev.check(lib.cuStreamDestroy_v2(stream), "stream destroy")
             for name, a in outputs.items():
@@ -188,3 +173,25 @@ class Session:
             for p in scratch:
                 dev.free(p)
         return outputs
+
+    def launch(self, ptrs: dict, sizes: dict[str, int], stream) -> None:
+        """Launch every kernel in order on ``stream`` (not synchronized) with the device
+        buffers ``ptrs`` (name -> pointer); ``run`` and the GEMM timing of
+        benchmarks/gpu_check.py call it."""
+        dev, lib = self.dev, self.dev.lib
+        for gk, fn in zip(self.kernels, self.functions, strict=True):
+            args = [ptrs[p.name] for p in gk.kernel.params]
+            args += [ctypes.c_int64(sizes[s]) for s in gk.sizes]
+            params = (ctypes.c_void_p * len(args))(
+                *[ctypes.cast(ctypes.pointer(a), ctypes.c_void_p) for a in args]
+            )
+            grid = grid_size(gk.launch.grid, sizes)
+            if grid == 0:
+                continue
+            dev.check(
+                lib.cuLaunchKernel(
+                    fn, ctypes.c_uint(grid), 1, 1, ctypes.c_uint(gk.launch.block), 1, 1,
+                    0, stream, params, None,
+                ),
+                f"launch {gk.symbol}",
+            )  # fmt: skip
