@@ -192,6 +192,14 @@ WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
         [d, 3],
         [_i("b", [3]), _i("e", [6]), _i("ax", [1])],
     ),
+    "concat-flatten": lambda d: _unary_wrap(
+        [
+            _n("Concat", ["rx", "sx"], ["c0"], axis=1),
+            _n("Concat", ["sx", "c0"], ["c1"], axis=-1),
+            _n("Concat", ["c1", "rx"], ["y"], axis=1),
+        ],
+        [d, 2],
+    ),
     "concat-of-slices": lambda d: _unary_wrap(
         [
             _n("Slice", ["sx", "z", "m", "ax"], ["p"]),
