@@ -36,6 +36,16 @@ them at zero and the fold pass computes them once at export, like the folded wei
   channels whose padding keeps the size (``begin + end = k - 1`` on each axis).
 - ``matmul-residual-identity``: ``x + matmul(x, w) = matmul(x, w + I)`` for a constant square
   ``w`` (the residual around a linear layer).
+- ``merge-grouped-conv-shared-input`` (ResNeXt's grouped convolutions): grouped convolutions
+  of one input with the same attributes (``group = G > 1``) merge along the output channels.
+  Group ``g`` of the merged convolution must see the ``g``-th block of every member, so the
+  weights are interleaved by group, and each member's result is read back the same way::
+
+      conv(x, w_i, b_i, G)  =  reshape(slice(reshape(conv(x, W, B, G), [n, G, m, -1]),
+                                             p_i, p_i + m_i, axis 2), shape_i)
+
+  with ``W = reshape(concat(reshape(w_i, [G, m_i, ..]), axis 1), [sum, ..])`` (``m_i`` output
+  channels per group), ``B`` likewise and ``p_i = m_1 + .. + m_(i-1)``.
 - ``matmul-identity-elim`` and ``conv-identity-elim``: a matmul by a *literal* identity matrix
   (either side), a convolution by a literal identity kernel without bias whose result has its
   input's type, is its input (``X·I = X``).
@@ -102,6 +112,14 @@ def rules() -> list[PyRule]:
             "x + matmul(x, w) => matmul(x, w + I) for a constant square w",
             matmul_residual_identity,
             "a residual add around a matmul folds into its weight as the identity matrix",
+        ),
+        r(
+            "merge-grouped-conv-shared-input",
+            "conv(x, w_i, b_i, G) => reshape(slice(reshape(conv(x, interleave_G(w_1..w_n), "
+            "interleave_G(b_1..b_n), G), [n, G, m, -1]), p_i, p_i + m_i, 2), shape_i)",
+            merge_grouped_convs,
+            "grouped convolutions of one input merged along output channels, their weights "
+            "interleaved group by group",
         ),
         r(
             "matmul-identity-elim",
@@ -179,10 +197,13 @@ def conv_term(v: View, x: Tensor, w: Tensor, b: Tensor) -> Tensor:
     return Tensor.conv(x, w, b, *args)
 
 
+TERM_DEPTH = 8  # a folded weight (BatchNorm's scale into a conv) is five ops deep
+
+
 def _terms(s: Snapshot, *classes: str | None) -> list[Tensor] | None:
     out = []
     for c in classes:
-        t = Tensor.none() if c is None else s.term(c)
+        t = Tensor.none() if c is None else s.term(c, TERM_DEPTH)
         if t is None:
             return None
         out.append(t)
@@ -426,4 +447,59 @@ def conv_identity_elim(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
         terms = _terms(s, c, x)
         if terms is not None:
             unions.append((terms[0], terms[1]))
+    return unions
+
+
+def _reshape(x: Tensor, shape) -> Tensor:
+    return Tensor.reshape(x, _ints(shape), i64(0))
+
+
+def merge_grouped_convs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    groups: dict[tuple, list[tuple[str, View]]] = {}
+    for c, v in s.ops("Conv"):
+        x, w, b = v.inputs
+        tw, tout = s.tensor_type(w), s.tensor_type(c)
+        if attrs(v)["group"] < 2 or w not in s.constant or tw is None or not tw.is_static:
+            continue
+        if x in s.constant or (b is not None and b not in s.constant):
+            continue
+        if tout is None or tout.rank < 3 or not all(isinstance(d, int) for d in tout.shape[2:]):
+            continue
+        members = groups.setdefault((x, v.values, b is None, tw.dtype), [])
+        if all(c != other for other, _ in members):
+            members.append((c, v))
+    unions = []
+    for (x, _, no_bias, _), members in groups.items():
+        if len(members) < 2:
+            continue
+        g = int(attrs(members[0][1])["group"])
+        per = [int(s.tensor_type(v.inputs[1]).shape[0]) // g for _, v in members]
+        terms = _terms(s, x, *(k for _, v in members for k in v.inputs[1:]))
+        if terms is None:
+            continue
+        xt, rest = terms[0], terms[1:]
+        ws, bs = rest[0::2], rest[1::2]
+        tail = list(s.tensor_type(members[0][1].inputs[1]).shape[1:])
+        w = _reshape(
+            Tensor.concat(
+                Vec[Tensor](*(_reshape(t, [g, m, *tail]) for t, m in zip(ws, per, strict=True))),
+                i64(1),
+            ),
+            [g * sum(per), *tail],
+        )
+        if no_bias:
+            bias = Tensor.none()
+        else:
+            parts = (_reshape(t, [g, m]) for t, m in zip(bs, per, strict=True))
+            bias = _reshape(Tensor.concat(Vec[Tensor](*parts), i64(1)), [g * sum(per)])
+        merged = conv_term(members[0][1], xt, w, bias)
+        split = _reshape(merged, [0, g, sum(per), -1])
+        off = 0
+        for (c, _), m in zip(members, per, strict=True):
+            tout = s.tensor_type(c)
+            root = s.term(c)
+            piece = Tensor.slice(split, _ints([off]), _ints([off + m]), _ints([2]), Tensor.none())
+            if root is not None:
+                unions.append((root, _reshape(piece, [0, g * m, *tout.shape[2:]])))
+            off += m
     return unions

@@ -200,6 +200,15 @@ WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
         [d, 3],
         [_w("w", [3, 3])],
     ),
+    "merge-grouped-conv-shared-input": lambda d: _unary_wrap(
+        [
+            _n("Conv", ["sx", "wa", "ba"], ["p"], group=2, pads=[1, 1, 1, 1]),
+            _n("Conv", ["sx", "wb", "bb"], ["q"], group=2, pads=[1, 1, 1, 1]),
+            _n("Concat", ["q", "p"], ["y"], axis=1),
+        ],
+        [1, 2, d + 1, d],
+        [_w("wa", [2, 1, 3, 3]), _w("ba", [2]), _w("wb", [2 * d, 1, 3, 3]), _w("bb", [2 * d])],
+    ),
     "matmul-identity-elim": lambda d: _unary_wrap(
         [
             _n("MatMul", ["sx", "eye"] if d != 2 else ["eye", "sx"], ["m"]),

@@ -129,7 +129,21 @@ def witness_conv_identity():
     return model(nodes, [vi("x", [1, 3, 4, 4])], [vi("y", None)], [init("eye", kernel)])
 
 
+def witness_grouped_convs():
+    """Two grouped (4 groups) 3x3 convs of one input, 8 and 4 output channels."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        _conv("r", "wa", "ba", "p", group=4, pads=[1, 1, 1, 1]),
+        _conv("r", "wb", "bb", "q", group=4, pads=[1, 1, 1, 1]),
+        helper.make_node("Concat", ["q", "p"], ["y"], axis=1),
+    ]
+    inits = [init("wa", _f(8, 2, 3, 3)), init("ba", _f(8)), init("wb", _f(4, 2, 3, 3))]
+    inits.append(init("bb", _f(4)))
+    return model(nodes, [vi("x", [1, 8, 5, 5])], [vi("y", None)], inits)
+
+
 WITNESSES = {
+    "merge-grouped-conv-shared-input": witness_grouped_convs,
     "merge-conv-add": witness_merge_conv_add,
     "conv-concat-split": witness_conv_concat_split,
     "avgpool-as-conv": witness_avgpool,
@@ -140,6 +154,7 @@ WITNESSES = {
 }
 # what the right-hand side leaves in the exported graph (its constants folded)
 AFTER = {
+    "merge-grouped-conv-shared-input": ["Concat", "Conv", "Relu"] + ["Reshape"] * 3 + ["Slice"] * 2,
     "merge-conv-add": ["Concat", "Conv", "Relu"],
     "conv-concat-split": ["Add", "Conv", "Conv", "Relu", "Sigmoid"],
     "avgpool-as-conv": ["Conv", "Relu"],
