@@ -17,6 +17,8 @@ them at zero and the fold pass computes them once at export, like the folded wei
   non-constant inputs whose shapes agree except on the channel axis: each output element is
   one sum over the channels of both inputs instead of two sums added (four distinct rank-4
   operands).
+- ``conv-add-shared-input``: ``conv(x, w1, b1) + conv(x, w2, b2) = conv(x, w1 + w2, b1 + b2)``
+  for two convolutions of one input with the same attributes (any group): linear in the kernel.
 - ``conv-concat-split``: the same identity read the other way, for any number of parts::
 
       conv(concat(x_1..x_n, 1), w, b)  =  conv(x_1, w[:, o_1:o_2], b) + .. + conv(x_n, w[:, o_n:])
@@ -84,6 +86,13 @@ def rules() -> list[PyRule]:
             merge_conv_add,
             "a sum of two convolutions with one shape of window is one convolution of the "
             "concatenated inputs and weights (Tensat's conv merge)",
+        ),
+        r(
+            "conv-add-shared-input",
+            "conv(x, w1, b1) + conv(x, w2, b2) => conv(x, w1 + w2, b1 + b2)",
+            conv_add_shared_input,
+            "two convolutions of one input with one window, added, are one convolution by the "
+            "sum of the kernels (any group)",
         ),
         r(
             "conv-concat-split",
@@ -216,18 +225,17 @@ def _ops_in(s: Snapshot, c: str | None, op: str) -> list[View]:
     return [v for _, v in s.nodes(c) if v.kind == "op" and v.op == op]
 
 
-def _plain_convs(s: Snapshot, c: str) -> list[View]:
-    """Group-1 Conv e-nodes of class ``c`` with a constant, statically shaped weight, a constant
-    (or no) bias and a non-constant input."""
+def _convs(s: Snapshot, c: str) -> list[View]:
+    """Conv e-nodes of class ``c`` with a constant, statically shaped weight, a constant (or
+    no) bias and a non-constant input."""
     out = []
     for v in _ops_in(s, c, "Conv"):
         x, w, b = v.inputs
         tw = s.tensor_type(w)
-        if attrs(v)["group"] != 1 or w not in s.constant or tw is None or not tw.is_static:
+        if w not in s.constant or tw is None or not tw.is_static or x in s.constant:
             continue
-        if x in s.constant or (b is not None and b not in s.constant):
-            continue
-        out.append(v)
+        if b is None or b in s.constant:
+            out.append(v)
     return out
 
 
@@ -243,41 +251,63 @@ def _literal(s: Snapshot, c: str) -> np.ndarray | None:
 # ---------------------------------------------------------------------------- the rules
 
 
-def merge_conv_add(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
-    unions = []
+def _conv_sums(s: Snapshot):
+    """(add class, conv view, conv view): every Add of two convolutions with the same
+    attributes, constant weights and biases and non-constant inputs, that does not broadcast;
+    each pair once."""
     seen: set[tuple] = set()
     for c, add in s.ops("Add"):
         p, q = add.inputs
         tp, tq = s.tensor_type(p), s.tensor_type(q)
         if tp is None or tp != tq:
             continue  # the Add broadcasts: not one conv's result
-        for v1 in _plain_convs(s, p):
-            for v2 in _plain_convs(s, q):
-                (x1, w1, b1), (x2, w2, b2) = v1.inputs, v2.inputs
-                t1, t2 = s.tensor_type(x1), s.tensor_type(x2)
-                if v1.values != v2.values or x1 == x2 or t1 is None or t2 is None:
-                    continue
-                if t1.rank != t2.rank or t1.dtype != t2.dtype or t1.rank < 3:
-                    continue
-                if t1.shape[0] != t2.shape[0] or t1.shape[2:] != t2.shape[2:]:
-                    continue  # the windows would not line up
-                key = (c, *sorted([(x1, w1, b1 or ""), (x2, w2, b2 or "")]))
-                if key in seen:
-                    continue
-                seen.add(key)
-                terms = _terms(s, c, x1, w1, b1, x2, w2, b2)
-                if terms is None:
-                    continue
-                root, tx1, tw1, tb1, tx2, tw2, tb2 = terms
-                if b1 is None and b2 is None:
-                    bias = Tensor.none()
-                elif b1 is None or b2 is None:
-                    bias = tb2 if b1 is None else tb1
-                else:
-                    bias = Tensor.add(tb1, tb2)
-                x = Tensor.concat(Vec[Tensor](tx1, tx2), i64(1))
-                w = Tensor.concat(Vec[Tensor](tw1, tw2), i64(1))
-                unions.append((root, conv_term(v1, x, w, bias)))
+        for v1 in _convs(s, p):
+            for v2 in _convs(s, q):
+                key = (c, *sorted(tuple(k or "" for k in v.inputs) for v in (v1, v2)))
+                if v1.values == v2.values and key not in seen:
+                    seen.add(key)
+                    yield c, v1, v2
+
+
+def _bias_sum(b1: str | None, b2: str | None, tb1: Tensor, tb2: Tensor) -> Tensor:
+    if b1 is None or b2 is None:
+        return tb2 if b1 is None else tb1  # none when both are
+    return Tensor.add(tb1, tb2)
+
+
+def merge_conv_add(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, v1, v2 in _conv_sums(s):
+        (x1, w1, b1), (x2, w2, b2) = v1.inputs, v2.inputs
+        t1, t2 = s.tensor_type(x1), s.tensor_type(x2)
+        if attrs(v1)["group"] != 1 or x1 == x2 or t1 is None or t2 is None:
+            continue
+        if t1.rank != t2.rank or t1.dtype != t2.dtype or t1.rank < 3:
+            continue
+        if t1.shape[0] != t2.shape[0] or t1.shape[2:] != t2.shape[2:]:
+            continue  # the windows would not line up
+        terms = _terms(s, c, x1, w1, b1, x2, w2, b2)
+        if terms is None:
+            continue
+        root, tx1, tw1, tb1, tx2, tw2, tb2 = terms
+        x = Tensor.concat(Vec[Tensor](tx1, tx2), i64(1))
+        w = Tensor.concat(Vec[Tensor](tw1, tw2), i64(1))
+        unions.append((root, conv_term(v1, x, w, _bias_sum(b1, b2, tb1, tb2))))
+    return unions
+
+
+def conv_add_shared_input(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, v1, v2 in _conv_sums(s):
+        (x, w1, b1), (x2, w2, b2) = v1.inputs, v2.inputs
+        if x != x2:
+            continue
+        terms = _terms(s, c, x, w1, b1, w2, b2)
+        if terms is None:
+            continue
+        root, xt, tw1, tb1, tw2, tb2 = terms
+        w = Tensor.add(tw1, tw2)
+        unions.append((root, conv_term(v1, xt, w, _bias_sum(b1, b2, tb1, tb2))))
     return unions
 
 

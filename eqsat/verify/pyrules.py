@@ -165,6 +165,26 @@ WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
         ["y"],
         [_w("wa", [2, 2, 3, 3]), _w("ba", [2]), _w("wb", [2, 1, 3, 3]), _w("bb", [2])],
     ),
+    "conv-add-shared-input": lambda d: _unary_wrap(
+        [
+            _n("Conv", ["sx", "wa", "ba"], ["p"], pads=[1, 1, 1, 1], group=1 + d % 2),
+            _n(
+                "Conv",
+                ["sx", "wb"] if d != 2 else ["sx", "wb", "bb"],
+                ["q"],
+                pads=[1, 1, 1, 1],
+                group=1 + d % 2,
+            ),
+            _n("Add", ["q", "p"], ["y"]),
+        ],
+        [1, 2, d + 1, d],
+        [
+            _w("wa", [2, 2 - d % 2, 3, 3]),
+            _w("ba", [2]),
+            _w("wb", [2, 2 - d % 2, 3, 3]),
+            _w("bb", [2]),
+        ],
+    ),
     "conv-concat-split": lambda d: _unary_wrap(
         [
             _n("Concat", ["sx", "rx", "sx"], ["c"], axis=1),

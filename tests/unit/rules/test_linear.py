@@ -142,7 +142,20 @@ def witness_grouped_convs():
     return model(nodes, [vi("x", [1, 8, 5, 5])], [vi("y", None)], inits)
 
 
+def witness_conv_add_shared_input():
+    """Two grouped 3x3 convs of one input, added (one with bias, one without)."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        _conv("r", "wa", "ba", "p", group=2, pads=[1, 1, 1, 1]),
+        _conv("r", "wb", "", "q", group=2, pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["p", "q"], ["y"]),
+    ]
+    inits = [init("wa", _f(4, 2, 3, 3)), init("ba", _f(4)), init("wb", _f(4, 2, 3, 3))]
+    return model(nodes, [vi("x", [1, 4, 5, 5])], [vi("y", None)], inits)
+
+
 WITNESSES = {
+    "conv-add-shared-input": witness_conv_add_shared_input,
     "merge-grouped-conv-shared-input": witness_grouped_convs,
     "merge-conv-add": witness_merge_conv_add,
     "conv-concat-split": witness_conv_concat_split,
@@ -154,6 +167,7 @@ WITNESSES = {
 }
 # what the right-hand side leaves in the exported graph (its constants folded)
 AFTER = {
+    "conv-add-shared-input": ["Conv", "Relu"],
     "merge-grouped-conv-shared-input": ["Concat", "Conv", "Relu"] + ["Reshape"] * 3 + ["Slice"] * 2,
     "merge-conv-add": ["Concat", "Conv", "Relu"],
     "conv-concat-split": ["Add", "Conv", "Conv", "Relu", "Sigmoid"],
@@ -217,3 +231,25 @@ def test_convs_of_inputs_with_different_windows_do_not_merge():
     m = model(nodes, [vi("x1", [1, 3, 6, 6]), vi("x2", [1, 2, 5, 5])], [vi("y", None)], inits)
     n, ops, _ = _run(m, "merge-conv-add")
     assert n == 0 and ops.count("Conv") == 2
+
+
+@pytest.mark.parametrize(
+    "example, size, rule",
+    [
+        ("resnext", "small", "merge-conv-add"),
+        pytest.param("squeezenet", "default", "conv-concat-split", marks=pytest.mark.slow),
+    ],
+)
+def test_linear_rules_fire_on_the_examples_and_the_gate_passes(example, size, rule):
+    """ResNeXt's residual branch plus its projection shortcut (two 1x1 convs added, once their
+    BatchNorms are folded); SqueezeNet's squeeze convs reading the previous fire's concat (the
+    small SqueezeNet has one fire: nothing reads a concat)."""
+    from eqsat import pipeline
+    from eqsat.examples import build_example
+
+    m = build_example(example, size)
+    families = (*schedule.DEFAULT_FAMILIES, "linear")
+    result = pipeline.optimize(m, pipeline.Options(rules=families, seeds=(0,)))
+    assert result.egraph["saturation"]["matches"].get(rule, 0) >= 1
+    assert result.verdict.ok
+    assert result.egraph["cost_after"] <= result.egraph["cost_before"]
