@@ -253,3 +253,19 @@ def test_linear_rules_fire_on_the_examples_and_the_gate_passes(example, size, ru
     assert result.egraph["saturation"]["matches"].get(rule, 0) >= 1
     assert result.verdict.ok
     assert result.egraph["cost_after"] <= result.egraph["cost_before"]
+
+
+def test_a_rule_over_convs_stays_relevant_where_only_a_pooling_can_make_one():
+    from egglog import Vec, i64, var
+
+    from eqsat.egraph.lang import Tensor
+    from eqsat.rules.base import Rule
+
+    x, w = var("x", Tensor), var("w", Tensor)
+    st, pads, dil, ks = (var(n, Vec[i64]) for n in ("st", "pads", "dil", "ks"))
+    conv = Tensor.conv(x, w, Tensor.none(), i64(1), st, pads, dil, ks)
+    over_convs = Rule("relu-of-conv", "t", Tensor.relu(conv), Tensor.relu(conv))
+    pool = next(r for r in linear.rules() if r.name == "avgpool-as-conv")
+    present = {"average_pool", "relu"}
+    assert schedule.relevant([over_convs], present) == []
+    assert over_convs in schedule.relevant([over_convs, pool], present)
