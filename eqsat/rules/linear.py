@@ -448,7 +448,8 @@ def matmul_identity_elim(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     for c, mm in s.ops("MatMul"):
         a, b = mm.inputs
         for x, k in ((a, b), (b, a)):
-            if s.tensor_type(x) != s.tensor_type(c) or not _is_eye(_literal(s, k)):
+            tx = s.tensor_type(x)
+            if tx is None or tx != s.tensor_type(c) or not _is_eye(_literal(s, k)):
                 continue
             terms = _terms(s, c, x)
             if terms is not None:
@@ -461,8 +462,9 @@ def conv_identity_elim(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     unions = []
     for c, conv in s.ops("Conv"):
         x, w, b = conv.inputs
-        if b is not None or s.tensor_type(x) != s.tensor_type(c):
-            continue
+        tx = s.tensor_type(x)
+        if b is not None or tx is None or tx != s.tensor_type(c):
+            continue  # unknown types: the padding might not keep the size
         a = attrs(conv)
         val = _literal(s, w)
         if val is None or val.ndim < 3 or a["group"] != 1 or val.shape[0] != val.shape[1]:
