@@ -269,3 +269,19 @@ def test_a_rule_over_convs_stays_relevant_where_only_a_pooling_can_make_one():
     present = {"average_pool", "relu"}
     assert schedule.relevant([over_convs], present) == []
     assert over_convs in schedule.relevant([over_convs, pool], present)
+
+
+def test_merge_conv_add_is_taken_on_resnext_where_the_roofline_prices_it_lower():
+    """Its weight is a concatenation of folded weights (new classes): typed, so priced (it was
+    left untyped, and the merged conv cost infinity, before class_types retried a Concat)."""
+    from eqsat import pipeline
+    from eqsat.examples import build_example
+
+    m = build_example("resnext", "small")
+    families = (*schedule.DEFAULT_FAMILIES, "linear")
+    result = pipeline.optimize(m, pipeline.Options(rules=families, seeds=(0,)))
+    before = [n.op_type for n in m.graph.node]
+    ops = [n.op_type for n in result.model.graph.node]
+    assert ops.count("Conv") == before.count("Conv") - 1  # conv3 + the shortcut: one conv
+    assert ops.count("Add") == before.count("Add") - 1 and ops.count("Concat") == 1
+    assert result.verdict.ok
