@@ -141,7 +141,11 @@ def class_types(
         for nid in eg.classes[c]:
             if views[nid].kind != "other":
                 todo.append(nid)
-                for k in eg.child_classes(nid):
+                # a Concat's inputs sit in a Vec[Tensor] child: its view names them, so it is
+                # retried when one of them gets its type (a concatenation of new classes, e.g.
+                # of folded weights, stayed untyped, and an e-node over it cost infinity)
+                kids = {*eg.child_classes(nid), *(i for i in views[nid].inputs if i)}
+                for k in kids:
                     parents.setdefault(k, []).append(nid)
     while todo:
         nid = todo.pop()

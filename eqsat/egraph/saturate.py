@@ -145,10 +145,14 @@ def saturate(
         return _within(result, node_limit, time_limit, clock() - t0)
 
     if rules_to_fixpoint():
+        snapshot = None  # one per state of the e-graph: a rewrite without unions leaves it
         for rw in rewrites:
-            unions = rw.find(Snapshot.take(encoding))
+            if snapshot is None:
+                snapshot = Snapshot.take(encoding)
+            unions = rw.find(snapshot)
             if unions:
                 egraph.register(*(union(a).with_(b) for a, b in unions))
+                snapshot = None
             result.matches[rw.name] = result.matches.get(rw.name, 0) + len(unions)
             result.sizes.append(egraph_size(egraph))
             result.rewrite_passes += 1

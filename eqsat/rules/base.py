@@ -114,6 +114,9 @@ class PyRule:
     # size -> a small ONNX model the rule rewrites, for its proof (eqsat.verify.pyrules); the
     # hand-written rules' witnesses are listed there instead
     witness: Callable[[int], object] | None = None
+    # constructors it builds beyond schedule.PY_MADE, for schedule.relevant (where the op it
+    # rewrites may be the graph's only way to that constructor: an average pooling into a conv)
+    makes: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         _check(self.name, self.proof)

@@ -20,6 +20,10 @@ from attribute values or guarded on types are :class:`~eqsat.rules.base.PyRule` 
 - ``concat-of-slices``: concatenating unit-step slices of one tensor that tile its axis in
   order is the tensor (what merging leaves behind when the merged results are concatenated
   again, as in SqueezeNet's fire modules).
+- ``concat-flatten``: a concatenation one of whose inputs is a concatenation along the same axis
+  is the one concatenation of all their parts, in order (``concat(concat(a, b), c) = concat(a,
+  b, c)``): one copy instead of two; flattened to any depth (a part is expanded once per path,
+  never through a class already on the path, so a cycle in the e-graph cannot loop).
 - ``<op>-slice-commute``: an element-wise unary op of a slice is the slice of the op, so the op
   runs once on a merged result instead of once per slice (egglog rule).
 """
@@ -98,6 +102,13 @@ def rules() -> list[Rule | PyRule]:
             FAMILY,
             "concat(slice(x, 0, o_1, ax), .., slice(x, o_(n-1), d, ax), ax) => x",
             concat_of_slices,
+            proof=PROOF,
+        ),
+        PyRule(
+            "concat-flatten",
+            FAMILY,
+            "concat(.., concat(y_1..y_m, ax), .., ax) => concat(.., y_1..y_m, .., ax)",
+            concat_flatten,
             proof=PROOF,
         ),
     ]
@@ -329,4 +340,41 @@ def unary_concat(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
                     continue
                 mapped = Vec[Tensor](*(f(p) for p in parts))
                 unions.append((root, Tensor.concat(mapped, i64(cat.values[0]))))
+    return unions
+
+
+FLATTEN_DEPTH = 8  # nested concatenations expanded at most this deep
+
+
+def _flat_parts(s: Snapshot, parts, axis: int, path: frozenset, depth: int) -> list[str]:
+    """The classes ``parts`` with every one that holds a concatenation along ``axis`` replaced
+    by that concatenation's parts (recursively; the first such e-node of a class whose parts
+    do not lead back to a class on ``path``)."""
+    out: list[str] = []
+    for p in parts:
+        inner = None
+        if depth > 0 and p not in path:
+            for _, v in s.nodes(p):
+                if v.kind == "op" and v.op == "Concat" and v.values[0] == axis:
+                    if not path.intersection(v.inputs) and p not in v.inputs:
+                        inner = v
+                        break
+        if inner is None:
+            out.append(p)
+        else:
+            out.extend(_flat_parts(s, inner.inputs, axis, path | {p}, depth - 1))
+    return out
+
+
+def concat_flatten(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, cat in s.ops("Concat"):
+        (axis,) = cat.values
+        parts = _flat_parts(s, cat.inputs, axis, frozenset({c}), FLATTEN_DEPTH)
+        if parts == list(cat.inputs):
+            continue  # no part was a concatenation along the axis
+        root, terms = s.term(c), [s.term(p) for p in parts]
+        if root is None or any(t is None for t in terms):
+            continue
+        unions.append((root, Tensor.concat(Vec[Tensor](*terms), i64(axis))))
     return unions

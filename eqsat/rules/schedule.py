@@ -26,7 +26,7 @@ from pathlib import Path
 
 from egglog import Ruleset, Schedule, back_off, ruleset, run
 
-from eqsat.rules import algebra, cleanup, fold, layout, merge
+from eqsat.rules import algebra, cleanup, fold, layout, linear, merge
 from eqsat.rules.base import PyRule, Rule, check_unique
 from eqsat.rules.generated import lift, rulefile
 
@@ -52,6 +52,7 @@ FAMILIES = {
     "fold": fold.rules,
     "merge": merge.rules,
     "merge-conv": merge.conv_rules,  # opt-in: measured slower in onnxruntime on CPU
+    "linear": linear.rules,  # opt-in: convolutions and matmuls as linear maps (issue 19)
     "layout": layout.rules,
     # opt-in: the rules `eqsat rules discover` wrote to eqsat/rules/generated/rules.json, each
     # guarded by the shapes it was proved for (so they need the shape analysis, on by default),
@@ -116,7 +117,7 @@ _CTOR = re.compile(r"Tensor\.(\w+)\(")
 LEAVES = frozenset({"input", "weight", "ints", "scalar", "none", "node", "output"})
 # what a Python-driven rewrite may build besides the ops already there (merges: concat, slice,
 # pad; folds: weight arithmetic, reshape, gemm): a superset, so no rule is dropped that one of
-# them could make reachable
+# them could make reachable; a rewrite that builds another op says so (PyRule.makes)
 PY_MADE = frozenset(
     {"concat", "slice", "pad", "mul", "add", "sub", "div", "sqrt", "reshape", "gemm", "matmul"}
 )
@@ -146,6 +147,7 @@ def relevant(rules: list[Rule | PyRule], present: Iterable[str]) -> list[Rule | 
     have = set(present) | LEAVES
     if any(isinstance(r, PyRule) for r in rules):
         have |= PY_MADE
+    have |= {c for r in rules if isinstance(r, PyRule) for c in r.makes}
     egg = [r for r in rules if isinstance(r, Rule)]
     changed = True
     while changed:

@@ -82,6 +82,17 @@ def _bn(inp):
 BN = [_w("s", [3]), _w("be", [3]), _w("m", [3]), _w("v", [3])]
 
 
+def _lit(name, a):
+    return numpy_helper.from_array(np.asarray(a, np.float32), name)  # kept: see KEEP_VALUES
+
+
+def _eye_kernel(c, kernel, begins):
+    k = np.zeros((c, c, *kernel), np.float32)
+    for o in range(c):
+        k[(o, o, *begins)] = 1.0
+    return k
+
+
 def _unary_wrap(core, x_shape, inits=()):
     nodes = [_n("Sigmoid", ["x"], ["sx"]), _n("Relu", ["x"], ["rx"]), *core]
     return _model(nodes, [("x", x_shape)], ["y"], inits)
@@ -144,6 +155,93 @@ WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
         ["y", "z"],
         [_w("w3", [2, 2, 3, 3]), _w("b3", [2]), _w("w1", [1, 2, 1, 1]), _w("b1", [1])],
     ),
+    "merge-conv-add": lambda d: _model(
+        [
+            _n("Conv", ["x1", "wa", "ba"] if d != 2 else ["x1", "wa"], ["p"], pads=[1, 1, 1, 1]),
+            _n("Conv", ["x2", "wb", "bb"], ["q"], pads=[1, 1, 1, 1]),
+            _n("Add", ["p", "q"], ["y"]),
+        ],
+        [("x1", [1, 2, d + 1, d]), ("x2", [1, 1, d + 1, d])],
+        ["y"],
+        [_w("wa", [2, 2, 3, 3]), _w("ba", [2]), _w("wb", [2, 1, 3, 3]), _w("bb", [2])],
+    ),
+    "conv-add-shared-input": lambda d: _unary_wrap(
+        [
+            _n("Conv", ["sx", "wa", "ba"], ["p"], pads=[1, 1, 1, 1], group=1 + d % 2),
+            _n(
+                "Conv",
+                ["sx", "wb"] if d != 2 else ["sx", "wb", "bb"],
+                ["q"],
+                pads=[1, 1, 1, 1],
+                group=1 + d % 2,
+            ),
+            _n("Add", ["q", "p"], ["y"]),
+        ],
+        [1, 2, d + 1, d],
+        [
+            _w("wa", [2, 2 - d % 2, 3, 3]),
+            _w("ba", [2]),
+            _w("wb", [2, 2 - d % 2, 3, 3]),
+            _w("bb", [2]),
+        ],
+    ),
+    "conv-concat-split": lambda d: _unary_wrap(
+        [
+            _n("Concat", ["sx", "rx", "sx"], ["c"], axis=1),
+            _n("Conv", ["c", "w", "b"], ["y"], pads=[1, 1, 1, 1]),
+        ],
+        [1, 1, d + 1, d],
+        [_w("w", [2, 3, 3, 3]), _w("b", [2])],
+    ),
+    "avgpool-as-conv": lambda d: _unary_wrap(
+        [
+            _n(
+                "AveragePool",
+                ["sx"],
+                ["y"],
+                kernel_shape=[2, 3],
+                pads=[1, 1, 0, 1] if d != 2 else [0, 0, 0, 0],
+                strides=[1, 2] if d == 3 else [1, 1],
+                count_include_pad=1 if d != 2 else 0,
+            )
+        ],
+        [1, 2, d + 1, d + 2],
+    ),
+    "conv-residual-identity": lambda d: _unary_wrap(
+        [
+            _n("Conv", ["sx", "w", "b"] if d != 2 else ["sx", "w"], ["c"], pads=[1, 0, 1, 1]),
+            _n("Add", ["sx", "c"] if d != 3 else ["c", "sx"], ["y"]),
+        ],
+        [1, 2, d + 1, d],
+        [_w("w", [2, 2, 3, 2]), _w("b", [2])],
+    ),
+    "matmul-residual-identity": lambda d: _unary_wrap(
+        [_n("MatMul", ["sx", "w"], ["m"]), _n("Add", ["m", "sx"], ["y"])],
+        [d, 3],
+        [_w("w", [3, 3])],
+    ),
+    "merge-grouped-conv-shared-input": lambda d: _unary_wrap(
+        [
+            _n("Conv", ["sx", "wa", "ba"], ["p"], group=2, pads=[1, 1, 1, 1]),
+            _n("Conv", ["sx", "wb", "bb"], ["q"], group=2, pads=[1, 1, 1, 1]),
+            _n("Concat", ["q", "p"], ["y"], axis=1),
+        ],
+        [1, 2, d + 1, d],
+        [_w("wa", [2, 1, 3, 3]), _w("ba", [2]), _w("wb", [2 * d, 1, 3, 3]), _w("bb", [2 * d])],
+    ),
+    "matmul-identity-elim": lambda d: _unary_wrap(
+        [
+            _n("MatMul", ["sx", "eye"] if d != 2 else ["eye", "sx"], ["m"]),
+            _n("Relu", ["m"], ["y"]),
+        ],
+        [3, 3],
+        [_lit("eye", np.eye(3))],
+    ),
+    "conv-identity-elim": lambda d: _unary_wrap(
+        [_n("Conv", ["sx", "eye"], ["c"], pads=[1, 0, 1, 0]), _n("Relu", ["c"], ["y"])],
+        [1, 2, d + 1, d],
+        [_lit("eye", _eye_kernel(2, [3, 1], [1, 0]))],
+    ),
     "transpose-compose": lambda d: _unary_wrap(
         [
             _n("Transpose", ["sx"], ["t"], perm=[2, 0, 1]),
@@ -192,6 +290,14 @@ WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
         [d, 3],
         [_i("b", [3]), _i("e", [6]), _i("ax", [1])],
     ),
+    "concat-flatten": lambda d: _unary_wrap(
+        [
+            _n("Concat", ["rx", "sx"], ["c0"], axis=1),
+            _n("Concat", ["sx", "c0"], ["c1"], axis=-1),
+            _n("Concat", ["c1", "rx"], ["y"], axis=1),
+        ],
+        [d, 2],
+    ),
     "concat-of-slices": lambda d: _unary_wrap(
         [
             _n("Slice", ["sx", "z", "m", "ax"], ["p"]),
@@ -201,6 +307,14 @@ WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
         [d, 3],
         [_i("z", [0]), _i("m", [1]), _i("big", [2**62]), _i("ax", [-1])],
     ),
+}
+
+
+# float weights that keep their value in a proof: the rules that recognise a literal (an
+# identity matrix or kernel) hold for that value only; every other float weight is a symbol
+KEEP_VALUES: dict[str, frozenset[str]] = {
+    "matmul-identity-elim": frozenset({"eye"}),
+    "conv-identity-elim": frozenset({"eye"}),
 }
 
 
@@ -249,6 +363,7 @@ def verify_pyrule(rule) -> Verdict:
         if _structure(rewritten) == _structure(graph):
             continue  # fired, but nothing extractable changed at this size
         weights = {k for k, w in graph.weights.items() if np.asarray(w).dtype.kind == "f"}
+        weights -= KEEP_VALUES.get(rule.name, frozenset())
         before, after = evaluate(graph, weights), evaluate(rewritten, weights)
         hyps = z3_ops.sqrt_hypotheses([e for o in before + after for e in o.reshape(-1)])
         for a, b in zip(before, after, strict=True):
@@ -272,7 +387,9 @@ def verify_pyrule(rule) -> Verdict:
             time.perf_counter() - t0,
             "the rule rewrote none of its witnesses",
         )
-    scope = f"bounded: witness sizes {proved}, weights symbolic"
+    kept = sorted(KEEP_VALUES.get(rule.name, ()))
+    but = f" but the literal {', '.join(kept)}" if kept else ""
+    scope = f"bounded: witness sizes {proved}, weights symbolic{but}"
     return Verdict(
         rule.name, "proved", scope, len(proved), time.perf_counter() - t0, "", rule_hash(rule)
     )

@@ -126,7 +126,19 @@ def witness_binary_slice_commute():
     return _wrap(core, [vi("x", [2, 8])], inits)
 
 
+def witness_concat_flatten():
+    """concat(concat(sx, concat(rx, sx)), rx) along axis 1, nested twice: one concat of four."""
+    core = [
+        helper.make_node("Relu", ["x"], ["rx"]),
+        helper.make_node("Concat", ["rx", "sx"], ["c0"], axis=1),
+        helper.make_node("Concat", ["sx", "c0"], ["c1"], axis=-1),
+        helper.make_node("Concat", ["c1", "rx"], ["core"], axis=1),
+    ]
+    return _wrap(core, [vi("x", [2, 3])])
+
+
 WITNESSES = {
+    "concat-flatten": witness_concat_flatten,
     "unary-concat-distribute": witness_unary_concat,
     "slice-slice-commute": witness_slice_slice_commute,
     "binary-slice-commute": witness_binary_slice_commute,
@@ -181,3 +193,18 @@ def test_slices_of_tensors_of_different_types_do_not_combine():
 def test_slice_straddling_two_concat_inputs_stays():
     n, ops = _optimize(witness_slice_of_concat((2, 4)), "slice-of-concat")
     assert n == 0 and "Slice" in ops and "Concat" in ops
+
+
+def test_nested_concatenations_flatten_to_one():
+    n, ops = _optimize(witness_concat_flatten(), "concat-flatten")
+    assert n >= 1 and ops.count("Concat") == 1
+
+
+def test_concatenations_along_different_axes_do_not_flatten():
+    core = [
+        helper.make_node("Relu", ["x"], ["rx"]),
+        helper.make_node("Concat", ["rx", "sx"], ["c0"], axis=0),
+        helper.make_node("Concat", ["c0", "c0"], ["core"], axis=1),
+    ]
+    n, ops = _optimize(_wrap(core, [vi("x", [2, 3])]), "concat-flatten")
+    assert n == 0 and ops.count("Concat") == 2

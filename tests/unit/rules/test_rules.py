@@ -43,12 +43,17 @@ def test_names_are_unique_and_every_rule_has_a_witness():
     """Clean-up rules have a witness here; every Python-driven rule has one in its family's test
     module or carries its own (the merges lifted from generated rules); every egglog rule is
     also evaluated on random inputs (test_rule_semantics)."""
-    from tests.unit.rules import test_fold, test_layout, test_merge
+    from tests.unit.rules import test_fold, test_layout, test_linear, test_merge
 
     every = schedule.select(tuple(schedule.FAMILIES))
     names = [r.name for r in every]
     assert len(names) == len(set(names))
-    elsewhere = {**test_fold.WITNESSES, **test_merge.WITNESSES, **test_layout.WITNESSES}
+    elsewhere = {
+        **test_fold.WITNESSES,
+        **test_merge.WITNESSES,
+        **test_layout.WITNESSES,
+        **test_linear.WITNESSES,
+    }
     for r in every:
         if isinstance(r, PyRule):
             witness = r.witness(2) if r.witness else elsewhere[r.name]()

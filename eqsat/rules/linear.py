@@ -1,0 +1,537 @@
+"""Linear-operator identities: convolutions and matmuls read as linear maps (the substitutions of
+TASO and Tensat that the other families lack: issue 19).
+
+Consumes a :class:`~eqsat.egraph.classes.Snapshot` of the e-graph; produces unions as
+:class:`~eqsat.rules.base.PyRule` s (each is guarded on types, attribute values or a weight's
+value, and most build their right-hand side's constants from sizes). Constants a rule makes
+(a kernel of ones, an identity matrix) are weight-only terms over literals: extraction prices
+them at zero and the fold pass computes them once at export, like the folded weights of
+:mod:`eqsat.rules.fold`.
+
+- ``merge-conv-add`` (Tensat's conv merge, NasNet's sum of convolutions; ResNeXt's residual
+  branch plus its projection shortcut)::
+
+      conv(x1, w1, b1) + conv(x2, w2, b2)  =  conv(concat(x1, x2, 1), concat(w1, w2, 1), b1 + b2)
+
+  for group-1 convolutions with the same attributes, constant weights and biases, and
+  non-constant inputs whose shapes agree except on the channel axis: each output element is
+  one sum over the channels of both inputs instead of two sums added (four distinct rank-4
+  operands).
+- ``conv-add-shared-input``: ``conv(x, w1, b1) + conv(x, w2, b2) = conv(x, w1 + w2, b1 + b2)``
+  for two convolutions of one input with the same attributes (any group): linear in the kernel.
+- ``conv-concat-split``: the same identity read the other way, for any number of parts::
+
+      conv(concat(x_1..x_n, 1), w, b)  =  conv(x_1, w[:, o_1:o_2], b) + .. + conv(x_n, w[:, o_n:])
+
+  for a group-1 convolution with a constant weight (the channel slices of ``w`` are weight-only).
+- ``avgpool-as-conv``: an average pooling is a depthwise convolution (``group = C``) with the
+  constant kernel ``ones([C, 1, k..]) / (k_1 .. k_d)``, when every window divides by the full
+  kernel size: no padding, or ``count_include_pad = 1`` (with padding and the default
+  ``count_include_pad = 0`` a border window divides by what it covers: not a convolution), and
+  ``ceil_mode = 0``.
+- ``conv-residual-identity`` (TASO's identity kernel)::
+
+      x + conv(x, w, b)  =  conv(x, w + I, b)
+
+  where ``I`` is the identity kernel (``I[o, i, p..] = 1`` when ``o = i`` and ``p`` is the
+  begin padding, else 0), for a group-1, stride-1, dilation-1 convolution of ``C`` to ``C``
+  channels whose padding keeps the size (``begin + end = k - 1`` on each axis).
+- ``matmul-residual-identity``: ``x + matmul(x, w) = matmul(x, w + I)`` for a constant square
+  ``w`` (the residual around a linear layer).
+- ``merge-grouped-conv-shared-input`` (ResNeXt's grouped convolutions): grouped convolutions
+  of one input with the same attributes (``group = G > 1``) merge along the output channels.
+  Group ``g`` of the merged convolution must see the ``g``-th block of every member, so the
+  weights are interleaved by group, and each member's result is read back the same way::
+
+      conv(x, w_i, b_i, G)  =  reshape(slice(reshape(conv(x, W, B, G), [n, G, m, -1]),
+                                             p_i, p_i + m_i, axis 2), shape_i)
+
+  with ``W = reshape(concat(reshape(w_i, [G, m_i, ..]), axis 1), [sum, ..])`` (``m_i`` output
+  channels per group), ``B`` likewise and ``p_i = m_1 + .. + m_(i-1)``.
+- ``matmul-identity-elim`` and ``conv-identity-elim``: a matmul by a *literal* identity matrix
+  (either side), a convolution by a literal identity kernel without bias whose result has its
+  input's type, is its input (``X·I = X``).
+
+Every rule here but the two ``-elim`` ones reorders or regroups sums (or divides by the count
+in the kernel rather than after the sum): ``fp_exact=False``. The two ``-elim`` rules multiply by
+1 and add 0: exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from egglog import String, Vec, f64, i64
+
+from eqsat.egraph.classes import Snapshot, View, leaf_value
+from eqsat.egraph.encode import ints_vec, prim
+from eqsat.egraph.lang import Tensor
+from eqsat.rules.base import PyRule
+
+FAMILY = "linear"
+# the claim for this module's rules; the evidence is eqsat/verify/ledger.json, written by
+# `eqsat rules verify --write-ledger` (a fast test fails when it does not hold the rule as written)
+PROOF = "bounded"
+FLOATS = ("float16", "float32", "float64")
+
+
+def rules() -> list[PyRule]:
+    def r(name, pattern, find, doc, exact=False, makes=()):
+        return PyRule(name, FAMILY, pattern, find, PROOF, exact, doc=doc, makes=frozenset(makes))
+
+    return [
+        r(
+            "merge-conv-add",
+            "conv(x1, w1, b1) + conv(x2, w2, b2) => conv(concat(x1, x2, 1), concat(w1, w2, 1), "
+            "b1 + b2)",
+            merge_conv_add,
+            "a sum of two convolutions with one shape of window is one convolution of the "
+            "concatenated inputs and weights (Tensat's conv merge)",
+        ),
+        r(
+            "conv-add-shared-input",
+            "conv(x, w1, b1) + conv(x, w2, b2) => conv(x, w1 + w2, b1 + b2)",
+            conv_add_shared_input,
+            "two convolutions of one input with one window, added, are one convolution by the "
+            "sum of the kernels (any group)",
+        ),
+        r(
+            "conv-concat-split",
+            "conv(concat(x_1..x_n, 1), w, b) => conv(x_1, w[:, o_1:o_2], b) + .. + "
+            "conv(x_n, w[:, o_n:])",
+            conv_concat_split,
+            "a convolution of a channel concatenation is the sum of the convolutions of its "
+            "parts by the matching input-channel slices of the weight",
+        ),
+        r(
+            "avgpool-as-conv",
+            "average_pool(x, k) => conv(x, ones([C, 1, k]) / prod(k), group=C) "
+            "if no pads or count_include_pad",
+            avgpool_as_conv,
+            "average pooling is a depthwise convolution by a constant 1/(kh*kw) kernel",
+            makes=("conv",),
+        ),
+        r(
+            "conv-residual-identity",
+            "x + conv(x, w, b) => conv(x, w + I, b) if stride 1 and pads keep the size",
+            conv_residual_identity,
+            "a residual add around a convolution folds into its kernel as the identity kernel",
+        ),
+        r(
+            "matmul-residual-identity",
+            "x + matmul(x, w) => matmul(x, w + I) for a constant square w",
+            matmul_residual_identity,
+            "a residual add around a matmul folds into its weight as the identity matrix",
+        ),
+        r(
+            "merge-grouped-conv-shared-input",
+            "conv(x, w_i, b_i, G) => reshape(slice(reshape(conv(x, interleave_G(w_1..w_n), "
+            "interleave_G(b_1..b_n), G), [n, G, m, -1]), p_i, p_i + m_i, 2), shape_i)",
+            merge_grouped_convs,
+            "grouped convolutions of one input merged along output channels, their weights "
+            "interleaved group by group",
+        ),
+        r(
+            "matmul-identity-elim",
+            "matmul(x, I) => x, matmul(I, x) => x for a literal identity matrix I",
+            matmul_identity_elim,
+            "X I = X",
+            exact=True,
+        ),
+        r(
+            "conv-identity-elim",
+            "conv(x, I, none) => x for a literal identity kernel I if type(result) = type(x)",
+            conv_identity_elim,
+            "a convolution by the identity kernel is its input",
+            exact=True,
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------- constants
+
+
+def _ints(values) -> Tensor:
+    return Tensor.ints(ints_vec(list(values)))
+
+
+def _pad(x: Tensor, pads, value: Tensor) -> Tensor:
+    return Tensor.pad(x, _ints(pads), value, Tensor.none(), String("constant"))
+
+
+def ones(shape, dtype: str) -> Tensor:
+    """A constant of ``shape`` filled with 1: a one-element tensor padded with ones."""
+    one = Tensor.scalar(f64(1.0), String(dtype))
+    x = Tensor.reshape(one, _ints([1] * len(shape)), i64(0))
+    return _pad(x, [0] * len(shape) + [d - 1 for d in shape], one)
+
+
+def eye(n: int, dtype: str, shape=None) -> Tensor:
+    """The ``n x n`` identity matrix as a constant (reshaped to ``shape``): a column of ones
+    padded with ``n`` zero columns, read row-major (``1`` then ``n`` zeros, repeated) and cut to
+    ``n * n`` elements: element ``r * n + c`` is 1 iff ``r * n + c`` is a multiple of ``n + 1``,
+    that is iff ``c = r``."""
+    wide = _pad(ones([n, 1], dtype), [0, 0, 0, n], Tensor.none())
+    flat = Tensor.reshape(wide, _ints([n * (n + 1)]), i64(0))
+    cut = Tensor.slice(flat, _ints([0]), _ints([n * n]), _ints([0]), Tensor.none())
+    return Tensor.reshape(cut, _ints(shape or [n, n]), i64(0))
+
+
+def identity_kernel(c: int, kernel, begins, dtype: str) -> Tensor:
+    """``[c, c, k..]``: 1 at ``[o, o, begins..]``, else 0 (a conv by it copies its input when the
+    padding keeps the size)."""
+    nd = len(kernel)
+    center = eye(c, dtype, [c, c] + [1] * nd)
+    ends = [k - 1 - b for k, b in zip(kernel, begins, strict=True)]
+    return _pad(center, [0, 0, *begins, 0, 0, *ends], Tensor.none())
+
+
+def identity_kernel_value(c: int, kernel, begins) -> np.ndarray:
+    """:func:`identity_kernel`'s value, to recognise a literal one."""
+    out = np.zeros((c, c, *kernel))
+    for o in range(c):
+        out[(o, o, *begins)] = 1.0
+    return out
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def attrs(v: View) -> dict:
+    return dict(zip((a.name for a in v.spec.attrs), v.values, strict=True))
+
+
+def conv_term(v: View, x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """A Conv with ``v``'s attributes over new operands."""
+    args = (prim(a.kind, val) for a, val in zip(v.spec.attrs, v.values, strict=True))
+    return Tensor.conv(x, w, b, *args)
+
+
+TERM_DEPTH = 8  # a folded weight (BatchNorm's scale into a conv) is five ops deep
+
+
+def _terms(s: Snapshot, *classes: str | None) -> list[Tensor] | None:
+    out = []
+    for c in classes:
+        t = Tensor.none() if c is None else s.term(c, TERM_DEPTH)
+        if t is None:
+            return None
+        out.append(t)
+    return out
+
+
+def _ops_in(s: Snapshot, c: str | None, op: str) -> list[View]:
+    if c is None:
+        return []
+    return [v for _, v in s.nodes(c) if v.kind == "op" and v.op == op]
+
+
+def _convs(s: Snapshot, c: str) -> list[View]:
+    """Conv e-nodes of class ``c`` with a constant, statically shaped weight, a constant (or
+    no) bias and a non-constant input."""
+    out = []
+    for v in _ops_in(s, c, "Conv"):
+        x, w, b = v.inputs
+        tw = s.tensor_type(w)
+        if w not in s.constant or tw is None or not tw.is_static or x in s.constant:
+            continue
+        if b is None or b in s.constant:
+            out.append(v)
+    return out
+
+
+def _literal(s: Snapshot, c: str) -> np.ndarray | None:
+    """The value of a class that holds a weight leaf (a literal of the model)."""
+    for _, v in s.nodes(c):
+        if v.kind == "weight":
+            val = leaf_value(v, s.enc)
+            return None if val is None else np.asarray(val)
+    return None
+
+
+# ---------------------------------------------------------------------------- the rules
+
+
+def _conv_sums(s: Snapshot):
+    """(add class, conv view, conv view): every Add of two convolutions with the same
+    attributes, constant weights and biases and non-constant inputs, that does not broadcast;
+    each pair once."""
+    seen: set[tuple] = set()
+    for c, add in s.ops("Add"):
+        p, q = add.inputs
+        tp, tq = s.tensor_type(p), s.tensor_type(q)
+        if tp is None or tp != tq:
+            continue  # the Add broadcasts: not one conv's result
+        for v1 in _convs(s, p):
+            for v2 in _convs(s, q):
+                key = (c, *sorted(tuple(k or "" for k in v.inputs) for v in (v1, v2)))
+                if v1.values == v2.values and key not in seen:
+                    seen.add(key)
+                    yield c, v1, v2
+
+
+def _bias_sum(b1: str | None, b2: str | None, tb1: Tensor, tb2: Tensor) -> Tensor:
+    if b1 is None or b2 is None:
+        return tb2 if b1 is None else tb1  # none when both are
+    return Tensor.add(tb1, tb2)
+
+
+def merge_conv_add(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, v1, v2 in _conv_sums(s):
+        (x1, w1, b1), (x2, w2, b2) = v1.inputs, v2.inputs
+        t1, t2 = s.tensor_type(x1), s.tensor_type(x2)
+        if attrs(v1)["group"] != 1 or x1 == x2 or t1 is None or t2 is None:
+            continue
+        if t1.rank != t2.rank or t1.dtype != t2.dtype or t1.rank < 3:
+            continue
+        if t1.shape[0] != t2.shape[0] or t1.shape[2:] != t2.shape[2:]:
+            continue  # the windows would not line up
+        terms = _terms(s, c, x1, w1, b1, x2, w2, b2)
+        if terms is None:
+            continue
+        root, tx1, tw1, tb1, tx2, tw2, tb2 = terms
+        x = Tensor.concat(Vec[Tensor](tx1, tx2), i64(1))
+        w = Tensor.concat(Vec[Tensor](tw1, tw2), i64(1))
+        unions.append((root, conv_term(v1, x, w, _bias_sum(b1, b2, tb1, tb2))))
+    return unions
+
+
+def conv_add_shared_input(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, v1, v2 in _conv_sums(s):
+        (x, w1, b1), (x2, w2, b2) = v1.inputs, v2.inputs
+        if x != x2:
+            continue
+        terms = _terms(s, c, x, w1, b1, w2, b2)
+        if terms is None:
+            continue
+        root, xt, tw1, tb1, tw2, tb2 = terms
+        w = Tensor.add(tw1, tw2)
+        unions.append((root, conv_term(v1, xt, w, _bias_sum(b1, b2, tb1, tb2))))
+    return unions
+
+
+def _weight_slice(w: Tensor, start: int, end: int) -> Tensor:
+    return Tensor.slice(w, _ints([start]), _ints([end]), _ints([1]), Tensor.none())
+
+
+def conv_concat_split(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, conv in s.ops("Conv"):
+        x, w, b = conv.inputs
+        tw = s.tensor_type(w)
+        if attrs(conv)["group"] != 1 or w not in s.constant or tw is None or not tw.is_static:
+            continue
+        for cat in _ops_in(s, x, "Concat"):
+            if cat.values[0] != 1 or len(cat.inputs) < 2:
+                continue
+            widths = [s.tensor_type(k) for k in cat.inputs]
+            if any(t is None or not isinstance(t.shape[1], int) for t in widths):
+                continue
+            terms = _terms(s, c, w, b, *cat.inputs)
+            if terms is None:
+                continue
+            root, tw_, tb, *parts = terms
+            total, off = None, 0
+            for k, (part, t) in enumerate(zip(parts, widths, strict=True)):
+                n = int(t.shape[1])
+                bias = tb if k == 0 else Tensor.none()
+                one = conv_term(conv, part, _weight_slice(tw_, off, off + n), bias)
+                total = one if total is None else Tensor.add(total, one)
+                off += n
+            if off == int(tw.shape[1]):
+                unions.append((root, total))
+    return unions
+
+
+def avgpool_as_conv(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, pool in s.ops("AveragePool"):
+        a = attrs(pool)
+        (x,) = pool.inputs
+        tx = s.tensor_type(x)
+        if tx is None or tx.dtype not in FLOATS or tx.rank < 3 or a["ceil_mode"]:
+            continue
+        if any(a["pads"]) and not a["count_include_pad"]:
+            continue  # border windows divide by what they cover
+        if not isinstance(tx.shape[1], int):
+            continue
+        channels, kernel = int(tx.shape[1]), list(a["kernel_shape"])
+        terms = _terms(s, c, x)
+        if terms is None:
+            continue
+        root, xt = terms
+        count = Tensor.scalar(f64(float(np.prod(kernel))), String(tx.dtype))
+        w = Tensor.div(ones([channels, 1, *kernel], tx.dtype), count)
+        conv = Tensor.conv(
+            xt,
+            w,
+            Tensor.none(),
+            i64(channels),
+            ints_vec(a["strides"]),
+            ints_vec(a["pads"]),
+            ints_vec(a["dilations"]),
+            ints_vec(kernel),
+        )
+        unions.append((root, conv))
+    return unions
+
+
+def _residual_pairs(s: Snapshot, op: str):
+    """(add class, input class, op view) for ``x + op(x, ..)`` either way round, where the add
+    does not broadcast (both sides have one type)."""
+    for c, add in s.ops("Add"):
+        for xs, ys in ((add.inputs[0], add.inputs[1]), (add.inputs[1], add.inputs[0])):
+            tx, ty = s.tensor_type(xs), s.tensor_type(ys)
+            if tx is None or tx != ty or xs in s.constant or tx.dtype not in FLOATS:
+                continue
+            for v in _ops_in(s, ys, op):
+                if v.inputs[0] == xs:
+                    yield c, xs, v
+
+
+def conv_residual_identity(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, x, conv in _residual_pairs(s, "Conv"):
+        _, w, b = conv.inputs
+        tw, tx = s.tensor_type(w), s.tensor_type(x)
+        if w not in s.constant or tw is None or not tw.is_static:
+            continue
+        a = attrs(conv)
+        kernel, nd = list(a["kernel_shape"]), len(a["kernel_shape"])
+        pads = list(a["pads"])
+        begins, ends = pads[:nd], pads[nd:]
+        if a["group"] != 1 or any(st != 1 for st in (*a["strides"], *a["dilations"])):
+            continue
+        if any(bb + e != k - 1 for bb, e, k in zip(begins, ends, kernel, strict=True)):
+            continue  # the size changes: no identity tap
+        if tw.shape[0] != tw.shape[1] or tw.shape[1] != tx.shape[1]:
+            continue
+        terms = _terms(s, c, x, w, b)
+        if terms is None:
+            continue
+        root, xt, wt, bt = terms
+        eye_k = identity_kernel(int(tw.shape[0]), kernel, begins, tw.dtype)
+        unions.append((root, conv_term(conv, xt, Tensor.add(wt, eye_k), bt)))
+    return unions
+
+
+def matmul_residual_identity(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, x, mm in _residual_pairs(s, "MatMul"):
+        w = mm.inputs[1]
+        tw = s.tensor_type(w)
+        if w not in s.constant or tw is None or tw.rank != 2 or not tw.is_static:
+            continue
+        if tw.shape[0] != tw.shape[1]:
+            continue
+        terms = _terms(s, c, x, w)
+        if terms is None:
+            continue
+        root, xt, wt = terms
+        unions.append((root, Tensor.matmul(xt, Tensor.add(wt, eye(int(tw.shape[0]), tw.dtype)))))
+    return unions
+
+
+def _is_eye(v: np.ndarray | None) -> bool:
+    return (
+        v is not None
+        and v.ndim == 2
+        and v.shape[0] == v.shape[1]
+        and v.dtype.kind == "f"
+        and np.array_equal(v, np.eye(v.shape[0]))
+    )
+
+
+def matmul_identity_elim(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, mm in s.ops("MatMul"):
+        a, b = mm.inputs
+        for x, k in ((a, b), (b, a)):
+            tx = s.tensor_type(x)
+            if tx is None or tx != s.tensor_type(c) or not _is_eye(_literal(s, k)):
+                continue
+            terms = _terms(s, c, x)
+            if terms is not None:
+                unions.append((terms[0], terms[1]))
+                break
+    return unions
+
+
+def conv_identity_elim(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, conv in s.ops("Conv"):
+        x, w, b = conv.inputs
+        tx = s.tensor_type(x)
+        if b is not None or tx is None or tx != s.tensor_type(c):
+            continue  # unknown types: the padding might not keep the size
+        a = attrs(conv)
+        val = _literal(s, w)
+        if val is None or val.ndim < 3 or a["group"] != 1 or val.shape[0] != val.shape[1]:
+            continue
+        if any(st != 1 for st in a["strides"]) or any(d != 1 for d in a["dilations"]):
+            continue
+        nd = len(a["kernel_shape"])
+        begins = list(a["pads"])[:nd]
+        want = identity_kernel_value(val.shape[0], val.shape[2:], begins)
+        if not np.array_equal(val, want):
+            continue
+        terms = _terms(s, c, x)
+        if terms is not None:
+            unions.append((terms[0], terms[1]))
+    return unions
+
+
+def _reshape(x: Tensor, shape) -> Tensor:
+    return Tensor.reshape(x, _ints(shape), i64(0))
+
+
+def merge_grouped_convs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    groups: dict[tuple, list[tuple[str, View]]] = {}
+    for c, v in s.ops("Conv"):
+        x, w, b = v.inputs
+        tw, tout = s.tensor_type(w), s.tensor_type(c)
+        if attrs(v)["group"] < 2 or w not in s.constant or tw is None or not tw.is_static:
+            continue
+        if x in s.constant or (b is not None and b not in s.constant):
+            continue
+        if tout is None or tout.rank < 3 or not all(isinstance(d, int) for d in tout.shape[2:]):
+            continue
+        members = groups.setdefault((x, v.values, b is None, tw.dtype), [])
+        if all(c != other for other, _ in members):
+            members.append((c, v))
+    unions = []
+    for (x, _, no_bias, _), members in groups.items():
+        if len(members) < 2:
+            continue
+        g = int(attrs(members[0][1])["group"])
+        per = [int(s.tensor_type(v.inputs[1]).shape[0]) // g for _, v in members]
+        terms = _terms(s, x, *(k for _, v in members for k in v.inputs[1:]))
+        if terms is None:
+            continue
+        xt, rest = terms[0], terms[1:]
+        ws, bs = rest[0::2], rest[1::2]
+        tail = list(s.tensor_type(members[0][1].inputs[1]).shape[1:])
+        w = _reshape(
+            Tensor.concat(
+                Vec[Tensor](*(_reshape(t, [g, m, *tail]) for t, m in zip(ws, per, strict=True))),
+                i64(1),
+            ),
+            [g * sum(per), *tail],
+        )
+        if no_bias:
+            bias = Tensor.none()
+        else:
+            parts = (_reshape(t, [g, m]) for t, m in zip(bs, per, strict=True))
+            bias = _reshape(Tensor.concat(Vec[Tensor](*parts), i64(1)), [g * sum(per)])
+        merged = conv_term(members[0][1], xt, w, bias)
+        split = _reshape(merged, [0, g, sum(per), -1])
+        off = 0
+        for (c, _), m in zip(members, per, strict=True):
+            tout = s.tensor_type(c)
+            root = s.term(c)
+            piece = Tensor.slice(split, _ints([off]), _ints([off + m]), _ints([2]), Tensor.none())
+            if root is not None:
+                unions.append((root, _reshape(piece, [0, g * m, *tout.shape[2:]])))
+            off += m
+    return unions
