@@ -307,3 +307,29 @@ def test_fused_epilogue_with_a_symbolic_batch():
         got, want = compiled.run(feeds, {"batch": batch}), interpret(p, feeds, {"batch": batch})
         for name in want:
             np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
+
+
+def test_kernels_of_the_same_shape_share_their_helpers():
+    """Two GEMMs of one shape, plan and parameter layout (a transformer's layers) emit one copy
+    of each helper (packers, epilogue, task loop; ``codegen_stmt.shared``); one of another
+    shape keeps its own, and the module still computes its output."""
+    from onnx import helper
+
+    from eqsat.backends.llvm.codegen import emit
+
+    from ..lower.contraction_models import _w, build
+
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["y1"]),
+             helper.make_node("MatMul", ["x", "w2"], ["y2"]),  # k1: k0's shapes and params
+             helper.make_node("Concat", ["y1", "y2"], ["y3"], axis=1),
+             helper.make_node("MatMul", ["y3", "w3"], ["y"])]  # k2: its own
+    p, weights = build(nodes, [("x", [24, 40])], "y", [24, 56],
+                       [_w("w1", [40, 40]), _w("w2", [40, 40]), _w("w3", [80, 56])])
+    t = force_tensorize(p)
+    assert sum("tensorize" in str(k) for k in t.kernels) == 3
+    names = {f.name for f in emit(t).functions if not f.is_declaration}
+    for part in ("pack_a", "pack_b", "epi", "tasks"):
+        assert f"eqsat.k.k0_matmul.{part}" in names and f"eqsat.k.k2_matmul.{part}" in names
+        assert f"eqsat.k.k1_matmul.{part}" not in names
+    assert {"eqsat.k.k0_matmul", "eqsat.k.k1_matmul", "eqsat.k.k2_matmul"} <= names
+    _check(p, weights)
