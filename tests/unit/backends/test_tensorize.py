@@ -333,3 +333,28 @@ def test_kernels_of_the_same_shape_share_their_helpers():
         assert f"eqsat.k.k1_matmul.{part}" not in names
     assert {"eqsat.k.k0_matmul", "eqsat.k.k1_matmul", "eqsat.k.k2_matmul"} <= names
     _check(p, weights)
+
+
+def test_symbolic_batch_blocked_for_a_batch_of_one():
+    """A MatMul over a symbolic batch (BERT's batch x 128 rows, 1.7e7 FLOP at batch 1) is
+    split into row blocks as if the batch were 1, so that threads get tasks; any batch still
+    computes the same, at 1 and 2 threads."""
+    from onnx import helper
+
+    from ..lower.contraction_models import _w, build
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    p, weights = build(nodes, [("x", ["batch", 128, 256])], "y", ["batch", 128, 256],
+                       [_w("w", [256, 256])])
+    _, plan = orient(_contraction(p), Capabilities.host())
+    assert plan.mc < 128  # several row blocks at batch 1 (unhinted: MC = 192, one block)
+    one = llvm_compile(force_tensorize(p), threads=1, use_cache=False)
+    two = llvm_compile(force_tensorize(p), threads=2, use_cache=False)
+    for batch in (1, 3):
+        feeds = dict(weights)
+        feeds["x"] = rng.standard_normal((batch, 128, 256)).astype(np.float32)
+        want = interpret(p, feeds, {"batch": batch})
+        got1, got2 = one.run(feeds, {"batch": batch}), two.run(feeds, {"batch": batch})
+        for name in want:
+            np.testing.assert_array_equal(got2[name], got1[name])
+            np.testing.assert_allclose(got1[name], want[name], rtol=1e-4, atol=1e-3)
