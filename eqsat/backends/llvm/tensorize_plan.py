@@ -64,9 +64,10 @@ SWAP_GAIN = 1.05  # ... and the exchange makes this much more of it real
 SWAP_MIN_N = 128  # ... and M, the exchanged N, shares the (element-wise) A packing this widely
 NC_MAX = 256
 # from here on the blocks are split for threads (TASK_MULTIPLE tasks). 1e7, not 4e7: BERT's
-# 128 x 256 x 256 projections (1.7e7 FLOP, ~0.1 ms) ran as one task, the second thread idle;
-# split, 2 threads interleaved on this loaded 2-core VM: BERT 3.30 -> 2.31 ms, NasRNN 2.99 ->
-# 1.70 ms, and at 1 thread (CPU time) within noise (0.95-0.96x)
+# 128 x 256 x 256 projections (1.7e7 FLOP, ~0.1 ms) ran as one task, the second thread idle.
+# This and the symbolic-M hint of _plan_for together, 2 threads, interleaved, this 2-core VM
+# at loadavg 5-7 (noisy): BERT 3.30 -> 2.31 ms, NasRNN 2.99 -> 1.70 ms (the hint alone: 3.30
+# -> 3.21 and 2.99 -> 2.51); at 1 thread (CPU time) 0.95-0.96x
 SPLIT_FLOP = 1e7
 TASK_MULTIPLE = 4  # 1, 2 and 4 threads get equal shares of the tasks
 B_WS_BYTES = 2 << 20  # the K × NC block of B a thread packs stays under this
