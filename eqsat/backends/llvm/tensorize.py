@@ -7,6 +7,10 @@ module:
 
 * ``<k>.pack_a`` / ``<k>.pack_b`` / ``<k>.epi``: the loop-IR statements of
   :mod:`eqsat.backends.llvm.tensorize_plan`, compiled by the ordinary statement emitter;
+  each helper (these and ``tasks``) is kept once per distinct body
+  (:func:`~eqsat.backends.llvm.codegen_stmt.shared`): kernels of one shape and plan, as a
+  transformer's layers are, call the first kernel's (BERT: 105 functions became 69, and the
+  module's LLVM time fell from 2.1 to 1.2 s);
 * ``<k>.tasks(ctx, lo, hi)``: runs tasks of the kernel, one task = one batch index ×
   MC rows × one column block, until none is left: each thread's call takes the next ones from
   a counter in ``ctx`` (an atomic add), so a slower thread takes fewer (``lo`` / ``hi`` are
@@ -38,7 +42,7 @@ from llvmlite import ir
 
 from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.codegen_expr import I64, PTR
-from eqsat.backends.llvm.codegen_stmt import PARALLEL_FOR, FunctionEmitter, function
+from eqsat.backends.llvm.codegen_stmt import PARALLEL_FOR, FunctionEmitter, function, shared
 from eqsat.backends.llvm.emit import (
     Intrinsics,
     i64,
@@ -96,7 +100,7 @@ class _Ctx:
         em.env.update(zip(names, fn.args[len(k.params):len(k.params) + len(names)], strict=True))
         em.stmt(stmt)
         em.finish()
-        return fn
+        return shared(self.module, fn)
 
     def _ptr_args(self, fn, ptrs):
         n = len(self.k.params)
@@ -166,7 +170,7 @@ def _plain_pack_b(cx: _Ctx, plan: Plan, pl: PlainB, nints: int) -> ir.Function:
     npan = b.sdiv(b.add(nc, i64(plan.nr - 1)), i64(plan.nr))
     b.call(packer, [_gep(b, src, first), i64(pl.ldb), kdim, nc, fn.args[-1], i64(0), npan])
     b.ret_void()
-    return fn
+    return shared(cx.module, fn)
 
 
 def _piecewise_pack_b(cx: _Ctx, plan: Plan, pw: PiecewiseB, nints: int) -> ir.Function:
@@ -196,7 +200,7 @@ def _piecewise_pack_b(cx: _Ctx, plan: Plan, pw: PiecewiseB, nints: int) -> ir.Fu
     pack_panels(b, row_ptr, kdim, nc, dst, i64(0), _ceil(b, nc, plan.nr), nr=plan.nr,
                 vw=plan.vw, kcb=plan.kc)
     b.ret_void()
-    return fn
+    return shared(cx.module, fn)
 
 
 def _window_pack_b(cx: _Ctx, plan: Plan, wb, nints: int) -> ir.Function:
@@ -211,7 +215,7 @@ def _window_pack_b(cx: _Ctx, plan: Plan, wb, nints: int) -> ir.Function:
     emit_window_pack(b, wb, src, fn.args[-1], bi, o0, nrows, w0, nw, kdim, nr=plan.nr,
                      vw=plan.vw, kcb=plan.kc, rows_mode=plan.rows_mode)
     b.ret_void()
-    return fn
+    return shared(cx.module, fn)
 
 
 class _Shape:
@@ -442,7 +446,7 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micro,
         if p is not None:
             _free(em, p)
     em.finish()
-    return fn
+    return shared(cx.module, fn)
 
 
 def _tile_operands(b, fe: FusedEpilogue, bufs, pnames, bi, row, col) -> list:

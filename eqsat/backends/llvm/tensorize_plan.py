@@ -63,7 +63,12 @@ SWAP_BELOW = 0.8  # orient(): exchange the operands when less of the tile's work
 SWAP_GAIN = 1.05  # ... and the exchange makes this much more of it real
 SWAP_MIN_N = 128  # ... and M, the exchanged N, shares the (element-wise) A packing this widely
 NC_MAX = 256
-SPLIT_FLOP = 4e7  # from here on the blocks are split for threads (TASK_MULTIPLE tasks)
+# from here on the blocks are split for threads (TASK_MULTIPLE tasks). 1e7, not 4e7: BERT's
+# 128 x 256 x 256 projections (1.7e7 FLOP, ~0.1 ms) ran as one task, the second thread idle.
+# This and the symbolic-M hint of _plan_for together, 2 threads, interleaved, this 2-core VM
+# at loadavg 5-7 (noisy): BERT 3.30 -> 2.31 ms, NasRNN 2.99 -> 1.70 ms (the hint alone: 3.30
+# -> 3.21 and 2.99 -> 2.51); at 1 thread (CPU time) 0.95-0.96x
+SPLIT_FLOP = 1e7
 TASK_MULTIPLE = 4  # 1, 2 and 4 threads get equal shares of the tasks
 B_WS_BYTES = 2 << 20  # the K × NC block of B a thread packs stays under this
 MAX_WINDOW_STRIDE = 4  # conv strides; a transposed read (stride = a row) keeps the generic packer
@@ -111,12 +116,14 @@ def choose_plan(c: Contraction, caps: Capabilities) -> Plan:
 
     Why more than one tile (AVX-512): 12 × 32 and 8 × 48 both keep 24 accumulators and ran at
     the same 222-228 GFLOP/s on L1-resident panels here, but 64, 128 and 256 output channels
-    are whole strips of 8 and not of 12 (12.5 % of 12 × 32's work on zero rows at 64)."""
+    are whole strips of 8 and not of 12 (12.5 % of 12 × 32's work on zero rows at 64). A
+    symbolic M counts as a batch of one here: SwiGLU's batch × 64 rows took 12 × 32 (6 strips
+    for 64 rows) and now take 8 × 48 (its GEMMs, 1 thread, interleaved: 0.72-0.82× the time)."""
     tiles = caps.gemm_tiles()
     best, best_share = None, -1.0
     for mr, nr in tiles:
         plan = _plan_for(c, caps, mr, nr)
-        share = padded_share(c, plan)
+        share = padded_share(c, plan, hint=True)
         if share is None:
             return plan if best is None else best
         if share > best_share + 1e-9:
@@ -128,6 +135,9 @@ def _plan_for(c: Contraction, caps: Capabilities, mr: int, nr: int) -> Plan:
     vw = caps.vector_width
     unroll = 2 if vw >= 16 else 4
     m, k = const_extent(c.m), const_extent(c.k)
+    # a symbolic M (BERT's and SwiGLU's batch x seq) is blocked for a batch of one: unknown, its
+    # blocks were MC = 192 rows, and BERT's FFN output GEMM (0.4 ms) ran as one task
+    mh = m if m is not None else _hint_extent(c.m)
     if m is not None and m < mr:
         mr = max(1, m)
     elif m is not None:
@@ -137,8 +147,8 @@ def _plan_for(c: Contraction, caps: Capabilities, mr: int, nr: int) -> Plan:
     if n is not None and n <= vw:
         nr = vw
     mc = mr * max(1, 192 // mr)
-    if m is not None:
-        mc = min(mc, _round(m, mr))
+    if mh is not None:
+        mc = min(mc, _round(mh, mr))
     pa, pb = _prepackable(c, "a"), _prepackable(c, "b")
     nc_max = NC_MAX
     if not pb and k is not None:  # a thread's packed K × NC block of B
@@ -146,17 +156,29 @@ def _plan_for(c: Contraction, caps: Capabilities, mr: int, nr: int) -> Plan:
     if w is not None and w <= nc_max:
         no = const_extent(c.n[:-1])
         rows = max(1, nc_max // w)
-        if no is not None and m is not None:
-            flops = 2 * m * (n or 1) * (k or 1)
-            mc, rows = _split(m, mr, mc, no, min(rows, no), flops >= SPLIT_FLOP, pb, w,
+        if no is not None and mh is not None:
+            flops = 2 * mh * (n or 1) * (k or 1)
+            mc, rows = _split(mh, mr, mc, no, min(rows, no), flops >= SPLIT_FLOP, pb, w,
                               2 * nr)
         elif no is not None:
             rows = min(rows, no)
         return Plan(mr, nr, vw, unroll, KC, mc, True, rows * w, rows, pa, pb)
-    if w is not None and m is not None:  # balanced pieces of a row (the last one not tiny)
+    if w is not None and mh is not None:  # balanced pieces of a row (the last one not tiny)
         nc_max = _round(-(-w // -(-w // nc_max)), nr)
-        mc = _split(m, mr, mc, 1, 1, False)[0]
+        mc = _split(mh, mr, mc, 1, 1, False)[0]
     return Plan(mr, nr, vw, unroll, KC, mc, False, nc_max, 1, pa, pb)
+
+
+def _hint_extent(axes) -> int | None:
+    """The extent of ``axes`` with each symbolic dim counted as 1 (the schedulers' convention,
+    ``default_schedule.estimate_ns``: a batch of one unless ``Options.shapes`` fixes it)."""
+    n = 1
+    for _, e in axes:
+        if isinstance(e, Const):
+            n *= e.value
+        elif not isinstance(e, Var):
+            return None
+    return n
 
 
 def _pick_mr(m: int, mr: int) -> int:
@@ -170,11 +192,14 @@ def _pick_mr(m: int, mr: int) -> int:
     return min(range(mr, -(-2 * mr // 3) - 1, -1), key=lambda r: _round(m, r))
 
 
-def padded_share(c: Contraction, plan: Plan) -> float | None:
+def padded_share(c: Contraction, plan: Plan, hint: bool = False) -> float | None:
     """The share of the micro-kernel's work that is real: ``M·N`` over the rows and columns
     it computes, with every row block rounded up to MR strips and every column block to NR
-    panels (None when an extent is not a constant)."""
+    panels (None when an extent is not a constant; with ``hint``, a symbolic M counts its
+    symbolic dims as 1, as ``_plan_for`` blocks it)."""
     m, no, w = const_extent(c.m), const_extent(c.n[:-1]), const_extent(c.n[-1:])
+    if m is None and hint:
+        m = _hint_extent(c.m)
     if None in (m, no, w) or 0 in (m, no, w):
         return None
     rows = sum(_round(min(plan.mc, m - i), plan.mr) for i in range(0, m, plan.mc))

@@ -307,3 +307,54 @@ def test_fused_epilogue_with_a_symbolic_batch():
         got, want = compiled.run(feeds, {"batch": batch}), interpret(p, feeds, {"batch": batch})
         for name in want:
             np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
+
+
+def test_kernels_of_the_same_shape_share_their_helpers():
+    """Two GEMMs of one shape, plan and parameter layout (a transformer's layers) emit one copy
+    of each helper (packers, epilogue, task loop; ``codegen_stmt.shared``); one of another
+    shape keeps its own, and the module still computes its output."""
+    from onnx import helper
+
+    from eqsat.backends.llvm.codegen import emit
+
+    from ..lower.contraction_models import _w, build
+
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["y1"]),
+             helper.make_node("MatMul", ["x", "w2"], ["y2"]),  # k1: k0's shapes and params
+             helper.make_node("Concat", ["y1", "y2"], ["y3"], axis=1),
+             helper.make_node("MatMul", ["y3", "w3"], ["y"])]  # k2: its own
+    p, weights = build(nodes, [("x", [24, 40])], "y", [24, 56],
+                       [_w("w1", [40, 40]), _w("w2", [40, 40]), _w("w3", [80, 56])])
+    t = force_tensorize(p)
+    assert sum("tensorize" in str(k) for k in t.kernels) == 3
+    names = {f.name for f in emit(t).functions if not f.is_declaration}
+    for part in ("pack_a", "pack_b", "epi", "tasks"):
+        assert f"eqsat.k.k0_matmul.{part}" in names and f"eqsat.k.k2_matmul.{part}" in names
+        assert f"eqsat.k.k1_matmul.{part}" not in names
+    assert {"eqsat.k.k0_matmul", "eqsat.k.k1_matmul", "eqsat.k.k2_matmul"} <= names
+    _check(p, weights)
+
+
+def test_symbolic_batch_blocked_for_a_batch_of_one():
+    """A MatMul over a symbolic batch (BERT's batch x 128 rows, 1.7e7 FLOP at batch 1) is
+    split into row blocks as if the batch were 1, so that threads get tasks; any batch still
+    computes the same, at 1 and 2 threads."""
+    from onnx import helper
+
+    from ..lower.contraction_models import _w, build
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"])]
+    p, weights = build(nodes, [("x", ["batch", 128, 256])], "y", ["batch", 128, 256],
+                       [_w("w", [256, 256])])
+    _, plan = orient(_contraction(p), Capabilities.host())
+    assert plan.mc < 128  # several row blocks at batch 1 (unhinted: MC = 192, one block)
+    one = llvm_compile(force_tensorize(p), threads=1, use_cache=False)
+    two = llvm_compile(force_tensorize(p), threads=2, use_cache=False)
+    for batch in (1, 3):
+        feeds = dict(weights)
+        feeds["x"] = rng.standard_normal((batch, 128, 256)).astype(np.float32)
+        want = interpret(p, feeds, {"batch": batch})
+        got1, got2 = one.run(feeds, {"batch": batch}), two.run(feeds, {"batch": batch})
+        for name in want:
+            np.testing.assert_array_equal(got2[name], got1[name])
+            np.testing.assert_allclose(got1[name], want[name], rtol=1e-4, atol=1e-3)
