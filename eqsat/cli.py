@@ -24,7 +24,7 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from eqsat import __version__, cli_compile, cli_optimize, cli_rules
+from eqsat import __version__, cli_compile, cli_optimize, cli_rules, cli_tune
 from eqsat.cli_common import (
     Parser,
     UsageError,
@@ -70,6 +70,7 @@ def build_parser() -> Parser:
 
     cli_rules.add_parser(sub)
     cli_compile.add_parsers(sub)
+    cli_tune.add_parser(sub)
 
     ops = sub.add_parser("ops", help="the op table: which facet every stage has for each op")
     ops.add_argument("--json", action="store_true", help="print the matrix as JSON")
@@ -201,6 +202,7 @@ COMMANDS = {
     "compile": cli_compile.cmd_compile,
     "run": cli_compile.cmd_run,
     "bench": cli_compile.cmd_bench,
+    "tune": cli_tune.cmd_tune,
 }
 
 

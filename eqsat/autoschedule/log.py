@@ -125,7 +125,7 @@ class TuningLog:
         whose best logged record on this machine is not the default schedule; a record whose
         schedule no longer replays on the kernel is skipped (eqsat's code changed)."""
         from eqsat.autoschedule.signature import kernel_signature, machine_key
-        from eqsat.lower.schedule import apply
+        from eqsat.autoschedule.space import valid
 
         if not self.records:
             return {}
@@ -137,14 +137,15 @@ class TuningLog:
                 continue
             try:
                 sched = from_json(best.schedule)
-                apply(k, sched)
+                valid(k, sched)
             except (ScheduleError, ValueError, TypeError):
                 continue
             out[k.name] = sched
         return out
 
     def digest(self) -> str:
-        """What a compiled-model cache key needs: the log's bytes (changes when it grows)."""
+        """What a compiled-model cache key needs: the log's bytes (changes when it grows; a
+        cache hit must not need lowering the model, which the choices do)."""
         import hashlib
 
         if self.path is None or not self.path.exists():

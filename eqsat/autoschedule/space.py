@@ -27,7 +27,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from eqsat.backends.llvm.capabilities import Capabilities
-from eqsat.backends.llvm.plan_choice import KNOBS, PLAN_KEY, UNROLLS, encode, knobs_of, plan_from
+from eqsat.backends.llvm.plan_choice import (
+    KNOBS,
+    PLAN_KEY,
+    UNROLLS,
+    decode,
+    encode,
+    knobs_of,
+    plan_from,
+)
 from eqsat.backends.llvm.tensorize_plan import padded_share, swapped
 from eqsat.lower.analysis import outer_nest
 from eqsat.lower.contraction import const_extent, match_contraction
@@ -236,3 +244,17 @@ class LoopSpace:
     @property
     def size(self) -> int:
         return len(self._all)
+
+
+def valid(kernel: Kernel, schedule: Schedule) -> Kernel:
+    """``kernel`` with ``schedule`` replayed; ScheduleError / ValueError (PlanError) when it does
+    not replay, or its GEMM plan does not fit this kernel on this host (a log from another
+    version of eqsat)."""
+    k = apply(kernel, schedule)
+    text = dict(k.body.annotations).get(PLAN_KEY) if isinstance(k.body, For) else None
+    if text is not None:
+        c = match_contraction(kernel)
+        if c is None:
+            raise ScheduleError(f"kernel {kernel.name}: a GEMM plan, but not a contraction")
+        plan_from(c, Capabilities.host(), decode(text))
+    return k
