@@ -84,22 +84,28 @@ def run_once(kernel: Kernel, schedule: Schedule | None, threads: int) -> dict[st
     return runtime.compile(program, threads=threads).run(feeds_for(program))
 
 
-def time_kernel(kernel: Kernel, schedule: Schedule | None, threads: int, reps: int) -> float:
-    """Min seconds of one call of the compiled candidate (see the module doc)."""
+def compiled_call(kernel: Kernel, schedule: Schedule | None, threads: int):
+    """A no-argument callable running the compiled candidate once on bound random inputs."""
     from eqsat.backends.llvm import runtime
 
     program = prepare(kernel, schedule, threads)
     cp = runtime.compile(program, threads=threads)
     arrays, dims = cp.bind(feeds_for(program))
+    return lambda: cp.call(arrays, dims)
+
+
+def time_kernel(kernel: Kernel, schedule: Schedule | None, threads: int, reps: int) -> float:
+    """Min seconds of one call of the compiled candidate (see the module doc)."""
+    call = compiled_call(kernel, schedule, threads)
     t0 = time.perf_counter()
-    cp.call(arrays, dims)  # warm-up: packs the weights, faults the pages in
+    call()  # warm-up: packs the weights, faults the pages in
     first = time.perf_counter() - t0
     number = max(1, min(1000, int(ROUND_S / max(first, 1e-7))))
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
         for _ in range(number):
-            cp.call(arrays, dims)
+            call()
         best = min(best, (time.perf_counter() - t0) / number)
     return best
 

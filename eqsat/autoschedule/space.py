@@ -200,10 +200,10 @@ class LoopSpace:
         self.nest, self.point = outer_nest(kernel.body)
         self.work = float(sum(np.prod([d if isinstance(d, int) else 1 for d in p.shape]) * 4
                               for p in kernel.params))  # fmt: skip
-        self._all = [c for c in (self.candidate(v, s, p) for v in (0, 1) for s in (0, *SPLITS)
+        self.candidates = [c for c in (self.candidate(v, s, p) for v in (0, 1) for s in (0, *SPLITS)
                                  for p in (PER_THREAD if threads > 1 else (0,))) if c]
         sched = schedule_kernel(kernel, self.target)  # the default: its knobs where it is one
-        same = [c for c in self._all if c.key == to_json(sched)]
+        same = [c for c in self.candidates if c.key == to_json(sched)]
         knobs = same[0].knobs if same else (("vec", 1), ("split", 0), ("par", 0))
         self.default = Candidate(knobs, sched, True)
 
@@ -230,10 +230,10 @@ class LoopSpace:
         return Candidate((("vec", vec), ("split", split), ("par", par)), sched)
 
     def sample(self, rng: random.Random) -> Candidate | None:
-        return rng.choice(self._all) if self._all else None
+        return rng.choice(self.candidates) if self.candidates else None
 
     def mutate(self, cand: Candidate, rng: random.Random) -> Candidate | None:
-        near = [c for c in self._all if c.key != cand.key
+        near = [c for c in self.candidates if c.key != cand.key
                 and sum(a != b for a, b in zip(c.knobs, cand.knobs, strict=True)) == 1]
         return rng.choice(near) if near else None
 
@@ -243,7 +243,7 @@ class LoopSpace:
 
     @property
     def size(self) -> int:
-        return len(self._all)
+        return len(self.candidates)
 
 
 def valid(kernel: Kernel, schedule: Schedule) -> Kernel:

@@ -12,7 +12,7 @@ def conv_mlp(seed: int = 0) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     w = numpy_helper.from_array(rng.standard_normal((24, 8, 3, 3)).astype(np.float32), "w")
     b = numpy_helper.from_array(rng.standard_normal(24).astype(np.float32), "b")
-    fc = numpy_helper.from_array(rng.standard_normal((10, 40)).astype(np.float32), "fc")
+    fc = numpy_helper.from_array(rng.standard_normal((10, 400)).astype(np.float32), "fc")
     nodes = [
         helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"]),
@@ -25,7 +25,7 @@ def conv_mlp(seed: int = 0) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes, "conv_mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 10, 10])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [10, 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [10, 400])],
         [w, b, fc, shape],
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
