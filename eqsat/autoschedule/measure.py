@@ -89,7 +89,8 @@ def compiled_call(kernel: Kernel, schedule: Schedule | None, threads: int):
     from eqsat.backends.llvm import runtime
 
     program = prepare(kernel, schedule, threads)
-    cp = runtime.compile(program, threads=threads)
+    # not through the object cache: a search's hundreds of candidates would fill it
+    cp = runtime.compile(program, threads=threads, use_cache=False)
     arrays, dims = cp.bind(feeds_for(program))
     return lambda: cp.call(arrays, dims)
 
