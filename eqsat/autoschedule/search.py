@@ -203,14 +203,19 @@ class Tuner:
         return (self.known[k] for k, s in t.measured.items() if s is not None and k in self.known)
 
     def run(self, trials: int, time_limit: float | None = None) -> TuneReport:
+        """Measure up to ``trials`` candidates, stopping once ``time_limit`` seconds have
+        passed (the trial under way finishes)."""
         t0 = time.perf_counter()
+
+        def done() -> bool:
+            late = time_limit is not None and time.perf_counter() - t0 > time_limit
+            return late or self.trials >= trials
+
         try:
             for t in self.tasks:  # the baselines first: the scheduler weighs by them
-                if t.space.default.key not in t.measured and self.trials < trials:
+                if t.space.default.key not in t.measured and not done():
                     self.measure(t, t.space.default)
-            while self.trials < trials:
-                if time_limit is not None and time.perf_counter() - t0 > time_limit:
-                    break
+            while not done():
                 live = [t for t in self.tasks if not t.exhausted]
                 if not live:
                     break
@@ -220,9 +225,9 @@ class Tuner:
                     t.exhausted = True
                     continue
                 for c in batch:
-                    self.measure(t, c)
-                    if time_limit is not None and time.perf_counter() - t0 > time_limit:
+                    if done():
                         break
+                    self.measure(t, c)
         finally:
             self.worker.close()
         return TuneReport(self.tasks, self.trials, time.perf_counter() - t0, self.log_path,

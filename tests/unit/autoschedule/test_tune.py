@@ -179,3 +179,8 @@ def test_cli_tune_bad_input(tmp_path):
     assert r.returncode == 2 and "is a directory" in r.stderr
     r = _eqsat("tune", str(model), "--trials", "0", env=env)
     assert r.returncode == 2
+
+
+def test_time_limit_stops_before_the_trials(program, tmp_path):
+    report = Tuner(program, 1, tmp_path / "t.jsonl").run(10, time_limit=0.0)
+    assert report.trials == 0 and tlog.read(tmp_path / "t.jsonl") == []
