@@ -294,9 +294,11 @@ def schedule_program(
     guarded loops peeled (:func:`eqsat.lower.peel.peel_guards`). ``chosen``: schedules by
     kernel name (a tuning log's, :mod:`eqsat.autoschedule`) used instead of the default."""
     chosen = chosen or {}
+
+    def schedule(k: Kernel) -> Schedule:
+        return chosen[k.name] if k.name in chosen else schedule_kernel(k, target)
+
     kernels = tuple(
-        k if is_scheduled(k) else peel_guards(apply(k, chosen.get(k.name) or ()))
-        if k.name in chosen else peel_guards(apply(k, schedule_kernel(k, target)))
-        for k in program.kernels
+        k if is_scheduled(k) else peel_guards(apply(k, schedule(k))) for k in program.kernels
     )
     return dataclasses.replace(program, kernels=kernels)
