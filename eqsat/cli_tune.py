@@ -71,14 +71,13 @@ def cmd_tune(args) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    table = Table("kernel", "kind", "uses", "trials", "failed", "default", "best", "speed-up",
-                  box=None)  # fmt: skip
+    table = Table("kernel", "kind", "uses", "trials", "failed", "default", "best", "unit",
+                  "speed-up", box=None)  # fmt: skip
     for r in summary["kernels"]:
-        rate = (lambda v, u=r["unit"]: f"{v:.1f} {u}")  # noqa: E731
         up = r["best_rate"] / r["default_rate"] if r["default_rate"] else 0.0
         table.add_row(r["kernel"], r["kind"], str(r["count"]), str(r["trials"]),
-                      str(r["failed"]), rate(r["default_rate"]), rate(r["best_rate"]),
-                      "default" if r["best_is_default"] else f"{up:.2f}x")  # fmt: skip
+                      str(r["failed"]), f"{r['default_rate']:.1f}", f"{r['best_rate']:.1f}",
+                      r["unit"], "default" if r["best_is_default"] else f"{up:.2f}x")  # fmt: skip
     out.print(f"{label}: {report.trials} trials on {len(report.tasks)} distinct kernels in "
               f"{report.seconds:.1f} s; log {report.log}")  # fmt: skip
     out.print(table)

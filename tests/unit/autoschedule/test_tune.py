@@ -184,3 +184,14 @@ def test_cli_tune_bad_input(tmp_path):
 def test_time_limit_stops_before_the_trials(program, tmp_path):
     report = Tuner(program, 1, tmp_path / "t.jsonl").run(10, time_limit=0.0)
     assert report.trials == 0 and tlog.read(tmp_path / "t.jsonl") == []
+
+
+def test_api_tune_then_compile(tmp_path):
+    import eqsat
+
+    log = tmp_path / "t.jsonl"
+    report = eqsat.tune(conv_mlp(), trials=4, log=log, threads=1, optimize=False)
+    assert report.trials == 4 == len(tlog.read(log))
+    model = eqsat.compile(conv_mlp(), threads=1, optimize=False, tuning_log=str(log), cache=False)
+    program = lower(import_onnx(conv_mlp())).program
+    assert model.report["tuned_kernels"] == len(tlog.TuningLog.load(log).choices(program, 1))
