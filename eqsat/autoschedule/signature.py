@@ -7,9 +7,10 @@ Consumes a :class:`~eqsat.lower.loops.Kernel` as :func:`eqsat.lower.lower.lower`
 The kernel signature is a sha256 of the kernel's tree with every name replaced by its
 first-appearance number (buffers, loop and let variables, size params) — so the same compute
 on the same shapes, dtypes and buffer kinds has one key in every model, process and run,
-whatever the kernel and its buffers are called — and the kernel's name left out. Buffer
-kinds stay in: a weight operand is packed once, an input per call, which changes the best
-blocking. The machine key is the CPU's (``Capabilities.key``: CPU name, features, triple,
+whatever the kernel and its buffers are called — and the kernel's name left out. Whether a
+buffer is a weight stays in (a weight operand is packed once, an activation per call, which
+changes the best blocking); input, output and temporary are one role (the code is the same).
+The machine key is the CPU's (``Capabilities.key``: CPU name, features, triple,
 vector width, llvmlite) plus the thread count the schedule runs on.
 """
 
@@ -19,7 +20,7 @@ import dataclasses
 import enum
 import hashlib
 
-from eqsat.lower.loops import Buffer, For, Kernel, Var
+from eqsat.lower.loops import Buffer, BufferKind, For, Kernel, Var
 
 
 def canonical(kernel: Kernel) -> str:
@@ -32,7 +33,8 @@ def canonical(kernel: Kernel) -> str:
     def go(x) -> str:
         if isinstance(x, Buffer):
             dims = ",".join(name(d) if isinstance(d, str) else str(d) for d in x.shape)
-            return f"B({name(x.name)},[{dims}],{x.dtype},{x.kind.value})"
+            role = "weight" if x.kind is BufferKind.WEIGHT else "data"
+            return f"B({name(x.name)},[{dims}],{x.dtype},{role})"
         if isinstance(x, Var):
             return f"V({name(x.name)},{x.dtype})"
         if isinstance(x, For):

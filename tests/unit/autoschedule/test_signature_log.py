@@ -49,6 +49,23 @@ def test_signature_ignores_names_and_weights_but_not_shapes():
     assert kernel_signature(other) != kernel_signature(k)
 
 
+def test_signature_tells_weights_from_activations_only():
+    from eqsat.autoschedule.measure import standalone
+    from eqsat.lower.loops import BufferKind
+
+    k = _kernels()[0]  # the conv: x is an input, w a weight, the output an output
+    assert kernel_signature(standalone(k).kernels[0]) == kernel_signature(k)
+    kinds = {p.kind for p in k.params}
+    assert BufferKind.WEIGHT in kinds
+    w = next(p for p in k.params if p.kind is BufferKind.WEIGHT)
+    from eqsat.lower.analysis import replace_buffer
+
+    act = dataclasses.replace(w, kind=BufferKind.INPUT)
+    other = dataclasses.replace(k, params=tuple(act if p == w else p for p in k.params),
+                                body=replace_buffer(k.body, w, act))  # fmt: skip
+    assert kernel_signature(other) != kernel_signature(k)
+
+
 def test_machine_key_names_threads():
     assert machine_key(1) != machine_key(2)
     assert machine_key(1) == machine_key(1)
