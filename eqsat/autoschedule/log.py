@@ -54,6 +54,7 @@ class Record:
     unit: str = "GFLOP/s"
     knobs: dict = field(default_factory=dict)  # the candidate's knobs (the cost model's input)
     kernel: str = ""  # the kernel's name in the model it was tuned on (for people only)
+    confirm: bool = False  # a confirmation run (search.CONFIRM), not a new trial
     time: float = field(default_factory=time.time)
     version: int = VERSION
 

@@ -19,6 +19,12 @@ Task scheduler: the next round goes to the kernel with the largest
 discounted as it gets trials (the same idea as Ansor's gradient-based scheduler, without the
 gradient); a kernel whose space is exhausted drops out.
 
+Confirmation: after the budget (unless the time limit has passed), each kernel whose best is
+not its default has the default and the best measured again, ``CONFIRM`` rounds, one right
+after the other (records marked ``confirm``, not counted as trials): a best that won by a
+lucky moment of a shared machine then meets the default under the same load, and since the
+log keeps the fastest run of each schedule, the default wins back where it is as fast.
+
 A resumed run reads the log first: the measured candidates of a kernel on this machine are
 skipped and train the model; a kernel whose default is logged is not measured again.
 """
@@ -46,6 +52,7 @@ ELITE = 3
 BATCH = 4
 MIN_FIT = 6
 REPS = 5
+CONFIRM = 1  # rounds of (default, best) re-measured at the end where the best is not the default
 
 
 @dataclass
@@ -82,6 +89,7 @@ class TuneReport:
     seconds: float
     log: Path
     skipped: list[str] = field(default_factory=list)  # kernels with nothing to tune, and why
+    confirmed: int = 0  # the confirmation measurements (beyond the trials)
 
     def rows(self) -> list[dict]:
         return [{
@@ -135,7 +143,7 @@ class Tuner:
         self.progress = progress
         self.fault = fault  # tests: which candidates crash or hang
         self.worker = Worker(timeout)
-        self.trials = 0
+        self.trials = self.confirmed = 0
         self.known: dict[str, Candidate] = {}  # key -> candidate, of everything measured
         self._resume()
 
@@ -161,16 +169,20 @@ class Tuner:
             if t.best_s is None or r.seconds < t.best_s:
                 t.best_s, t.best = r.seconds, cand
 
-    def measure(self, t: Task, cand: Candidate) -> tlog.Record:
+    def measure(self, t: Task, cand: Candidate, confirm: bool = False) -> tlog.Record:
         job = Job(t.kernel, cand.schedule, self.threads, self.reps,
                   self.fault(cand) if self.fault else "")  # fmt: skip
         seconds, error = self.worker.measure(job)
         rec = tlog.Record(t.sig, self.machine, cand.key, seconds, cand.default, error,
-                          t.space.work, t.unit, dict(cand.knobs), t.kernel.name)  # fmt: skip
+                          t.space.work, t.unit, dict(cand.knobs), t.kernel.name,
+                          confirm=confirm)  # fmt: skip
         tlog.append(self.log_path, [rec])
-        t.trials += 1
-        t.failed += not rec.ok
-        self.trials += 1
+        if confirm:
+            self.confirmed += 1
+        else:
+            t.trials += 1
+            t.failed += not rec.ok
+            self.trials += 1
         self._learn(t, rec)
         if self.progress:
             self.progress(t, self.trials)
@@ -228,13 +240,19 @@ class Tuner:
                     if done():
                         break
                     self.measure(t, c)
+            late = time_limit is not None and time.perf_counter() - t0 > time_limit
+            for t in self.tasks if not late else ():
+                for _ in range(CONFIRM if t.best is not None and not t.best.default else 0):
+                    for c in (t.space.default, t.best):
+                        self.measure(t, c, confirm=True)
         finally:
             self.worker.close()
         return TuneReport(self.tasks, self.trials, time.perf_counter() - t0, self.log_path,
-                          self.skipped)  # fmt: skip
+                          self.skipped, self.confirmed)  # fmt: skip
 
 
 def report_json(report: TuneReport) -> dict:
-    return {"trials": report.trials, "seconds": round(report.seconds, 3),
+    return {"trials": report.trials, "confirmed": report.confirmed,
+            "seconds": round(report.seconds, 3),
             "log": str(report.log), "kernels": report.rows(), "skipped": report.skipped}
 

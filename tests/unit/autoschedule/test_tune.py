@@ -14,7 +14,7 @@ import pytest
 from eqsat import pipeline
 from eqsat.autoschedule import log as tlog
 from eqsat.autoschedule.measure import Job, Worker
-from eqsat.autoschedule.search import Tuner
+from eqsat.autoschedule.search import CONFIRM, Tuner
 from eqsat.autoschedule.signature import kernel_signature, machine_key
 from eqsat.autoschedule.space import space_for
 from eqsat.backends.llvm.capabilities import Capabilities
@@ -49,7 +49,8 @@ def test_crash_costs_one_trial(program, tmp_path):
     tuner = Tuner(program, 1, path, fault=fault)
     report = tuner.run(TRIALS)
     recs = tlog.read(path)
-    assert report.trials == TRIALS == len(recs)
+    assert report.trials == TRIALS == len([r for r in recs if not r.confirm])
+    assert len(recs) == TRIALS + report.confirmed
     failed = [r for r in recs if not r.ok]
     assert len(failed) == 1 and "died" in failed[0].error
     assert sum(t.failed for t in report.tasks) == 1
@@ -148,7 +149,7 @@ def test_cli_tune_then_compile(tmp_path):
                "--log", str(log), "--json", env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
-    assert summary["trials"] == 6 == len(tlog.read(log))
+    assert summary["trials"] == 6 == len([r for r in tlog.read(log) if not r.confirm])
     assert {row["kernel"] for row in summary["kernels"]} == {"k0_conv", "k1_reducemean",
                                                              "k2_matmul"}  # fmt: skip
     program = lower(import_onnx(conv_mlp())).program
@@ -161,9 +162,9 @@ def test_cli_tune_then_compile(tmp_path):
     r = _eqsat("tune", str(model), "--trials", "3", "--threads", "1", "--no-optimize",
                "--log", str(log), "--json", env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    recs = tlog.read(log)
+    recs = [r for r in tlog.read(log) if not r.confirm]
     assert len(recs) == 9
-    assert len({(r.sig, r.schedule) for r in recs}) == 9  # no candidate measured twice
+    assert len({(r.sig, r.schedule) for r in recs}) == 9  # no candidate tried twice
 
 
 def test_cli_tune_bad_input(tmp_path):
@@ -191,7 +192,18 @@ def test_api_tune_then_compile(tmp_path):
 
     log = tmp_path / "t.jsonl"
     report = eqsat.tune(conv_mlp(), trials=4, log=log, threads=1, optimize=False)
-    assert report.trials == 4 == len(tlog.read(log))
+    assert report.trials == 4 == len(tlog.read(log)) - report.confirmed
     model = eqsat.compile(conv_mlp(), threads=1, optimize=False, tuning_log=str(log), cache=False)
     program = lower(import_onnx(conv_mlp())).program
     assert model.report["tuned_kernels"] == len(tlog.TuningLog.load(log).choices(program, 1))
+
+
+def test_a_best_that_is_not_the_default_is_measured_again(program, tmp_path):
+    path = tmp_path / "t.jsonl"
+    cand = _log_plan(path, program.kernels[0], {"kc": 64})  # logged as faster than the default
+    report = Tuner(program, 1, path).run(len(program.kernels) - 1)  # the other baselines
+    assert report.trials == 2 and report.confirmed == 2 * CONFIRM
+    again = [r for r in tlog.read(path) if r.confirm]
+    assert {(r.schedule, r.default) for r in again} == {
+        (cand.key, False), (space_for(program.kernels[0], Capabilities.host(), 1).default.key,
+                            True)}  # fmt: skip
