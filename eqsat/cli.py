@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from rich.table import Table
@@ -228,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra:  # reported by the command that did not take them, not by `eqsat`
         parser.exit(2, usage_line(_prog(args), f"unrecognized arguments: {' '.join(extra)}") + "\n")
     try:
-        code = COMMANDS[args.command](args)
+        with warnings.catch_warnings():  # a warning is one line on stderr, like an error
+            warnings.showwarning = _warning_line
+            code = COMMANDS[args.command](args)
         sys.stdout.flush()
         return code
     except BrokenPipeError:
@@ -256,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             soft_wrap=True,
         )
         return _json_error(args, f"internal error: {type(e).__name__}: {first}", 3)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    err.print(f"eqsat: warning: {message}", markup=False, soft_wrap=True)
 
 
 def _json_error(args, message: str, code: int) -> int:

@@ -95,7 +95,14 @@ def append(path: str | os.PathLike, records: Iterable[Record]) -> None:
     """Append ``records`` to the log, one line each (the folder is created)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    torn = False
+    if p.exists() and p.stat().st_size:
+        with p.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"  # a killed writer's last line: end it, keep ours whole
     with p.open("a", encoding="utf-8") as f:
+        if torn:
+            f.write("\n")
         for r in records:
             f.write(json.dumps(asdict(r), separators=(",", ":")) + "\n")
             f.flush()

@@ -100,4 +100,7 @@ def test_log_skips_corrupt_and_torn_lines(tmp_path):
     with pytest.warns(UserWarning, match="skipped 3 line"):
         back = tlog.read(path)
     assert len(back) == 1 and back[0].sig == "s"
+    tlog.append(path, [_rec(sig="after")])  # after a torn line: the new record stays whole
+    with pytest.warns(UserWarning, match="skipped 3 line"):
+        assert [r.sig for r in tlog.read(path)] == ["s", "after"]
     assert tlog.read(tmp_path / "missing.jsonl") == []

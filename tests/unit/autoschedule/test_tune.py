@@ -154,15 +154,20 @@ def test_cli_tune_then_compile(tmp_path):
                                                              "k2_matmul"}  # fmt: skip
     program = lower(import_onnx(conv_mlp())).program
     want = len(tlog.TuningLog.load(log).choices(program, 1))  # whichever candidates won
+    with log.open("a") as f:
+        f.write("{torn")  # a damaged line: a one-line warning, the rest of the log is used
     r = _eqsat("compile", str(model), "--threads", "1", "--no-optimize", "--tuning-log",
                str(log), "--json", env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["lowering"]["tuned_kernels"] == want
+    assert r.stderr.strip().splitlines() == [
+        f"eqsat: warning: {log}: skipped 1 line(s) that are not tuning records"]
     # resumable: a second run skips what is measured and appends
     r = _eqsat("tune", str(model), "--trials", "3", "--threads", "1", "--no-optimize",
                "--log", str(log), "--json", env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    recs = [r for r in tlog.read(log) if not r.confirm]
+    with pytest.warns(UserWarning):
+        recs = [r for r in tlog.read(log) if not r.confirm]
     assert len(recs) == 9
     assert len({(r.sig, r.schedule) for r in recs}) == 9  # no candidate tried twice
 
