@@ -18,7 +18,7 @@ from eqsat.lower.interpret import interpret
 from eqsat.lower.lower import lower
 from tests.unit.autoschedule.models import conv_mlp
 
-SAMPLES = 4
+SAMPLES = 3
 
 
 @pytest.fixture(scope="module")
