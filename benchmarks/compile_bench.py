@@ -15,6 +15,10 @@ stage unless ``--egraph`` (the bench measures the code generator, not the rewrit
 verification gate is skipped here; the tests run it. ``/proc/loadavg`` is printed beside the
 numbers.
 
+``--tuned N`` adds a column: the model tuned first (``pipeline.tune``, N trials, a fresh log in
+a temporary folder; the tuning time is printed) and compiled with that log, interleaved with
+the other two.
+
 ``--conv`` times the ResNet stages' 3x3 convolutions against onnxruntime (GFLOP/s);
 ``--compile-time`` times ``pipeline.compile`` per model cold and from the cache.
 ``--gemm 256,512,1024`` instead times one MatMul model per n (n×n @ n×n, 1 thread) through the
@@ -70,7 +74,8 @@ RUN = 5  # calls of one candidate in a row (bench_model)
 SETTLE = 0.05  # seconds between two candidates' runs (bench_model)
 
 
-def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: bool) -> list:
+def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: bool,
+                tuned: int = 0) -> list:
     """One block per thread count: eqsat and onnxruntime at ``t`` threads, interleaved in runs
     of ``RUN`` calls. The blocks are apart, and the calls alternate in runs rather than one by
     one, because an onnxruntime session with intra-op threads keeps them spinning after each
@@ -88,24 +93,35 @@ def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: boo
         opts = pipeline.Options(target="llvm", verify=False, egraph=egraph, threads=t,
                                 shapes=_symbols(model))
         compiled = pipeline.compile(model, opts).compiled
+        extra, tune_s = [], None
+        if tuned:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as d:
+                opts.tuning_log = os.path.join(d, "tuning.jsonl")
+                t0 = time.perf_counter()
+                pipeline.tune(model, opts, trials=tuned)
+                tune_s = time.perf_counter() - t0
+                extra = [pipeline.compile(model, opts).compiled.run]
         so = ort.SessionOptions()
         so.intra_op_num_threads = t
         so.inter_op_num_threads = 1
         sess = ort.InferenceSession(model.SerializeToString(), so,
                                     providers=["CPUExecutionProvider"])
-        runners = (lambda f, s=sess: s.run(None, f), compiled.run)
+        runners = (lambda f, s=sess: s.run(None, f), compiled.run, *extra)
         for fn in runners:  # warm up (first calls page in code and pack weights)
             fn(feeds)
             fn(feeds)
-        o, e = [], []
+        o, e, tu = [], [], []
         for _ in range(-(-reps // RUN)):  # alternating runs of RUN calls each (see the doc)
-            for fn, times in ((runners[0], o), (runners[1], e)):
+            for fn, times in zip(runners, (o, e, tu), strict=False):
                 time.sleep(SETTLE)  # the other's threads stop spinning and sleep
                 fn(feeds)  # untimed: this one's threads are awake again
                 for _ in range(RUN):
                     times.append(_time(fn, feeds))
         rows.append((name, t, min(e) * 1e3, statistics.median(e) * 1e3, min(o) * 1e3,
-                     statistics.median(o) * 1e3, min(e) / min(o)))
+                     statistics.median(o) * 1e3, min(e) / min(o),
+                     (min(tu) * 1e3, statistics.median(tu) * 1e3, tune_s) if tu else None))
         del sess, compiled, runners
     return rows
 
@@ -217,6 +233,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--egraph", action="store_true")
+    ap.add_argument("--tuned", type=int, default=0, metavar="N",
+                    help="add the model tuned with N trials (eqsat tune) first")
     ap.add_argument("--gemm", default="", help="n,n,...: MatMul GFLOP/s vs numpy instead")
     ap.add_argument("--conv", action="store_true", help="3x3 convs vs onnxruntime instead")
     ap.add_argument("--compile-time", action="store_true", help="compile time cold and cached")
@@ -234,12 +252,15 @@ def main() -> None:
     with open("/proc/loadavg") as f:
         print(f"loadavg: {f.read().strip()}")
     print(f"{'model':<12}{'thr':>4}{'eqsat min':>11}{'med':>9}{'ort min':>10}{'med':>9}"
-          f"{'ratio':>8}")
+          f"{'ratio':>8}" + (f"{'tuned min':>11}{'med':>9}{'ratio':>8}{'tune s':>8}"
+                             if args.tuned else ""))
     for name in args.models.split(","):
-        for row in bench_model(name, args.size, args.reps, threads, args.egraph):
-            n, t, emin, emed, omin, omed, r = row
+        for row in bench_model(name, args.size, args.reps, threads, args.egraph, args.tuned):
+            n, t, emin, emed, omin, omed, r, tu = row
+            more = (f"{tu[0]:>10.3f} {tu[1]:>8.3f}{tu[0] / omin:>7.2f}x{tu[2]:>8.1f}"
+                    if tu else "")
             print(f"{n:<12}{t:>4}{emin:>10.3f} {emed:>8.3f} {omin:>9.3f} {omed:>8.3f}"
-                  f"{r:>7.2f}x", flush=True)
+                  f"{r:>7.2f}x" + more, flush=True)
     with open("/proc/loadavg") as f:
         print(f"loadavg: {f.read().strip()}")
 

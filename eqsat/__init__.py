@@ -13,13 +13,16 @@ Keyword arguments are the fields of :class:`eqsat.pipeline.Options`. And ``eqsat
     model = eqsat.compile("model.onnx")           # eqsat's own kernels for this CPU (llvm)
     outputs = model.run({"x": x})                 # like InferenceSession.run(None, feeds)
     model.save("model.eqsat"); eqsat.load("model.eqsat")
+
+and ``eqsat tune``: ``eqsat.tune("model.onnx", trials=64)`` measures schedules into the tuning
+log in the user's cache folder, which the next ``eqsat.compile`` of the model reads.
 """
 
 from __future__ import annotations
 
 from eqsat.version import __version__
 
-__all__ = ["__version__", "compile", "load", "optimize"]
+__all__ = ["__version__", "compile", "load", "optimize", "tune"]
 
 
 def optimize(model, output=None, **options):
@@ -50,6 +53,21 @@ def compile(model, target="llvm", threads=None, optimize=True, **options):  # no
         raise InputError(f"unknown option(s) {unknown}; known: {sorted(fields)}")
     opts = pipeline.Options(target=target, threads=threads, egraph=optimize, **options)
     return pipeline.compile(model, opts).compiled
+
+
+def tune(model, trials=64, time_limit=None, log=None, threads=None, optimize=True, **options):
+    """Tune ``model``'s kernels (``trials`` measured schedules, at most ``time_limit`` seconds)
+    into the tuning log (``log``, else the user's cache folder), for the next ``compile`` with
+    the same ``threads`` and options; returns the report (``eqsat.autoschedule.search``)."""
+    from eqsat import pipeline
+    from eqsat.errors import InputError
+
+    fields = pipeline.Options.__dataclass_fields__
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise InputError(f"unknown option(s) {unknown}; known: {sorted(fields)}")
+    opts = pipeline.Options(target="llvm", threads=threads, egraph=optimize, **options)
+    return pipeline.tune(model, opts, trials, time_limit, log)
 
 
 def load(path, threads=None):

@@ -19,12 +19,13 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from rich.table import Table
 from rich.text import Text
 
-from eqsat import __version__, cli_compile, cli_optimize, cli_rules
+from eqsat import __version__, cli_compile, cli_optimize, cli_rules, cli_tune
 from eqsat.cli_common import (
     Parser,
     UsageError,
@@ -70,6 +71,7 @@ def build_parser() -> Parser:
 
     cli_rules.add_parser(sub)
     cli_compile.add_parsers(sub)
+    cli_tune.add_parser(sub)
 
     ops = sub.add_parser("ops", help="the op table: which facet every stage has for each op")
     ops.add_argument("--json", action="store_true", help="print the matrix as JSON")
@@ -201,6 +203,7 @@ COMMANDS = {
     "compile": cli_compile.cmd_compile,
     "run": cli_compile.cmd_run,
     "bench": cli_compile.cmd_bench,
+    "tune": cli_tune.cmd_tune,
 }
 
 
@@ -226,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra:  # reported by the command that did not take them, not by `eqsat`
         parser.exit(2, usage_line(_prog(args), f"unrecognized arguments: {' '.join(extra)}") + "\n")
     try:
-        code = COMMANDS[args.command](args)
+        with warnings.catch_warnings():  # a warning is one line on stderr, like an error
+            warnings.showwarning = _warning_line
+            code = COMMANDS[args.command](args)
         sys.stdout.flush()
         return code
     except BrokenPipeError:
@@ -254,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             soft_wrap=True,
         )
         return _json_error(args, f"internal error: {type(e).__name__}: {first}", 3)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    err.print(f"eqsat: warning: {message}", markup=False, soft_wrap=True)
 
 
 def _json_error(args, message: str, code: int) -> int:

@@ -64,6 +64,14 @@ def add_parsers(sub) -> None:
     )
     comp.add_argument("--no-verify", action="store_true", help="skip the verification gate")
     comp.add_argument(
+        "--tuning-log", metavar="FILE",
+        help="the tuning log (`eqsat tune`) to take schedules from (default: tuning.jsonl in "
+        "the user's cache folder)",
+    )  # fmt: skip
+    comp.add_argument(
+        "--no-tuning", action="store_true", help="default schedules, whatever the log holds"
+    )
+    comp.add_argument(
         "--no-cache", action="store_true", help="compile again even if this model is cached"
     )
     comp.add_argument("--json", action="store_true", help="machine-readable summary")
@@ -120,6 +128,8 @@ def cmd_compile(args) -> int:
         input_shapes=input_shapes(args.input_shape),
         verify=not args.no_verify,
         cache=not args.no_cache and not args.emit,  # --emit shows the code it generates
+        tuning_log=args.tuning_log,
+        tuned=not args.no_tuning,
     )
     show = not args.json and err.is_terminal
     with status("compiling", show) as spinner:
@@ -151,6 +161,8 @@ def cmd_compile(args) -> int:
         f"({low['inlined']} values inlined), peak temporaries {low['peak_temp_bytes']:,} B, "
         f"{total:.1f} s"
     )
+    if low.get("tuned_kernels"):
+        out.print(f"{low['tuned_kernels']} kernels used a tuned schedule from the tuning log")
     if ver:
         out.print(f"verified against onnxruntime: max abs error {ver['max_abs']:.3g}")
     out.print(f"wrote {args.output}" if args.output else "nothing written (no -o)")

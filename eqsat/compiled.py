@@ -178,9 +178,12 @@ def build(
     threads: int | None = None,
     use_cache: bool = True,
     precision: str = "fp32",
+    tuning=None,
 ) -> CompiledModel:
     """Lower ``graph`` and compile it for ``target`` (one of :data:`BACKENDS`); ``precision``
-    other than fp32 (:mod:`eqsat.verify.precision`) only for cuda (tensor cores)."""
+    other than fp32 (:mod:`eqsat.verify.precision`) only for cuda (tensor cores). ``tuning``: a
+    :class:`~eqsat.autoschedule.log.TuningLog` whose best schedule on this machine replaces
+    the default for each kernel it has one for (llvm only; the report counts them)."""
     from eqsat.lower.lower import lower
 
     if target not in BACKENDS:
@@ -196,11 +199,12 @@ def build(
         from eqsat.lower.default_schedule import schedule_program
         from eqsat.lower.schedule_gemm import tensorize_contractions
 
-        program = tensorize_contractions(program)  # schedule: contractions -> GEMM (tensorize)
-
         caps = Capabilities.host()
+        chosen = tuning.choices(program, threads or caps.cores) if tuning is not None else {}
+        # schedule: contractions -> GEMM (tensorize), a logged plan where there is one
+        program = tensorize_contractions(program, chosen=chosen)
         # default heuristic schedules for the kernels not scheduled yet (lower/default_schedule)
-        program = schedule_program(program, target_caps(caps, threads))
+        program = schedule_program(program, target_caps(caps, threads), chosen)
         executable = llvm_compile(program, threads=threads, use_cache=use_cache)
         cpu, features = caps.cpu_name, caps.features
     elif target == "cuda":
@@ -222,8 +226,11 @@ def build(
     outputs = [
         Port(v, lowered.outputs[v], types[v].dtype, tuple(types[v].shape)) for v in graph.outputs
     ]
+    report = _report(lowered)
+    if target == "llvm":
+        report["tuned_kernels"] = len(chosen)
     return CompiledModel(
-        program, executable, lowered.weights, inputs, outputs, target, _report(lowered), features,
+        program, executable, lowered.weights, inputs, outputs, target, report, features,
         cpu, lowered.products,
     )  # fmt: skip
 

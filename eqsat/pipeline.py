@@ -107,6 +107,10 @@ class Options:
     # compiled targets: reuse a model compiled (and verified) before with the same input and
     # settings, from the user's cache folder (eqsat.compiled.cache_dir)
     cache: bool = True
+    # llvm: the tuning log (`eqsat tune`) whose best schedule per kernel replaces the default;
+    # None: tuning.jsonl in the user's cache folder (eqsat.autoschedule.log.default_log)
+    tuning_log: str | None = None
+    tuned: bool = True  # False: the default schedules whatever the log holds
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
@@ -543,7 +547,8 @@ def _compile(state: State) -> State:
 
     o = state.options
     try:
-        state.compiled = build(state.graph, o.target, threads=o.threads, precision=o.precision)
+        state.compiled = build(state.graph, o.target, threads=o.threads, precision=o.precision,
+                               tuning=_tuning(o))
     except LoweringError as e:
         raise InputError(f"cannot compile this model: {e}") from e
     except Exception as e:  # a bug, unless onnxruntime refuses the model too (ill-typed)
@@ -553,6 +558,15 @@ def _compile(state: State) -> State:
             raise InputError(f"cannot compile this model: {bad}") from e
         raise
     return state
+
+
+def _tuning(o: Options):
+    """The tuning log a compile reads (None: not tuned)."""
+    if not o.tuned or o.target != "llvm":
+        return None
+    from eqsat.autoschedule.log import TuningLog
+
+    return TuningLog.load(o.tuning_log)
 
 
 def _verify_compiled(state: State) -> State:
@@ -730,6 +744,43 @@ def compile(  # noqa: A001 - the verb of this stage, as in eqsat.compile
     )  # fmt: skip
 
 
+def tune(
+    model: onnx.ModelProto | str | os.PathLike,
+    options: Options | None = None,
+    trials: int = 64,
+    time_limit: float | None = None,
+    log: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    on_trial=None,
+):
+    """Tune the kernels of ``model`` as ``compile`` with ``options`` would build them: the
+    graph passes (import, fold, e-graph) run as for a compile, the graph is lowered, and
+    :class:`eqsat.autoschedule.search.Tuner` measures up to ``trials`` candidates (within
+    ``time_limit`` seconds), appending each to the tuning log (``log``, else
+    ``options.tuning_log``, else the default one), which a later ``compile`` reads.
+    ``on_trial(task, trials)`` is called after each measurement. Returns the TuneReport."""
+    from eqsat.autoschedule.log import default_log
+    from eqsat.autoschedule.search import Tuner
+    from eqsat.backends.llvm.capabilities import Capabilities
+    from eqsat.lower.lower import LoweringError, lower
+
+    options = options or Options(target="llvm")
+    front = [p for p in passes_for(options) if p.name not in ("compile", "verify", "write")]
+    state = State(options, model, None, progress)
+    with state.resources:
+        state = run_passes(front, state)
+    try:
+        program = lower(state.graph).program
+    except LoweringError as e:
+        raise InputError(f"cannot compile this model: {e}") from e
+    path = Path(log or options.tuning_log or default_log())
+    threads = options.threads or Capabilities.host().cores
+    tuner = Tuner(program, threads, path, progress=on_trial)
+    if progress:
+        progress("tune")
+    return tuner.run(trials, time_limit)
+
+
 # the settings that change what compile produces (threads too: the default schedules read it)
 _COMPILE_KEY_FIELDS = tuple(
     f for f in Options.__dataclass_fields__ if f not in ("cache", "isolate", "verify")
@@ -740,6 +791,8 @@ def _cache_key(source: onnx.ModelProto, base_dir: Path | None, options: Options)
     from eqsat import compiled as compiled_module
 
     settings = repr([(f, getattr(options, f)) for f in _COMPILE_KEY_FIELDS])
+    tuning = _tuning(options)  # the log's content changes the schedules
+    settings += tuning.digest() if tuning is not None else ""
     # the proto holds the large weights by reference: their bytes are hashed beside it
     return compiled_module.cache_key(onnx_files.digest(source, base_dir), settings)
 

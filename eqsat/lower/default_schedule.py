@@ -49,6 +49,7 @@ time, ``Options.shapes``, to schedule for a real batch).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from eqsat.lower.analysis import accesses, free_vars, loops, outer_nest, walk
 from eqsat.lower.loops import (
@@ -209,7 +210,7 @@ def _points(stmt: Stmt) -> int:
     return sum(_points(c) for c in _child_stmts(stmt))
 
 
-def _vector_plan(cls: str, nest: list[For], point: Stmt, target: ScheduleTarget):
+def vector_plan(cls: str, nest: list[For], point: Stmt, target: ScheduleTarget):
     """(schedule, loops left for parallel): the vectorization part of a kernel's schedule."""
     calls = {n for n in walk(point) if isinstance(n, Call)}
     names = {n.intrinsic for n in calls} | {f"{n.intrinsic}.{n.dtype}" for n in calls}
@@ -244,11 +245,12 @@ def _vector_plan(cls: str, nest: list[For], point: Stmt, target: ScheduleTarget)
     return (), []
 
 
-def _parallel_plan(candidates: list[For], target: ScheduleTarget) -> Schedule:
-    """Fuse the shortest prefix of ``candidates`` with ``4 × threads`` iterations, mark it."""
+def parallel_plan(candidates: list[For], target: ScheduleTarget, per_thread: int = 4) -> Schedule:
+    """Fuse the shortest prefix of ``candidates`` with ``per_thread × threads`` iterations,
+    mark it."""
     if not candidates:
         return ()
-    want, prod, k = 4 * target.threads, 1, 0
+    want, prod, k = per_thread * target.threads, 1, 0
     while k < len(candidates) and prod < want:
         prod *= _extent(candidates[k]) or 1
         k += 1
@@ -268,10 +270,10 @@ def schedule_kernel(kernel: Kernel, target: ScheduleTarget) -> Schedule:
     if cls in ("contraction", "other"):
         return ()
     nest, point = outer_nest(kernel.body)
-    vec, candidates = _vector_plan(cls, nest, point, target)
+    vec, candidates = vector_plan(cls, nest, point, target)
     par: Schedule = ()
     if target.threads > 1 and estimate_ns(kernel.body) >= PARALLEL_MIN_NS:
-        par = _parallel_plan(candidates, target)
+        par = parallel_plan(candidates, target)
     for sched in ((*vec, *par), vec, par):
         try:
             apply(kernel, sched)
@@ -285,11 +287,18 @@ def is_scheduled(kernel: Kernel) -> bool:
     return any(f.kind is not LoopKind.SERIAL or f.annotations for f in loops(kernel.body))
 
 
-def schedule_program(program: LoopProgram, target: ScheduleTarget) -> LoopProgram:
+def schedule_program(
+    program: LoopProgram, target: ScheduleTarget, chosen: Mapping[str, Schedule] | None = None
+) -> LoopProgram:
     """``program`` with the default schedule applied to each kernel not scheduled yet, then its
-    guarded loops peeled (:func:`eqsat.lower.peel.peel_guards`)."""
+    guarded loops peeled (:func:`eqsat.lower.peel.peel_guards`). ``chosen``: schedules by
+    kernel name (a tuning log's, :mod:`eqsat.autoschedule`) used instead of the default."""
+    chosen = chosen or {}
+
+    def schedule(k: Kernel) -> Schedule:
+        return chosen[k.name] if k.name in chosen else schedule_kernel(k, target)
+
     kernels = tuple(
-        k if is_scheduled(k) else peel_guards(apply(k, schedule_kernel(k, target)))
-        for k in program.kernels
+        k if is_scheduled(k) else peel_guards(apply(k, schedule(k))) for k in program.kernels
     )
     return dataclasses.replace(program, kernels=kernels)

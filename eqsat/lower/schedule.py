@@ -21,6 +21,7 @@ Primitives (each keeps results, up to the reassociation ``Accumulate`` allows, o
   of a block (``"thread"``, a constant extent ≤ 1024) of a GPU grid; legal where ``Parallel`` is.
 - ``Tensorize(loop, intrinsic)``: annotate the nest as a micro-kernel target (``tensorize=``);
   the backend matches the nest against the intrinsic and emits explicit vector code.
+- ``Annotate(loop, key, value)``: a backend parameter on a loop (a tuned GEMM plan).
 - ``CacheWrite(buffer, loop)``: accumulate the tile one iteration of ``loop`` writes in a local
   buffer (copied in, then back).
 - ``Pack(buffer, loop)``: copy the tile one iteration of ``loop`` reads into a contiguous local
@@ -135,6 +136,20 @@ class Tensorize(Primitive):
         return transform.annotate(k.body, self.loop, "tensorize", self.intrinsic)
 
 
+@dataclass(frozen=True)
+class Annotate(Primitive):
+    """A backend's parameter for a loop (``gemm.plan``: a tuned GEMM blocking), as a string
+    annotation that the backend reads and every other stage passes through."""
+
+    name: ClassVar[str] = "annotate"
+    loop: str
+    key: str
+    value: str
+
+    def apply(self, k: Kernel) -> Stmt:
+        return transform.annotate(k.body, self.loop, self.key, self.value)
+
+
 def _param(k: Kernel, name: str, what: str) -> Buffer:
     for p in k.params:
         if p.name == name:
@@ -203,6 +218,7 @@ PRIMITIVES: dict[str, type[Primitive]] = {
         Unroll,
         Bind,
         Tensorize,
+        Annotate,
         CacheWrite,
         Pack,
         ComputeAt,

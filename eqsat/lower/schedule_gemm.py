@@ -17,10 +17,11 @@ M = N = 1) stays a plain loop. Unknown (symbolic) extents count as 64.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from eqsat.lower.contraction import Contraction, const_extent, match_contraction
 from eqsat.lower.loops import For, LoopProgram
-from eqsat.lower.schedule import Tensorize, apply
+from eqsat.lower.schedule import Schedule, Tensorize, apply
 
 MIN_MACS = 1 << 15
 UNKNOWN = 64
@@ -36,13 +37,19 @@ def worth_gemm(c: Contraction, min_macs: int = MIN_MACS) -> bool:
     return n >= 8 and k >= 4 and m * n * k * nb >= min_macs
 
 
-def tensorize_contractions(program: LoopProgram, min_macs: int = MIN_MACS) -> LoopProgram:
+def tensorize_contractions(
+    program: LoopProgram, min_macs: int = MIN_MACS, chosen: Mapping[str, Schedule] | None = None
+) -> LoopProgram:
     """``program`` with every worthwhile contraction kernel annotated ``tensorize=gemm``
-    (``min_macs=0``: every contraction, as the tests do on small models)."""
+    (``min_macs=0``: every contraction, as the tests do on small models). ``chosen``: schedules
+    by kernel name (a tuning log's, :mod:`eqsat.autoschedule`) replayed instead, for the
+    contractions it names."""
     kernels = []
     for k in program.kernels:
         c = match_contraction(k)
-        if c is not None and isinstance(k.body, For) and worth_gemm(c, min_macs):
+        if chosen and k.name in chosen and c is not None:
+            k = apply(k, chosen[k.name])
+        elif c is not None and isinstance(k.body, For) and worth_gemm(c, min_macs):
             k = apply(k, (Tensorize(k.body.var, "gemm"),))
         kernels.append(k)
     return dataclasses.replace(program, kernels=tuple(kernels))

@@ -32,7 +32,7 @@ LAYERS = ["egraph", "rules", "extract", "lower", "backends"]
 # calls it, the package's ``optimize`` is the pipeline's API, ``python -m eqsat`` the CLI's;
 # ``eqsat.bench`` (``eqsat bench``) runs the pipeline twice and times the results
 # the CLI is ``eqsat.cli`` and the modules of its commands beside it, which only it imports
-CLI_COMMANDS = {"eqsat.cli_optimize", "eqsat.cli_rules", "eqsat.cli_compile"}
+CLI_COMMANDS = {"eqsat.cli_optimize", "eqsat.cli_rules", "eqsat.cli_compile", "eqsat.cli_tune"}
 CLI = {"eqsat.cli", "eqsat.cli_common", *CLI_COMMANDS}
 IMPORTERS = {
     "eqsat.pipeline": {"eqsat", "eqsat.bench", *CLI},

@@ -56,6 +56,7 @@ from eqsat.backends.llvm.emit import (
 from eqsat.backends.llvm.microkernel import Epilogue, emit_microkernel
 from eqsat.backends.llvm.pack import emit_pack_b, pack_panels
 from eqsat.backends.llvm.pack_window import emit_window_pack
+from eqsat.backends.llvm.plan_choice import chosen_plan
 from eqsat.backends.llvm.tensorize_plan import (
     FusedEpilogue,
     PiecewiseB,
@@ -64,7 +65,6 @@ from eqsat.backends.llvm.tensorize_plan import (
     epilogue,
     extents,
     fused_epilogue,
-    orient,
     pack_a,
     pack_b,
     piecewise_b,
@@ -110,7 +110,7 @@ class _Ctx:
 def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contraction,
                     sizes: tuple[str, ...]) -> ir.Function:
     caps = Capabilities.host()
-    c, plan = orient(c, caps)
+    c, plan, logged = chosen_plan(k, c, caps)  # a logged (tuned) plan, else orient's
     sym = fn.name
     cx = _Ctx(module, k, sizes, sym)
     wa, wb, wc = _ws("tz.wa"), _ws("tz.wb"), _ws("tz.wc")
@@ -139,7 +139,7 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
             module, plan.mr, plan.nr, plan.vw, plan.unroll, _fused_epilogue(fused, plan.vw),
             name=mname)
     else:
-        mname = f"eqsat.micro.{plan.mr}x{plan.nr}x{plan.vw}"
+        mname = f"eqsat.micro.{plan.mr}x{plan.nr}x{plan.vw}" + (f"u{plan.unroll}" if logged else "")
         micro = module.globals.get(mname) or emit_microkernel(
             module, plan.mr, plan.nr, plan.vw, plan.unroll, Epilogue(), name=mname)
     tasks = _emit_tasks(cx, c, plan, fa, fb, fe, micro, fused)
