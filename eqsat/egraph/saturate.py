@@ -145,10 +145,17 @@ def saturate(
         return _within(result, node_limit, time_limit, clock() - t0)
 
     if rules_to_fixpoint():
+        snapshot = None
         for rw in rewrites:
-            unions = rw.find(Snapshot.take(encoding))
+            # a rewrite that made no unions left the e-graph as it was: the next one reads the
+            # same snapshot (taking one serializes the e-graph and types every class: on
+            # PP-OCRv4 rec, 17 snapshots were a third of saturation; 5 of the 17 rewrites make
+            # unions there, so 6 snapshots are needed)
+            snapshot = snapshot or Snapshot.take(encoding)
+            unions = rw.find(snapshot)
             if unions:
                 egraph.register(*(union(a).with_(b) for a, b in unions))
+                snapshot = None
             result.matches[rw.name] = result.matches.get(rw.name, 0) + len(unions)
             result.sizes.append(egraph_size(egraph))
             result.rewrite_passes += 1
