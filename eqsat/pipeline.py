@@ -785,12 +785,13 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
         with printed.batch():  # the ledger's hashes print every rule: one cache write
             rules, unproved = _proved(chosen, options)  # a missing ledger fails here too
             rules = schedule.relevant(rules, _ctors(graph))
+        shape_rules = None
         if options.shape_check:
             from eqsat.egraph import shapes
 
-            # build the (cached) ruleset once here, not in every child
-            shapes.shape_rules(sizes=schedule.reads_sizes(chosen))
-    picked = (chosen, rules, unproved)
+            # built here (the child inherits it)
+            shape_rules = shapes.shape_rules(sizes=schedule.reads_sizes(chosen))
+    picked = (rules, unproved, shape_rules)
     if options.isolate and "fork" in multiprocessing.get_all_start_methods():
         return _in_child(graph, options, picked, timer)
     return _egraph_work(graph, options, picked, timer)
@@ -857,23 +858,24 @@ def _child_main(graph: TensorGraph, options: Options, picked: tuple, send) -> No
 
 
 def _egraph_work(graph: TensorGraph, options: Options, picked: tuple, timer: _Timer):
-    """encode → saturate → extract (see :func:`_egraph_stages`); ``picked``: the rules chosen,
-    those kept (proved, relevant) and the names of those left out as unproved."""
+    """encode → saturate → extract (see :func:`_egraph_stages`); ``picked``: the rules kept
+    (proved, relevant), the names of those left out as unproved, and the shape analysis's
+    ruleset (None without ``options.shape_check``)."""
     from eqsat.egraph import shapes
     from eqsat.egraph.encode import encode
     from eqsat.egraph.saturate import saturate
     from eqsat.extract.extraction import extract
     from eqsat.rules import schedule
 
-    chosen, rules, unproved = picked
+    rules, unproved, shape_rules = picked
     with timer.phase("rules"):
         cost_model = _cost_model(options.cost_model, options.calibration)
     with timer.phase("encode"):
         enc = encode(graph)
         rulesets = schedule.rulesets(rules)
-        if options.shape_check:
+        if shape_rules is not None:
             shapes.seed(enc)
-            rulesets = [shapes.shape_rules(sizes=schedule.reads_sizes(chosen)), *rulesets]
+            rulesets = [shape_rules, *rulesets]
     with timer.phase("saturate"):
         sat = saturate(
             enc,
@@ -883,7 +885,7 @@ def _egraph_work(graph: TensorGraph, options: Options, picked: tuple, timer: _Ti
             time_limit=options.time_limit,
             rewrites=schedule.rewrites(rules),
         )
-        if options.shape_check:
+        if shape_rules is not None:
             shapes.check_shapes(enc.egraph)  # ShapeConflict: a rule is unsound
     with timer.phase("extract"):
         ex = extract(
