@@ -27,6 +27,7 @@ from eqsat.egraph.serialized import SerializedEGraph, serialize
 from eqsat.extract.cost import AstSize, CostModel, checked_cost, missing_abilities
 from eqsat.extract.decode import decode
 from eqsat.extract.greedy import greedy_dag, reachable
+from eqsat.extract.ilp import ilp_dag
 from eqsat.extract.measured import CONST
 
 
@@ -151,10 +152,6 @@ def extract(
     if extractor == "ilp" or (extractor == "auto" and len(views) <= AUTO_ILP_MAX_ENODES):
         t_greedy = time.perf_counter()
         times["greedy"] = t_greedy - t2
-        # imported here: scipy.optimize took 0.3 s to import, which a graph of more e-nodes
-        # than AUTO_ILP_MAX_ENODES need not pay
-        from eqsat.extract.ilp import ilp_dag
-
         res = ilp_dag(eg, roots, cost, time_limit=time_limit, incumbent=chosen)
         ilp_info = {
             "status": res.status,
