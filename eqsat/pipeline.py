@@ -28,7 +28,6 @@ import functools
 import multiprocessing
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -285,9 +284,6 @@ class State:
     passes: list[PassRecord] = field(default_factory=list)
     compiled: CompiledModel | None = None  # compiled targets: the model eqsat's code runs
     saved: onnx.ModelProto | None = None  # the written file as read back (weights by reference)
-    # the gate's reference side, run ahead in a thread during the e-graph stage: (runs, the
-    # thread, [its seconds])
-    reference: tuple[numeric.ReferenceRuns, threading.Thread, list[float]] | None = None
 
     @property
     def base_dir(self) -> Path | None:
@@ -421,9 +417,7 @@ def _egraph(state: State) -> State:
     state.folded = state.graph
     try:
         timer = _Timer(state.progress, state.times)
-        state.graph, state.egraph = _egraph_stages(
-            state.graph, state.options, timer, lambda: _prefetch_reference(state)
-        )
+        state.graph, state.egraph = _egraph_stages(state.graph, state.options, timer)
     except EqsatError:  # bad options, a missing data file: the user's to fix, not a fallback
         raise
     except Exception as e:
@@ -492,48 +486,12 @@ def _first_line(e: BaseException) -> str:
     return text[0][:300] if text else type(e).__name__
 
 
-def _prefetch_reference(state: State) -> None:
-    """Start running the original model for the gate (:meth:`numeric.ReferenceRuns.prefetch`)
-    in a thread, while the e-graph child works: it needs nothing the child makes, and the
-    child uses one of the two cores. Measured on BERT-base, the reference's session and three
-    runs are about half of the gate. Started after the fork (a process forked with threads
-    running may deadlock) and only for a gate that will run."""
-    if not any(p.name == "verify" for p in passes_for(state.options)):
-        return
-    runs = _reference_runs(state)
-    seconds = [0.0]
-
-    def prefetch() -> None:
-        t0 = time.perf_counter()
-        runs.prefetch()
-        seconds[0] = time.perf_counter() - t0
-
-    thread = threading.Thread(target=prefetch, name="eqsat-reference", daemon=True)
-    thread.start()
-    state.resources.callback(thread.join)  # never left running past the run
-    state.reference = (runs, thread, seconds)
-
-
-def _reference_runs(state: State) -> numeric.ReferenceRuns:
-    """The gate's reference side: the prefetched one (once its thread is done; its time,
-    overlapped with the e-graph stage, is recorded as ``verify-ahead``), else a new one."""
-    if state.reference is not None:
-        runs, thread, seconds = state.reference
-        thread.join()
-        state.times["verify-ahead"] = seconds[0]
-        return runs
-    o = state.options
-    return numeric.ReferenceRuns(
-        _reference(state), o.seeds, dim_values=dict(o.shapes), input_shapes=dict(o.input_shapes)
-    )
-
-
 def _verify(state: State) -> State:
     o = state.options
     try:
         candidate = _candidate(state)
         state.verdict = numeric.compare_models(
-            _reference_runs(state), candidate, seeds=o.seeds, rtol=o.rtol, atol=o.atol,
+            _reference(state), candidate, seeds=o.seeds, rtol=o.rtol, atol=o.atol,
             dim_values=dict(o.shapes), input_shapes=dict(o.input_shapes),
         )  # fmt: skip
     except InputError as e:
@@ -597,7 +555,7 @@ def _verify_compiled(state: State) -> State:
     """The gate: the compiled model against onnxruntime on the original model."""
     o, c = state.options, state.compiled
     state.verdict = numeric.compare_with(
-        _reference_runs(state), c.run, c.output_names, seeds=o.seeds, rtol=o.rtol, atol=o.atol,
+        _reference(state), c.run, c.output_names, seeds=o.seeds, rtol=o.rtol, atol=o.atol,
         dim_values=dict(o.shapes), input_shapes=dict(o.input_shapes),
     )  # fmt: skip
     _refuse_unless_ok(state.verdict, "the compiled model differs from onnxruntime: ")
@@ -806,12 +764,9 @@ class HardTimeLimit(EGraphStageError):
     """The e-graph stages overran their hard time limit and were killed."""
 
 
-def _egraph_stages(
-    graph: TensorGraph, options: Options, timer: _Timer, while_child: Callable[[], None]
-):
+def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
     """encode → saturate → extract; returns the extracted graph and the statistics. Options
-    are checked here (InputError); the work runs in a child when ``options.isolate``, and
-    ``while_child`` is called once it is started (not without a child: nothing to overlap). The
+    are checked here (InputError); the work runs in a child when ``options.isolate``. The
     rules are chosen and checked against the ledger here, once: the forked child inherits them
     (building them again there cost another 0.02-0.2 s)."""
     from eqsat.extract.extraction import EXTRACTORS
@@ -838,13 +793,11 @@ def _egraph_stages(
             shape_rules = shapes.shape_rules(sizes=schedule.reads_sizes(chosen))
     picked = (rules, unproved, shape_rules)
     if options.isolate and "fork" in multiprocessing.get_all_start_methods():
-        return _in_child(graph, options, picked, timer, while_child)
+        return _in_child(graph, options, picked, timer)
     return _egraph_work(graph, options, picked, timer)
 
 
-def _in_child(
-    graph: TensorGraph, options: Options, picked: tuple, timer: _Timer, while_child
-):
+def _in_child(graph: TensorGraph, options: Options, picked: tuple, timer: _Timer):
     """:func:`_egraph_work` in a forked child. The child inherits ``graph`` (no copy) and sends
     back phase names (for the progress display), then the extracted graph *without* the weights
     it shares with ``graph`` (a 2 GB model is not pickled back), or the error."""
@@ -856,7 +809,6 @@ def _in_child(
     limit = options.time_limit + options.extract_time_limit + HARD_LIMIT_GRACE
     deadline = time.monotonic() + limit
     try:
-        while_child()
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not receive.poll(left):

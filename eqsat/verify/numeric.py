@@ -357,87 +357,8 @@ def compare_arrays(name: str, ref: np.ndarray, got: np.ndarray, rtol: float, ato
     )
 
 
-class ReferenceRuns:
-    """The reference model's side of the gate: its session, the symbol sizes of
-    ``--shape``/``--input-shape``, the sizes it runs at and its outputs for each seed. Each is
-    computed when first asked for, in the order :func:`compare_with` asks, or all of them ahead
-    by :meth:`prefetch` — which the pipeline runs in a thread while the e-graph child works,
-    on the otherwise idle second core (it does not depend on the optimized model). A step that
-    fails is remembered and raised when it is asked for, so a prefetched reference fails at the
-    same point, with the same error, as one computed on demand."""
-
-    def __init__(
-        self,
-        reference: ModelLike,
-        seeds: tuple[int, ...] = DEFAULT_SEEDS,
-        dim_values: dict[str, int] | None = None,
-        input_shapes: InputShapes | None = None,
-    ):
-        self.model = _loaded(reference)
-        self.seeds = tuple(seeds)
-        self._dim_values = dict(dim_values or {})
-        self._input_shapes = dict(input_shapes or {})
-        self._done: dict[object, object] = {}  # step -> its result
-        self._failed: tuple[object, BaseException] | None = None  # (step, its error)
-
-    def _step(self, key: object, compute):
-        if key in self._done:
-            return self._done[key]
-        if self._failed is not None and self._failed[0] == key:
-            raise self._failed[1]
-        try:
-            value = self._done[key] = compute()
-        except Exception as e:
-            self._failed = (key, e)
-            raise
-        return value
-
-    def session(self) -> Session:
-        return self._step("session", lambda: Session(self.model))
-
-    def fixed(self) -> dict[str, int]:
-        """The symbol sizes the caller fixed (InputError for a bad ``--input-shape``)."""
-        return self._step(
-            "fixed",
-            lambda: self._dim_values | bind_input_shapes(self.session().specs, self._input_shapes),
-        )
-
-    def sizes(self) -> dict[str, int]:
-        """The sizes the reference runs at (:func:`_sizes_it_runs_at`; the first seed's outputs
-        are kept from it)."""
-
-        def compute():
-            seed = self.seeds[0] if self.seeds else 0
-            sa = self.session()
-            dims, first = _sizes_it_runs_at(sa, self.model.model, sa.specs, self.fixed(), seed)
-            if first is not None:
-                self._done[("outputs", first[0])] = first[1]
-            return dims
-
-        return self._step("sizes", compute)
-
-    def outputs(self, seed: int) -> list[np.ndarray]:
-        def compute():
-            sa = self.session()
-            return sa.run(random_feeds(sa.specs, seed, self.sizes()))
-
-        return self._step(("outputs", seed), compute)
-
-    def release(self, seed: int) -> None:
-        """Drop a seed's outputs once compared (the gate held one seed's at a time)."""
-        self._done.pop(("outputs", seed), None)
-
-    def prefetch(self) -> None:
-        """Compute every step now, stopping at the first that fails (raised when asked for)."""
-        try:
-            for seed in self.seeds:
-                self.outputs(seed)
-        except Exception:
-            pass
-
-
 def compare_models(
-    reference: ModelLike | ReferenceRuns,
+    reference: ModelLike,
     candidate: ModelLike,
     *,
     seeds: tuple[int, ...] = DEFAULT_SEEDS,
@@ -448,11 +369,10 @@ def compare_models(
 ) -> Verdict:
     """Run both models on the same random inputs; InputError if their interfaces differ.
     ``dim_values`` fixes symbols (``--shape batch=8``), ``input_shapes`` whole inputs
-    (``--input-shape x=1,3,64,64``); the other symbolic dims get sizes the reference runs at.
-    ``reference`` may be a :class:`ReferenceRuns` of the same seeds and sizes (prefetched)."""
-    ref = _reference_runs(reference, seeds, dim_values, input_shapes)
+    (``--input-shape x=1,3,64,64``); the other symbolic dims get sizes the reference runs at."""
+    ref = _loaded(reference)  # read once, for the specs here and the session in compare_with
     sb = Session(candidate)
-    specs_a, specs_b = input_specs(ref.model), sb.specs
+    specs_a, specs_b = input_specs(ref), sb.specs
     if [(s.name, s.dtype) for s in specs_a] != [(s.name, s.dtype) for s in specs_b]:
         raise InputError(
             "the models have different inputs: "
@@ -470,16 +390,8 @@ def compare_models(
     )
 
 
-def _reference_runs(reference, seeds, dim_values, input_shapes) -> ReferenceRuns:
-    if not isinstance(reference, ReferenceRuns):
-        return ReferenceRuns(reference, seeds, dim_values, input_shapes)
-    if reference.seeds != tuple(seeds):
-        raise ValueError(f"the reference was run for seeds {reference.seeds}, not {seeds}")
-    return reference
-
-
 def compare_with(
-    reference: ModelLike | ReferenceRuns,
+    reference: ModelLike,
     run,
     output_names: list[str],
     *,
@@ -491,21 +403,26 @@ def compare_with(
 ) -> Verdict:
     """The reference model in onnxruntime against ``run(feeds) -> outputs`` (in the order of
     ``output_names``: another session, or a compiled model) on the same random inputs."""
-    ref = _reference_runs(reference, seeds, dim_values, input_shapes)
-    sa = ref.session()
+    ref = _loaded(reference)
+    sa = Session(ref)
     specs_a, names_a = sa.specs, sa.output_names
     names_b = list(output_names)
-    verdict = Verdict(True, rtol, atol, tuple(seeds), ref.fixed())
+    fixed = dict(dim_values or {}) | bind_input_shapes(specs_a, dict(input_shapes or {}))
+    verdict = Verdict(True, rtol, atol, tuple(seeds), fixed)
     if names_a != names_b:
         verdict.ok = False
         verdict.reason = f"different outputs: {names_a} vs {names_b}"
         return verdict
-    dims = verdict.dim_values = ref.sizes()
+    dims, first = _sizes_it_runs_at(sa, ref.model, specs_a, fixed, seeds[0] if seeds else 0)
+    verdict.dim_values = dims
     worst: dict[str, OutputDiff] = {}
     for seed in seeds:
-        out_a = ref.outputs(seed)
-        out_b = run(random_feeds(specs_a, seed, dims))
-        ref.release(seed)
+        feeds = random_feeds(specs_a, seed, dims)
+        if first is not None and first[0] == seed:
+            out_a = first[1]
+        else:
+            out_a = sa.run(feeds)
+        out_b = run(feeds)
         for name, a, b in zip(names_a, out_a, out_b, strict=True):
             d = compare_arrays(name, a, b, rtol, atol)
             w = worst.get(name)
