@@ -1,6 +1,7 @@
 """The user's folders for what eqsat writes outside the package: one helper, used by every
 cache (compiled objects and models, calibrated and measured cost constants, rule verdicts,
-discovered rules). The package's own files (the committed proof ledger, the packaged rules
+discovered rules, the printed text of rule terms), and :func:`write_atomic`, the write they
+share. The package's own files (the committed proof ledger, the packaged rules
 file, the default roofline constants) are read-only in normal use.
 
 ``$EQSAT_CACHE_DIR`` overrides the folder (the tests point it at a temporary one); otherwise it
