@@ -846,9 +846,11 @@ class HardTimeLimit(EGraphStageError):
 
 def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
     """encode → saturate → extract; returns the extracted graph and the statistics. Options
-    are checked here (InputError); the work runs in a child when ``options.isolate``."""
+    are checked here (InputError); the work runs in a child when ``options.isolate``. The
+    rules are chosen and checked against the ledger here, once: the forked child inherits them
+    (building them again there cost another 0.02-0.2 s)."""
     from eqsat.extract.extraction import EXTRACTORS
-    from eqsat.rules import schedule
+    from eqsat.rules import printed, schedule
 
     with timer.phase("rules"):  # loading egglog and building the rulesets: a fixed cost
         try:
@@ -860,27 +862,28 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
             raise InputError(f"unknown extractor {options.extractor!r}; known: {known}")
         # reads its constants: a missing file fails here, in one line
         _cost_model(options.cost_model, options.calibration)
-        if not options.allow_unproved:
-            from eqsat.verify.ledger import load_ledger
-
-            load_ledger()  # likewise for the ledger (the child checks the rules against it)
+        with printed.batch():  # the ledger's hashes print every rule: one cache write
+            rules, unproved = _proved(chosen, options)  # a missing ledger fails here too
+            rules = schedule.relevant(rules, _ctors(graph))
+        shape_rules = None
         if options.shape_check:
             from eqsat.egraph import shapes
 
-            # build the (cached) ruleset once here, not in every child
-            shapes.shape_rules(sizes=schedule.reads_sizes(chosen))
+            # built here (the child inherits it)
+            shape_rules = shapes.shape_rules(sizes=schedule.reads_sizes(chosen))
+    picked = (rules, unproved, shape_rules)
     if options.isolate and "fork" in multiprocessing.get_all_start_methods():
-        return _in_child(graph, options, timer)
-    return _egraph_work(graph, options, timer)
+        return _in_child(graph, options, picked, timer)
+    return _egraph_work(graph, options, picked, timer)
 
 
-def _in_child(graph: TensorGraph, options: Options, timer: _Timer):
+def _in_child(graph: TensorGraph, options: Options, picked: tuple, timer: _Timer):
     """:func:`_egraph_work` in a forked child. The child inherits ``graph`` (no copy) and sends
     back phase names (for the progress display), then the extracted graph *without* the weights
     it shares with ``graph`` (a 2 GB model is not pickled back), or the error."""
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_child_main, args=(graph, options, send), daemon=True)
+    child = ctx.Process(target=_child_main, args=(graph, options, picked, send), daemon=True)
     child.start()
     send.close()
     limit = options.time_limit + options.extract_time_limit + HARD_LIMIT_GRACE
@@ -920,10 +923,10 @@ def _in_child(graph: TensorGraph, options: Options, timer: _Timer):
 _CHILD_ERRORS = {"InputError": InputError, "DataFileError": DataFileError}
 
 
-def _child_main(graph: TensorGraph, options: Options, send) -> None:
+def _child_main(graph: TensorGraph, options: Options, picked: tuple, send) -> None:
     timer = _Timer(lambda phase: send.send(("phase", phase)))
     try:
-        out, stats = _egraph_work(graph, options, timer)
+        out, stats = _egraph_work(graph, options, picked, timer)
         own = {k: v for k, v in out.weights.items() if graph.weights.get(k) is not v}
         shared = [k for k in out.weights if k not in own]  # in order: names only
         send.send(("done", (out.replace(weights={}), shared, own, stats, timer.times)))
@@ -934,25 +937,25 @@ def _child_main(graph: TensorGraph, options: Options, send) -> None:
         send.close()
 
 
-def _egraph_work(graph: TensorGraph, options: Options, timer: _Timer):
-    """encode → saturate → extract (see :func:`_egraph_stages`)."""
+def _egraph_work(graph: TensorGraph, options: Options, picked: tuple, timer: _Timer):
+    """encode → saturate → extract (see :func:`_egraph_stages`); ``picked``: the rules kept
+    (proved, relevant), the names of those left out as unproved, and the shape analysis's
+    ruleset (None without ``options.shape_check``)."""
     from eqsat.egraph import shapes
     from eqsat.egraph.encode import encode
     from eqsat.egraph.saturate import saturate
     from eqsat.extract.extraction import extract
     from eqsat.rules import schedule
 
+    rules, unproved, shape_rules = picked
     with timer.phase("rules"):
-        chosen = schedule.select(options.rules, options.disabled_rules, options.rules_file)
-        rules, unproved = _proved(chosen, options)
-        rules = schedule.relevant(rules, _ctors(graph))
         cost_model = _cost_model(options.cost_model, options.calibration)
     with timer.phase("encode"):
         enc = encode(graph)
         rulesets = schedule.rulesets(rules)
-        if options.shape_check:
+        if shape_rules is not None:
             shapes.seed(enc)
-            rulesets = [shapes.shape_rules(sizes=schedule.reads_sizes(chosen)), *rulesets]
+            rulesets = [shape_rules, *rulesets]
     with timer.phase("saturate"):
         sat = saturate(
             enc,
@@ -962,7 +965,7 @@ def _egraph_work(graph: TensorGraph, options: Options, timer: _Timer):
             time_limit=options.time_limit,
             rewrites=schedule.rewrites(rules),
         )
-        if options.shape_check:
+        if shape_rules is not None:
             shapes.check_shapes(enc.egraph)  # ShapeConflict: a rule is unsound
     with timer.phase("extract"):
         ex = extract(

@@ -27,7 +27,6 @@ initializers with random values, so that onnxruntime prepacks them as it would i
 from __future__ import annotations
 
 import json
-import os
 import platform
 import statistics
 import time
@@ -101,11 +100,10 @@ class MeasuredCostModel(CostModelBase):
 
     def save(self) -> None:
         """Write the cache (atomically); a read-only cache directory is not an error."""
+        from eqsat.paths import write_atomic
+
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.table, sort_keys=True))
-            tmp.replace(self.path)
+            write_atomic(self.path, json.dumps(self.table, sort_keys=True))
         except OSError:
             pass
 

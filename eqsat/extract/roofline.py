@@ -29,7 +29,7 @@ from eqsat.egraph.ir import Node, TensorType, make_attrs
 from eqsat.egraph.ops import OPS, node_bytes, node_flops
 from eqsat.errors import missing_data_file
 from eqsat.extract.cost import CostModelBase
-from eqsat.paths import user_cache_dir
+from eqsat.paths import user_cache_dir, write_atomic
 
 DEFAULT_FILE = Path(__file__).with_name("roofline_default.json")
 # Ops that read only the part of their data input they copy out: charging them the whole input
@@ -60,10 +60,7 @@ class RooflineConstants:
         raise missing_data_file(path or DEFAULT_FILE, "the roofline constants")
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
-        tmp.replace(path)
+        write_atomic(path, json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
 
 
 class RooflineCostModel(CostModelBase):

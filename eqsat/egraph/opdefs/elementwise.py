@@ -1,13 +1,14 @@
 """Element-wise ops: binary arithmetic with broadcasting, activations, casts, comparisons.
 
-Semantics follow ONNX opset >= 13 (older models are converted to 13 on import).
+Semantics follow ONNX opset >= 13 (older models are converted to 13 on import). scipy.special
+(erf, expit) is imported when one of those ops is evaluated: importing it took 0.3 s, on every
+command that loads the op table, for the few models that fold an Erf or a Sigmoid.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import onnx.helper
-import scipy.special
 
 from eqsat.egraph.ir import TensorType
 from eqsat.egraph.opdefs.base import (
@@ -24,6 +25,12 @@ from eqsat.egraph.opdefs.base import (
 
 def onnx_dtype(elem_type: int) -> str:
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(int(elem_type))).name
+
+
+def _special():
+    import scipy.special
+
+    return scipy.special
 
 
 def _bcast(out_dtype: str | None = None):
@@ -98,7 +105,7 @@ def _gelu(x, at):
     if at.get("approximate", "none") == "tanh":
         c = np.sqrt(2.0 / np.pi).astype(x.dtype)
         return 0.5 * x * (1 + np.tanh(c * (x + 0.044715 * x**3)))
-    return 0.5 * x * (1 + scipy.special.erf(x / np.sqrt(2.0).astype(x.dtype)))
+    return 0.5 * x * (1 + _special().erf(x / np.sqrt(2.0).astype(x.dtype)))
 
 
 def _clip_infer(ctx: InferCtx) -> list[TensorType]:
@@ -155,7 +162,7 @@ def _dropout(args, attrs):
 
 
 def _sigmoid(x, at):
-    return scipy.special.expit(x)
+    return _special().expit(x)
 
 
 def _hardsigmoid(x, at):
@@ -217,7 +224,7 @@ DEFS: tuple[OpDef, ...] = (
     _unary("HardSwish", _hardswish, 4),
     _unary("Softplus", _softplus, 4),
     _unary("Tanh", lambda x, at: np.tanh(x), 4, ctor="tanh"),
-    _unary("Erf", lambda x, at: scipy.special.erf(x), 4, ctor="erf"),
+    _unary("Erf", lambda x, at: _special().erf(x), 4, ctor="erf"),
     _unary("Gelu", _gelu, 8, attrs={"approximate": "none"}),
     _unary("Exp", lambda x, at: np.exp(x), 4, "elementwise", ctor="exp"),
     _unary("Log", lambda x, at: np.log(x), 4, "elementwise"),

@@ -225,3 +225,52 @@ def test_ilp_is_optimal_acyclic_and_no_worse_than_greedy(case):
     with_incumbent = ilp_dag(eg, roots, costs.__getitem__, incumbent=greedy)
     assert with_incumbent.choice.cost == pytest.approx(optimum, abs=1e-9)
     _check_plan(eg, roots, with_incumbent.choice, costs.__getitem__)
+
+
+# one choice per class once shrunk: ``b + a`` ties ``a + b`` (dominated: same cost, same kids),
+# a subsumed node and an unreachable class go; nothing is left for a solver to decide
+FORCED = {
+    "R": [("add", ("A", "B")), ("add-swapped", ("B", "A"))],
+    "A": [("relu", ("X",)), ("old", ("X",))],
+    "B": [("conv", ("X",))],
+    "X": [("x", ())],
+    "U": [("unused", ("X",))],
+}
+FORCED_COSTS = {"R0": 1.0, "R1": 1.0, "A0": 2.0, "A1": 5.0, "B0": 3.0, "X0": 0.0, "U0": 9.0}
+
+
+@pytest.mark.parametrize("with_incumbent", [False, True])
+def test_forced_model_is_solved_without_the_solver_as_the_solver_solves_it(
+    monkeypatch, with_incumbent
+):
+    eg, cost = _eg(FORCED, subsumed=frozenset({"A1"})), FORCED_COSTS.__getitem__
+    incumbent = greedy_dag(eg, ["R"], cost) if with_incumbent else None
+    with monkeypatch.context() as mp:
+        mp.setattr(ilp, "_forced", lambda *args: None)  # the solver's answer
+        solved = ilp_dag(eg, ["R"], cost, incumbent=incumbent)
+
+    def no_solver(*args, **kwargs):
+        raise AssertionError("the solver ran on a forced model")
+
+    monkeypatch.setattr(ilp._Program, "solve", no_solver)
+    got = ilp_dag(eg, ["R"], cost, incumbent=incumbent)
+    _check_plan(eg, ["R"], got.choice, cost)
+    assert got.choice.cost == solved.choice.cost == 6.0
+    assert (got.status, got.ilp_status, got.acyclicity) == (
+        solved.status, solved.ilp_status, solved.acyclicity
+    )  # fmt: skip
+    assert (got.variables, got.constraints, got.rounds, got.cuts) == (
+        solved.variables, solved.constraints, solved.rounds, solved.cuts
+    )  # fmt: skip
+    assert got.objective == pytest.approx(solved.objective)
+    assert got.bound == pytest.approx(solved.bound) and got.gap == pytest.approx(0.0, abs=1e-12)
+    assert got.nodes_dominated == solved.nodes_dominated == 1
+
+
+def test_a_model_with_a_choice_still_runs_the_solver(monkeypatch):
+    calls = []
+    solve = ilp._Program.solve
+    monkeypatch.setattr(ilp._Program, "solve", lambda self, *a: calls.append(1) or solve(self, *a))
+    eg, roots, cost = _eg(SHARED), ["R1", "R2"], SHARED_COSTS.__getitem__
+    got = ilp_dag(eg, roots, cost)
+    assert calls and got.choice.cost == 17.0  # both slices of the shared class: 1 + 1 + 15
