@@ -12,6 +12,7 @@ from eqsat import pipeline
 from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.runtime import compile as llvm_compile
 from eqsat.backends.llvm.tensorize_plan import (
+    SPLIT_BYTES,
     TASK_MULTIPLE,
     _split,
     choose_plan,
@@ -101,6 +102,25 @@ def test_two_threads_equal_one_thread(case):
         for k in want:
             np.testing.assert_array_equal(got2[k], got1[k])  # the same blocks, any thread
             np.testing.assert_allclose(got2[k], want[k], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("n", [256, 100, 48])
+def test_gemv_weight_split_for_threads(n):
+    """A GEMV (one output row) with a weight over SPLIT_BYTES is memory bound at few FLOPs:
+    its row is cut into pieces so that the threads stream the weight together (at most one
+    piece per NR panel); the pieces give the same floats at 1 and 2 threads."""
+    k = -(-SPLIT_BYTES // (4 * n))
+    p, weights = matmul(1, n, k, epilogue="bias_relu")
+    plan = choose_plan(_contraction(p), Capabilities.host())
+    pieces = min(TASK_MULTIPLE, -(-n // plan.nr))  # 48: one panel of the 8 x 48 tile
+    assert plan.rows_mode == (pieces == 1) and -(-n // plan.ncb) == pieces
+    one = llvm_compile(force_tensorize(p), threads=1, use_cache=False)
+    two = llvm_compile(force_tensorize(p), threads=2, use_cache=False)
+    feeds = _feeds(p, weights)
+    want, got1, got2 = interpret(p, feeds), one.run(feeds), two.run(feeds)
+    for name in want:
+        np.testing.assert_array_equal(got2[name], got1[name])
+        np.testing.assert_allclose(got1[name], want[name], rtol=1e-4, atol=1e-3)
 
 
 def test_weights_repacked_when_they_change():
