@@ -187,8 +187,9 @@ def test_window_b_dilated_padded_conv(hw):
                                                         (3, 3, 1, 1), (3, 1, 0, 1),
                                                         (5, 2, 2, 2)])
 def test_window_b_strided_and_unpadded_convs(hw, kernel, stride, pad, batch):
-    """Strided convs (lanes ``stride`` floats apart: masked gathers) and unpadded ones (no
-    guard) pack through the window form too: the same floats as interpret()."""
+    """Strided convs (lanes ``stride`` floats apart: a wide masked load and a permute) and
+    unpadded ones (no guard) pack through the window form too: the same floats as
+    interpret()."""
     p, weights = conv(ci=6, co=5, hw=hw, kernel=kernel, stride=stride, pad=pad, batch=batch)
     (c,) = [x for x in map(match_contraction, p.kernels) if x is not None]
     wb = window_b(c)
