@@ -68,6 +68,16 @@ def test_edge_sizes(m, n, k):
     _check(*matmul(m, n, k, weight=False, epilogue="residual"))
 
 
+@pytest.mark.parametrize("extra", [1, 15, 17, 33])
+@pytest.mark.parametrize("epilogue", [None, "bias_relu", "residual"])
+def test_edge_panels_on_narrow_kernels(extra, epilogue):
+    """A last panel with 1, 15, 17 or 33 real columns runs on the micro-kernel of 1, 1, 2 or 3
+    vectors (of the packed panel's first columns, ``_call_by_width``): the same floats as
+    interpret() with a bare store, a fused epilogue and a residual read at the tile."""
+    nr = Capabilities.host().gemm_tiles()[0][1]
+    _check(*matmul(13, 2 * nr + extra, 9, weight=False, epilogue=epilogue))
+
+
 def test_parallel_blocks_and_k_slices():
     # 2·M·N·K ≥ the parallel threshold, K > KC (two slices), M > MC, N > one column block
     _check(*matmul(200, 300, 520, epilogue="bias_relu"), threads=2)
