@@ -91,7 +91,9 @@ def emit_window_pack(b: ir.IRBuilder, wb: WindowB, src, dst, bi, o0, nrows, w0, 
     nv = nr // vw
     if rows_mode:  # whole rows: w0 = 0 and nw = W (constants divide cheaply)
         w0, nw = i64(0), i64(wb.width)
-        pieces = -(-(vw - 1) // wb.width) + 1
+        # a vector starts at a multiple of vw from a row's start: with W a multiple of vw it
+        # never crosses into the next row (VGG's 64, 32 and 16 wide images)
+        pieces = 1 if wb.width % vw == 0 else -(-(vw - 1) // wb.width) + 1
     else:  # a piece of one row
         pieces = 1
     nc = b.mul(nrows, nw, name="nc")
@@ -118,7 +120,7 @@ def emit_window_pack(b: ir.IRBuilder, wb: WindowB, src, dst, bi, o0, nrows, w0, 
             cols = []  # per vector, per piece: (lo, hi, N part of each form)
             for v in range(nv):
                 c0 = b.add(b.mul(p, i64(nr)), i64(v * vw))
-                first = b.sdiv(c0, nw) if pieces > 1 else i64(0)
+                first = b.sdiv(c0, nw) if rows_mode else i64(0)
                 per = []
                 for q in range(pieces):
                     ol = b.add(first, i64(q))

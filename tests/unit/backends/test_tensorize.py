@@ -168,7 +168,7 @@ def test_plain_b_only_for_affine_unguarded_reads():
         assert plain_b(c) is None
 
 
-@pytest.mark.parametrize("hw", [5, 7, 13, 14, 56])
+@pytest.mark.parametrize("hw", [5, 7, 13, 14, 16, 56])
 @pytest.mark.parametrize("kernel, pad, group, batch", [(3, 1, 1, 2), (5, 2, 1, 1), (3, 1, 2, 1),
                                                        (5, 2, 3, 2), (3, 2, 1, 1)])
 def test_window_b_padded_convs(hw, kernel, pad, group, batch):
