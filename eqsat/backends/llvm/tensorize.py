@@ -58,6 +58,7 @@ from eqsat.backends.llvm.tensorize_plan import (
     PiecewiseB,
     PlainB,
     Plan,
+    edge_vectors,
     epilogue,
     extents,
     fused_epilogue,
@@ -135,11 +136,12 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
         epi = _fused_epilogue(fused, plan.vw)
     else:
         mname, epi = f"eqsat.micro.{plan.mr}x{plan.nr}x{plan.vw}", Epilogue()
-    micros = [  # by vectors of the tile: the full width last, narrower ones for edge panels
-        module.globals.get(f"{mname}.{nv}") or emit_microkernel(
-            module, plan.mr, nv * plan.vw, plan.vw, plan.unroll, epi, name=f"{mname}.{nv}",
-            ldb=plan.nr)
-        for nv in range(1, plan.nr // plan.vw + 1)]
+    full = plan.nr // plan.vw  # the tile's vectors; narrower kernels for the edge panels
+    edges = edge_vectors(c, plan)
+    widths = sorted((set(range(1, full)) if edges is None else edges - {full}) | {full})
+    micros = [(nv, module.globals.get(f"{mname}.{nv}") or emit_microkernel(
+        module, plan.mr, nv * plan.vw, plan.vw, plan.unroll, epi, name=f"{mname}.{nv}",
+        ldb=plan.nr)) for nv in widths]
     tasks = _emit_tasks(cx, c, plan, fa, fb, fe, micros, fused)
     _emit_driver(cx, fn, c, plan, fa, fb, tasks)
     return fn
@@ -449,7 +451,10 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micros,
 
 
 def _call_by_width(b: ir.IRBuilder, micros, nv, args) -> None:
-    """Call ``micros[nv - 1]``: the micro-kernel as wide as the panel's real vectors ``nv``.
+    """Call the narrowest of ``micros`` (``(vectors, kernel)``, ascending, the tile's full
+    width last) that holds the panel's ``nv`` real vectors. Only the widths the plan's blocks
+    end with are emitted (``tensorize_plan.edge_vectors``); any other ``nv`` still finds a
+    kernel at least as wide (its masks store only the real columns).
 
     Why: a panel past the block's last column is zero-padded, and the full-width kernel runs
     its FMAs on the padding too. SqueezeNet's 55 × 55 convs take blocks of 7 rows, 385
@@ -458,11 +463,11 @@ def _call_by_width(b: ir.IRBuilder, micros, nv, args) -> None:
     one process (loadavg 6.5), kernel min of 30, three runs: the 3 × 3 expand convs ran
     1.05-1.13× faster (e.g. 0.370 → 0.329 ms), the first conv 0.90-1.13×."""
     if len(micros) == 1:
-        b.call(micros[0], args)
+        b.call(micros[0][1], args)
         return
-    with b.if_else(b.icmp_signed(">=", nv, i64(len(micros)))) as (full, narrow):
-        with full:
-            b.call(micros[-1], args)
+    with b.if_else(b.icmp_signed(">", nv, i64(micros[-2][0]))) as (wide, narrow):
+        with wide:
+            b.call(micros[-1][1], args)
         with narrow:
             _call_by_width(b, micros[:-1], nv, args)
 

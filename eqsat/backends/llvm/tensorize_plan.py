@@ -217,6 +217,19 @@ def padded_share(c: Contraction, plan: Plan) -> float | None:
     return m * no * w / (rows * cols)
 
 
+def edge_vectors(c: Contraction, plan: Plan) -> set[int] | None:
+    """The widths, in vectors, of the partial last panels of ``c``'s column blocks (None when
+    an extent is not a constant: any width may occur)."""
+    no, w = const_extent(c.n[:-1]) if c.n else 1, const_extent(c.n[-1:]) if c.n else 1
+    if no is None or w is None:
+        return None
+    if plan.rows_mode:
+        cols = {plan.rows * w, (no - (-(-no // plan.rows) - 1) * plan.rows) * w}
+    else:
+        cols = {plan.ncb, w - (-(-w // plan.ncb) - 1) * plan.ncb}
+    return {-(-(n % plan.nr) // plan.vw) for n in cols if n % plan.nr}
+
+
 def swapped(c: Contraction) -> Contraction:
     """``c`` with its operands exchanged: ``C^T = B^T A^T`` (M and N, ``a`` and ``b``)."""
     return replace(c, m=c.n, n=c.m, a=c.b, b=c.a)

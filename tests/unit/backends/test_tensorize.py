@@ -16,6 +16,7 @@ from eqsat.backends.llvm.tensorize_plan import (
     TASK_MULTIPLE,
     _split,
     choose_plan,
+    edge_vectors,
     orient,
     padded_share,
     piecewise_b,
@@ -76,6 +77,23 @@ def test_edge_panels_on_narrow_kernels(extra, epilogue):
     interpret() with a bare store, a fused epilogue and a residual read at the tile."""
     nr = Capabilities.host().gemm_tiles()[0][1]
     _check(*matmul(13, 2 * nr + extra, 9, weight=False, epilogue=epilogue))
+
+
+@pytest.mark.parametrize("hw, co", [(55, 64), (27, 128), (35, 64), (16, 64)])
+def test_edge_vectors_are_the_blocks_partial_panels(hw, co):
+    """``edge_vectors``: the widths (in vectors) of the last panel of every column block,
+    enumerated block by block here; only those narrow kernels are emitted, and the conv
+    still equals interpret()."""
+    p, weights = conv(ci=8, co=co, hw=hw, pad=1)
+    c, plan = orient(_contraction(p), Capabilities.host())
+    assert plan.rows_mode
+    want = set()
+    for o in range(0, hw, plan.rows):
+        cols = min(plan.rows, hw - o) * hw
+        if cols % plan.nr:
+            want.add(-(-(cols % plan.nr) // plan.vw))
+    assert edge_vectors(c, plan) == want
+    _check(p, weights)
 
 
 def test_parallel_blocks_and_k_slices():
