@@ -9,7 +9,9 @@ Produces the internal function
 (``+ bias[j]``, ReLU, a caller's vector function) on top — fused in the store, before C is
 written. ``mr < MR`` / ``nr < NR`` are the edge tiles: packing zero-pads them, so the same
 FMAs run and the store is masked (``llvm.masked.store``; no scalar tail loop). The whole tile
-takes one branch to unmasked stores.
+takes one branch to unmasked stores. A caller may also emit narrower kernels (fewer vectors,
+``ldb`` the packed panel's width) for a panel whose real columns fit them
+(``tensorize._call_by_width``), so that padding columns cost no FMAs.
 
 Why this shape (CODEGEN_NOTES, "GEMM"): LLVM's loop vectorizer never register-blocks, so the
 accumulators are explicit SSA phis of ``<vw x float>`` (12 on AVX2), each k step broadcasts one
@@ -80,10 +82,14 @@ class Epilogue:
 
 def emit_microkernel(
     module: ir.Module, mr: int, nr: int, vw: int, unroll: int, epilogue: Epilogue,
-    name: str = "micro",
+    name: str = "micro", ldb: int | None = None,
 ) -> ir.Function:
+    """The micro-kernel of an ``mr × nr`` tile; ``ldb``: floats per k step of the packed B
+    panel when the panel is wider than the tile (default ``nr``) — a narrower variant for the
+    last, partial panel of a wider tile reads only its first ``nr`` columns."""
     assert nr % vw == 0
     nv = nr // vw
+    ldb = nr if ldb is None else ldb
     names = ["kc", "Ap", "Bp", "C", "ldc", "mr", "nr", "load_c", "last", "bias"]
     names += [f"e{i}" for i in range(epilogue.extra)]
     types = [I64, PTR, PTR, PTR, I64, I64, I64, I64, I64, PTR] + [PTR] * epilogue.extra
@@ -122,14 +128,14 @@ def emit_microkernel(
         b.position_at_end(body)
         cur = list(accs)
         for u in range(steps):
-            bv = [load_vec(b, gep(b, pb, u * nr + v * vw), vw, align=4 * vw) for v in range(nv)]
+            bv = [load_vec(b, gep(b, pb, u * ldb + v * vw), vw, align=4 * vw) for v in range(nv)]
             for r in range(mr):
                 a = splat(b, b.load(gep(b, pa, u * mr + r), typ=F32, align=4), vw)
                 for v in range(nv):
                     cur[r * nv + v] = b.call(fma, [a, bv[v], cur[r * nv + v]])
         nk = b.add(k, i64(steps))
         npa = gep(b, pa, steps * mr)
-        npb = gep(b, pb, steps * nr)
+        npb = gep(b, pb, steps * ldb)
         for phi, val in zip([k, pa, pb, *accs], [nk, npa, npb, *cur], strict=True):
             phi.add_incoming(val, b.block)
         b.branch(head)

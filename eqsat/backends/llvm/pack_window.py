@@ -1,5 +1,6 @@
 """The B packer of a guarded window read (:class:`~eqsat.backends.llvm.tensorize_plan.WindowB`):
-a padded convolution's im2col, packed with masked vector loads (stride 1) or masked gathers.
+a padded convolution's im2col, packed with masked vector loads (stride 1: one vector; stride s:
+s vectors' worth, every s-th float kept by a permute).
 
 Consumes a ``WindowB``, the plan's tile (``nr``, ``vw``, ``kc``, rows mode and the innermost N
 extent) and a builder positioned in the ``pack_b`` helper's entry with its arguments; emits the
@@ -11,10 +12,10 @@ How: the block's columns are ``(o, w)`` pairs, ``nw`` per output row. A vector o
 consecutive columns touches at most ``ceil((vw - 1) / nw) + 1`` output rows ("pieces"); in
 one piece the lanes read floats ``s`` apart (``w`` has the coefficient ``s``, the stride) and
 each guard ``f >= 0`` / ``f < 0`` with ``w`` in it bounds the lanes to a range, one without
-``w`` is on or off for the whole piece. So a piece is one ``llvm.masked.load`` (a
-``llvm.masked.gather`` for a stride over 1; a lane range mask) whose pass-through is the
-previous pieces' result, starting from zero: the Select's value, read only where the guard
-holds, with no per-element index arithmetic or branch. Everything that
+``w`` is on or off for the whole piece. So a piece is one ``llvm.masked.load`` (a lane
+range mask) whose pass-through is the previous pieces' result, starting from zero: the
+Select's value, read only where the guard holds, with no per-element index arithmetic or
+branch. Everything that
 depends on the column only (the piece's row, its lane range inside the block, the N part of
 the address and of each guard) is computed per panel, outside the K loop.
 
@@ -26,6 +27,13 @@ Why: the generic packer evaluates the guarded expression per element (div/mod of
 four compares); it was 20-28 % of ResNet's 3×3 convs (compile_bench --conv). Per K row, the
 guards and lane ranges were still 22 % of an Inception 3×3 conv's time (perf, 96 channels on
 35×35, K = 864); per tap, 11 %, and the conv ran 133 → 151 GFLOP/s (onnxruntime: 171).
+
+A stride ``s`` over 1 reads the ``s * vw`` floats from lane 0's to the last lane's with one
+wide masked load (lanes ``[s*lo, s*(hi-1)]``: between two floats the guard allows, so inside
+the buffer) and keeps every ``s``-th by a ``shufflevector``, then selects the piece's lanes:
+it was a ``llvm.masked.gather`` (one load per lane). SqueezeNet's first conv (3 channels,
+stride 2, K = 27), 1 thread, the two builds in one process, kernel min of 30: 0.452 → 0.415
+ms (a second run 0.412 → 0.390); that conv is mostly its 3 MB output's stores, not packing.
 """
 
 from __future__ import annotations
@@ -35,7 +43,6 @@ import llvmlite.ir as ir
 from eqsat.backends.llvm.emit import (
     I32,
     I64,
-    PTR,
     Intrinsics,
     gep,
     i64,
@@ -84,18 +91,19 @@ def emit_window_pack(b: ir.IRBuilder, wb: WindowB, src, dst, bi, o0, nrows, w0, 
     nv = nr // vw
     if rows_mode:  # whole rows: w0 = 0 and nw = W (constants divide cheaply)
         w0, nw = i64(0), i64(wb.width)
-        pieces = -(-(vw - 1) // wb.width) + 1
+        # a vector starts at a multiple of vw from a row's start: with W a multiple of vw it
+        # never crosses into the next row (VGG's 64, 32 and 16 wide images)
+        pieces = 1 if wb.width % vw == 0 else -(-(vw - 1) // wb.width) + 1
     else:  # a piece of one row
         pieces = 1
     nc = b.mul(nrows, nw, name="nc")
     npan = b.sdiv(b.add(nc, i64(nr - 1)), i64(nr), name="npan")
     ncpad = b.mul(npan, i64(nr))
     iota = ir.Constant(ir.VectorType(I64, vw), list(range(vw)))
-    lanes = ir.Constant(ir.VectorType(I64, vw), [4 * j * wb.stride for j in range(vw)])  # bytes
     zero = ir.Constant(vec(vw), [0.0] * vw)
     benv = _decompose(b, bi, wb.batch)
     forms = [wb.addr, *wb.lower, *wb.upper]
-    ctx = _Reads(b, intr, wb, forms, src, vw, iota, lanes, zero)
+    ctx = _Reads(b, intr, wb, forms, src, vw, iota, zero)
     outer, cext = wb.k[0]
     # The outermost K axis (a conv's input channel) in no guard: its rows read the same lanes
     # at an address ``coef`` apart, so lane ranges and pointers are computed once per inner K
@@ -112,7 +120,7 @@ def emit_window_pack(b: ir.IRBuilder, wb: WindowB, src, dst, bi, o0, nrows, w0, 
             cols = []  # per vector, per piece: (lo, hi, N part of each form)
             for v in range(nv):
                 c0 = b.add(b.mul(p, i64(nr)), i64(v * vw))
-                first = b.sdiv(c0, nw) if pieces > 1 else i64(0)
+                first = b.sdiv(c0, nw) if rows_mode else i64(0)
                 per = []
                 for q in range(pieces):
                     ol = b.add(first, i64(q))
@@ -150,9 +158,11 @@ def _hoisted_rows(b, ctx, wb, benv, cols, pc, kc, dst0, nr, inner, cext, coef) -
 class _Reads:
     """The loads of one K row of a panel: per vector, per piece, a pointer and a lane mask."""
 
-    def __init__(self, b, intr, wb: WindowB, forms, src, vw, iota, lanes, zero):
+    def __init__(self, b, intr, wb: WindowB, forms, src, vw, iota, zero):
         self.b, self.intr, self.wb, self.forms, self.src = b, intr, wb, forms, src
-        self.vw, self.iota, self.lanes, self.zero = vw, iota, lanes, zero
+        self.vw, self.iota, self.zero = vw, iota, zero
+        n = vw * wb.stride
+        self.iota_wide = ir.Constant(ir.VectorType(I64, n), list(range(n)))
 
     def lane_reads(self, kpart, cols):
         """Per vector, per piece: (pointer at lane 0, mask) for the K part ``kpart``."""
@@ -180,24 +190,34 @@ class _Reads:
                 hi = b.select(ok, hi, i64(-1))
                 mask = b.and_(b.icmp_signed(">=", self.iota, splat(b, lo, vw)),
                               b.icmp_signed("<", self.iota, splat(b, hi, vw)))
-                reads.append((gep(b, self.src, vals[0]), mask))
+                wide = None
+                if wb.stride > 1:  # floats [s*lo, s*(hi-1)]: between two read ones, in bounds
+                    s, n = wb.stride, vw * wb.stride
+                    wide = b.and_(
+                        b.icmp_signed(">=", self.iota_wide, splat(b, b.mul(lo, i64(s)), n)),
+                        b.icmp_signed("<", self.iota_wide,
+                                      splat(b, b.sub(b.mul(hi, i64(s)), i64(s - 1)), n)))
+                reads.append((gep(b, self.src, vals[0]), mask, wide))
             out.append(reads)
         return out
 
     def store(self, reads, dst, off) -> None:
         """Load each vector's pieces (pointers moved by ``off`` floats) and store it at
         ``dst``."""
-        b, vw = self.b, self.vw
+        b, vw, s = self.b, self.vw, self.wb.stride
+        align = ir.Constant(I32, 4)
         for v, per in enumerate(reads):
             acc = self.zero
-            for ptr, mask in per:
+            for ptr, mask, wide in per:
                 ptr = gep(b, ptr, off)
-                if self.wb.stride == 1:
-                    acc = b.call(self.intr.masked_load(vw), [ptr, ir.Constant(I32, 4), mask,
-                                                              acc])
-                else:
-                    base = splat(b, b.ptrtoint(ptr, I64), vw)
-                    ptrs = b.inttoptr(b.add(base, self.lanes), ir.VectorType(PTR, vw))
-                    acc = b.call(self.intr.masked_gather(vw), [ptrs, ir.Constant(I32, 4),
-                                                                mask, acc])
+                if s == 1:
+                    acc = b.call(self.intr.masked_load(vw), [ptr, align, mask, acc])
+                else:  # s * vw consecutive floats, every s-th kept (a permute, not a gather)
+                    n = s * vw
+                    got = b.call(self.intr.masked_load(n), [ptr, align, wide,
+                                                            ir.Constant(vec(n), [0.0] * n)])
+                    picked = b.shuffle_vector(got, ir.Constant(vec(n), None),
+                                              ir.Constant(ir.VectorType(I32, vw),
+                                                          [j * s for j in range(vw)]))
+                    acc = b.select(mask, picked, acc)
             b.store(acc, gep(b, dst, v * vw), align=4 * vw)

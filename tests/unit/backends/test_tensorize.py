@@ -12,9 +12,11 @@ from eqsat import pipeline
 from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.runtime import compile as llvm_compile
 from eqsat.backends.llvm.tensorize_plan import (
+    SPLIT_BYTES,
     TASK_MULTIPLE,
     _split,
     choose_plan,
+    edge_vectors,
     orient,
     padded_share,
     piecewise_b,
@@ -67,6 +69,33 @@ def test_edge_sizes(m, n, k):
     _check(*matmul(m, n, k, weight=False, epilogue="residual"))
 
 
+@pytest.mark.parametrize("extra", [1, 15, 17, 33])
+@pytest.mark.parametrize("epilogue", [None, "bias_relu", "residual"])
+def test_edge_panels_on_narrow_kernels(extra, epilogue):
+    """A last panel with 1, 15, 17 or 33 real columns runs on the micro-kernel of 1, 1, 2 or 3
+    vectors (of the packed panel's first columns, ``_call_by_width``): the same floats as
+    interpret() with a bare store, a fused epilogue and a residual read at the tile."""
+    nr = Capabilities.host().gemm_tiles()[0][1]
+    _check(*matmul(13, 2 * nr + extra, 9, weight=False, epilogue=epilogue))
+
+
+@pytest.mark.parametrize("hw, co", [(55, 64), (27, 128), (35, 64), (16, 64)])
+def test_edge_vectors_are_the_blocks_partial_panels(hw, co):
+    """``edge_vectors``: the widths (in vectors) of the last panel of every column block,
+    enumerated block by block here; only those narrow kernels are emitted, and the conv
+    still equals interpret()."""
+    p, weights = conv(ci=8, co=co, hw=hw, pad=1)
+    c, plan = orient(_contraction(p), Capabilities.host())
+    assert plan.rows_mode
+    want = set()
+    for o in range(0, hw, plan.rows):
+        cols = min(plan.rows, hw - o) * hw
+        if cols % plan.nr:
+            want.add(-(-(cols % plan.nr) // plan.vw))
+    assert edge_vectors(c, plan) == want
+    _check(p, weights)
+
+
 def test_parallel_blocks_and_k_slices():
     # 2·M·N·K ≥ the parallel threshold, K > KC (two slices), M > MC, N > one column block
     _check(*matmul(200, 300, 520, epilogue="bias_relu"), threads=2)
@@ -101,6 +130,25 @@ def test_two_threads_equal_one_thread(case):
         for k in want:
             np.testing.assert_array_equal(got2[k], got1[k])  # the same blocks, any thread
             np.testing.assert_allclose(got2[k], want[k], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("n", [256, 100, 48])
+def test_gemv_weight_split_for_threads(n):
+    """A GEMV (one output row) with a weight over SPLIT_BYTES is memory bound at few FLOPs:
+    its row is cut into pieces so that the threads stream the weight together (at most one
+    piece per NR panel); the pieces give the same floats at 1 and 2 threads."""
+    k = -(-SPLIT_BYTES // (4 * n))
+    p, weights = matmul(1, n, k, epilogue="bias_relu")
+    plan = choose_plan(_contraction(p), Capabilities.host())
+    pieces = min(TASK_MULTIPLE, -(-n // plan.nr))  # 48: one panel of the 8 x 48 tile
+    assert plan.rows_mode == (pieces == 1) and -(-n // plan.ncb) == pieces
+    one = llvm_compile(force_tensorize(p), threads=1, use_cache=False)
+    two = llvm_compile(force_tensorize(p), threads=2, use_cache=False)
+    feeds = _feeds(p, weights)
+    want, got1, got2 = interpret(p, feeds), one.run(feeds), two.run(feeds)
+    for name in want:
+        np.testing.assert_array_equal(got2[name], got1[name])
+        np.testing.assert_allclose(got1[name], want[name], rtol=1e-4, atol=1e-3)
 
 
 def test_weights_repacked_when_they_change():
@@ -138,7 +186,7 @@ def test_plain_b_only_for_affine_unguarded_reads():
         assert plain_b(c) is None
 
 
-@pytest.mark.parametrize("hw", [5, 7, 13, 14, 56])
+@pytest.mark.parametrize("hw", [5, 7, 13, 14, 16, 56])
 @pytest.mark.parametrize("kernel, pad, group, batch", [(3, 1, 1, 2), (5, 2, 1, 1), (3, 1, 2, 1),
                                                        (5, 2, 3, 2), (3, 2, 1, 1)])
 def test_window_b_padded_convs(hw, kernel, pad, group, batch):
@@ -167,8 +215,9 @@ def test_window_b_dilated_padded_conv(hw):
                                                         (3, 3, 1, 1), (3, 1, 0, 1),
                                                         (5, 2, 2, 2)])
 def test_window_b_strided_and_unpadded_convs(hw, kernel, stride, pad, batch):
-    """Strided convs (lanes ``stride`` floats apart: masked gathers) and unpadded ones (no
-    guard) pack through the window form too: the same floats as interpret()."""
+    """Strided convs (lanes ``stride`` floats apart: a wide masked load and a permute) and
+    unpadded ones (no guard) pack through the window form too: the same floats as
+    interpret()."""
     p, weights = conv(ci=6, co=5, hw=hw, kernel=kernel, stride=stride, pad=pad, batch=batch)
     (c,) = [x for x in map(match_contraction, p.kernels) if x is not None]
     wb = window_b(c)
