@@ -20,8 +20,11 @@ Signedness (ONNX allows int8 or uint8 for both operands): the instruction wants 
 an int8 A is shifted by +128 (``a ^ 0x80``) and a uint8 B by -128, and the shifts join the zero
 points in one compensation, exactly:
 ``(A_u - α)(B_s - β) = A_u·B_s - α·colsum(B_s) - rowsum(A_u)·β + K·α·β`` with
-``α = za + 128·[A int8]`` and ``β = zb - 128·[B uint8]`` (int64, wrapped to int32 as the op
-table's reference does). B's column sums are computed once with its packing.
+``α = za + 128·[A int8]`` and ``β = zb - 128·[B uint8]``, i.e. the two rank-1 terms
+``-α ⊗ colsum(B_s)`` and ``-(rowsum(A_u) - K·α) ⊗ β``, which the micro-kernel adds in its store
+(int32 arithmetic wraps mod 2³², which is what the op table's reference gets by wrapping its
+int64 result). B's column sums are computed once with its packing; A's row sums per call (only
+when B has a zero point).
 
 Edges: M and N are padded to the tile (rows of zeros, zero columns), K to a multiple of 4 (zero
 bytes add nothing); the padded C is sliced. The whole K is one block: a KC × NR panel of B
@@ -59,17 +62,20 @@ def _dot(module: ir.Module, lanes: int) -> ir.Function:
 
 def emit_vnni_microkernel(module: ir.Module, mr: int, nr: int, lanes: int,
                           name: str = "vnni_micro") -> ir.Function:
-    """``micro(kg, A, lda, Bp, C, ldc)``: the full MR × NR int32 tile
-    ``C[r, j] = sum_k A[r, k] * B[k, j]`` over ``kg`` groups of 4 k (A u8 rows ``lda`` bytes
-    apart, Bp one packed panel, C int32 rows ``ldc`` elements apart; overwritten)."""
+    """``micro(kg, A, lda, Bp, C, ldc, u1, u2, v1, v2)``: the full MR × NR int32 tile
+    ``C[r, j] = sum_k A[r, k] * B[k, j] + u1[r]·v1[j] + u2[r]·v2[j]`` over ``kg`` groups of 4
+    k (A u8 rows ``lda`` bytes apart, Bp one packed panel, C int32 rows ``ldc`` elements apart,
+    overwritten; u* int32 per row of the tile, v* int32 per column: the two rank-1
+    zero-point / sign compensation terms, wrapping as int32 arithmetic does)."""
     assert nr % lanes == 0
     nv = nr // lanes
     vi, vb = ir.VectorType(I32, lanes), ir.VectorType(I8, 4 * lanes)
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, PTR, I64, PTR, PTR, I64]),
-                     name=name)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, PTR, I64, PTR, PTR, I64]
+                                             + [PTR] * 4), name=name)
     fn.linkage = "internal"
-    kg, a, lda, bp, c, ldc = fn.args
-    for arg, n in zip(fn.args, ["kg", "A", "lda", "Bp", "C", "ldc"], strict=True):
+    kg, a, lda, bp, c, ldc, u1, u2, v1, v2 = fn.args
+    for arg, n in zip(fn.args, ["kg", "A", "lda", "Bp", "C", "ldc", "u1", "u2", "v1", "v2"],
+                      strict=True):
         arg.name = n
     for p in (a, bp, c):
         p.add_attribute("noalias")
@@ -103,31 +109,43 @@ def emit_vnni_microkernel(module: ir.Module, mr: int, nr: int, lanes: int,
         phi.add_incoming(val, b.block)
     b.branch(head)
     b.position_at_end(done)
+    col = [[b.load(b.gep(p, [i64(v * lanes)], source_etype=I32), typ=vi, align=4)
+            for v in range(nv)] for p in (v1, v2)]
     for r in range(mr):
         row = b.gep(c, [b.mul(i64(r), ldc)], source_etype=I32)
+        ur = [splat(b, b.load(b.gep(p, [i64(r)], source_etype=I32), typ=I32), lanes)
+              for p in (u1, u2)]
         for v in range(nv):
-            b.store(accs[r * nv + v], b.gep(row, [i64(v * lanes)], source_etype=I32), align=4)
+            x = b.add(accs[r * nv + v], b.mul(ur[0], col[0][v]))
+            x = b.add(x, b.mul(ur[1], col[1][v]))
+            b.store(x, b.gep(row, [i64(v * lanes)], source_etype=I32), align=4)
     b.ret_void()
     return fn
 
 
 def build_module(target: Target, caps: Capabilities, name: str = "igemm") -> ir.Module:
-    """``name(A, lda, Bp, C, ldc, Mp, Np, KG)``: C (Mp × Np int32, both multiples of the tile)
-    from A (Mp rows of ``lda`` bytes, 4·KG used) and B packed in panels (``pack_b``)."""
+    """``name(A, lda, Bp, C, ldc, Mp, Np, KG, u1, u2, v1, v2)``: C (Mp × Np int32, both
+    multiples of the tile) from A (Mp rows of ``lda`` bytes, 4·KG used) and B packed in panels
+    (``pack_b``), plus the rank-1 terms ``u1 v1ᵀ + u2 v2ᵀ`` (u*: Mp int32, v*: Np int32)."""
     mr, nr = target.tile
     module = ir.Module(name=name)
     module.triple = caps.triple
     micro = target.emit()(module, mr, nr, target.lanes, name=f"{name}_micro")
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, I64, PTR, PTR, I64, I64, I64,
-                                                               I64]), name=name)
-    a, lda, bp, c, ldc, mp, np_, kg = fn.args
+                                                               I64] + [PTR] * 4), name=name)
+    a, lda, bp, c, ldc, mp, np_, kg, u1, u2, v1, v2 = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    def i32at(p, i):
+        return b.gep(p, [i], source_etype=I32)
+
     with loop(b, 0, np_, nr, name="jr") as jr:
         panel = _bgep(b, bp, b.mul(jr, b.mul(kg, i64(4))))
         with loop(b, 0, mp, mr, name="ir") as ir_:
             pa = _bgep(b, a, b.mul(ir_, lda))
             pc = b.gep(c, [b.add(b.mul(ir_, ldc), jr)], source_etype=I32)
-            b.call(micro, [kg, pa, lda, panel, pc, ldc])
+            b.call(micro, [kg, pa, lda, panel, pc, ldc, i32at(u1, ir_), i32at(u2, ir_),
+                           i32at(v1, jr), i32at(v2, jr)])
     b.ret_void()
     return module
 
@@ -172,39 +190,50 @@ class Int8Gemm:
         shift = 128 if b.dtype == np.uint8 else 0
         bs = (b.astype(np.int16) - shift).astype(np.int8)
         self.bp = pack_b(bs, self.nr)
-        self.colsum = bs.astype(np.int64).sum(axis=0)
-        self.beta = np.asarray(b_zero_point, np.int64).reshape(-1) - shift  # per column or 1
+        self.beta = np.broadcast_to(
+            np.asarray(b_zero_point, np.int64).reshape(-1) - shift, (self.n,))  # per column
+        np_ = _up(self.n, self.nr)
+        self.v1 = np.zeros(np_, np.int32)  # column sums of the shifted B
+        self.v1[:self.n] = bs.astype(np.int64).sum(axis=0).astype(np.int32)
+        self.v2 = np.zeros(np_, np.int32)
+        self.v2[:self.n] = self.beta.astype(np.int32)
         mod = build_module(self.target, self.caps)
         self.compiled = jit.compile_ir(mod, opt=1, caps=self.caps, cache_dir=cache_dir,
                                        use_cache=use_cache)
-        self._fn = self.compiled.function("igemm", None, _VP, _I, _VP, _VP, _I, _I, _I, _I)
+        self._fn = self.compiled.function("igemm", None, _VP, _I, _VP, _VP, _I, _I, _I, _I,
+                                            *[_VP] * 4)
 
-    def raw(self, au: np.ndarray) -> np.ndarray:
-        """``au @ b_shifted`` for a uint8 A (M × K), int32, exact."""
+    def raw(self, au: np.ndarray, u1=None, u2=None) -> np.ndarray:
+        """``au @ b_shifted + u1 v1ᵀ + u2 βᵀ`` for a uint8 A (M × K), int32 (wrapping), with
+        ``v1`` B's column sums; u1, u2 (int32 per row) default to 0: the plain product."""
         m = au.shape[0]
         mp, np_, kp = _up(m, self.mr), _up(self.n, self.nr), _up(self.k, 4)
         if (mp, kp) != au.shape or not au.flags.c_contiguous:
             padded = np.zeros((mp, kp), np.uint8)
             padded[:m, :self.k] = au
             au = padded
+        us = []
+        for u in (u1, u2):
+            full = np.zeros(mp, np.int32)
+            if u is not None:
+                full[:m] = u
+            us.append(full)
         c = np.empty((mp, np_), np.int32)
-        self._fn(au.ctypes.data, kp, self.bp.ctypes.data, c.ctypes.data, np_, mp, np_, kp // 4)
+        self._fn(au.ctypes.data, kp, self.bp.ctypes.data, c.ctypes.data, np_, mp, np_, kp // 4,
+                 us[0].ctypes.data, us[1].ctypes.data, self.v1.ctypes.data, self.v2.ctypes.data)
         return c if (mp, np_) == (m, self.n) else c[:m, :self.n]
 
     def __call__(self, a: np.ndarray, a_zero_point=0) -> np.ndarray:
         a = np.asarray(a)
-        if a.shape != (a.shape[0], self.k) or a.dtype not in (np.int8, np.uint8):
+        if a.ndim != 2 or a.shape[1] != self.k or a.dtype not in (np.int8, np.uint8):
             raise ValueError(f"A must be int8/uint8 M × {self.k}, got {a.dtype}{list(a.shape)}")
         shift = 128 if a.dtype == np.int8 else 0
         au = a.view(np.uint8) ^ np.uint8(0x80) if shift else a
-        acc = self.raw(au)
-        alpha = np.asarray(a_zero_point, np.int64).reshape(-1, 1) + shift  # per row or 1
-        if not alpha.any() and not self.beta.any():
-            return acc
-        out = acc.astype(np.int64)
-        if alpha.any():
-            out -= alpha * self.colsum[None, :]
-        if self.beta.any():
-            rowsum = au.sum(axis=1, dtype=np.int64)[:, None]
-            out -= rowsum * self.beta[None, :] - self.k * alpha * self.beta[None, :]
-        return out.astype(np.int32)
+        m = a.shape[0]
+        alpha = np.broadcast_to(np.asarray(a_zero_point, np.int64).reshape(-1) + shift, (m,))
+        u1 = (-alpha).astype(np.int32)  # times the column sums of B
+        u2 = None
+        if self.beta.any():  # times beta: -(rowsum(A) - K·alpha)
+            rowsum = au.sum(axis=1, dtype=np.int64)
+            u2 = (self.k * alpha - rowsum).astype(np.int32)
+        return self.raw(au, u1 if alpha.any() else None, u2)
