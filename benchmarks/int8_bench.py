@@ -82,6 +82,39 @@ def models(a_shape, b, bf):
     return mmi, qmm, mmf
 
 
+def bench_size(n, rng, caps, target, fgemm, args) -> None:
+    a = rng.integers(0, 256, (n, n)).astype(np.uint8)
+    b = rng.integers(-128, 128, (n, n)).astype(np.int8)
+    af, bf = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
+    mmi, qmm, mmf = models(a.shape, b, bf)
+    s_mmi, s_qmm, s_mmf = _session(mmi), _session(qmm), _session(mmf)
+    want = s_mmi.run(None, {"a": a})[0]
+    cands = {}
+    if target is not None:
+        g = Int8Gemm(b, np.int8(5), target=target, caps=caps)
+        assert np.array_equal(g(a, np.uint8(3)), want), "VNNI result differs from onnxruntime"
+        cands["vnni raw"] = lambda: g.raw(a)
+        cands["vnni MatMulInt"] = lambda: g(a, np.uint8(3))
+    cands["ort MatMulInt"] = lambda: s_mmi.run(None, {"a": a})
+    cands["ort QLinearMM"] = lambda: s_qmm.run(None, {"a": a})
+    pb = fgemm.pack_b(bf)
+    cands["eqsat fp32"] = lambda: fgemm(af, pb)
+    cands["ort fp32"] = lambda: s_mmf.run(None, {"a": af})
+    if args.compiled:
+        from eqsat.pipeline import Options, compile
+
+        c = compile(mmi, Options(target="llvm", egraph=False, verify=False,
+                                 threads=1)).compiled
+        assert np.array_equal(c.run({"a": a})[0], want)
+        cands["eqsat compiled"] = lambda: c.run({"a": a})
+    res = interleave(cands, args.reps)
+    ops = 2.0 * n ** 3
+    print(f"n = {n}")
+    for k, (lo, med) in res.items():
+        print(f"  {k:15s} {ops / lo / 1e9:8.1f} GOPS (min {lo * 1e3:8.3f} ms, "
+              f"median {med * 1e3:8.3f} ms)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=15)
@@ -96,36 +129,7 @@ def main() -> None:
     fgemm = Gemm(GemmConfig.for_caps(caps), caps=caps, threads=1, use_cache=False)
     rng = np.random.default_rng(0)
     for n in [int(s) for s in args.sizes.split(",")]:
-        a = rng.integers(0, 256, (n, n)).astype(np.uint8)
-        b = rng.integers(-128, 128, (n, n)).astype(np.int8)
-        af, bf = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
-        mmi, qmm, mmf = models(a.shape, b, bf)
-        s_mmi, s_qmm, s_mmf = _session(mmi), _session(qmm), _session(mmf)
-        want = s_mmi.run(None, {"a": a})[0]
-        cands = {}
-        if target is not None:
-            g = Int8Gemm(b, np.int8(5), target=target, caps=caps)
-            assert np.array_equal(g(a, np.uint8(3)), want), "VNNI result differs from onnxruntime"
-            cands["vnni raw"] = lambda g=g: g.raw(a)
-            cands["vnni MatMulInt"] = lambda g=g: g(a, np.uint8(3))
-        cands["ort MatMulInt"] = lambda s=s_mmi: s.run(None, {"a": a})
-        cands["ort QLinearMM"] = lambda s=s_qmm: s.run(None, {"a": a})
-        pb = fgemm.pack_b(bf)
-        cands["eqsat fp32"] = lambda: fgemm(af, pb)
-        cands["ort fp32"] = lambda s=s_mmf: s.run(None, {"a": af})
-        if args.compiled:
-            from eqsat.pipeline import Options, compile
-
-            c = compile(mmi, Options(target="llvm", egraph=False, verify=False,
-                                     threads=1)).compiled
-            assert np.array_equal(c.run({"a": a})[0], want)
-            cands["eqsat compiled"] = lambda c=c: c.run({"a": a})
-        res = interleave(cands, args.reps)
-        ops = 2.0 * n ** 3
-        print(f"n = {n}")
-        for k, (lo, med) in res.items():
-            print(f"  {k:15s} {ops / lo / 1e9:8.1f} GOPS (min {lo * 1e3:8.3f} ms, "
-                  f"median {med * 1e3:8.3f} ms)")
+        bench_size(n, rng, caps, target, fgemm, args)
     print(f"loadavg {open('/proc/loadavg').read().strip()}")
 
 
