@@ -12,8 +12,9 @@ Per n (an n×n×n product, one thread everywhere), interleaved in one process, m
     ort QLinearMM   onnxruntime QLinearMatMul (u8 × s8 -> u8, requantized)
     eqsat fp32      eqsat's packed SGEMM (``gemm.Gemm``, B packed once)
     ort fp32        onnxruntime MatMul float32
-    eqsat compiled  (``--compiled``) the MatMulInteger model through ``eqsat.pipeline.compile``:
-                    today the plain loop nest (the VNNI kernel is not yet chosen by lowering)
+    eqsat compiled  (``--compiled``) the MatMulInteger model through ``eqsat.pipeline.compile``
+                    (``tensorize=igemm``: B packed once, A in place, the VNNI loops, the
+                    epilogue over an int32 workspace; plain loops on a host without VNNI)
 
 The host's VNNI target (``tensorize_targets.select``) is printed; without one the VNNI rows are
 skipped. The machine is shared: ``/proc/loadavg`` is printed before and after.

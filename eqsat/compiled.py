@@ -199,6 +199,11 @@ def build(
         program = tensorize_contractions(program)  # schedule: contractions -> GEMM (tensorize)
 
         caps = Capabilities.host()
+        from eqsat.backends.llvm.tensorize_targets import select
+        from eqsat.lower.schedule_int8 import tensorize_int8
+
+        # int8 GEMMs -> the VNNI micro-kernel where the host has one
+        program = tensorize_int8(program, select(caps, ("uint8", "int8")) is not None)
         # default heuristic schedules for the kernels not scheduled yet (lower/default_schedule)
         program = schedule_program(program, target_caps(caps, threads))
         executable = llvm_compile(program, threads=threads, use_cache=use_cache)

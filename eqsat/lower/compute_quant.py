@@ -28,8 +28,8 @@ statistics): each runs the min and max stages over the whole input (initialized 
 is ``min(x, 0)`` / ``max(x, 0)``), then stores the scale ``(hi - lo) / 255``, the zero point
 ``saturate(roundeven(0 - lo / scale))``, or ``y`` quantized with both.
 
-These are plain loop nests; the tensorized int8 GEMM (``vpdpbusd``) is
-:mod:`eqsat.backends.llvm.vnni`.
+These are plain loop nests; :mod:`eqsat.lower.schedule_int8` puts the 2-D integer matmuls
+with a constant B onto the VNNI micro-kernel (``vpdpbusd``, :mod:`eqsat.backends.llvm.vnni`).
 """
 
 from __future__ import annotations

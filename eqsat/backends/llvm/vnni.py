@@ -127,12 +127,21 @@ def build_module(target: Target, caps: Capabilities, name: str = "igemm") -> ir.
     """``name(A, lda, Bp, C, ldc, Mp, Np, KG, u1, u2, v1, v2)``: C (Mp × Np int32, both
     multiples of the tile) from A (Mp rows of ``lda`` bytes, 4·KG used) and B packed in panels
     (``pack_b``), plus the rank-1 terms ``u1 v1ᵀ + u2 v2ᵀ`` (u*: Mp int32, v*: Np int32)."""
-    mr, nr = target.tile
     module = ir.Module(name=name)
     module.triple = caps.triple
+    emit_gemm_loops(module, target, name)
+    return module
+
+
+def emit_gemm_loops(module: ir.Module, target: Target, name: str,
+                    internal: bool = False) -> ir.Function:
+    """The function of :func:`build_module` (and its micro-kernel) in ``module``."""
+    mr, nr = target.tile
     micro = target.emit()(module, mr, nr, target.lanes, name=f"{name}_micro")
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, I64, PTR, PTR, I64, I64, I64,
                                                                I64] + [PTR] * 4), name=name)
+    if internal:
+        fn.linkage = "internal"
     a, lda, bp, c, ldc, mp, np_, kg, u1, u2, v1, v2 = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
 
@@ -147,7 +156,7 @@ def build_module(target: Target, caps: Capabilities, name: str = "igemm") -> ir.
             b.call(micro, [kg, pa, lda, panel, pc, ldc, i32at(u1, ir_), i32at(u2, ir_),
                            i32at(v1, jr), i32at(v2, jr)])
     b.ret_void()
-    return module
+    return fn
 
 
 def _up(n: int, m: int) -> int:

@@ -140,3 +140,49 @@ def test_quantize_dynamic_bert_compiles_and_matches_onnxruntime(tmp_path):
     x = RNG.standard_normal((2, 8, 32)).astype(np.float32)
     got = _compiled(m).run({"input": x})[0]
     np.testing.assert_allclose(got, run_ort(m, {"input": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def _vnni_host() -> bool:
+    from eqsat.backends.llvm.capabilities import Capabilities
+    from eqsat.backends.llvm.tensorize_targets import select
+
+    return select(Capabilities.host(), ("uint8", "int8")) is not None
+
+
+@pytest.mark.parametrize(("a_type", "b_type", "shape"), [
+    (U8, I8, (64, 128, 32)), (U8, U8, (37, 70, 45)), (I8, I8, (5, 9, 70)),
+])  # fmt: skip
+def test_int8_gemm_kernels_are_tensorized_onto_vnni(a_type, b_type, shape):
+    """A 2-D MatMulInteger / QLinearMatMul with a weight B is scheduled ``tensorize=igemm``
+    (the VNNI micro-kernel) where the host has VNNI, and still equals onnxruntime bit for bit:
+    edges (M, N not tile multiples, K not a multiple of 4), an int8 A, a uint8 B."""
+    if not _vnni_host():
+        pytest.skip("the host has no VNNI (avx512vnni / avxvnni): the int8 GEMM stays plain loops")
+    from eqsat.egraph.onnx_io import import_onnx
+    from eqsat.lower.contraction import tensorized
+    from eqsat.lower.lower import lower
+    from eqsat.lower.schedule_int8 import match_int8_gemm, tensorize_int8
+
+    m_, k_, n_ = shape
+    mk = {U8: _u8, I8: _i8}
+    a, b = mk[a_type](m_, k_), mk[b_type](k_, n_)
+    zero = {U8: np.uint8, I8: np.int8}
+    mmi = model([helper.make_node("MatMulInteger", ["a", "b", "az", "bz"], ["y"])],
+                [vi("a", a.shape, a_type)], [vi("y", None, I32)],
+                [init("b", b), init("az", zero[a_type](9)), init("bz", zero[b_type](4))],
+                opset=13)
+    qmm = model([helper.make_node("QLinearMatMul",
+                                  ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"])],
+                [vi("a", a.shape, a_type)], [vi("y", None, a_type)],
+                [init("as", np.float32(0.03)), init("az", zero[a_type](9)), init("b", b),
+                 init("bs", np.float32(0.02)), init("bz", zero[b_type](4)),
+                 init("ys", np.float32(0.5)), init("yz", zero[a_type](3))], opset=13)
+    for m in (mmi, qmm):
+        program = lower(import_onnx(m)).program
+        assert [match_int8_gemm(k) is not None for k in program.kernels] == [True]
+        scheduled = tensorize_int8(program, True).kernels
+        assert [tensorized(k) for k in scheduled] == ["igemm"]
+        if (a_type, m) != (I8, mmi):  # onnxruntime's MatMulInteger takes a uint8 A only
+            _same(m, {"a": a})
+    want = (a.astype(np.int64) - 9) @ (b.astype(np.int64) - 4)
+    np.testing.assert_array_equal(_compiled(mmi).run({"a": a})[0], want.astype(np.int32))
