@@ -42,7 +42,7 @@ from eqsat.egraph.ir import TensorType
 from eqsat.egraph.opdefs.base import norm_axis
 from eqsat.lower.compute_base import Compute, Ctx, Reduction, Stage, Unsupported, View
 from eqsat.lower.compute_ew import k
-from eqsat.lower.compute_reduce import _conv, _matmul
+from eqsat.lower.compute_reduce import conv, matmul
 from eqsat.lower.indexing import dim
 from eqsat.lower.loops import (
     INDEX,
@@ -189,7 +189,7 @@ def _int_matmul(ctx: Ctx, a: int, za: int, b: int, zb: int) -> Reduction:
     ins = [_shifted(av, _opt(ctx, za), a_zero), _shifted(bv, _opt(ctx, zb), b_zero)]
     acc_out = TensorType(I32, ctx.out.shape)
     sub = replace(ctx, ins=ins, in_types=[x.type for x in ins], out_types=[acc_out])
-    return _matmul(sub)
+    return matmul(sub)
 
 
 def _int_conv(ctx: Ctx, x: int, zx: int, w: int, zw: int) -> Reduction:
@@ -201,7 +201,7 @@ def _int_conv(ctx: Ctx, x: int, zx: int, w: int, zw: int) -> Reduction:
     ins = [_shifted(xv, zxv, x_zero), _shifted(wv, _opt(ctx, zw), w_zero)]
     acc_out = TensorType(I32, ctx.out.shape)
     sub = replace(ctx, ins=ins, in_types=[v.type for v in ins], out_types=[acc_out])
-    return _conv(sub)
+    return conv(sub)
 
 
 def _matmul_integer(ctx: Ctx) -> Reduction:

@@ -29,7 +29,6 @@ B vectors and the broadcast A word.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -41,7 +40,10 @@ class Target:
     acc_dtype: str
     lanes: int  # accumulator lanes per vector register
     tiles: tuple[tuple[int, int], ...]  # (MR, NR), the default first
-    emitter: str  # "microkernel" (fp32 FMA) or "vnni" (int8 dot products)
+    # the module whose emitter writes the micro-kernel: "microkernel" (``emit_microkernel``,
+    # fp32 FMA) or "vnni" (``emit_vnni_microkernel``); a name, not the function, because the
+    # emitters' modules import this table (and capabilities reads it)
+    emitter: str
     k_group: int = 1  # consecutive k elements one instruction reduces per lane
 
     @property
@@ -58,16 +60,6 @@ class Target:
         if self.lanes > caps.vector_width:
             why.append(f"{self.lanes} lanes > vector width {caps.vector_width}")
         return why
-
-    def emit(self) -> Callable:
-        """The micro-kernel emitter (imported here: the emitters import this table's users)."""
-        if self.emitter == "microkernel":
-            from eqsat.backends.llvm.microkernel import emit_microkernel
-
-            return emit_microkernel
-        from eqsat.backends.llvm.vnni import emit_vnni_microkernel
-
-        return emit_vnni_microkernel
 
 
 TARGETS: tuple[Target, ...] = (

@@ -136,8 +136,10 @@ def build_module(target: Target, caps: Capabilities, name: str = "igemm") -> ir.
 def emit_gemm_loops(module: ir.Module, target: Target, name: str,
                     internal: bool = False) -> ir.Function:
     """The function of :func:`build_module` (and its micro-kernel) in ``module``."""
+    if target.emitter != "vnni":
+        raise ValueError(f"{target.name} is not an int8 dot-product target")
     mr, nr = target.tile
-    micro = target.emit()(module, mr, nr, target.lanes, name=f"{name}_micro")
+    micro = emit_vnni_microkernel(module, mr, nr, target.lanes, name=f"{name}_micro")
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, I64, PTR, PTR, I64, I64, I64,
                                                                I64] + [PTR] * 4), name=name)
     if internal:

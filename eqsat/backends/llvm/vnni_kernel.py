@@ -29,11 +29,18 @@ from eqsat.backends.llvm.codegen_stmt import FunctionEmitter
 from eqsat.backends.llvm.emit import I32, i64, loop
 from eqsat.backends.llvm.tensorize_targets import select
 from eqsat.backends.llvm.vnni import emit_gemm_loops
-from eqsat.lower.contraction import _replace_load
+from eqsat.lower.analysis import rebuild
 from eqsat.lower.loops import Buffer, BufferKind, Const, For, Kernel, Load, Store, Var
 from eqsat.lower.schedule_int8 import match_int8_gemm
 
 I8 = ir.IntType(8)
+
+
+def _with_load(node, buf: Buffer, value):
+    """``node`` with every load of ``buf`` replaced by ``value``."""
+    if isinstance(node, Load) and node.buffer == buf:
+        return value
+    return rebuild(node, lambda c: _with_load(c, buf, value))
 
 
 def _up(n: int, m: int) -> int:
@@ -68,7 +75,7 @@ def emit_int8_kernel(module: ir.Module, fn: ir.Function, k: Kernel,
     free = em.declare("free", ir.VoidType(), [PTR])
 
     # 1. B packed once per weight address, with its column sums after the panels
-    pk, src = [], None
+    pk = []
     for suffix in ("", ".src"):
         g = ir.GlobalVariable(module, PTR, f"{fn.name}.pk.b{suffix}")
         g.linkage = "internal"
@@ -142,7 +149,7 @@ def emit_int8_kernel(module: ir.Module, fn: ir.Function, k: Kernel,
     em.bufs[ws.name] = cw
     at = Load(ws, (Var(spec.i), Var(spec.j)))
     body = (Store(spec.out, (Var(spec.i), Var(spec.j)), at) if spec.epilogue is None
-            else _replace_load(spec.epilogue, spec.acc, at))
+            else _with_load(spec.epilogue, spec.acc, at))
     em.stmt(For(spec.i, Const(m), For(spec.j, Const(n), body)))
     em.b.call(free, [work])
     em.finish()
