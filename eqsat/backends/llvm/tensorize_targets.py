@@ -5,16 +5,11 @@ and vector width).
 Produces: :data:`TARGETS`, the table, and :func:`select` / :func:`available`, the entries a
 host can run. Each :class:`Target` names the CPU features it needs, its element types (inputs
 and accumulator), its vector lanes, its micro-tiles (MR rows × NR columns, the default first)
-and its emitter (the function that writes the micro-kernel's IR):
+and its emitter (the module whose function writes the micro-kernel's IR).
 
-========================  ================  ========  =====  ================  ===============
-name                      features          in → acc  lanes  tiles             emitter
-========================  ================  ========  =====  ================  ===============
-fma-avx512-f32x16         avx512f, fma      f32→f32   16     12×32, 8×48       microkernel
-fma-avx2-f32x8            avx2, fma         f32→f32   8      6×16              microkernel
-vnni-avx512-u8s8-s32x16   avx512vnni        u8s8→s32  16     8×32              vnni
-vnni-avx2-u8s8-s32x8      avxvnni           u8s8→s32  8      4×16              vnni
-========================  ================  ========  =====  ================  ===============
+The rows (:data:`TARGETS`): ``fma-avx512-f32x16`` and ``fma-avx2-f32x8`` (float32 FMA,
+``microkernel.emit_microkernel``), ``vnni-avx512-u8s8-s32x16`` and ``vnni-avx2-u8s8-s32x8``
+(u8 × s8 → s32 ``vpdpbusd``, ``vnni.emit_vnni_microkernel``; AVX-VNNI is the VEX form).
 
 Why a table: docs/architecture.md, "Lowering and backends": schedulers read capabilities, never
 a backend's name; the float tile used to be an ``if`` on the vector width inside
