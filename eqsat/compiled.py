@@ -203,6 +203,11 @@ def build(
         chosen = tuning.choices(program, threads or caps.cores) if tuning is not None else {}
         # schedule: contractions -> GEMM (tensorize), a logged plan where there is one
         program = tensorize_contractions(program, chosen=chosen)
+        from eqsat.backends.llvm.tensorize_targets import select
+        from eqsat.lower.schedule_int8 import tensorize_int8
+
+        # int8 GEMMs -> the VNNI micro-kernel where the host has one
+        program = tensorize_int8(program, select(caps, ("uint8", "int8")) is not None)
         # default heuristic schedules for the kernels not scheduled yet (lower/default_schedule)
         program = schedule_program(program, target_caps(caps, threads), chosen)
         executable = llvm_compile(program, threads=threads, use_cache=use_cache)

@@ -62,7 +62,7 @@ def count_of(dims, dtype: str) -> Expr:
 
 
 # -------------------------------------------------------------------------------- contractions
-def _matmul(ctx: Ctx) -> Reduction:
+def matmul(ctx: Ctx) -> Reduction:
     a, b, out = ctx.x(0), ctx.x(1), ctx.out
     ra, rb, R = a.type.rank, b.type.rank, out.rank
     nb = R - (ra > 1) - (rb > 1)
@@ -153,7 +153,7 @@ def _may_leave(win, pb, out_sp, in_sp) -> list[bool]:
     return res
 
 
-def _conv(ctx: Ctx) -> Reduction:
+def conv(ctx: Ctx) -> Reduction:
     x, w, out = ctx.x(0), ctx.x(1), ctx.out
     kernel = [int(d) for d in (ctx.a("kernel_shape") or w.shape[2:])]
     win, pb, _ = _window(ctx, kernel)
@@ -377,9 +377,9 @@ def _cumsum(ctx: Ctx) -> Reduction:
 
 
 TABLE: dict[str, Compute] = {
-    "MatMul": Compute("gemm", _matmul),
+    "MatMul": Compute("gemm", matmul),
     "Gemm": Compute("gemm", _gemm),
-    "Conv": Compute("conv", _conv),
+    "Conv": Compute("conv", conv),
     "MaxPool": Compute("pool", _pool(False)),
     "AveragePool": Compute("pool", _pool(True)),
     "GlobalAveragePool": Compute("reduction", _global(ReduceOp.SUM)),

@@ -60,6 +60,7 @@ INTRINSICS: dict[str, Intrinsic] = {
         Intrinsic("cos", 1, np.cos, "llvm.cos", libdevice="cos"),
         Intrinsic("floor", 1, np.floor, "llvm.floor"),
         Intrinsic("ceil", 1, np.ceil, "llvm.ceil"),
+        Intrinsic("roundeven", 1, np.rint, "llvm.roundeven"),  # ONNX quantizing: half to even
         Intrinsic("pow", 2, np.power, "llvm.pow", libdevice="pow"),
         Intrinsic("fma", 3, lambda a, b, c: a * b + c, "llvm.fma"),
         Intrinsic("abs", 1, np.abs, "llvm.fabs", "numeric"),

@@ -89,27 +89,28 @@ class Capabilities:
         return 32 if self.vector_width >= 16 else 16
 
     def gemm_tile(self) -> tuple[int, int]:
-        """The micro-kernel tile (MR rows, NR columns): NR = 2 vectors, MR × 2 accumulators.
+        """The float32 micro-kernel tile (MR rows, NR columns): NR = 2 vectors, MR × 2
+        accumulators — the default tile of the float32 row of ``tensorize_targets.TARGETS``
+        that fits this vector width (its measurements are there).
 
         AVX2 (16 ymm): 6 × 16 — 12 accumulators + 2 B vectors + 1 broadcast (CODEGEN_NOTES).
         AVX-512 (32 zmm): 12 × 32 — 24 accumulators; the A broadcast folds into the FMA's
         memory operand, so 14 fits too; MR 8-14, KC 128-512 and MC 96-384 all measured
         155-166 GFLOP/s at n = 512 / 1024 here (``gemm_bench.py --sweep``, within noise).
         """
-        if self.vector_width >= 16:
-            return 12, 2 * self.vector_width
-        if self.vector_width == 8:
-            return 6, 16
-        return 4, 2 * self.vector_width
+        return self.gemm_tiles()[0]
 
     def gemm_tiles(self) -> tuple[tuple[int, int], ...]:
         """The micro-tiles a contraction may pick from (``tensorize_plan.choose_plan``), the
         default :meth:`gemm_tile` first: on AVX-512 also 8 × 48 (3 vectors, the same 24
         accumulators; measured as fast on L1-resident panels), which fits 8-multiple channel
         counts without padding."""
-        if self.vector_width >= 16:
-            return (self.gemm_tile(), (8, 3 * self.vector_width))
-        return (self.gemm_tile(),)
+        from eqsat.backends.llvm.tensorize_targets import select
+
+        t = select(self, ("float32", "float32"))
+        if t is None:  # no FMA target (SSE, or a width no row has): a 4-row, 2-vector tile
+            return ((4, 2 * self.vector_width),)
+        return t.tiles
 
     def key(self) -> str:
         """A stable hex digest of everything that changes the machine code for the same IR."""

@@ -119,6 +119,10 @@ def _emit_kernel(module: ir.Module, k: Kernel) -> ir.Function:
         if c is None:
             raise ValueError(f"kernel {k.name}: tensorize=gemm, but it is not a contraction")
         return emit_tensorized(module, fn, k, c, sizes)
+    if tensorized(k) == "igemm":  # an int8 GEMM on the VNNI micro-kernel (schedule_int8)
+        from eqsat.backends.llvm.vnni_kernel import emit_int8_kernel
+
+        return emit_int8_kernel(module, fn, k, sizes)
     for arg, p in zip(fn.args, k.params, strict=False):
         arg.name = p.name
     env = {s: a for s, a in zip(sizes, fn.args[len(k.params) :], strict=True)}

@@ -11,8 +11,9 @@ MatMul's and Conv's (:mod:`eqsat.egraph.opdefs.nn`), run on the zero-point-shift
 so padding with 0 there is padding with the zero point here. float8 and 4-bit types are not
 supported (numpy has none): such a model imports with these nodes opaque.
 
-No rule rewrites these ops (so none needs Z3 semantics for them), and the compiler claims none:
-what the e-graph optimizes is the float graph around them, and constant folding quantizes a
+No rule rewrites these ops (so none needs Z3 semantics for them); the compiler lowers them
+(:mod:`eqsat.lower.compute_quant`, the same semantics as loop nests). What the e-graph
+optimizes is the float graph around them, and constant folding quantizes a
 float weight ahead of time (QuantizeLinear) but never dequantizes one (``foldable=False``: see
 :class:`~eqsat.egraph.opdefs.base.OpDef`).
 """
