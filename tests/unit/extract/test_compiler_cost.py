@@ -181,3 +181,17 @@ def test_the_compiler_model_takes_a_merge_the_onnxruntime_model_refuses():
 def test_optimize_keeps_the_onnxruntime_model():
     res = pipeline.optimize(_two_heads(1, 64, 64), pipeline.Options(isolate=False, verify=False))
     assert res.egraph["cost_model"] == "roofline"
+
+
+def test_the_compile_command_takes_the_cost_model_flag(tmp_path, capsys):
+    from eqsat import cli
+
+    src = tmp_path / "two.onnx"
+    src.write_bytes(_two_heads(1, 64, 64).SerializeToString())
+    seen = {}
+    for flag in ([], ["--cost-model", "roofline"]):
+        rc = cli.main(["compile", str(src), "--no-cache", "--json", *flag])
+        assert rc == 0
+        out = json.loads(capsys.readouterr().out)
+        seen[tuple(flag)] = (out["egraph"]["cost_model"], out["verification"]["ok"])
+    assert seen == {(): ("compiler", True), ("--cost-model", "roofline"): ("roofline", True)}
