@@ -19,6 +19,13 @@ numbers.
 a temporary folder; the tuning time is printed) and compiled with that log, interleaved with
 the other two.
 
+``--ablation`` compiles each model three ways (:data:`ABLATION`: no e-graph; the e-graph
+extracted with onnxruntime's costs, ``roofline``; with the compiler's, ``compiler``), prints
+their latency (min of ``--reps``, interleaved) beside onnxruntime's and the ratio no e-graph /
+compiler costs, then per model the modelled costs, the rewrites that fired and how the
+extracted graph's ops differ from the imported one. The fourth way of issue 19 (fusion and
+layout as e-graph rewrites) is not built and prints "n/a (not built)".
+
 ``--conv`` times the ResNet stages' 3x3 convolutions against onnxruntime (GFLOP/s);
 ``--compile-time`` times ``pipeline.compile`` per model cold and from the cache.
 ``--gemm 256,512,1024`` instead times one MatMul model per n (n×n @ n×n, 1 thread) through the
@@ -124,6 +131,62 @@ def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: boo
                      (min(tu) * 1e3, statistics.median(tu) * 1e3, tune_s) if tu else None))
         del sess, compiled, runners
     return rows
+
+
+# --ablation's columns: (label, Options fields); the fourth (fusion and layout as e-graph
+# rewrites, issue 19 item 2) is printed as not built
+ABLATION = (
+    ("no e-graph", {"egraph": False}),
+    ("ort costs", {"egraph": True, "cost_model": "roofline"}),
+    ("compiler costs", {"egraph": True, "cost_model": "compiler"}),
+)
+
+
+def _hist_diff(before: dict, after: dict) -> str:
+    ops = sorted(set(before) | set(after))
+    parts = [f"{op} {before.get(op, 0)}->{after.get(op, 0)}" for op in ops
+             if before.get(op, 0) != after.get(op, 0)]
+    return ", ".join(parts) or "unchanged"
+
+
+def bench_ablation(name: str, size: str, reps: int, t: int) -> tuple[list[float], list[str]]:
+    """The model compiled each way of :data:`ABLATION` (no cache: the e-graph's statistics
+    are wanted), then onnxruntime, interleaved in runs of ``RUN`` calls as in
+    :func:`bench_model`; returns the minimum seconds of each, and per e-graph variant the
+    rewrites that fired and how the compiled graph's ops differ from the no-e-graph one."""
+    model = pipeline.example_model(name, size)
+    feeds = _feeds(model, np.random.default_rng(0))
+    runners, graphs, notes = [], [], []
+    for label, fields in ABLATION:
+        opts = pipeline.Options(target="llvm", verify=False, threads=t, cache=False,
+                                shapes=_symbols(model), **fields)
+        res = pipeline.compile(model, opts)
+        runners.append(res.compiled.run)
+        graphs.append(res.graph.op_histogram())
+        if res.egraph is not None:
+            fired = res.egraph.get("rewrites_fired", {})
+            ex = res.egraph.get("extraction", {})
+            notes.append(f"  {label}: cost {res.egraph['cost_before']:.4g} -> "
+                         f"{res.egraph['cost_after']:.4g} ({res.egraph['cost_model']}, "
+                         f"{ex.get('extractor')}); ops vs no e-graph: "
+                         f"{_hist_diff(graphs[0], graphs[-1])}; fired: "
+                         + (", ".join(f"{r} {n}" for r, n in sorted(fired.items())) or "none"))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = t
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    runners.append(lambda f, s=sess: s.run(None, f))
+    for fn in runners:
+        fn(feeds)
+        fn(feeds)
+    times: list[list[float]] = [[] for _ in runners]
+    for _ in range(-(-reps // RUN)):
+        for fn, ts in zip(runners, times, strict=True):
+            time.sleep(SETTLE)
+            fn(feeds)
+            for _ in range(RUN):
+                ts.append(_time(fn, feeds))
+    return [min(ts) for ts in times], notes
 
 
 def _matmul_model(n: int, weight: bool) -> onnx.ModelProto:
@@ -238,6 +301,9 @@ def main() -> None:
     ap.add_argument("--gemm", default="", help="n,n,...: MatMul GFLOP/s vs numpy instead")
     ap.add_argument("--conv", action="store_true", help="3x3 convs vs onnxruntime instead")
     ap.add_argument("--compile-time", action="store_true", help="compile time cold and cached")
+    ap.add_argument("--ablation", action="store_true",
+                    help="compiled without the e-graph, with it under onnxruntime's costs and "
+                    "under the compiler's, against onnxruntime (issue 19 item 4)")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     if args.gemm:
@@ -248,6 +314,24 @@ def main() -> None:
         return
     if args.compile_time:
         bench_compile_time(args.models.split(","))
+        return
+    if args.ablation:
+        with open("/proc/loadavg") as f:
+            print(f"loadavg: {f.read().strip()}")
+        heads = [label for label, _ in ABLATION] + ["fusion/layout", "onnxruntime"]
+        print(f"{'model':<12}{'thr':>4}" + "".join(f"{h:>16}" for h in heads)
+              + f"{'no-eg/compiler':>16}   ms, min of {args.reps}")
+        notes = []
+        for name in args.models.split(","):
+            for t in threads:
+                best, why = bench_ablation(name, args.size, args.reps, t)
+                ms = [f"{b * 1e3:>16.3f}" for b in best]
+                print(f"{name:<12}{t:>4}" + "".join(ms[:3]) + f"{'n/a (not built)':>16}"
+                      + ms[3] + f"{best[0] / best[2]:>15.3f}x", flush=True)
+                notes += [f"{name} ({t} thr):", *why]
+        print("\n".join(notes))
+        with open("/proc/loadavg") as f:
+            print(f"loadavg: {f.read().strip()}")
         return
     with open("/proc/loadavg") as f:
         print(f"loadavg: {f.read().strip()}")

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         f"onnxruntime {ort.__version__}, ORT_ENABLE_ALL, {args.reps} interleaved repetitions; "
         "x = original / optimized latency (> 1: faster); rules: "
         + ",".join(options.rules)
-        + f"; cost model: {options.cost_model}"
+        + f"; cost model: {pipeline.cost_model_for(options)}"
         + (f"; against: {','.join(against.rules)}" if against else "")
     )
     print_table(rows)

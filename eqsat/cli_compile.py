@@ -49,6 +49,12 @@ def add_parsers(sub) -> None:
         "--no-optimize", action="store_true", help="compile the graph as imported (no e-graph)"
     )
     comp.add_argument(
+        "--cost-model",
+        choices=["compiler", "roofline", "measured", "ast-size"],
+        help="extraction's cost model (default: compiler, priced as eqsat's code runs on this "
+        "CPU; roofline and measured price onnxruntime's kernels)",
+    )
+    comp.add_argument(
         "--shape",
         action="append",
         default=[],
@@ -124,6 +130,7 @@ def cmd_compile(args) -> int:
         threads=args.threads,
         precision=args.precision,
         egraph=not args.no_optimize,
+        cost_model=args.cost_model,
         shapes=shapes_arg(args.shape),
         input_shapes=input_shapes(args.input_shape),
         verify=not args.no_verify,

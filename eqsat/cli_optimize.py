@@ -99,8 +99,9 @@ def add_parsers(sub) -> None:
     opt.add_argument(
         "--cost-model",
         default=d.cost_model,
-        choices=["roofline", "measured", "ast-size"],
-        help="roofline (estimated), measured (each kernel timed once in onnxruntime, cached)",
+        choices=["roofline", "measured", "ast-size", "compiler"],
+        help="roofline (estimated; the default), measured (each kernel timed once in "
+        "onnxruntime, cached), compiler (priced as `eqsat compile` runs it)",
     )
     opt.add_argument(
         "--calibration",

@@ -77,7 +77,9 @@ class Options:
     iter_limit: int = 30
     node_limit: int = 100_000
     time_limit: float = 60.0
-    cost_model: str = "roofline"  # roofline | measured | ast-size
+    # roofline | measured | ast-size | compiler; None: by target (cost_model_for): compiler
+    # for the compiled targets (priced as eqsat's code runs), roofline for onnx (onnxruntime's)
+    cost_model: str | None = None
     # the roofline constants (`eqsat calibrate -o FILE`) instead of this machine's calibration in
     # the user's cache folder, else the packaged default
     calibration: str | None = None
@@ -814,15 +816,73 @@ def _from_cache(key: str, options: Options, output, progress: Progress | None, t
     )
 
 
+COST_MODELS = ("roofline", "measured", "ast-size", "compiler")
+
+
+def cost_model_for(options: Options) -> str:
+    """The cost model extraction uses: ``options.cost_model``, else by target: ``compiler``
+    (:mod:`eqsat.extract.compiler_cost`) when the result is eqsat's compiled code, ``roofline``
+    (onnxruntime's kernels) when it is an ONNX model."""
+    if options.cost_model is not None:
+        return options.cost_model
+    return "compiler" if options.target in COMPILED_TARGETS else "roofline"
+
+
+def _compiler_cost_model():
+    """The compiler cost model with this machine's constants (``calibrate_compiler``), keyed
+    by the LLVM backend's capabilities, else the packaged default."""
+    from eqsat.backends.llvm.capabilities import Capabilities
+    from eqsat.extract.compiler_cost import CompilerConstants, CompilerCostModel
+
+    return CompilerCostModel(CompilerConstants.load(caps_key=Capabilities.host().key()))
+
+
+def calibrate_compiler(save_to: str | os.PathLike | None = None, reps: int = 15):
+    """Measure the compiler cost model's constants on this machine by compiling and timing
+    its calibration graphs (:func:`eqsat.extract.compiler_cost.calibrate`, one thread, min of
+    ``reps``); saved to ``save_to``, else to the user cache keyed by the capabilities."""
+    import platform
+
+    from eqsat.backends.llvm.capabilities import Capabilities
+    from eqsat.compiled import build
+    from eqsat.extract.compiler_cost import cache_file, calibrate
+
+    caps = Capabilities.host()
+
+    def time_graph(graph: TensorGraph) -> float:
+        import numpy as np
+
+        model = build(graph, "llvm", threads=1)
+        rng = np.random.default_rng(0)
+        feeds = {i: rng.standard_normal(graph.types[i].shape).astype(np.float32)
+                 for i in graph.inputs}  # fmt: skip
+        model.run(feeds)
+        t0 = time.perf_counter()
+        model.run(feeds)
+        inner = max(1, int(0.005 / max(time.perf_counter() - t0, 1e-7)))
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                model.run(feeds)
+            best = min(best, (time.perf_counter() - t0) / inner)
+        return best
+
+    machine = f"{platform.node()} {caps.cpu_name} {platform.machine()}"
+    return calibrate(time_graph, machine, Path(save_to) if save_to else cache_file(caps.key()))
+
+
 def _cost_model(name: str, calibration: str | None = None):
     from eqsat.extract.cost import AstSize
     from eqsat.extract.measured import MeasuredCostModel
     from eqsat.extract.roofline import RooflineConstants, RooflineCostModel
 
-    models = {"roofline": RooflineCostModel, "measured": MeasuredCostModel, "ast-size": AstSize}
+    models = {"roofline": RooflineCostModel, "measured": MeasuredCostModel, "ast-size": AstSize,
+              "compiler": _compiler_cost_model}  # fmt: skip
+    assert tuple(models) == COST_MODELS
     if name not in models:
         raise InputError(f"unknown cost model {name!r}; known: {', '.join(models)}")
-    if calibration is None or name == "ast-size":
+    if calibration is None or name in ("ast-size", "compiler"):
         return models[name]()
     try:
         roofline = RooflineCostModel(RooflineConstants.load(Path(calibration)))
@@ -861,7 +921,7 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
             known = ", ".join(EXTRACTORS)
             raise InputError(f"unknown extractor {options.extractor!r}; known: {known}")
         # reads its constants: a missing file fails here, in one line
-        _cost_model(options.cost_model, options.calibration)
+        _cost_model(cost_model_for(options), options.calibration)
         with printed.batch():  # the ledger's hashes print every rule: one cache write
             rules, unproved = _proved(chosen, options)  # a missing ledger fails here too
             rules = schedule.relevant(rules, _ctors(graph))
@@ -949,7 +1009,7 @@ def _egraph_work(graph: TensorGraph, options: Options, picked: tuple, timer: _Ti
 
     rules, unproved, shape_rules = picked
     with timer.phase("rules"):
-        cost_model = _cost_model(options.cost_model, options.calibration)
+        cost_model = _cost_model(cost_model_for(options), options.calibration)
     with timer.phase("encode"):
         enc = encode(graph)
         rulesets = schedule.rulesets(rules)

@@ -71,7 +71,7 @@ def plan(
     """``uses``: value -> the needed nodes reading it as a data input (each node once)."""
     pos = {id(n): p for p, n in enumerate(nodes)}
     producer = {o: n for n in nodes for o in n.outputs if o}
-    is_root = {id(n): kind(n) in (Kind.REDUCTION, Kind.COMPLEX) for n in nodes}
+    is_root = {id(n): kind(n).starts_kernel for n in nodes}
     absorbed: dict[int, Node] = {}  # id(node) -> the root whose epilogue it joined
     groups: list[Group] = []
     outs = set(outputs)

@@ -90,6 +90,14 @@ class Kind(Enum):
     COMPLEX = "complex"
     SOURCE = "source"
 
+    @property
+    def starts_kernel(self) -> bool:
+        """Whether lowering makes a node of this kind the root of a kernel of its own
+        (:mod:`eqsat.lower.fuse`, rule 1; the compiler cost model prices by the same test):
+        inlined, a reduction would be recomputed per consumer element. The other kinds are
+        fused into an epilogue or inlined into their consumers."""
+        return self in (Kind.REDUCTION, Kind.COMPLEX)
+
 
 # The kind an op of each cost category has unless its record says otherwise.
 _KIND_OF_CATEGORY = {

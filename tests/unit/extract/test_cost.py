@@ -6,6 +6,7 @@ from eqsat.egraph.encode import encode
 from eqsat.egraph.onnx_io import import_onnx
 from eqsat.egraph.saturate import saturate
 from eqsat.extract import cost
+from eqsat.extract.compiler_cost import CompilerCostModel
 from eqsat.extract.extraction import extract
 from eqsat.extract.measured import MeasuredCostModel
 from eqsat.extract.roofline import RooflineCostModel
@@ -17,6 +18,7 @@ MODELS = (
     cost.Analytic,
     RooflineCostModel,
     MeasuredCostModel,
+    CompilerCostModel,
 )
 
 
