@@ -38,30 +38,16 @@ import os
 os.environ["OPENBLAS_NUM_THREADS"] = "1"  # before numpy is imported
 
 import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
+from gemm_bench import interleave  # noqa: E402 - the same round-robin timing as the fp32 bench
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from eqsat.backends.llvm.capabilities import Capabilities  # noqa: E402
 from eqsat.backends.llvm.gemm import Gemm, GemmConfig  # noqa: E402
 from eqsat.backends.llvm.tensorize_targets import select  # noqa: E402
 from eqsat.backends.llvm.vnni import Int8Gemm  # noqa: E402
-
-
-def interleave(cands: dict, reps: int) -> dict[str, tuple[float, float]]:
-    """Run the candidates round-robin; per name (min, median) seconds."""
-    times: dict[str, list[float]] = {k: [] for k in cands}
-    for f in cands.values():  # warm-up
-        f()
-    for _ in range(reps):
-        for k, f in cands.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    return {k: (min(v), statistics.median(v)) for k, v in times.items()}
 
 
 def _model(node, inputs, output, inits):

@@ -278,7 +278,9 @@ def _gep(b: ir.IRBuilder, p, off):
     return b.gep(p, [off], source_etype=ir.FloatType())
 
 
-def _globals(module: ir.Module, sym: str, side: str):
+def packed_globals(module: ir.Module, sym: str, side: str):
+    """The two internal globals of an operand packed once: the packed copy and the address it
+    was packed from (``{sym}.pk.{side}`` and ``.src``), both null at load time."""
     out = []
     for suffix in ("", ".src"):
         g = ir.GlobalVariable(module, PTR, f"{sym}.pk.{side}{suffix}")
@@ -508,7 +510,7 @@ def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, 
         if not on:
             packed[side] = ir.Constant(PTR, None)
             continue
-        gptr, gsrc = _globals(cx.module, cx.sym, side)
+        gptr, gsrc = packed_globals(cx.module, cx.sym, side)
         (weight,) = c.loads(side)
         src = bufs[[p.name for p in k.params].index(weight.name)]
         with b.if_then(b.icmp_unsigned("!=", b.load(gsrc, typ=PTR), src)):

@@ -27,6 +27,7 @@ from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.codegen_expr import I64, PTR
 from eqsat.backends.llvm.codegen_stmt import FunctionEmitter
 from eqsat.backends.llvm.emit import I32, i64, loop
+from eqsat.backends.llvm.tensorize import packed_globals
 from eqsat.backends.llvm.tensorize_targets import select
 from eqsat.backends.llvm.vnni import emit_gemm_loops
 from eqsat.lower.analysis import rebuild
@@ -75,13 +76,7 @@ def emit_int8_kernel(module: ir.Module, fn: ir.Function, k: Kernel,
     free = em.declare("free", ir.VoidType(), [PTR])
 
     # 1. B packed once per weight address, with its column sums after the panels
-    pk = []
-    for suffix in ("", ".src"):
-        g = ir.GlobalVariable(module, PTR, f"{fn.name}.pk.b{suffix}")
-        g.linkage = "internal"
-        g.initializer = ir.Constant(PTR, None)
-        pk.append(g)
-    pk, src = pk
+    pk, src = packed_globals(module, fn.name, "b")
     with b.if_then(b.icmp_unsigned("!=", b.load(src, typ=PTR), b_ptr)):
         b.call(free, [b.load(pk, typ=PTR)])
         mem = b.call(alloc, [i64(64), i64(_up(np_ * kp + 4 * np_, 64))])
