@@ -9,7 +9,7 @@ import pytest
 
 from eqsat import cli
 from eqsat.errors import DataFileError
-from eqsat.extract import roofline
+from eqsat.extract import compiler_cost, roofline
 from eqsat.rules.generated import rulefile
 from eqsat.verify import ledger
 
@@ -32,6 +32,9 @@ def test_the_loaders_refuse_a_missing_file(tmp_path, monkeypatch, no_user_consta
     monkeypatch.setattr(roofline, "DEFAULT_FILE", missing)
     with pytest.raises(DataFileError, match="roofline constants"):
         roofline.RooflineConstants.load()
+    monkeypatch.setattr(compiler_cost, "DEFAULT_FILE", missing)
+    with pytest.raises(DataFileError, match="compiler cost constants"):
+        compiler_cost.CompilerConstants.load()
 
 
 def _optimize(capsys, tmp_path, *extra):
@@ -65,3 +68,18 @@ def test_rules_list_fails_without_the_ledger(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(ledger, "LEDGER", tmp_path / "absent.json")
     assert cli.main(["rules", "list"]) == DataFileError.exit_code
     assert "proof ledger is missing" in capsys.readouterr().err
+
+
+def test_every_data_file_of_the_package_ships_in_the_wheel():
+    """A JSON file under eqsat/ is read at run time; one not in pyproject's package-data is
+    missing from the wheel (compiler_default.json was, when the compiler cost model landed)."""
+    import tomllib
+    from pathlib import Path
+
+    import eqsat
+
+    root = Path(eqsat.__file__).parent
+    project = tomllib.loads((root.parent / "pyproject.toml").read_text())
+    shipped = set(project["tool"]["setuptools"]["package-data"]["eqsat"])
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*.json")}
+    assert on_disk <= shipped, f"not in package-data: {sorted(on_disk - shipped)}"
