@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from egglog import EGraph, Ruleset, Schedule, run, seq, union
+from egglog import EGraph, Ruleset, Schedule, bindings, run, seq, union
 
 from eqsat.egraph.classes import Snapshot
 from eqsat.egraph.encode import Encoding
@@ -119,26 +119,24 @@ def saturate(
         return result
     steps = [run(r) if isinstance(r, Ruleset) else r for r in rulesets]
     schedule = (steps[0] if len(steps) == 1 else seq(*steps)) if steps else None
+    runner = _Runner(egraph, schedule) if schedule is not None else None
     t0 = clock()
 
     def rules_to_fixpoint() -> bool:
         """Run the rulesets until nothing changes; False when a limit stopped them."""
         result.stop_reason = "saturated"
         passes = 0
-        while schedule is not None:
+        while runner is not None:
             if passes >= iter_limit:
                 result.stop_reason = "iter-limit"
                 return False
             if passes == 0:
                 result.runs.append(0)
-            report = egraph.run(schedule)
+            updated = runner.run(result.matches)
             passes += 1
             result.runs[-1] += 1
-            for decl, n in report.num_matches_per_rule.items():
-                name = rule_name(decl, report._decls)
-                result.matches[name] = result.matches.get(name, 0) + n
             result.sizes.append(egraph_size(egraph))
-            if not report.updated:
+            if not updated:
                 break
             if not _within(result, node_limit, time_limit, clock() - t0):
                 return False
@@ -164,6 +162,37 @@ def saturate(
                 break
     result.time = clock() - t0
     return result
+
+
+class _Runner:
+    """``egraph.run(schedule)`` for one schedule run many times, without its per-run Python
+    overhead (egglog-python internals, pinned egglog==14.0.0). ``EGraph.run`` converts the
+    schedule to an egglog command again on every call, checking each rule of it against the
+    registered ones, and translates the whole run report (per rule and per iteration) into dicts
+    keyed by the rules' declarations, hashing those deep frozen dataclasses again each time: on
+    PP-OCRv4 rec (25 runs, 1.8M ``__hash__`` calls) that was about a third of saturation's Python
+    time. Here the command is built once (which registers the rules, as ``run`` does) and only
+    the match counts are read, keyed by egglog's rule names, each translated to a rule name once.
+    """
+
+    def __init__(self, egraph: EGraph, schedule: Schedule):
+        self.state = egraph._state
+        egraph._add_decls(schedule)
+        self.command = self.state.run_schedule_to_egg(schedule.schedule)
+        self.names: dict[str, str] = {}  # egglog's name of a rule -> rule_name
+
+    def run(self, matches: dict[str, int]) -> bool:
+        """One run of the schedule; adds its matches per rule name; whether it changed anything."""
+        (output,) = self.state.run_program(self.command)
+        assert isinstance(output, bindings.RunScheduleOutput)
+        report = output.report
+        for key, n in report.num_matches_per_rule.items():
+            name = self.names.get(key)
+            if name is None:
+                decl = self.state.rule_name_to_command_decl[key]
+                name = self.names[key] = rule_name(decl, self.state.__egg_decls__)
+            matches[name] = matches.get(name, 0) + n
+        return report.updated
 
 
 def _within(result: Saturation, node_limit: int, time_limit: float, elapsed: float) -> bool:

@@ -65,6 +65,11 @@ When the shrunk model leaves every class one node, that plan is the only one and
 not run (nor scipy imported: 0.26 s of CPU, 0.6-1.5 s of wall on these busy machines). It is the
 case on half of the corpus (the CNNs: VGG-19, ResNets, Inception-v3, SqueezeNet), where the
 rewrites leave no choice or only ties (``a + b`` and ``b + a``, which dominance pruning merges).
+Importing scipy in a thread of the e-graph process while encode or saturate runs gains nothing:
+both hold the GIL most of the time (saturation is partly Python), so on PP-OCRv4 rec encode or
+saturate grew by at least what extract lost (measured, one run each: extract 0.76-1.03 ->
+0.67-0.70 s; encode 0.73 -> 1.36 s with the import beside it, or saturate 2.66 -> 3.03 s).
+The milp call itself takes 1-3 ms once scipy is imported.
 """
 
 from __future__ import annotations

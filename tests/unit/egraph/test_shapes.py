@@ -11,6 +11,7 @@ from eqsat.egraph import shapes as S
 from eqsat.egraph.encode import Encoding, encode
 from eqsat.egraph.lang import Tensor
 from eqsat.egraph.onnx_io import import_onnx
+from eqsat.egraph.serialized import serialize
 from eqsat.examples import build_example
 from eqsat.rules import cleanup
 from tests.helpers import init, model, vi
@@ -200,3 +201,22 @@ def test_two_shapes_seeded_for_one_value_are_caught():
     enc.egraph.run(S.shape_rules().saturate())
     with pytest.raises(S.ShapeConflict):
         S.check_shapes(enc.egraph)
+
+
+@pytest.mark.parametrize("name", ["bert", "squeezenet"])
+def test_seed_gives_the_egraph_registering_seed_shapes_gives(name):
+    """seed converts one command per distinct shape and builds the others from it: the e-graph
+    it leaves is the one ``register(*seed_shapes(enc))`` leaves (every node, class and let;
+    egglog may spell a repeated subterm as a reference instead, which denotes the same node)."""
+    theirs = _encode(build_example(name, "small"))
+    actions = S.seed_shapes(theirs)
+    theirs.egraph.register(*actions)
+    enc = _encode(build_example(name, "small"))
+    shapes = {enc.graph.types[v].shape for v in enc.lets if v in enc.graph.types}
+    assert len(shapes) < len(actions)  # some commands are built from a template
+    assert S.seed(enc) == len(actions)
+    mine, want = serialize(enc.egraph), serialize(theirs.egraph)
+    assert (mine.nodes, mine.classes, mine.lets) == (want.nodes, want.classes, want.lets)
+    for v in enc.lets:
+        if v in enc.graph.types:
+            assert S.has_dims(enc.egraph, _ref(enc, v), enc.graph.types[v].shape)
