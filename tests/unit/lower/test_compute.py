@@ -47,7 +47,18 @@ NCHW = x(1, 4, 7, 7)
 UNARY = [o for o, d in OPS.items() if d.kind is Kind.ELEMENTWISE and d.inputs == (1, 1)]
 BINARY = ["Add", "Sub", "Mul", "Div", "Max", "Min", "Sum"]
 CMP = ["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"]
-SPECIAL_UNARY = {"Log": [([POS], {})], "Sqrt": [([POS], {})], "Not": [([bools(2, 3)], {})]}
+NONFINITE = ("x", np.array([[np.nan, np.inf, -np.inf], [0.0, -1.5, 3e38]], np.float32))
+SPECIAL_UNARY = {
+    "Log": [([POS], {})],
+    "Sqrt": [([POS], {})],
+    "Not": [([bools(2, 3)], {})],
+    "IsNaN": [([NONFINITE], {})],
+    "IsInf": [
+        ([NONFINITE], {}),
+        ([NONFINITE], {"detect_negative": 0}),
+        ([NONFINITE], {"detect_positive": 0}),
+    ],
+}
 
 CASES: dict[str, list[tuple[list, dict]]] = {
     **{op: [([F], {})] for op in UNARY if op not in ("Cast",)},
