@@ -150,8 +150,11 @@ def _cast(a, c) -> Expr:
 
 def _is_inf(a, c) -> Expr:
     x, t = a[0], a[0].dtype  # the infinities compare equal to themselves, NaN to nothing
-    tests = [Cmp(CmpOp.EQ, x, k(s * np.inf, t)) for s, attr in ((1, "detect_positive"),
-             (-1, "detect_negative")) if c.a(attr, 1)]
+    tests = [
+        Cmp(CmpOp.EQ, x, k(s * np.inf, t))
+        for s, attr in ((1, "detect_positive"), (-1, "detect_negative"))
+        if c.a(attr, 1)
+    ]
     if not tests:
         return Const(False, "bool")
     return tests[0] if len(tests) == 1 else BinOp(BinaryOp.OR, tests[0], tests[1])
