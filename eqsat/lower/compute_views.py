@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from eqsat.egraph.opdefs.base import ints, norm_axis
+from eqsat.egraph.opdefs.shape_ops import fill_value
 from eqsat.lower.compute_base import Compute, Ctx, Unsupported, View
 from eqsat.lower.compute_ew import k
 from eqsat.lower.indexing import (
@@ -303,6 +304,13 @@ def _one_hot(ctx: Ctx) -> list[View]:
     return [View(ctx.out, at)]
 
 
+def _constant_of_shape(ctx: Ctx) -> list[View]:
+    """Every element is the ``value`` attribute; the shape comes from the output type (a
+    symbolic dim is a size param), so the shape input is never read."""
+    v = k(fill_value(ctx.attrs).item(), ctx.out.dtype)
+    return [View(ctx.out, lambda idx: v)]
+
+
 TABLE: dict[str, Compute] = {
     "Identity": Compute("view", _identity),
     "Dropout": Compute("view", _dropout, data=(0,), outputs=2),
@@ -323,4 +331,7 @@ TABLE: dict[str, Compute] = {
     "DepthToSpace": Compute("view", _depth_to_space),
     "SpaceToDepth": Compute("view", _space_to_depth),
     "OneHot": Compute("view", _one_hot, data=(0, 2)),
+    # a SOURCE op, folded when its shape is a constant; lowered when the shape is computed at
+    # run time (a symbolic image size) but the output type already records it
+    "ConstantOfShape": Compute("fill", _constant_of_shape, data=()),
 }
