@@ -6,7 +6,7 @@ Reshape, Flatten, Squeeze and Unsqueeze are one group-wise reshape map
 (:func:`~eqsat.lower.indexing.reshape_index`); Transpose permutes; Slice and Split offset and
 stride; Concat selects among its inputs along the axis (a lazy ``Select``, so only the chosen
 input is read); Expand and Tile broadcast or wrap; Pad guards its reads (constant), clamps
-(edge) or reflects; Gather and GatherElements read their index from the indices tensor (a
+(edge) or reflects; Gather, GatherElements and GatherND read their index from the indices tensor (a
 constant scalar index folds to a constant). Shape-like arguments (Slice starts, Pad pads, Tile
 repeats, ...) must be constants; Reshape and Expand only need the output type, so their shape
 input may stay a run-time computation that lowering never reads.
@@ -184,6 +184,23 @@ def _gather_elements(ctx: Ctx) -> list[View]:
     return [View(ctx.out, at)]
 
 
+def _gather_nd(ctx: Ctx) -> list[View]:
+    """out[batch, i..., rest] = x[batch, q[batch, i..., 0..m-1], rest]: the last axis of the
+    indices tensor holds the coordinates of the m axes after the batch axes."""
+    x, q = ctx.x(0), ctx.x(1)
+    b, m = int(ctx.a("batch_dims", 0)), int(q.shape[-1])
+    mid = q.type.rank - 1 - b  # the index axes of the output after the batch axes
+
+    def at(idx):
+        lead = tuple(idx[: b + mid])
+        coords = tuple(
+            wrap_negative(_index(q.at((*lead, Const(j)))), x.shape[b + j]) for j in range(m)
+        )
+        return x.at((*idx[:b], *coords, *idx[b + mid :]))
+
+    return [View(ctx.out, at)]
+
+
 def _pad(ctx: Ctx) -> list[View]:
     x, rank = ctx.x(0), ctx.x(0).type.rank
     pads = _arg(ctx, 1, "pads", "pads")
@@ -325,6 +342,7 @@ TABLE: dict[str, Compute] = {
     "Split": Compute("view", _split, data=(0,), outputs=ALL),
     "Gather": Compute("view", _gather),
     "GatherElements": Compute("view", _gather_elements),
+    "GatherND": Compute("view", _gather_nd),
     "Pad": Compute("view", _pad, data=(0,)),
     "Tile": Compute("view", _tile, data=(0,)),
     "Trilu": Compute("view", _trilu, data=(0,)),

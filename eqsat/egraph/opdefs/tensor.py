@@ -1,8 +1,8 @@
 """Data-movement ops: the ``tensor`` family of the op table.
 
-This module defines Gather, GatherElements, ScatterND, Concat, Tile, Pad, Trilu, CumSum, OneHot,
-DepthToSpace, SpaceToDepth and Resize; its :data:`DEFS` also includes the shape-computation and
-reshaping ops of :mod:`eqsat.egraph.opdefs.shape_ops` (Shape, Size, Constant, ConstantOfShape,
+This module defines Gather, GatherElements, GatherND, ScatterND, Concat, Tile, Pad, Trilu, CumSum,
+OneHot, DepthToSpace, SpaceToDepth and Resize; its :data:`DEFS` also includes the shape-computation
+and reshaping ops of :mod:`eqsat.egraph.opdefs.shape_ops` (Shape, Size, Constant, ConstantOfShape,
 Range, Reshape, Flatten, Squeeze, Unsqueeze, Expand, Transpose, Split, Slice).
 
 Semantics follow ONNX opset >= 13 (Pad's ``pads``/``value`` are accepted as attributes too; the
@@ -78,6 +78,29 @@ def _gather_el(args, at):
     x = args[0]
     a = norm_axis(int(at.get("axis", 0)), x.ndim)
     return [np.take_along_axis(x, _wrap(args[1], x.shape[a]), axis=a)]
+
+
+def _gathernd_infer(ctx: InferCtx) -> list[TensorType]:
+    x, idx = ctx.t(0), ctx.t(1)
+    _index_check(idx, "GatherND indices")
+    b, m = int(ctx.a("batch_dims", 0)), idx.shape[-1] if idx.rank else None
+    if not isinstance(m, int):
+        raise ShapeError(f"GatherND: the last dim of indices {idx} must be static")
+    if not 0 <= b < min(x.rank, idx.rank) or b + m > x.rank:
+        raise ShapeError(f"GatherND: indices {idx} do not fit data {x} (batch_dims {b})")
+    return [TensorType(x.dtype, idx.shape[:-1] + x.shape[b + m :])]
+
+
+def _gathernd(args, at):
+    x, idx = args[0], np.asarray(args[1], np.int64)
+    b, m = int(at.get("batch_dims", 0)), idx.shape[-1]
+    batch = x.shape[:b]
+    xs = x.reshape((-1, *x.shape[b:]))  # the batch dims flattened into one
+    qs = idx.reshape((xs.shape[0], -1, m))
+    rows = [
+        xs[n][tuple(_wrap(q[:, j], xs.shape[1 + j]) for j in range(m))] for n, q in enumerate(qs)
+    ]
+    return [np.stack(rows).reshape(batch + idx.shape[b:-1] + x.shape[b + m :])]
 
 
 _SCATTER = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
@@ -430,6 +453,7 @@ _RESIZE = {
 DEFS: tuple[OpDef, ...] = shape_ops.DEFS + (
     _op("Gather", "data", _gather_infer, _gather, ins=(2, 2), axis=0),
     _op("GatherElements", "data", _gather_el_infer, _gather_el, ins=(2, 2), axis=0),
+    _op("GatherND", "data", _gathernd_infer, _gathernd, ins=(2, 2), batch_dims=0),
     _op(
         "ScatterND",
         "data",
