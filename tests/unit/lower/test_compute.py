@@ -147,6 +147,20 @@ CASES: dict[str, list[tuple[list, dict]]] = {
         ([w([2, 3])], {}),
         ([w([4, 1, 2])], {"value": ArrayAttr.of(np.array([7], np.int64))}),
     ],
+    "Resize": [
+        ([NCHW, "", w([1.0, 1.0, 2.0, 2.0], "float32")], {}),
+        ([NCHW, "", "", w([1, 4, 3, 10])], {"mode": "linear"}),
+        (
+            [ints_(1, 2, 4, 5, lo=-128, hi=128, dtype="int8"), "", w([1, 1, 1.5, 0.6], "float32")],
+            {"mode": "linear", "coordinate_transformation_mode": "align_corners"},
+        ),
+        ([x(2, 6), "", w([1.0, 1.7], "float32")], {"mode": "cubic", "nearest_mode": "floor"}),
+        (
+            [x(1, 1, 4, 4), w([0, 0, 0.2, 0.1, 1, 1, 0.9, 0.8], "float32"), "", w([1, 1, 3, 5])],
+            {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize",
+             "extrapolation_value": -1.0},
+        ),
+    ],
     # ---------------------------------------------------------------- reductions
     "MatMul": [
         ([F, x(4, 5)], {}),
