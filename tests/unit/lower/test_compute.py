@@ -161,6 +161,14 @@ CASES: dict[str, list[tuple[list, dict]]] = {
              "extrapolation_value": -1.0},
         ),
     ],
+    "ConvTranspose": [
+        ([x(1, 3, 4, 5), w(RNG.random((3, 2, 3, 3), np.float32))], {}),
+        (
+            [x(2, 4, 3, 4), w(RNG.random((4, 3, 3, 2), np.float32)), x(6)],
+            {"group": 2, "strides": [2, 3], "pads": [1, 0, 0, 1], "output_padding": [1, 2]},
+        ),
+        ([x(1, 2, 5), x(2, 1, 3)], {"strides": [2], "dilations": [2], "auto_pad": "SAME_UPPER"}),
+    ],
     # ---------------------------------------------------------------- reductions
     "MatMul": [
         ([F, x(4, 5)], {}),
