@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import eqsat
+from eqsat.errors import InputError
 from tests.helpers import init, model, run_ort, vi
 
 RNG = np.random.default_rng(7)
@@ -90,6 +91,24 @@ def _resize_then_conv():
     return m, {"x": _r(1, 3, 6, 7)}
 
 
+def _resize_symbolic():
+    # a dynamic image size: integer scales make the taps periodic in the output position
+    nodes = [
+        helper.make_node(
+            "Resize", ["x", "", "sc"], ["near"], mode="nearest",
+            coordinate_transformation_mode="asymmetric", nearest_mode="floor",
+        ),
+        helper.make_node("Resize", ["x", "", "sc"], ["lin"], mode="linear"),
+        helper.make_node("Resize", ["x", "", "sc3"], ["y3"], mode="cubic"),
+        helper.make_node("Add", ["near", "lin"], ["y"]),
+    ]  # fmt: skip
+    inits = [init("sc", np.array([1, 1, 2, 2], np.float32)),
+             init("sc3", np.array([1, 1, 3, 1], np.float32))]  # fmt: skip
+    outs = [vi("y", [1, 2, "h2", "w2"]), vi("y3", [1, 2, "h3", "w"])]
+    m = model(nodes, [vi("x", [1, 2, "h", "w"])], outs, inits, opset=19)
+    return m, {"x": _r(1, 2, 5, 7)}
+
+
 def _conv_transpose():
     nodes = [
         helper.make_node(
@@ -108,6 +127,7 @@ MODELS = {
     "constant_of_shape": _fill_of_runtime_shape,
     "gather_nd": _gather_nd,
     "resize": _resize_then_conv,
+    "resize_symbolic": _resize_symbolic,
     "conv_transpose": _conv_transpose,
 }
 
@@ -122,3 +142,12 @@ def test_compiled_model_matches_onnxruntime(name, optimize):
     for g, w in zip(got, want, strict=True):
         assert g.shape == w.shape and g.dtype == w.dtype
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_resize_of_a_symbolic_axis_refuses_align_corners():
+    nodes = [helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="linear",
+                              coordinate_transformation_mode="align_corners")]  # fmt: skip
+    sc = init("sc", np.array([1, 2], np.float32))
+    m = model(nodes, [vi("x", [2, "n"])], [vi("y", [2, "n2"])], [sc], opset=19)
+    with pytest.raises(InputError, match="Resize: axis 1 has a symbolic size .* not periodic"):
+        eqsat.compile(m, optimize=False)
