@@ -192,8 +192,6 @@ def conv_transpose(ctx: Ctx) -> Reduction:
     geometry (output_padding, output_shape, auto_pad)."""
     x, w, out = ctx.x(0), ctx.x(1), ctx.out
     kernel = [int(d) for d in (ctx.a("kernel_shape") or w.shape[2:])]
-    if any(isinstance(d, str) for d in x.shape[2:]):
-        raise Unsupported(f"ConvTranspose of the symbolic spatial dims {x.shape[2:]}")
     win, _, pb, _ = convt_geometry(x.shape[2:], kernel, ctx.attrs)
     g, nd = int(ctx.a("group", 1)), len(kernel)
     cg, mg = int(x.shape[1]) // g if g > 1 else x.shape[1], w.shape[1]
@@ -210,7 +208,7 @@ def conv_transpose(ctx: Ctx) -> Reduction:
         for i, (o, r) in enumerate(zip(sp, rs[1:], strict=True)):
             s, p = win.strides[i], sub(add(o, Const(pb[i])), mul(r, Const(win.dilations[i])))
             src.append(floordiv(p, Const(s)))
-            inside = BinOp(BinaryOp.AND, p >= Const(0), p < Const(s * int(x.shape[2 + i])))
+            inside = BinOp(BinaryOp.AND, p >= Const(0), p < mul(dim(x.shape[2 + i]), Const(s)))
             if s > 1:
                 inside = BinOp(BinaryOp.AND, inside, Cmp(CmpOp.EQ, mod(p, Const(s)), Const(0)))
             cond = _and(cond, inside)

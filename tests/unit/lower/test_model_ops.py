@@ -118,8 +118,8 @@ def _conv_transpose():
         helper.make_node("Sigmoid", ["t"], ["y"]),
     ]  # fmt: skip
     inits = [init("w", _r(4, 3, 3, 3)), init("b", _r(6))]
-    m = model(nodes, [vi("x", [2, 4, 5, 6])], [vi("y", [2, 6, 10, 12])], inits)
-    return m, {"x": _r(2, 4, 5, 6)}
+    m = model(nodes, [vi("x", [2, 4, "h", 6])], [vi("y", [2, 6, "h2", 12])], inits)
+    return m, {"x": _r(2, 4, 5, 6)}  # h symbolic: the guard compares with s * h
 
 
 MODELS = {
