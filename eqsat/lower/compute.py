@@ -23,9 +23,9 @@ table; one shared broadcasting builder), :mod:`~eqsat.lower.compute_views` (inje
 in follows its record's ``kind``; a test checks that they agree. :data:`CLAIMED` is derived
 from the table: the ops the compiler claims to lower; SOURCE ops (Shape, Constant, Range, ...)
 are left unclaimed on purpose because constant folding removes them, and a shape computation
-that survives (a symbolic batch) only feeds shape arguments that lowering never reads; the one
-exception is ConstantOfShape (a "fill": its value is data, e.g. an attention mask, while its
-shape may be computed at run time from a symbolic image size).
+that survives (a symbolic batch) only feeds shape arguments that lowering never reads; the
+exceptions are ConstantOfShape and Range ("fills": their values are data, e.g. an anchor grid,
+while their shape may be computed at run time from a symbolic image size).
 """
 
 from __future__ import annotations

@@ -328,6 +328,24 @@ def _constant_of_shape(ctx: Ctx) -> list[View]:
     return [View(ctx.out, lambda idx: v)]
 
 
+def _range(ctx: Ctx) -> list[View]:
+    """``start + i * delta`` over the output type's length (symbolic when the limit is computed
+    at run time, e.g. from a feature map's size: the limit is never read). float16 computes in
+    float32, as the op record's reference."""
+    t = ctx.out.dtype
+    work = "float32" if t == "float16" else t
+    start, delta = (
+        k(np.asarray(ctx.const(i, what)).reshape(()).item(), work)
+        for i, what in ((0, "start"), (2, "delta"))
+    )
+
+    def at(idx):
+        v = start + Cast(work, idx[0]) * delta
+        return v if work == t else Cast(t, v)
+
+    return [View(ctx.out, at)]
+
+
 TABLE: dict[str, Compute] = {
     "Identity": Compute("view", _identity),
     "Dropout": Compute("view", _dropout, data=(0,), outputs=2),
@@ -349,7 +367,8 @@ TABLE: dict[str, Compute] = {
     "DepthToSpace": Compute("view", _depth_to_space),
     "SpaceToDepth": Compute("view", _space_to_depth),
     "OneHot": Compute("view", _one_hot, data=(0, 2)),
-    # a SOURCE op, folded when its shape is a constant; lowered when the shape is computed at
+    # SOURCE ops, folded when their shape is a constant; lowered when the shape is computed at
     # run time (a symbolic image size) but the output type already records it
     "ConstantOfShape": Compute("fill", _constant_of_shape, data=()),
+    "Range": Compute("fill", _range, data=()),
 }

@@ -79,7 +79,7 @@ TENSAT_OPS = frozenset(
 _FAMILY_KINDS = {
     "element-wise": {Kind.ELEMENTWISE},
     "view": {Kind.INJECTIVE},
-    "fill": {Kind.SOURCE},  # ConstantOfShape: a SOURCE op whose value is data
+    "fill": {Kind.SOURCE},  # ConstantOfShape, Range: SOURCE ops whose values are data
 }
 
 

@@ -143,6 +143,10 @@ CASES: dict[str, list[tuple[list, dict]]] = {
         ([ints_(2, 3, lo=-3, hi=5), w(np.int64(5)), w(np.array([0.0, 1.0], np.float32))], {}),
         ([ints_(4, lo=0, hi=3), w(np.int64(3)), w(np.array([-1, 2], np.int64))], {"axis": 0}),
     ],
+    "Range": [
+        ([w(np.float32(0.5)), w(np.float32(4)), w(np.float32(0.75))], {}),
+        ([w(np.int64(7)), w(np.int64(-2)), w(np.int64(-3))], {}),
+    ],
     "ConstantOfShape": [
         ([w([2, 3])], {}),
         ([w([4, 1, 2])], {"value": ArrayAttr.of(np.array([7], np.int64))}),
