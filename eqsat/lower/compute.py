@@ -14,22 +14,32 @@ This is TVM's tensor-expression idea: a view is a ``compute`` lambda, so inlinin
 into its consumer (``compute_inline``) is just calling the producer's ``at`` with the
 consumer's index expressions; :mod:`eqsat.lower.lower` decides which values become buffers.
 
-The table is assembled from five families: :mod:`~eqsat.lower.compute_ew` (the scalar-function
+The table is assembled from six families: :mod:`~eqsat.lower.compute_ew` (the scalar-function
 table; one shared broadcasting builder), :mod:`~eqsat.lower.compute_views` (injective ops),
 :mod:`~eqsat.lower.compute_reduce` (reductions, contractions, windows),
 :mod:`~eqsat.lower.compute_norm` (Softmax and the normalizations) and
-:mod:`~eqsat.lower.compute_quant` (the quantized ops of ``opdefs.quant``). Which family an op falls
+:mod:`~eqsat.lower.compute_quant` (the quantized ops of ``opdefs.quant``) and
+:mod:`~eqsat.lower.compute_resize` (Resize's weighted taps). Which family an op falls
 in follows its record's ``kind``; a test checks that they agree. :data:`CLAIMED` is derived
 from the table: the ops the compiler claims to lower; SOURCE ops (Shape, Constant, Range, ...)
 are left unclaimed on purpose because constant folding removes them, and a shape computation
-that survives (a symbolic batch) only feeds shape arguments that lowering never reads.
+that survives (a symbolic batch) only feeds shape arguments that lowering never reads; the
+exceptions are ConstantOfShape and Range ("fills": their values are data, e.g. an anchor grid,
+while their shape may be computed at run time from a symbolic image size).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from eqsat.lower import compute_ew, compute_norm, compute_quant, compute_reduce, compute_views
+from eqsat.lower import (
+    compute_ew,
+    compute_norm,
+    compute_quant,
+    compute_reduce,
+    compute_resize,
+    compute_views,
+)
 from eqsat.lower.compute_base import (
     Compute,
     Ctx,
@@ -44,8 +54,14 @@ __all__ = ["COMPUTE", "CLAIMED", "Compute", "Ctx", "Reduction", "Stage", "Unsupp
 
 def _assemble() -> dict[str, Compute]:
     table: dict[str, Compute] = {}
-    families = (compute_ew.TABLE, compute_views.TABLE, compute_reduce.TABLE,
-                compute_norm.TABLE, compute_quant.TABLE)
+    families = (
+        compute_ew.TABLE,
+        compute_views.TABLE,
+        compute_reduce.TABLE,
+        compute_norm.TABLE,
+        compute_quant.TABLE,
+        compute_resize.TABLE,
+    )
     for fam in families:
         for name, c in fam.items():
             if name in table:

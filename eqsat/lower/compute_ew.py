@@ -148,6 +148,18 @@ def _cast(a, c) -> Expr:
     return Cast(c.out.dtype, a[0])
 
 
+def _is_inf(a, c) -> Expr:
+    x, t = a[0], a[0].dtype  # the infinities compare equal to themselves, NaN to nothing
+    tests = [
+        Cmp(CmpOp.EQ, x, k(s * np.inf, t))
+        for s, attr in ((1, "detect_positive"), (-1, "detect_negative"))
+        if c.a(attr, 1)
+    ]
+    if not tests:
+        return Const(False, "bool")
+    return tests[0] if len(tests) == 1 else BinOp(BinaryOp.OR, tests[0], tests[1])
+
+
 def _neg(a, c) -> Expr:
     return call("neg", a[0])
 
@@ -186,6 +198,8 @@ SCALAR: dict[str, Scalar] = {
             k(1, a[0].dtype),
         )
     ),
+    "IsInf": _is_inf,
+    "IsNaN": lambda a, c: Cmp(CmpOp.NE, a[0], a[0]),  # unordered: true for NaN only
     "LeakyRelu": lambda a, c: Select(
         a[0] >= k(0, a[0].dtype), a[0], a[0] * k(c.a("alpha", 0.01), a[0].dtype)
     ),

@@ -11,6 +11,7 @@ Consumes a :class:`~eqsat.lower.compute.Ctx` of a REDUCTION or COMPLEX op; produ
   loads. MaxPool/AveragePool likewise; AveragePool divides by a second SUM stage counting the
   window's real (or, with ``count_include_pad``, padded) elements, unless the window never
   leaves the input, when the count is the constant kernel size.
+- ConvTranspose: the same stage over the zero-stuffed input, as guarded index arithmetic.
 - Reduce* (axes from the attribute or a constant input, keepdims, ``noop_with_empty_axes``),
   Global pools, ArgMax/ArgMin (a max stage, then a min/max over matching indices), CumSum.
 - Softmax and the normalizations are in :mod:`eqsat.lower.compute_norm`.
@@ -24,10 +25,11 @@ from __future__ import annotations
 import numpy as np
 
 from eqsat.egraph.opdefs.base import ints, norm_axis
+from eqsat.egraph.opdefs.nn import convt_geometry
 from eqsat.egraph.opdefs.window import Window
 from eqsat.lower.compute_base import Compute, Ctx, Reduction, Stage, Unsupported, View
 from eqsat.lower.compute_ew import k
-from eqsat.lower.indexing import add, broadcast_index, dim, mul, product, sub
+from eqsat.lower.indexing import add, broadcast_index, dim, floordiv, mod, mul, product, sub
 from eqsat.lower.loops import (
     INDEX,
     BinaryOp,
@@ -170,6 +172,48 @@ def conv(ctx: Ctx) -> Reduction:
         prod = cast_to(x.at((n, ci, *pos)), acc) * cast_to(w.at((co, rs[0], *rs[1:])), acc)
         cond = _inside(pos, [Const(0)] * nd, [dim(d) for d in x.shape[2:]], leave)
         return prod if cond is None else Select(cond, prod, k(0, acc))
+
+    bias = ctx.ins[2] if ctx.has(2) else None
+
+    def final(idx, v):
+        r = v["acc"] if bias is None else v["acc"] + cast_to(bias.at((idx[1],)), acc)
+        return cast_to(r, out.dtype)
+
+    extents = (dim(cg), *(Const(kk) for kk in kernel))
+    stage = Stage("acc", ReduceOp.SUM, acc, rvars, extents, body)
+    return Reduction(out, tuple(range(out.rank)), (stage,), final)
+
+
+def conv_transpose(ctx: Ctx) -> Reduction:
+    """The gradient of a Conv as a gather: ``y[n, co, o] = sum over ci of the group and the
+    kernel r of x[n, ci, i] * w[ci, co mod M, r]`` where ``i * s + r * d = o + pad_begin``,
+    i.e. a read at ``p = o + pb - r * d`` guarded by ``0 <= p < s * in`` and ``p mod s = 0``
+    (the zero-stuffed input, never materialized). Output size and pads from the op record's
+    geometry (output_padding, output_shape, auto_pad)."""
+    x, w, out = ctx.x(0), ctx.x(1), ctx.out
+    kernel = [int(d) for d in (ctx.a("kernel_shape") or w.shape[2:])]
+    win, _, pb, _ = convt_geometry(x.shape[2:], kernel, ctx.attrs)
+    g, nd = int(ctx.a("group", 1)), len(kernel)
+    cg, mg = int(x.shape[1]) // g if g > 1 else x.shape[1], w.shape[1]
+    acc = acc_dtype(out.dtype)
+    rvars = ("rc", *(f"r{i}" for i in range(nd)))
+
+    def body(idx, rs, vals):
+        n, co, sp = idx[0], idx[1], idx[2:]
+        ci, cm = rs[0], co
+        if g > 1:
+            ci = add(mul(floordiv(co, Const(mg)), Const(cg)), rs[0])
+            cm = mod(co, Const(mg))
+        src, cond = [], None
+        for i, (o, r) in enumerate(zip(sp, rs[1:], strict=True)):
+            s, p = win.strides[i], sub(add(o, Const(pb[i])), mul(r, Const(win.dilations[i])))
+            src.append(floordiv(p, Const(s)))
+            inside = BinOp(BinaryOp.AND, p >= Const(0), p < mul(dim(x.shape[2 + i]), Const(s)))
+            if s > 1:
+                inside = BinOp(BinaryOp.AND, inside, Cmp(CmpOp.EQ, mod(p, Const(s)), Const(0)))
+            cond = _and(cond, inside)
+        prod = cast_to(x.at((n, ci, *src)), acc) * cast_to(w.at((ci, cm, *rs[1:])), acc)
+        return Select(cond, prod, k(0, acc))
 
     bias = ctx.ins[2] if ctx.has(2) else None
 
@@ -380,6 +424,7 @@ TABLE: dict[str, Compute] = {
     "MatMul": Compute("gemm", matmul),
     "Gemm": Compute("gemm", _gemm),
     "Conv": Compute("conv", conv),
+    "ConvTranspose": Compute("conv", conv_transpose),
     "MaxPool": Compute("pool", _pool(False)),
     "AveragePool": Compute("pool", _pool(True)),
     "GlobalAveragePool": Compute("reduction", _global(ReduceOp.SUM)),

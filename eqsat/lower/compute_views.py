@@ -6,7 +6,7 @@ Reshape, Flatten, Squeeze and Unsqueeze are one group-wise reshape map
 (:func:`~eqsat.lower.indexing.reshape_index`); Transpose permutes; Slice and Split offset and
 stride; Concat selects among its inputs along the axis (a lazy ``Select``, so only the chosen
 input is read); Expand and Tile broadcast or wrap; Pad guards its reads (constant), clamps
-(edge) or reflects; Gather and GatherElements read their index from the indices tensor (a
+(edge) or reflects; Gather, GatherElements and GatherND read their index from the indices tensor (a
 constant scalar index folds to a constant). Shape-like arguments (Slice starts, Pad pads, Tile
 repeats, ...) must be constants; Reshape and Expand only need the output type, so their shape
 input may stay a run-time computation that lowering never reads.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from eqsat.egraph.opdefs.base import ints, norm_axis
+from eqsat.egraph.opdefs.shape_ops import fill_value
 from eqsat.lower.compute_base import Compute, Ctx, Unsupported, View
 from eqsat.lower.compute_ew import k
 from eqsat.lower.indexing import (
@@ -183,6 +184,23 @@ def _gather_elements(ctx: Ctx) -> list[View]:
     return [View(ctx.out, at)]
 
 
+def _gather_nd(ctx: Ctx) -> list[View]:
+    """out[batch, i..., rest] = x[batch, q[batch, i..., 0..m-1], rest]: the last axis of the
+    indices tensor holds the coordinates of the m axes after the batch axes."""
+    x, q = ctx.x(0), ctx.x(1)
+    b, m = int(ctx.a("batch_dims", 0)), int(q.shape[-1])
+    mid = q.type.rank - 1 - b  # the index axes of the output after the batch axes
+
+    def at(idx):
+        lead = tuple(idx[: b + mid])
+        coords = tuple(
+            wrap_negative(_index(q.at((*lead, Const(j)))), x.shape[b + j]) for j in range(m)
+        )
+        return x.at((*idx[:b], *coords, *idx[b + mid :]))
+
+    return [View(ctx.out, at)]
+
+
 def _pad(ctx: Ctx) -> list[View]:
     x, rank = ctx.x(0), ctx.x(0).type.rank
     pads = _arg(ctx, 1, "pads", "pads")
@@ -303,6 +321,31 @@ def _one_hot(ctx: Ctx) -> list[View]:
     return [View(ctx.out, at)]
 
 
+def _constant_of_shape(ctx: Ctx) -> list[View]:
+    """Every element is the ``value`` attribute; the shape comes from the output type (a
+    symbolic dim is a size param), so the shape input is never read."""
+    v = k(fill_value(ctx.attrs).item(), ctx.out.dtype)
+    return [View(ctx.out, lambda idx: v)]
+
+
+def _range(ctx: Ctx) -> list[View]:
+    """``start + i * delta`` over the output type's length (symbolic when the limit is computed
+    at run time, e.g. from a feature map's size: the limit is never read). float16 computes in
+    float32, as the op record's reference."""
+    t = ctx.out.dtype
+    work = "float32" if t == "float16" else t
+    start, delta = (
+        k(np.asarray(ctx.const(i, what)).reshape(()).item(), work)
+        for i, what in ((0, "start"), (2, "delta"))
+    )
+
+    def at(idx):
+        v = start + Cast(work, idx[0]) * delta
+        return v if work == t else Cast(t, v)
+
+    return [View(ctx.out, at)]
+
+
 TABLE: dict[str, Compute] = {
     "Identity": Compute("view", _identity),
     "Dropout": Compute("view", _dropout, data=(0,), outputs=2),
@@ -317,10 +360,15 @@ TABLE: dict[str, Compute] = {
     "Split": Compute("view", _split, data=(0,), outputs=ALL),
     "Gather": Compute("view", _gather),
     "GatherElements": Compute("view", _gather_elements),
+    "GatherND": Compute("view", _gather_nd),
     "Pad": Compute("view", _pad, data=(0,)),
     "Tile": Compute("view", _tile, data=(0,)),
     "Trilu": Compute("view", _trilu, data=(0,)),
     "DepthToSpace": Compute("view", _depth_to_space),
     "SpaceToDepth": Compute("view", _space_to_depth),
     "OneHot": Compute("view", _one_hot, data=(0, 2)),
+    # SOURCE ops, folded when their shape is a constant; lowered when the shape is computed at
+    # run time (a symbolic image size) but the output type already records it
+    "ConstantOfShape": Compute("fill", _constant_of_shape, data=()),
+    "Range": Compute("fill", _range, data=()),
 }

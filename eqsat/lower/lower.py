@@ -385,6 +385,17 @@ class _Lowering:
         fix = atom_rewrites(needed, have)
         if fix:
             body = substitute(body, fix)
+        # a size only an extent uses (a fused Softmax over a row whose length is a product of
+        # intermediate symbols) is no dim of the kernel's buffers: it has no value at run time
+        unbound = sorted(
+            free_vars(body) - {d for b in params for d in b.shape if isinstance(d, str)}
+        )
+        if unbound:
+            raise LoweringError(
+                f"the size(s) {', '.join(unbound[:2])} of kernel {kname} are no dim of its "
+                "buffers (shape arithmetic on intermediate sizes); give the inputs fixed sizes "
+                "with --input-shape NAME=D1,D2,..."
+            )
         return Kernel(kname, params, body)
 
     def _graph_dims(self, b: Buffer):

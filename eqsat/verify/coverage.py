@@ -79,6 +79,7 @@ TENSAT_OPS = frozenset(
 _FAMILY_KINDS = {
     "element-wise": {Kind.ELEMENTWISE},
     "view": {Kind.INJECTIVE},
+    "fill": {Kind.SOURCE},  # ConstantOfShape, Range: SOURCE ops whose values are data
 }
 
 

@@ -74,6 +74,12 @@ REFUSALS: dict[str, tuple[str, str]] = {
         "the running-statistics outputs of training mode: inference only",
     ),
     r"^MaxPool .*: output z is used": ("MaxPool Indices", "the argmax output is not computed"),
+    r"the size\(s\) .* of intermediate values do not follow from the input shapes": (
+        "run-time size",
+        "a size computed from a tensor's value (the *window_expanded cases: a Range over a limit "
+        "derived from the window-size input) has no value in the compiled code, which does no "
+        "shape arithmetic at run time",
+    ),
     r"^Pow .*: Pow of integers$": (
         "integer Pow",
         "numpy's integer power wraps on overflow; a float pow would not, and an exact integer "

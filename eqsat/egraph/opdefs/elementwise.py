@@ -190,6 +190,13 @@ def _hardswish(x, at):
     return x * np.clip(x / 6 + 0.5, 0, 1)
 
 
+def _is_inf(args, attrs):
+    x = args[0]
+    pos = np.isposinf(x) if attrs.get("detect_positive", 1) else np.zeros(x.shape, bool)
+    neg = np.isneginf(x) if attrs.get("detect_negative", 1) else np.zeros(x.shape, bool)
+    return [pos | neg]
+
+
 def _ident(name: str) -> OpDef:
     return OpDef(
         name, "data", same, lambda args, at: [np.array(args[0], copy=True)], ctor=name.lower()
@@ -238,6 +245,14 @@ DEFS: tuple[OpDef, ...] = (
     _unary("Sin", lambda x, at: np.sin(x), 4, "elementwise"),
     _unary("Cos", lambda x, at: np.cos(x), 4, "elementwise"),
     OpDef("Clip", "activation", _clip_infer, _clip, per_output_element(2), inputs=(1, 3)),
+    OpDef("IsNaN", "elementwise", _bcast("bool"), lambda a, at: [np.isnan(a[0])]),
+    OpDef(
+        "IsInf",
+        "elementwise",
+        _bcast("bool"),
+        _is_inf,
+        attrs={"detect_negative": 1, "detect_positive": 1},
+    ),
     OpDef("Where", "elementwise", _where_infer, lambda a, at: [np.where(*a)], inputs=(3, 3)),
     OpDef(
         "Cast",

@@ -195,7 +195,7 @@ def conv_flops(ins, outs, at) -> int:
     return (2 * _prod(ins[1].shape[1:]) + bias) * outs[0].numel()
 
 
-def _convt_geometry(spatial, kernel, at):
+def convt_geometry(spatial, kernel, at):
     """(window, output dims, pad begins, pad ends) of ConvTranspose; pads < 0 extend.
 
     Unpadded, the output is ``s * in + c`` with ``c = output_padding + extent - s``. SAME_* aims
@@ -226,7 +226,7 @@ def _convt_geometry(spatial, kernel, at):
 def _convt_infer(ctx: InferCtx) -> list[TensorType]:
     x, w, g, kernel = _conv_types(ctx, "ConvTranspose")
     _eq(x.shape[1], w.shape[0], "ConvTranspose input channels vs weight")
-    _, out, _, _ = _convt_geometry(x.shape[2:], kernel, ctx.attrs)
+    _, out, _, _ = convt_geometry(x.shape[2:], kernel, ctx.attrs)
     return [TensorType(x.dtype, (x.shape[0], sym_mul(w.shape[1], g), *out))]
 
 
@@ -235,7 +235,7 @@ def _convt(args, at):
     x, w, b = args[0], args[1], _arg(args, 2)
     g, (n, c), nd = int(at.get("group", 1)), x.shape[:2], x.ndim - 2
     kernel, mg, sp = w.shape[2:], w.shape[1], x.shape[2:]
-    win, out, pb, _ = _convt_geometry(sp, kernel, at)
+    win, out, pb, _ = convt_geometry(sp, kernel, at)
     wg = _acc(w).reshape(g, c // g, mg * _prod(kernel)).transpose(0, 2, 1)
     cols = np.matmul(wg, _acc(x).reshape(n, g, c // g, -1)).reshape(n, g * mg, *kernel, *sp)
     full = [win.strides[i] * (sp[i] - 1) + win.extent(i) for i in range(nd)]

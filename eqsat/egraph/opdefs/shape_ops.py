@@ -150,7 +150,7 @@ def _constant_static(ctx: InferCtx) -> list[np.ndarray]:
     return [_constant_value(ctx.attrs)]
 
 
-def _fill_value(at) -> np.ndarray:
+def fill_value(at) -> np.ndarray:
     v = at.get("value")
     if v is None:
         return np.zeros((), np.float32)
@@ -169,11 +169,11 @@ def _cos_shape(shape) -> tuple[int, ...]:
 
 def _cos_infer(ctx: InferCtx) -> list[TensorType]:
     dims = _cos_shape(ctx.const(0, "ConstantOfShape shape"))
-    return [TensorType(_fill_value(ctx.attrs).dtype.name, dims)]
+    return [TensorType(fill_value(ctx.attrs).dtype.name, dims)]
 
 
 def _cos(args, at):
-    return [np.full(_cos_shape(args[0]), _fill_value(at))]
+    return [np.full(_cos_shape(args[0]), fill_value(at))]
 
 
 def _range_len(start, limit, delta) -> int:

@@ -1,8 +1,8 @@
 """Data-movement ops: the ``tensor`` family of the op table.
 
-This module defines Gather, GatherElements, ScatterND, Concat, Tile, Pad, Trilu, CumSum, OneHot,
-DepthToSpace, SpaceToDepth and Resize; its :data:`DEFS` also includes the shape-computation and
-reshaping ops of :mod:`eqsat.egraph.opdefs.shape_ops` (Shape, Size, Constant, ConstantOfShape,
+This module defines Gather, GatherElements, GatherND, ScatterND, Concat, Tile, Pad, Trilu, CumSum,
+OneHot, DepthToSpace, SpaceToDepth and Resize; its :data:`DEFS` also includes the shape-computation
+and reshaping ops of :mod:`eqsat.egraph.opdefs.shape_ops` (Shape, Size, Constant, ConstantOfShape,
 Range, Reshape, Flatten, Squeeze, Unsqueeze, Expand, Transpose, Split, Slice).
 
 Semantics follow ONNX opset >= 13 (Pad's ``pads``/``value`` are accepted as attributes too; the
@@ -78,6 +78,29 @@ def _gather_el(args, at):
     x = args[0]
     a = norm_axis(int(at.get("axis", 0)), x.ndim)
     return [np.take_along_axis(x, _wrap(args[1], x.shape[a]), axis=a)]
+
+
+def _gathernd_infer(ctx: InferCtx) -> list[TensorType]:
+    x, idx = ctx.t(0), ctx.t(1)
+    _index_check(idx, "GatherND indices")
+    b, m = int(ctx.a("batch_dims", 0)), idx.shape[-1] if idx.rank else None
+    if not isinstance(m, int):
+        raise ShapeError(f"GatherND: the last dim of indices {idx} must be static")
+    if not 0 <= b < min(x.rank, idx.rank) or b + m > x.rank:
+        raise ShapeError(f"GatherND: indices {idx} do not fit data {x} (batch_dims {b})")
+    return [TensorType(x.dtype, idx.shape[:-1] + x.shape[b + m :])]
+
+
+def _gathernd(args, at):
+    x, idx = args[0], np.asarray(args[1], np.int64)
+    b, m = int(at.get("batch_dims", 0)), idx.shape[-1]
+    batch = x.shape[:b]
+    xs = x.reshape((-1, *x.shape[b:]))  # the batch dims flattened into one
+    qs = idx.reshape((xs.shape[0], -1, m))
+    rows = [
+        xs[n][tuple(_wrap(q[:, j], xs.shape[1 + j]) for j in range(m))] for n, q in enumerate(qs)
+    ]
+    return [np.stack(rows).reshape(batch + idx.shape[b:-1] + x.shape[b + m :])]
 
 
 _SCATTER = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
@@ -364,8 +387,10 @@ def _coeffs(at, ratio: np.ndarray, s: float) -> np.ndarray:
     return c / c.sum(axis=1, keepdims=True) if aa else c
 
 
-def _resize_axis(x: np.ndarray, axis: int, n_out: int, s: float, roi, at) -> np.ndarray:
-    n_in = x.shape[axis]
+def resize_matrix(n_in: int, n_out: int, s: float, roi, at) -> tuple[np.ndarray, np.ndarray]:
+    """The interpolation matrix ``w`` (n_out x n_in) of one resized axis, ``y = w @ x`` along
+    it, and the output points outside the input (where tf_crop_and_resize extrapolates). Shared
+    with the compiler, which reads each row's non-zero taps."""
     ctm = at.get("coordinate_transformation_mode", "half_pixel")
     xo = _coords(ctm, n_in, n_out, s, roi)
     base = np.ceil(xo) - 1
@@ -377,27 +402,38 @@ def _resize_axis(x: np.ndarray, axis: int, n_out: int, s: float, roi, at) -> np.
         c = c / np.where(c.sum(axis=1, keepdims=True) == 0, 1.0, c.sum(axis=1, keepdims=True))
     w = np.zeros((n_out, n_in))
     np.add.at(w, (np.repeat(np.arange(n_out), k), np.clip(idx, 0, n_in - 1).reshape(-1)), c.ravel())
+    outside = (xo < 0) | (xo > n_in - 1) if ctm == "tf_crop_and_resize" else np.zeros(n_out, bool)
+    return w, outside
+
+
+def _resize_axis(x: np.ndarray, axis: int, n_out: int, s: float, roi, at) -> np.ndarray:
+    w, outside = resize_matrix(x.shape[axis], n_out, s, roi, at)
     y = np.moveaxis(np.tensordot(w, x, axes=([1], [axis])), 0, axis)
-    if ctm == "tf_crop_and_resize":
-        out = (xo < 0) | (xo > n_in - 1)
-        out = out.reshape((1,) * axis + (n_out,) + (1,) * (x.ndim - axis - 1))
+    if outside.any():
+        out = outside.reshape((1,) * axis + (n_out,) + (1,) * (x.ndim - axis - 1))
         y = np.where(out, float(at.get("extrapolation_value", 0.0)), y)
     return y
+
+
+def resize_axes(x_shape, at, roi, scales, sizes) -> list[tuple[int, Dim, float | None, tuple]]:
+    """(axis, output dim, scale, roi pair) of every axis Resize changes."""
+    plan = _resize_plan(x_shape, at, scales, sizes)
+    axes, out = list(plan), []
+    for i, a in enumerate(axes):
+        n_out, s = plan[a]
+        pair = (roi[i], roi[i + len(axes)]) if roi else (0.0, 1.0)
+        if s is not None and math.isclose(s, 1.0) and n_out == x_shape[a] and pair == (0.0, 1.0):
+            continue
+        out.append((a, n_out, s, pair))
+    return out
 
 
 def _resize(args, at):
     x = args[0]
     sizes = _present(arg(args, 3))
     scales = None if sizes is not None else _present(arg(args, 2))
-    plan = _resize_plan(x.shape, at, scales, sizes)
-    roi = _present(arg(args, 1))
-    axes = list(plan)
     y = x.astype(np.float64)
-    for i, a in enumerate(axes):
-        n_out, s = plan[a]
-        pair = (roi[i], roi[i + len(axes)]) if roi else (0.0, 1.0)
-        if math.isclose(s, 1.0) and n_out == x.shape[a] and pair == (0.0, 1.0):
-            continue
+    for a, n_out, s, pair in resize_axes(x.shape, at, _present(arg(args, 1)), scales, sizes):
         y = _resize_axis(y, a, int(n_out), s, pair, at)
     if x.dtype.kind in "iu":
         info = np.iinfo(x.dtype)
@@ -430,6 +466,7 @@ _RESIZE = {
 DEFS: tuple[OpDef, ...] = shape_ops.DEFS + (
     _op("Gather", "data", _gather_infer, _gather, ins=(2, 2), axis=0),
     _op("GatherElements", "data", _gather_el_infer, _gather_el, ins=(2, 2), axis=0),
+    _op("GatherND", "data", _gathernd_infer, _gathernd, ins=(2, 2), batch_dims=0),
     _op(
         "ScatterND",
         "data",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from eqsat.egraph.interpret import interpret as interpret_graph
-from eqsat.egraph.ir import Node, TensorGraph, TensorType, make_attrs
+from eqsat.egraph.ir import ArrayAttr, Node, TensorGraph, TensorType, make_attrs
 from eqsat.egraph.opdefs import quant
 from eqsat.egraph.opdefs.base import Kind
 from eqsat.egraph.ops import OPS, infer_node
@@ -47,7 +47,18 @@ NCHW = x(1, 4, 7, 7)
 UNARY = [o for o, d in OPS.items() if d.kind is Kind.ELEMENTWISE and d.inputs == (1, 1)]
 BINARY = ["Add", "Sub", "Mul", "Div", "Max", "Min", "Sum"]
 CMP = ["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"]
-SPECIAL_UNARY = {"Log": [([POS], {})], "Sqrt": [([POS], {})], "Not": [([bools(2, 3)], {})]}
+NONFINITE = ("x", np.array([[np.nan, np.inf, -np.inf], [0.0, -1.5, 3e38]], np.float32))
+SPECIAL_UNARY = {
+    "Log": [([POS], {})],
+    "Sqrt": [([POS], {})],
+    "Not": [([bools(2, 3)], {})],
+    "IsNaN": [([NONFINITE], {})],
+    "IsInf": [
+        ([NONFINITE], {}),
+        ([NONFINITE], {"detect_negative": 0}),
+        ([NONFINITE], {"detect_positive": 0}),
+    ],
+}
 
 CASES: dict[str, list[tuple[list, dict]]] = {
     **{op: [([F], {})] for op in UNARY if op not in ("Cast",)},
@@ -109,6 +120,12 @@ CASES: dict[str, list[tuple[list, dict]]] = {
         ([x(5, 2), ints_(4, lo=-5, hi=5)], {"axis": 0}),
     ],
     "GatherElements": [([x(3, 4), w([[0, 3], [1, -1], [2, 0]])], {"axis": 1})],
+    "GatherND": [
+        ([x(3, 4, 5), w([[0, -1], [2, 1]])], {}),
+        ([x(3, 4), ints_(2, 1, 1, lo=-3, hi=3)], {}),
+        ([x(2, 3, 4), w([[1], [0]])], {"batch_dims": 1}),
+        ([x(2, 3, 4, 5), w([[[2, 3], [0, -1]], [[1, 1], [2, 0]]])], {"batch_dims": 1}),
+    ],
     "Pad": [
         ([x(3, 4), w([0, 1, 2, 0])], {}),
         ([x(3, 4), w([1, 2, 0, 1]), w(np.float32(0.5))], {"mode": "constant"}),
@@ -125,6 +142,36 @@ CASES: dict[str, list[tuple[list, dict]]] = {
     "OneHot": [
         ([ints_(2, 3, lo=-3, hi=5), w(np.int64(5)), w(np.array([0.0, 1.0], np.float32))], {}),
         ([ints_(4, lo=0, hi=3), w(np.int64(3)), w(np.array([-1, 2], np.int64))], {"axis": 0}),
+    ],
+    "Range": [
+        ([w(np.float32(0.5)), w(np.float32(4)), w(np.float32(0.75))], {}),
+        ([w(np.int64(7)), w(np.int64(-2)), w(np.int64(-3))], {}),
+    ],
+    "ConstantOfShape": [
+        ([w([2, 3])], {}),
+        ([w([4, 1, 2])], {"value": ArrayAttr.of(np.array([7], np.int64))}),
+    ],
+    "Resize": [
+        ([NCHW, "", w([1.0, 1.0, 2.0, 2.0], "float32")], {}),
+        ([NCHW, "", "", w([1, 4, 3, 10])], {"mode": "linear"}),
+        (
+            [ints_(1, 2, 4, 5, lo=-128, hi=128, dtype="int8"), "", w([1, 1, 1.5, 0.6], "float32")],
+            {"mode": "linear", "coordinate_transformation_mode": "align_corners"},
+        ),
+        ([x(2, 6), "", w([1.0, 1.7], "float32")], {"mode": "cubic", "nearest_mode": "floor"}),
+        (
+            [x(1, 1, 4, 4), w([0, 0, 0.2, 0.1, 1, 1, 0.9, 0.8], "float32"), "", w([1, 1, 3, 5])],
+            {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize",
+             "extrapolation_value": -1.0},
+        ),
+    ],
+    "ConvTranspose": [
+        ([x(1, 3, 4, 5), w(RNG.random((3, 2, 3, 3), np.float32))], {}),
+        (
+            [x(2, 4, 3, 4), w(RNG.random((4, 3, 3, 2), np.float32)), x(6)],
+            {"group": 2, "strides": [2, 3], "pads": [1, 0, 0, 1], "output_padding": [1, 2]},
+        ),
+        ([x(1, 2, 5), x(2, 1, 3)], {"strides": [2], "dilations": [2], "auto_pad": "SAME_UPPER"}),
     ],
     # ---------------------------------------------------------------- reductions
     "MatMul": [
@@ -266,7 +313,7 @@ def single(op: str, inputs: list, attrs: dict) -> tuple[TensorGraph, dict]:
     in_types = [types.get(n) if n else None for n in names]
     for o, t in zip(outs, infer_node(node, in_types, consts), strict=False):
         types[o] = t
-    assert d.kind is not Kind.SOURCE
+    assert d.kind is not Kind.SOURCE or COMPUTE[op].what == "fill"
     graph = TensorGraph(tuple(feeds), outs, (node,), types, weights)
     graph.check()
     return graph, feeds
@@ -305,6 +352,8 @@ def test_families_follow_the_kinds():
             assert kind is Kind.ELEMENTWISE, op
         elif c.what == "view":
             assert kind is Kind.INJECTIVE, op
+        elif c.what == "fill":  # reads no input: a SOURCE op
+            assert kind is Kind.SOURCE and c.data == (), op
         else:
             assert kind in (Kind.REDUCTION, Kind.COMPLEX), op
     # every element-wise and injective op of the table is claimed (the quantized ones too);
@@ -314,4 +363,4 @@ def test_families_follow_the_kinds():
         if d.kind in (Kind.ELEMENTWISE, Kind.INJECTIVE):
             assert op in CLAIMED, op
         if d.kind is Kind.SOURCE:
-            assert op not in CLAIMED, op
+            assert op not in CLAIMED or COMPUTE[op].what == "fill", op
