@@ -23,6 +23,8 @@ from eqsat.errors import InputError
 
 
 def add_parsers(sub) -> None:
+    from eqsat.pipeline import COST_MODELS
+
     comp = sub.add_parser(
         "compile", help="compile a model to eqsat's own code (verified before it is written)"
     )
@@ -50,7 +52,7 @@ def add_parsers(sub) -> None:
     )
     comp.add_argument(
         "--cost-model",
-        choices=["compiler", "roofline", "measured", "ast-size"],
+        choices=COST_MODELS,
         help="extraction's cost model (default: compiler, priced as eqsat's code runs on this "
         "CPU; roofline and measured price onnxruntime's kernels)",
     )

@@ -51,7 +51,7 @@ def add_tolerance(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub) -> None:
-    from eqsat.pipeline import Options
+    from eqsat.pipeline import COST_MODELS, Options, cost_model_for
 
     d = Options()
     opt = sub.add_parser("optimize", help="optimize a model (verified before it is written)")
@@ -98,9 +98,9 @@ def add_parsers(sub) -> None:
     )
     opt.add_argument(
         "--cost-model",
-        default=d.cost_model,
-        choices=["roofline", "measured", "ast-size", "compiler"],
-        help="roofline (estimated; the default), measured (each kernel timed once in "
+        default=cost_model_for(d),  # the ONNX path's (compile's is the compiler's own)
+        choices=COST_MODELS,
+        help="roofline (estimated), measured (each kernel timed once in "
         "onnxruntime, cached), compiler (priced as `eqsat compile` runs it)",
     )
     opt.add_argument(
