@@ -173,6 +173,14 @@ def conv(ctx: Ctx) -> Reduction:
         cond = _inside(pos, [Const(0)] * nd, [dim(d) for d in x.shape[2:]], leave)
         return prod if cond is None else Select(cond, prod, k(0, acc))
 
+    return _conv_sum(ctx, acc, rvars, cg, kernel, body)
+
+
+def _conv_sum(ctx: Ctx, acc: str, rvars, cg, kernel, body) -> Reduction:
+    """A Conv-like kernel (Conv, ConvTranspose): one SUM stage of ``body`` over a group's
+    input channels ``cg`` and the ``kernel`` window, the optional bias (input 2) added per
+    output channel in the final store."""
+    out = ctx.out
     bias = ctx.ins[2] if ctx.has(2) else None
 
     def final(idx, v):
@@ -215,15 +223,7 @@ def conv_transpose(ctx: Ctx) -> Reduction:
         prod = cast_to(x.at((n, ci, *src)), acc) * cast_to(w.at((ci, cm, *rs[1:])), acc)
         return Select(cond, prod, k(0, acc))
 
-    bias = ctx.ins[2] if ctx.has(2) else None
-
-    def final(idx, v):
-        r = v["acc"] if bias is None else v["acc"] + cast_to(bias.at((idx[1],)), acc)
-        return cast_to(r, out.dtype)
-
-    extents = (dim(cg), *(Const(kk) for kk in kernel))
-    stage = Stage("acc", ReduceOp.SUM, acc, rvars, extents, body)
-    return Reduction(out, tuple(range(out.rank)), (stage,), final)
+    return _conv_sum(ctx, acc, rvars, cg, kernel, body)
 
 
 def _pool(avg: bool):
