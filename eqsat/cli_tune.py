@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
     tune.add_argument("--no-optimize", action="store_true",
                       help="the graph as imported (no e-graph), as compile --no-optimize")
     add_input_shape(tune, "fixed, as for compile (tuning needs constant shapes)")
+    tune.add_argument("--ray", metavar="ADDRESS",
+                      help="measure the candidates as tasks on this Ray cluster (pip "
+                           "install 'eqsat[ray]'); nodes: the machine compiled for")  # fmt: skip
     tune.add_argument("--json", action="store_true", help="machine-readable summary")
 
 
@@ -63,7 +66,8 @@ def cmd_tune(args) -> int:
     else:
         bar = on_trial = phase = None
     try:
-        report = pipeline.tune(src, opts, args.trials, args.time_limit, args.log, phase, on_trial)
+        report = pipeline.tune(src, opts, args.trials, args.time_limit, args.log, phase, on_trial,
+                               args.ray)
     finally:
         if bar is not None:
             bar.stop()

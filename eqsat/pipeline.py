@@ -754,6 +754,7 @@ def tune(
     log: str | os.PathLike | None = None,
     progress: Progress | None = None,
     on_trial=None,
+    ray_address: str | None = None,
 ):
     """Tune the kernels of ``model`` as ``compile`` with ``options`` would build them: the
     graph passes (import, fold, e-graph) run as for a compile, the graph is lowered, and
@@ -777,7 +778,7 @@ def tune(
         raise InputError(f"cannot compile this model: {e}") from e
     path = Path(log or options.tuning_log or default_log())
     threads = options.threads or Capabilities.host().cores
-    tuner = Tuner(program, threads, path, progress=on_trial)
+    tuner = Tuner(program, threads, path, progress=on_trial, ray_address=ray_address)
     if progress:
         progress("tune")
     return tuner.run(trials, time_limit)

@@ -131,10 +131,16 @@ def _serve(conn) -> None:
             os.kill(os.getpid(), signal.SIGSEGV)
         if job.fault == "hang":
             time.sleep(3600)
-        try:
-            conn.send(("ok", time_kernel(job.kernel, job.schedule, job.threads, job.reps)))
-        except Exception as e:  # noqa: BLE001 - a candidate's failure is a result
-            conn.send(("error", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"))
+        conn.send(run_job(job))
+
+
+def run_job(job: Job) -> tuple[str, object]:
+    """One job measured in this process: ``("ok", seconds)`` or ``("error", message)`` (the
+    body of a local worker's loop and of a Ray task)."""
+    try:
+        return "ok", time_kernel(job.kernel, job.schedule, job.threads, job.reps)
+    except Exception as e:  # noqa: BLE001 - a candidate's failure is a result
+        return "error", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
 
 
 class Worker:
@@ -187,3 +193,38 @@ class Worker:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class RayWorker:
+    """Measures on a Ray cluster (``eqsat tune --ray ADDRESS``; ``ray`` is optional: ``pip
+    install 'eqsat[ray]'``): each job is a Ray task without retries, run in a Ray worker
+    process, so a crashing candidate costs that task; one past the timeout is cancelled. The
+    log keys records by the driver's machine (``signature.machine_key``): the cluster's nodes
+    must be the kind of machine the model will be compiled for."""
+
+    def __init__(self, address: str, timeout: float = 60.0):
+        try:
+            import ray
+        except ImportError as e:
+            from eqsat.errors import InputError
+
+            raise InputError("--ray needs the ray package: pip install 'eqsat[ray]'") from e
+        self.ray, self.timeout = ray, timeout
+        if not ray.is_initialized():
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        self.task = ray.remote(max_retries=0)(run_job)
+
+    def measure(self, job: Job) -> tuple[float | None, str]:
+        """``(seconds, "")`` or ``(None, why it failed)``, as :meth:`Worker.measure`."""
+        ref = self.task.remote(job)
+        try:
+            kind, value = self.ray.get(ref, timeout=self.timeout + IMPORT_S)
+        except self.ray.exceptions.GetTimeoutError:
+            self.ray.cancel(ref, force=True)
+            return None, f"timed out after {self.timeout:g} s"
+        except self.ray.exceptions.RayError as e:
+            return None, f"the Ray task failed ({type(e).__name__})"
+        return (value, "") if kind == "ok" else (None, value)
+
+    def close(self) -> None:
+        """Nothing to stop: the cluster outlives the run."""

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from eqsat.autoschedule import log as tlog
-from eqsat.autoschedule.measure import Job, Worker
+from eqsat.autoschedule.measure import Job, RayWorker, Worker
 from eqsat.autoschedule.model import BoostedTrees
 from eqsat.autoschedule.signature import kernel_signature, machine_key
 from eqsat.autoschedule.space import Candidate, space_for
@@ -135,14 +135,16 @@ class Tuner:
 
     def __init__(self, program: LoopProgram, threads: int, log_path: Path, reps: int = REPS,
                  timeout: float = 60.0, seed: int = 0, progress: Progress | None = None,
-                 fault: Callable[[Candidate], str] | None = None):  # fmt: skip
+                 fault: Callable[[Candidate], str] | None = None,
+                 ray_address: str | None = None):  # fmt: skip
         self.threads, self.log_path, self.reps = threads, Path(log_path), reps
         self.machine = machine_key(threads)
         self.tasks, self.skipped = tasks_of(program, threads)
         self.rng = random.Random(seed)
         self.progress = progress
         self.fault = fault  # tests: which candidates crash or hang
-        self.worker = Worker(timeout)
+        # measured in a local worker process, or as Ray tasks on a cluster (``--ray``)
+        self.worker = RayWorker(ray_address, timeout) if ray_address else Worker(timeout)
         self.trials = self.confirmed = 0
         self.known: dict[str, Candidate] = {}  # key -> candidate, of everything measured
         self._resume()
