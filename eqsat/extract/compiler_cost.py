@@ -40,11 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
-from eqsat.egraph.ir import Node, TensorGraph, TensorType, make_attrs
+from eqsat.egraph.ir import TensorGraph, TensorType
 from eqsat.egraph.opdefs.base import Kind
 from eqsat.egraph.ops import OPS, node_bytes, node_flops
 from eqsat.errors import missing_data_file
-from eqsat.extract.cost import CostModelBase
+from eqsat.extract.cost import CostModelBase, op_flops
 from eqsat.paths import user_cache_dir
 
 DEFAULT_FILE = Path(__file__).with_name("compiler_default.json")
@@ -107,10 +107,9 @@ class CompilerCostModel(CostModelBase):
     ) -> float:
         record = OPS.get(op)
         kind = record.kind if record is not None else Kind.COMPLEX  # opaque: a kernel of its own
-        node = Node(op, tuple("x" for _ in ins), tuple("y" for _ in outs), make_attrs(attrs))
-        flops = node_flops(node, ins, outs)
         if kind is Kind.INJECTIVE or kind is Kind.SOURCE:
             return 0.0  # index arithmetic in its consumer
+        flops = op_flops(op, attrs, ins, outs)
         if not kind.starts_kernel:  # element-wise: fused, its arithmetic only
             return flops / (self.c.elementwise_gflops * 1e3)
         category = record.category if record is not None else ""

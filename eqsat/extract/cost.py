@@ -125,10 +125,16 @@ class Analytic(CostModelBase):
         self.bytes_per_unit = bytes_per_unit
 
     def node_cost(self, op, attrs, ins, outs) -> float:
-        node = Node(op, tuple("x" for _ in ins), tuple("y" for _ in outs), make_attrs(attrs))
-        flops = node_flops(node, ins, outs)
+        flops = op_flops(op, attrs, ins, outs)
         moved = node_bytes(ins, [t for t in outs if t is not None])
         return self.overhead + flops / self.flops_per_unit + moved / self.bytes_per_unit
+
+
+def op_flops(op: str, attrs, ins, outs) -> int:
+    """FLOPs of one e-node as a cost model sees it (``op``, its attributes and the input and
+    output types; the values' names do not matter): what every analytic cost model divides."""
+    node = Node(op, tuple("x" for _ in ins), tuple("y" for _ in outs), make_attrs(attrs))
+    return node_flops(node, ins, outs)
 
 
 def checked_cost(model: CostModel, op, attrs, ins, outs, consts=None) -> float:

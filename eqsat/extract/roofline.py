@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eqsat.egraph.ir import Node, TensorType, make_attrs
-from eqsat.egraph.ops import OPS, node_bytes, node_flops
+from eqsat.egraph.ir import TensorType
+from eqsat.egraph.ops import OPS, node_bytes
 from eqsat.errors import missing_data_file
-from eqsat.extract.cost import CostModelBase
+from eqsat.extract.cost import CostModelBase, op_flops
 from eqsat.paths import user_cache_dir, write_atomic
 
 DEFAULT_FILE = Path(__file__).with_name("roofline_default.json")
@@ -79,8 +79,7 @@ class RooflineCostModel(CostModelBase):
         ins: Sequence[TensorType | None],
         outs: Sequence[TensorType],
     ) -> float:
-        node = Node(op, tuple("x" for _ in ins), tuple("y" for _ in outs), make_attrs(attrs))
-        flops = node_flops(node, ins, outs)
+        flops = op_flops(op, attrs, ins, outs)
         moved = node_bytes(ins, outs)
         if op in PARTIAL_READS:  # reads only what it writes (plus small index inputs)
             moved = 2 * sum(t.nbytes() for t in outs)
