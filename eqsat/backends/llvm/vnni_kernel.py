@@ -37,6 +37,18 @@ from eqsat.lower.schedule_int8 import match_int8_gemm
 I8 = ir.IntType(8)
 
 
+def _byte_at(b: ir.IRBuilder, base, row, col, rows: int, cols: int, flip) -> ir.Value:
+    """The byte ``base[row, col]`` of a row-major ``rows × cols`` matrix, 0 outside it (the
+    padding of a packed or copied operand), its sign bit flipped when ``flip`` (the +128 /
+    -128 shift that makes the operand the unsigned / signed side of ``vpdpbusd``)."""
+    inb = b.and_(b.icmp_signed("<", row, i64(rows)), b.icmp_signed("<", col, i64(cols)))
+    idx = b.select(inb, b.add(b.mul(row, i64(cols)), col), i64(0))
+    x = b.load(_at(b, base, idx, I8), typ=I8)
+    if flip:
+        x = b.xor(x, ir.Constant(I8, 0x80))
+    return b.select(inb, x, ir.Constant(I8, 0))
+
+
 def _with_load(node, buf: Buffer, value):
     """``node`` with every load of ``buf`` replaced by ``value``."""
     if isinstance(node, Load) and node.buffer == buf:
@@ -87,12 +99,7 @@ def emit_int8_kernel(module: ir.Module, fn: ir.Function, k: Kernel,
                 loop(b, 0, nr, name="pj") as j, loop(b, 0, 4, name="pt") as t:
             row = b.add(b.mul(g, i64(4)), t)
             col = b.add(b.mul(p, i64(nr)), j)
-            inb = b.and_(b.icmp_signed("<", row, i64(kk)), b.icmp_signed("<", col, i64(n)))
-            idx = b.select(inb, b.add(b.mul(row, i64(n)), col), i64(0))
-            x = b.load(_at(b, b_ptr, idx, I8), typ=I8)
-            if sb:
-                x = b.xor(x, ir.Constant(I8, 0x80))
-            x = b.select(inb, x, ir.Constant(I8, 0))
+            x = _byte_at(b, b_ptr, row, col, kk, n, sb)
             dst = b.add(b.mul(b.add(b.mul(b.add(b.mul(p, i64(kp // 4)), g), i64(nr)), j),
                               i64(4)), t)
             b.store(x, _at(b, mem, dst, I8))
@@ -120,12 +127,7 @@ def emit_int8_kernel(module: ir.Module, fn: ir.Function, k: Kernel,
         b.store(ir.Constant(I32, 0), rowsum)
         if copy_a or beta:
             with loop(b, 0, kp, name="ak") as q:
-                inb = b.and_(b.icmp_signed("<", r, i64(m)), b.icmp_signed("<", q, i64(kk)))
-                idx = b.select(inb, b.add(b.mul(r, i64(kk)), q), i64(0))
-                x = b.load(_at(b, a_ptr, idx, I8), typ=I8)
-                if sa:
-                    x = b.xor(x, ir.Constant(I8, 0x80))
-                x = b.select(inb, x, ir.Constant(I8, 0))
+                x = _byte_at(b, a_ptr, r, q, m, kk, sa)
                 if copy_a:
                     b.store(x, _at(b, ac, b.add(b.mul(r, i64(kp)), q), I8))
                 b.store(b.add(b.load(rowsum, typ=I32), b.zext(x, I32)), rowsum)
