@@ -300,6 +300,12 @@ class State:
         """Where the source model's weight bytes lie (None for a ModelProto given in memory)."""
         return None if isinstance(self.model, onnx.ModelProto) else Path(self.model).parent
 
+    @functools.cached_property
+    def tuning(self):
+        """The tuning log this compile reads (:func:`_tuning`), read once: the compiled-model
+        cache key hashes it and the compile pass schedules from it."""
+        return _tuning(self.options)
+
 
 @dataclass(frozen=True)
 class Pass:
@@ -550,7 +556,7 @@ def _compile(state: State) -> State:
     o = state.options
     try:
         state.compiled = build(state.graph, o.target, threads=o.threads, precision=o.precision,
-                               tuning=_tuning(o))
+                               tuning=state.tuning)
     except LoweringError as e:
         raise InputError(f"cannot compile this model: {e}") from e
     except Exception as e:  # a bug, unless onnxruntime refuses the model too (ill-typed)
@@ -730,7 +736,7 @@ def compile(  # noqa: A001 - the verb of this stage, as in eqsat.compile
     if options.cache and options.target == "llvm":
         t0 = time.perf_counter()
         state.source = load(model)  # read once: the import pass takes it from the state
-        key = _cache_key(state.source, state.base_dir, options)
+        key = _cache_key(state.source, state.base_dir, options, state.tuning)
         cached = _from_cache(key, options, output, progress, t0)
         if cached is not None:
             return cached
@@ -790,11 +796,11 @@ _COMPILE_KEY_FIELDS = tuple(
 )
 
 
-def _cache_key(source: onnx.ModelProto, base_dir: Path | None, options: Options) -> str:
+def _cache_key(source: onnx.ModelProto, base_dir: Path | None, options: Options, tuning) -> str:
     from eqsat import compiled as compiled_module
 
     settings = repr([(f, getattr(options, f)) for f in _COMPILE_KEY_FIELDS])
-    tuning = _tuning(options)  # the log's content changes the schedules
+    # the tuning log's content changes the schedules
     settings += tuning.digest() if tuning is not None else ""
     # the proto holds the large weights by reference: their bytes are hashed beside it
     return compiled_module.cache_key(onnx_files.digest(source, base_dir), settings)
