@@ -14,7 +14,8 @@ the ordinary statement emitter (:mod:`eqsat.backends.llvm.codegen_stmt`):
   packs it with vector copies instead of :func:`pack_b`'s evaluated expression);
 * :func:`window_b`: whether B is such a read under a bounds guard whose innermost N axis
   reads consecutive floats (a padded stride-1 convolution's im2col): then the backend packs
-  it with masked vector loads (``pack_window.py``);
+  it with masked vector loads (``pack_window.py``); :func:`window_a` the same for A (an
+  exchanged convolution's im2col, rows = pixels);
 * :func:`epilogue`: the kernel's epilogue statement per element of the block, the accumulated
   value read from the C workspace.
 
@@ -772,6 +773,20 @@ def window_b(c: Contraction) -> WindowB | None:
     nb, nn = len(c.batch), len(c.n)
     return WindowB(load.buffer, flat, tuple(bounds[0]), tuple(bounds[1]), ext[:nb],
                    ext[nb:nb + nn - 1], ext[nb + nn:], w, ext[nb + nn - 1][1], stride)
+
+
+def window_a(c: Contraction) -> WindowB | None:
+    """The :class:`WindowB` form of ``c.a`` with the M axes as its columns — the im2col of an
+    exchanged convolution (``swapped``), whose rows are output pixels: per K row, an MR strip
+    of consecutive pixels reads consecutive floats, as a panel of B does (None otherwise)."""
+    return window_b(replace(c, n=c.m, b=c.a)) if c.m else None
+
+
+def a_lanes(plan: Plan, vw: int) -> int | None:
+    """The lanes of the vectors that pack an MR strip by :func:`window_a`: the largest power of
+    two dividing MR, at most ``vw``; None under 4 (the generic packer then)."""
+    lanes = min(plan.mr & -plan.mr, vw)
+    return lanes if lanes >= 4 else None
 
 
 def extents(c: Contraction) -> dict[str, Expr]:
