@@ -59,6 +59,7 @@ from eqsat.backends.llvm.pack import emit_pack_b, pack_panels
 from eqsat.backends.llvm.pack_window import emit_window_pack
 from eqsat.backends.llvm.plan_choice import chosen_plan
 from eqsat.backends.llvm.tensorize_plan import (
+    PARALLEL_FLOP,
     FusedEpilogue,
     PiecewiseB,
     PlainB,
@@ -78,7 +79,6 @@ from eqsat.backends.llvm.tensorize_plan import (
 from eqsat.lower.contraction import ACC, Contraction
 from eqsat.lower.loops import BinaryOp, Buffer, BufferKind, Const, Kernel, Var
 
-PARALLEL_FLOP = 1e6  # ~5-10 µs of one thread: the native pool's launch costs a few µs
 ALIGN = 64
 F32_BYTES = 4
 

@@ -71,6 +71,10 @@ NC_MAX = 256
 # at loadavg 5-7 (noisy): BERT 3.30 -> 2.31 ms, NasRNN 2.99 -> 1.70 ms (the hint alone: 3.30
 # -> 3.21 and 2.99 -> 2.51); at 1 thread (CPU time) 0.95-0.96x
 SPLIT_FLOP = 1e7
+# a kernel of this much work with more than one task runs on the pool (tensorize's driver;
+# ~5-10 µs of one thread: the native pool's launch costs a few µs); from here on its blocks
+# are balanced for the threads too (``_split``), though not split further (see ``_plan_for``)
+PARALLEL_FLOP = 1e6
 SPLIT_BYTES = 2 << 20  # ... and from here on of weights packed once (a GEMV: memory bound)
 TASK_MULTIPLE = 4  # 1, 2 and 4 threads get equal shares of the tasks
 B_WS_BYTES = 2 << 20  # the K × NC block of B a thread packs stays under this
@@ -162,7 +166,13 @@ def _plan_for(c: Contraction, caps: Capabilities, mr: int, nr: int) -> Plan:
         no = const_extent(c.n[:-1])
         rows = max(1, nc_max // w)
         if no is not None and mh is not None:
-            mc, rows = _split(mh, mr, mc, no, min(rows, no), big, pb, w, 2 * nr)
+            # launched on the pool anyway (more than one block): an even task count. Measured
+            # (SqueezeNet's 6 MFLOP 1×1 convs on 55×55: 7 blocks of 8 rows, a 4 : 3 share of
+            # them at 2 threads, now 8 of 7; per-thread CPU time in the report of this change)
+            fl = 2 * mh * (n or 1) * (k or 1)
+            several = -(-mh // mc) * -(-no // min(rows, no)) > 1
+            even = big or (fl >= PARALLEL_FLOP and several)
+            mc, rows = _split(mh, mr, mc, no, min(rows, no), even, pb, w, 2 * nr)
             parts = _row_parts(-(-mh // mc) * -(-no // rows), w, nr) if big else 1
             if parts > 1:  # too few blocks of whole rows for the threads: pieces of rows
                 return Plan(mr, nr, vw, unroll, KC, mc, False, _round(-(-w // parts), nr), 1,
