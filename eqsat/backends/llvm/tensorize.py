@@ -21,13 +21,23 @@ module:
   narrowest of the tile's widths, in vectors, that holds the panel's real columns)
   (:func:`eqsat.backends.llvm.microkernel.emit_microkernel`; SSA accumulators, ``llvm.fma``,
   masked edges) into a C workspace, then run the epilogue from the workspace into the output.
-  Each call allocates its own workspaces (64-byte aligned), so threads never share one;
+  Each call takes its own workspace slot (a counter in ``ctx``), so threads never share one;
 * the kernel itself: packs weight operands on the first call (and again whenever the weight
   buffer's address changes) into a module global — at load time in effect, never per
   inference — then runs the tasks, through ``@eqsat.parallel_for`` (the runtime's pool) when
   there is more than one task and at least ``PARALLEL_FLOP`` of work (the native pool's launch
   costs a few µs; through the Python pool it was 14-16 µs and ~100 µs of work was needed to
-  gain from it), else inline.
+  gain from it), else inline. The driver allocates the workspace slots of all threads at once
+  (``min(tasks, cores)`` slots, 64-byte aligned; a thread past them allocates its own).
+
+Why the driver allocates the workspaces (measured, ResNet's 64×56×64 3×3 conv at 2 threads):
+when each task function allocated its own with ``aligned_alloc`` and freed it, the pool
+worker's malloc arena (a non-main arena) kept growing and trimming its heap — strace showed an
+``mprotect`` of ~1 MB every few calls, ``getrusage`` 17 minor page faults per call (12.6 on
+512×7×512) against 0 at 1 thread. Now 0 at both. A fault is a VM exit on this KVM guest, and
+it stalls the thread that the other waits for at the end of the call.
+
+Why the exchanged conv's A has its own packer (``_window_pack_a``): see there.
 
 Why a workspace for C instead of storing into the output: the output's M and N axes may be
 any set of its axes (a convolution's channel and spatial axes, attention's head and query
@@ -155,7 +165,7 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
         module, plan.mr, nv * plan.vw, plan.vw, plan.unroll, epi, name=f"{mname}.{nv}",
         ldb=plan.nr)) for nv in widths]
     tasks = _emit_tasks(cx, c, plan, fa, fb, fe, micros, fused)
-    _emit_driver(cx, fn, c, plan, fa, fb, tasks)
+    _emit_driver(cx, fn, c, plan, fa, fb, tasks, need_c=fused is None)
     return fn
 
 
@@ -319,10 +329,31 @@ def packed_globals(module: ir.Module, sym: str, side: str):
 
 
 def _ctx_layout(cx: _Ctx, plan: Plan):
-    """Context struct of the task function: buffers, sizes, prepacked A and B, and the next
-    task to take (the threads' shared counter)."""
+    """Context struct of the task function: buffers, sizes, prepacked A and B, the call's
+    workspace slots and their count (:func:`_slot_floats`), then the two counters the threads
+    share: the next workspace slot and the next task to take."""
     return ir.LiteralStructType(
-        [PTR] * len(cx.k.params) + [I64] * len(cx.sizes) + [PTR, PTR, I64])
+        [PTR] * len(cx.k.params) + [I64] * len(cx.sizes) + [PTR, PTR, PTR, I64, I64, I64])
+
+
+CTX_TAIL = 6  # the fields after the sizes (_ctx_layout)
+
+
+def _slot_floats(b: ir.IRBuilder, sh: _Shape, plan: Plan, need_c: bool):
+    """Floats of one thread's workspace slot — its packed A rows, B block and C block (each
+    only when the plan needs it, each rounded to 64 bytes) — as ``(offset of B, offset of C,
+    slot size)``; None when no workspace is needed."""
+    parts = [sh.a_block if not plan.prepack_a else None,
+             sh.b_block if not plan.prepack_b else None,
+             i64(plan.mc * plan.ncpad) if need_c else None]
+    if all(x is None for x in parts):
+        return None
+    offs, at = [], i64(0)
+    for x in parts:
+        offs.append(at)
+        if x is not None:
+            at = b.add(at, _roundup(b, x, ALIGN // F32_BYTES))
+    return offs[1], offs[2], at
 
 
 def _fused_epilogue(fe: FusedEpilogue, vw: int) -> Epilogue:
@@ -388,15 +419,33 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micros,
     counter = b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), len(st.elements) - 1)],
                     source_etype=st)
     np_ = len(cx.k.params)
-    bufs, szs, apk, bpk = fields[:np_], fields[np_:-2], fields[-2], fields[-1]
+    tail = len(st.elements) - CTX_TAIL
+    bufs, szs = fields[:np_], fields[np_:tail]
+    apk, bpk, ws, nslots = fields[tail:tail + 4]
+    slot_at = b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), tail + 4)], source_etype=st)
     em.env.update(zip(cx.sizes, szs, strict=True))
     sh = _Shape(em, c, plan)
     common = bufs + szs
-    aws = None if plan.prepack_a else _alloc(em, sh.a_block)
-    bws = None if plan.prepack_b else _alloc(em, sh.b_block)
     ldc = plan.ncpad
     direct = None if fused is None else fused.out  # the tiles go straight into the output
-    cws = None if direct is not None else _alloc(em, i64(plan.mc * ldc))
+    # this thread's workspaces: a slot of the caller's allocation (``_emit_driver``), or its
+    # own when more threads run than there are slots (a pool wider than the host's cores)
+    slots = _slot_floats(b, sh, plan, direct is None)
+    own = None
+    if slots is not None:
+        boff, coff, per = slots
+        slot = b.atomic_rmw("add", slot_at, i64(1), "monotonic")
+        own = b.icmp_signed(">=", slot, nslots)
+        wsp = em.alloca(PTR)
+        with b.if_else(own) as (alone, shared_slot):
+            with alone:
+                b.store(_alloc(em, per), wsp)
+            with shared_slot:
+                b.store(_gep(b, ws, b.mul(slot, per)), wsp)
+        base = b.load(wsp, typ=PTR)
+    aws = None if plan.prepack_a else base
+    bws = None if plan.prepack_b else _gep(b, base, boff)
+    cws = None if direct is not None else _gep(b, base, coff)
     pnames = [p.name for p in cx.k.params]
     cur_a, cur_b = em.alloca(I64), em.alloca(I64)
     b.store(i64(-1), cur_a)
@@ -478,9 +527,9 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micros,
             b.call(fe, common + [bi, ic, mc, o0, nrows, w0, nw, cws])
     b.branch(grab)
     b.position_at_end(done)
-    for p in (aws, bws, cws):
-        if p is not None:
-            _free(em, p)
+    if own is not None:
+        with b.if_then(own):
+            _free(em, base)
     em.finish()
     return shared(cx.module, fn)
 
@@ -522,7 +571,8 @@ def _tile_operands(b, fe: FusedEpilogue, bufs, pnames, bi, row, col) -> list:
     return out
 
 
-def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, tasks):
+def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, tasks,
+                 need_c: bool = True):
     k = cx.k
     for arg, p in zip(fn.args, k.params, strict=False):
         arg.name = p.name
@@ -562,9 +612,16 @@ def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, 
     st = _ctx_layout(cx, plan)
     ctx = em.alloca(st)
     zero32 = ir.Constant(ir.IntType(32), 0)
-    for n, v in enumerate(common + [packed["a"], packed["b"], i64(0)]):
-        b.store(v, b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), n)], source_etype=st))
     ntasks = b.mul(sh.nb, b.mul(sh.nib, sh.njb))
+    # one allocation per call for every thread's workspaces, by the calling thread: when each
+    # task function allocated its own, a pool worker's malloc arena grew and trimmed its heap
+    # call after call (strace: an ``mprotect`` of ~1 MB every few calls, ~17 page faults per
+    # call at 2 threads against 0 at 1; see the module docstring)
+    slots = _slot_floats(b, sh, plan, need_c)
+    nslots = smin(b, ntasks, i64(max(1, Capabilities.host().cores)))
+    ws = ir.Constant(PTR, None) if slots is None else _alloc(em, b.mul(nslots, slots[2]))
+    for n, v in enumerate(common + [packed["a"], packed["b"], ws, nslots, i64(0), i64(0)]):
+        b.store(v, b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), n)], source_etype=st))
     flops = b.mul(b.mul(b.mul(sh.nb, sh.m), b.mul(sh.no, sh.w)), b.mul(sh.k, i64(2)))
     launch_t = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64]).as_pointer()
     launch = b.load(cx.module.globals[PARALLEL_FOR], typ=launch_t)
@@ -576,4 +633,6 @@ def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, 
             b.call(launch, [tasks, ctx, ntasks])
         with serial:
             b.call(tasks, [ctx, i64(0), ntasks])
+    if slots is not None:
+        _free(em, ws)
     em.finish()
