@@ -280,10 +280,13 @@ def orient(c: Contraction, caps: Capabilities) -> tuple[Contraction, Plan]:
     the work on padding lanes — and a conv with 16 output channels pads M to 24. Exchanged,
     the channels are the vector axis and the pixels the rows (measured on the ResNet 3×3
     convs at 1 thread: 14×14×256 117 → 135 GFLOP/s, 7×7×512 121 → 134). Not for the others:
-    then A is the im2col, packed element by element, while the window packer of B is vector
-    code: 56×56×64, 84 % real, ran 105 → 99 GFLOP/s exchanged; SqueezeNet's 1×1 squeeze convs
+    56×56×64, 84 % real, ran 105 → 99 GFLOP/s exchanged; SqueezeNet's 1×1 squeeze convs
     (16 channels, 55×55) ran 0.10 → 0.16 ms and 0.30 → 0.33 ms, their A packing shared by one
-    16-wide panel only (hence ``SWAP_MIN_N``)."""
+    16-wide panel only (hence ``SWAP_MIN_N``). Those were measured when the exchanged A (the
+    im2col) was packed element by element; it is now packed with masked loads (``window_a``),
+    and the thresholds still hold: exchanged / default thread CPU time at 1 thread, min of 40
+    (loadavg 7): 64×56×64 1.13, 16×55×64 1.26, 32×27×128 1.08, 128×28×128 0.95 (noise level:
+    the same plan measured 0.95-1.0 against itself)."""
     plan = choose_plan(c, caps)
     if not c.m:
         return c, plan
