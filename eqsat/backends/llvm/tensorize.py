@@ -39,6 +39,12 @@ it stalls the thread that the other waits for at the end of the call.
 
 Why the exchanged conv's A has its own packer (``_window_pack_a``): see there.
 
+Why convs did not scale to 2 threads (measured on this 2-core VM, the ResNet 3×3 convs): the
+task split was not it — per-thread CPU time of 64×56×64 was 908 + 960 µs against 1761 at 1
+thread, even shares — but the pool's worker sharing the caller's CPU
+(:mod:`~eqsat.backends.llvm.native_pool`, "Apart"), the workers' malloc arena (above) and,
+on the exchanged convs, every task repeating the im2col A packing (``_window_pack_a``).
+
 Why a workspace for C instead of storing into the output: the output's M and N axes may be
 any set of its axes (a convolution's channel and spatial axes, attention's head and query
 axes), and the epilogue (bias, BN, residual add, activation) needs the finished sum; the
@@ -246,8 +252,10 @@ def _window_pack_a(cx: _Ctx, plan: Plan, wa, lanes: int) -> ir.Function:
     with masked loads of ``lanes`` floats (the A strips' layout is the B panels' with NR =
     MR). Why: the generic packer evaluated the guarded expression per element, and on the
     exchanged ResNet convs it was the cost the second thread repeated — each task packs its
-    rows' A (measured, 512×7×512, CPU time per call on this loaded VM: 2262 µs at 1 thread,
-    875 + 1906 µs at 2; see ``tensorize_plan.orient``)."""
+    rows' A. Measured (CPU time per call from ``/proc/self/task/*/schedstat``, 100 calls,
+    this VM at loadavg 5-7): 512×7×512 at 1 thread 2262 → 1937 µs, at 2 threads 875 + 1906
+    → 936 + 990 µs (the second thread's repeated pack gone); 256×14×256 at 1 thread 2002 →
+    1524 µs."""
     k = cx.k
     types = [PTR] * len(k.params) + [I64] * (len(cx.sizes) + 4) + [PTR]
     fn = function(cx.module, f"{cx.sym}.pack_a", types, internal=True)
