@@ -456,3 +456,12 @@ def test_window_a_exchanged_convs(mr, mc_strips, hw, kernel, stride, pad, batch)
         got = llvm_compile(t, threads=threads, use_cache=False).run(feeds)
         for name in want:
             np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_workspace_slots_for_more_threads_than_cores(threads):
+    """The driver allocates min(tasks, host cores) workspace slots; a chunk past them (a pool
+    wider than the host) allocates its own. A conv and a MatMul with an input B (A, B and C
+    workspaces all in a slot) equal interpret() at 2 and 4 threads, call after call."""
+    for p, weights in (conv(ci=24, co=40, hw=30, pad=1), matmul(200, 300, 270, weight=False)):
+        _check(p, weights, threads=threads, runs=3)
