@@ -85,18 +85,24 @@ def _part(b: ir.IRBuilder, f: dict[str, int], env: dict[str, ir.Value], const: b
 
 
 def emit_window_pack(b: ir.IRBuilder, wb: WindowB, src, dst, bi, o0, nrows, w0, nw, kdim, *,
-                     nr: int, vw: int, kcb: int, rows_mode: bool) -> None:
-    """Pack the column block ``(o0, nrows, w0, nw)`` of batch ``bi``, all of K, into ``dst``."""
+                     nr: int, vw: int, kcb: int, rows_mode: bool, start=None,
+                     ncols=None) -> None:
+    """Pack the column block ``(o0, nrows, w0, nw)`` of batch ``bi``, all of K, into ``dst``.
+
+    ``start`` / ``ncols`` (rows mode): the block is instead the ``ncols`` flat columns from
+    ``o0 * W + start`` (``0 <= start < W``), which need not be whole rows — the exchanged
+    A operand's row block (``tensorize._window_pack_a``: then ``nr`` is MR and ``vw`` the
+    lanes of one strip's vector)."""
     intr = Intrinsics(b.module)
     nv = nr // vw
     if rows_mode:  # whole rows: w0 = 0 and nw = W (constants divide cheaply)
         w0, nw = i64(0), i64(wb.width)
         # a vector starts at a multiple of vw from a row's start: with W a multiple of vw it
         # never crosses into the next row (VGG's 64, 32 and 16 wide images)
-        pieces = 1 if wb.width % vw == 0 else -(-(vw - 1) // wb.width) + 1
+        pieces = 1 if wb.width % vw == 0 and start is None else -(-(vw - 1) // wb.width) + 1
     else:  # a piece of one row
         pieces = 1
-    nc = b.mul(nrows, nw, name="nc")
+    nc = b.mul(nrows, nw, name="nc") if ncols is None else ncols
     npan = b.sdiv(b.add(nc, i64(nr - 1)), i64(nr), name="npan")
     ncpad = b.mul(npan, i64(nr))
     iota = ir.Constant(ir.VectorType(I64, vw), list(range(vw)))
@@ -120,12 +126,13 @@ def emit_window_pack(b: ir.IRBuilder, wb: WindowB, src, dst, bi, o0, nrows, w0, 
             cols = []  # per vector, per piece: (lo, hi, N part of each form)
             for v in range(nv):
                 c0 = b.add(b.mul(p, i64(nr)), i64(v * vw))
-                first = b.sdiv(c0, nw) if rows_mode else i64(0)
+                at = c0 if start is None else b.add(c0, start)  # from the row o0's start
+                first = b.sdiv(at, nw) if rows_mode else i64(0)
                 per = []
                 for q in range(pieces):
                     ol = b.add(first, i64(q))
                     rs = b.mul(ol, nw)
-                    lo = b.sub(rs, c0)  # lanes [lo, hi) of this output row, inside the block
+                    lo = b.sub(rs, at)  # lanes [lo, hi) of this output row, inside the block
                     hi = smin(b, b.add(lo, nw), b.sub(nc, c0))
                     env = _decompose(b, b.add(o0, ol), wb.outer)
                     env[wb.w] = b.sub(w0, lo)  # w at lane 0

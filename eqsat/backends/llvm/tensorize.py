@@ -21,13 +21,29 @@ module:
   narrowest of the tile's widths, in vectors, that holds the panel's real columns)
   (:func:`eqsat.backends.llvm.microkernel.emit_microkernel`; SSA accumulators, ``llvm.fma``,
   masked edges) into a C workspace, then run the epilogue from the workspace into the output.
-  Each call allocates its own workspaces (64-byte aligned), so threads never share one;
+  Each call takes its own workspace slot (a counter in ``ctx``), so threads never share one;
 * the kernel itself: packs weight operands on the first call (and again whenever the weight
   buffer's address changes) into a module global — at load time in effect, never per
   inference — then runs the tasks, through ``@eqsat.parallel_for`` (the runtime's pool) when
   there is more than one task and at least ``PARALLEL_FLOP`` of work (the native pool's launch
   costs a few µs; through the Python pool it was 14-16 µs and ~100 µs of work was needed to
-  gain from it), else inline.
+  gain from it), else inline. The driver allocates the workspace slots of all threads at once
+  (``min(tasks, cores)`` slots, 64-byte aligned; a thread past them allocates its own).
+
+Why the driver allocates the workspaces (measured, ResNet's 64×56×64 3×3 conv at 2 threads):
+when each task function allocated its own with ``aligned_alloc`` and freed it, the pool
+worker's malloc arena (a non-main arena) kept growing and trimming its heap — strace showed an
+``mprotect`` of ~1 MB every few calls, ``getrusage`` 17 minor page faults per call (12.6 on
+512×7×512) against 0 at 1 thread. Now 0 at both. A fault is a VM exit on this KVM guest, and
+it stalls the thread that the other waits for at the end of the call.
+
+Why the exchanged conv's A has its own packer (``_window_pack_a``): see there.
+
+Why convs did not scale to 2 threads (measured on this 2-core VM, the ResNet 3×3 convs): the
+task split was not it — per-thread CPU time of 64×56×64 was 908 + 960 µs against 1761 at 1
+thread, even shares — but the pool's worker sharing the caller's CPU
+(:mod:`~eqsat.backends.llvm.native_pool`, "Apart"), the workers' malloc arena (above) and,
+on the exchanged convs, every task repeating the im2col A packing (``_window_pack_a``).
 
 Why a workspace for C instead of storing into the output: the output's M and N axes may be
 any set of its axes (a convolution's channel and spatial axes, attention's head and query
@@ -59,10 +75,12 @@ from eqsat.backends.llvm.pack import emit_pack_b, pack_panels
 from eqsat.backends.llvm.pack_window import emit_window_pack
 from eqsat.backends.llvm.plan_choice import chosen_plan
 from eqsat.backends.llvm.tensorize_plan import (
+    PARALLEL_FLOP,
     FusedEpilogue,
     PiecewiseB,
     PlainB,
     Plan,
+    a_lanes,
     edge_vectors,
     epilogue,
     extents,
@@ -71,12 +89,12 @@ from eqsat.backends.llvm.tensorize_plan import (
     pack_b,
     piecewise_b,
     plain_b,
+    window_a,
     window_b,
 )
 from eqsat.lower.contraction import ACC, Contraction
 from eqsat.lower.loops import BinaryOp, Buffer, BufferKind, Const, Kernel, Var
 
-PARALLEL_FLOP = 1e6  # ~5-10 µs of one thread: the native pool's launch costs a few µs
 ALIGN = 64
 F32_BYTES = 4
 
@@ -116,7 +134,12 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
     sym = fn.name
     cx = _Ctx(module, k, sizes, sym)
     wa, wb, wc = _ws("tz.wa"), _ws("tz.wb"), _ws("tz.wc")
-    fa = cx.helper("pack_a", ["tz.b", "tz.ic", "tz.mc", "tz.K"], [wa], pack_a(c, plan, wa))
+    win_a = None if plan.prepack_a else window_a(c)
+    lanes = a_lanes(plan, caps.vector_width)
+    if win_a is not None and lanes is not None:
+        fa = _window_pack_a(cx, plan, win_a, lanes)
+    else:
+        fa = cx.helper("pack_a", ["tz.b", "tz.ic", "tz.mc", "tz.K"], [wa], pack_a(c, plan, wa))
     pb_ints = ["tz.b", "tz.o0", "tz.nrows", "tz.w0", "tz.nw", "tz.K"]
     plain = plain_b(c)
     if plain is not None:
@@ -148,7 +171,7 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
         module, plan.mr, nv * plan.vw, plan.vw, plan.unroll, epi, name=f"{mname}.{nv}",
         ldb=plan.nr)) for nv in widths]
     tasks = _emit_tasks(cx, c, plan, fa, fb, fe, micros, fused)
-    _emit_driver(cx, fn, c, plan, fa, fb, tasks)
+    _emit_driver(cx, fn, c, plan, fa, fb, tasks, need_c=fused is None)
     return fn
 
 
@@ -223,6 +246,29 @@ def _window_pack_b(cx: _Ctx, plan: Plan, wb, nints: int) -> ir.Function:
     return shared(cx.module, fn)
 
 
+def _window_pack_a(cx: _Ctx, plan: Plan, wa, lanes: int) -> ir.Function:
+    """``pack_a`` for an exchanged convolution's im2col (``tensorize_plan.window_a``): rows
+    ``[ic, ic + mc)`` are the flat pixels from ``(ic // W, ic % W)``, packed as MR-wide panels
+    with masked loads of ``lanes`` floats (the A strips' layout is the B panels' with NR =
+    MR). Why: the generic packer evaluated the guarded expression per element, and on the
+    exchanged ResNet convs it was the cost the second thread repeated — each task packs its
+    rows' A. Measured (CPU time per call from ``/proc/self/task/*/schedstat``, 100 calls,
+    this VM at loadavg 5-7): 512×7×512 at 1 thread 2262 → 1937 µs, at 2 threads 875 + 1906
+    → 936 + 990 µs (the second thread's repeated pack gone); 256×14×256 at 1 thread 2002 →
+    1524 µs."""
+    k = cx.k
+    types = [PTR] * len(k.params) + [I64] * (len(cx.sizes) + 4) + [PTR]
+    fn = function(cx.module, f"{cx.sym}.pack_a", types, internal=True)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    src = fn.args[[p.name for p in k.params].index(wa.buffer.name)]
+    bi, ic, mc, kdim = fn.args[len(k.params) + len(cx.sizes):-1]
+    o0, start = b.sdiv(ic, i64(wa.width)), b.srem(ic, i64(wa.width))
+    emit_window_pack(b, wa, src, fn.args[-1], bi, o0, i64(1), i64(0), i64(wa.width), kdim,
+                     nr=plan.mr, vw=lanes, kcb=plan.kc, rows_mode=True, start=start, ncols=mc)
+    b.ret_void()
+    return shared(cx.module, fn)
+
+
 class _Shape:
     """The kernel's extents and block counts as i64 values in one function."""
 
@@ -291,10 +337,31 @@ def packed_globals(module: ir.Module, sym: str, side: str):
 
 
 def _ctx_layout(cx: _Ctx, plan: Plan):
-    """Context struct of the task function: buffers, sizes, prepacked A and B, and the next
-    task to take (the threads' shared counter)."""
+    """Context struct of the task function: buffers, sizes, prepacked A and B, the call's
+    workspace slots and their count (:func:`_slot_floats`), then the two counters the threads
+    share: the next workspace slot and the next task to take."""
     return ir.LiteralStructType(
-        [PTR] * len(cx.k.params) + [I64] * len(cx.sizes) + [PTR, PTR, I64])
+        [PTR] * len(cx.k.params) + [I64] * len(cx.sizes) + [PTR, PTR, PTR, I64, I64, I64])
+
+
+CTX_TAIL = 6  # the fields after the sizes (_ctx_layout)
+
+
+def _slot_floats(b: ir.IRBuilder, sh: _Shape, plan: Plan, need_c: bool):
+    """Floats of one thread's workspace slot — its packed A rows, B block and C block (each
+    only when the plan needs it, each rounded to 64 bytes) — as ``(offset of B, offset of C,
+    slot size)``; None when no workspace is needed."""
+    parts = [sh.a_block if not plan.prepack_a else None,
+             sh.b_block if not plan.prepack_b else None,
+             i64(plan.mc * plan.ncpad) if need_c else None]
+    if all(x is None for x in parts):
+        return None
+    offs, at = [], i64(0)
+    for x in parts:
+        offs.append(at)
+        if x is not None:
+            at = b.add(at, _roundup(b, x, ALIGN // F32_BYTES))
+    return offs[1], offs[2], at
 
 
 def _fused_epilogue(fe: FusedEpilogue, vw: int) -> Epilogue:
@@ -360,15 +427,33 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micros,
     counter = b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), len(st.elements) - 1)],
                     source_etype=st)
     np_ = len(cx.k.params)
-    bufs, szs, apk, bpk = fields[:np_], fields[np_:-2], fields[-2], fields[-1]
+    tail = len(st.elements) - CTX_TAIL
+    bufs, szs = fields[:np_], fields[np_:tail]
+    apk, bpk, ws, nslots = fields[tail:tail + 4]
+    slot_at = b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), tail + 4)], source_etype=st)
     em.env.update(zip(cx.sizes, szs, strict=True))
     sh = _Shape(em, c, plan)
     common = bufs + szs
-    aws = None if plan.prepack_a else _alloc(em, sh.a_block)
-    bws = None if plan.prepack_b else _alloc(em, sh.b_block)
     ldc = plan.ncpad
     direct = None if fused is None else fused.out  # the tiles go straight into the output
-    cws = None if direct is not None else _alloc(em, i64(plan.mc * ldc))
+    # this thread's workspaces: a slot of the caller's allocation (``_emit_driver``), or its
+    # own when more threads run than there are slots (a pool wider than the host's cores)
+    slots = _slot_floats(b, sh, plan, direct is None)
+    own = None
+    if slots is not None:
+        boff, coff, per = slots
+        slot = b.atomic_rmw("add", slot_at, i64(1), "monotonic")
+        own = b.icmp_signed(">=", slot, nslots)
+        wsp = em.alloca(PTR)
+        with b.if_else(own) as (alone, shared_slot):
+            with alone:
+                b.store(_alloc(em, per), wsp)
+            with shared_slot:
+                b.store(_gep(b, ws, b.mul(slot, per)), wsp)
+        base = b.load(wsp, typ=PTR)
+    aws = None if plan.prepack_a else base
+    bws = None if plan.prepack_b else _gep(b, base, boff)
+    cws = None if direct is not None else _gep(b, base, coff)
     pnames = [p.name for p in cx.k.params]
     cur_a, cur_b = em.alloca(I64), em.alloca(I64)
     b.store(i64(-1), cur_a)
@@ -450,9 +535,9 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micros,
             b.call(fe, common + [bi, ic, mc, o0, nrows, w0, nw, cws])
     b.branch(grab)
     b.position_at_end(done)
-    for p in (aws, bws, cws):
-        if p is not None:
-            _free(em, p)
+    if own is not None:
+        with b.if_then(own):
+            _free(em, base)
     em.finish()
     return shared(cx.module, fn)
 
@@ -494,7 +579,8 @@ def _tile_operands(b, fe: FusedEpilogue, bufs, pnames, bi, row, col) -> list:
     return out
 
 
-def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, tasks):
+def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, tasks,
+                 need_c: bool = True):
     k = cx.k
     for arg, p in zip(fn.args, k.params, strict=False):
         arg.name = p.name
@@ -534,9 +620,16 @@ def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, 
     st = _ctx_layout(cx, plan)
     ctx = em.alloca(st)
     zero32 = ir.Constant(ir.IntType(32), 0)
-    for n, v in enumerate(common + [packed["a"], packed["b"], i64(0)]):
-        b.store(v, b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), n)], source_etype=st))
     ntasks = b.mul(sh.nb, b.mul(sh.nib, sh.njb))
+    # one allocation per call for every thread's workspaces, by the calling thread: when each
+    # task function allocated its own, a pool worker's malloc arena grew and trimmed its heap
+    # call after call (strace: an ``mprotect`` of ~1 MB every few calls, ~17 page faults per
+    # call at 2 threads against 0 at 1; see the module docstring)
+    slots = _slot_floats(b, sh, plan, need_c)
+    nslots = smin(b, ntasks, i64(max(1, Capabilities.host().cores)))
+    ws = ir.Constant(PTR, None) if slots is None else _alloc(em, b.mul(nslots, slots[2]))
+    for n, v in enumerate(common + [packed["a"], packed["b"], ws, nslots, i64(0), i64(0)]):
+        b.store(v, b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), n)], source_etype=st))
     flops = b.mul(b.mul(b.mul(sh.nb, sh.m), b.mul(sh.no, sh.w)), b.mul(sh.k, i64(2)))
     launch_t = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64]).as_pointer()
     launch = b.load(cx.module.globals[PARALLEL_FOR], typ=launch_t)
@@ -548,4 +641,6 @@ def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, 
             b.call(launch, [tasks, ctx, ntasks])
         with serial:
             b.call(tasks, [ctx, i64(0), ntasks])
+    if slots is not None:
+        _free(em, ws)
     em.finish()

@@ -14,7 +14,8 @@ the ordinary statement emitter (:mod:`eqsat.backends.llvm.codegen_stmt`):
   packs it with vector copies instead of :func:`pack_b`'s evaluated expression);
 * :func:`window_b`: whether B is such a read under a bounds guard whose innermost N axis
   reads consecutive floats (a padded stride-1 convolution's im2col): then the backend packs
-  it with masked vector loads (``pack_window.py``);
+  it with masked vector loads (``pack_window.py``); :func:`window_a` the same for A (an
+  exchanged convolution's im2col, rows = pixels);
 * :func:`epilogue`: the kernel's epilogue statement per element of the block, the accumulated
   value read from the C workspace.
 
@@ -70,6 +71,10 @@ NC_MAX = 256
 # at loadavg 5-7 (noisy): BERT 3.30 -> 2.31 ms, NasRNN 2.99 -> 1.70 ms (the hint alone: 3.30
 # -> 3.21 and 2.99 -> 2.51); at 1 thread (CPU time) 0.95-0.96x
 SPLIT_FLOP = 1e7
+# a kernel of this much work with more than one task runs on the pool (tensorize's driver;
+# ~5-10 µs of one thread: the native pool's launch costs a few µs); from here on its blocks
+# are balanced for the threads too (``_split``), though not split further (see ``_plan_for``)
+PARALLEL_FLOP = 1e6
 SPLIT_BYTES = 2 << 20  # ... and from here on of weights packed once (a GEMV: memory bound)
 TASK_MULTIPLE = 4  # 1, 2 and 4 threads get equal shares of the tasks
 B_WS_BYTES = 2 << 20  # the K × NC block of B a thread packs stays under this
@@ -161,7 +166,13 @@ def _plan_for(c: Contraction, caps: Capabilities, mr: int, nr: int) -> Plan:
         no = const_extent(c.n[:-1])
         rows = max(1, nc_max // w)
         if no is not None and mh is not None:
-            mc, rows = _split(mh, mr, mc, no, min(rows, no), big, pb, w, 2 * nr)
+            # launched on the pool anyway (more than one block): an even task count. Measured
+            # (SqueezeNet's 6 MFLOP 1×1 convs on 55×55: 7 blocks of 8 rows, a 4 : 3 share of
+            # them at 2 threads, now 8 of 7; per-thread CPU time in the report of this change)
+            fl = 2 * mh * (n or 1) * (k or 1)
+            several = -(-mh // mc) * -(-no // min(rows, no)) > 1
+            even = big or (fl >= PARALLEL_FLOP and several)
+            mc, rows = _split(mh, mr, mc, no, min(rows, no), even, pb, w, 2 * nr)
             parts = _row_parts(-(-mh // mc) * -(-no // rows), w, nr) if big else 1
             if parts > 1:  # too few blocks of whole rows for the threads: pieces of rows
                 return Plan(mr, nr, vw, unroll, KC, mc, False, _round(-(-w // parts), nr), 1,
@@ -269,10 +280,13 @@ def orient(c: Contraction, caps: Capabilities) -> tuple[Contraction, Plan]:
     the work on padding lanes — and a conv with 16 output channels pads M to 24. Exchanged,
     the channels are the vector axis and the pixels the rows (measured on the ResNet 3×3
     convs at 1 thread: 14×14×256 117 → 135 GFLOP/s, 7×7×512 121 → 134). Not for the others:
-    then A is the im2col, packed element by element, while the window packer of B is vector
-    code: 56×56×64, 84 % real, ran 105 → 99 GFLOP/s exchanged; SqueezeNet's 1×1 squeeze convs
+    56×56×64, 84 % real, ran 105 → 99 GFLOP/s exchanged; SqueezeNet's 1×1 squeeze convs
     (16 channels, 55×55) ran 0.10 → 0.16 ms and 0.30 → 0.33 ms, their A packing shared by one
-    16-wide panel only (hence ``SWAP_MIN_N``)."""
+    16-wide panel only (hence ``SWAP_MIN_N``). Those were measured when the exchanged A (the
+    im2col) was packed element by element; it is now packed with masked loads (``window_a``),
+    and the thresholds still hold: exchanged / default thread CPU time at 1 thread, min of 40
+    (loadavg 7): 64×56×64 1.13, 16×55×64 1.26, 32×27×128 1.08, 128×28×128 0.95 (noise level:
+    the same plan measured 0.95-1.0 against itself)."""
     plan = choose_plan(c, caps)
     if not c.m:
         return c, plan
@@ -772,6 +786,20 @@ def window_b(c: Contraction) -> WindowB | None:
     nb, nn = len(c.batch), len(c.n)
     return WindowB(load.buffer, flat, tuple(bounds[0]), tuple(bounds[1]), ext[:nb],
                    ext[nb:nb + nn - 1], ext[nb + nn:], w, ext[nb + nn - 1][1], stride)
+
+
+def window_a(c: Contraction) -> WindowB | None:
+    """The :class:`WindowB` form of ``c.a`` with the M axes as its columns — the im2col of an
+    exchanged convolution (``swapped``), whose rows are output pixels: per K row, an MR strip
+    of consecutive pixels reads consecutive floats, as a panel of B does (None otherwise)."""
+    return window_b(replace(c, n=c.m, b=c.a)) if c.m else None
+
+
+def a_lanes(plan: Plan, vw: int) -> int | None:
+    """The lanes of the vectors that pack an MR strip by :func:`window_a`: the largest power of
+    two dividing MR, at most ``vw``; None under 4 (the generic packer then)."""
+    lanes = min(plan.mr & -plan.mr, vw)
+    return lanes if lanes >= 4 else None
 
 
 def extents(c: Contraction) -> dict[str, Expr]:

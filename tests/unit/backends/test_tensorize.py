@@ -407,3 +407,61 @@ def test_symbolic_batch_blocked_for_a_batch_of_one():
         for name in want:
             np.testing.assert_array_equal(got2[name], got1[name])
             np.testing.assert_allclose(got1[name], want[name], rtol=1e-4, atol=1e-3)
+
+
+def _exchanged(p, mr: int, mc_strips: int):
+    """``p`` with its conv kernel tensorized exchanged (``swap=1``) on MR ``mr`` and row blocks
+    of ``mc_strips`` strips (an explicit ``gemm.plan``)."""
+    import dataclasses
+
+    from eqsat.backends.llvm.plan_choice import PLAN_KEY, encode
+    from eqsat.backends.llvm.tensorize_plan import swapped
+    from eqsat.lower.schedule import Annotate, Tensorize, apply
+
+    caps = Capabilities.host()
+    kernels = []
+    for k in p.kernels:
+        c = match_contraction(k)
+        if c is not None:
+            plan = choose_plan(swapped(c), caps)
+            nr = max(n for m, n in caps.gemm_tiles() if m >= mr)  # the accumulators fit
+            ncb = plan.ncb if plan.rows_mode else -(-plan.ncb // nr) * nr
+            knobs = {"swap": 1, "mr": mr, "nr": nr, "unroll": plan.unroll, "kc": plan.kc,
+                     "mc": mr * mc_strips, "rows_mode": int(plan.rows_mode), "ncb": ncb,
+                     "rows": plan.rows}
+            k = apply(k, (Tensorize(k.body.var, "gemm"),
+                          Annotate(k.body.var, PLAN_KEY, encode(knobs))))
+        kernels.append(k)
+    return dataclasses.replace(p, kernels=tuple(kernels))
+
+
+@pytest.mark.parametrize("mr, mc_strips", [(8, 2), (12, 1), (4, 3), (12, 8)])
+@pytest.mark.parametrize("hw, kernel, stride, pad, batch", [(7, 3, 1, 1, 1), (9, 3, 1, 1, 2),
+                                                            (14, 3, 2, 1, 1), (6, 1, 1, 0, 1),
+                                                            (11, 5, 1, 2, 1)])
+def test_window_a_exchanged_convs(mr, mc_strips, hw, kernel, stride, pad, batch):
+    """An exchanged conv packs its im2col A (rows = output pixels) with masked loads
+    (``window_a``, ``tensorize._window_pack_a``): row blocks that start inside an output row
+    (MC not a multiple of W), strips spanning two or more rows, strides, batch, partial last
+    strips; the same floats as interpret() at 1 and 2 threads."""
+    from eqsat.backends.llvm.tensorize_plan import a_lanes, swapped, window_a
+
+    p, weights = conv(ci=20, co=40, hw=hw, kernel=kernel, stride=stride, pad=pad, batch=batch)
+    c = swapped(_contraction(p))
+    assert window_a(c) is not None and a_lanes(choose_plan(c, Capabilities.host()), 16)
+    t = _exchanged(p, mr, mc_strips)
+    feeds = _feeds(p, weights)
+    want = interpret(p, feeds)
+    for threads in (1, 2):
+        got = llvm_compile(t, threads=threads, use_cache=False).run(feeds)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_workspace_slots_for_more_threads_than_cores(threads):
+    """The driver allocates min(tasks, host cores) workspace slots; a chunk past them (a pool
+    wider than the host) allocates its own. A conv and a MatMul with an input B (A, B and C
+    workspaces all in a slot) equal interpret() at 2 and 4 threads, call after call."""
+    for p, weights in (conv(ci=24, co=40, hw=30, pad=1), matmul(200, 300, 270, weight=False)):
+        _check(p, weights, threads=threads, runs=3)

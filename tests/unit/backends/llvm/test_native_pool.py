@@ -168,3 +168,30 @@ def test_forked_child_runs_every_chunk(chunk):
     got = os.read(r, 1)
     os.waitpid(pid, 0)
     assert got == b"1"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU")
+def test_worker_moves_off_the_callers_cpu(chunk):
+    """A worker that starts a launch's chunk on the CPU the launching thread runs on moves off
+    it (its affinity: the process's CPUs but that one), so that the two do not time-share one
+    core. Made deterministic: the caller and the new pool's worker are both pinned to one CPU
+    first; launches repeat (a bounded count, no clock) until the worker has looked."""
+    from eqsat.backends.llvm.native_pool import DEFAULT_SPIN_US, NativePool
+
+    allowed = os.sched_getaffinity(0)
+    cpu = min(allowed)
+    before = set(os.listdir("/proc/self/task"))
+    pool = NativePool(2, DEFAULT_SPIN_US)
+    try:
+        (worker,) = {int(t) for t in set(os.listdir("/proc/self/task")) - before}
+        os.sched_setaffinity(0, {cpu})
+        os.sched_setaffinity(worker, {cpu})
+        for _ in range(2000):
+            counts, _ = _launch(pool, chunk, 2, work=50)
+            assert (counts[:2] == 1).all()
+            if os.sched_getaffinity(worker) != {cpu}:
+                break
+        assert os.sched_getaffinity(worker) == allowed - {cpu}
+    finally:
+        os.sched_setaffinity(0, allowed)
+        pool.stop()
