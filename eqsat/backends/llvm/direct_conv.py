@@ -1,0 +1,308 @@
+"""Direct convolution in a blocked channel layout (NCHW[x]c) — the ``tensorize=nchwc`` kernels.
+
+Consumes a kernel whose root loop the schedule annotated ``tensorize=nchwc``, its
+:class:`~eqsat.lower.conv_direct.DirectConv` and the kernel function codegen declared; produces
+that function's body and its helpers in the same module. The block ``B`` is the host's vector
+width (``Capabilities.vector_width``: 16 floats on AVX-512, 8 on AVX2):
+
+* ``<k>.pack_w`` (loop IR): the weight ``[OC, IC, KH, KW]`` into
+  ``[OC/B][IC/B][KH][KW][B ic][B oc]``, channels past OC / IC zero; run on the first call (and
+  again when the weight buffer's address changes) into the module global ``<k>.pk.b``, which
+  ``release()`` frees as it frees the implicit GEMM's packed weights;
+* ``<k>.to_nchwc`` (loop IR): one (image, input-channel block) of the NCHW input into a
+  zero-padded ``[N][IC/B][Hp][Wp][B]`` workspace: the padding rows / columns and the channels
+  past IC are zeros, so the micro-kernel reads no guard. ``Hp`` / ``Wp`` are the rows and
+  columns the output reads (``DirectConv.padded_hw``);
+* ``eqsat.dconv.*``: the micro-kernel: ``TW`` output columns of one output row × ``OB``
+  output-channel blocks, ``TW·OB`` ``<B x float>`` accumulators as SSA phis over one loop of
+  (input-channel block, kernel row), the kernel columns and the block's ``B`` input channels
+  unrolled: per step ``OB`` weight vectors and ``TW`` broadcast input scalars (read in place
+  from the blocked copy: stride and dilation are constant offsets), ``TW·OB`` ``llvm.fma``;
+  it stores the tile into a per-task row workspace ``[OB][OW][B]``;
+* ``<k>.epi`` (loop IR): the kernel's own epilogue (bias, BatchNorm, residual, activation:
+  whatever :class:`~eqsat.lower.contraction.Contraction` carries) from the row workspace into
+  the NCHW output, one output channel × the output row per inner (vectorized) loop;
+* ``<k>.tasks`` / ``<k>.xtasks``: tasks = (image, channel-block group, output row) and
+  (image, input-channel block), split over threads by ``@eqsat.parallel_for`` when there are
+  several and at least ``tensorize.PARALLEL_FLOP`` of work.
+
+Why: the implicit GEMM packs a window of the input for every column block (``pack_window.py``);
+the direct form reads the blocked input in place with broadcasts, which is how onnxruntime's
+MLAS (NCHWc, 16-channel blocks on AVX-512) runs 3×3 convs. Here the NCHW ↔ NCHW16c transforms
+are done inside each conv kernel (the input copy, and the epilogue writing NCHW): keeping the
+blocked layout between consecutive convs is not done yet.
+
+The register tile (:func:`tile`): ``OB = min(4, OC/B)`` channel blocks and ``TW`` columns so that
+``TW·OB`` stays ≤ 24 accumulators (of 32 registers, beside the OB weight vectors): 4 × 6,
+3 × 8, 2 × 12, 1 × 14; a ``dconv.tile`` annotation (``tw=..,ob=..``, the auto-scheduler's
+knob) overrides it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from llvmlite import ir
+
+from eqsat.backends.llvm.capabilities import Capabilities
+from eqsat.backends.llvm.codegen_expr import I64, PTR
+from eqsat.backends.llvm.codegen_stmt import PARALLEL_FOR, FunctionEmitter, function, shared
+from eqsat.backends.llvm.emit import F32, Intrinsics, gep, i64, load_vec, loop, splat, vec
+from eqsat.backends.llvm.tensorize import PARALLEL_FLOP, _alloc, _Ctx, _free, packed_globals
+from eqsat.lower.analysis import substitute
+from eqsat.lower.contraction import ACC
+from eqsat.lower.conv_direct import DirectConv
+from eqsat.lower.loops import (
+    BinaryOp,
+    BinOp,
+    Buffer,
+    BufferKind,
+    Const,
+    For,
+    Kernel,
+    Load,
+    LoopKind,
+    Select,
+    Store,
+    Var,
+    minimum,
+)
+
+TILE_KEY = "dconv.tile"
+MAX_ACC = 24  # accumulators of the register tile (32 zmm: + OB weight vectors + a broadcast)
+MAX_TW = 14
+ZERO = Const(0.0, "float32")
+
+
+def tile(d: DirectConv, vw: int, annotated: str | None = None) -> tuple[int, int]:
+    """``(TW, OB)``: output columns × output-channel blocks of the register tile."""
+    ocb = -(-d.oc // vw)
+    if annotated is not None:
+        kv = dict(p.split("=", 1) for p in annotated.split(","))
+        tw, ob = int(kv["tw"]), int(kv["ob"])
+        if not (1 <= ob <= 4 and 1 <= tw and tw * ob <= 28):
+            raise ValueError(f"{TILE_KEY} {annotated!r}: does not fit the registers")
+        return min(tw, d.ow), min(ob, ocb)
+    ob = min(4, ocb)
+    return min(d.ow, MAX_TW, MAX_ACC // ob), ob
+
+
+def _and(a, b):
+    return BinOp(BinaryOp.AND, a, b)
+
+
+def _pack_w(d: DirectConv, vw: int, dst: Buffer):
+    """``dst[ocb][icb][kh][kw][i][o] = w[ocb*B + o, icb*B + i, kh, kw]`` (0 past OC / IC)."""
+    v = {n: Var(f"dc.{n}") for n in ("ocb", "icb", "kh", "kw", "i", "o")}
+    icb = -(-d.ic // vw)
+    oc, ic = v["ocb"] * vw + v["o"], v["icb"] * vw + v["i"]
+    at = ((((v["ocb"] * icb + v["icb"]) * d.kh + v["kh"]) * d.kw + v["kw"]) * vw + v["i"]) * vw \
+        + v["o"]
+    val = Select(_and(oc < d.oc, ic < d.ic), Load(d.w, (oc, ic, v["kh"], v["kw"])), ZERO)
+    body = For("dc.o", Const(vw), Store(dst, (at,), val), LoopKind.VECTORIZED)
+    for name, ext in (("i", vw), ("kw", d.kw), ("kh", d.kh), ("icb", icb), ("ocb", -(-d.oc // vw))):
+        body = For(f"dc.{name}", Const(ext), body)
+    return body
+
+
+def _to_nchwc(d: DirectConv, vw: int, dst: Buffer):
+    """One (``dc.n``, ``dc.icb``) block of the input into the zero-padded blocked copy."""
+    hp, wp = d.padded_hw()
+    n, icb = Var("dc.n"), Var("dc.icb")
+    r, q, i = Var("dc.r"), Var("dc.q"), Var("dc.i")
+    ih, iw, ic = r - d.pad[0], q - d.pad[1], icb * vw + i
+    ok = _and(_and(_and(ih >= 0, ih < d.h), _and(iw >= 0, iw < d.wd)), ic < d.ic)
+    at = (((n * -(-d.ic // vw) + icb) * hp + r) * wp + q) * vw + i
+    store = Store(dst, (at,), Select(ok, Load(d.x, (n, ic, ih, iw)), ZERO))
+    return For("dc.r", Const(hp), For("dc.q", Const(wp), For("dc.i", Const(vw), store,
+                                                                 LoopKind.VECTORIZED)))
+
+
+def _epilogue(d: DirectConv, vw: int, ob: int, ws: Buffer):
+    """The contraction's epilogue for output row ``dc.oh`` of image ``dc.n``, channels
+    ``[dc.oc0, dc.oc0 + OB*B)`` (those below OC), the sums read from the row workspace."""
+    nv, ocv, ohv, owv = d.names
+    j, ow = Var("dc.j"), Var("dc.ow")
+    env = {nv: Var("dc.n"), ocv: Var("dc.oc0") + j, ohv: Var("dc.oh"), owv: ow}
+    acc = Load(ws, ((j // vw) * (d.ow * vw) + ow * vw + j % vw,))
+    define = {name: substitute(e, env) for name, e in d.c.define}
+    stmt = substitute(substitute(d.c.epilogue, {ACC.name: acc}), define)
+    nch = minimum(Const(ob * vw), Const(d.oc) - Var("dc.oc0"))
+    return For("dc.j", nch, For("dc.ow", Const(d.ow), stmt, LoopKind.VECTORIZED))
+
+
+def emit_microkernel(module: ir.Module, d: DirectConv, vw: int, tw: int, ob: int) -> ir.Function:
+    """``dconv(xp, wp, op)``: the ``tw × ob`` tile; ``xp`` at the window's top-left input
+    element of the tile's first column (channel block 0), ``wp`` at the packed weights of its
+    first channel block, ``op`` at the tile's place in the row workspace ``[OB][OW][B]``."""
+    hp, wp_ = d.padded_hw()
+    icb = -(-d.ic // vw)
+    sh, sw = d.stride
+    dh, dw = d.dilation
+    form = (vw, tw, ob, icb, d.kh, d.kw, hp, wp_, sh, sw, dh, dw, d.ow, -(-d.oc // vw))
+    name = "eqsat.dconv." + hashlib.sha1(repr(form).encode()).hexdigest()[:12]
+    if name in module.globals:
+        return module.globals[name]
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR]), name=name)
+    fn.linkage = "internal"
+    for a, n in zip(fn.args, ("xp", "wp", "op"), strict=True):
+        a.name = n
+        a.add_attribute("noalias")
+    xp, wpp, op = fn.args
+    fma = Intrinsics(module).fma(vw)
+    vt = vec(vw)
+    zero = ir.Constant(vt, [0.0] * vw)
+    x_icb, x_row = hp * wp_ * vw, wp_ * vw  # floats per channel block / padded row
+    w_ocb, w_tap = icb * d.kh * d.kw * vw * vw, vw * vw  # per output-channel block / tap
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    pre = b.block
+    head, body, done = (fn.append_basic_block(s) for s in ("head", "body", "done"))
+    b.branch(head)
+    b.position_at_end(head)
+    q = b.phi(I64, "q")
+    q.add_incoming(i64(0), pre)
+    accs = [b.phi(vt, f"acc{r}_{j}") for r in range(tw) for j in range(ob)]
+    for a in accs:
+        a.add_incoming(zero, pre)
+    b.cbranch(b.icmp_signed("<", q, i64(icb * d.kh)), body, done)
+    b.position_at_end(body)
+    cb, kh = b.udiv(q, i64(d.kh)), b.urem(q, i64(d.kh))
+    xrow = gep(b, xp, b.add(b.mul(cb, i64(x_icb)), b.mul(kh, i64(dh * x_row))))
+    wrow = gep(b, wpp, b.mul(q, i64(d.kw * w_tap)))  # (icb * KH + kh) taps of KW
+    cur = list(accs)
+    for kw in range(d.kw):
+        for i in range(vw):
+            wv = [load_vec(b, gep(b, wrow, j * w_ocb + kw * w_tap + i * vw), vw, align=4 * vw)
+                  for j in range(ob)]
+            for r in range(tw):
+                s = b.load(gep(b, xrow, (r * sw * vw) + kw * dw * vw + i), typ=F32)
+                xs = splat(b, s, vw)
+                for j in range(ob):
+                    cur[r * ob + j] = b.call(fma, [xs, wv[j], cur[r * ob + j]])
+    for phi, val in zip([q, *accs], [b.add(q, i64(1)), *cur], strict=True):
+        phi.add_incoming(val, b.block)
+    b.branch(head)
+    b.position_at_end(done)
+    for r in range(tw):
+        for j in range(ob):
+            b.store(accs[r * ob + j], gep(b, op, j * d.ow * vw + r * vw), align=4 * vw)
+    b.ret_void()
+    return fn
+
+
+def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectConv,
+                     sizes: tuple[str, ...]) -> ir.Function:
+    caps = Capabilities.host()
+    vw = caps.vector_width
+    ann = dict(k.body.annotations).get(TILE_KEY) if isinstance(k.body, For) else None
+    tw, ob = tile(d, vw, ann)
+    sym = fn.name
+    cx = _Ctx(module, k, sizes, sym)
+    hp, wp = d.padded_hw()
+    icb, ocb = -(-d.ic // vw), -(-d.oc // vw)
+    ocg = -(-ocb // ob)
+    ws_w = Buffer("dc.wpk", (1,), "float32", BufferKind.LOCAL)
+    ws_x = Buffer("dc.xws", (1,), "float32", BufferKind.LOCAL)
+    ws_o = Buffer("dc.ows", (1,), "float32", BufferKind.LOCAL)
+    fpack = cx.helper("pack_w", [], [ws_w], _pack_w(d, vw, ws_w))
+    fx = cx.helper("to_nchwc", ["dc.n", "dc.icb"], [ws_x], _to_nchwc(d, vw, ws_x))
+    fe = cx.helper("epi", ["dc.n", "dc.oh", "dc.oc0"], [ws_o], _epilogue(d, vw, ob, ws_o))
+    micro = {}
+    for t in {tw, d.ow % tw or tw}:
+        for o in {ob, ocb % ob or ob}:
+            micro[t, o] = emit_microkernel(module, d, vw, t, o)
+    nparams = len(k.params)
+    st = ir.LiteralStructType([PTR] * nparams + [I64] * len(sizes) + [PTR, PTR])
+
+    def task_fn(suffix: str, per_task):
+        tf = function(module, f"{sym}.{suffix}", [PTR, I64, I64], internal=True)
+        em = FunctionEmitter(module, tf, {})
+        b = em.b
+        z = ir.Constant(ir.IntType(32), 0)
+        fields = [b.load(b.gep(tf.args[0], [z, ir.Constant(ir.IntType(32), n)], source_etype=st),
+                         typ=t) for n, t in enumerate(st.elements)]
+        per_task(em, fields, tf.args[1], tf.args[2])
+        em.finish()
+        return shared(module, tf)
+
+    def xtask(em, fields, lo, hi):
+        b = em.b
+        with loop(b, lo, hi, name="t") as t:
+            b.call(fx, fields[:-2] + [b.udiv(t, i64(icb)), b.urem(t, i64(icb)), fields[-2]])
+
+    def ctask(em, fields, lo, hi):
+        b = em.b
+        xws, wpk = fields[-2:]
+        ows = _alloc(em, i64(ob * d.ow * vw))
+        with loop(b, lo, hi, name="t") as t:
+            n = b.udiv(t, i64(ocg * d.oh))
+            g = b.udiv(b.urem(t, i64(ocg * d.oh)), i64(d.oh))
+            oh = b.urem(t, i64(d.oh))
+            x0 = b.add(b.mul(n, i64(icb * hp * wp * vw)), b.mul(oh, i64(d.stride[0] * wp * vw)))
+            w0 = gep(b, wpk, b.mul(g, i64(ob * icb * d.kh * d.kw * vw * vw)))
+            last = b.icmp_signed("==", g, i64(ocg - 1))
+            for o in sorted({ob, ocb % ob or ob}):
+                if len({ob, ocb % ob or ob}) > 1:
+                    on = last if o != ob else b.not_(last)
+                    blk = b.append_basic_block(f"ob{o}")
+                    after = b.append_basic_block(f"ob{o}.done")
+                    b.cbranch(on, blk, after)
+                    b.position_at_end(blk)
+                full = d.ow - d.ow % tw
+                with loop(b, 0, full, tw, name=f"c{o}") as c0:
+                    xc = gep(b, xws, b.add(x0, b.mul(c0, i64(d.stride[1] * vw))))
+                    b.call(micro[tw, o], [xc, w0, gep(b, ows, b.mul(c0, i64(vw)))])
+                if d.ow % tw:
+                    xc = gep(b, xws, b.add(x0, i64(full * d.stride[1] * vw)))
+                    b.call(micro[d.ow % tw, o], [xc, w0, gep(b, ows, full * vw)])
+                if len({ob, ocb % ob or ob}) > 1:
+                    b.branch(after)
+                    b.position_at_end(after)
+            b.call(fe, fields[:-2] + [n, oh, b.mul(g, i64(ob * vw)), ows])
+        _free(em, ows)
+
+    xt = task_fn("xtasks", xtask)
+    ct = task_fn("tasks", ctask)
+    _emit_driver(cx, fn, d, vw, st, fpack, xt, ct, ocg)
+    return fn
+
+
+def _emit_driver(cx: _Ctx, fn, d: DirectConv, vw: int, st, fpack, xt, ct, ocg: int) -> None:
+    k = cx.k
+    for arg, p in zip(fn.args, k.params, strict=False):
+        arg.name = p.name
+    bufs = list(fn.args[:len(k.params)])
+    szs = list(fn.args[len(k.params):])
+    em = FunctionEmitter(cx.module, fn, dict(zip([p.name for p in k.params], bufs, strict=True)))
+    b = em.b
+    icb, ocb = -(-d.ic // vw), -(-d.oc // vw)
+    hp, wp = d.padded_hw()
+    gptr, gsrc = packed_globals(cx.module, cx.sym, "b")
+    src = bufs[[p.name for p in k.params].index(d.w.name)]
+    with b.if_then(b.icmp_unsigned("!=", b.load(gsrc, typ=PTR), src)):
+        _free(em, b.load(gptr, typ=PTR))
+        dst = _alloc(em, i64(ocb * icb * d.kh * d.kw * vw * vw))
+        b.call(fpack, bufs + szs + [dst])
+        b.store(dst, gptr)
+        b.store(src, gsrc)
+    xws = _alloc(em, i64(d.n * icb * hp * wp * vw))
+    ctx = em.alloca(st)
+    z = ir.Constant(ir.IntType(32), 0)
+    for n, v in enumerate(bufs + szs + [xws, b.load(gptr, typ=PTR)]):
+        b.store(v, b.gep(ctx, [z, ir.Constant(ir.IntType(32), n)], source_etype=st))
+    launch_t = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64]).as_pointer()
+    launch = b.load(cx.module.globals[PARALLEL_FOR], typ=launch_t)
+    par = b.and_(b.icmp_unsigned("!=", launch, ir.Constant(launch_t, None)),
+                 ir.Constant(ir.IntType(1), d.flops >= PARALLEL_FLOP))
+    for tasks, count in ((xt, d.n * icb), (ct, d.n * ocg * d.oh)):
+        if count > 1:
+            with b.if_else(par) as (threaded, serial):
+                with threaded:
+                    b.call(launch, [tasks, ctx, i64(count)])
+                with serial:
+                    b.call(tasks, [ctx, i64(0), i64(count)])
+        else:
+            b.call(tasks, [ctx, i64(0), i64(count)])
+    _free(em, xws)
+    em.finish()
+
