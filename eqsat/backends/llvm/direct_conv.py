@@ -34,7 +34,8 @@ blocked layout between consecutive convs is not done yet.
 
 The register tile (:func:`tile`): ``OB = min(4, OC/B)`` channel blocks and ``TW`` columns so that
 ``TW·OB`` stays ≤ 24 accumulators (of 32 registers, beside the OB weight vectors): 4 × 6,
-3 × 8, 2 × 12, 1 × 14; a ``dconv.tile`` annotation (``tw=..,ob=..``, the auto-scheduler's
+3 × 8, 2 × 12, 1 × 14, the row's columns cut into tiles of equal width (a 7-wide row as 4 + 3:
+a 1-column tail tile has 4 accumulators, too few to hide the FMA latency); a ``dconv.tile`` annotation (``tw=..,ob=..``, the auto-scheduler's
 knob) overrides it.
 """
 
@@ -84,7 +85,8 @@ def tile(d: DirectConv, vw: int, annotated: str | None = None) -> tuple[int, int
             raise ValueError(f"{TILE_KEY} {annotated!r}: does not fit the registers")
         return min(tw, d.ow), min(ob, ocb)
     ob = min(4, ocb)
-    return min(d.ow, MAX_TW, MAX_ACC // ob), ob
+    most = min(MAX_TW, MAX_ACC // ob)
+    return -(-d.ow // -(-d.ow // most)), ob  # equal tiles: 7 columns as 4 + 3, not 6 + 1
 
 
 def _and(a, b):
