@@ -37,7 +37,6 @@ from eqsat.lower.loops import (
     Var,
 )
 
-
 MIN_CHANNELS = 64  # prefer_direct(): input and output channels, at least
 
 

@@ -32,11 +32,11 @@ MLAS (NCHWc, 16-channel blocks on AVX-512) runs 3×3 convs. Here the NCHW ↔ NC
 are done inside each conv kernel (the input copy, and the epilogue writing NCHW): keeping the
 blocked layout between consecutive convs is not done yet.
 
-The register tile (:func:`tile`): ``OB = min(4, OC/B)`` channel blocks and ``TW`` columns so that
-``TW·OB`` stays ≤ 24 accumulators (of 32 registers, beside the OB weight vectors): 4 × 6,
+The register tile (:func:`tile`): ``OB = min(4, OC/B)`` channel blocks and ``TW`` columns so
+that ``TW·OB`` stays ≤ 24 accumulators (of 32 registers, beside the OB weight vectors): 4 × 6,
 3 × 8, 2 × 12, 1 × 14, the row's columns cut into tiles of equal width (a 7-wide row as 4 + 3:
-a 1-column tail tile has 4 accumulators, too few to hide the FMA latency); a ``dconv.tile`` annotation (``tw=..,ob=..``, the auto-scheduler's
-knob) overrides it.
+a 1-column tail tile has 4 accumulators, too few to hide the FMA latency); a ``dconv.tile``
+annotation (``tw=..,ob=..``, the auto-scheduler's knob) overrides it.
 """
 
 from __future__ import annotations
