@@ -15,10 +15,13 @@ width (``Capabilities.vector_width``: 16 floats on AVX-512, 8 on AVX2):
   columns the output reads (``DirectConv.padded_hw``);
 * ``eqsat.dconv.*``: the micro-kernel: ``TW`` output columns of one output row × ``OB``
   output-channel blocks, ``TW·OB`` ``<B x float>`` accumulators as SSA phis over one loop of
-  (input-channel block, kernel row), the kernel columns and the block's ``B`` input channels
+  (input-channel block, kernel row, kernel column), the block's ``B`` input channels
   unrolled: per step ``OB`` weight vectors and ``TW`` broadcast input scalars (read in place
   from the blocked copy: stride and dilation are constant offsets), ``TW·OB`` ``llvm.fma``;
-  it stores the tile into a per-task row workspace ``[OB][OW][B]``;
+  it stores the tile into a per-task row workspace ``[OB][OW][B]``. The kernel column is a
+  loop, not unrolled: unrolled, a stride-1 conv reads input column ``r + kw`` for every
+  ``(r, kw)``, LLVM merged those loads and kept the broadcasts live across the body, and
+  spilled them (a stack store per broadcast in the 64×56×56 conv's inner loop);
 * ``<k>.epi`` (loop IR): the kernel's own epilogue (bias, BatchNorm, residual, activation:
   whatever :class:`~eqsat.lower.contraction.Contraction` carries) from the row workspace into
   the NCHW output, one output channel × the output row per inner (vectorized) loop;
@@ -33,10 +36,10 @@ are done inside each conv kernel (the input copy, and the epilogue writing NCHW)
 blocked layout between consecutive convs is not done yet.
 
 The register tile (:func:`tile`): ``OB = min(4, OC/B)`` channel blocks and ``TW`` columns so
-that ``TW·OB`` stays ≤ 24 accumulators (of 32 registers, beside the OB weight vectors): 4 × 6,
-3 × 8, 2 × 12, 1 × 14, the row's columns cut into tiles of equal width (a 7-wide row as 4 + 3:
-a 1-column tail tile has 4 accumulators, too few to hide the FMA latency); a ``dconv.tile``
-annotation (``tw=..,ob=..``, the auto-scheduler's knob) overrides it.
+that ``TW·OB`` stays ≤ ``MAX_ACC`` = 28 accumulators (of 32 registers, beside the OB weight
+vectors): 4 × 7, 3 × 9, 2 × 14, 1 × 14, the row's columns cut into tiles of equal width (a
+9-wide row as 5 + 4: a 2-column tail tile has 8 accumulators, too few to hide the FMA
+latency); a ``dconv.tile`` annotation (``tw=..,ob=..``, the auto-scheduler's knob) overrides it.
 """
 
 from __future__ import annotations
@@ -70,7 +73,11 @@ from eqsat.lower.loops import (
 )
 
 TILE_KEY = "dconv.tile"
-MAX_ACC = 24  # accumulators of the register tile (32 zmm: + OB weight vectors + a broadcast)
+# accumulators of the register tile (32 zmm: + OB weight vectors; the broadcast is the FMA's
+# memory operand). 28, not 24: at 1 thread, one process, loadavg 10 (noisy), GFLOP/s of 7 × 4
+# vs 6 × 4: 256×14×14→256 147 vs 130, 128×28→128 158 vs 152, 64×56→64 153 vs 153 (7 divides
+# 56, 28, 14 and 7: no tail tile)
+MAX_ACC = 28
 MAX_TW = 14
 ZERO = Const(0.0, "float32")
 
@@ -86,7 +93,7 @@ def tile(d: DirectConv, vw: int, annotated: str | None = None) -> tuple[int, int
         return min(tw, d.ow), min(ob, ocb)
     ob = min(4, ocb)
     most = min(MAX_TW, MAX_ACC // ob)
-    return -(-d.ow // -(-d.ow // most)), ob  # equal tiles: 7 columns as 4 + 3, not 6 + 1
+    return -(-d.ow // -(-d.ow // most)), ob  # equal tiles: 9 columns as 5 + 4, not 7 + 2
 
 
 def _and(a, b):
@@ -166,21 +173,21 @@ def emit_microkernel(module: ir.Module, d: DirectConv, vw: int, tw: int, ob: int
     accs = [b.phi(vt, f"acc{r}_{j}") for r in range(tw) for j in range(ob)]
     for a in accs:
         a.add_incoming(zero, pre)
-    b.cbranch(b.icmp_signed("<", q, i64(icb * d.kh)), body, done)
+    taps = d.kh * d.kw
+    b.cbranch(b.icmp_signed("<", q, i64(icb * taps)), body, done)
     b.position_at_end(body)
-    cb, kh = b.udiv(q, i64(d.kh)), b.urem(q, i64(d.kh))
-    xrow = gep(b, xp, b.add(b.mul(cb, i64(x_icb)), b.mul(kh, i64(dh * x_row))))
-    wrow = gep(b, wpp, b.mul(q, i64(d.kw * w_tap)))  # (icb * KH + kh) taps of KW
+    cb, tap = b.udiv(q, i64(taps)), b.urem(q, i64(taps))
+    kh, kw = b.udiv(tap, i64(d.kw)), b.urem(tap, i64(d.kw))
+    xoff = b.add(b.mul(cb, i64(x_icb)), b.add(b.mul(kh, i64(dh * x_row)), b.mul(kw, i64(dw * vw))))
+    xtap = gep(b, xp, xoff)
+    wtap = gep(b, wpp, b.mul(q, i64(w_tap)))  # taps are [icb][kh][kw] in the packed weight
     cur = list(accs)
-    for kw in range(d.kw):
-        for i in range(vw):
-            wv = [load_vec(b, gep(b, wrow, j * w_ocb + kw * w_tap + i * vw), vw, align=4 * vw)
-                  for j in range(ob)]
-            for r in range(tw):
-                s = b.load(gep(b, xrow, (r * sw * vw) + kw * dw * vw + i), typ=F32)
-                xs = splat(b, s, vw)
-                for j in range(ob):
-                    cur[r * ob + j] = b.call(fma, [xs, wv[j], cur[r * ob + j]])
+    for i in range(vw):
+        wv = [load_vec(b, gep(b, wtap, j * w_ocb + i * vw), vw, align=4 * vw) for j in range(ob)]
+        for r in range(tw):
+            xs = splat(b, b.load(gep(b, xtap, r * sw * vw + i), typ=F32), vw)
+            for j in range(ob):
+                cur[r * ob + j] = b.call(fma, [xs, wv[j], cur[r * ob + j]])
     for phi, val in zip([q, *accs], [b.add(q, i64(1)), *cur], strict=True):
         phi.add_incoming(val, b.block)
     b.branch(head)

@@ -97,8 +97,8 @@ def test_tile_annotation(spec):
 
 def test_tile_default_and_refusal():
     vw = Capabilities.host().vector_width
-    (d,) = _direct(conv(ci=8, co=4 * vw, hw=7, pad=1)[0])
-    assert tile(d, vw) == (4, 4)  # 7 columns as 4 + 3, four channel blocks
+    (d,) = _direct(conv(ci=8, co=4 * vw, hw=9, pad=1)[0])
+    assert tile(d, vw) == (5, 4)  # 9 columns as 5 + 4, four channel blocks
     with pytest.raises(ValueError, match="registers"):
         tile(d, vw, "tw=10,ob=4")
 
