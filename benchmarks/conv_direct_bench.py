@@ -10,6 +10,13 @@ the three are run round-robin in one process, per thread count, and the table pr
 (min over ``--reps`` rounds) and the ratios. ``--shapes`` are ``CxHWxK`` 3×3 pad-1 stride-1
 convs; ``--models`` adds every distinct conv of those example models that the direct path
 accepts (``conv_direct.match_direct_conv``). Prints /proc/loadavg: the machine is shared.
+
+``--whole squeezenet,vgg`` instead times whole example models (no e-graph stage, symbolic dims
+1, as ``compile_bench.py``): ``compiled.build`` with the default schedule (``direct``: the
+convs ``conv_direct.prefer_direct`` picks run ``tensorize=nchwc``) against the same build with
+those convs forced back to the implicit GEMM (``gemm``, through ``build``'s tuning hook), and
+onnxruntime; ms, min of ``--reps``, interleaved in runs of 5 calls after a pause (as
+``compile_bench.bench_model``, whose doc says why).
 """
 
 from __future__ import annotations
@@ -117,13 +124,78 @@ def bench(shape, reps: int, threads: list[int]) -> None:
               f" {g['nchwc'] / g['gemm']:11.2f} {g['nchwc'] / g['ort']:10.2f}", flush=True)
 
 
+class _AllGemm:
+    """A stand-in tuning log for ``compiled.build``: every conv the default would run direct
+    gets ``Tensorize(root, "gemm")`` instead."""
+
+    def choices(self, program, threads):
+        from eqsat.lower.schedule_gemm import intrinsic
+
+        return {k.name: (Tensorize(k.body.var, "gemm"),) for k in program.kernels
+                if (c := match_contraction(k)) is not None and intrinsic(c) == "nchwc"}
+
+
+def bench_whole(name: str, reps: int, threads: list[int]) -> None:
+    import onnxruntime as ort
+
+    from eqsat.compiled import build
+
+    model = pipeline.example_model(name)
+    dims = {d.dim_param for vi in model.graph.input for d in vi.type.tensor_type.shape.dim}
+    fixed = pipeline._fix_dims(model, {d: 1 for d in dims if d})
+    graph = onnx_io.import_onnx(fixed)
+    rng = np.random.default_rng(0)
+    init = {i.name for i in model.graph.initializer}
+    feeds = {}
+    for vi in fixed.graph.input:
+        if vi.name not in init:
+            shape = [d.dim_value or 1 for d in vi.type.tensor_type.shape.dim]
+            feeds[vi.name] = rng.standard_normal(shape).astype(np.float32)
+    ndirect = len(_AllGemm().choices(lower(graph).program, 1))
+    for t in threads:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = t, 1
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(model.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
+        cands = {"ort": lambda f, s=sess: s.run(None, f),
+                 "gemm": build(graph, threads=t, use_cache=False, tuning=_AllGemm()).run,
+                 "direct": build(graph, threads=t, use_cache=False).run}
+        for f in cands.values():
+            f(feeds)
+            f(feeds)
+        times = {n: [] for n in cands}
+        for _ in range(-(-reps // 5)):
+            for n, f in cands.items():
+                time.sleep(0.05)
+                f(feeds)
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    f(feeds)
+                    times[n].append(time.perf_counter() - t0)
+        ms = {n: min(v) * 1e3 for n, v in times.items()}
+        print(f"{name:>12} {t:>3} {ndirect:>6} {ms['ort']:8.2f} {ms['gemm']:8.2f}"
+              f" {ms['direct']:8.2f} {ms['gemm'] / ms['direct']:11.2f}"
+              f" {ms['direct'] / ms['ort']:10.2f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default=SHAPES)
     ap.add_argument("--models", default="")
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--whole", default="")
     args = ap.parse_args()
+    if args.whole:
+        print("loadavg", Path("/proc/loadavg").read_text().strip())
+        print(f"ms, min of {args.reps} interleaved (one process); direct convs per model")
+        print(f"{'model':>12} {'thr':>3} {'direct':>6} {'ort':>8} {'gemm':>8} {'direct':>8}"
+              f" {'gemm/direct':>11} {'direct/ort':>10}")
+        for name in args.whole.split(","):
+            bench_whole(name, args.reps, [int(t) for t in args.threads.split(",")])
+        print("loadavg", Path("/proc/loadavg").read_text().strip())
+        return
     shapes = [(c, hw, k, 3, 1, 1, 1) for c, hw, k in
               (map(int, s.split("x")) for s in args.shapes.split(",") if s)]
     for name in filter(None, args.models.split(",")):

@@ -86,9 +86,12 @@ def tile(d: DirectConv, vw: int, annotated: str | None = None) -> tuple[int, int
     """``(TW, OB)``: output columns × output-channel blocks of the register tile."""
     ocb = -(-d.oc // vw)
     if annotated is not None:
-        kv = dict(p.split("=", 1) for p in annotated.split(","))
-        tw, ob = int(kv["tw"]), int(kv["ob"])
-        if not (1 <= ob <= 4 and 1 <= tw and tw * ob <= 28):
+        try:
+            kv = dict(p.split("=", 1) for p in annotated.split(","))
+            tw, ob = int(kv["tw"]), int(kv["ob"])
+        except (KeyError, ValueError):
+            raise ValueError(f"bad {TILE_KEY} annotation {annotated!r}") from None
+        if not (1 <= ob <= 4 and 1 <= tw and tw * ob <= MAX_ACC):
             raise ValueError(f"{TILE_KEY} {annotated!r}: does not fit the registers")
         return min(tw, d.ow), min(ob, ocb)
     ob = min(4, ocb)
