@@ -6,9 +6,11 @@ that function's body and its helpers in the same module. The block ``B`` is the 
 width (``Capabilities.vector_width``: 16 floats on AVX-512, 8 on AVX2):
 
 * ``<k>.pack_w`` (loop IR): the weight ``[OC, IC, KH, KW]`` into
-  ``[OC/B][IC/B][KH][KW][B ic][B oc]``, channels past OC / IC zero; run on the first call (and
-  again when the weight buffer's address changes) into the module global ``<k>.pk.b``, which
-  ``release()`` frees as it frees the implicit GEMM's packed weights;
+  ``[OC/(OB·B)][IC/B][KH][KW][B ic][OB·B oc]`` (OB: the tile's channel blocks, fewer in the
+  last group), channels past OC / IC zero, so that one step of the micro-kernel reads OB·B
+  consecutive floats; run on the first call (and again when the weight buffer's address
+  changes) into the module global ``<k>.pk.b``, which ``release()`` frees as it frees the
+  implicit GEMM's packed weights;
 * ``<k>.to_nchwc`` (loop IR): one (image, input-channel block) of the NCHW input into a
   zero-padded ``[N][IC/B][Hp][Wp][B]`` workspace: the padding rows / columns and the channels
   past IC are zeros, so the micro-kernel reads no guard. ``Hp`` / ``Wp`` are the rows and
@@ -35,11 +37,12 @@ MLAS (NCHWc, 16-channel blocks on AVX-512) runs 3×3 convs. Here the NCHW ↔ NC
 are done inside each conv kernel (the input copy, and the epilogue writing NCHW): keeping the
 blocked layout between consecutive convs is not done yet.
 
-The register tile (:func:`tile`): ``OB = min(4, OC/B)`` channel blocks and ``TW`` columns so
-that ``TW·OB`` stays ≤ ``MAX_ACC`` = 28 accumulators (of 32 registers, beside the OB weight
-vectors): 4 × 7, 3 × 9, 2 × 14, 1 × 14, the row's columns cut into tiles of equal width (a
-9-wide row as 5 + 4: a 2-column tail tile has 8 accumulators, too few to hide the FMA
-latency); a ``dconv.tile`` annotation (``tw=..,ob=..``, the auto-scheduler's knob) overrides it.
+The register tile (:func:`tile`): ``OB = min(3, OC/B)`` channel blocks and ``TW`` columns so
+that ``TW·OB`` stays ≤ 24 accumulators (of 32 registers, beside the OB weight vectors): 3 × 8,
+2 × 12, 1 × 14, the row's columns cut into tiles of equal width (a 9-wide row as 5 + 4: a
+1-column tail tile has 3 accumulators, too few to hide the FMA latency); a ``dconv.tile``
+annotation (``tw=..,ob=..``, up to ``MAX_ACC`` = 28 accumulators, the auto-scheduler's knob)
+overrides it.
 """
 
 from __future__ import annotations
@@ -73,11 +76,16 @@ from eqsat.lower.loops import (
 )
 
 TILE_KEY = "dconv.tile"
-# accumulators of the register tile (32 zmm: + OB weight vectors; the broadcast is the FMA's
-# memory operand). 28, not 24: at 1 thread, one process, loadavg 10 (noisy), GFLOP/s of 7 × 4
-# vs 6 × 4: 256×14×14→256 147 vs 130, 128×28→128 158 vs 152, 64×56→64 153 vs 153 (7 divides
-# 56, 28, 14 and 7: no tail tile)
+# accumulators of a register tile (32 zmm: + OB weight vectors; the broadcast is the FMA's
+# memory operand): the bound of an annotated tile
 MAX_ACC = 28
+# the default tile: OB = 3 channel blocks × up to 8 columns (24 accumulators). Measured at 1
+# thread, one process, interleaved, loadavg 8-10 (noisy), GFLOP/s of 8 × 3 against 7 × 4 and
+# 6 × 4: 64×32×32→128 142 / 89 / 100, 128×32→128 138 / 102 / 119, 64×56→64 163 / 153 / 153,
+# 256×14→256 150 / 147 / 130, 128×28→128 150 / 158 / 152 (the implicit GEMM 125, 119, 154, 94,
+# 115 in the same runs)
+DEFAULT_OB = 3
+DEFAULT_ACC = 24
 MAX_TW = 14
 ZERO = Const(0.0, "float32")
 
@@ -94,8 +102,8 @@ def tile(d: DirectConv, vw: int, annotated: str | None = None) -> tuple[int, int
         if not (1 <= ob <= 4 and 1 <= tw and tw * ob <= MAX_ACC):
             raise ValueError(f"{TILE_KEY} {annotated!r}: does not fit the registers")
         return min(tw, d.ow), min(ob, ocb)
-    ob = min(4, ocb)
-    most = min(MAX_TW, MAX_ACC // ob)
+    ob = min(DEFAULT_OB, ocb)
+    most = min(MAX_TW, DEFAULT_ACC // ob)
     return -(-d.ow // -(-d.ow // most)), ob  # equal tiles: 9 columns as 5 + 4, not 7 + 2
 
 
@@ -103,16 +111,21 @@ def _and(a, b):
     return BinOp(BinaryOp.AND, a, b)
 
 
-def _pack_w(d: DirectConv, vw: int, dst: Buffer):
-    """``dst[ocb][icb][kh][kw][i][o] = w[ocb*B + o, icb*B + i, kh, kw]`` (0 past OC / IC)."""
+def _pack_w(d: DirectConv, vw: int, ob: int, dst: Buffer):
+    """The weight in groups of ``ob`` output-channel blocks (the last group may have fewer,
+    ``obg``): group ``g`` at ``g * ob * IC/B * KH * KW * B * B``, inside it
+    ``[icb][kh][kw][i][obg * B]`` — one tap's ``i``-th input channel of all the tile's output
+    channels contiguous (0 past OC / IC)."""
     v = {n: Var(f"dc.{n}") for n in ("ocb", "icb", "kh", "kw", "i", "o")}
-    icb = -(-d.ic // vw)
+    icb, ocb = -(-d.ic // vw), -(-d.oc // vw)
+    g, jj = v["ocb"] // ob, v["ocb"] % ob
+    obg = minimum(Const(ob), Const(ocb) - g * ob)
     oc, ic = v["ocb"] * vw + v["o"], v["icb"] * vw + v["i"]
-    at = ((((v["ocb"] * icb + v["icb"]) * d.kh + v["kh"]) * d.kw + v["kw"]) * vw + v["i"]) * vw \
-        + v["o"]
+    step = ((v["icb"] * d.kh + v["kh"]) * d.kw + v["kw"]) * vw + v["i"]
+    at = g * (ob * icb * d.kh * d.kw * vw * vw) + step * (obg * vw) + jj * vw + v["o"]
     val = Select(_and(oc < d.oc, ic < d.ic), Load(d.w, (oc, ic, v["kh"], v["kw"])), ZERO)
     body = For("dc.o", Const(vw), Store(dst, (at,), val), LoopKind.VECTORIZED)
-    for name, ext in (("i", vw), ("kw", d.kw), ("kh", d.kh), ("icb", icb), ("ocb", -(-d.oc // vw))):
+    for name, ext in (("i", vw), ("kw", d.kw), ("kh", d.kh), ("icb", icb), ("ocb", ocb)):
         body = For(f"dc.{name}", Const(ext), body)
     return body
 
@@ -165,7 +178,7 @@ def emit_microkernel(module: ir.Module, d: DirectConv, vw: int, tw: int, ob: int
     vt = vec(vw)
     zero = ir.Constant(vt, [0.0] * vw)
     x_icb, x_row = hp * wp_ * vw, wp_ * vw  # floats per channel block / padded row
-    w_ocb, w_tap = icb * d.kh * d.kw * vw * vw, vw * vw  # per output-channel block / tap
+    w_tap = vw * ob * vw  # floats per tap of the tile's group (``_pack_w``)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     pre = b.block
     head, body, done = (fn.append_basic_block(s) for s in ("head", "body", "done"))
@@ -186,7 +199,7 @@ def emit_microkernel(module: ir.Module, d: DirectConv, vw: int, tw: int, ob: int
     wtap = gep(b, wpp, b.mul(q, i64(w_tap)))  # taps are [icb][kh][kw] in the packed weight
     cur = list(accs)
     for i in range(vw):
-        wv = [load_vec(b, gep(b, wtap, j * w_ocb + i * vw), vw, align=4 * vw) for j in range(ob)]
+        wv = [load_vec(b, gep(b, wtap, (i * ob + j) * vw), vw, align=4 * vw) for j in range(ob)]
         for r in range(tw):
             xs = splat(b, b.load(gep(b, xtap, r * sw * vw + i), typ=F32), vw)
             for j in range(ob):
@@ -216,7 +229,7 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
     ws_w = Buffer("dc.wpk", (1,), "float32", BufferKind.LOCAL)
     ws_x = Buffer("dc.xws", (1,), "float32", BufferKind.LOCAL)
     ws_o = Buffer("dc.ows", (1,), "float32", BufferKind.LOCAL)
-    fpack = cx.helper("pack_w", [], [ws_w], _pack_w(d, vw, ws_w))
+    fpack = cx.helper("pack_w", [], [ws_w], _pack_w(d, vw, ob, ws_w))
     fx = cx.helper("to_nchwc", ["dc.n", "dc.icb"], [ws_x], _to_nchwc(d, vw, ws_x))
     fe = cx.helper("epi", ["dc.n", "dc.oh", "dc.oc0"], [ws_o], _epilogue(d, vw, ob, ws_o))
     micro = {}

@@ -98,7 +98,7 @@ def test_tile_annotation(spec):
 def test_tile_default_and_refusal():
     vw = Capabilities.host().vector_width
     (d,) = _direct(conv(ci=8, co=4 * vw, hw=9, pad=1)[0])
-    assert tile(d, vw) == (5, 4)  # 9 columns as 5 + 4, four channel blocks
+    assert tile(d, vw) == (5, 3)  # 9 columns as 5 + 4, three channel blocks
     with pytest.raises(ValueError, match="registers"):
         tile(d, vw, "tw=10,ob=4")
 
