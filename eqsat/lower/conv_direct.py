@@ -37,20 +37,22 @@ from eqsat.lower.loops import (
     Var,
 )
 
-MIN_CHANNELS = 64  # prefer_direct(): input and output channels, at least
+MIN_CHANNELS = 16  # prefer_direct(): input and output channels, at least
 
 
 def prefer_direct(d: DirectConv) -> bool:
     """The default schedule's choice: the direct path for a conv with a window (not 1×1) and at
-    least ``MIN_CHANNELS`` input and output channels; the implicit GEMM otherwise.
+    least ``MIN_CHANNELS`` input and output channels (a whole 16-channel block on AVX-512); the
+    implicit GEMM otherwise.
 
-    Measured (``benchmarks/conv_direct_bench.py``, Conv + bias + Relu alone, GFLOP/s min of 15
-    interleaved rounds, AVX-512 host, 2 cores shared, loadavg 5-7; direct / implicit GEMM at
-    1 thread, 2 threads): 3×3 pad 1 64×56×56→64 1.00, 0.74 (then 1.09, 1.04 at 64×64);
-    128×28→128 0.98, 1.33; 256×14→256 1.24, 1.60; 512×7→512 1.17, 1.15 (4 + 3 column tiles).
-    Below: 3 input channels (VGG's and the stem's first conv: 13 of 16 block lanes are zero)
-    0.24-0.27; SqueezeNet's 3×3 expand convs 16→64 at 55 0.95, 0.96, 32→128 at 27 0.91,
-    0.94; 1×1 convs (a plain GEMM, no window to reuse) 0.79-0.90."""
+    Measured (``benchmarks/conv_direct_bench.py --models squeezenet,vgg``, Conv + bias + Relu
+    alone, GFLOP/s min of 15 interleaved rounds, AVX-512 host, 2 cores shared, loadavg 9-10;
+    direct / implicit GEMM at 1 thread, then 2 threads, which are noisier): 3×3 pad 1
+    64×56×56→64 1.14, 1.11; 128×28→128 1.10, 1.17; 256×14→256 1.35, 0.93; 512×7→512 1.07, 4.2;
+    64×64→64 1.18, 1.13; 64×32→128 1.12, 1.43; 128×32→128 1.24, 1.27; 128×16→256 1.08, 1.03;
+    256×16→256 1.11, 0.77; SqueezeNet's 3×3 expand convs 16×55→64 1.14, 1.19 and 32×27→128
+    1.03, 1.25. Not taken: 3 input channels (the stems: 13 of 16 block lanes are zero) 0.36-0.49;
+    1×1 convs (a plain GEMM, no window to reuse) 0.77-1.02."""
     return d.kh * d.kw > 1 and min(d.ic, d.oc) >= MIN_CHANNELS
 
 

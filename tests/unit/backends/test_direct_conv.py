@@ -104,10 +104,10 @@ def test_tile_default_and_refusal():
 
 
 def test_default_schedule_choice():
-    """The direct path where it measured faster (a window, >= 64 channels in and out), the
+    """The direct path where it measured faster (a window, >= 16 channels in and out), the
     implicit GEMM for few channels and for 1x1."""
     big = conv(ci=64, co=64, hw=8, pad=1)[0]
-    few = conv(ci=3, co=64, hw=8, pad=1)[0]
+    few = conv(ci=3, co=64, hw=8, pad=1)[0]  # an RGB stem
     one = conv(ci=64, co=64, hw=8, kernel=1)[0]
     assert prefer_direct(_direct(big)[0]) and not prefer_direct(_direct(few)[0])
     assert not prefer_direct(_direct(one)[0])
