@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eqsat.backends.llvm.capabilities import Capabilities
-from eqsat.backends.llvm.direct_conv import MAX_ACC, TILE_KEY, tile
+from eqsat.backends.llvm.direct_conv import TILE_KEY, max_accumulators, tile
 from eqsat.backends.llvm.plan_choice import (
     KNOBS,
     PLAN_KEY,
@@ -106,7 +106,7 @@ class GemmSpace:
                                  True)  # fmt: skip
         self.direct = match_direct_conv(self.c)
         if self.direct is not None and prefer_direct(self.direct):
-            tw, ob = tile(self.direct, caps.vector_width)
+            tw, ob = tile(self.direct, caps)
             self.default = Candidate((("direct", 1), ("tw", tw), ("ob", ob)),
                                      (Tensorize(self.root, "nchwc"),), True)
         self.work = 2.0 * self._size(self.c.m) * self._size(self.c.n) * self._size(self.c.k) \
@@ -138,7 +138,7 @@ class GemmSpace:
             return None
         spec = f"tw={tw},ob={ob}"
         try:
-            tile(d, self.caps.vector_width, spec)
+            tile(d, self.caps, spec)
         except ValueError:
             return None
         sched = (Tensorize(self.root, "nchwc"), Annotate(self.root, TILE_KEY, spec))
@@ -146,7 +146,8 @@ class GemmSpace:
 
     def _sample_direct(self, rng: random.Random) -> Candidate | None:
         ob = rng.randint(1, min(4, -(-self.direct.oc // self.caps.vector_width)))
-        return self._direct(rng.randint(1, min(self.direct.ow, MAX_ACC // ob)), ob)
+        most = max_accumulators(self.caps) // ob
+        return self._direct(rng.randint(1, min(self.direct.ow, most)), ob)
 
     def sample(self, rng: random.Random) -> Candidate | None:
         """A random valid candidate (None when ``TRIES`` draws found none)."""
@@ -323,7 +324,7 @@ def valid(kernel: Kernel, schedule: Schedule) -> Kernel:
         if d is None:
             raise ScheduleError(f"kernel {kernel.name}: tensorize=nchwc, but not a direct conv")
         if TILE_KEY in notes:
-            tile(d, Capabilities.host().vector_width, notes[TILE_KEY])
+            tile(d, Capabilities.host(), notes[TILE_KEY])
     text = notes.get(PLAN_KEY)
     if text is not None:
         c = match_contraction(kernel)

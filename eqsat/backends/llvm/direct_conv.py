@@ -41,8 +41,7 @@ The register tile (:func:`tile`): ``OB = min(3, OC/B)`` channel blocks and ``TW`
 that ``TW·OB`` stays ≤ 24 accumulators (of 32 registers, beside the OB weight vectors): 3 × 8,
 2 × 12, 1 × 14, the row's columns cut into tiles of equal width (a 9-wide row as 5 + 4: a
 1-column tail tile has 3 accumulators, too few to hide the FMA latency); a ``dconv.tile``
-annotation (``tw=..,ob=..``, up to ``MAX_ACC`` = 28 accumulators, the auto-scheduler's knob)
-overrides it.
+annotation (``tw=..,ob=..``, up to 28 accumulators, the auto-scheduler's knob) overrides it.
 """
 
 from __future__ import annotations
@@ -76,35 +75,43 @@ from eqsat.lower.loops import (
 )
 
 TILE_KEY = "dconv.tile"
-# accumulators of a register tile (32 zmm: + OB weight vectors; the broadcast is the FMA's
-# memory operand): the bound of an annotated tile
-MAX_ACC = 28
-# the default tile: OB = 3 channel blocks × up to 8 columns (24 accumulators). Measured at 1
-# thread, one process, interleaved, loadavg 8-10 (noisy), GFLOP/s of 8 × 3 against 7 × 4 and
-# 6 × 4: 64×32×32→128 142 / 89 / 100, 128×32→128 138 / 102 / 119, 64×56→64 163 / 153 / 153,
-# 256×14→256 150 / 147 / 130, 128×28→128 150 / 158 / 152 (the implicit GEMM 125, 119, 154, 94,
-# 115 in the same runs)
-DEFAULT_OB = 3
-DEFAULT_ACC = 24
+# the default tile: OB = 3 channel blocks × up to 8 columns (24 accumulators, 3/4 of AVX-512's
+# 32 registers; the OB weight vectors beside them, the broadcast is the FMA's memory operand).
+# Measured at 1 thread, one process, interleaved, loadavg 8-10 (noisy), GFLOP/s of 8 × 3
+# against 7 × 4 and 6 × 4: 64×32×32→128 142 / 89 / 100, 128×32→128 138 / 102 / 119, 64×56→64
+# 163 / 153 / 153, 256×14→256 150 / 147 / 130, 128×28→128 150 / 158 / 152 (the implicit GEMM
+# 125, 119, 154, 94, 115 in the same runs). With 16 registers (AVX2, not measured) the same
+# share: 2 blocks × up to 6 columns.
 MAX_TW = 14
 ZERO = Const(0.0, "float32")
 
 
-def tile(d: DirectConv, vw: int, annotated: str | None = None) -> tuple[int, int]:
+def _budget(registers: int) -> tuple[int, int, int]:
+    """(default OB, default accumulators, most accumulators an annotation may ask for)."""
+    return (3 if registers >= 32 else 2), registers * 3 // 4, registers - 4
+
+
+def tile(d: DirectConv, caps: Capabilities, annotated: str | None = None) -> tuple[int, int]:
     """``(TW, OB)``: output columns × output-channel blocks of the register tile."""
-    ocb = -(-d.oc // vw)
+    ocb = -(-d.oc // caps.vector_width)
+    dob, dacc, most_acc = _budget(caps.registers)
     if annotated is not None:
         try:
             kv = dict(p.split("=", 1) for p in annotated.split(","))
             tw, ob = int(kv["tw"]), int(kv["ob"])
         except (KeyError, ValueError):
             raise ValueError(f"bad {TILE_KEY} annotation {annotated!r}") from None
-        if not (1 <= ob <= 4 and 1 <= tw and tw * ob <= MAX_ACC):
+        if not (1 <= ob <= 4 and 1 <= tw and tw * ob <= most_acc):
             raise ValueError(f"{TILE_KEY} {annotated!r}: does not fit the registers")
         return min(tw, d.ow), min(ob, ocb)
-    ob = min(DEFAULT_OB, ocb)
-    most = min(MAX_TW, DEFAULT_ACC // ob)
-    return -(-d.ow // -(-d.ow // most)), ob  # equal tiles: 9 columns as 5 + 4, not 7 + 2
+    ob = min(dob, ocb)
+    most = min(MAX_TW, dacc // ob)
+    return -(-d.ow // -(-d.ow // most)), ob  # equal tiles: 9 columns as 5 + 4, not 8 + 1
+
+
+def max_accumulators(caps: Capabilities) -> int:
+    """The most accumulators a ``dconv.tile`` annotation may ask for on ``caps``."""
+    return _budget(caps.registers)[2]
 
 
 def _and(a, b):
@@ -220,7 +227,7 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
     caps = Capabilities.host()
     vw = caps.vector_width
     ann = dict(k.body.annotations).get(TILE_KEY) if isinstance(k.body, For) else None
-    tw, ob = tile(d, vw, ann)
+    tw, ob = tile(d, caps, ann)
     sym = fn.name
     cx = _Ctx(module, k, sizes, sym)
     hp, wp = d.padded_hw()

@@ -96,11 +96,14 @@ def test_tile_annotation(spec):
 
 
 def test_tile_default_and_refusal():
-    vw = Capabilities.host().vector_width
-    (d,) = _direct(conv(ci=8, co=4 * vw, hw=9, pad=1)[0])
-    assert tile(d, vw) == (5, 3)  # 9 columns as 5 + 4, three channel blocks
+    caps = Capabilities.host()
+    (d,) = _direct(conv(ci=8, co=4 * caps.vector_width, hw=9, pad=1)[0])
+    ob = 3 if caps.registers >= 32 else 2
+    assert tile(d, caps) == (5, ob)  # 9 columns as 5 + 4
     with pytest.raises(ValueError, match="registers"):
-        tile(d, vw, "tw=10,ob=4")
+        tile(d, caps, "tw=10,ob=4")
+    with pytest.raises(ValueError, match="bad"):
+        tile(d, caps, "tw=10")
 
 
 def test_default_schedule_choice():
