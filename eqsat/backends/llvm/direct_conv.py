@@ -27,9 +27,11 @@ width (``Capabilities.vector_width``: 16 floats on AVX-512, 8 on AVX2):
 * ``<k>.epi`` (loop IR): the kernel's own epilogue (bias, BatchNorm, residual, activation:
   whatever :class:`~eqsat.lower.contraction.Contraction` carries) from the row workspace into
   the NCHW output, one output channel × the output row per inner (vectorized) loop;
-* ``<k>.tasks`` / ``<k>.xtasks``: tasks = (image, channel-block group, output row) and
-  (image, input-channel block), split over threads by ``@eqsat.parallel_for`` when there are
-  several and at least ``tensorize.PARALLEL_FLOP`` of work.
+* ``<k>.tasks`` / ``<k>.xtasks``: tasks = (image, channel-block group, output row), taken one
+  by one from a counter shared by the threads (the last group may have fewer blocks), and
+  (image, input-channel block), the pool's static ranges; launched through
+  ``@eqsat.parallel_for`` when there are several and at least ``tensorize.PARALLEL_FLOP`` of
+  work.
 
 Why: the implicit GEMM packs a window of the input for every column block (``pack_window.py``);
 the direct form reads the blocked input in place with broadcasts, which is how onnxruntime's
@@ -244,53 +246,65 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
         for o in {ob, ocb % ob or ob}:
             micro[t, o] = emit_microkernel(module, d, vw, t, o)
     nparams = len(k.params)
-    st = ir.LiteralStructType([PTR] * nparams + [I64] * len(sizes) + [PTR, PTR])
+    # buffers, sizes, the blocked input copy, the packed weight, the next conv task to take
+    st = ir.LiteralStructType([PTR] * nparams + [I64] * len(sizes) + [PTR, PTR, I64])
 
     def task_fn(suffix: str, per_task):
         tf = function(module, f"{sym}.{suffix}", [PTR, I64, I64], internal=True)
         em = FunctionEmitter(module, tf, {})
         b = em.b
         z = ir.Constant(ir.IntType(32), 0)
-        fields = [b.load(b.gep(tf.args[0], [z, ir.Constant(ir.IntType(32), n)], source_etype=st),
-                         typ=t) for n, t in enumerate(st.elements)]
-        per_task(em, fields, tf.args[1], tf.args[2])
+        ptrs = [b.gep(tf.args[0], [z, ir.Constant(ir.IntType(32), n)], source_etype=st)
+                for n in range(len(st.elements))]
+        fields = [b.load(p, typ=t) for p, t in zip(ptrs[:-1], st.elements[:-1], strict=True)]
+        per_task(em, fields[:-2], *fields[-2:], ptrs[-1], tf.args[1], tf.args[2])
         em.finish()
         return shared(module, tf)
 
-    def xtask(em, fields, lo, hi):
+    def xtask(em, common, xws, wpk, counter, lo, hi):
         b = em.b
         with loop(b, lo, hi, name="t") as t:
-            b.call(fx, fields[:-2] + [b.udiv(t, i64(icb)), b.urem(t, i64(icb)), fields[-2]])
+            b.call(fx, common + [b.udiv(t, i64(icb)), b.urem(t, i64(icb)), xws])
 
-    def ctask(em, fields, lo, hi):
+    def ctask(em, common, xws, wpk, counter, lo, hi):
+        # rows are taken from the shared counter, not the pool's [lo, hi): the last channel
+        # group may have fewer blocks, and a static half of (group, row) tasks would give one
+        # thread the full groups; groups stay outer, so a group's weights stay in cache
         b = em.b
-        xws, wpk = fields[-2:]
+        total = i64(d.n * ocg * d.oh)
         ows = _alloc(em, i64(ob * d.ow * vw))
-        with loop(b, lo, hi, name="t") as t:
-            n = b.udiv(t, i64(ocg * d.oh))
-            g = b.udiv(b.urem(t, i64(ocg * d.oh)), i64(d.oh))
-            oh = b.urem(t, i64(d.oh))
-            x0 = b.add(b.mul(n, i64(icb * hp * wp * vw)), b.mul(oh, i64(d.stride[0] * wp * vw)))
-            w0 = gep(b, wpk, b.mul(g, i64(ob * icb * d.kh * d.kw * vw * vw)))
-            last = b.icmp_signed("==", g, i64(ocg - 1))
-            for o in sorted({ob, ocb % ob or ob}):
-                if len({ob, ocb % ob or ob}) > 1:
-                    on = last if o != ob else b.not_(last)
-                    blk = b.append_basic_block(f"ob{o}")
-                    after = b.append_basic_block(f"ob{o}.done")
-                    b.cbranch(on, blk, after)
-                    b.position_at_end(blk)
-                full = d.ow - d.ow % tw
-                with loop(b, 0, full, tw, name=f"c{o}") as c0:
-                    xc = gep(b, xws, b.add(x0, b.mul(c0, i64(d.stride[1] * vw))))
-                    b.call(micro[tw, o], [xc, w0, gep(b, ows, b.mul(c0, i64(vw)))])
-                if d.ow % tw:
-                    xc = gep(b, xws, b.add(x0, i64(full * d.stride[1] * vw)))
-                    b.call(micro[d.ow % tw, o], [xc, w0, gep(b, ows, full * vw)])
-                if len({ob, ocb % ob or ob}) > 1:
-                    b.branch(after)
-                    b.position_at_end(after)
-            b.call(fe, fields[:-2] + [n, oh, b.mul(g, i64(ob * vw)), ows])
+        grab, run, done = (b.append_basic_block(x) for x in ("grab", "run", "done"))
+        b.branch(grab)
+        b.position_at_end(grab)
+        t = b.atomic_rmw("add", counter, i64(1), "monotonic")
+        b.cbranch(b.icmp_signed("<", t, total), run, done)
+        b.position_at_end(run)
+        n = b.udiv(t, i64(ocg * d.oh))
+        g = b.udiv(b.urem(t, i64(ocg * d.oh)), i64(d.oh))
+        oh = b.urem(t, i64(d.oh))
+        x0 = b.add(b.mul(n, i64(icb * hp * wp * vw)), b.mul(oh, i64(d.stride[0] * wp * vw)))
+        w0 = gep(b, wpk, b.mul(g, i64(ob * icb * d.kh * d.kw * vw * vw)))
+        last = b.icmp_signed("==", g, i64(ocg - 1))
+        for o in sorted({ob, ocb % ob or ob}):
+            if len({ob, ocb % ob or ob}) > 1:
+                on = last if o != ob else b.not_(last)
+                blk = b.append_basic_block(f"ob{o}")
+                after = b.append_basic_block(f"ob{o}.done")
+                b.cbranch(on, blk, after)
+                b.position_at_end(blk)
+            full = d.ow - d.ow % tw
+            with loop(b, 0, full, tw, name=f"c{o}") as c0:
+                xc = gep(b, xws, b.add(x0, b.mul(c0, i64(d.stride[1] * vw))))
+                b.call(micro[tw, o], [xc, w0, gep(b, ows, b.mul(c0, i64(vw)))])
+            if d.ow % tw:
+                xc = gep(b, xws, b.add(x0, i64(full * d.stride[1] * vw)))
+                b.call(micro[d.ow % tw, o], [xc, w0, gep(b, ows, full * vw)])
+            if len({ob, ocb % ob or ob}) > 1:
+                b.branch(after)
+                b.position_at_end(after)
+        b.call(fe, common + [n, oh, b.mul(g, i64(ob * vw)), ows])
+        b.branch(grab)
+        b.position_at_end(done)
         _free(em, ows)
 
     xt = task_fn("xtasks", xtask)
@@ -320,7 +334,7 @@ def _emit_driver(cx: _Ctx, fn, d: DirectConv, vw: int, st, fpack, xt, ct, ocg: i
     xws = _alloc(em, i64(d.n * icb * hp * wp * vw))
     ctx = em.alloca(st)
     z = ir.Constant(ir.IntType(32), 0)
-    for n, v in enumerate(bufs + szs + [xws, b.load(gptr, typ=PTR)]):
+    for n, v in enumerate(bufs + szs + [xws, b.load(gptr, typ=PTR), i64(0)]):
         b.store(v, b.gep(ctx, [z, ir.Constant(ir.IntType(32), n)], source_etype=st))
     launch_t = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64]).as_pointer()
     launch = b.load(cx.module.globals[PARALLEL_FOR], typ=launch_t)
