@@ -55,7 +55,7 @@ from llvmlite import ir
 from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.codegen_expr import I64, PTR
 from eqsat.backends.llvm.codegen_stmt import PARALLEL_FOR, FunctionEmitter, function, shared
-from eqsat.backends.llvm.emit import F32, Intrinsics, gep, i64, load_vec, loop, splat, vec
+from eqsat.backends.llvm.emit import F32, Intrinsics, gep, i64, load_vec, loop, smin, splat, vec
 from eqsat.backends.llvm.tensorize import PARALLEL_FLOP, _alloc, _Ctx, _free, packed_globals
 from eqsat.lower.analysis import substitute
 from eqsat.lower.contraction import ACC
@@ -85,6 +85,12 @@ TILE_KEY = "dconv.tile"
 # 125, 119, 154, 94, 115 in the same runs). With 16 registers (AVX2, not measured) the same
 # share: 2 blocks × up to 6 columns.
 MAX_TW = 14
+# a task's block: output rows sharing each slice of the weights, so that a slice is read from
+# L2 once per ROW_COLUMNS output columns rather than once per row (a 7×7 image's row is 7);
+# the slices are whole input-channel blocks of at least SLICE_TAPS taps (3×3: one block, 27 KB
+# of weights at OB = 3, in L1)
+ROW_COLUMNS = 64
+SLICE_TAPS = 9
 ZERO = Const(0.0, "float32")
 
 
@@ -166,9 +172,11 @@ def _epilogue(d: DirectConv, vw: int, ob: int, ws: Buffer):
 
 
 def emit_microkernel(module: ir.Module, d: DirectConv, vw: int, tw: int, ob: int) -> ir.Function:
-    """``dconv(xp, wp, op)``: the ``tw × ob`` tile; ``xp`` at the window's top-left input
+    """``dconv(xp, wp, op, q0, q1, keep)``: the ``tw × ob`` tile over the taps ``[q0, q1)`` of
+    (input-channel block, kernel row, kernel column); ``xp`` at the window's top-left input
     element of the tile's first column (channel block 0), ``wp`` at the packed weights of its
-    first channel block, ``op`` at the tile's place in the row workspace ``[OB][OW][B]``."""
+    group, ``op`` at the tile's place in the row workspace ``[OB][OW][B]``, whose sums it adds
+    to where ``keep`` (a later slice of the input channels)."""
     hp, wp_ = d.padded_hw()
     icb = -(-d.ic // vw)
     sh, sw = d.stride
@@ -177,29 +185,34 @@ def emit_microkernel(module: ir.Module, d: DirectConv, vw: int, tw: int, ob: int
     name = "eqsat.dconv." + hashlib.sha1(repr(form).encode()).hexdigest()[:12]
     if name in module.globals:
         return module.globals[name]
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR]), name=name)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, I64, I64, I64]),
+                     name=name)
     fn.linkage = "internal"
-    for a, n in zip(fn.args, ("xp", "wp", "op"), strict=True):
+    for a, n in zip(fn.args, ("xp", "wp", "op", "q0", "q1", "keep"), strict=True):
         a.name = n
-        a.add_attribute("noalias")
-    xp, wpp, op = fn.args
+        if a.type == PTR:
+            a.add_attribute("noalias")
+    xp, wpp, op, q0, q1, keep = fn.args
     fma = Intrinsics(module).fma(vw)
     vt = vec(vw)
     zero = ir.Constant(vt, [0.0] * vw)
     x_icb, x_row = hp * wp_ * vw, wp_ * vw  # floats per channel block / padded row
     w_tap = vw * ob * vw  # floats per tap of the tile's group (``_pack_w``)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
+    on = b.icmp_signed("!=", keep, i64(0))
+    init = [b.select(on, load_vec(b, gep(b, op, j * d.ow * vw + r * vw), vw, align=4 * vw), zero)
+            for r in range(tw) for j in range(ob)]
     pre = b.block
     head, body, done = (fn.append_basic_block(s) for s in ("head", "body", "done"))
     b.branch(head)
     b.position_at_end(head)
     q = b.phi(I64, "q")
-    q.add_incoming(i64(0), pre)
+    q.add_incoming(q0, pre)
     accs = [b.phi(vt, f"acc{r}_{j}") for r in range(tw) for j in range(ob)]
-    for a in accs:
-        a.add_incoming(zero, pre)
+    for a, v in zip(accs, init, strict=True):
+        a.add_incoming(v, pre)
     taps = d.kh * d.kw
-    b.cbranch(b.icmp_signed("<", q, i64(icb * taps)), body, done)
+    b.cbranch(b.icmp_signed("<", q, q1), body, done)
     b.position_at_end(body)
     cb, tap = b.udiv(q, i64(taps)), b.urem(q, i64(taps))
     kh, kw = b.udiv(tap, i64(d.kw)), b.urem(tap, i64(d.kw))
@@ -224,6 +237,34 @@ def emit_microkernel(module: ir.Module, d: DirectConv, vw: int, tw: int, ob: int
     return fn
 
 
+def blocking(d: DirectConv) -> tuple[int, int]:
+    """``(rows, chunk)``: output rows per task and input-channel blocks per weight slice."""
+    return max(1, min(d.oh, ROW_COLUMNS // d.ow)), max(1, SLICE_TAPS // (d.kh * d.kw))
+
+
+def _row_tiles(b: ir.IRBuilder, d: DirectConv, vw: int, micro, tw: int, ob: int, last, x0, xws,
+               w0, orow, qs) -> None:
+    """The micro-kernel calls of one output row: the full ``tw``-column tiles, then the tail;
+    with the tile's ``ob`` channel blocks, or the last group's fewer (``last``)."""
+    obs = sorted({ob, -(-d.oc // vw) % ob or ob})
+    full, step = d.ow - d.ow % tw, d.stride[1] * vw
+    for o in obs:
+        if len(obs) > 1:
+            blk = b.append_basic_block(f"ob{o}")
+            after = b.append_basic_block(f"ob{o}.done")
+            b.cbranch(last if o != ob else b.not_(last), blk, after)
+            b.position_at_end(blk)
+        with loop(b, 0, full, tw, name=f"c{o}") as c0:
+            xc = gep(b, xws, b.add(x0, b.mul(c0, i64(step))))
+            b.call(micro[tw, o], [xc, w0, gep(b, orow, b.mul(c0, i64(vw))), *qs])
+        if d.ow % tw:
+            xc = gep(b, xws, b.add(x0, i64(full * step)))
+            b.call(micro[d.ow % tw, o], [xc, w0, gep(b, orow, full * vw), *qs])
+        if len(obs) > 1:
+            b.branch(after)
+            b.position_at_end(after)
+
+
 def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectConv,
                      sizes: tuple[str, ...]) -> ir.Function:
     caps = Capabilities.host()
@@ -235,6 +276,8 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
     hp, wp = d.padded_hw()
     icb, ocb = -(-d.ic // vw), -(-d.oc // vw)
     ocg = -(-ocb // ob)
+    rows, chunk = blocking(d)
+    nrb, taps = -(-d.oh // rows), d.kh * d.kw
     ws_w = Buffer("dc.wpk", (1,), "float32", BufferKind.LOCAL)
     ws_x = Buffer("dc.xws", (1,), "float32", BufferKind.LOCAL)
     ws_o = Buffer("dc.ows", (1,), "float32", BufferKind.LOCAL)
@@ -271,49 +314,43 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
         # group may have fewer blocks, and a static half of (group, row) tasks would give one
         # thread the full groups; groups stay outer, so a group's weights stay in cache
         b = em.b
-        total = i64(d.n * ocg * d.oh)
-        ows = _alloc(em, i64(ob * d.ow * vw))
+        total = i64(d.n * ocg * nrb)
+        ows = _alloc(em, i64(rows * ob * d.ow * vw))
         grab, run, done = (b.append_basic_block(x) for x in ("grab", "run", "done"))
         b.branch(grab)
         b.position_at_end(grab)
         t = b.atomic_rmw("add", counter, i64(1), "monotonic")
         b.cbranch(b.icmp_signed("<", t, total), run, done)
         b.position_at_end(run)
-        n = b.udiv(t, i64(ocg * d.oh))
-        g = b.udiv(b.urem(t, i64(ocg * d.oh)), i64(d.oh))
-        oh = b.urem(t, i64(d.oh))
-        x0 = b.add(b.mul(n, i64(icb * hp * wp * vw)), b.mul(oh, i64(d.stride[0] * wp * vw)))
-        w0 = gep(b, wpk, b.mul(g, i64(ob * icb * d.kh * d.kw * vw * vw)))
+        n = b.udiv(t, i64(ocg * nrb))
+        g = b.udiv(b.urem(t, i64(ocg * nrb)), i64(nrb))
+        oh0 = b.mul(b.urem(t, i64(nrb)), i64(rows))
+        nrows = smin(b, i64(rows), b.sub(i64(d.oh), oh0))
+        w0 = gep(b, wpk, b.mul(g, i64(ob * icb * taps * vw * vw)))
         last = b.icmp_signed("==", g, i64(ocg - 1))
-        for o in sorted({ob, ocb % ob or ob}):
-            if len({ob, ocb % ob or ob}) > 1:
-                on = last if o != ob else b.not_(last)
-                blk = b.append_basic_block(f"ob{o}")
-                after = b.append_basic_block(f"ob{o}.done")
-                b.cbranch(on, blk, after)
-                b.position_at_end(blk)
-            full = d.ow - d.ow % tw
-            with loop(b, 0, full, tw, name=f"c{o}") as c0:
-                xc = gep(b, xws, b.add(x0, b.mul(c0, i64(d.stride[1] * vw))))
-                b.call(micro[tw, o], [xc, w0, gep(b, ows, b.mul(c0, i64(vw)))])
-            if d.ow % tw:
-                xc = gep(b, xws, b.add(x0, i64(full * d.stride[1] * vw)))
-                b.call(micro[d.ow % tw, o], [xc, w0, gep(b, ows, full * vw)])
-            if len({ob, ocb % ob or ob}) > 1:
-                b.branch(after)
-                b.position_at_end(after)
-        b.call(fe, common + [n, oh, b.mul(g, i64(ob * vw)), ows])
+        with loop(b, 0, icb, chunk, name="cb") as c:
+            q0, q1 = b.mul(c, i64(taps)), b.mul(smin(b, b.add(c, i64(chunk)), i64(icb)), i64(taps))
+            keep = b.zext(b.icmp_signed(">", c, i64(0)), I64)
+            with loop(b, 0, nrows, name="r") as r:
+                oh = b.add(oh0, r)
+                x0 = b.add(b.mul(n, i64(icb * hp * wp * vw)),
+                           b.mul(oh, i64(d.stride[0] * wp * vw)))
+                orow = gep(b, ows, b.mul(r, i64(ob * d.ow * vw)))
+                _row_tiles(b, d, vw, micro, tw, ob, last, x0, xws, w0, orow, (q0, q1, keep))
+        with loop(b, 0, nrows, name="e") as r:
+            orow = gep(b, ows, b.mul(r, i64(ob * d.ow * vw)))
+            b.call(fe, common + [n, b.add(oh0, r), b.mul(g, i64(ob * vw)), orow])
         b.branch(grab)
         b.position_at_end(done)
         _free(em, ows)
 
     xt = task_fn("xtasks", xtask)
     ct = task_fn("tasks", ctask)
-    _emit_driver(cx, fn, d, vw, st, fpack, xt, ct, ocg)
+    _emit_driver(cx, fn, d, vw, st, fpack, xt, ct, ocg * nrb)
     return fn
 
 
-def _emit_driver(cx: _Ctx, fn, d: DirectConv, vw: int, st, fpack, xt, ct, ocg: int) -> None:
+def _emit_driver(cx: _Ctx, fn, d: DirectConv, vw: int, st, fpack, xt, ct, per_image: int):
     k = cx.k
     for arg, p in zip(fn.args, k.params, strict=False):
         arg.name = p.name
@@ -340,7 +377,7 @@ def _emit_driver(cx: _Ctx, fn, d: DirectConv, vw: int, st, fpack, xt, ct, ocg: i
     launch = b.load(cx.module.globals[PARALLEL_FOR], typ=launch_t)
     par = b.and_(b.icmp_unsigned("!=", launch, ir.Constant(launch_t, None)),
                  ir.Constant(ir.IntType(1), d.flops >= PARALLEL_FLOP))
-    for tasks, count in ((xt, d.n * icb), (ct, d.n * ocg * d.oh)):
+    for tasks, count in ((xt, d.n * icb), (ct, d.n * per_image)):
         if count > 1:
             with b.if_else(par) as (threaded, serial):
                 with threaded:
