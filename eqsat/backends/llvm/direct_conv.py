@@ -56,7 +56,13 @@ from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.codegen_expr import I64, PTR
 from eqsat.backends.llvm.codegen_stmt import PARALLEL_FOR, FunctionEmitter, function, shared
 from eqsat.backends.llvm.emit import F32, Intrinsics, gep, i64, load_vec, loop, smin, splat, vec
-from eqsat.backends.llvm.tensorize import PARALLEL_FLOP, _alloc, _Ctx, _free, packed_globals
+from eqsat.backends.llvm.tensorize import (
+    PARALLEL_FLOP,
+    HelperCtx,
+    alloc_aligned,
+    free_aligned,
+    packed_globals,
+)
 from eqsat.lower.analysis import substitute
 from eqsat.lower.contraction import ACC
 from eqsat.lower.conv_direct import DirectConv
@@ -272,7 +278,7 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
     ann = dict(k.body.annotations).get(TILE_KEY) if isinstance(k.body, For) else None
     tw, ob = tile(d, caps, ann)
     sym = fn.name
-    cx = _Ctx(module, k, sizes, sym)
+    cx = HelperCtx(module, k, sizes, sym)
     hp, wp = d.padded_hw()
     icb, ocb = -(-d.ic // vw), -(-d.oc // vw)
     ocg = -(-ocb // ob)
@@ -315,7 +321,7 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
         # thread the full groups; groups stay outer, so a group's weights stay in cache
         b = em.b
         total = i64(d.n * ocg * nrb)
-        ows = _alloc(em, i64(rows * ob * d.ow * vw))
+        ows = alloc_aligned(em, i64(rows * ob * d.ow * vw))
         grab, run, done = (b.append_basic_block(x) for x in ("grab", "run", "done"))
         b.branch(grab)
         b.position_at_end(grab)
@@ -342,7 +348,7 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
             b.call(fe, common + [n, b.add(oh0, r), b.mul(g, i64(ob * vw)), orow])
         b.branch(grab)
         b.position_at_end(done)
-        _free(em, ows)
+        free_aligned(em, ows)
 
     xt = task_fn("xtasks", xtask)
     ct = task_fn("tasks", ctask)
@@ -350,7 +356,7 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
     return fn
 
 
-def _emit_driver(cx: _Ctx, fn, d: DirectConv, vw: int, st, fpack, xt, ct, per_image: int):
+def _emit_driver(cx: HelperCtx, fn, d: DirectConv, vw: int, st, fpack, xt, ct, per_image: int):
     k = cx.k
     for arg, p in zip(fn.args, k.params, strict=False):
         arg.name = p.name
@@ -363,12 +369,12 @@ def _emit_driver(cx: _Ctx, fn, d: DirectConv, vw: int, st, fpack, xt, ct, per_im
     gptr, gsrc = packed_globals(cx.module, cx.sym, "b")
     src = bufs[[p.name for p in k.params].index(d.w.name)]
     with b.if_then(b.icmp_unsigned("!=", b.load(gsrc, typ=PTR), src)):
-        _free(em, b.load(gptr, typ=PTR))
-        dst = _alloc(em, i64(ocb * icb * d.kh * d.kw * vw * vw))
+        free_aligned(em, b.load(gptr, typ=PTR))
+        dst = alloc_aligned(em, i64(ocb * icb * d.kh * d.kw * vw * vw))
         b.call(fpack, bufs + szs + [dst])
         b.store(dst, gptr)
         b.store(src, gsrc)
-    xws = _alloc(em, i64(d.n * icb * hp * wp * vw))
+    xws = alloc_aligned(em, i64(d.n * icb * hp * wp * vw))
     ctx = em.alloca(st)
     z = ir.Constant(ir.IntType(32), 0)
     for n, v in enumerate(bufs + szs + [xws, b.load(gptr, typ=PTR), i64(0)]):
@@ -386,6 +392,6 @@ def _emit_driver(cx: _Ctx, fn, d: DirectConv, vw: int, st, fpack, xt, ct, per_im
                     b.call(tasks, [ctx, i64(0), i64(count)])
         else:
             b.call(tasks, [ctx, i64(0), i64(count)])
-    _free(em, xws)
+    free_aligned(em, xws)
     em.finish()
 
