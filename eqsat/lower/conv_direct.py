@@ -47,12 +47,12 @@ def prefer_direct(d: DirectConv) -> bool:
 
     Measured (``benchmarks/conv_direct_bench.py --models squeezenet,vgg``, Conv + bias + Relu
     alone, GFLOP/s min of 15 interleaved rounds, AVX-512 host, 2 cores shared, loadavg 9-10;
-    direct / implicit GEMM at 1 thread, then 2 threads, which are noisier): 3×3 pad 1
-    64×56×56→64 1.14, 1.11; 128×28→128 1.10, 1.17; 256×14→256 1.35, 0.93; 512×7→512 1.07, 4.2;
-    64×64→64 1.18, 1.13; 64×32→128 1.12, 1.43; 128×32→128 1.24, 1.27; 128×16→256 1.08, 1.03;
-    256×16→256 1.11, 0.77; SqueezeNet's 3×3 expand convs 16×55→64 1.14, 1.19 and 32×27→128
-    1.03, 1.25. Not taken: 3 input channels (the stems: 13 of 16 block lanes are zero) 0.36-0.49;
-    1×1 convs (a plain GEMM, no window to reuse) 0.77-1.02."""
+    direct / implicit GEMM at 1 thread; the 2-thread figures are too noisy here to rank):
+    3×3 pad 1 64×56×56→64 1.13, 128×28→128 1.29, 256×14→256 1.31, 512×7→512 1.42,
+    64×64→64 1.11, 64×32→128 1.14, 128×32→128 1.13, 128×16→256 1.04, 256×16→256 1.08;
+    SqueezeNet's 3×3 expand convs 16×55→64 1.19 and 32×27→128 1.05. Not taken: 3 input
+    channels (the stems: 13 of 16 block lanes are zero) 0.29-0.36; 1×1 convs (a plain GEMM, no
+    window to reuse) 0.84-0.88."""
     return d.kh * d.kw > 1 and min(d.ic, d.oc) >= MIN_CHANNELS
 
 
