@@ -12,6 +12,12 @@ checked before it is offered), and which all compute the same result as the defa
   k-unroll, KC, MC (whole MR strips), the column block (rows of the innermost N axis, or a
   piece of a row in whole NR panels). The schedule is ``Tensorize(root, "gemm")`` plus
   ``Annotate(root, "gemm.plan", knobs)``; the default is ``Tensorize`` alone (``orient``).
+  A convolution the direct path accepts (:func:`eqsat.lower.conv_direct.match_direct_conv`)
+  has a second region, knob ``direct=1``: ``Tensorize(root, "nchwc")`` plus
+  ``Annotate(root, "dconv.tile", "tw=..,ob=..")`` (the register tile of
+  :mod:`eqsat.backends.llvm.direct_conv`); sampled a third of the time, and a mutation moves
+  between the regions now and then, so ``eqsat tune`` measures direct against implicit GEMM.
+  The default is whichever ``schedule_gemm.intrinsic`` picks.
 * **Element-wise, reduction, multi-stage** (:class:`LoopSpace`): the knobs the default schedule
   uses (:mod:`eqsat.lower.default_schedule`): its vectorization or none, for an element-wise
   kernel the innermost loop split by 1, 2 or 4 vectors with the inner part vectorized, and
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eqsat.backends.llvm.capabilities import Capabilities
+from eqsat.backends.llvm.direct_conv import TILE_KEY, max_accumulators, tile
 from eqsat.backends.llvm.plan_choice import (
     KNOBS,
     PLAN_KEY,
@@ -39,6 +46,7 @@ from eqsat.backends.llvm.plan_choice import (
 from eqsat.backends.llvm.tensorize_plan import padded_share, swapped
 from eqsat.lower.analysis import outer_nest
 from eqsat.lower.contraction import const_extent, match_contraction
+from eqsat.lower.conv_direct import match_direct_conv, prefer_direct
 from eqsat.lower.default_schedule import classify, parallel_plan, schedule_kernel, vector_plan
 from eqsat.lower.loops import For, Kernel
 from eqsat.lower.schedule import (
@@ -96,6 +104,11 @@ class GemmSpace:
         d = knobs_of(self.c, caps)
         self.default = Candidate(tuple((k, d[k]) for k in KNOBS), (Tensorize(self.root, "gemm"),),
                                  True)  # fmt: skip
+        self.direct = match_direct_conv(self.c)
+        if self.direct is not None and prefer_direct(self.direct):
+            tw, ob = tile(self.direct, caps)
+            self.default = Candidate((("direct", 1), ("tw", tw), ("ob", ob)),
+                                     (Tensorize(self.root, "nchwc"),), True)
         self.work = 2.0 * self._size(self.c.m) * self._size(self.c.n) * self._size(self.c.k) \
             * self._size(self.c.batch)
 
@@ -108,6 +121,8 @@ class GemmSpace:
 
     def candidate(self, knobs: dict[str, int]) -> Candidate | None:
         """The candidate of ``knobs``, None when they make no valid plan."""
+        if knobs.get("direct"):
+            return self._direct(knobs.get("tw", 0), knobs.get("ob", 0))
         try:
             plan_from(self.c, self.caps, knobs)
         except ValueError:
@@ -115,8 +130,29 @@ class GemmSpace:
         sched = (Tensorize(self.root, "gemm"), Annotate(self.root, PLAN_KEY, encode(knobs)))
         return Candidate(tuple((k, knobs[k]) for k in KNOBS), sched)
 
+    def _direct(self, tw: int, ob: int) -> Candidate | None:
+        """The direct convolution with a ``tw × ob`` register tile (None: not a direct conv, or
+        the tile does not fit the registers or the conv)."""
+        d = self.direct
+        if d is None or not (1 <= tw <= d.ow and 1 <= ob <= -(-d.oc // self.caps.vector_width)):
+            return None
+        spec = f"tw={tw},ob={ob}"
+        try:
+            tile(d, self.caps, spec)
+        except ValueError:
+            return None
+        sched = (Tensorize(self.root, "nchwc"), Annotate(self.root, TILE_KEY, spec))
+        return Candidate((("direct", 1), ("tw", tw), ("ob", ob)), sched)
+
+    def _sample_direct(self, rng: random.Random) -> Candidate | None:
+        ob = rng.randint(1, min(4, -(-self.direct.oc // self.caps.vector_width)))
+        most = max_accumulators(self.caps) // ob
+        return self._direct(rng.randint(1, min(self.direct.ow, most)), ob)
+
     def sample(self, rng: random.Random) -> Candidate | None:
         """A random valid candidate (None when ``TRIES`` draws found none)."""
+        if self.direct is not None and rng.random() < 1 / 3:
+            return self._sample_direct(rng)
         tiles = list(self.caps.gemm_tiles())
         for _ in range(TRIES):
             swap = rng.choice((0, 1)) if self.c.m else 0
@@ -139,7 +175,18 @@ class GemmSpace:
         return None
 
     def mutate(self, cand: Candidate, rng: random.Random) -> Candidate | None:
-        """``cand`` with one or two knobs moved to a neighbouring value."""
+        """``cand`` with one or two knobs moved to a neighbouring value (a direct conv's tile, or
+        now and then the other region: direct ↔ implicit GEMM)."""
+        if self.direct is not None and rng.random() < 0.15:
+            return self.sample(rng)
+        if dict(cand.knobs).get("direct"):
+            for _ in range(TRIES):
+                k = dict(cand.knobs)
+                k[rng.choice(("tw", "ob"))] += rng.choice((-2, -1, 1, 2))
+                new = self._direct(k["tw"], k["ob"])
+                if new is not None and new.key != cand.key:
+                    return new
+            return None
         for _ in range(TRIES):
             knobs = dict(cand.knobs)
             for _ in range(rng.choice((1, 1, 2))):
@@ -172,6 +219,8 @@ class GemmSpace:
         """Knob values and what they imply: padded share, the A / B / C working sets per task
         (log2 bytes, against the caches), tasks per thread."""
         knobs = dict(cand.knobs)
+        if knobs.get("direct"):
+            return self._direct_features(knobs["tw"], knobs["ob"])
         oc, plan = plan_from(self.c, self.caps, knobs)
         share = padded_share(oc, plan) or 1.0
         m = const_extent(oc.m) or 1
@@ -184,7 +233,24 @@ class GemmSpace:
             knobs["swap"], plan.mr, plan.nr / plan.vw, plan.unroll, np.log2(kc), np.log2(plan.mc),
             plan.rows_mode, np.log2(plan.ncpad), share, np.log2(plan.mc * kc * 4),
             np.log2(kc * plan.ncpad * 4), np.log2(plan.mc * plan.ncpad * 4),
-            tasks / self.threads, float(tasks % self.threads == 0),
+            tasks / self.threads, float(tasks % self.threads == 0), 0.0,
+        ], dtype=float)  # fmt: skip
+
+    def _direct_features(self, tw: int, ob: int) -> np.ndarray:
+        """A direct conv's candidate in the same 15 places: the tile (as MR, NR vectors), the
+        share of real work (channel blocks and column tiles padded), the per-task working sets
+        (weights of OB blocks, the input rows, the row workspace), tasks per thread, and 1 in
+        the last place (the region)."""
+        d, vw = self.direct, self.caps.vector_width
+        icb, ocb = -(-d.ic // vw), -(-d.oc // vw)
+        share = d.ic * d.oc * d.ow / (icb * vw * -(-ocb // ob) * ob * vw * -(-d.ow // tw) * tw)
+        wbytes = ob * icb * d.kh * d.kw * vw * vw * 4
+        xbytes = icb * d.kh * d.padded_hw()[1] * vw * 4
+        tasks = d.n * -(-ocb // ob) * d.oh
+        return np.array([
+            0, tw, ob, 1, np.log2(icb * vw * d.kh * d.kw), 0, 1, np.log2(tw * vw), share,
+            np.log2(xbytes), np.log2(wbytes), np.log2(ob * d.ow * vw * 4),
+            tasks / self.threads, float(tasks % self.threads == 0), 1.0,
         ], dtype=float)  # fmt: skip
 
 
@@ -248,10 +314,18 @@ class LoopSpace:
 
 def valid(kernel: Kernel, schedule: Schedule) -> Kernel:
     """``kernel`` with ``schedule`` replayed; ScheduleError / ValueError (PlanError) when it does
-    not replay, or its GEMM plan does not fit this kernel on this host (a log from another
-    version of eqsat)."""
+    not replay, or its GEMM plan or direct-conv tile does not fit this kernel on this host (a
+    log from another version of eqsat)."""
     k = apply(kernel, schedule)
-    text = dict(k.body.annotations).get(PLAN_KEY) if isinstance(k.body, For) else None
+    notes = dict(k.body.annotations) if isinstance(k.body, For) else {}
+    if notes.get("tensorize") == "nchwc":
+        c = match_contraction(kernel)
+        d = None if c is None else match_direct_conv(c)
+        if d is None:
+            raise ScheduleError(f"kernel {kernel.name}: tensorize=nchwc, but not a direct conv")
+        if TILE_KEY in notes:
+            tile(d, Capabilities.host(), notes[TILE_KEY])
+    text = notes.get(PLAN_KEY)
     if text is not None:
         c = match_contraction(kernel)
         if c is None:

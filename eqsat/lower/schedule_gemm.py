@@ -2,7 +2,8 @@
 
 Consumes a LoopProgram (as :func:`eqsat.lower.lower.lower` produces it, or already scheduled);
 produces the same program with ``Tensorize(<root loop>, "gemm")`` applied (the primitive of
-:mod:`eqsat.lower.schedule`) to every kernel that :func:`eqsat.lower.contraction.
+:mod:`eqsat.lower.schedule`; ``"nchwc"`` instead for a convolution the direct blocked-channel
+path runs faster, :func:`intrinsic`) to every kernel that :func:`eqsat.lower.contraction.
 match_contraction` recognizes and that is worth it: :func:`worth_gemm`. The LLVM backend
 honours the annotation (:mod:`eqsat.backends.llvm.tensorize`); a kernel without it compiles as
 plain loops, and the interpreter ignores it (so the scheduled program still equals the oracle).
@@ -20,6 +21,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from eqsat.lower.contraction import Contraction, const_extent, match_contraction
+from eqsat.lower.conv_direct import match_direct_conv, prefer_direct
 from eqsat.lower.loops import For, LoopProgram
 from eqsat.lower.schedule import Schedule, Tensorize, apply
 
@@ -37,6 +39,13 @@ def worth_gemm(c: Contraction, min_macs: int = MIN_MACS) -> bool:
     return n >= 8 and k >= 4 and m * n * k * nb >= min_macs
 
 
+def intrinsic(c: Contraction) -> str:
+    """``nchwc`` (the direct convolution in blocked channels) where ``conv_direct.prefer_direct``
+    measured it faster, else ``gemm``."""
+    d = match_direct_conv(c)
+    return "nchwc" if d is not None and prefer_direct(d) else "gemm"
+
+
 def tensorize_contractions(
     program: LoopProgram, min_macs: int = MIN_MACS, chosen: Mapping[str, Schedule] | None = None
 ) -> LoopProgram:
@@ -50,6 +59,6 @@ def tensorize_contractions(
         if chosen and k.name in chosen and c is not None:
             k = apply(k, chosen[k.name])
         elif c is not None and isinstance(k.body, For) and worth_gemm(c, min_macs):
-            k = apply(k, (Tensorize(k.body.var, "gemm"),))
+            k = apply(k, (Tensorize(k.body.var, intrinsic(c)),))
         kernels.append(k)
     return dataclasses.replace(program, kernels=tuple(kernels))

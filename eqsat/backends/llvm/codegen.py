@@ -119,6 +119,15 @@ def _emit_kernel(module: ir.Module, k: Kernel) -> ir.Function:
         if c is None:
             raise ValueError(f"kernel {k.name}: tensorize=gemm, but it is not a contraction")
         return emit_tensorized(module, fn, k, c, sizes)
+    if tensorized(k) == "nchwc":  # a direct convolution in blocked channels (direct_conv.py)
+        from eqsat.backends.llvm.direct_conv import emit_direct_conv
+        from eqsat.lower.conv_direct import match_direct_conv
+
+        c = match_contraction(k)
+        d = None if c is None else match_direct_conv(c)
+        if d is None:
+            raise ValueError(f"kernel {k.name}: tensorize=nchwc, but it is not a direct conv")
+        return emit_direct_conv(module, fn, k, d, sizes)
     if tensorized(k) == "igemm":  # an int8 GEMM on the VNNI micro-kernel (schedule_int8)
         from eqsat.backends.llvm.vnni_kernel import emit_int8_kernel
 

@@ -324,6 +324,10 @@ def _gep(b: ir.IRBuilder, p, off):
     return b.gep(p, [off], source_etype=ir.FloatType())
 
 
+# what the direct convolution's emitter (direct_conv.py) shares with this one, by public names
+HelperCtx, alloc_aligned, free_aligned = _Ctx, _alloc, _free
+
+
 def packed_globals(module: ir.Module, sym: str, side: str):
     """The two internal globals of an operand packed once: the packed copy and the address it
     was packed from (``{sym}.pk.{side}`` and ``.src``), both null at load time."""

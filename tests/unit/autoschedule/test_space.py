@@ -78,3 +78,35 @@ def test_boosted_trees_learn_a_threshold():
     want = 2.0 * (test[:, 0] > 5) + 0.5 * (test[:, 2] > 2)
     assert np.corrcoef(model.predict(test), want)[0, 1] > 0.9
     assert np.argsort(model.predict(test))[0] in np.flatnonzero(want == want.min())
+
+
+def test_gemm_space_offers_the_direct_conv(kernels):
+    """The conv's space has the direct blocked-channel region (``direct=1``, a register tile):
+    its candidates compute what the kernel computes, mutate within the registers, have the
+    GEMM candidates' feature length, and ``valid`` refuses a tile that does not fit."""
+    from eqsat.autoschedule.space import valid
+    from eqsat.lower.schedule import Annotate, Tensorize
+    from eqsat.lower.transform import ScheduleError
+
+    caps, rng = Capabilities.host(), random.Random(1)
+    k = kernels[0]
+    space = space_for(k, caps, 1)
+    assert space.direct is not None
+    direct = [c for c in (space.sample(rng) for _ in range(30))
+              if c is not None and dict(c.knobs).get("direct")]
+    assert len({c.key for c in direct}) > 2
+    program = standalone(k)
+    ref = interpret(program, feeds_for(program))
+    for c in direct[:2] + [space.mutate(direct[0], random.Random(5))]:
+        if c is None:
+            continue
+        assert len(space.features(c)) == len(space.features(space.default))
+        got = run_once(k, c.schedule, 1)
+        for name, want in ref.items():
+            np.testing.assert_allclose(got[name], want, rtol=1e-4, atol=1e-4)
+    assert space.candidate({"direct": 1, "tw": 10, "ob": 3}) is None  # 30 accumulators
+    root = k.body.var
+    with pytest.raises(ValueError):
+        valid(k, (Tensorize(root, "nchwc"), Annotate(root, "dconv.tile", "tw=9,ob=4")))
+    with pytest.raises(ScheduleError):
+        valid(kernels[1], (Tensorize(kernels[1].body.var, "nchwc"),))
