@@ -60,18 +60,6 @@ from eqsat.lower.loops import (
 )
 
 KC = 256
-# The depth of a slice when B is a weight packed once (a MatMul / Gemm by a constant): K in the
-# fewest slices of at most KC_WEIGHT, all of one depth (:func:`_depth`). Why: each slice stores
-# and reloads every C tile, and a K that is not a multiple of 256 ends in a short slice paying
-# the same per-call costs for less work. With this tile the B panel streams from L2 either way
-# (256 × 48 floats is already the whole 48 KiB L1d; 128-deep slices, which fit it, measured no
-# faster). Measured on SwiGLU's GEMMs, 1 thread, CPU time, min of 20, three processes, loadavg
-# 6.5-6.8 (noisy): 64 x 1376 x 512 + residual 0.689 / 0.693 / 0.648 ms at KC 256 (slices
-# 5 x 256 + 96) against 0.612 / 0.644 / 0.586 at 464 (3 slices), 0.624 / 0.640 / 0.617 at 344,
-# 0.678 / 0.696 / 0.616 at 232 (6 balanced slices: the count matters, not the balance);
-# 64 x 512 x 2752 at 512 (one slice) 1.15-1.23 ms against 1.30-1.33 at 256 in four runs.
-# Contractions whose B is packed per call (convolutions' im2col) keep KC: not measured.
-KC_WEIGHT = 512
 SWAP_BELOW = 0.8  # orient(): exchange the operands when less of the tile's work is real
 SWAP_GAIN = 1.05  # ... and the exchange makes this much more of it real
 SWAP_MIN_N = 128  # ... and M, the exchanged N, shares the (element-wise) A packing this widely
@@ -161,10 +149,9 @@ def _plan_for(c: Contraction, caps: Capabilities, mr: int, nr: int) -> Plan:
     if n is not None and n <= vw:
         nr = vw
     mc = mr * max(1, 192 // mr)
-    pa, pb = _prepackable(c, "a"), _prepackable(c, "b")
-    kc = _depth(k) if pb else KC
     if mh is not None:
         mc = min(mc, _round(mh, mr))
+    pa, pb = _prepackable(c, "a"), _prepackable(c, "b")
     big = mh is not None and (2 * mh * (n or 1) * (k or 1) >= SPLIT_FLOP
                              or _packed_bytes(c, pa, pb) >= SPLIT_BYTES)
     nc_max = NC_MAX
@@ -177,24 +164,15 @@ def _plan_for(c: Contraction, caps: Capabilities, mr: int, nr: int) -> Plan:
             mc, rows = _split(mh, mr, mc, no, min(rows, no), big, pb, w, 2 * nr)
             parts = _row_parts(-(-mh // mc) * -(-no // rows), w, nr) if big else 1
             if parts > 1:  # too few blocks of whole rows for the threads: pieces of rows
-                return Plan(mr, nr, vw, unroll, kc, mc, False, _round(-(-w // parts), nr), 1,
+                return Plan(mr, nr, vw, unroll, KC, mc, False, _round(-(-w // parts), nr), 1,
                             pa, pb)
         elif no is not None:
             rows = min(rows, no)
-        return Plan(mr, nr, vw, unroll, kc, mc, True, rows * w, rows, pa, pb)
+        return Plan(mr, nr, vw, unroll, KC, mc, True, rows * w, rows, pa, pb)
     if w is not None and mh is not None:  # balanced pieces of a row (the last one not tiny)
         nc_max = _round(-(-w // -(-w // nc_max)), nr)
         mc = _split(mh, mr, mc, 1, 1, False)[0]
-    return Plan(mr, nr, vw, unroll, kc, mc, False, nc_max, 1, pa, pb)
-
-
-def _depth(k: int | None) -> int:
-    """The slice depth for a B packed once: ``k`` in the fewest slices of at most
-    ``KC_WEIGHT``, of equal depth rounded up to 16 (``KC`` when ``k`` is not a constant)."""
-    if k is None:
-        return KC
-    slices = -(-k // KC_WEIGHT)
-    return min(KC_WEIGHT, _round(-(-k // slices), 16))
+    return Plan(mr, nr, vw, unroll, KC, mc, False, nc_max, 1, pa, pb)
 
 
 def _hint_extent(axes) -> int | None:

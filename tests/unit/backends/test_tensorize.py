@@ -12,8 +12,6 @@ from eqsat import pipeline
 from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.runtime import compile as llvm_compile
 from eqsat.backends.llvm.tensorize_plan import (
-    KC,
-    KC_WEIGHT,
     SPLIT_BYTES,
     TASK_MULTIPLE,
     _split,
@@ -101,19 +99,6 @@ def test_edge_vectors_are_the_blocks_partial_panels(hw, co):
 def test_parallel_blocks_and_k_slices():
     # 2·M·N·K ≥ the parallel threshold, K > KC (two slices), M > MC, N > one column block
     _check(*matmul(200, 300, 520, epilogue="bias_relu"), threads=2)
-
-
-@pytest.mark.parametrize("k, slices", [(300, 1), (512, 1), (520, 2), (1376, 3)])
-def test_weight_k_in_equal_slices(k, slices):
-    """B a weight packed once: K in the fewest slices of at most KC_WEIGHT, all of one depth
-    (no short last slice); the GEMM is still exact. B packed per call keeps KC."""
-    p, weights = matmul(20, 40, k, epilogue="bias")
-    plan = choose_plan(_contraction(p), Capabilities.host())
-    assert plan.kc <= KC_WEIGHT and -(-k // plan.kc) == slices
-    assert k - (slices - 1) * plan.kc > plan.kc - 16 * slices  # the last one is not short
-    _check(p, weights)
-    per_call, _ = matmul(20, 40, k, weight=False)
-    assert choose_plan(_contraction(per_call), Capabilities.host()).kc == KC
 
 
 def test_prefetch_only_for_weights_packed_once():
