@@ -45,14 +45,16 @@ from eqsat.backends.llvm.emit import (
 
 # With ``prefetch_b``, each k step of the main loop prefetches the packed B lines this many k
 # steps ahead (``llvm.prefetch``, read, to L1): a weight packed once (``Plan.prepack_b``) is
-# read from L3 or memory by the first strip of every panel (M = 64 rows reuse a 2.8 MB weight
-# panel only 8 times), and the hardware prefetchers leave those loads exposed; in the later
-# strips the lines are in L1/L2 and the prefetch costs a load slot. Measured, whole models,
-# 1 thread, CPU time, min of 40-80 calls, interleaved in one process, loadavg 6-8, without /
-# with (8, 16, 24, 32 ahead: 16 best, 8 and 32 within 2 %): SwiGLU 5.72 -> 4.99, 5.61 -> 5.04
-# ms (onnxruntime 4.99, 4.95), with the e-graph 6.24 -> 5.32 (5.21); BERT 4.62 -> 4.50;
-# NasRNN 9.36 -> 7.66. For B packed per call (an im2col, just written, in L2) prefetching
-# everywhere measured VGG 12.30 -> 12.73 and Inception 9.77 -> 10.07: not there.
+# read from L3 or memory by the first strip of every panel (SwiGLU's 64 rows reuse each panel
+# of a 2.8 MB weight only 8 times), and the hardware prefetchers leave those loads exposed; in
+# the later strips the lines are in L1/L2 and the prefetch costs a load slot. Measured on whole
+# models, 1 thread, calling-thread CPU time, min of 60 calls, interleaved in one process,
+# loadavg 6-11, each variant compiled first and second in turn (the first model compiled in a
+# process runs 10-20 % slower): SwiGLU without / with 5.52 / 5.09 and 5.97 / 5.22 ms
+# (onnxruntime 5.03, 5.04); 8, 24 and 32 ahead within 2 % of 16. BERT 4.31 / 4.17-4.27; the
+# GEMVs of NasRNN (7.17 / 7.11-7.63) and of VGG's classifier (10.89 / 10.92, 10.10 / 9.81):
+# no change. B packed per call (an im2col) was just written by this thread and is in L2: not
+# prefetched.
 B_PREFETCH_K = 16
 CACHE_LINE_FLOATS = 16
 
