@@ -93,6 +93,10 @@ class Intrinsics:
         v = vec(width)
         return self._get(f"llvm.fma.v{width}f32", v, [v, v, v])
 
+    def prefetch(self) -> ir.Function:
+        """``llvm.prefetch.p0(ptr, rw, locality, cache)``: a hint; it never faults."""
+        return self._get("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+
     def masked_load(self, width: int) -> ir.Function:
         v = vec(width)
         m = ir.VectorType(I1, width)

@@ -70,7 +70,7 @@ from eqsat.backends.llvm.emit import (
     splat,
     vec,
 )
-from eqsat.backends.llvm.microkernel import Epilogue, emit_microkernel
+from eqsat.backends.llvm.microkernel import B_PREFETCH_K, Epilogue, emit_microkernel
 from eqsat.backends.llvm.pack import emit_pack_b, pack_panels
 from eqsat.backends.llvm.pack_window import emit_window_pack
 from eqsat.backends.llvm.plan_choice import chosen_plan
@@ -153,23 +153,25 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
     fe = cx.helper("epi", ["tz.b", "tz.ic", "tz.mc", "tz.o0", "tz.nrows", "tz.w0", "tz.nw"],
                    [wc], epilogue(c, plan, wc))
     fused = fused_epilogue(c)
+    pf = plan.prepack_b and B_PREFETCH_K > 0  # a weight streamed from L3 / memory per call
     if fused is not None and fused.value != ACC:  # the epilogue in the final store, shared by the
         # kernels whose epilogues have the same form (the operands come as pointer arguments)
         kinds = sorted([(n, "row", s) for n, _, _, s in fused.rows]
                        + [(n, "col", 0) for n, _, _ in fused.cols]
                        + [(n, "like", 0) for n, _, _, _ in fused.likes])
-        form = (plan.mr, plan.nr, plan.vw, plan.unroll, str(fused.value), kinds)
+        form = (plan.mr, plan.nr, plan.vw, plan.unroll, str(fused.value), kinds, pf)
         mname = "eqsat.micro.fused." + hashlib.sha1(repr(form).encode()).hexdigest()[:12]
         epi = _fused_epilogue(fused, plan.vw)
     else:
         mname = f"eqsat.micro.{plan.mr}x{plan.nr}x{plan.vw}" + (f"u{plan.unroll}" if logged else "")
+        mname += ".pf" if pf else ""
         epi = Epilogue()
     full = plan.nr // plan.vw  # the tile's vectors; narrower kernels for the edge panels
     edges = edge_vectors(c, plan)
     widths = sorted((set(range(1, full)) if edges is None else edges - {full}) | {full})
     micros = [(nv, module.globals.get(f"{mname}.{nv}") or emit_microkernel(
         module, plan.mr, nv * plan.vw, plan.vw, plan.unroll, epi, name=f"{mname}.{nv}",
-        ldb=plan.nr)) for nv in widths]
+        ldb=plan.nr, prefetch_b=pf)) for nv in widths]
     tasks = _emit_tasks(cx, c, plan, fa, fb, fe, micros, fused)
     _emit_driver(cx, fn, c, plan, fa, fb, tasks, need_c=fused is None)
     return fn

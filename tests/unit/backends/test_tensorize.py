@@ -101,6 +101,15 @@ def test_parallel_blocks_and_k_slices():
     _check(*matmul(200, 300, 520, epilogue="bias_relu"), threads=2)
 
 
+def test_prefetch_only_for_weights_packed_once():
+    """The micro-kernel prefetches B ahead where B is a weight packed once (streamed from L3
+    or memory every call), not where B is packed per call (in L2); both stay exact."""
+    with_weight = _check(*matmul(20, 40, 300, epilogue="bias"))
+    assert "llvm.prefetch" in with_weight.ir
+    per_call = _check(*matmul(20, 40, 300, weight=False))
+    assert "llvm.prefetch" not in per_call.ir
+
+
 @pytest.mark.parametrize("m, mc, no, rows, w, tasks", [
     (64, 72, 56, 9, 56, 8), (128, 132, 28, 16, 28, 4), (256, 192, 14, 14, 14, 4),
     (512, 192, 7, 7, 7, 4), (100, 108, 3, 1, 100, 3)])  # the ResNet 3x3 convs; no even 4
