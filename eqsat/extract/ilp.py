@@ -137,7 +137,7 @@ def ilp_dag(
     start = time.perf_counter()
     roots = list(dict.fromkeys(roots))
     upper = incumbent.cost if incumbent is not None else None
-    m = _shrink(eg, roots, cost, upper)
+    m = shrink(eg, roots, cost, upper)
     if all(len(ns) == 1 for ns in m.cands.values()):
         forced = _forced(m, roots, incumbent, start)
         if forced is not None:
@@ -396,9 +396,12 @@ def _pad(a: csr_array, ncols: int) -> csr_array:
     return csr_array((a.data, a.indices, a.indptr), shape=(a.shape[0], ncols))
 
 
-def _shrink(
+def shrink(
     eg: SerializedEGraph, roots: list[str], cost: Callable[[str], float], upper: float | None
 ) -> _Model:
+    """The shrunk model (module doc): the classes and candidate nodes a plan costing no more
+    than ``upper`` (None: any plan) may use, keeping an optimal one. Also the candidates of
+    :mod:`.local`'s search. Raises ``ExtractionError`` when a root has no acyclic term."""
     classes = reachable(eg, roots)
     counts = {"classes_unreachable": len(set(eg.classes) - set(classes)), "nodes_excluded": 0}
     kids: dict[str, tuple[str, ...]] = {}

@@ -1,0 +1,68 @@
+"""The local search after greedy_dag: it takes a merge that greedy cannot (every user of a
+shared class switching at once), and on random e-graphs with cycles its plan covers the roots,
+is acyclic, costs what it says and never more than greedy's."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+
+from eqsat.extract.greedy import ExtractionError, greedy_dag
+from eqsat.extract.local import local_search
+from tests.unit.extract.test_ilp import (
+    SHARED,
+    SHARED_COSTS,
+    _brute_force,
+    _check_plan,
+    _eg,
+    egraphs,
+)
+
+# three users of a merge M (9): each pays 5 privately or 1 + 9 through M alone, so greedy pays
+# 15 and no single user gains by switching; all three through M pay 3 + 9 = 12
+MERGE = {
+    "R1": [("p1", ()), ("s1", ("M",))],
+    "R2": [("p2", ()), ("s2", ("M",))],
+    "R3": [("p3", ()), ("s3", ("M",))],
+    "M": [("m", ("X",))],
+    "X": [("x", ())],
+}
+MERGE_COSTS = {"R10": 5.0, "R11": 1.0, "R20": 5.0, "R21": 1.0, "R30": 5.0, "R31": 1.0}
+MERGE_COSTS.update({"M0": 9.0, "X0": 0.0})
+
+
+@pytest.mark.parametrize(
+    ("classes", "costs", "roots", "greedy_cost", "best"),
+    [
+        (SHARED, SHARED_COSTS, ["R1", "R2"], 20.0, 17.0),
+        (MERGE, MERGE_COSTS, ["R1", "R2", "R3"], 15.0, 12.0),
+    ],
+)
+def test_local_search_takes_the_merge_greedy_cannot(classes, costs, roots, greedy_cost, best):
+    eg, cost = _eg(classes), costs.__getitem__
+    greedy = greedy_dag(eg, roots, cost)
+    assert greedy.cost == greedy_cost
+    got = local_search(eg, roots, cost, greedy)
+    assert got.choice.cost == best and got.start_cost == greedy_cost and got.moves >= 1
+    _check_plan(eg, roots, got.choice, cost)
+
+
+def test_no_rounds_keeps_the_start():
+    eg, roots, cost = _eg(SHARED), ["R1", "R2"], SHARED_COSTS.__getitem__
+    greedy = greedy_dag(eg, roots, cost)
+    got = local_search(eg, roots, cost, greedy, max_rounds=0)
+    assert got.choice.cost == greedy.cost and got.tries == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(egraphs())
+def test_local_search_is_acyclic_and_never_worse_than_greedy(case):
+    eg, roots, costs = case
+    try:
+        greedy = greedy_dag(eg, roots, costs.__getitem__)
+    except ExtractionError:
+        return
+    got = local_search(eg, roots, costs.__getitem__, greedy)
+    _check_plan(eg, roots, got.choice, costs.__getitem__)
+    assert got.choice.cost <= greedy.cost + 1e-9
+    assert got.choice.cost >= _brute_force(eg, roots, costs) - 1e-9
