@@ -71,7 +71,8 @@ def local_search(
     t0 = time.perf_counter()
     deadline = math.inf if time_limit is None else t0 + time_limit
     roots = list(dict.fromkeys(roots))
-    m = shrink(eg, roots, cost, start.cost)
+    m = shrink(eg, roots, cost, None)  # all candidates: bounding by the start costs more (BERT:
+    # +0.7 s to shrink at load 10) than the 12,000 more candidates cost the search (+0.3 s)
     s = _State(eg, m, roots, start)
     rounds = 0
     while rounds < max_rounds and time.perf_counter() < deadline:
