@@ -66,3 +66,20 @@ def test_local_search_is_acyclic_and_never_worse_than_greedy(case):
     _check_plan(eg, roots, got.choice, costs.__getitem__)
     assert got.choice.cost <= greedy.cost + 1e-9
     assert got.choice.cost >= _brute_force(eg, roots, costs) - 1e-9
+
+
+def test_nasrnn_gates_merge_with_the_local_search_alone():
+    # test_merge's end-to-end case under the default cost model, the ILP left out: the search
+    # alone takes the eight gates' merged MatMuls that greedy cannot
+    from collections import Counter
+
+    from eqsat import pipeline
+    from eqsat.examples import build_example
+
+    m = build_example("nasrnn", "small")
+    result = pipeline.optimize(m, pipeline.Options(extractor="local"))
+    summary = result.egraph["extraction"]
+    assert summary["extractor"] == "local" and summary["local"]["moves"] >= 1
+    assert summary["cost"] < summary["local"]["start_cost"]
+    after = Counter(n.op_type for n in result.model.graph.node)
+    assert after["MatMul"] <= 4 and result.verdict.ok
