@@ -30,7 +30,9 @@ Moves, in rounds until a round improves nothing (or ``max_rounds``/``time_limit`
 * shared child: for each class ``M``, every active class with a node that has ``M`` as a child
   takes its cheapest such node at once, then members are put back one at a time while that
   lowers the cost; kept if the whole is cheaper. This is the merge that one-class moves cannot
-  reach (each split alone is dearer).
+  reach (each split alone is dearer);
+* unshared child: for each active class ``M``, every active class whose node has ``M`` as a
+  child takes its best node without it, members put back the same way: the reverse of a merge.
 """
 
 from __future__ import annotations
@@ -78,8 +80,10 @@ def local_search(
     while rounds < max_rounds and time.perf_counter() < deadline:
         rounds += 1
         before = s.total
+        s.repick()
         s.single_moves(deadline)
         s.shared_moves(deadline)
+        s.unshared_moves(deadline)
         if s.total >= before - EPS:
             break
     choice = s.choice()
@@ -101,6 +105,10 @@ class _State:
         self.owner = [ci[m.eclass[n]] for n in self.nodes]
         self.cands = [[ni[n] for n in m.cands[c]] for c in self.cls]
         self.roots = [ci[r] for r in roots]
+        self.users: list[list[int]] = [[] for _ in self.cls]
+        for n, ks in enumerate(self.kids):
+            for d in ks:
+                self.users[d].append(n)
         self.pick = self._tree_pick()
         for c, n in start.choice.items():  # a node shrinking dropped: its cheapest dominator
             if n in ni:
@@ -111,10 +119,6 @@ class _State:
                     (k for k in self.cands[ci[c]] if set(self.kids[k]) <= have),
                     key=self.cost.__getitem__,
                 )
-        self.users: list[list[int]] = [[] for _ in self.cls]
-        for n, ks in enumerate(self.kids):
-            for d in ks:
-                self.users[d].append(n)
         self.ref = [0] * len(self.cls)
         self.total = 0.0
         self.kept = self.tries = 0
@@ -124,28 +128,36 @@ class _State:
         self.total = self._gain
         self._rerank()
 
-    def _tree_pick(self) -> list[int]:
-        """Each class's cheapest tree (Knuth's Dijkstra over sums): an acyclic assignment."""
+    def _tree_pick(self, active: list[int] | None = None) -> list[int]:
+        """Each class's cheapest tree (Knuth's Dijkstra over sums): an acyclic assignment.
+        With ``active`` (classes), those keep their node and count as free: the others take
+        their cheapest addition to the active plan (a tree over what is not there yet)."""
         least = [math.inf] * len(self.cls)
         pick = [-1] * len(self.cls)
         pending = [len(k) for k in self.kids]
-        parents: list[list[int]] = [[] for _ in self.cls]
-        for n, ks in enumerate(self.kids):
-            for d in ks:
-                parents[d].append(n)
         heap = [(self.cost[n], n) for n, ks in enumerate(self.kids) if not ks]
         heapq.heapify(heap)
-        while heap:
-            v, n = heapq.heappop(heap)
-            c = self.owner[n]
-            if pick[c] >= 0:
-                continue
+
+        def final(c: int, n: int, v: float) -> None:
             pick[c], least[c] = n, v
-            for p in parents[c]:
+            for p in self.users[c]:
                 pending[p] -= 1
                 if pending[p] == 0 and pick[self.owner[p]] < 0:
                     heapq.heappush(heap, (self.cost[p] + sum(least[d] for d in self.kids[p]), p))
+
+        for c in active or ():
+            final(c, self.pick[c], 0.0)
+        while heap:
+            v, n = heapq.heappop(heap)
+            if pick[self.owner[n]] < 0:
+                final(self.owner[n], n, v)
         return pick
+
+    def repick(self) -> None:
+        """Give the inactive classes their cheapest addition to the plan as it now stands, so
+        that a move pulling them in reuses what the plan computes (the start's picks are trees
+        apart from any plan)."""
+        self.pick = self._tree_pick(self.order)
 
     def _join(self, classes: Iterable[int], dr: dict[int, int]) -> None:
         """Count one more reference to each of ``classes`` in ``dr``; those that join add
@@ -246,6 +258,8 @@ class _State:
                     self.kept += 1
 
     def shared_moves(self, deadline: float) -> None:
+        """Every active class with a node that has ``shared`` as a child takes its cheapest
+        such node, for each class ``shared`` (the merge)."""
         for shared in range(len(self.cls)):
             if time.perf_counter() > deadline:
                 return
@@ -255,31 +269,62 @@ class _State:
                 if self.ref[c] > 0 and self.pick[c] != n:
                     if c not in group or self.cost[n] < self.cost[group[c]]:
                         group[c] = n
-            if len(group) < 2:
-                continue  # one member is a single-class move
-            before = self.total
-            snapshot = self.pick[:], self.ref[:], self.rank, self.order
-            saved = {}
-            for c, n in group.items():
-                if self.ref[c] == 0:
-                    continue  # left when an earlier member changed
-                change = self.delta(c, n)
-                if change is not None:
-                    saved[c] = snapshot[0][c]
-                    self.apply(c, n, change)
-            improved = True
-            while improved and len(saved) > 1:  # put members back while that helps
-                improved = False
-                for c in list(saved):
-                    change = self.delta(c, saved[c]) if self.ref[c] > 0 else None
-                    if change is not None and change[0] < -EPS:
-                        self.apply(c, saved.pop(c), change)
-                        improved = True
-            if self.total < before - EPS:
-                self.kept += 1
+            if len(group) > 1:  # one member is a single-class move
+                self._group(group, lambda c, group=group: self._change(c, [group[c]]))
+
+    def unshared_moves(self, deadline: float) -> None:
+        """Every active class whose node has active ``shared`` as a child takes its best node
+        without it, for each class ``shared``: the reverse of a merge, which frees ``shared``
+        only once all its users leave (NAS-RNN under the compiler's costs: the activations of
+        the merged gates' sum, sliced, against each gate's activation of its own slices)."""
+        for shared in range(len(self.cls)):
+            if self.ref[shared] == 0:
                 continue
-            self.pick, self.ref, self.rank, self.order = snapshot
-            self.total = before
+            if time.perf_counter() > deadline:
+                return
+            group = {self.owner[n]: n for n in self.users[shared] if self.pick[self.owner[n]] == n}
+            group = {c: n for c, n in group.items() if self.ref[c] > 0}
+            if len(group) > 1:
+                self._group(group, lambda c, d=shared: self._change(c, self._without(c, d)))
+
+    def _without(self, c: int, shared: int) -> list[int]:
+        return [n for n in self.cands[c] if shared not in self.kids[n]]
+
+    def _change(self, c: int, nodes: list[int]) -> tuple[int, tuple] | None:
+        """The node of ``nodes`` whose move is cheapest now, and its change (None: none)."""
+        best = None
+        for n in nodes:
+            change = self.delta(c, n)
+            if change is not None and (best is None or change[0] < best[1][0]):
+                best = n, change
+        return best
+
+    def _group(self, group: dict[int, int], choose) -> None:
+        """Move every class of ``group`` (``choose(c)``: its node and change), then put members
+        back one at a time while that lowers the cost; keep the whole if it is cheaper."""
+        before = self.total
+        snapshot = self.pick[:], self.ref[:], self.rank, self.order
+        saved = {}
+        for c in group:
+            if self.ref[c] == 0:
+                continue  # left when an earlier member changed
+            move = choose(c)
+            if move is not None:
+                saved[c] = snapshot[0][c]
+                self.apply(c, move[0], move[1])
+        improved = True
+        while improved and len(saved) > 1:  # put members back while that helps
+            improved = False
+            for c in list(saved):
+                change = self.delta(c, saved[c]) if self.ref[c] > 0 else None
+                if change is not None and change[0] < -EPS:
+                    self.apply(c, saved.pop(c), change)
+                    improved = True
+        if self.total < before - EPS:
+            self.kept += 1
+            return
+        self.pick, self.ref, self.rank, self.order = snapshot
+        self.total = before
 
     def choice(self) -> Choice:
         plan = {self.cls[c]: self.nodes[self.pick[c]] for c in self.order}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 
-from eqsat.extract.greedy import ExtractionError, greedy_dag
+from eqsat.extract.greedy import Choice, ExtractionError, greedy_dag
 from eqsat.extract.local import local_search
 from tests.unit.extract.test_ilp import (
     SHARED,
@@ -44,6 +44,31 @@ def test_local_search_takes_the_merge_greedy_cannot(classes, costs, roots, greed
     assert greedy.cost == greedy_cost
     got = local_search(eg, roots, cost, greedy)
     assert got.choice.cost == best and got.start_cost == greedy_cost and got.moves >= 1
+    _check_plan(eg, roots, got.choice, cost)
+
+
+# the reverse: two roots slice a wide op W (10) that neither needs alone (each has its own for
+# 3, of inputs of its own); from the plan through W, one root leaving saves nothing (the other
+# still needs W), and the two own nodes share no child (no shared-child move joins them)
+WIDE = {
+    "R1": [("slice1", ("W",)), ("own1", ("Y1",))],
+    "R2": [("slice2", ("W",)), ("own2", ("Y2",))],
+    "W": [("wide", ("X",))],
+    "X": [("x", ())],
+    "Y1": [("y1", ())],
+    "Y2": [("y2", ())],
+}
+WIDE_COSTS = {"R10": 0.0, "R11": 3.0, "R20": 0.0, "R21": 3.0, "W0": 10.0}
+WIDE_COSTS.update({"X0": 0.0, "Y10": 0.0, "Y20": 0.0})
+
+
+def test_local_search_leaves_a_shared_class_all_users_at_once():
+    eg, roots, cost = _eg(WIDE), ["R1", "R2"], WIDE_COSTS.__getitem__
+    start = Choice({"X": "X0", "W": "W0", "R1": "R10", "R2": "R20"}, 10.0, ["X", "W", "R1", "R2"])
+    _check_plan(eg, roots, start, cost)
+    got = local_search(eg, roots, cost, start)
+    assert got.choice.choice == {"Y1": "Y10", "Y2": "Y20", "R1": "R11", "R2": "R21"}
+    assert got.choice.cost == 6.0
     _check_plan(eg, roots, got.choice, cost)
 
 
