@@ -4,25 +4,35 @@ Consumes a :class:`~eqsat.egraph.serialized.SerializedEGraph`, root e-classes, a
 e-node and a starting :class:`~eqsat.extract.greedy.Choice` (greedy_dag's); produces a
 :class:`LocalResult` whose choice is acyclic, covers the roots, and costs no more than the start
 (DAG cost: each chosen class once). The node semantics are greedy_dag's and the ILP's, and the
-candidate nodes are the ILP's shrunk model (:func:`eqsat.extract.ilp.shrink`, bounded by the
-start's cost), so a node no plan cheaper than the start can use is never tried.
+candidate nodes are the ILP's shrunk model (:func:`eqsat.extract.ilp.shrink`, without a cost
+bound: on BERT bounding by the start's cost took 0.7 s more to shrink at load 10 than the
+12,000 more candidates cost the search, 0.3 s).
 
 Why: greedy picks each class's node by the cost of its own sub-DAG, so it never takes a node
 whose price pays off only when several users share it (Tensat's merged MatMuls and Convs: one
 ``split(merged)`` per user is dearer alone, cheaper once every user takes its split). The ILP
 finds those, but slowly on large e-graphs with cycles: measured on Tensat's e-graphs (this
-2-core host, load 5-7), HiGHS reached BERT 0.8115 and ResNet-50 4.3869 only after 60 s
-(greedy: 0.8247, 4.3969); this search reaches 0.756 and 4.386 in 1-3 s.
+2-core host, load 5-10; ``benchmarks/extract_gym.py``), HiGHS reached BERT 0.8115, BERT-acyclic
+0.8091 and ResNet-50 4.3869 only after 60 s (greedy: 0.8247, 0.8270, 4.3969); greedy and this
+search reach 0.7561, 0.7583 and 4.3858 in 0.3-3.6 s (ResNet-50-acyclic: 4.4160, the ILP's
+proven optimum; VGG: greedy's 4.8508, as the ILP in 60 s). The ILP started from the search's
+plan improves none of them in 10 s. On the examples' e-graphs the search reaches the ILP's
+proven optimum (``benchmarks/egraphs``, egglog's static costs: all 7; NAS-RNN under the
+compiler's costs: 2006.0, greedy 3341.3). Tried and dropped: random kicks of 3 classes, each
+followed by one-class moves, kept when cheaper (10 s on BERT, ResNet-50, VGG: nothing).
 
-The state is a full assignment (a node for every class of the model, the classes off the plan
-given the cheapest tree by Knuth's Dijkstra, so that a move can pull in a class and find it
-already decided and acyclic), the reference count of each class (roots count once, each chosen
-node of an active class once per distinct child class) and a topological rank of the active
-classes. A move gives one class another node; its cost change is exact and touches only what
-changes: classes whose count rises from zero join (their cost and, recursively, their chosen
-children's counts), classes whose count falls to zero leave. A move closes a cycle iff the class
-is reachable from the new node; the walk to check it skips an active class ranked below the
-moved class (it cannot reach it: ranks are a topological order of the acyclic active graph).
+The state is a full assignment (a node for every class of the model; the classes off the plan
+take, at the start of each round, their cheapest addition to the plan as it stands, by Knuth's
+Dijkstra with the plan's classes free, so that a move can pull in a class and find it decided,
+acyclic and reusing what the plan already computes: NAS-RNN stopped at 2051.3 with trees apart
+from the plan, which re-bought a merged MatMul's slices), the reference count of each class
+(roots count once, each chosen node of an active class once per distinct child class) and a
+topological rank of the active classes. A move gives one class another node; its cost change
+is exact and touches only what changes: classes whose count rises from zero join (their cost
+and, recursively, their chosen children's counts), classes whose count falls to zero leave. A
+move closes a cycle iff the class is reachable from the new node; the walk to check it skips an
+active class ranked below the moved class (it cannot reach it: ranks are a topological order of
+the acyclic active graph).
 
 Moves, in rounds until a round improves nothing (or ``max_rounds``/``time_limit``):
 
