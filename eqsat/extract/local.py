@@ -90,7 +90,8 @@ def local_search(
     while rounds < max_rounds and time.perf_counter() < deadline:
         rounds += 1
         before = s.total
-        s.repick()
+        if rounds > 1:  # the first round's picks are __init__'s
+            s.repick()
         s.single_moves(deadline)
         s.shared_moves(deadline)
         s.unshared_moves(deadline)
@@ -119,8 +120,10 @@ class _State:
         for n, ks in enumerate(self.kids):
             for d in ks:
                 self.users[d].append(n)
-        self.pick = self._tree_pick()
+        self.pick = [-1] * len(self.cls)  # the start's plan; the other classes by repick()
         for c, n in start.choice.items():  # a node shrinking dropped: its cheapest dominator
+            if c not in ci:
+                continue  # only the start's dominated node reached it: shrinking dropped it
             if n in ni:
                 self.pick[ci[c]] = ni[n]
             else:  # a sibling that costs no more with a subset of its child classes
@@ -137,11 +140,12 @@ class _State:
             self.ref[d] += v
         self.total = self._gain
         self._rerank()
+        self.repick()
 
-    def _tree_pick(self, active: list[int] | None = None) -> list[int]:
-        """Each class's cheapest tree (Knuth's Dijkstra over sums): an acyclic assignment.
-        With ``active`` (classes), those keep their node and count as free: the others take
-        their cheapest addition to the active plan (a tree over what is not there yet)."""
+    def _tree_pick(self, active: list[int]) -> list[int]:
+        """An acyclic assignment (Knuth's Dijkstra over sums): the ``active`` classes keep
+        their node and count as free, the others take their cheapest addition to the active
+        plan (a tree over what is not there yet)."""
         least = [math.inf] * len(self.cls)
         pick = [-1] * len(self.cls)
         pending = [len(k) for k in self.kids]
@@ -155,7 +159,7 @@ class _State:
                 if pending[p] == 0 and pick[self.owner[p]] < 0:
                     heapq.heappush(heap, (self.cost[p] + sum(least[d] for d in self.kids[p]), p))
 
-        for c in active or ():
+        for c in active:
             final(c, self.pick[c], 0.0)
         while heap:
             v, n = heapq.heappop(heap)

@@ -72,6 +72,16 @@ def test_local_search_leaves_a_shared_class_all_users_at_once():
     _check_plan(eg, roots, got.choice, cost)
 
 
+def test_a_start_through_a_dominated_node_is_read_through_its_dominator():
+    # r1(A, B) costs what r2(A) costs: shrinking drops r1, and with it B, which only r1 reaches
+    eg = _eg({"R": [("r1", ("A", "B")), ("r2", ("A",))], "A": [("a", ())], "B": [("b", ())]})
+    cost = {"R0": 1.0, "R1": 1.0, "A0": 1.0, "B0": 1.0}.__getitem__
+    start = Choice({"R": "R0", "A": "A0", "B": "B0"}, 3.0, ["A", "B", "R"])
+    got = local_search(eg, ["R"], cost, start, max_rounds=0)
+    assert got.choice.choice == {"A": "A0", "R": "R1"} and got.choice.cost == 2.0
+    _check_plan(eg, ["R"], got.choice, cost)
+
+
 def test_no_rounds_keeps_the_start():
     eg, roots, cost = _eg(SHARED), ["R1", "R2"], SHARED_COSTS.__getitem__
     greedy = greedy_dag(eg, roots, cost)
