@@ -60,8 +60,8 @@ from eqsat.extract.ilp import shrink
 # A move must lower the cost by more than this share of the start's cost (and 1e-12): the total
 # is kept as a running sum of move deltas, and two plans of equal cost summed in different orders
 # differ by float noise. With 1e-12 absolute, NAS-RNN's search (total ~2000) went on to its time
-# limit, 10 s, trading such plans back and forth after 0.3 s; extraction's tie-break (1e-6 of a
-# node's cost) stays above this.
+# limit, 10 s, trading such plans back and forth after 0.3 s. Extraction's tie-break (1e-6 of a
+# rewritten node's cost) is above this for any node costing over 1e-4 of the plan.
 EPS = 1e-10
 
 
@@ -83,7 +83,8 @@ def local_search(
     max_rounds: int = 50,
     time_limit: float | None = None,
 ) -> LocalResult:
-    """Improve ``start`` by exact single-class and shared-child moves (see module doc).
+    """Improve ``start`` by exact single-class, shared-child and unshared-child moves (see
+    module doc).
     ``time_limit`` (seconds, None: none) stops between moves; ``max_rounds`` bounds the rounds."""
     t0 = time.perf_counter()
     deadline = math.inf if time_limit is None else t0 + time_limit
