@@ -6,8 +6,10 @@ For every example (default size) the graph is saturated once with the default fa
 ``merge-conv`` (so that the e-graph holds every merge), then extracted several ways from that
 one e-graph:
 
-    greedy/roofline, ilp/roofline (the default), greedy/measured, ilp/measured, ilp/ast-size, and
-    ilp/merged (MatMul and Conv priced at 100, everything else at 1: a plan with every merge)
+    greedy/roofline, ilp/roofline (from greedy's plan), auto/roofline (the default: greedy, the
+    local search, the ILP from its plan), greedy/measured, ilp/measured, auto/measured,
+    ilp/ast-size, and ilp/merged (MatMul and Conv priced at 100, everything else at 1: a plan
+    with every merge)
 
 Printed per plan: the extractor's objective and time, the ILP's status and gap, and the plan's
 onnxruntime latency (1 intra-op thread, ORT_ENABLE_ALL, min over interleaved repetitions, with
@@ -106,8 +108,10 @@ def bench_model(name: str, work: Path, reps: int, save_dir: Path | None, models:
     ways = [
         ("greedy", "roofline"),
         ("ilp", "roofline"),
+        ("auto", "roofline"),
         ("greedy", "measured"),
         ("ilp", "measured"),
+        ("auto", "measured"),
         ("ilp", "ast-size"),
         ("ilp", "merged"),
     ]

@@ -1,12 +1,15 @@
 """Extraction on Tensat's saturated e-graphs (extraction-gym JSON): DAG cost and time.
 
-    .venv/bin/python benchmarks/extract_gym.py [DIR] [--ilp-time S]   (default DIR: ../shared/...)
+    .venv/bin/python benchmarks/extract_gym.py [DIR] [--ilp-time S] [--local-time S]
+    (default DIR: ../shared/...; ILP 30 s, local search 5 s)
 
 Each file holds a peer's e-graph in the egraph-serialize format (nodes with ``op``, ``cost``,
 ``eclass``, ``children``; ``root_eclasses``). Every eqsat extractor runs on it with the file's
 own per-node costs; reported: the DAG cost of the chosen plan (each chosen e-class counted
-once), whether the plan is acyclic, and the time — for the greedy DAG extractor and for the ILP
-(started from greedy's plan, time-limited; with its status, lower bound and optimality gap).
+once), whether the plan is acyclic, and the time — for the greedy DAG extractor, for the ILP
+(started from greedy's plan, time-limited; with its status, lower bound and optimality gap) and
+for the local search (greedy then :mod:`eqsat.extract.local`, its time including greedy's).
+The cost and the acyclicity are checked here, apart from the extractors, on the file's graph.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from eqsat.egraph.serialized import ENode, SerializedEGraph
 from eqsat.extract.greedy import greedy_dag
 from eqsat.extract.ilp import ilp_dag
+from eqsat.extract.local import local_search
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared/benchmarks/extraction-gym-tensat"
 
@@ -70,11 +74,17 @@ def acyclic(eg: SerializedEGraph, roots: list[str], choice: dict[str, str]) -> b
 
 
 def main(argv: list[str]) -> int:
-    ilp_time = 30.0
-    if "--ilp-time" in argv:
-        k = argv.index("--ilp-time")
-        ilp_time = float(argv[k + 1])
-        argv = argv[:k] + argv[k + 2 :]
+    limits = {"--ilp-time": 30.0, "--local-time": 5.0}
+    for flag in limits:
+        if flag in argv:
+            k = argv.index(flag)
+            try:
+                limits[flag] = float(argv[k + 1])
+            except (IndexError, ValueError):
+                print(f"{flag} needs a number of seconds", file=sys.stderr)
+                return 2
+            argv = argv[:k] + argv[k + 2 :]
+    ilp_time, local_time = limits["--ilp-time"], limits["--local-time"]
     folder = Path(argv[0]) if argv else DEFAULT_DIR
     files = sorted(folder.glob("*.json"))
     if not files:
@@ -84,6 +94,7 @@ def main(argv: list[str]) -> int:
         f"{'e-graph':22s} {'e-nodes':>8s} {'classes':>8s} {'extractor':>10s} "
         f"{'DAG cost':>10s} {'acyclic':>8s} {'time s':>8s}  ILP status (bound, gap)"
     )
+    print(f"loadavg {Path('/proc/loadavg').read_text().strip()}")
     for f in files:
         eg, roots, costs = load(f)
         t0 = time.perf_counter()
@@ -106,6 +117,17 @@ def main(argv: list[str]) -> int:
         print(
             f"{'':22s} {'':8s} {'':8s} {'ilp':>10s} {cost:10.4f} {str(ok):>8s} {dt:8.3f}  "
             f"{res.status} ({bound}, {gap})"
+        )
+        t0 = time.perf_counter()
+        start = greedy_dag(eg, roots, lambda nid, costs=costs: costs[nid])
+        left = local_time - (time.perf_counter() - t0)
+        found = local_search(eg, roots, costs.__getitem__, start, time_limit=max(0.0, left))
+        dt = time.perf_counter() - t0
+        cost = dag_cost(eg, roots, found.choice.choice, costs)
+        ok = acyclic(eg, roots, found.choice.choice)
+        print(
+            f"{'':22s} {'':8s} {'':8s} {'local':>10s} {cost:10.4f} {str(ok):>8s} {dt:8.3f}  "
+            f"{found.moves} moves of {found.tries} tried, {found.rounds} rounds"
         )
     return 0
 

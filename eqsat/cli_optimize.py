@@ -112,14 +112,15 @@ def add_parsers(sub) -> None:
     opt.add_argument(
         "--extractor",
         default=d.extractor,
-        choices=["auto", "greedy", "ilp"],
-        help="greedy DAG, ILP (never worse than greedy), or auto (ILP unless the e-graph is huge)",
+        choices=["auto", "greedy", "local", "ilp"],
+        help="greedy DAG, local (greedy then a local search), ILP (from greedy, never worse), or "
+        "auto (the local search, then the ILP from its plan unless the e-graph is huge)",
     )
     opt.add_argument(
         "--extract-time-limit",
         type=positive(float),
         default=d.extract_time_limit,
-        help="seconds for the ILP",
+        help="seconds for the local search and the ILP",
     )
     opt.add_argument("--no-egraph", action="store_true", help="only fold constants and DCE")
     opt.add_argument(

@@ -83,8 +83,8 @@ class Options:
     # the roofline constants (`eqsat calibrate -o FILE`) instead of this machine's calibration in
     # the user's cache folder, else the packaged default
     calibration: str | None = None
-    extractor: str = "auto"  # auto | greedy | ilp (see eqsat.extract.extraction)
-    extract_time_limit: float = 10.0  # seconds for the ILP
+    extractor: str = "auto"  # auto | greedy | local | ilp (see eqsat.extract.extraction)
+    extract_time_limit: float = 10.0  # seconds for the local search and the ILP
     # run the egglog shape analysis alongside the rules and refuse the e-graph (fall back to the
     # folded graph, with the conflict in the statistics) if a rewrite merged two shapes
     shape_check: bool = True

@@ -9,8 +9,9 @@ e-node reachable from the roots as an op (:func:`.decode.view`), type every e-cl
 (:func:`.decode.class_types`), choose one e-node per class with the greedy DAG extractor
 (:mod:`.greedy`; costs from the model, leaves and plumbing free, weight-only typed nodes free
 because the fold pass after extraction computes them once at export, untyped nodes excluded), and
-decode the choice (:func:`.decode.decode`). By default the ILP (:mod:`.ilp`) then improves on
-greedy's choice: greedy cannot pick a merge, which pays only when all its users take it.
+decode the choice (:func:`.decode.decode`). By default a local search (:mod:`.local`) and then
+the ILP (:mod:`.ilp`) improve on greedy's choice: greedy cannot pick a merge, which pays only
+when all its users take it.
 This is the only module here that needs all of them.
 """
 
@@ -28,6 +29,7 @@ from eqsat.extract.cost import AstSize, CostModel, checked_cost, missing_abiliti
 from eqsat.extract.decode import decode
 from eqsat.extract.greedy import greedy_dag, reachable
 from eqsat.extract.ilp import ilp_dag
+from eqsat.extract.local import local_search
 from eqsat.extract.measured import CONST
 
 
@@ -39,8 +41,9 @@ class Extraction:
     times: dict[str, float] = field(default_factory=dict)  # per step
     enodes: int = 0  # e-nodes reachable from the roots (what the extractor chose among)
     eclasses: int = 0
-    extractor: str = "greedy"  # what made the choice: greedy | ilp
+    extractor: str = "greedy"  # what made the choice: greedy | local | ilp
     ilp: dict = field(default_factory=dict)  # the ILP's status, objective, bound, gap, time
+    local: dict = field(default_factory=dict)  # the local search's start cost, moves, time
 
     def summary(self) -> dict:
         return {
@@ -51,11 +54,12 @@ class Extraction:
             "time_s": round(self.time, 4),
             "times_s": {k: round(v, 4) for k, v in self.times.items()},
             "extractor": self.extractor,
+            **({"local": self.local} if self.local else {}),
             **({"ilp": self.ilp} if self.ilp else {}),
         }
 
 
-EXTRACTORS = ("auto", "greedy", "ilp")
+EXTRACTORS = ("auto", "greedy", "local", "ilp")
 # Rewritten e-nodes cost this much more (relative) than the e-node the input graph had: where the
 # cost model sees a tie, the original wins. A reordered Mul chain that the model prices the same
 # can break a fusion pattern onnxruntime looks for (measured: SwiGLU's RMSNorm reassociated by
@@ -82,9 +86,11 @@ def extract(
     prefer_rewrites: bool = False,
 ) -> Extraction:
     """The cheapest graph the e-graph holds under ``cost_model`` (AST size by default).
-    ``extractor``: ``greedy`` (greedy DAG), ``ilp`` (the ILP, started from greedy's choice and
-    never worse than it) or ``auto`` (ILP up to :data:`AUTO_ILP_MAX_ENODES` reachable e-nodes).
-    ``time_limit`` bounds the ILP. ``serialized`` reuses an earlier serialization.
+    ``extractor``: ``greedy`` (greedy DAG), ``local`` (greedy, then the local search),
+    ``ilp`` (the ILP, started from greedy's choice and never worse than it) or ``auto`` (the
+    local search, then the ILP from its choice up to :data:`AUTO_ILP_MAX_ENODES` reachable
+    e-nodes). ``time_limit`` bounds the local search and the ILP together.
+    ``serialized`` reuses an earlier serialization.
     ``prefer_rewrites`` cuts to a tenth the cost of every e-node the input graph did not have,
     so that the extracted graph shows what the rules did (rule verification; never optimizing)."""
     if extractor not in EXTRACTORS:
@@ -124,9 +130,13 @@ def extract(
     if model.runtime_fusions:
         convs = {eg.nodes[n].eclass for n, v in views.items() if v.kind == "op" and v.op == "Conv"}
 
+    priced: dict[str, float] = {}  # greedy, the search and the ILP each price the nodes
+
     def cost(nid: str) -> float:
-        c = base_cost(nid)
-        return c if nid in original else c * (1.0 + margin)
+        if nid not in priced:
+            c = base_cost(nid)
+            priced[nid] = c if nid in original else c * (1.0 + margin)
+        return priced[nid]
 
     def base_cost(nid: str) -> float:
         v = views[nid]
@@ -148,11 +158,22 @@ def extract(
         return checked_cost(model, v.op, v.attrs(enc), ins, outs, consts)
 
     chosen = greedy_dag(eg, roots, cost)
-    used, ilp_info = "greedy", {}
+    used, ilp_info, local_info = "greedy", {}, {}
+    t_greedy = time.perf_counter()
+    times["greedy"] = t_greedy - t2
+    if extractor in ("auto", "local"):
+        found = local_search(eg, roots, cost, chosen, time_limit=time_limit)
+        local_info = {
+            "start_cost": found.start_cost,
+            "moves": found.moves,
+            "tries": found.tries,
+            "time_s": round(found.time, 4),
+        }
+        if found.choice.cost < chosen.cost - 1e-9 * abs(chosen.cost):
+            chosen, used = found.choice, "local"
     if extractor == "ilp" or (extractor == "auto" and len(views) <= AUTO_ILP_MAX_ENODES):
-        t_greedy = time.perf_counter()
-        times["greedy"] = t_greedy - t2
-        res = ilp_dag(eg, roots, cost, time_limit=time_limit, incumbent=chosen)
+        left = max(0.0, time_limit - (time.perf_counter() - t_greedy))
+        res = ilp_dag(eg, roots, cost, time_limit=left, incumbent=chosen)
         ilp_info = {
             "status": res.status,
             "objective": res.objective,
@@ -161,7 +182,7 @@ def extract(
             "cut_rounds": res.rounds,
             "variables": res.variables,
             "time_s": round(res.time, 4),
-            "greedy_cost": chosen.cost,
+            "greedy_cost": local_info.get("start_cost", chosen.cost),
         }
         if res.choice is not None and res.choice.cost < chosen.cost - 1e-9 * abs(chosen.cost):
             chosen, used = res.choice, "ilp"
@@ -180,6 +201,7 @@ def extract(
         eclasses=len(classes),
         extractor=used,
         ilp=ilp_info,
+        local=local_info,
     )
 
 
