@@ -717,12 +717,7 @@ def compile(  # noqa: A001 - the verb of this stage, as in eqsat.compile
     ``output``, save the artifact after the verification gate (atomically)."""
     options = options or Options(target="llvm")
     pipeline = passes_for(options)  # refuses unknown targets
-    check_precision(options.precision)
-    if options.precision != "fp32" and options.target != "cuda":
-        raise InputError(
-            f"--precision {options.precision}: the {options.target} target computes in fp32 only "
-            "(tf32, fp16 and bf16 are tensor-core precisions of --target cuda)"
-        )
+    check_precision(options.precision, options.target)
     if options.target not in COMPILED_TARGETS:
         raise InputError(
             f"compile makes {' or '.join(COMPILED_TARGETS)} code, not {options.target}"
