@@ -27,6 +27,14 @@ compiler costs, then per model the modelled costs, the rewrites that fired and h
 extracted graph's ops differ from the imported one. The fourth way of issue 19 (fusion and
 layout as e-graph rewrites) is not built and prints "n/a (not built)".
 
+OpenVINO (an optional benchmark dependency: ``pip install -e '.[bench]'``) is timed in the same
+interleaved rounds when it is installed, in its own column (``ov min``, ``ov/ort``; "n/a" and
+one line saying why when it is not): the same ONNX file read by ``openvino.Core``, its symbolic
+dims fixed like the others', compiled for ``CPU`` with ``INFERENCE_NUM_THREADS`` = the thread
+count, one stream, the LATENCY hint and ``INFERENCE_PRECISION_HINT=f32``. The last matters on
+this host: its CPU has AVX512-BF16/AMX, where OpenVINO otherwise runs matmuls and convs in bf16
+by default, which is not the precision eqsat and onnxruntime are held to.
+
 ``--conv`` times the ResNet stages' 3x3 convolutions against onnxruntime (GFLOP/s);
 ``--compile-time`` times ``pipeline.compile`` per model cold and from the cache.
 ``--gemm 256,512,1024`` instead times one MatMul model per n (n×n @ n×n, 1 thread) through the
@@ -84,6 +92,26 @@ def _times(fn, feeds) -> tuple[float, float]:
     return time.perf_counter() - t, time.thread_time() - c
 
 
+def _openvino(model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int):
+    """A callable running ``model`` under OpenVINO's CPU plugin (see the module doc for its
+    settings), or the reason there is none (a string)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return "openvino is not installed (pip install -e '.[bench]')"
+    core = ov.Core()
+    try:
+        m = core.read_model(model.SerializeToString(), b"")
+        m.reshape({k: list(v.shape) for k, v in feeds.items()})
+        cm = core.compile_model(m, "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+    except Exception as e:  # noqa: BLE001 - an unsupported model is a row note, not a crash
+        return f"openvino refused the model: {str(e).splitlines()[0][:120]}"
+    req = cm.create_infer_request()
+    return lambda f, r=req: r.infer(f)
+
+
 RUN = 5  # calls of one candidate in a row (bench_model)
 SETTLE = 0.05  # seconds between two candidates' runs (bench_model)
 
@@ -122,14 +150,26 @@ def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: boo
         so.inter_op_num_threads = 1
         sess = ort.InferenceSession(model.SerializeToString(), so,
                                     providers=["CPUExecutionProvider"])
-        runners = (lambda f, s=sess: s.run(None, f), compiled.run, *extra)
+        ov_run = _openvino(model, feeds, t)
+        if not isinstance(ov_run, str):  # a row of numbers only for the same answers
+            want = sess.run(None, feeds)
+            got = [np.asarray(v) for v in ov_run(feeds).values()]
+            err = max(float(np.max(np.abs(g - w))) for g, w in zip(got, want, strict=True))
+            if not err <= 1e-3 * max(1.0, max(float(np.max(np.abs(w))) for w in want)):
+                ov_run = f"openvino's outputs differ from onnxruntime's (max abs {err:.3g})"
+        if isinstance(ov_run, str):
+            print(f"  {name} ({t} thr): {ov_run}")
+            ov_run = None
+        runners = (lambda f, s=sess: s.run(None, f), compiled.run, *extra,
+                   *([ov_run] if ov_run else []))
         for fn in runners:  # warm up (first calls page in code and pack weights)
             fn(feeds)
             fn(feeds)
-        o, e, tu = [], [], []
+        o, e, tu, ov = [], [], [], []
         cpu: tuple[list, list] = ([], [])  # ort, eqsat
+        slots = (o, e, *([tu] if extra else []), *([ov] if ov_run else []))
         for _ in range(-(-reps // RUN)):  # alternating runs of RUN calls each (see the doc)
-            for i, (fn, times) in enumerate(zip(runners, (o, e, tu), strict=False)):
+            for i, (fn, times) in enumerate(zip(runners, slots, strict=True)):
                 time.sleep(SETTLE)  # the other's threads stop spinning and sleep
                 fn(feeds)  # untimed: this one's threads are awake again
                 for _ in range(RUN):
@@ -140,7 +180,8 @@ def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: boo
         rows.append((name, t, min(e) * 1e3, statistics.median(e) * 1e3, min(o) * 1e3,
                      statistics.median(o) * 1e3, min(e) / min(o),
                      (min(tu) * 1e3, statistics.median(tu) * 1e3, tune_s) if tu else None,
-                     min(cpu[1]) / min(cpu[0]) if t == 1 else None))
+                     min(cpu[1]) / min(cpu[0]) if t == 1 else None,
+                     min(ov) * 1e3 if ov else None))
         del sess, compiled, runners
     return rows
 
@@ -348,16 +389,17 @@ def main() -> None:
     with open("/proc/loadavg") as f:
         print(f"loadavg: {f.read().strip()}")
     print(f"{'model':<12}{'thr':>4}{'eqsat min':>11}{'med':>9}{'ort min':>10}{'med':>9}"
-          f"{'ratio':>8}{'cpu ratio':>10}" + (
+          f"{'ratio':>8}{'cpu ratio':>10}{'ov min':>9}{'ov/ort':>8}" + (
               f"{'tuned min':>11}{'med':>9}{'ratio':>8}{'tune s':>8}" if args.tuned else ""))
     for name in args.models.split(","):
         for row in bench_model(name, args.size, args.reps, threads, args.egraph, args.tuned):
-            n, t, emin, emed, omin, omed, r, tu, rc = row
+            n, t, emin, emed, omin, omed, r, tu, rc, vmin = row
             more = (f"{tu[0]:>10.3f} {tu[1]:>8.3f}{tu[0] / omin:>7.2f}x{tu[2]:>8.1f}"
                     if tu else "")
             cpu = f"{rc:>9.2f}x" if rc is not None else f"{'-':>10}"
+            ov_cols = f"{vmin:>9.3f}{vmin / omin:>7.2f}x" if vmin else f"{'n/a':>9}{'':>8}"
             print(f"{n:<12}{t:>4}{emin:>10.3f} {emed:>8.3f} {omin:>9.3f} {omed:>8.3f}"
-                  f"{r:>7.2f}x{cpu}" + more, flush=True)
+                  f"{r:>7.2f}x{cpu}" + ov_cols + more, flush=True)
     with open("/proc/loadavg") as f:
         print(f"loadavg: {f.read().strip()}")
 

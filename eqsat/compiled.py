@@ -188,8 +188,9 @@ def build(
 
     if target not in BACKENDS:
         raise InputError(f"unknown backend {target!r}; known: {', '.join(BACKENDS)}")
-    if precision != "fp32" and target != "cuda":
-        raise InputError(f"precision {precision}: only the cuda target has it")
+    from eqsat.verify.precision import check_precision
+
+    check_precision(precision, target)
     lowered = lower(graph)
     program = lowered.program
     cpu = features = ""

@@ -717,12 +717,7 @@ def compile(  # noqa: A001 - the verb of this stage, as in eqsat.compile
     ``output``, save the artifact after the verification gate (atomically)."""
     options = options or Options(target="llvm")
     pipeline = passes_for(options)  # refuses unknown targets
-    check_precision(options.precision)
-    if options.precision != "fp32" and options.target != "cuda":
-        raise InputError(
-            f"--precision {options.precision}: the {options.target} target computes in fp32 only "
-            "(tf32, fp16 and bf16 are tensor-core precisions of --target cuda)"
-        )
+    check_precision(options.precision, options.target)
     if options.target not in COMPILED_TARGETS:
         raise InputError(
             f"compile makes {' or '.join(COMPILED_TARGETS)} code, not {options.target}"
@@ -802,8 +797,36 @@ def _cache_key(source: onnx.ModelProto, base_dir: Path | None, options: Options,
     settings = repr([(f, getattr(options, f)) for f in _COMPILE_KEY_FIELDS])
     # the tuning log's content changes the schedules
     settings += tuning.digest() if tuning is not None else ""
+    # so do the cost model's constants: a recalibration may extract another graph
+    settings += _cost_constants(options)
     # the proto holds the large weights by reference: their bytes are hashed beside it
     return compiled_module.cache_key(onnx_files.digest(source, base_dir), settings)
+
+
+def _cost_constants(options: Options) -> str:
+    """The constants extraction will price with, as text for the compiled-model cache key
+    (empty without the e-graph): the compiler model's (this machine's calibration, else the
+    packaged default) or the roofline's (``--calibration``, this machine's, else the default).
+    The measured model's cache is a growing table of timings, not constants: not keyed."""
+    if not options.egraph:
+        return ""
+    from dataclasses import asdict
+
+    name = cost_model_for(options)
+    try:
+        if name == "compiler":
+            from eqsat.backends.llvm.capabilities import Capabilities
+            from eqsat.extract.compiler_cost import CompilerConstants
+
+            return repr(asdict(CompilerConstants.load(caps_key=Capabilities.host().key())))
+        if name == "roofline":
+            from eqsat.extract.roofline import RooflineConstants
+
+            path = Path(options.calibration) if options.calibration else None
+            return repr(asdict(RooflineConstants.load(path)))
+    except (OSError, ValueError, TypeError):  # the compile itself says what is wrong with it
+        return "unreadable"
+    return ""
 
 
 def _from_cache(key: str, options: Options, output, progress: Progress | None, t0: float):

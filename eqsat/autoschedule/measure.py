@@ -11,8 +11,12 @@ candidate as the kernel's chosen schedule), so what is timed is what ``eqsat com
 build. Timing: random inputs, one warm-up call (it packs the weights), then ``reps`` rounds of
 ``number`` calls (enough for ~1 ms a round), the min per call.
 
-:class:`Worker` runs the jobs in a spawned process (``multiprocessing``, spawn: no state of the
-parent's LLVM or thread pool is inherited): a candidate that crashes the process (a bad
+:class:`Worker` runs the jobs in a fresh interpreter, ``python -m eqsat.autoschedule.measure``,
+talking over two pipes of its own (``multiprocessing.connection`` framing): no state of the
+parent's LLVM or thread pool is inherited, and, unlike a ``multiprocessing`` spawn, the child
+does not re-import the caller's ``__main__`` — a user's script calling ``eqsat.tune`` needs
+no ``if __name__ == "__main__"`` guard (with spawn, such a script re-ran itself in the worker
+and failed in multiprocessing's bootstrapping check). A candidate that crashes the process (a bad
 generated code path, a segfault) or runs past ``timeout`` seconds costs one failed trial, the
 worker is restarted and the search goes on. ``fault`` in a job injects a crash or a hang (the
 tests use it to check exactly that).
@@ -21,9 +25,10 @@ tests use it to check exactly that).
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -120,18 +125,18 @@ class Job:
     fault: str = ""  # "crash" or "hang": injected, for tests
 
 
-def _serve(conn) -> None:
+def _serve(jobs, results) -> None:
     """The worker's loop: a Job in, ("ok", seconds) or ("error", message) out."""
     while True:
         try:
-            job = conn.recv()
+            job = jobs.recv()
         except EOFError:
             return
         if job.fault == "crash":
             os.kill(os.getpid(), signal.SIGSEGV)
         if job.fault == "hang":
             time.sleep(3600)
-        conn.send(run_job(job))
+        results.send(run_job(job))
 
 
 def run_job(job: Job) -> tuple[str, object]:
@@ -144,49 +149,60 @@ def run_job(job: Job) -> tuple[str, object]:
 
 
 class Worker:
-    """A spawned measuring process, restarted after a crash or a timeout."""
+    """A measuring process (``python -m eqsat.autoschedule.measure``, the module doc),
+    restarted after a crash or a timeout."""
 
     def __init__(self, timeout: float = 60.0):
         self.timeout = timeout
-        self.proc = None
-        self.conn = None
+        self.proc: subprocess.Popen | None = None
+        self.jobs = self.results = None  # our ends of the two pipes
         self.started = 0
 
     def _start(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True)
-        self.proc.start()
-        child.close()
+        from multiprocessing.connection import Connection
+
+        job_r, job_w = os.pipe()
+        res_r, res_w = os.pipe()
+        # the child finds eqsat where this process did (an editable checkout, PYTHONPATH, ...)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(job_r), str(res_w)],
+            pass_fds=(job_r, res_w), env=env, stdin=subprocess.DEVNULL)
+        os.close(job_r)
+        os.close(res_w)
+        self.jobs = Connection(job_w, readable=False)
+        self.results = Connection(res_r, writable=False)
         self.started += 1
 
     def measure(self, job: Job) -> tuple[float | None, str]:
         """``(seconds, "")`` or ``(None, why it failed)``."""
-        fresh = self.proc is None or not self.proc.is_alive()
+        fresh = self.proc is None or self.proc.poll() is not None
         if fresh:
+            self.close()
             self._start()
         try:
-            self.conn.send(job)
+            self.jobs.send(job)
             # a fresh worker's first job also pays its imports (numpy, llvmlite, eqsat)
-            if not self.conn.poll(self.timeout + (IMPORT_S if fresh else 0)):
+            if not self.results.poll(self.timeout + (IMPORT_S if fresh else 0)):
                 self.close()
                 return None, f"timed out after {self.timeout:g} s"
-            kind, value = self.conn.recv()
+            kind, value = self.results.recv()
         except (EOFError, OSError, BrokenPipeError):
-            code = self.proc.exitcode if self.proc is not None else None
+            code = self.proc.wait(5) if self.proc is not None else None
             self.close()
             return None, f"the worker died (exit code {code})"
         return (value, "") if kind == "ok" else (None, value)
 
     def close(self) -> None:
         if self.proc is not None:
-            if self.proc.is_alive():
+            if self.proc.poll() is None:
                 self.proc.kill()
-            self.proc.join(5)
+            self.proc.wait(5)
             self.proc = None
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        for conn in (self.jobs, self.results):
+            if conn is not None:
+                conn.close()
+        self.jobs = self.results = None
 
     def __enter__(self) -> Worker:
         return self
@@ -228,3 +244,10 @@ class RayWorker:
 
     def close(self) -> None:
         """Nothing to stop: the cluster outlives the run."""
+
+
+if __name__ == "__main__":  # the worker process (Worker._start): the pipes' fds as arguments
+    from multiprocessing.connection import Connection
+
+    _serve(Connection(int(sys.argv[1]), writable=False),
+           Connection(int(sys.argv[2]), readable=False))

@@ -204,3 +204,24 @@ def test_a_second_compile_comes_from_the_model_cache(mlp, tmp_path):
     )
     other = pipeline.compile(mlp, pipeline.Options(target="llvm", iter_limit=8))
     assert other.graph is not None  # other settings, another entry
+
+
+def test_a_recalibrated_compiler_cost_model_misses_the_model_cache(mlp, monkeypatch, tmp_path):
+    import dataclasses
+    import json
+
+    from eqsat.backends.llvm.capabilities import Capabilities
+    from eqsat.extract import compiler_cost
+
+    monkeypatch.setenv("EQSAT_CACHE_DIR", str(tmp_path))
+    opts = pipeline.Options(target="llvm", iter_limit=7)
+    pipeline.compile(mlp, opts)
+    assert [p.name for p in pipeline.compile(mlp, opts).passes] == ["cache"]
+    # this machine's calibration (`eqsat calibrate --compiler`) replaces the packaged default
+    consts = compiler_cost.CompilerConstants.load()
+    calibrated = dataclasses.replace(consts, overhead_us=consts.overhead_us * 2)
+    path = compiler_cost.cache_file(Capabilities.host().key())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dataclasses.asdict(calibrated)))
+    again = pipeline.compile(mlp, opts)
+    assert again.graph is not None and "cache" not in [p.name for p in again.passes]

@@ -215,3 +215,23 @@ def test_a_best_that_is_not_the_default_is_measured_again(program, tmp_path):
     assert {(r.schedule, r.default) for r in again} == {
         (cand.key, False), (space_for(program.kernels[0], Capabilities.host(), 1).default.key,
                             True)}  # fmt: skip
+
+
+def test_a_script_without_a_main_guard_can_tune(tmp_path):
+    """The measuring worker is a fresh ``python -m`` process, not a multiprocessing spawn: a
+    user's script that calls ``eqsat.tune`` at top level does not re-run itself in it."""
+    model = tmp_path / "m.onnx"
+    onnx.save(conv_mlp(), model)
+    script = tmp_path / "tune_it.py"
+    script.write_text(
+        "import eqsat\n"
+        f"report = eqsat.tune({str(model)!r}, trials=2, log={str(tmp_path / 't.jsonl')!r},"
+        " threads=1, optimize=False)\n"
+        "print('failed', sum(t.failed for t in report.tasks))\n"
+    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["failed", "0"]  # printed once, by this process only
+    records = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert records and all(r["seconds"] for r in records)

@@ -239,6 +239,12 @@ def test_precision_is_refused_off_cuda_and_printed_on_cuda(tmp_path, capsys):
     assert cli.main(["compile", str(src), "--precision", "fp16", "--no-optimize"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "computes in fp32 only" in err
+    from eqsat.compiled import build
+    from eqsat.errors import InputError
+
+    with pytest.raises(InputError) as api:  # the API path says the same, from the same rule
+        build(import_onnx(_gemm(128, 64, 96)), "llvm", precision="fp16")
+    assert err.endswith(str(api.value))
     assert cli.main(["compile", str(src), "--precision", "fp8"]) == 2
     assert "--precision fp8: one of fp32, tf32, fp16, bf16" in capsys.readouterr().err
     out = tmp_path / "ptx"
