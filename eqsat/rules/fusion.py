@@ -76,7 +76,7 @@ from eqsat.rules.base import PyRule
 
 FAMILY = "fusion"
 PROOF = "bounded"  # the ledger's evidence: witnesses, Z3 (eqsat.verify.pyrules)
-TERM_DEPTH = 3  # how deep Snapshot.term may rebuild a class without a let
+TERM_DEPTH = 8  # a folded weight (BatchNorm into a conv) is five ops deep: as linear.py
 
 
 def rules() -> list[PyRule]:

@@ -42,7 +42,7 @@ def _conv_add_relu(extra_use: bool = False):
     return model(nodes, ins, outs, [_w("w", 8, 8, 3, 3), _w("b", 8)])
 
 
-def _swiglu_mlp(merged_ok: bool = True):
+def _swiglu_mlp():
     """silu(x @ wg) * (x @ wu): SiLU and the product fuse into the gate MatMul's epilogue."""
     nodes = [
         helper.make_node("MatMul", ["x", "wg"], ["g"]),
@@ -51,7 +51,8 @@ def _swiglu_mlp(merged_ok: bool = True):
         helper.make_node("Mul", ["g", "s"], ["h"]),
         helper.make_node("Mul", ["h", "u"], ["y"]),
     ]
-    return model(nodes, [vi("x", [4, 32])], [vi("y", [4, 48])], [_w("wg", 32, 48), _w("wu", 32, 48)])
+    weights = [_w("wg", 32, 48), _w("wu", 32, 48)]
+    return model(nodes, [vi("x", [4, 32])], [vi("y", [4, 48])], weights)
 
 
 WITNESSES = {"fuse-epilogue": _conv_add_relu}
