@@ -57,6 +57,12 @@ def add_parsers(sub) -> None:
         "CPU; roofline and measured price onnxruntime's kernels)",
     )
     comp.add_argument(
+        "--no-fusion-terms",
+        action="store_true",
+        help="leave fusion to lowering: no kernel terms in the e-graph, element-wise ops priced "
+        "as fused (default with the compiler cost model: extraction chooses the kernels)",
+    )
+    comp.add_argument(
         "--shape",
         action="append",
         default=[],
@@ -133,6 +139,7 @@ def cmd_compile(args) -> int:
         precision=args.precision,
         egraph=not args.no_optimize,
         cost_model=args.cost_model,
+        fusion_terms=False if args.no_fusion_terms else None,
         shapes=shapes_arg(args.shape),
         input_shapes=input_shapes(args.input_shape),
         verify=not args.no_verify,

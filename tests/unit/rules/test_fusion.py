@@ -167,3 +167,18 @@ def test_compile_extracts_with_fusion_terms_and_the_result_matches_onnxruntime()
     np.testing.assert_allclose(
         res.compiled.run({"x": x})[0], run_ort(src, {"x": x})[0], rtol=1e-4, atol=1e-5
     )
+
+
+def test_the_compile_command_can_leave_fusion_to_lowering(tmp_path, capsys):
+    import json
+
+    from eqsat import cli
+
+    src = tmp_path / "m.onnx"
+    src.write_bytes(_conv_add_relu().SerializeToString())
+    seen = {}
+    for flag in ([], ["--no-fusion-terms"]):
+        assert cli.main(["compile", str(src), "--no-cache", "--json", *flag]) == 0
+        out = json.loads(capsys.readouterr().out)
+        seen[tuple(flag)] = (out["egraph"]["fusion_terms"], out["verification"]["ok"])
+    assert seen == {(): (True, True), ("--no-fusion-terms",): (False, True)}
