@@ -1067,6 +1067,7 @@ def _egraph_work(graph: TensorGraph, options: Options, picked: tuple, timer: _Ti
         ex = extract(
             sat, cost_model, extractor=options.extractor, time_limit=options.extract_time_limit
         )
+        # with fusion terms the input graph records no kernels: priced with nothing fused
         before = extract_cost(graph, cost_model)
     rewrites, analysis = rules_fired(sat.matches, rules)
     stats = {
