@@ -17,7 +17,8 @@ first input read through a lane, and element-wise ops over it, is the kernel's e
 Why a lane and not a marker on the class: an e-class holds every equivalent e-node, so "this
 Relu's operand is a Conv" is not a fact about a class (the compiler cost model used to price an
 activation as fused when its operand's class held *any* Conv, even where extraction chose a
-Slice of a merged Conv: SqueezeNet with the ``linear`` rules reported 3772 and priced 3789).
+Slice of a merged Conv; issue 19 saw SqueezeNet with the ``linear`` rules reported at 3772 and
+priced at 3789: with fusion terms extraction's cost is the extracted graph's, a test checks it).
 ``conv(lane(x, k), w, b)`` is a class of its own that no rule unions with the stored
 ``conv(x, w, b)``: choosing ``kernel(..)`` chooses that very root, and its epilogue, as one
 node each, so the cost model prices what lowering will run, with no look at the neighbours:
@@ -36,8 +37,10 @@ next RMSNorm's Pow and by its Mul) is a kernel of its own with its own root in i
 extraction cannot price one root with several stored epilogues, a kernel lowering cannot make
 (:mod:`eqsat.lower.fuse` stores one value per kernel). Without the id the three kernels shared
 one root e-node and the decoder wrote three groups for one MatMul. And a merge that cuts an
-epilogue off its GEMM (SwiGLU's gate/up MatMuls: after the Split, the SiLU and the product no
-longer have a root to fuse into) now pays for the passes it adds.
+epilogue off its GEMM (after the Split of a merged MatMul, the activations no longer have a root
+to fuse into) now pays for the passes it adds: BERT's Q/K/V merge is declined (16 MatMuls kept,
+each with its bias Add in its store), while on SwiGLU the model still takes the gate/up merge
+(the wider GEMM's measured rate outweighs the passes of SiLU and the product).
 
 What the rule makes, per e-class: one lane term, extended greedily along element-wise e-nodes
 (deterministic: classes in graph order, the first e-node that fits). An element-wise e-node
@@ -53,12 +56,19 @@ Its proof is by unfolding: ``lane`` and ``kernel`` mean their operand, so both s
 same composition of ops; the ledger entry checks it on witnesses with the Z3 semantics
 (:mod:`eqsat.verify.pyrules`), like every Python-driven rule.
 
-Layout, next (not built): conv activations plain (NCHW) or blocked (NCHW16c) would be the same
-kind of term, ``blocked(x, 16)``/``plain(x)`` as explicit layout transforms, with a lane root
-``conv_nchwc(lane(blocked(x)), w_packed, b)`` whose epilogue runs in the blocked layout; the
-cost model prices the transforms as memory passes and a blocked root by the NCHWc conv's curve,
-so that a chain of convs keeps the blocked layout and pays one transform in and one out. The
-lane's separate world is what makes that choice local too.
+Layout, next (not built; it needs the direct NCHWc convolution being written in lowering):
+a layout is a property of a *stored* value, so it is a term over stored values, not a lane.
+Two op records, ``ToBlocked(x, c)`` (NCHW -> NCHW[c]c) and ``ToPlain(y)``, injective
+transforms whose semantics are index maps (so each is priced as the memory pass it is, and
+``ToPlain(ToBlocked(x)) = x`` is proved by unfolding), and a ``ConvNCHWc`` record derived from
+Conv's (its semantics is ``ToBlocked(conv(ToPlain(x), w, b))``, its shape rule Conv's with the
+channel axis split, its cost the NCHWc curve). Rules: ``conv(x, w, b) = ToPlain(ConvNCHWc(
+ToBlocked(x), w, b))`` and ``ToBlocked(ToPlain(y)) = y``, so a chain of convs can stay blocked
+and pay one transform in and one out; an element-wise op is layout-agnostic (same index on
+every operand), so it commutes with the transforms (a per-channel operand blocked too, a
+weight-only term) and the epilogue rule here applies unchanged to a ``ConvNCHWc`` root. The
+kernel id of the lane keeps that choice local as well: a blocked and a plain kernel of one
+value are two kernels, priced as two.
 """
 
 from __future__ import annotations
