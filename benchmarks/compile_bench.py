@@ -22,8 +22,8 @@ the other two.
 ``--ablation`` compiles each model four ways (:data:`ABLATION`: no e-graph; the e-graph
 extracted with onnxruntime's costs, ``roofline``; with the compiler's, ``compiler``, fusion
 left to lowering; with the compiler's and the fusion terms of :mod:`eqsat.rules.fusion` in the
-e-graph, so that extraction chooses the kernels and lowering follows, the default of
-``eqsat compile``), prints their latency (min of ``--reps``, interleaved) beside onnxruntime's
+e-graph, so that extraction chooses the kernels and lowering follows: ``--fusion-terms``),
+prints their latency (min of ``--reps``, interleaved) beside onnxruntime's
 and the ratios no e-graph / compiler costs and compiler costs / fusion terms (> 1: the fusion
 terms are faster), then per model the modelled costs, the rewrites that fired and how the
 extracted graph's ops differ from the imported one. Layout terms (issue 19 item 2's second
@@ -137,7 +137,7 @@ def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: boo
 
 
 # --ablation's columns: (label, Options fields); the fourth is issue 19 item 2's fusion terms
-# (eqsat.rules.fusion; layout terms are not built yet), what `eqsat compile` does by default
+# (eqsat.rules.fusion; layout terms are not built yet): `eqsat compile --fusion-terms`
 ABLATION = (
     ("no e-graph", {"egraph": False}),
     ("ort costs", {"egraph": True, "cost_model": "roofline"}),

@@ -57,10 +57,11 @@ def add_parsers(sub) -> None:
         "CPU; roofline and measured price onnxruntime's kernels)",
     )
     comp.add_argument(
-        "--no-fusion-terms",
+        "--fusion-terms",
         action="store_true",
-        help="leave fusion to lowering: no kernel terms in the e-graph, element-wise ops priced "
-        "as fused (default with the compiler cost model: extraction chooses the kernels)",
+        help="put the kernels lowering can fuse into the e-graph, so that extraction chooses "
+        "them with the algebra and merges and lowering follows (compiler cost model only; "
+        "default: fusion left to lowering)",
     )
     comp.add_argument(
         "--shape",
@@ -139,7 +140,7 @@ def cmd_compile(args) -> int:
         precision=args.precision,
         egraph=not args.no_optimize,
         cost_model=args.cost_model,
-        fusion_terms=False if args.no_fusion_terms else None,
+        fusion_terms=args.fusion_terms,
         shapes=shapes_arg(args.shape),
         input_shapes=input_shapes(args.input_shape),
         verify=not args.no_verify,

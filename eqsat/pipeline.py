@@ -114,9 +114,11 @@ class Options:
     tuning_log: str | None = None
     tuned: bool = True  # False: the default schedules whatever the log holds
     # fusion decisions as e-graph terms (eqsat.rules.fusion), so that extraction picks algebra,
-    # merges and fusion jointly and lowering follows it; None: on where the result is compiled
-    # code priced by the compiler cost model (never for onnx: a model holds no kernels)
-    fusion_terms: bool | None = None
+    # merges and fusion jointly and lowering follows it; compiled targets with the compiler cost
+    # model only (an ONNX model holds no kernels). Off by default: measured, the model then
+    # declines merges that pay (BERT's Q/K/V, 0.68x) and NAS-RNN's larger e-graph made the ILP
+    # fall back to greedy under load (40 MatMuls instead of 6, 0.57x); see eqsat.rules.fusion
+    fusion_terms: bool = False
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
@@ -840,11 +842,9 @@ def cost_model_for(options: Options) -> str:
 
 
 def fusion_terms(options: Options) -> bool:
-    """Whether the e-graph holds fusion terms (``options.fusion_terms``; None: for compiled
-    targets priced by the compiler cost model). InputError where it cannot mean anything."""
+    """Whether the e-graph holds fusion terms (``options.fusion_terms``); InputError where
+    they cannot mean anything."""
     on = options.fusion_terms
-    if on is None:
-        return options.target in COMPILED_TARGETS and cost_model_for(options) == "compiler"
     if on and (options.target not in COMPILED_TARGETS or cost_model_for(options) != "compiler"):
         raise InputError(
             "fusion terms need a compiled target and the compiler cost model (an ONNX model "

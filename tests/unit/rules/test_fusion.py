@@ -143,10 +143,12 @@ def test_a_root_read_outside_its_epilogue_is_two_kernels_or_none_fused():
 
 def test_the_onnx_path_never_sees_fusion_terms():
     assert not pipeline.fusion_terms(pipeline.Options())
-    assert pipeline.fusion_terms(pipeline.Options(target="llvm"))
-    assert not pipeline.fusion_terms(pipeline.Options(target="llvm", cost_model="roofline"))
-    with pytest.raises(InputError, match="compiled target"):
-        pipeline.fusion_terms(pipeline.Options(fusion_terms=True))
+    assert not pipeline.fusion_terms(pipeline.Options(target="llvm"))  # opt-in
+    assert pipeline.fusion_terms(pipeline.Options(target="llvm", fusion_terms=True))
+    roofline = pipeline.Options(target="llvm", cost_model="roofline", fusion_terms=True)
+    for wrong in (pipeline.Options(fusion_terms=True), roofline):
+        with pytest.raises(InputError, match="compiled target"):
+            pipeline.fusion_terms(wrong)
     opts = pipeline.Options(rules=("cleanup", "fusion"), isolate=False, verify=False)
     with pytest.raises(InputError, match="fusion family"):
         pipeline.optimize(_conv_add_relu(), opts)
@@ -160,7 +162,8 @@ def test_the_onnx_path_never_sees_fusion_terms():
 
 def test_compile_extracts_with_fusion_terms_and_the_result_matches_onnxruntime():
     src = _swiglu_mlp()
-    res = pipeline.compile(src, pipeline.Options(target="llvm", cache=False, isolate=False))
+    opts = pipeline.Options(target="llvm", cache=False, isolate=False, fusion_terms=True)
+    res = pipeline.compile(src, opts)
     assert res.egraph["fusion_terms"] and res.verdict.ok
     assert res.egraph["rewrites_fired"].get("fuse-epilogue")
     x = RNG.standard_normal((4, 32)).astype(np.float32)
@@ -169,7 +172,7 @@ def test_compile_extracts_with_fusion_terms_and_the_result_matches_onnxruntime()
     )
 
 
-def test_the_compile_command_can_leave_fusion_to_lowering(tmp_path, capsys):
+def test_the_compile_command_takes_fusion_terms_on_request(tmp_path, capsys):
     import json
 
     from eqsat import cli
@@ -177,8 +180,8 @@ def test_the_compile_command_can_leave_fusion_to_lowering(tmp_path, capsys):
     src = tmp_path / "m.onnx"
     src.write_bytes(_conv_add_relu().SerializeToString())
     seen = {}
-    for flag in ([], ["--no-fusion-terms"]):
+    for flag in ([], ["--fusion-terms"]):
         assert cli.main(["compile", str(src), "--no-cache", "--json", *flag]) == 0
         out = json.loads(capsys.readouterr().out)
         seen[tuple(flag)] = (out["egraph"]["fusion_terms"], out["verification"]["ok"])
-    assert seen == {(): (True, True), ("--no-fusion-terms",): (False, True)}
+    assert seen == {(): (False, True), ("--fusion-terms",): (True, True)}
