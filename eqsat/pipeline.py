@@ -115,9 +115,9 @@ class Options:
     tuned: bool = True  # False: the default schedules whatever the log holds
     # fusion decisions as e-graph terms (eqsat.rules.fusion), so that extraction picks algebra,
     # merges and fusion jointly and lowering follows it; compiled targets with the compiler cost
-    # model only (an ONNX model holds no kernels). Off by default: measured, the model then
-    # declines merges that pay (BERT's Q/K/V, 0.68x) and NAS-RNN's larger e-graph made the ILP
-    # fall back to greedy under load (40 MatMuls instead of 6, 0.57x); see eqsat.rules.fusion
+    # model only (an ONNX model holds no kernels). Off by default: on a quiet machine it ran
+    # 0.95x-1.13x of fusion left to lowering (1 thread), but NAS-RNN's e-graph doubles and under
+    # load its ILP fell back to greedy (40 MatMuls instead of 6, 0.57x); see docs/cost-models.md
     fusion_terms: bool = False
 
 
