@@ -57,6 +57,13 @@ def add_parsers(sub) -> None:
         "CPU; roofline and measured price onnxruntime's kernels)",
     )
     comp.add_argument(
+        "--fusion-terms",
+        action="store_true",
+        help="put the kernels lowering can fuse into the e-graph, so that extraction chooses "
+        "them with the algebra and merges and lowering follows (compiler cost model only; "
+        "default: fusion left to lowering)",
+    )
+    comp.add_argument(
         "--shape",
         action="append",
         default=[],
@@ -133,6 +140,7 @@ def cmd_compile(args) -> int:
         precision=args.precision,
         egraph=not args.no_optimize,
         cost_model=args.cost_model,
+        fusion_terms=args.fusion_terms,
         shapes=shapes_arg(args.shape),
         input_shapes=input_shapes(args.input_shape),
         verify=not args.no_verify,

@@ -113,6 +113,12 @@ class Options:
     # None: tuning.jsonl in the user's cache folder (eqsat.autoschedule.log.default_log)
     tuning_log: str | None = None
     tuned: bool = True  # False: the default schedules whatever the log holds
+    # fusion decisions as e-graph terms (eqsat.rules.fusion), so that extraction picks algebra,
+    # merges and fusion jointly and lowering follows it; compiled targets with the compiler cost
+    # model only (an ONNX model holds no kernels). Off by default: on a quiet machine it ran
+    # 0.95x-1.13x of fusion left to lowering (1 thread), but NAS-RNN's e-graph doubles and under
+    # load its ILP fell back to greedy (40 MatMuls instead of 6, 0.57x); see docs/cost-models.md
+    fusion_terms: bool = False
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
@@ -858,13 +864,27 @@ def cost_model_for(options: Options) -> str:
     return "compiler" if options.target in COMPILED_TARGETS else "roofline"
 
 
-def _compiler_cost_model():
+def fusion_terms(options: Options) -> bool:
+    """Whether the e-graph holds fusion terms (``options.fusion_terms``); InputError where
+    they cannot mean anything."""
+    on = options.fusion_terms
+    if on and (options.target not in COMPILED_TARGETS or cost_model_for(options) != "compiler"):
+        raise InputError(
+            "fusion terms need a compiled target and the compiler cost model (an ONNX model "
+            "holds no kernels; the other cost models price onnxruntime's)"
+        )
+    return on
+
+
+def _compiler_cost_model(fusion: bool = False):
     """The compiler cost model with this machine's constants (``calibrate_compiler``), keyed
-    by the LLVM backend's capabilities, else the packaged default."""
+    by the LLVM backend's capabilities, else the packaged default; ``fusion``: it prices the
+    fusion terms (an element-wise op outside one is a memory pass)."""
     from eqsat.backends.llvm.capabilities import Capabilities
     from eqsat.extract.compiler_cost import CompilerConstants, CompilerCostModel
 
-    return CompilerCostModel(CompilerConstants.load(caps_key=Capabilities.host().key()))
+    consts = CompilerConstants.load(caps_key=Capabilities.host().key())
+    return CompilerCostModel(consts, fusion_terms=fusion)
 
 
 def calibrate_compiler(save_to: str | os.PathLike | None = None, reps: int = 15):
@@ -902,7 +922,7 @@ def calibrate_compiler(save_to: str | os.PathLike | None = None, reps: int = 15)
     return calibrate(time_graph, machine, Path(save_to) if save_to else cache_file(caps.key()))
 
 
-def _cost_model(name: str, calibration: str | None = None):
+def _cost_model(name: str, calibration: str | None = None, fusion: bool = False):
     from eqsat.extract.cost import AstSize
     from eqsat.extract.measured import MeasuredCostModel
     from eqsat.extract.roofline import RooflineConstants, RooflineCostModel
@@ -912,7 +932,9 @@ def _cost_model(name: str, calibration: str | None = None):
     assert tuple(models) == COST_MODELS
     if name not in models:
         raise InputError(f"unknown cost model {name!r}; known: {', '.join(models)}")
-    if calibration is None or name in ("ast-size", "compiler"):
+    if name == "compiler":
+        return _compiler_cost_model(fusion)
+    if calibration is None or name == "ast-size":
         return models[name]()
     try:
         roofline = RooflineCostModel(RooflineConstants.load(Path(calibration)))
@@ -944,14 +966,19 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
 
     with timer.phase("rules"):  # loading egglog and building the rulesets: a fixed cost
         try:
-            chosen = schedule.select(options.rules, options.disabled_rules, options.rules_file)
+            families = tuple(options.rules)
+            if fusion_terms(options) and "fusion" not in families:
+                families += ("fusion",)
+            elif "fusion" in families and not fusion_terms(options):
+                raise ValueError("the fusion family is for compiled targets (--target llvm)")
+            chosen = schedule.select(families, options.disabled_rules, options.rules_file)
         except ValueError as e:
             raise InputError(str(e)) from e
         if options.extractor not in EXTRACTORS:
             known = ", ".join(EXTRACTORS)
             raise InputError(f"unknown extractor {options.extractor!r}; known: {known}")
         # reads its constants: a missing file fails here, in one line
-        _cost_model(cost_model_for(options), options.calibration)
+        _cost_model(cost_model_for(options), options.calibration, fusion_terms(options))
         with printed.batch():  # the ledger's hashes print every rule: one cache write
             rules, unproved = _proved(chosen, options)  # a missing ledger fails here too
             rules = schedule.relevant(rules, _ctors(graph))
@@ -1039,7 +1066,9 @@ def _egraph_work(graph: TensorGraph, options: Options, picked: tuple, timer: _Ti
 
     rules, unproved, shape_rules = picked
     with timer.phase("rules"):
-        cost_model = _cost_model(cost_model_for(options), options.calibration)
+        cost_model = _cost_model(
+            cost_model_for(options), options.calibration, fusion_terms(options)
+        )
     with timer.phase("encode"):
         enc = encode(graph)
         rulesets = schedule.rulesets(rules)
@@ -1061,6 +1090,7 @@ def _egraph_work(graph: TensorGraph, options: Options, picked: tuple, timer: _Ti
         ex = extract(
             sat, cost_model, extractor=options.extractor, time_limit=options.extract_time_limit
         )
+        # with fusion terms the input graph records no kernels: priced with nothing fused
         before = extract_cost(graph, cost_model)
     rewrites, analysis = rules_fired(sat.matches, rules)
     stats = {
@@ -1071,6 +1101,7 @@ def _egraph_work(graph: TensorGraph, options: Options, picked: tuple, timer: _Ti
         "saturation": sat.summary(),
         "extraction": ex.summary(),
         "cost_model": cost_model.name,
+        "fusion_terms": fusion_terms(options),
         "cost_before": before,
         "cost_after": ex.cost,
     }

@@ -30,11 +30,13 @@ from eqsat.egraph.ops import infer_node
 from eqsat.egraph.serialized import SerializedEGraph
 
 ClassType = TensorType | tuple[TensorType | None, ...]
+# the fusion terms of eqsat.egraph.lang: views of their own kind, typed as their operand
+FUSION_TERMS = ("lane", "kernel")
 
 
 @dataclass(frozen=True)
 class View:
-    kind: str  # input | weight | ints | scalar | none | op | generic | output | other
+    kind: str  # input | weight | ints | scalar | none | op | generic | output | lane | kernel | ..
     op: str = ""  # ONNX op type (op, generic)
     spec: OpSpec | None = None
     values: tuple = ()  # canonical attribute values (op)
@@ -71,6 +73,8 @@ def view(eg: SerializedEGraph, nid: str, enc: Encoding, nones: set[str]) -> View
         return View("none")
     if name == "output":
         return View("output", inputs=(eg.nodes[kids[0]].eclass,), index=eg.literal(kids[1]))
+    if name in FUSION_TERMS:  # lane(x), kernel(e): their operand's value (eqsat.rules.fusion)
+        return View(name, inputs=(eg.nodes[kids[0]].eclass,))
 
     def opt(c: str) -> str | None:
         return None if c in nones else c
@@ -166,6 +170,8 @@ def _node_type(v: View, enc: Encoding, types, consts) -> ClassType | None:
         orig = enc.generic[v.name]
         outs = tuple(enc.graph.types.get(o) if o else None for o in orig.outputs)
         return outs[0] if len(outs) == 1 else outs
+    if v.kind in FUSION_TERMS:
+        return types.get(v.inputs[0])
     if v.kind == "output":
         tup = types.get(v.inputs[0])
         return tup[v.index] if isinstance(tup, tuple) and v.index < len(tup) else None

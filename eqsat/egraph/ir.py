@@ -176,6 +176,10 @@ class GraphMeta:
     graph_doc_string: str = ""
     metadata_props: tuple[tuple[str, str], ...] = ()
     functions: tuple[bytes, ...] = ()  # serialized FunctionProtos (custom ops), kept verbatim
+    # the kernels extraction chose (eqsat.rules.fusion), for lowering to follow: per kernel,
+    # its root's value then its epilogue's values (() where it fused none); None where the
+    # e-graph held no fusion terms. Never exported: an ONNX model has no kernels.
+    fusion: tuple[tuple[str, ...], ...] | None = None
 
     @property
     def opset(self) -> int:

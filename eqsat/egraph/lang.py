@@ -78,6 +78,17 @@ class Tensor(Expr):
     @classmethod
     def output(cls, node: Tensor, index: i64Like) -> Tensor: ...
 
+    # ------------------------------------------------------------------ fusion terms
+    # what the compiler will fuse, as terms (eqsat.rules.fusion says why and how): ``lane(x,
+    # k)`` is ``x`` read by kernel ``k`` that will not store what it computes from it (a term
+    # over a lane lives in a world of its own: no rule unions it with the stored value, nor with
+    # another kernel's), and ``kernel(e)`` is ``e`` stored by one kernel. Both mean their
+    # operand: unfolding them is their semantics.
+    @classmethod
+    def lane(cls, x: Tensor, kernel: StringLike) -> Tensor: ...
+    @classmethod
+    def kernel(cls, e: Tensor) -> Tensor: ...
+
     # ------------------------------------------------------------------ typed ops
     @classmethod
     def relu(cls, x: Tensor) -> Tensor: ...

@@ -17,6 +17,13 @@ through the predicate fusion uses (:attr:`Kind.starts_kernel`), not a second lis
   so it pays only its arithmetic at the element-wise rate (no kernel, no memory traffic). Where
   lowering must materialize one (read at several sites) the model underprices it: the model
   sees one node, not its uses (a known limit, shared with TVM's per-op cost models);
+- with ``fusion_terms`` (the e-graph holds :mod:`eqsat.rules.fusion`'s terms, so the model
+  no longer has to guess): an element-wise op in a kernel's epilogue pays its arithmetic
+  (:meth:`CompilerCostModel.epilogue_cost`, asked by extraction for e-nodes over a lane), and
+  one outside any epilogue is a kernel of its own, a memory pass (overhead, bytes at the
+  bandwidth). Lowering still inlines an element-wise chain that has no root into its consumer,
+  so a chain of k such ops is priced as k passes where it runs as one or none (a chain term,
+  ``kernel(e)`` over loads, is the next increment);
 - a **view** (INJECTIVE: Transpose, Reshape, Slice, Concat, ...) is index arithmetic: free.
 
 The constants are measured by :func:`calibrate` through the compile path itself (a few GEMM
@@ -95,8 +102,15 @@ class CompilerCostModel(CostModelBase):
 
     name = "compiler"
 
-    def __init__(self, constants: CompilerConstants | None = None):
+    def __init__(self, constants: CompilerConstants | None = None, fusion_terms: bool = False):
         self.c = constants or CompilerConstants.load()
+        # the e-graph holds fusion terms (eqsat.rules.fusion): an element-wise op is fused only
+        # where extraction chooses its epilogue term (epilogue_cost), else it is a pass of its own
+        self.fusion_terms = fusion_terms
+
+    def epilogue_cost(self, op, attrs, ins, outs) -> float:
+        """An element-wise e-node in a kernel's epilogue (over a lane): its arithmetic only."""
+        return op_flops(op, attrs, ins, outs) / (self.c.elementwise_gflops * 1e3)
 
     def node_cost(
         self,
@@ -110,7 +124,7 @@ class CompilerCostModel(CostModelBase):
         if kind is Kind.INJECTIVE or kind is Kind.SOURCE:
             return 0.0  # index arithmetic in its consumer
         flops = op_flops(op, attrs, ins, outs)
-        if not kind.starts_kernel:  # element-wise: fused, its arithmetic only
+        if not kind.starts_kernel and not self.fusion_terms:  # element-wise: fused, arithmetic
             return flops / (self.c.elementwise_gflops * 1e3)
         category = record.category if record is not None else ""
         rate = (

@@ -18,11 +18,13 @@ The protocol states every ability extraction reads, so that none is discovered w
 (a misspelt ``noise`` would then silently be 0): ``needs_values`` (the model is also given the
 values of constant inputs), ``noise`` (its relative error: a rewrite must beat the original by
 more than this), ``runtime_fusions`` (it prices the kernels onnxruntime runs, so activations
-fused into a Conv are free) and ``save`` (persist what it learned, called once after
-extraction). :class:`CostModelBase` gives each its neutral default, so a model declares only
-what it has; a model may also satisfy the protocol without it (it is structural), but it must
-then spell every ability out, and :func:`eqsat.extract.extraction.extract` refuses one that
-does not (:func:`missing_abilities`) before any cost is asked.
+fused into a Conv are free), ``save`` (persist what it learned, called once after
+extraction) and ``epilogue_cost`` (the price of an element-wise e-node inside a fused kernel's
+epilogue, :mod:`eqsat.rules.fusion`). :class:`CostModelBase` gives each its neutral default,
+so a model declares only what it has; a model may also satisfy the protocol without it (it is
+structural), but it must then spell every ability out, and
+:func:`eqsat.extract.extraction.extract` refuses one that does not (:func:`missing_abilities`)
+before any cost is asked.
 """
 
 from __future__ import annotations
@@ -65,8 +67,27 @@ class CostModel(Protocol):
         extraction."""
         ...
 
+    def epilogue_cost(
+        self,
+        op: str,
+        attrs: Mapping[str, AttrValue],
+        ins: Sequence[TensorType | None],
+        outs: Sequence[TensorType | None],
+    ) -> float:
+        """An element-wise e-node in a kernel's epilogue (over a lane of
+        :mod:`eqsat.rules.fusion`); e-graphs without fusion terms never ask it."""
+        ...
 
-ABILITIES = ("name", "needs_values", "noise", "runtime_fusions", "node_cost", "save")
+
+ABILITIES = (
+    "name",
+    "needs_values",
+    "noise",
+    "runtime_fusions",
+    "node_cost",
+    "save",
+    "epilogue_cost",
+)
 
 
 def missing_abilities(model: object) -> list[str]:
@@ -86,6 +107,10 @@ class CostModelBase:
 
     def save(self) -> None:
         """Nothing to persist."""
+
+    def epilogue_cost(self, op, attrs, ins, outs) -> float:
+        """A model that knows no fusion prices an epilogue e-node as any other."""
+        return self.node_cost(op, attrs, ins, outs)
 
 
 class AstSize(CostModelBase):
@@ -137,11 +162,13 @@ def op_flops(op: str, attrs, ins, outs) -> int:
     return node_flops(node, ins, outs)
 
 
-def checked_cost(model: CostModel, op, attrs, ins, outs, consts=None) -> float:
+def checked_cost(model: CostModel, op, attrs, ins, outs, consts=None, epilogue=False) -> float:
     """``model.node_cost`` with its contract enforced: NaN or negative costs raise. A model
     with ``needs_values`` also gets ``consts`` (see :class:`CostModel` and
-    :mod:`eqsat.extract.measured`)."""
-    if model.needs_values:
+    :mod:`eqsat.extract.measured`). ``epilogue``: ``model.epilogue_cost`` instead."""
+    if epilogue:
+        c = float(model.epilogue_cost(op, attrs, ins, outs))
+    elif model.needs_values:
         c = float(model.node_cost(op, attrs, ins, outs, consts=consts))
     else:
         c = float(model.node_cost(op, attrs, ins, outs))

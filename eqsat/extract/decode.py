@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -84,6 +85,15 @@ def decode(
     g = enc.graph
     names = _Names(set(g.types))
     cls_view = {c: views[choice[c]] for c in order}
+    # fusion terms (eqsat.rules.fusion) are unfolded: lane(x) is x, and the value e of kernel(e)
+    # is written under the kernel class's name; each kernel chosen becomes a group of fusion
+    same: dict[str, str] = {}
+    for c in order:
+        v = cls_view[c]
+        if v.kind == "lane":
+            same[c] = same.get(v.inputs[0], v.inputs[0])
+        elif v.kind == "kernel" and v.inputs[0] not in same:
+            same[v.inputs[0]] = c
     name: dict[str, str] = {}
     aliases: dict[str, list[str]] = {}  # class -> extra names (Identity nodes)
     weights: dict[str, np.ndarray] = {}
@@ -120,8 +130,8 @@ def decode(
             originals.setdefault(c, []).append((int(let[1:]), value_of.get(let, "")))
     for c in order:
         v = cls_view[c]
-        if c in name or v.kind in ("none", "other") or is_tuple(v, enc):
-            continue
+        if c in name or c in same or v.kind in ("none", "other") or is_tuple(v, enc):
+            continue  # a lane and a kernel's value are named as what they stand for (below)
         cands = [n for _, n in sorted(originals.get(c, []))]
         if v.kind in ("ints", "scalar"):
             cands.insert(0, enc.const_names.get((v.kind, *v.literal), ""))
@@ -129,6 +139,10 @@ def decode(
     for c in order:
         if cls_view[c].kind in ("ints", "scalar"):
             weights[name[c]] = leaf_value(cls_view[c], enc)  # type: ignore[assignment]
+
+    for c in order:  # a lane's class, and a kernel's value: the name of what they stand for
+        if c in same:
+            name[c] = name[same[c]]
 
     def ref(c: str | None) -> str:
         return "" if c is None else name[c]
@@ -175,9 +189,44 @@ def decode(
             body.extend(Node("Identity", (name[c],), (a,)) for a in aliases.get(c, ()))
     leaves = [c for c in aliases if c not in nodes]  # an input or weight that is also an output
     body[:0] = [Node("Identity", (name[c],), (a,)) for c in leaves for a in aliases[c]]
-    graph = TensorGraph(g.inputs, g.outputs, tuple(body), out_types, weights, g.meta)
+    meta = g.meta
+    if any(v.kind == "lane" for v in views.values()):  # the e-graph held fusion terms
+        meta = replace(g.meta, fusion=_fusion_groups(order, cls_view, name))
+    graph = TensorGraph(g.inputs, g.outputs, tuple(body), out_types, weights, meta)
     graph.check()
     return graph
+
+
+def _in(cls_view, c: str | None) -> str:
+    return cls_view[c].kind if c is not None and c in cls_view else ""
+
+
+def _fusion_groups(order, cls_view, name) -> tuple[tuple[str, ...], ...]:
+    """Each chosen ``kernel(e)`` as (its root's value, its epilogue's values...), values in
+    ``order`` (children first): what :func:`eqsat.lower.fuse.plan` follows."""
+    lanes: set[str] = set()
+    for c in order:
+        v = cls_view[c]
+        if v.kind == "lane" or (v.kind == "op" and any(i in lanes for i in v.inputs if i)):
+            lanes.add(c)
+    rank = {c: k for k, c in enumerate(order)}
+    groups = []
+    for c in order:
+        if cls_view[c].kind != "kernel":
+            continue
+        members, stack = set(), [cls_view[c].inputs[0]]
+        while stack:
+            m = stack.pop()
+            if m in members or m not in lanes or cls_view[m].kind != "op":
+                continue
+            members.add(m)
+            stack.extend(i for i in cls_view[m].inputs if i)
+        roots = [m for m in members if _in(cls_view, cls_view[m].inputs[0]) == "lane"]
+        if len(roots) != 1:
+            continue  # not what the fusion rule builds: lowering fuses as it would anyway
+        epi = sorted(members - set(roots), key=rank.__getitem__)
+        groups.append((name[roots[0]], *(name[m] for m in epi)))
+    return tuple(groups)
 
 
 def _tuple_output(c, k, orig_out, projections, name, names, out_types, g) -> str:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 from eqsat.egraph.classes import class_types, constant_classes, leaf_value, none_classes, view
 from eqsat.egraph.ir import TensorGraph, TensorType
+from eqsat.egraph.opdefs.base import Kind
+from eqsat.egraph.ops import OPS
 from eqsat.egraph.saturate import Saturation
 from eqsat.egraph.serialized import SerializedEGraph, serialize
 from eqsat.extract.cost import AstSize, CostModel, checked_cost, missing_abilities
@@ -131,6 +133,7 @@ def extract(
         convs = {eg.nodes[n].eclass for n, v in views.items() if v.kind == "op" and v.op == "Conv"}
 
     priced: dict[str, float] = {}  # greedy, the search and the ILP each price the nodes
+    epilogue = epilogue_nodes(eg, views, classes)
 
     def cost(nid: str) -> float:
         if nid not in priced:
@@ -155,7 +158,7 @@ def extract(
         consts = [
             None if i is None or i not in constant else values.get(i, CONST) for i in v.inputs
         ]
-        return checked_cost(model, v.op, v.attrs(enc), ins, outs, consts)
+        return checked_cost(model, v.op, v.attrs(enc), ins, outs, consts, nid in epilogue)
 
     chosen = greedy_dag(eg, roots, cost)
     used, ilp_info, local_info = "greedy", {}, {}
@@ -205,6 +208,30 @@ def extract(
     )
 
 
+def epilogue_nodes(eg: SerializedEGraph, views: dict, classes) -> set[str]:
+    """The element-wise e-nodes over a lane (:mod:`eqsat.rules.fusion`): a kernel's epilogue,
+    priced by the model's ``epilogue_cost``. A class is in a lane when it holds ``lane(x)`` or
+    a typed op over a class in a lane (a least fixpoint); a class in a lane is only ever read
+    by ops in it and by ``kernel``, so the set is the same whatever extraction chooses."""
+    lanes = {eg.nodes[n].eclass for n, v in views.items() if v.kind == "lane"}
+    if not lanes:
+        return set()
+    ops = [(n, v) for n, v in views.items() if v.kind == "op"]
+    changed = True
+    while changed:
+        changed = False
+        for n, v in ops:
+            c = eg.nodes[n].eclass
+            if c not in lanes and any(i in lanes for i in v.inputs if i is not None):
+                lanes.add(c)
+                changed = True
+    return {
+        n
+        for n, v in ops
+        if OPS[v.op].kind is Kind.ELEMENTWISE and any(i in lanes for i in v.inputs if i)
+    }
+
+
 def free(model: CostModel, table_op: bool, op: str, constant: list[bool], after_conv: bool):
     """Whether a node costs nothing at run time, the same test for an e-node (extraction) and
     for a node of a graph (:func:`graph_cost`): an op of the table whose inputs are all constant
@@ -222,9 +249,13 @@ def free(model: CostModel, table_op: bool, op: str, constant: list[bool], after_
 def graph_cost(graph: TensorGraph, cost_model: CostModel) -> float:
     """The cost of a graph as it stands, priced node by node exactly as extraction prices the
     e-nodes it chooses (:func:`free`, then the model; constant inputs passed as extraction
-    passes them), so that extracting an unchanged graph gives it the same cost."""
+    passes them; the epilogues of ``graph.meta.fusion`` by ``epilogue_cost``), so that
+    extracting an unchanged graph gives it the same cost, and an extracted graph the cost
+    extraction reported."""
     constant = set(graph.weights)
     convs: set[str] = set()
+    # the epilogues extraction chose (GraphMeta.fusion): priced as it priced their e-nodes
+    epilogue = {v for group in graph.meta.fusion or () for v in group[1:]}
     total = 0.0
     for n in graph.nodes:
         table_op = n.opaque is None
@@ -241,7 +272,8 @@ def graph_cost(graph: TensorGraph, cost_model: CostModel) -> float:
         consts = [
             None if not i or i not in constant else graph.weights.get(i, CONST) for i in n.inputs
         ]
-        total += checked_cost(cost_model, n.op, n.attr, ins, outs, consts)
+        fused = bool(n.outputs) and n.outputs[0] in epilogue
+        total += checked_cost(cost_model, n.op, n.attr, ins, outs, consts, fused)
     return total
 
 

@@ -26,6 +26,16 @@ Rules (each for a reason):
    consumers makes its element-wise producer materialize, not the Transpose.
 4. Views (INJECTIVE) are never materialized except as graph outputs.
 
+Where extraction chose the kernels (``chosen``: the graph's ``GraphMeta.fusion``, written when
+the e-graph held the fusion terms of :mod:`eqsat.rules.fusion`), rule 2 follows it for the
+roots extraction could fuse (``decided``: the ops with a typed e-graph constructor; a root kept
+as a generic node, e.g. ReduceMean, never had a fused alternative and keeps the greedy
+epilogue): a root's epilogue is taken from the values extraction fused into it, and a root
+extraction left unfused gets none (its element-wise consumers are inlined or materialized by
+rule 3, as priced). The same conditions still apply (the fusion rule only builds epilogues that
+meet them; a value the passes after extraction renamed or folded away is simply not fused), so
+where extraction and greedy agree the plan is the same.
+
 Kernels run in the topological order of their *exit* nodes, which is a valid order: a group's
 external inputs come from nodes before its nodes, and a group whose exit is later than one of its
 values would have two exits.
@@ -67,8 +77,16 @@ def plan(
     outputs: Sequence[str],
     types: Mapping[str, TensorType],
     kind: Callable[[Node], Kind],
+    chosen: Sequence[Sequence[str]] | None = None,
+    decided: Callable[[Node], bool] = lambda n: True,
 ) -> Plan:
-    """``uses``: value -> the needed nodes reading it as a data input (each node once)."""
+    """``uses``: value -> the needed nodes reading it as a data input (each node once).
+    ``chosen``: the kernels extraction chose (``GraphMeta.fusion``: root value, epilogue
+    values), followed instead of rule 2's greedy choice for the roots ``decided`` says
+    extraction could fuse (see the module docstring)."""
+    follow = None
+    if chosen is not None:
+        follow = {g[0]: frozenset(g[1:]) for g in chosen if g}
     pos = {id(n): p for p, n in enumerate(nodes)}
     producer = {o: n for n in nodes for o in n.outputs if o}
     is_root = {id(n): kind(n).starts_kernel for n in nodes}
@@ -79,7 +97,11 @@ def plan(
     for root in nodes:
         if not is_root[id(root)]:
             continue
-        epi = _epilogue(root, nodes[pos[id(root)] + 1 :], uses, outs, types, kind, absorbed)
+        allowed = None
+        if follow is not None and decided(root):
+            allowed = follow.get(root.outputs[0], frozenset())
+        later = nodes[pos[id(root)] + 1 :]
+        epi = _epilogue(root, later, uses, outs, types, kind, absorbed, allowed)
         for n in epi:
             absorbed[id(n)] = root
         exit_ = (epi[-1] if epi else root).outputs[0]
@@ -114,8 +136,9 @@ def plan(
     return Plan(tuple(groups), frozenset(materialized))
 
 
-def _epilogue(root, later, uses, outs, types, kind, absorbed) -> list[Node]:
-    """The longest single-exit run of element-wise consumers to fuse into ``root``'s store."""
+def _epilogue(root, later, uses, outs, types, kind, absorbed, allowed=None) -> list[Node]:
+    """The longest single-exit run of element-wise consumers to fuse into ``root``'s store
+    (only those whose value is in ``allowed``, when given)."""
     out = root.outputs[0]
     shape = types[out].shape
     group_values = {out}
@@ -130,6 +153,7 @@ def _epilogue(root, later, uses, outs, types, kind, absorbed) -> list[Node]:
         ok = (
             kind(n) is Kind.ELEMENTWISE
             and id(n) not in absorbed
+            and (allowed is None or n.outputs[0] in allowed)
             and len([o for o in n.outputs if o]) == 1
             and types[n.outputs[0]].shape == shape
             and any(i in group_values for i in ins)

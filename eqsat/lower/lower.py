@@ -238,7 +238,15 @@ class _Lowering:
         outs = list(dict.fromkeys(self.g.outputs))
         for i in self.g.inputs:
             self.buffer(i, BufferKind.INPUT)
-        fplan = fuse.plan(nodes, uses, outs, self.types, lambda n: OPS[n.op].kind)
+        fplan = fuse.plan(
+            nodes,
+            uses,
+            outs,
+            self.types,
+            lambda n: OPS[n.op].kind,
+            self.g.meta.fusion,
+            lambda n: bool(OPS[n.op].ctor),  # a typed constructor: extraction could fuse it
+        )
         for o in outs:
             if o in fplan.materialized:
                 self.buffer(o, BufferKind.OUTPUT)

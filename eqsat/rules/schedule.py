@@ -26,7 +26,7 @@ from pathlib import Path
 
 from egglog import Ruleset, Schedule, back_off, ruleset, run
 
-from eqsat.rules import algebra, cleanup, fold, layout, linear, merge
+from eqsat.rules import algebra, cleanup, fold, fusion, layout, linear, merge
 from eqsat.rules.base import PyRule, Rule, check_unique
 from eqsat.rules.generated import lift, rulefile
 
@@ -58,6 +58,9 @@ FAMILIES = {
     # guarded by the shapes it was proved for (so they need the shape analysis, on by default),
     # and the N-ary merges lifted from them (Python-driven, after the hand-written merges)
     "generated": generated,
+    # compiled targets only (the pipeline adds it): fusion decisions as terms, after every
+    # rewrite that changes the algebra, so that each alternative gets its kernels
+    "fusion": fusion.rules,
 }
 # families that can grow the e-graph without bound: each runs in its own ruleset under egglog's
 # back-off scheduler (a rule that matches more than BACK_OFF_MATCHES times in one pass is banned

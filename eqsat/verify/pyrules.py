@@ -99,6 +99,21 @@ def _unary_wrap(core, x_shape, inits=()):
 
 
 WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
+    # a Conv's bias-free residual epilogue and a MatMul's SiLU (x * sigmoid(x)) times a product
+    "fuse-epilogue": lambda d: _model(
+        [
+            _n("Conv", ["x", "w"], ["c"]),
+            _n("Add", ["c", "r"], ["a"]),
+            _n("Relu", ["a"], ["y"]),
+            _n("MatMul", ["p", "v"], ["m"]),
+            _n("Sigmoid", ["m"], ["s"]),
+            _n("Mul", ["m", "s"], ["g"]),
+            _n("Mul", ["g", "q"], ["z"]),
+        ],
+        [("x", [1, 1, d, 2]), ("r", [1, 2, d, 2]), ("p", [d, 2]), ("q", [d, 2])],
+        ["y", "z"],
+        [_w("w", [2, 1, 1, 1]), _w("v", [2, 2])],
+    ),
     "dropout-elim": lambda d: _model(
         [_n("Sigmoid", ["x"], ["s"]), _n("Dropout", ["s", "r"], ["y"])],
         [("x", [d, 2])],

@@ -43,7 +43,7 @@ def test_names_are_unique_and_every_rule_has_a_witness():
     """Clean-up rules have a witness here; every Python-driven rule has one in its family's test
     module or carries its own (the merges lifted from generated rules); every egglog rule is
     also evaluated on random inputs (test_rule_semantics)."""
-    from tests.unit.rules import test_fold, test_layout, test_linear, test_merge
+    from tests.unit.rules import test_fold, test_fusion, test_layout, test_linear, test_merge
 
     every = schedule.select(tuple(schedule.FAMILIES))
     names = [r.name for r in every]
@@ -53,6 +53,7 @@ def test_names_are_unique_and_every_rule_has_a_witness():
         **test_merge.WITNESSES,
         **test_layout.WITNESSES,
         **test_linear.WITNESSES,
+        **test_fusion.WITNESSES,
     }
     for r in every:
         if isinstance(r, PyRule):
