@@ -24,7 +24,9 @@ module:
   Each call allocates its own workspaces (64-byte aligned), so threads never share one;
 * the kernel itself: packs weight operands on the first call (and again whenever the weight
   buffer's address changes) into a module global — at load time in effect, never per
-  inference — then runs the tasks, through ``@eqsat.parallel_for`` (the runtime's pool) when
+  inference; one global per distinct packed content, which the kernels that pack the same
+  weight the same way share (:func:`packed_copy_symbol`: an RNN's step kernels) — then runs
+  the tasks, through ``@eqsat.parallel_for`` (the runtime's pool) when
   there is more than one task and at least ``PARALLEL_FLOP`` of work (the native pool's launch
   costs a few µs; through the Python pool it was 14-16 µs and ~100 µs of work was needed to
   gain from it), else inline.
@@ -280,14 +282,42 @@ def _gep(b: ir.IRBuilder, p, off):
 
 def packed_globals(module: ir.Module, sym: str, side: str):
     """The two internal globals of an operand packed once: the packed copy and the address it
-    was packed from (``{sym}.pk.{side}`` and ``.src``), both null at load time."""
+    was packed from (``{sym}.pk.{side}`` and ``.src``), both null at load time; the ones
+    already in ``module`` when a kernel before this one declared them (a shared copy)."""
     out = []
     for suffix in ("", ".src"):
-        g = ir.GlobalVariable(module, PTR, f"{sym}.pk.{side}{suffix}")
-        g.linkage = "internal"
-        g.initializer = ir.Constant(PTR, None)
+        name = f"{sym}.pk.{side}{suffix}"
+        g = module.globals.get(name)
+        if g is None:
+            g = ir.GlobalVariable(module, PTR, name)
+            g.linkage = "internal"
+            g.initializer = ir.Constant(PTR, None)
         out.append(g)
     return out
+
+
+def packed_copy_symbol(c: Contraction, plan: Plan, side: str) -> str:
+    """The name (before ``.pk.{side}``) of the packed copy of ``c``'s weight operand ``side``:
+    one per distinct packed content, so the kernels that pack the same weight the same way
+    share one copy. The content is a function of what the loop IR of the packing says (the
+    weight buffer, its index expressions over the block variables), the plan's blocking and
+    the kernel's extents (constants: only weights whose blocks all have constant sizes are
+    packed once, ``tensorize_plan._prepackable``); the key is their printed form.
+
+    Why: NasRNN applies each of its 16 weights (512 × 512, 1 MB) once per step, in 80 GEMV
+    kernels; each kernel kept its own packed copy, so a run streamed 80 MB of packed weights
+    where 16 MB are distinct. Measured (1 thread, loadavg 5.3, each kernel called in model
+    order, min of 15): the 80 kernels 6.7-15.3 ms a run, the first 16 (one step, 16 copies)
+    five times over 3.8 ms. Each kernel alone, warm in L2, took 9-12 µs; in the model, ~80 µs
+    (its copy came from L3 or memory). Whole model, copies per kernel vs shared, interleaved
+    with onnxruntime in one process, min of 30, loadavg 4.7-6.7: 1 thread 10.5 -> 3.4 ms (ort
+    3.6), 2 threads 10.5 -> 4.3 ms; with the e-graph (6 MatMuls, the 8 MB merged h-weight in 5
+    kernels) 1 thread 7.9 -> 2.4 ms (ort 3.7), 2 threads 5.9 -> 2.5 ms (ort 2.4)."""
+    dst = _ws("tz.pk")
+    stmt = pack_a(c, plan, dst) if side == "a" else pack_b(c, plan, dst)
+    ext = sorted((n, repr(e)) for n, e in extents(c).items())
+    key = repr((side, stmt, plan, ext))
+    return "eqsat.w." + hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
 def _ctx_layout(cx: _Ctx, plan: Plan):
@@ -510,7 +540,7 @@ def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, 
         if not on:
             packed[side] = ir.Constant(PTR, None)
             continue
-        gptr, gsrc = packed_globals(cx.module, cx.sym, side)
+        gptr, gsrc = packed_globals(cx.module, packed_copy_symbol(c, plan, side), side)
         (weight,) = c.loads(side)
         src = bufs[[p.name for p in k.params].index(weight.name)]
         with b.if_then(b.icmp_unsigned("!=", b.load(gsrc, typ=PTR), src)):

@@ -161,6 +161,49 @@ def test_weights_repacked_when_they_change():
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
 
 
+def _rnn_model(n: int = 192):
+    """Two steps of ``h = tanh(x_t @ W + h @ U)``, then ``h @ V``: W and U applied twice (``n``
+    large enough for the GEMM, ``schedule_gemm.MIN_MACS``)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    w = {name: rng.standard_normal((n, n)).astype(np.float32) / n for name in "WUV"}
+    nodes, h = [], "h0"
+    for t in range(2):
+        nodes += [helper.make_node("MatMul", [f"x{t}", "W"], [f"a{t}"]),
+                  helper.make_node("MatMul", [h, "U"], [f"b{t}"]),
+                  helper.make_node("Add", [f"a{t}", f"b{t}"], [f"s{t}"]),
+                  helper.make_node("Tanh", [f"s{t}"], [f"h{t + 1}"])]
+        h = f"h{t + 1}"
+    nodes.append(helper.make_node("MatMul", [h, "V"], ["y"]))
+    ins = [helper.make_tensor_value_info(i, TensorProto.FLOAT, [1, n]) for i in ("x0", "x1", "h0")]
+    graph = helper.make_graph(nodes, "rnn", ins,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+                              [onnx.numpy_helper.from_array(a, k) for k, a in w.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), w
+
+
+def test_kernels_packing_one_weight_share_its_copy():
+    """The step kernels of an RNN apply the same weights: each weight is packed once, into one
+    copy (``packed_copy_symbol``), whichever kernel runs first; the results are unchanged, at
+    the first call (the first kernel packs) and the next (every kernel reuses)."""
+    model, w = _rnn_model()
+    result = pipeline.compile(model, pipeline.Options(target="llvm", egraph=False, cache=False))
+    assert result.verdict.ok
+    ex = result.compiled.executable
+    gemms = [k for k in ex.program.kernels if match_contraction(k) is not None]
+    assert len(gemms) == 5
+    packed = [g.name for g in ex.module.global_values if g.name.endswith((".pk.a", ".pk.b"))]
+    assert len(packed) == 3  # W, U, V
+    feeds = {k: rng.standard_normal((1, 192)).astype(np.float32) for k in ("x0", "x1", "h0")}
+    h = feeds["h0"]
+    for t in range(2):
+        h = np.tanh(feeds[f"x{t}"] @ w["W"] + h @ w["U"])
+    for _ in range(2):
+        (got,) = result.compiled.run(feeds)
+        np.testing.assert_allclose(got, h @ w["V"], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", example_names())
 def test_example_models_pass_the_gate(name):
     model = pipeline.example_model(name, "small")
@@ -277,12 +320,12 @@ def test_release_frees_the_packed_weights():
     the memory back: the runtime runs it from a finalizer); the next call packs again."""
     import ctypes
 
-    from eqsat.backends.llvm.codegen import RELEASE, kernel_symbol
+    from eqsat.backends.llvm.codegen import RELEASE
 
     p, weights = matmul(64, 96, 80)
     compiled = _check(p, weights)
-    (k,) = [k for k in compiled.program.kernels if match_contraction(k) is not None]
-    glob = compiled.engine.get_global_value_address(f"{kernel_symbol(k)}.pk.b")
+    (name,) = [g.name for g in compiled.module.global_values if g.name.endswith(".pk.b")]
+    glob = compiled.engine.get_global_value_address(name)
     assert ctypes.c_void_p.from_address(glob).value  # packed at the first call
     ctypes.CFUNCTYPE(None)(compiled.engine.get_function_address(RELEASE))()
     assert not ctypes.c_void_p.from_address(glob).value
