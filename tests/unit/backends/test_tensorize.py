@@ -336,6 +336,35 @@ def test_release_frees_the_packed_weights():
     assert ctypes.c_void_p.from_address(glob).value  # packed again
 
 
+def test_packed_copies_in_one_huge_page_arena():
+    """Weights packed once go to one arena (``tensorize.ARENA``); from 2 MiB of copies on it
+    starts on a huge-page boundary, and on Linux its mapping is advised for transparent huge
+    pages (``hg`` in the VMA's flags) before the copies are written."""
+    import ctypes
+    import sys
+
+    from eqsat.backends.llvm.tensorize import ARENA, HUGE_PAGE
+
+    p, weights = matmul(3, 256, 2048)  # a 2 MiB weight
+    compiled = _check(p, weights)
+    arena = ctypes.c_void_p.from_address(compiled.engine.get_global_value_address(ARENA)).value
+    (name,) = [g.name for g in compiled.module.global_values if g.name.endswith(".pk.b")]
+    copy = ctypes.c_void_p.from_address(compiled.engine.get_global_value_address(name)).value
+    assert arena % HUGE_PAGE == 0 and arena <= copy < arena + HUGE_PAGE
+    if not sys.platform.startswith("linux"):
+        return
+    with open("/proc/self/smaps") as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        lo, _, hi = line.split(" ", 1)[0].partition("-")
+        if hi and all(c in "0123456789abcdef" for c in lo + hi) and \
+                int(lo, 16) <= arena < int(hi, 16):
+            flags = next(x for x in lines[i + 1:] if x.startswith("VmFlags"))
+            assert " hg" in flags
+            return
+    raise AssertionError("the arena is in no mapping")
+
+
 def test_tile_choice_by_padding():
     """On AVX-512 a 64-channel conv runs 8 × 48 strips (12 × 32 would compute 8 zero rows);
     132 channels are 11 strips of 12 exactly and stay 12 × 32."""
