@@ -81,6 +81,11 @@ from eqsat.lower.contraction import ACC, Contraction, const_extent
 from eqsat.lower.loops import BinaryOp, Buffer, BufferKind, Const, Kernel, Var
 
 PARALLEL_FLOP = 1e6  # ~5-10 µs of one thread: the native pool's launch costs a few µs
+# Not a bytes criterion as well (tried): NasRNN's 512 x 512 GEMVs (0.5 MFLOP, a 1 MiB weight
+# streamed from L3) stay on the calling thread at 2 threads. Launched on both threads (two
+# column blocks), the sum of their per-kernel minima in model order did not move (3.92 vs 3.92
+# ms, min of 60, loadavg 9.7) and the whole model ran slower (4.1-4.5 vs 2.3-2.8 ms,
+# interleaved, same load): on this loaded 2-core VM the second thread is rarely on a core.
 ARENA = "eqsat.pk.arena"  # the module's packed weight copies, one allocation (packed_copy_symbol)
 HUGE_PAGE = 2 << 20  # a transparent huge page (x86-64, AArch64 with 4 KiB pages)
 MADV_HUGEPAGE = 14
@@ -405,7 +410,9 @@ def packed_copy_symbol(c: Contraction, plan: Plan, side: str) -> str:
     (its copy came from L3 or memory). Whole model, copies per kernel vs shared, interleaved
     with onnxruntime in one process, min of 30, loadavg 4.7-6.7: 1 thread 10.5 -> 3.4 ms (ort
     3.6), 2 threads 10.5 -> 4.3 ms; with the e-graph (6 MatMuls, the 8 MB merged h-weight in 5
-    kernels) 1 thread 7.9 -> 2.4 ms (ort 3.7), 2 threads 5.9 -> 2.5 ms (ort 2.4)."""
+    kernels) 1 thread 7.9 -> 2.4 ms (ort 3.7), 2 threads 5.9 -> 2.5 ms (ort 2.4). The original
+    weights stay bound (``CompiledProgram.prepare``: a kernel packs again when a weight's
+    address changes), but a run reads only their addresses, never their data."""
     dst = _ws("tz.pk")
     stmt = pack_a(c, plan, dst) if side == "a" else pack_b(c, plan, dst)
     ext = sorted((n, repr(e)) for n, e in extents(c).items())
