@@ -86,6 +86,11 @@ PARALLEL_FLOP = 1e6  # ~5-10 µs of one thread: the native pool's launch costs a
 # column blocks), the sum of their per-kernel minima in model order did not move (3.92 vs 3.92
 # ms, min of 60, loadavg 9.7) and the whole model ran slower (4.1-4.5 vs 2.3-2.8 ms,
 # interleaved, same load): on this loaded 2-core VM the second thread is rarely on a core.
+# Not settled: a lone GEMV (a weight, 1 x n by n x n), 1 vs 2 threads, min of 500 calls at
+# loadavg 8.6-9.5, gained from the second thread at n = 2048 (738 -> 373 µs, onnxruntime
+# 647 -> 367), not at 1024 in two runs (174 -> 174 and 165 -> 164 µs) where onnxruntime did
+# once (155 -> 86, then 150 -> 150), nor at 1536 (375 -> 372; onnxruntime 364 -> 354). Its 4
+# column blocks of 256 may leave the second thread idle; measure on a quiet machine.
 ARENA = "eqsat.pk.arena"  # the module's packed weight copies, one allocation (packed_copy_symbol)
 HUGE_PAGE = 2 << 20  # a transparent huge page (x86-64, AArch64 with 4 KiB pages)
 MADV_HUGEPAGE = 14
@@ -238,8 +243,11 @@ def _window_pack_b(cx: _Ctx, plan: Plan, wb, nints: int) -> ir.Function:
 def copy_floats(c: Contraction, plan: Plan, side: str) -> int:
     """Floats of the packed copy of weight operand ``side`` (its extents are constants): what
     the driver's packing loop writes, ``_Shape``'s block count times its block size."""
-    ext = {n: const_extent(a) or 1 for n, a in (("NB", c.batch), ("M", c.m), ("NO", c.n[:-1]),
-                                                  ("W", c.n[-1:]), ("K", c.k))}
+    axes = {"NB": c.batch, "K": c.k} | (
+        {"M": c.m} if side == "a" else {"NO": c.n[:-1], "W": c.n[-1:]})
+    ext = {n: const_extent(a) for n, a in axes.items()}
+    if None in ext.values():
+        raise ValueError(f"a packed copy of {side} needs constant extents, not {ext}")
     if side == "a":
         return ext["NB"] * -(-ext["M"] // plan.mc) * ext["K"] * -(-plan.mc // plan.mr) * plan.mr
     njb = -(-ext["NO"] // plan.rows) if plan.rows_mode else ext["NO"] * -(-ext["W"] // plan.ncb)
