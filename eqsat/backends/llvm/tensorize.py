@@ -27,10 +27,10 @@ module:
   inference; one global per distinct packed content, which the kernels that pack the same
   weight the same way share (:func:`packed_copy_symbol`: an RNN's step kernels), each at a
   fixed offset of one module-wide arena on transparent huge pages (:func:`_alloc_arena`) —
-  then runs the tasks, through ``@eqsat.parallel_for`` (the runtime's pool) when
-  there is more than one task and at least ``PARALLEL_FLOP`` of work (the native pool's launch
-  costs a few µs; through the Python pool it was 14-16 µs and ~100 µs of work was needed to
-  gain from it), else inline.
+  then runs the tasks, through ``@eqsat.parallel_for`` (the runtime's pool) when there is
+  more than one task and at least ``PARALLEL_FLOP`` of work or ``PARALLEL_BYTES`` of weights
+  packed once (the native pool's launch costs a few µs; through the Python pool it was
+  14-16 µs and ~100 µs of work was needed to gain from it), else inline.
 
 Why a workspace for C instead of storing into the output: the output's M and N axes may be
 any set of its axes (a convolution's channel and spatial axes, attention's head and query
@@ -73,6 +73,7 @@ from eqsat.backends.llvm.tensorize_plan import (
     fused_epilogue,
     pack_a,
     pack_b,
+    packed_bytes,
     piecewise_b,
     plain_b,
     window_b,
@@ -81,16 +82,15 @@ from eqsat.lower.contraction import ACC, Contraction, const_extent
 from eqsat.lower.loops import BinaryOp, Buffer, BufferKind, Const, Kernel, Var
 
 PARALLEL_FLOP = 1e6  # ~5-10 µs of one thread: the native pool's launch costs a few µs
-# Not a bytes criterion as well (tried): NasRNN's 512 x 512 GEMVs (0.5 MFLOP, a 1 MiB weight
-# streamed from L3) stay on the calling thread at 2 threads. Launched on both threads (two
-# column blocks), the sum of their per-kernel minima in model order did not move (3.92 vs 3.92
-# ms, min of 60, loadavg 9.7) and the whole model ran slower (4.1-4.5 vs 2.3-2.8 ms,
-# interleaved, same load): on this loaded 2-core VM the second thread is rarely on a core.
-# Not settled: a lone GEMV (a weight, 1 x n by n x n), 1 vs 2 threads, min of 500 calls at
-# loadavg 8.6-9.5, gained from the second thread at n = 2048 (738 -> 373 µs, onnxruntime
-# 647 -> 367), not at 1024 in two runs (174 -> 174 and 165 -> 164 µs) where onnxruntime did
-# once (155 -> 86, then 150 -> 150), nor at 1536 (375 -> 372; onnxruntime 364 -> 354). Its 4
-# column blocks of 256 may leave the second thread idle; measure on a quiet machine.
+# ... or at least PARALLEL_BYTES of weights packed once (a GEMV streams them: its FLOPs say
+# nothing of its time). NasRNN's 512 x 512 GEMVs (0.5 MFLOP, a 1 MiB weight from L3, ~41 µs)
+# ran on the calling thread at 2 threads; on both (two column blocks), interleaved with
+# onnxruntime, min of 30, loadavg 1.7-2.2: 3.17-3.33 -> 1.84-1.87 ms (ort 1.83-2.0). Under
+# loadavg 9-10 the same split measured slower (4.1-4.5 vs 2.3-2.8 ms): the second thread
+# was rarely on a core. 1 MiB, not less: a weight that fits L2 runs ~10 µs (~100 GB/s),
+# where the launch's few µs eat most of the gain (VGG's 1000 x 256 classifier, 1000 KB,
+# stays serial).
+PARALLEL_BYTES = 1 << 20
 ARENA = "eqsat.pk.arena"  # the module's packed weight copies, one allocation (packed_copy_symbol)
 HUGE_PAGE = 2 << 20  # a transparent huge page (x86-64, AArch64 with 4 KiB pages)
 MADV_HUGEPAGE = 14
@@ -676,12 +676,14 @@ def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, 
     for n, v in enumerate(common + [packed["a"], packed["b"], i64(0)]):
         b.store(v, b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), n)], source_etype=st))
     ntasks = b.mul(sh.nb, b.mul(sh.nib, sh.njb))
+    streamed = packed_bytes(c, plan.prepack_a, plan.prepack_b)
     flops = b.mul(b.mul(b.mul(sh.nb, sh.m), b.mul(sh.no, sh.w)), b.mul(sh.k, i64(2)))
     launch_t = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64]).as_pointer()
     launch = b.load(cx.module.globals[PARALLEL_FOR], typ=launch_t)
     par = b.and_(b.icmp_unsigned("!=", launch, ir.Constant(launch_t, None)),
                  b.and_(b.icmp_signed(">", ntasks, i64(1)),
-                        b.icmp_signed(">=", flops, i64(int(PARALLEL_FLOP)))))
+                        b.or_(b.icmp_signed(">=", flops, i64(int(PARALLEL_FLOP))),
+                              ir.Constant(ir.IntType(1), streamed >= PARALLEL_BYTES))))
     with b.if_else(par) as (threaded, serial):
         with threaded:
             b.call(launch, [tasks, ctx, ntasks])

@@ -11,6 +11,7 @@ import pytest
 from eqsat import pipeline
 from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.runtime import compile as llvm_compile
+from eqsat.backends.llvm.tensorize import PARALLEL_BYTES, PARALLEL_FLOP
 from eqsat.backends.llvm.tensorize_plan import (
     SPLIT_BYTES,
     TASK_MULTIPLE,
@@ -132,16 +133,20 @@ def test_two_threads_equal_one_thread(case):
             np.testing.assert_allclose(got2[k], want[k], rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("n", [256, 100, 48])
+@pytest.mark.parametrize("n", [256, 100, 48, 512])
 def test_gemv_weight_split_for_threads(n):
     """A GEMV (one output row) with a weight over SPLIT_BYTES is memory bound at few FLOPs:
     its row is cut into pieces so that the threads stream the weight together (at most one
-    piece per NR panel); the pieces give the same floats at 1 and 2 threads."""
-    k = -(-SPLIT_BYTES // (4 * n))
+    piece per NR panel); the pieces give the same floats at 1 and 2 threads. 512: NasRNN's
+    512 x 512 (1 MiB, PARALLEL_BYTES: launched on the threads at 0.5 MFLOP)."""
+    k = 512 if n == 512 else -(-SPLIT_BYTES // (4 * n))
     p, weights = matmul(1, n, k, epilogue="bias_relu")
     plan = choose_plan(_contraction(p), Capabilities.host())
     pieces = min(TASK_MULTIPLE, -(-n // plan.nr))  # 48: one panel of the 8 x 48 tile
-    assert plan.rows_mode == (pieces == 1) and -(-n // plan.ncb) == pieces
+    if n != 512:
+        assert plan.rows_mode == (pieces == 1) and -(-n // plan.ncb) == pieces
+    else:
+        assert 4 * n * k >= PARALLEL_BYTES and 2 * n * k < PARALLEL_FLOP and -(-n // plan.ncb) > 1
     one = llvm_compile(force_tensorize(p), threads=1, use_cache=False)
     two = llvm_compile(force_tensorize(p), threads=2, use_cache=False)
     feeds = _feeds(p, weights)
