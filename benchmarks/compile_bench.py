@@ -116,7 +116,11 @@ def _openvino(model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int
 
 
 RUN = 5  # calls of one candidate in a row (bench_model)
-SETTLE = 0.05  # seconds between two candidates' runs (bench_model)
+# seconds between two candidates' runs (bench_model). 0.05 was too short after onnxruntime's
+# 2-thread session: two identical NasRNN builds, the first run right after onnxruntime's, the
+# second after the first, min of 30, loadavg 1.5: 3.47 vs 1.93 ms at 0.05 s (three runs alike),
+# 1.98 vs 2.11 ms at 0.5 s (its second core was still taken when eqsat's workers needed it)
+SETTLE = 0.5
 
 
 def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: bool,

@@ -44,7 +44,7 @@ from llvmlite import ir
 
 from eqsat.backends.llvm.codegen_expr import I64, PTR
 from eqsat.backends.llvm.codegen_stmt import PARALLEL_FOR, STACK_LIMIT, FunctionEmitter, function
-from eqsat.backends.llvm.tensorize import emit_tensorized
+from eqsat.backends.llvm.tensorize import ARENA, emit_tensorized, in_arena
 from eqsat.lower.check import check_program
 from eqsat.lower.contraction import match_contraction, tensorized
 from eqsat.lower.loops import Kernel, LoopProgram
@@ -92,7 +92,8 @@ def emit(program: LoopProgram) -> ir.Module:
 
 def _emit_release(module: ir.Module) -> None:
     """``release()``: free the weights the tensorized kernels packed on their first call (module
-    globals ``….pk.a`` / ``….pk.b``, see ``tensorize.py``) and forget their sources, so that the
+    globals ``….pk.a`` / ``….pk.b``, or the arena that holds them, ``tensorize.ARENA``) and
+    forget their sources, so that the
     runtime can give the memory back when a program is dropped (it would leak otherwise: the
     globals live in the machine code, which Python does not see)."""
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), []), RELEASE)
@@ -100,14 +101,18 @@ def _emit_release(module: ir.Module) -> None:
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     free = None
     for g in list(module.global_values):
-        if not (isinstance(g, ir.GlobalVariable) and g.name.endswith((".pk.a", ".pk.b"))):
+        if not isinstance(g, ir.GlobalVariable):
             continue
-        if free is None:
-            free = module.globals.get("free") or ir.Function(
-                module, ir.FunctionType(ir.VoidType(), [PTR]), "free")
-        b.call(free, [b.load(g, typ=PTR)])
-        b.store(ir.Constant(PTR, None), g)
-        b.store(ir.Constant(PTR, None), module.globals[f"{g.name}.src"])
+        copy = g.name.endswith((".pk.a", ".pk.b"))
+        if g.name == ARENA or (copy and not in_arena(g.name)):  # a copy in the arena: freed
+            if free is None:  # with it
+                free = module.globals.get("free") or ir.Function(
+                    module, ir.FunctionType(ir.VoidType(), [PTR]), "free")
+            b.call(free, [b.load(g, typ=PTR)])
+        if g.name == ARENA or copy:
+            b.store(ir.Constant(PTR, None), g)
+        if copy:
+            b.store(ir.Constant(PTR, None), module.globals[f"{g.name}.src"])
     b.ret_void()
 
 

@@ -24,11 +24,15 @@ module:
   Each call takes its own workspace slot (a counter in ``ctx``), so threads never share one;
 * the kernel itself: packs weight operands on the first call (and again whenever the weight
   buffer's address changes) into a module global — at load time in effect, never per
-  inference — then runs the tasks, through ``@eqsat.parallel_for`` (the runtime's pool) when
-  there is more than one task and at least ``PARALLEL_FLOP`` of work (the native pool's launch
-  costs a few µs; through the Python pool it was 14-16 µs and ~100 µs of work was needed to
-  gain from it), else inline. The driver allocates the workspace slots of all threads at once
-  (``min(tasks, cores)`` slots, 64-byte aligned; a thread past them allocates its own).
+  inference; one global per distinct packed content, which the kernels that pack the same
+  weight the same way share (:func:`packed_copy_symbol`: an RNN's step kernels), each at a
+  fixed offset of one module-wide arena on transparent huge pages (:func:`_alloc_arena`) —
+  then runs the tasks, through ``@eqsat.parallel_for`` (the runtime's pool) when there is
+  more than one task and at least ``PARALLEL_FLOP`` of work or ``PARALLEL_BYTES`` of weights
+  packed once (the native pool's launch costs a few µs; through the Python pool it was
+  14-16 µs and ~100 µs of work was needed to gain from it), else inline. The driver
+  allocates the workspace slots of all threads at once (``min(tasks, cores)`` slots, 64-byte
+  aligned; a thread past them allocates its own).
 
 Why the driver allocates the workspaces (measured, ResNet's 64×56×64 3×3 conv at 2 threads):
 when each task function allocated its own with ``aligned_alloc`` and freed it, the pool
@@ -54,6 +58,7 @@ workspace block is in L2 when the epilogue reads it.
 from __future__ import annotations
 
 import hashlib
+import weakref
 
 from llvmlite import ir
 
@@ -87,14 +92,28 @@ from eqsat.backends.llvm.tensorize_plan import (
     fused_epilogue,
     pack_a,
     pack_b,
+    packed_bytes,
     piecewise_b,
     plain_b,
     window_a,
     window_b,
 )
-from eqsat.lower.contraction import ACC, Contraction
+from eqsat.lower.contraction import ACC, Contraction, const_extent
 from eqsat.lower.loops import BinaryOp, Buffer, BufferKind, Const, Kernel, Var
 
+# A GEMM runs on the pool with at least PARALLEL_FLOP of work (tensorize_plan) or at least
+# PARALLEL_BYTES of weights packed once (a GEMV streams them: its FLOPs say
+# nothing of its time). NasRNN's 512 x 512 GEMVs (0.5 MFLOP, a 1 MiB weight from L3, ~41 µs)
+# ran on the calling thread at 2 threads; on both (two column blocks), interleaved with
+# onnxruntime, min of 30, loadavg 1.7-2.2: 3.17-3.33 -> 1.84-1.87 ms (ort 1.83-2.0). Under
+# loadavg 9-10 the same split measured slower (4.1-4.5 vs 2.3-2.8 ms): the second thread
+# was rarely on a core. 1 MiB, not less: a weight that fits L2 runs ~10 µs (~100 GB/s),
+# where the launch's few µs eat most of the gain (VGG's 1000 x 256 classifier, 1000 KB,
+# stays serial).
+PARALLEL_BYTES = 1 << 20
+ARENA = "eqsat.pk.arena"  # the module's packed weight copies, one allocation (packed_copy_symbol)
+HUGE_PAGE = 2 << 20  # a transparent huge page (x86-64, AArch64 with 4 KiB pages)
+MADV_HUGEPAGE = 14
 ALIGN = 64
 F32_BYTES = 4
 
@@ -271,6 +290,20 @@ def _window_pack_a(cx: _Ctx, plan: Plan, wa, lanes: int) -> ir.Function:
     return shared(cx.module, fn)
 
 
+def copy_floats(c: Contraction, plan: Plan, side: str) -> int:
+    """Floats of the packed copy of weight operand ``side`` (its extents are constants): what
+    the driver's packing loop writes, ``_Shape``'s block count times its block size."""
+    axes = {"NB": c.batch, "K": c.k} | (
+        {"M": c.m} if side == "a" else {"NO": c.n[:-1], "W": c.n[-1:]})
+    ext = {n: const_extent(a) for n, a in axes.items()}
+    if None in ext.values():
+        raise ValueError(f"a packed copy of {side} needs constant extents, not {ext}")
+    if side == "a":
+        return ext["NB"] * -(-ext["M"] // plan.mc) * ext["K"] * -(-plan.mc // plan.mr) * plan.mr
+    njb = -(-ext["NO"] // plan.rows) if plan.rows_mode else ext["NO"] * -(-ext["W"] // plan.ncb)
+    return ext["NB"] * njb * ext["K"] * plan.ncpad
+
+
 class _Shape:
     """The kernel's extents and block counts as i64 values in one function."""
 
@@ -332,14 +365,121 @@ HelperCtx, alloc_aligned, free_aligned = _Ctx, _alloc, _free
 
 def packed_globals(module: ir.Module, sym: str, side: str):
     """The two internal globals of an operand packed once: the packed copy and the address it
-    was packed from (``{sym}.pk.{side}`` and ``.src``), both null at load time."""
+    was packed from (``{sym}.pk.{side}`` and ``.src``), both null at load time; the ones
+    already in ``module`` when a kernel before this one declared them (a shared copy)."""
     out = []
     for suffix in ("", ".src"):
-        g = ir.GlobalVariable(module, PTR, f"{sym}.pk.{side}{suffix}")
-        g.linkage = "internal"
-        g.initializer = ir.Constant(PTR, None)
+        name = f"{sym}.pk.{side}{suffix}"
+        g = module.globals.get(name)
+        if g is None:
+            g = ir.GlobalVariable(module, PTR, name)
+            g.linkage = "internal"
+            g.initializer = ir.Constant(PTR, None)
         out.append(g)
     return out
+
+
+# per module: packed copy symbol -> its byte offset in the arena (see ``arena_slot``)
+_SLOTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def in_arena(name: str) -> bool:
+    """Whether the packed-copy global ``name`` points into the module's arena (``release``
+    frees the arena, not the copy)."""
+    return name.startswith("eqsat.w.")
+
+
+def arena_slot(module: ir.Module, sym: str, nbytes: int) -> int:
+    """The byte offset of packed copy ``sym`` (``nbytes``) in the module's arena: given out in
+    emission order, 64-byte aligned; the arena's size (global ``{ARENA}.bytes``) grows with
+    each new copy."""
+    slots = _SLOTS.setdefault(module, {})
+    if sym not in slots:
+        size = module.globals.get(f"{ARENA}.bytes")
+        if size is None:
+            arena = ir.GlobalVariable(module, PTR, ARENA)
+            arena.linkage = "internal"
+            arena.initializer = ir.Constant(PTR, None)
+            size = ir.GlobalVariable(module, I64, f"{ARENA}.bytes")
+            size.linkage = "internal"
+            size.initializer = ir.Constant(I64, 0)
+            size.global_constant = True
+        slots[sym] = size.initializer.constant
+        size.initializer = ir.Constant(I64, slots[sym] + -(-nbytes // ALIGN) * ALIGN)
+    return slots[sym]
+
+
+def _arena(em: FunctionEmitter) -> ir.Value:
+    """The module's arena, allocated by the first kernel that packs (``_alloc_arena``)."""
+    b, module = em.b, em.module
+    g = module.globals[ARENA]
+    with b.if_then(b.icmp_unsigned("==", b.load(g, typ=PTR), ir.Constant(PTR, None))):
+        b.store(b.call(_alloc_arena(module), [b.load(module.globals[f"{ARENA}.bytes"], typ=I64)]),
+                g)
+    return b.load(g, typ=PTR)
+
+
+def _alloc_arena(module: ir.Module) -> ir.Function:
+    """``eqsat.pk.alloc(bytes)``: the arena, on transparent huge pages where the host has them.
+
+    Why: the copies are read once per inference and streamed from L3 or memory when they do not
+    fit in L2 (an RNN's weights), and on 4 KiB pages each 4 KiB of a panel costs a TLB miss
+    (a two-level page walk under a hypervisor) and stops the L2 prefetcher at the page edge.
+    This host's THP is ``madvise``: memory gets huge pages only when asked for. From 2 MiB of
+    copies on, the arena is aligned to and sized in whole huge pages and advised
+    (``MADV_HUGEPAGE``) before its first touch; smaller ones stay on ordinary pages (a huge
+    page would be mostly empty). Measured, NasRNN (16 copies of 1 MiB), the same copies
+    collapsed to huge pages (``MADV_COLLAPSE``) or not, in one process, interleaved with
+    onnxruntime, min of 40, loadavg 7.7-8.5: 1 thread 4.9-8.7 -> 3.5-3.7 ms (ort 3.9-5.2),
+    2 threads 8.3 -> 6.7 ms, with the e-graph 1 thread 3.3 -> 2.7 ms (ort 8.1: noise); a
+    chain of 64 GEMVs over 16 such weights, 57-58 -> 44-45 µs a GEMV (ort 44-48)."""
+    name = f"{ARENA}.alloc"
+    fn = module.globals.get(name)
+    if fn is not None:
+        return fn
+    fn = ir.Function(module, ir.FunctionType(PTR, [I64]), name)
+    fn.attributes.add("nounwind")
+    fn.linkage = "internal"
+    em = FunctionEmitter(module, fn, {})
+    b = em.b
+    nbytes = fn.args[0]
+    huge = b.icmp_signed(">=", nbytes, i64(HUGE_PAGE))
+    align = b.select(huge, i64(HUGE_PAGE), i64(ALIGN))
+    size = b.mul(b.sdiv(b.add(nbytes, b.sub(align, i64(1))), align), align)
+    p = b.call(em.declare("aligned_alloc", PTR, [I64, I64]), [align, size])
+    if "linux" in Capabilities.host().triple:
+        madvise = em.declare("madvise", ir.IntType(32), [PTR, I64, ir.IntType(32)])
+        with b.if_then(b.and_(huge, b.icmp_unsigned("!=", p, ir.Constant(PTR, None)))):
+            b.call(madvise, [p, size, ir.Constant(ir.IntType(32), MADV_HUGEPAGE)])
+    em.b.ret(p)
+    ir.IRBuilder(em.entry).branch(fn.blocks[1])
+    return fn
+
+
+def packed_copy_symbol(c: Contraction, plan: Plan, side: str) -> str:
+    """The name (before ``.pk.{side}``) of the packed copy of ``c``'s weight operand ``side``:
+    one per distinct packed content, so the kernels that pack the same weight the same way
+    share one copy. The content is a function of what the loop IR of the packing says (the
+    weight buffer, its index expressions over the block variables), the plan's blocking and
+    the kernel's extents (constants: only weights whose blocks all have constant sizes are
+    packed once, ``tensorize_plan._prepackable``); the key is their printed form.
+
+    Why: NasRNN applies each of its 16 weights (512 × 512, 1 MB) once per step, in 80 GEMV
+    kernels; each kernel kept its own packed copy, so a run streamed 80 MB of packed weights
+    where 16 MB are distinct. Measured (1 thread, loadavg 5.3, each kernel called in model
+    order, min of 15): the 80 kernels 6.7-15.3 ms a run, the first 16 (one step, 16 copies)
+    five times over 3.8 ms. Each kernel alone, warm in L2, took 9-12 µs; in the model, ~80 µs
+    (its copy came from L3 or memory). Whole model, copies per kernel vs shared, interleaved
+    with onnxruntime in one process, min of 30, loadavg 4.7-6.7: 1 thread 10.5 -> 3.4 ms (ort
+    3.6), 2 threads 10.5 -> 4.3 ms; with the e-graph (6 MatMuls, the 8 MB merged h-weight in 5
+    kernels) 1 thread 7.9 -> 2.4 ms (ort 3.7), 2 threads 5.9 -> 2.5 ms (ort 2.4). The original
+    weights stay bound (``CompiledProgram.prepare``: a kernel packs again when a weight's
+    address changes), but a run reads only their addresses, never their data."""
+    dst = _ws("tz.pk")
+    stmt = pack_a(c, plan, dst) if side == "a" else pack_b(c, plan, dst)
+    ext = sorted((n, repr(e)) for n, e in extents(c).items())
+    key = repr((side, stmt, plan, ext))
+    return "eqsat.w." + hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
 def _ctx_layout(cx: _Ctx, plan: Plan):
@@ -602,14 +742,15 @@ def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, 
         if not on:
             packed[side] = ir.Constant(PTR, None)
             continue
-        gptr, gsrc = packed_globals(cx.module, cx.sym, side)
+        sym = packed_copy_symbol(c, plan, side)
+        gptr, gsrc = packed_globals(cx.module, sym, side)
         (weight,) = c.loads(side)
         src = bufs[[p.name for p in k.params].index(weight.name)]
         with b.if_then(b.icmp_unsigned("!=", b.load(gsrc, typ=PTR), src)):
-            _free(em, b.load(gptr, typ=PTR))
             nblocks = b.mul(sh.nb, sh.nib if side == "a" else sh.njb)
             block = sh.a_block if side == "a" else sh.b_block
-            dst = _alloc(em, b.mul(nblocks, block))
+            off = arena_slot(cx.module, sym, F32_BYTES * copy_floats(c, plan, side))
+            dst = b.gep(_arena(em), [i64(off)], source_etype=ir.IntType(8))
             with loop(b, 0, nblocks, name=f"pk{side}") as blk:
                 per = sh.nib if side == "a" else sh.njb
                 bi, j = b.sdiv(blk, per), b.srem(blk, per)
@@ -636,12 +777,14 @@ def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, 
     ws = ir.Constant(PTR, None) if slots is None else _alloc(em, b.mul(nslots, slots[2]))
     for n, v in enumerate(common + [packed["a"], packed["b"], ws, nslots, i64(0), i64(0)]):
         b.store(v, b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), n)], source_etype=st))
+    streamed = packed_bytes(c, plan.prepack_a, plan.prepack_b)
     flops = b.mul(b.mul(b.mul(sh.nb, sh.m), b.mul(sh.no, sh.w)), b.mul(sh.k, i64(2)))
     launch_t = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64]).as_pointer()
     launch = b.load(cx.module.globals[PARALLEL_FOR], typ=launch_t)
     par = b.and_(b.icmp_unsigned("!=", launch, ir.Constant(launch_t, None)),
                  b.and_(b.icmp_signed(">", ntasks, i64(1)),
-                        b.icmp_signed(">=", flops, i64(int(PARALLEL_FLOP)))))
+                        b.or_(b.icmp_signed(">=", flops, i64(int(PARALLEL_FLOP))),
+                              ir.Constant(ir.IntType(1), streamed >= PARALLEL_BYTES))))
     with b.if_else(par) as (threaded, serial):
         with threaded:
             b.call(launch, [tasks, ctx, ntasks])

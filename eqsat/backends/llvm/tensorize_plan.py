@@ -158,7 +158,7 @@ def _plan_for(c: Contraction, caps: Capabilities, mr: int, nr: int) -> Plan:
         mc = min(mc, _round(mh, mr))
     pa, pb = _prepackable(c, "a"), _prepackable(c, "b")
     big = mh is not None and (2 * mh * (n or 1) * (k or 1) >= SPLIT_FLOP
-                             or _packed_bytes(c, pa, pb) >= SPLIT_BYTES)
+                             or packed_bytes(c, pa, pb) >= SPLIT_BYTES)
     nc_max = NC_MAX
     if not pb and k is not None:  # a thread's packed K × NC block of B
         nc_max = max(nr, min(2 * NC_MAX, B_WS_BYTES // (4 * k) // nr * nr))
@@ -198,7 +198,7 @@ def _hint_extent(axes) -> int | None:
     return n
 
 
-def _packed_bytes(c: Contraction, pa: bool, pb: bool) -> int:
+def packed_bytes(c: Contraction, pa: bool, pb: bool) -> int:
     """Bytes of the operands packed once (weights): what a call streams from memory."""
     total = 0
     for on, axes in ((pa, c.m), (pb, c.n)):

@@ -11,6 +11,7 @@ import pytest
 from eqsat import pipeline
 from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.runtime import compile as llvm_compile
+from eqsat.backends.llvm.tensorize import PARALLEL_BYTES, PARALLEL_FLOP
 from eqsat.backends.llvm.tensorize_plan import (
     SPLIT_BYTES,
     TASK_MULTIPLE,
@@ -141,16 +142,20 @@ def test_two_threads_equal_one_thread(case):
             np.testing.assert_allclose(got2[k], want[k], rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("n", [256, 100, 48])
+@pytest.mark.parametrize("n", [256, 100, 48, 512])
 def test_gemv_weight_split_for_threads(n):
     """A GEMV (one output row) with a weight over SPLIT_BYTES is memory bound at few FLOPs:
     its row is cut into pieces so that the threads stream the weight together (at most one
-    piece per NR panel); the pieces give the same floats at 1 and 2 threads."""
-    k = -(-SPLIT_BYTES // (4 * n))
+    piece per NR panel); the pieces give the same floats at 1 and 2 threads. 512: NasRNN's
+    512 x 512 (1 MiB, PARALLEL_BYTES: launched on the threads at 0.5 MFLOP)."""
+    k = 512 if n == 512 else -(-SPLIT_BYTES // (4 * n))
     p, weights = matmul(1, n, k, epilogue="bias_relu")
     plan = choose_plan(_contraction(p), Capabilities.host())
     pieces = min(TASK_MULTIPLE, -(-n // plan.nr))  # 48: one panel of the 8 x 48 tile
-    assert plan.rows_mode == (pieces == 1) and -(-n // plan.ncb) == pieces
+    if n != 512:
+        assert plan.rows_mode == (pieces == 1) and -(-n // plan.ncb) == pieces
+    else:
+        assert 4 * n * k >= PARALLEL_BYTES and 2 * n * k < PARALLEL_FLOP and -(-n // plan.ncb) > 1
     one = llvm_compile(force_tensorize(p), threads=1, use_cache=False)
     two = llvm_compile(force_tensorize(p), threads=2, use_cache=False)
     feeds = _feeds(p, weights)
@@ -168,6 +173,49 @@ def test_weights_repacked_when_they_change():
     want, got = interpret(p, feeds), compiled.run(feeds)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
+
+
+def _rnn_model(n: int = 192):
+    """Two steps of ``h = tanh(x_t @ W + h @ U)``, then ``h @ V``: W and U applied twice (``n``
+    large enough for the GEMM, ``schedule_gemm.MIN_MACS``)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    w = {name: rng.standard_normal((n, n)).astype(np.float32) / n for name in "WUV"}
+    nodes, h = [], "h0"
+    for t in range(2):
+        nodes += [helper.make_node("MatMul", [f"x{t}", "W"], [f"a{t}"]),
+                  helper.make_node("MatMul", [h, "U"], [f"b{t}"]),
+                  helper.make_node("Add", [f"a{t}", f"b{t}"], [f"s{t}"]),
+                  helper.make_node("Tanh", [f"s{t}"], [f"h{t + 1}"])]
+        h = f"h{t + 1}"
+    nodes.append(helper.make_node("MatMul", [h, "V"], ["y"]))
+    ins = [helper.make_tensor_value_info(i, TensorProto.FLOAT, [1, n]) for i in ("x0", "x1", "h0")]
+    graph = helper.make_graph(nodes, "rnn", ins,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+                              [onnx.numpy_helper.from_array(a, k) for k, a in w.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), w
+
+
+def test_kernels_packing_one_weight_share_its_copy():
+    """The step kernels of an RNN apply the same weights: each weight is packed once, into one
+    copy (``packed_copy_symbol``), whichever kernel runs first; the results are unchanged, at
+    the first call (the first kernel packs) and the next (every kernel reuses)."""
+    model, w = _rnn_model()
+    result = pipeline.compile(model, pipeline.Options(target="llvm", egraph=False, cache=False))
+    assert result.verdict.ok
+    ex = result.compiled.executable
+    gemms = [k for k in ex.program.kernels if match_contraction(k) is not None]
+    assert len(gemms) == 5
+    packed = [g.name for g in ex.module.global_values if g.name.endswith((".pk.a", ".pk.b"))]
+    assert len(packed) == 3  # W, U, V
+    feeds = {k: rng.standard_normal((1, 192)).astype(np.float32) for k in ("x0", "x1", "h0")}
+    h = feeds["h0"]
+    for t in range(2):
+        h = np.tanh(feeds[f"x{t}"] @ w["W"] + h @ w["U"])
+    for _ in range(2):
+        (got,) = result.compiled.run(feeds)
+        np.testing.assert_allclose(got, h @ w["V"], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", example_names())
@@ -286,12 +334,12 @@ def test_release_frees_the_packed_weights():
     the memory back: the runtime runs it from a finalizer); the next call packs again."""
     import ctypes
 
-    from eqsat.backends.llvm.codegen import RELEASE, kernel_symbol
+    from eqsat.backends.llvm.codegen import RELEASE
 
     p, weights = matmul(64, 96, 80)
     compiled = _check(p, weights)
-    (k,) = [k for k in compiled.program.kernels if match_contraction(k) is not None]
-    glob = compiled.engine.get_global_value_address(f"{kernel_symbol(k)}.pk.b")
+    (name,) = [g.name for g in compiled.module.global_values if g.name.endswith(".pk.b")]
+    glob = compiled.engine.get_global_value_address(name)
     assert ctypes.c_void_p.from_address(glob).value  # packed at the first call
     ctypes.CFUNCTYPE(None)(compiled.engine.get_function_address(RELEASE))()
     assert not ctypes.c_void_p.from_address(glob).value
@@ -300,6 +348,35 @@ def test_release_frees_the_packed_weights():
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
     assert ctypes.c_void_p.from_address(glob).value  # packed again
+
+
+def test_packed_copies_in_one_huge_page_arena():
+    """Weights packed once go to one arena (``tensorize.ARENA``); from 2 MiB of copies on it
+    starts on a huge-page boundary, and on Linux its mapping is advised for transparent huge
+    pages (``hg`` in the VMA's flags) before the copies are written."""
+    import ctypes
+    import sys
+
+    from eqsat.backends.llvm.tensorize import ARENA, HUGE_PAGE
+
+    p, weights = matmul(3, 256, 2048)  # a 2 MiB weight
+    compiled = _check(p, weights)
+    arena = ctypes.c_void_p.from_address(compiled.engine.get_global_value_address(ARENA)).value
+    (name,) = [g.name for g in compiled.module.global_values if g.name.endswith(".pk.b")]
+    copy = ctypes.c_void_p.from_address(compiled.engine.get_global_value_address(name)).value
+    assert arena % HUGE_PAGE == 0 and arena <= copy < arena + HUGE_PAGE
+    if not sys.platform.startswith("linux"):
+        return
+    with open("/proc/self/smaps") as f:
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        lo, _, hi = line.split(" ", 1)[0].partition("-")
+        if hi and all(c in "0123456789abcdef" for c in lo + hi) and \
+                int(lo, 16) <= arena < int(hi, 16):
+            flags = next(x for x in lines[i + 1:] if x.startswith("VmFlags"))
+            assert " hg" in flags
+            return
+    raise AssertionError("the arena is in no mapping")
 
 
 def test_tile_choice_by_padding():
