@@ -25,10 +25,15 @@ The rule for ``@pytest.mark.slow``:
 - never a wall-clock limit (iteration and node limits only).
 
 Why two workers, and what makes it safe: the default run is CPU-bound Python and LLVM work in
-one process, so two processes on two cores take ~0.6 of the serial time (measured in the commit
-that set it). Each worker has its own ``tmp_path_factory`` folder, so ``$EQSAT_CACHE_DIR`` (the
-object and model caches, the tuning log, the printed-rule, measured-cost and verdict caches) is
-private to a worker: no two processes write one cache file. Tests must not write in the
+one process. Measured on the shared 2-core host (loadavg 7-10, so in CPU seconds, not wall):
+serially the run took 340 CPU-s (1,822 tests); on two workers, with the slow marks of the same
+change (1,794 tests), the busier worker took 148 CPU-s and the other 141 (wall 763 s against
+the serial 1,003 s on that busy host). Half the serial time is the bound: the files are small
+next to the run (a simulation of loadfile's order on the serial per-test times gives 1.01x).
+
+Each worker has its own ``tmp_path_factory`` folder, so ``$EQSAT_CACHE_DIR`` (the object and
+model caches, the tuning log, the printed-rule, measured-cost and verdict caches) is private to
+a worker: no two processes write one cache file. Tests must not write in the
 checkout or the user's folders, must not bind fixed ports, and must not assume they run alone
 (a test that measures or needs both cores is ``slow``, or compares results, never speed).
 ``make test TEST_WORKERS=0`` runs in one process (for ``pdb`` and for timing one test).
