@@ -25,11 +25,12 @@ The rule for ``@pytest.mark.slow``:
 - never a wall-clock limit (iteration and node limits only).
 
 Why two workers, and what makes it safe: the default run is CPU-bound Python and LLVM work in
-one process. Measured on the shared 2-core host (loadavg 7-10, so in CPU seconds, not wall):
-serially the run took 340 CPU-s (1,822 tests); on two workers, with the slow marks of the same
-change (1,794 tests), the busier worker took 148 CPU-s and the other 141 (wall 763 s against
-the serial 1,003 s on that busy host). Half the serial time is the bound: the files are small
-next to the run (a simulation of loadfile's order on the serial per-test times gives 1.01x).
+one process. Measured on the shared 2-core host, the final default suite (1,794 tests) back to
+back at loadavg 1.6-3.6 (other helpers' tests and benchmarks took up to ~0.8 core): one process
+257 s (259 CPU-s); two workers 227-238 s wall, of which the busier worker used 149 CPU-s and
+the other 130. On an idle machine the wall time is the busier worker's, ~150 s; at loadavg 7-10
+the serial run took 340 CPU-s (1,822 tests before the slow marks) and the busier worker 148.
+A simulation of loadfile's order on the serial per-test times gives 1.01x of half the serial.
 
 Each worker has its own ``tmp_path_factory`` folder, so ``$EQSAT_CACHE_DIR`` (the object and
 model caches, the tuning log, the printed-rule, measured-cost and verdict caches) is private to
