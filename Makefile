@@ -24,8 +24,12 @@ demo: $(STAMP)
 	$(VENV)/bin/eqsat compile --example bert -o demo.eqsat
 	$(VENV)/bin/eqsat bench --example bert
 
+# `make test` runs on TEST_WORKERS processes (pytest-xdist; 0: in this process), one test file
+# per process at a time (--dist loadfile: a module's fixtures, e.g. the conformance runs, are
+# built once); see tests/conftest.py for what is slow and why two workers
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=10
+	$(PY) -m pytest -q --durations=10 -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow --durations=10

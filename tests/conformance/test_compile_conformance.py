@@ -20,11 +20,10 @@ def results():
     return harness.run_all()
 
 
-def test_compile_conformance(results, capsys):
+def test_compile_conformance(results, report_line):
     failed = [r for r in results if r.status == "failed"]
     unexpected = [r for r in failed if r.name not in KNOWN_FAILURES]
-    with capsys.disabled():
-        print("\n" + harness.summary_line(results))
+    report_line(harness.summary_line(results))
     assert not unexpected, "\n".join(f"{r.name}: {r.message}" for r in unexpected[:40])
 
 

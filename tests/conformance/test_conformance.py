@@ -63,11 +63,10 @@ def summary_line(results) -> str:
     )
 
 
-def test_conformance(results, capsys):
+def test_conformance(results, report_line):
     failed = [r for r in results if r.status == "failed"]
     unexpected = [r for r in failed if r.name not in KNOWN_FAILURES]
-    with capsys.disabled():
-        print("\n" + summary_line(results))
+    report_line(summary_line(results))
     assert not unexpected, "\n".join(f"{r.name}: {r.message}" for r in unexpected[:40])
 
 

@@ -187,7 +187,13 @@ def test_the_object_code_is_cached(mlp):
 TORCH = sorted((Path(__file__).parents[1] / "data" / "torch").glob("*.onnx"))
 
 
-@pytest.mark.parametrize("path", TORCH, ids=lambda p: p.stem)
+# one export of each model and each exporter by default; the other two in `make test-slow`
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow)
+     if p.stem in ("mobilenetish-ts", "transformer-dynamo") else p for p in TORCH],
+    ids=lambda p: p.stem,
+)
 def test_torch_exports_compile_and_pass_the_gate(path):
     result = pipeline.compile(str(path), pipeline.Options(target="llvm", threads=2, cache=False))
     assert result.verdict.ok and result.compiled.report["kernels"] > 0

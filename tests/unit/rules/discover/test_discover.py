@@ -103,6 +103,7 @@ def test_discover_two_ops_proves_every_candidate_and_prunes(two_ops):
     assert len(set(names)) == len(names) and all(n.startswith("gen-") for n in names)
 
 
+@pytest.mark.slow  # a second two-op discovery (serial): the two tests above keep the default run's
 def test_discovery_is_deterministic(two_ops, tmp_path):
     entries, s = two_ops
     again, _ = search.discover(prove_unit, MATRIX_OPS, max_ops=2, workers=1)
