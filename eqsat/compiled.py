@@ -188,7 +188,7 @@ def build(
 
     if target not in BACKENDS:
         raise InputError(f"unknown backend {target!r}; known: {', '.join(BACKENDS)}")
-    from eqsat.verify.precision import check_precision
+    from eqsat.lower.gpu_mma import check_precision
 
     check_precision(precision, target)
     lowered = lower(graph)

@@ -41,8 +41,9 @@ from eqsat.egraph.ir import GraphError, TensorGraph
 from eqsat.egraph.onnx_types import value_type
 from eqsat.egraph.ops import node_flops
 from eqsat.errors import DataFileError, EqsatError, InputError, VerificationError
+from eqsat.lower.gpu_mma import check_precision
 from eqsat.verify import numeric
-from eqsat.verify.precision import check_precision, tolerance
+from eqsat.verify.precision import tolerance
 
 if TYPE_CHECKING:
     from eqsat.compiled import CompiledModel

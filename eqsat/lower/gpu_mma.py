@@ -89,6 +89,23 @@ PRECISIONS: dict[str, float] = {"fp32": 0.0, "tf32": 2.0**-11, "fp16": 2.0**-11,
 MMA_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp32")
 
 
+def check_precision(name: str, target: str = "cuda") -> str:
+    """``name`` if it is a known precision that ``target`` computes in, else an InputError in
+    one line: fp32 everywhere; tf32 / fp16 / bf16 are tensor-core precisions of cuda only.
+    The one place that rule lives (``pipeline.compile`` checks before the e-graph runs,
+    ``compiled.build`` for API callers)."""
+    from eqsat.errors import InputError
+
+    if name not in PRECISIONS:
+        raise InputError(f"--precision {name}: one of {', '.join(PRECISIONS)}")
+    if name != "fp32" and target != "cuda":
+        raise InputError(
+            f"--precision {name}: the {target} target computes in fp32 only "
+            "(tf32, fp16 and bf16 are tensor-core precisions of --target cuda)"
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class Shape:
     """An mma instruction's operands at one precision."""

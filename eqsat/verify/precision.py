@@ -40,23 +40,6 @@ from eqsat.verify.numeric import DEFAULT_ATOL, DEFAULT_RTOL
 ACCUMULATE_U = 2.0**-24  # the float32 accumulator's unit roundoff
 
 
-def check_precision(name: str, target: str = "cuda") -> str:
-    """``name`` if it is a known precision that ``target`` computes in, else an InputError in
-    one line: fp32 everywhere; tf32 / fp16 / bf16 are tensor-core precisions of cuda only.
-    The one place that rule lives (``pipeline.compile`` checks before the e-graph runs,
-    ``compiled.build`` for API callers)."""
-    from eqsat.errors import InputError
-
-    if name not in PRECISIONS:
-        raise InputError(f"--precision {name}: one of {', '.join(PRECISIONS)}")
-    if name != "fp32" and target != "cuda":
-        raise InputError(
-            f"--precision {name}: the {target} target computes in fp32 only "
-            "(tf32, fp16 and bf16 are tensor-core precisions of --target cuda)"
-        )
-    return name
-
-
 def worst_case(precision: str, k: int) -> float:
     """Higham's bound on ``|computed - exact| / Σ|a*b|`` for a K-term product."""
     u = PRECISIONS[precision]
