@@ -60,6 +60,7 @@ from eqsat.backends.llvm.tensorize import (
     PARALLEL_FLOP,
     HelperCtx,
     alloc_aligned,
+    driver_emitter,
     free_aligned,
     packed_globals,
 )
@@ -358,11 +359,7 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
 
 def _emit_driver(cx: HelperCtx, fn, d: DirectConv, vw: int, st, fpack, xt, ct, per_image: int):
     k = cx.k
-    for arg, p in zip(fn.args, k.params, strict=False):
-        arg.name = p.name
-    bufs = list(fn.args[:len(k.params)])
-    szs = list(fn.args[len(k.params):])
-    em = FunctionEmitter(cx.module, fn, dict(zip([p.name for p in k.params], bufs, strict=True)))
+    em, bufs, szs = driver_emitter(cx, fn)
     b = em.b
     icb, ocb = -(-d.ic // vw), -(-d.oc // vw)
     hp, wp = d.padded_hw()

@@ -725,14 +725,21 @@ def _tile_operands(b, fe: FusedEpilogue, bufs, pnames, bi, row, col) -> list:
     return out
 
 
-def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, tasks,
-                 need_c: bool = True):
+def driver_emitter(cx: _Ctx, fn: ir.Function):
+    """A kernel driver's arguments named after the kernel's parameters, and its emitter:
+    ``(emitter, buffer args, size args)`` (the GEMM driver's and the direct conv's)."""
     k = cx.k
     for arg, p in zip(fn.args, k.params, strict=False):
         arg.name = p.name
     bufs = list(fn.args[:len(k.params)])
     szs = list(fn.args[len(k.params):])
     em = FunctionEmitter(cx.module, fn, dict(zip([p.name for p in k.params], bufs, strict=True)))
+    return em, bufs, szs
+
+
+def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, tasks,
+                 need_c: bool = True):
+    em, bufs, szs = driver_emitter(cx, fn)
     em.env.update(zip(cx.sizes, szs, strict=True))
     b = em.b
     sh = _Shape(em, c, plan)
@@ -745,7 +752,7 @@ def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, 
         sym = packed_copy_symbol(c, plan, side)
         gptr, gsrc = packed_globals(cx.module, sym, side)
         (weight,) = c.loads(side)
-        src = bufs[[p.name for p in k.params].index(weight.name)]
+        src = bufs[[p.name for p in cx.k.params].index(weight.name)]
         with b.if_then(b.icmp_unsigned("!=", b.load(gsrc, typ=PTR), src)):
             nblocks = b.mul(sh.nb, sh.nib if side == "a" else sh.njb)
             block = sh.a_block if side == "a" else sh.b_block
