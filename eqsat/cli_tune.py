@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     tune.add_argument("--ray", metavar="ADDRESS",
                       help="measure the candidates as tasks on this Ray cluster (pip "
                            "install 'eqsat[ray]'); nodes: the machine compiled for")  # fmt: skip
+    tune.add_argument("--no-check", action="store_true",
+                      help="skip the last step: the whole model compiled with the default "
+                           "schedules and with the log, timed against each other")  # fmt: skip
     tune.add_argument("--json", action="store_true", help="machine-readable summary")
 
 
@@ -72,6 +75,20 @@ def cmd_tune(args) -> int:
         if bar is not None:
             bar.stop()
     summary = {"model": label} | report_json(report)
+    check = None
+    if not args.no_check and report.trials:
+        from eqsat.bench import tuned_vs_default
+        from eqsat.verify.timing import describe
+
+        if show:
+            err.print(f"{label}: timing the whole model, default schedules against tuned")
+        rows = tuned_vs_default(src, opts, report.log)
+        verdict = rows[1]["vs_first"]
+        slower = verdict["speedup"] < 1.0 and not verdict["within_noise"]
+        check = {"default_ms": rows[0]["min_ms"], "tuned_ms": rows[1]["min_ms"],
+                 "speedup": verdict["speedup"], "within_noise": verdict["within_noise"],
+                 "slower": slower, "text": describe(rows[0], rows[1])}  # fmt: skip
+        summary["whole_model"] = check
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -87,4 +104,11 @@ def cmd_tune(args) -> int:
     out.print(table)
     for s in report.skipped:
         out.print(f"not tuned: {s}", markup=False)
+    if check is not None:
+        out.print(f"whole model, tuned against the default schedules: {check['text']}",
+                  markup=False)
+        if check["slower"]:
+            out.print("warning: the tuned model runs slower than the default schedules (each "
+                      "kernel was measured alone); compile with --no-tuning to use the "
+                      "defaults", markup=False)  # fmt: skip
     return 0

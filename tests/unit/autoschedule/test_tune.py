@@ -152,6 +152,9 @@ def test_cli_tune_then_compile(tmp_path):
     assert summary["trials"] == 6 == len([r for r in tlog.read(log) if not r.confirm])
     assert {row["kernel"] for row in summary["kernels"]} == {"k0_conv", "k1_reducemean",
                                                              "k2_matmul"}  # fmt: skip
+    whole = summary["whole_model"]  # the default schedules against the log, whole model
+    assert whole["default_ms"] > 0 and whole["tuned_ms"] > 0
+    assert whole["slower"] == (whole["speedup"] < 1 and not whole["within_noise"])
     program = lower(import_onnx(conv_mlp())).program
     want = len(tlog.TuningLog.load(log).choices(program, 1))  # whichever candidates won
     with log.open("a") as f:
@@ -235,3 +238,32 @@ def test_a_script_without_a_main_guard_can_tune(tmp_path):
     assert run.stdout.split() == ["failed", "0"]  # printed once, by this process only
     records = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert records and all(r["seconds"] for r in records)
+
+
+def test_cli_tune_warns_when_the_tuned_model_is_slower(tmp_path, monkeypatch, capsys):
+    """Kernels are measured alone; when the whole model compiled with the log runs slower
+    than with the default schedules (beyond noise), ``eqsat tune`` says so and how to avoid
+    it. The timing is replaced here: what is tested is the verdict and its message."""
+    from eqsat import bench, cli
+    from eqsat.verify.timing import speedup
+
+    def rows(ms):
+        return {"min_ms": ms, "median_ms": ms * 1.01, "q3_ms": ms * 1.02, "reps": 15}
+
+    def slow_tuned(model, options, log, reps=15):
+        default, tuned = rows(1.0), rows(1.3)
+        return [default, tuned | {"vs_first": speedup(default, tuned)}]
+
+    monkeypatch.setattr(bench, "tuned_vs_default", slow_tuned)
+    monkeypatch.setenv("EQSAT_CACHE_DIR", str(tmp_path / "cache"))
+    model = tmp_path / "m.onnx"
+    onnx.save(conv_mlp(), model)
+    argv = ["tune", str(model), "--trials", "2", "--threads", "1", "--no-optimize", "--log",
+            str(tmp_path / "t.jsonl")]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "whole model, tuned against the default schedules: 0.77x" in text
+    assert "warning: the tuned model runs slower than the default schedules" in text
+    assert "--no-tuning" in text
+    assert cli.main([*argv, "--no-check"]) == 0
+    assert "whole model" not in capsys.readouterr().out
