@@ -17,6 +17,15 @@ Sections (one script; add rows to a section rather than a new script):
    profiler, min per node over the runs) split into contraction ops (Conv, MatMul, Gemm and
    their fused forms) and the rest. The ``rest`` columns are the ones this scheduler answers for.
 3. **Compile time**: ``pipeline.compile`` cold (empty object cache) and cached, per model.
+4. **Thread busy** (``--busy CALLS``): each ``sched-2t`` kernel called CALLS times in a row:
+   wall µs per call (p0 / p50 / p99) and, per thread, µs on a CPU and µs runnable but waiting
+   for one (``/proc/self/task/*/schedstat``), to tell a serial part or imbalance (the worker's
+   ``run`` far below the caller's, no ``wait``) from a worker that had no CPU (``wait``).
+   Measured (issue 17, SqueezeNet, while another process kept one core ~90 % busy, loadavg
+   1.3-1.6): the pool's worker waited 300-700 µs per call of a 250-600 µs conv, p99 8 ms
+   against p50 0.3 ms — a worker preempted inside a task it took makes the caller wait a
+   scheduler slice; 2-thread figures taken with another process on a core are not the
+   kernels' scaling.
 
 Timing (CODEGEN_NOTES): the VM is shared and noisy; compare ratios from one run, not numbers
 across runs. Symbolic dims are bound to 1 (``--batch``).
@@ -107,8 +116,8 @@ def build_variants(graph, feeds_by_graph, threads=(1, 2), plain=True):
     return out
 
 
-def kernel_times(cp, arrays, dims, reps: int) -> dict[str, float]:
-    """Min ms of each kernel of a compiled program, run alone on the bound arrays."""
+def kernel_calls(cp, arrays, dims) -> dict[str, object]:
+    """``{kernel name: a no-argument call of its native function on the bound arrays}``."""
     p = cp.program
     env = dict(zip(p.sizes, dims, strict=True))
     calls = {}
@@ -120,7 +129,49 @@ def kernel_times(cp, arrays, dims, reps: int) -> dict[str, float]:
         fn = proto(addr)
         args = [arrays[b.name].ctypes.data for b in k.params] + [env[s] for s in sizes]
         calls[k.name] = lambda fn=fn, args=args: fn(*args)
-    return {k: v[0] for k, v in interleaved(calls, reps).items()}
+    return calls
+
+
+def kernel_times(cp, arrays, dims, reps: int) -> dict[str, float]:
+    """Min ms of each kernel of a compiled program, run alone on the bound arrays."""
+    return {k: v[0] for k, v in interleaved(kernel_calls(cp, arrays, dims), reps).items()}
+
+
+def _schedstat() -> dict[str, tuple[int, int]]:
+    """``{thread id: (ns on a CPU, ns runnable but waiting for one)}`` of this process."""
+    out = {}
+    for t in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{t}/schedstat") as f:
+                run, wait = f.read().split()[:2]
+        except OSError:  # the thread has exited
+            continue
+        out[t] = (int(run), int(wait))
+    return out
+
+
+def thread_busy(cp, arrays, dims, calls: int) -> list[tuple]:
+    """Section 4: per kernel, ``calls`` back-to-back calls: wall µs per call (p0, p50, p99)
+    and, of the two busiest threads, µs per call on a CPU and runnable-but-waiting (the
+    kernel's ``/proc/self/task/*/schedstat`` deltas). A spinning thread counts as on a CPU, so
+    ``run`` is an upper bound of the work; ``wait`` is time a thread (the pool's worker) had
+    work or a spin to do and no CPU — another process on its core, or the caller on it."""
+    rows = []
+    for name, f in kernel_calls(cp, arrays, dims).items():
+        for _ in range(max(3, calls // 10)):
+            f()
+        s0, ts = _schedstat(), []
+        for _ in range(calls):
+            t = time.perf_counter_ns()
+            f()
+            ts.append((time.perf_counter_ns() - t) / 1e3)
+        s1 = _schedstat()
+        per = sorted(((s1[t][0] - s0.get(t, (0, 0))[0]) / calls / 1e3,
+                      (s1[t][1] - s0.get(t, (0, 0))[1]) / calls / 1e3) for t in s1)[::-1][:2]
+        ts.sort()
+        rows.append((name, ts[0], ts[len(ts) // 2], ts[min(len(ts) - 1, len(ts) * 99 // 100)],
+                     per))
+    return rows
 
 
 def ort_node_times(model, feeds, reps: int) -> dict[str, float]:
@@ -151,8 +202,10 @@ def main() -> None:
     ap.add_argument("--no-compile-time", action="store_true")
     ap.add_argument("--no-plain", action="store_true", help="skip the unscheduled variants")
     ap.add_argument("--top", type=int, default=0, help="list the N slowest sched-1t kernels")
+    ap.add_argument("--busy", type=int, default=0, metavar="CALLS",
+                    help="section 4: per-thread busy / run-queue wait of each sched-2t kernel")
     args = ap.parse_args()
-    rows1, rows2, rows3, top = [], [], [], []
+    rows1, rows2, rows3, top, busy = [], [], [], [], []
     for name in args.models.split(","):
         model = pipeline.example_model(name, size=args.size)
         opts = pipeline.Options(target="llvm", threads=1, verify=False)
@@ -196,6 +249,8 @@ def main() -> None:
                 acc[c] = acc.get(c, 0.0) + kt[k.name]
             by_class[label] = acc
         rows2.append((name, ort, by_class))
+        if args.busy:
+            busy.append((name, thread_busy(*variants["sched-2t"], args.busy)))
         print(f"[{name} done]", file=sys.stderr, flush=True)
     report(rows1, rows2, rows3)
     for name, kts, cp in top:
@@ -203,6 +258,16 @@ def main() -> None:
         print(f"\n## {name}: the {len(kts)} slowest kernels (sched-1t), ms")
         for kname, ms in kts:
             print(f"| {kname} | {kinds[kname]} | {ms:.3f} |")
+    for name, rows in busy:
+        with open("/proc/loadavg") as f:
+            load = f.read().split()[:3]
+        print(f"\n## 4. {name} sched-2t, each kernel {args.busy} calls in a row, µs per call "
+              f"(loadavg {' '.join(load)})")
+        print("| kernel | p0 | p50 | p99 | thread A run / wait | thread B run / wait |")
+        print("|---|---|---|---|---|---|")
+        for kname, p0, p50, p99, per in rows:
+            cells = [f"{r:.0f} / {w:.0f}" for r, w in per] + ["-"] * (2 - len(per))
+            print(f"| {kname} | {p0:.0f} | {p50:.0f} | {p99:.0f} | " + " | ".join(cells) + " |")
 
 
 def report(rows1, rows2, rows3) -> None:

@@ -27,11 +27,22 @@ width (``Capabilities.vector_width``: 16 floats on AVX-512, 8 on AVX2):
 * ``<k>.epi`` (loop IR): the kernel's own epilogue (bias, BatchNorm, residual, activation:
   whatever :class:`~eqsat.lower.contraction.Contraction` carries) from the row workspace into
   the NCHW output, one output channel × the output row per inner (vectorized) loop;
-* ``<k>.tasks`` / ``<k>.xtasks``: tasks = (image, channel-block group, output row), taken one
-  by one from a counter shared by the threads (the last group may have fewer blocks), and
-  (image, input-channel block), the pool's static ranges; launched through
-  ``@eqsat.parallel_for`` when there are several and at least ``tensorize.PARALLEL_FLOP`` of
-  work.
+* ``<k>.tasks`` / ``<k>.ptasks`` / ``<k>.xtasks``: conv tasks = (image, channel-block group,
+  output-row block) — ``tasks`` runs them in that order (serial: a group's weights stay in
+  cache over its rows), ``ptasks`` in (image, row block, group) order for the pool's static
+  chunks (see "Threads") — and copy tasks (image, input-channel block), the pool's static
+  ranges; launched through ``@eqsat.parallel_for`` when there are several and at least
+  ``tensorize.PARALLEL_FLOP`` of work.
+
+Threads (issue 17, measured on SqueezeNet's 3×3 expand convs, 2 threads, quiet machine,
+loadavg 0.9, one process, the two orders compiled side by side, min of 300 calls): the tasks
+were (image, group, row) taken one by one from a counter shared by the threads, so the two
+threads took alternate rows and each read the whole input (and wrote rows interleaved with the
+other's); the 16→64 55×55 conv ran 261 µs at 2 threads against 354 at 1 (1.36×). With each
+thread a contiguous band of rows (all groups of a row block together; the pool's static halves
+of (image, row block, group)) it runs 206 µs (1.72×); 32→128 27×27: 204 → 171 µs. At 1 thread
+that order was 2-4 % slower on Inception's convs (groups' weights cycled per row), so the
+serial call keeps the group-outer order.
 
 Why: the implicit GEMM packs a window of the input for every column block (``pack_window.py``);
 the direct form reads the blocked input in place with broadcasts, which is how onnxruntime's
@@ -296,8 +307,8 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
         for o in {ob, ocb % ob or ob}:
             micro[t, o] = emit_microkernel(module, d, vw, t, o)
     nparams = len(k.params)
-    # buffers, sizes, the blocked input copy, the packed weight, the next conv task to take
-    st = ir.LiteralStructType([PTR] * nparams + [I64] * len(sizes) + [PTR, PTR, I64])
+    # buffers, sizes, the blocked input copy, the packed weight
+    st = ir.LiteralStructType([PTR] * nparams + [I64] * len(sizes) + [PTR, PTR])
 
     def task_fn(suffix: str, per_task):
         tf = function(module, f"{sym}.{suffix}", [PTR, I64, I64], internal=True)
@@ -306,54 +317,53 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
         z = ir.Constant(ir.IntType(32), 0)
         ptrs = [b.gep(tf.args[0], [z, ir.Constant(ir.IntType(32), n)], source_etype=st)
                 for n in range(len(st.elements))]
-        fields = [b.load(p, typ=t) for p, t in zip(ptrs[:-1], st.elements[:-1], strict=True)]
-        per_task(em, fields[:-2], *fields[-2:], ptrs[-1], tf.args[1], tf.args[2])
+        fields = [b.load(p, typ=t) for p, t in zip(ptrs, st.elements, strict=True)]
+        per_task(em, fields[:-2], *fields[-2:], tf.args[1], tf.args[2])
         em.finish()
         return shared(module, tf)
 
-    def xtask(em, common, xws, wpk, counter, lo, hi):
+    def xtask(em, common, xws, wpk, lo, hi):
         b = em.b
         with loop(b, lo, hi, name="t") as t:
             b.call(fx, common + [b.udiv(t, i64(icb)), b.urem(t, i64(icb)), xws])
 
-    def ctask(em, common, xws, wpk, counter, lo, hi):
-        # rows are taken from the shared counter, not the pool's [lo, hi): the last channel
-        # group may have fewer blocks, and a static half of (group, row) tasks would give one
-        # thread the full groups; groups stay outer, so a group's weights stay in cache
+    def ctask(em, common, xws, wpk, lo, hi, rows_outer):
+        # tasks [lo, hi) of (image, row block, group) when rows_outer (the pool's chunks: each
+        # thread a contiguous band of rows, every group of it), else of (image, group, row
+        # block) (serial: a group's weights stay in cache over its rows); see "Threads" above
         b = em.b
-        total = i64(d.n * ocg * nrb)
         ows = alloc_aligned(em, i64(rows * ob * d.ow * vw))
-        grab, run, done = (b.append_basic_block(x) for x in ("grab", "run", "done"))
-        b.branch(grab)
-        b.position_at_end(grab)
-        t = b.atomic_rmw("add", counter, i64(1), "monotonic")
-        b.cbranch(b.icmp_signed("<", t, total), run, done)
-        b.position_at_end(run)
-        n = b.udiv(t, i64(ocg * nrb))
-        g = b.udiv(b.urem(t, i64(ocg * nrb)), i64(nrb))
-        oh0 = b.mul(b.urem(t, i64(nrb)), i64(rows))
-        nrows = smin(b, i64(rows), b.sub(i64(d.oh), oh0))
-        w0 = gep(b, wpk, b.mul(g, i64(ob * icb * taps * vw * vw)))
-        last = b.icmp_signed("==", g, i64(ocg - 1))
-        with loop(b, 0, icb, chunk, name="cb") as c:
-            q0, q1 = b.mul(c, i64(taps)), b.mul(smin(b, b.add(c, i64(chunk)), i64(icb)), i64(taps))
-            keep = b.zext(b.icmp_signed(">", c, i64(0)), I64)
-            with loop(b, 0, nrows, name="r") as r:
-                oh = b.add(oh0, r)
-                x0 = b.add(b.mul(n, i64(icb * hp * wp * vw)),
-                           b.mul(oh, i64(d.stride[0] * wp * vw)))
+
+        def one(n, g, oh0):
+            nrows = smin(b, i64(rows), b.sub(i64(d.oh), oh0))
+            w0 = gep(b, wpk, b.mul(g, i64(ob * icb * taps * vw * vw)))
+            last = b.icmp_signed("==", g, i64(ocg - 1))
+            with loop(b, 0, icb, chunk, name="cb") as c:
+                q0 = b.mul(c, i64(taps))
+                q1 = b.mul(smin(b, b.add(c, i64(chunk)), i64(icb)), i64(taps))
+                keep = b.zext(b.icmp_signed(">", c, i64(0)), I64)
+                with loop(b, 0, nrows, name="r") as r:
+                    oh = b.add(oh0, r)
+                    x0 = b.add(b.mul(n, i64(icb * hp * wp * vw)),
+                               b.mul(oh, i64(d.stride[0] * wp * vw)))
+                    orow = gep(b, ows, b.mul(r, i64(ob * d.ow * vw)))
+                    _row_tiles(b, d, vw, micro, tw, ob, last, x0, xws, w0, orow, (q0, q1, keep))
+            with loop(b, 0, nrows, name="e") as r:
                 orow = gep(b, ows, b.mul(r, i64(ob * d.ow * vw)))
-                _row_tiles(b, d, vw, micro, tw, ob, last, x0, xws, w0, orow, (q0, q1, keep))
-        with loop(b, 0, nrows, name="e") as r:
-            orow = gep(b, ows, b.mul(r, i64(ob * d.ow * vw)))
-            b.call(fe, common + [n, b.add(oh0, r), b.mul(g, i64(ob * vw)), orow])
-        b.branch(grab)
-        b.position_at_end(done)
+                b.call(fe, common + [n, b.add(oh0, r), b.mul(g, i64(ob * vw)), orow])
+
+        with loop(b, lo, hi, name="t") as t:
+            n, rest = b.udiv(t, i64(ocg * nrb)), b.urem(t, i64(ocg * nrb))
+            if rows_outer:
+                one(n, b.urem(rest, i64(ocg)), b.mul(b.udiv(rest, i64(ocg)), i64(rows)))
+            else:
+                one(n, b.udiv(rest, i64(nrb)), b.mul(b.urem(rest, i64(nrb)), i64(rows)))
         free_aligned(em, ows)
 
     xt = task_fn("xtasks", xtask)
-    ct = task_fn("tasks", ctask)
-    _emit_driver(cx, fn, d, vw, st, fpack, xt, ct, ocg * nrb)
+    ct = task_fn("tasks", lambda *a: ctask(*a, rows_outer=False))
+    pt = task_fn("ptasks", lambda *a: ctask(*a, rows_outer=True))
+    _emit_driver(cx, fn, d, vw, st, fpack, xt, (pt, ct), ocg * nrb)
     return fn
 
 
@@ -374,17 +384,17 @@ def _emit_driver(cx: HelperCtx, fn, d: DirectConv, vw: int, st, fpack, xt, ct, p
     xws = alloc_aligned(em, i64(d.n * icb * hp * wp * vw))
     ctx = em.alloca(st)
     z = ir.Constant(ir.IntType(32), 0)
-    for n, v in enumerate(bufs + szs + [xws, b.load(gptr, typ=PTR), i64(0)]):
+    for n, v in enumerate(bufs + szs + [xws, b.load(gptr, typ=PTR)]):
         b.store(v, b.gep(ctx, [z, ir.Constant(ir.IntType(32), n)], source_etype=st))
     launch_t = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64]).as_pointer()
     launch = b.load(cx.module.globals[PARALLEL_FOR], typ=launch_t)
     par = b.and_(b.icmp_unsigned("!=", launch, ir.Constant(launch_t, None)),
                  ir.Constant(ir.IntType(1), d.flops >= PARALLEL_FLOP))
-    for tasks, count in ((xt, d.n * icb), (ct, d.n * per_image)):
+    for (ptasks, tasks), count in (((xt, xt), d.n * icb), (ct, d.n * per_image)):
         if count > 1:
             with b.if_else(par) as (threaded, serial):
                 with threaded:
-                    b.call(launch, [tasks, ctx, i64(count)])
+                    b.call(launch, [ptasks, ctx, i64(count)])
                 with serial:
                     b.call(tasks, [ctx, i64(0), i64(count)])
         else:
