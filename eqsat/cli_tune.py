@@ -98,7 +98,8 @@ def cmd_tune(args) -> int:
         up = r["best_rate"] / r["default_rate"] if r["default_rate"] else 0.0
         table.add_row(r["kernel"], r["kind"], str(r["count"]), str(r["trials"]),
                       str(r["failed"]), f"{r['default_rate']:.1f}", f"{r['best_rate']:.1f}",
-                      r["unit"], "default" if r["best_is_default"] else f"{up:.2f}x")  # fmt: skip
+                      r["unit"], "not tried" if not r["default_rate"] else  # out of trials
+                      "default" if r["best_is_default"] else f"{up:.2f}x")  # fmt: skip
     out.print(f"{label}: {report.trials} trials on {len(report.tasks)} distinct kernels in "
               f"{report.seconds:.1f} s; log {report.log}")  # fmt: skip
     out.print(table)
