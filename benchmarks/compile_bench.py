@@ -58,10 +58,10 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
 from eqsat import pipeline  # noqa: E402
+from eqsat.bench import ort_session  # noqa: E402
 from eqsat.examples import example_names  # noqa: E402
 
 
@@ -152,11 +152,7 @@ def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: boo
                 pipeline.tune(model, opts, trials=tuned)
                 tune_s = time.perf_counter() - t0
                 extra = [pipeline.compile(model, opts).compiled.run]
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = t
-        so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(model.SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
+        sess = ort_session(model, t)
         ov_run = _openvino(model, feeds, t)
         if not isinstance(ov_run, str):  # a row of numbers only for the same answers
             want = sess.run(None, feeds)
@@ -232,10 +228,7 @@ def bench_ablation(name: str, size: str, reps: int, t: int) -> tuple[list[float]
                          f"{ex.get('extractor')}); ops vs no e-graph: "
                          f"{_hist_diff(graphs[0], graphs[-1])}; fired: "
                          + (", ".join(f"{r} {n}" for r, n in sorted(fired.items())) or "none"))
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = t
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = ort_session(model, t)
     runners.append(lambda f, s=sess: s.run(None, f))
     for fn in runners:
         fn(feeds)
@@ -321,10 +314,7 @@ def bench_conv(reps: int, threads: list[int]) -> None:
             cm = pipeline.compile(m, opts).compiled
             feeds = dict(cm.weights) | {cm.inputs[0].buffer: x}
             arrays, dims = cm.executable.bind(feeds)
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = t
-            sess = ort.InferenceSession(m.SerializeToString(), so,
-                                        providers=["CPUExecutionProvider"])
+            sess = ort_session(m, t)
             runs = [lambda e=cm.executable, a=arrays, d=dims: e.call(a, d),
                     lambda s=sess, x=x: s.run(None, {"x": x})]
             g = [flop / b / 1e9 for b in _best(runs, reps)]

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eqsat import pipeline  # noqa: E402
 from eqsat.backends.llvm.runtime import compile as llvm_compile  # noqa: E402
+from eqsat.bench import ort_session  # noqa: E402
 from eqsat.egraph import onnx_io  # noqa: E402
 from eqsat.lower.contraction import match_contraction  # noqa: E402
 from eqsat.lower.conv_direct import match_direct_conv  # noqa: E402
@@ -86,8 +87,6 @@ def annotated(program, intrinsic: str):
 
 
 def bench(shape, reps: int, threads: list[int]) -> None:
-    import onnxruntime as ort
-
     model = conv_model(*shape)
     low = lower(onnx_io.import_onnx(model))
     ic, hw, oc, k, s, p, dil = shape
@@ -98,11 +97,7 @@ def bench(shape, reps: int, threads: list[int]) -> None:
     ow = (w + 2 * p - dil * (k - 1) - 1) // s + 1
     flop = 2.0 * oc * oh * ow * ic * k * k
     for t in threads:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = t, 1
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(model.SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
+        sess = ort_session(model, t)
         cands = {"ort": lambda s=sess: s.run(None, feeds)[0]}
         for tag in ("gemm", "nchwc"):
             m = llvm_compile(annotated(low.program, tag), threads=t, use_cache=False)
@@ -136,8 +131,6 @@ class _AllGemm:
 
 
 def bench_whole(name: str, reps: int, threads: list[int]) -> None:
-    import onnxruntime as ort
-
     from eqsat.compiled import build
 
     model = pipeline.example_model(name)
@@ -153,11 +146,7 @@ def bench_whole(name: str, reps: int, threads: list[int]) -> None:
             feeds[vi.name] = rng.standard_normal(shape).astype(np.float32)
     ndirect = len(_AllGemm().choices(lower(graph).program, 1))
     for t in threads:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = t, 1
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(model.SerializeToString(), so,
-                                    providers=["CPUExecutionProvider"])
+        sess = ort_session(model, t)
         cands = {"ort": lambda f, s=sess: s.run(None, f),
                  "gemm": build(graph, threads=t, use_cache=False, tuning=_AllGemm()).run,
                  "direct": build(graph, threads=t, use_cache=False).run}

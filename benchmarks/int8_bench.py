@@ -48,6 +48,7 @@ from eqsat.backends.llvm.capabilities import Capabilities  # noqa: E402
 from eqsat.backends.llvm.gemm import Gemm, GemmConfig  # noqa: E402
 from eqsat.backends.llvm.tensorize_targets import select  # noqa: E402
 from eqsat.backends.llvm.vnni import Int8Gemm  # noqa: E402
+from eqsat.bench import ort_session  # noqa: E402
 
 
 def _model(node, inputs, output, inits):
@@ -58,10 +59,6 @@ def _model(node, inputs, output, inits):
     return m
 
 
-def _session(m):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 def models(a_shape, b, bf):
@@ -85,7 +82,7 @@ def bench_size(n, rng, caps, target, fgemm, args) -> None:
     b = rng.integers(-128, 128, (n, n)).astype(np.int8)
     af, bf = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
     mmi, qmm, mmf = models(a.shape, b, bf)
-    s_mmi, s_qmm, s_mmf = _session(mmi), _session(qmm), _session(mmf)
+    s_mmi, s_qmm, s_mmf = ort_session(mmi, 1), ort_session(qmm, 1), ort_session(mmf, 1)
     want = s_mmi.run(None, {"a": a})[0]
     cands = {}
     if target is not None:

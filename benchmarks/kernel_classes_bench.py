@@ -49,6 +49,7 @@ from eqsat import pipeline  # noqa: E402
 from eqsat.backends.llvm import runtime  # noqa: E402
 from eqsat.backends.llvm.capabilities import Capabilities  # noqa: E402
 from eqsat.backends.llvm.codegen import kernel_sizes, kernel_symbol  # noqa: E402
+from eqsat.bench import ort_session  # noqa: E402
 from eqsat.compiled import target_caps  # noqa: E402
 from eqsat.lower.default_schedule import classify, schedule_program  # noqa: E402
 from eqsat.lower.lower import lower  # noqa: E402
@@ -57,17 +58,6 @@ from eqsat.verify import numeric  # noqa: E402
 
 MODELS = ("bert", "squeezenet", "resnext", "inception", "vgg", "nasrnn", "swiglu")
 CONTRACTION_OPS = ("Conv", "MatMul", "Gemm", "FusedConv", "FusedMatMul", "FusedGemm", "QLinear")
-
-
-def ort_session(model, threads: int, profile: str | None = None):
-    import onnxruntime as ort
-
-    o = ort.SessionOptions()
-    o.intra_op_num_threads, o.inter_op_num_threads = threads, 1
-    o.log_severity_level = 3
-    if profile:
-        o.enable_profiling, o.profile_file_prefix = True, profile
-    return ort.InferenceSession(model.SerializeToString(), o, providers=["CPUExecutionProvider"])
 
 
 def interleaved(cands: dict, reps: int) -> dict[str, tuple[float, float]]:

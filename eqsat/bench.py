@@ -22,13 +22,22 @@ from eqsat.verify.numeric import input_specs, random_feeds
 from eqsat.verify.timing import speedup, spread
 
 
-def _ort(model: onnx.ModelProto, threads: int):
+def ort_session(model: onnx.ModelProto, threads: int, profile: str | None = None):
+    """The onnxruntime session every comparison here and in ``benchmarks/`` times: CPU
+    provider, ``threads`` intra-op threads, one inter-op thread, warnings off; ``profile``: a
+    file prefix for onnxruntime's per-node profiler."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.log_severity_level = 3
+    if profile:
+        so.enable_profiling, so.profile_file_prefix = True, profile
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _ort(model: onnx.ModelProto, threads: int):
+    sess = ort_session(model, threads)
     return lambda feeds: sess.run(None, feeds)
 
 
