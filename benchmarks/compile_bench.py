@@ -83,8 +83,24 @@ def _symbols(model: onnx.ModelProto) -> tuple[tuple[str, int], ...]:
     return tuple((d, 1) for d in sorted(dims) if d)
 
 
-def _time(fn, feeds) -> float:
-    return _times(fn, feeds)[0]
+def _runs(runners, feeds, reps: int) -> tuple[list[list[float]], list[list[float]]]:
+    """Wall and calling-thread CPU seconds of each runner's calls: two warm-up calls each
+    (the first calls page in code and pack weights), then alternating runs of ``RUN`` calls,
+    each run after ``SETTLE`` seconds and one untimed call (see :func:`bench_model`)."""
+    for fn in runners:
+        fn(feeds)
+        fn(feeds)
+    walls: list[list[float]] = [[] for _ in runners]
+    cpus: list[list[float]] = [[] for _ in runners]
+    for _ in range(-(-reps // RUN)):
+        for fn, wall, cpu in zip(runners, walls, cpus, strict=True):
+            time.sleep(SETTLE)  # the other's threads stop spinning and sleep
+            fn(feeds)  # untimed: this one's threads are awake again
+            for _ in range(RUN):
+                w, c = _times(fn, feeds)
+                wall.append(w)
+                cpu.append(c)
+    return walls, cpus
 
 
 def _times(fn, feeds) -> tuple[float, float]:
@@ -165,21 +181,11 @@ def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: boo
             ov_run = None
         runners = (lambda f, s=sess: s.run(None, f), compiled.run, *extra,
                    *([ov_run] if ov_run else []))
-        for fn in runners:  # warm up (first calls page in code and pack weights)
-            fn(feeds)
-            fn(feeds)
-        o, e, tu, ov = [], [], [], []
-        cpu: tuple[list, list] = ([], [])  # ort, eqsat
-        slots = (o, e, *([tu] if extra else []), *([ov] if ov_run else []))
-        for _ in range(-(-reps // RUN)):  # alternating runs of RUN calls each (see the doc)
-            for i, (fn, times) in enumerate(zip(runners, slots, strict=True)):
-                time.sleep(SETTLE)  # the other's threads stop spinning and sleep
-                fn(feeds)  # untimed: this one's threads are awake again
-                for _ in range(RUN):
-                    wall, c = _times(fn, feeds)
-                    times.append(wall)
-                    if i < 2:
-                        cpu[i].append(c)
+        walls, cpus = _runs(runners, feeds, reps)
+        o, e = walls[:2]
+        tu = walls[2] if extra else []
+        ov = walls[-1] if ov_run else []
+        cpu = cpus[:2]  # ort, eqsat
         rows.append((name, t, min(e) * 1e3, statistics.median(e) * 1e3, min(o) * 1e3,
                      statistics.median(o) * 1e3, min(e) / min(o),
                      (min(tu) * 1e3, statistics.median(tu) * 1e3, tune_s) if tu else None,
@@ -230,17 +236,7 @@ def bench_ablation(name: str, size: str, reps: int, t: int) -> tuple[list[float]
                          + (", ".join(f"{r} {n}" for r, n in sorted(fired.items())) or "none"))
     sess = ort_session(model, t)
     runners.append(lambda f, s=sess: s.run(None, f))
-    for fn in runners:
-        fn(feeds)
-        fn(feeds)
-    times: list[list[float]] = [[] for _ in runners]
-    for _ in range(-(-reps // RUN)):
-        for fn, ts in zip(runners, times, strict=True):
-            time.sleep(SETTLE)
-            fn(feeds)
-            for _ in range(RUN):
-                ts.append(_time(fn, feeds))
-    return [min(ts) for ts in times], notes
+    return [min(ts) for ts in _runs(runners, feeds, reps)[0]], notes
 
 
 def _matmul_model(n: int, weight: bool) -> onnx.ModelProto:
