@@ -822,10 +822,7 @@ def _cost_constants(options: Options) -> str:
     name = cost_model_for(options)
     try:
         if name == "compiler":
-            from eqsat.backends.llvm.capabilities import Capabilities
-            from eqsat.extract.compiler_cost import CompilerConstants
-
-            return repr(asdict(CompilerConstants.load(caps_key=Capabilities.host().key())))
+            return repr(asdict(_compiler_constants()))
         if name == "roofline":
             from eqsat.extract.roofline import RooflineConstants
 
@@ -877,15 +874,22 @@ def fusion_terms(options: Options) -> bool:
     return on
 
 
-def _compiler_cost_model(fusion: bool = False):
-    """The compiler cost model with this machine's constants (``calibrate_compiler``), keyed
-    by the LLVM backend's capabilities, else the packaged default; ``fusion``: it prices the
-    fusion terms (an element-wise op outside one is a memory pass)."""
+def _compiler_constants():
+    """This machine's compiler cost constants (``calibrate_compiler``), keyed by the LLVM
+    backend's capabilities, else the packaged default: what extraction prices with and what
+    the compiled-model cache key holds (:func:`_cost_constants`)."""
     from eqsat.backends.llvm.capabilities import Capabilities
-    from eqsat.extract.compiler_cost import CompilerConstants, CompilerCostModel
+    from eqsat.extract.compiler_cost import CompilerConstants
 
-    consts = CompilerConstants.load(caps_key=Capabilities.host().key())
-    return CompilerCostModel(consts, fusion_terms=fusion)
+    return CompilerConstants.load(caps_key=Capabilities.host().key())
+
+
+def _compiler_cost_model(fusion: bool = False):
+    """The compiler cost model with :func:`_compiler_constants`; ``fusion``: it prices the
+    fusion terms (an element-wise op outside one is a memory pass)."""
+    from eqsat.extract.compiler_cost import CompilerCostModel
+
+    return CompilerCostModel(_compiler_constants(), fusion_terms=fusion)
 
 
 def calibrate_compiler(save_to: str | os.PathLike | None = None, reps: int = 15):
