@@ -50,18 +50,21 @@ thread, even shares — but the pool's worker sharing the caller's CPU
 (:mod:`~eqsat.backends.llvm.native_pool`, "Apart"), the workers' malloc arena (above) and,
 on the exchanged convs, every task repeating the im2col A packing (``_window_pack_a``).
 
-Task order (measured, SqueezeNet at 2 threads, both orders compiled in one process, the
-kernels called in program order so that each reads what the one before wrote, min of 40
-rounds, loadavg 4.6-5.8): the tasks used to be taken one at a time from a counter shared by
-the threads, so the threads took alternate column blocks (alternate bands of image rows),
-and which thread wrote a band changed from call to call; the first conv (64 × 111 × 111,
-K = 27, 28 tasks) ran 503 µs, called alone in a loop 273 µs (1 thread: 435). Each thread's
-own contiguous range first — the caller the first half, the worker the second, the bands
-the direct conv's static halves give its threads too — 343 and 177 µs; the 1 × 1 expand
-conv 16 → 64 on 55 × 55 80 → 61 µs (the sum over the model's kernels 2276 → 2092 µs). A
-call steals only once its own range is done, from the far end of the others' (backwards from
-``lo - 1``, wrapping round), so a thread that is late or preempted leaves its range to the
-other, as the counter did. A task's results do not depend on the thread that runs it.
+Task order: the tasks used to be taken one at a time from a counter shared by the threads,
+so the threads took alternate column blocks (alternate bands of image rows), and which
+thread wrote a band changed from call to call. Now each thread runs its own contiguous range
+first — the caller the first half, the worker the second: the bands the direct conv's static
+halves give its threads too. Measured (SqueezeNet, 2 threads, both orders compiled in one
+process, ``kernel_classes_bench.py``-style): each kernel called alone in a loop (its data
+stays where its threads left it; min of 100), the first conv (64 × 111 × 111, K = 27, 28
+tasks) 273 → 177 µs and 237 → 164 in a second run (1 thread: 414-435), the 1 × 1 expand
+convs 16 → 64 on 55 × 55 40-42 → 29 and 42-47 → 30, the rest within noise; the kernels
+called in program order (min of 40-60 rounds) the first run gave the conv 503 → 343 µs and
+the model's kernels 2276 → 2092 in all (loadavg 4.6-5.8), a second at loadavg 9 noise
+(2217 → 2321, the unchanged direct convs moving as much). A call steals only once its own
+range is done, from the far end of the others' (backwards from ``lo - 1``, wrapping round),
+so a thread that is late or preempted leaves its range to the other, as the counter did. A
+task's results do not depend on the thread that runs it.
 
 Why a workspace for C instead of storing into the output: the output's M and N axes may be
 any set of its axes (a convolution's channel and spatial axes, attention's head and query
