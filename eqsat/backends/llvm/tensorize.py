@@ -65,8 +65,7 @@ the model's kernels 2276 → 2092 in all (loadavg 4.6-5.8), a second at loadavg 
 15, loadavg 4.4) 8484 → 7355 µs over its kernels, its convs 0.97-1.24× alone. A call
 steals only once its own range is done, from the far end of the others' (backwards from
 ``lo - 1``, wrapping round), so a thread that is late or preempted leaves its range to the
-other, as the counter did. A
-task's results do not depend on the thread that runs it.
+other, as the counter did. A task's results do not depend on the thread that runs it.
 
 Why a workspace for C instead of storing into the output: the output's M and N axes may be
 any set of its axes (a convolution's channel and spatial axes, attention's head and query
