@@ -2,6 +2,7 @@
 per-kernel-class time, compile time (benchmarks/compile_bench.py has the headline table).
 
     python benchmarks/kernel_classes_bench.py [--models bert,vgg] [--size default] [--reps 15]
+                                              [--top N] [--busy CALLS] [--in-order]
 
 Sections (one script; add rows to a section rather than a new script):
 
@@ -26,6 +27,13 @@ Sections (one script; add rows to a section rather than a new script):
    against p50 0.3 ms — a worker preempted inside a task it took makes the caller wait a
    scheduler slice; 2-thread figures taken with another process on a core are not the
    kernels' scaling.
+5. **In program order** (``--in-order``): each ``sched`` kernel at 1 and 2 threads, every
+   round calling the kernels in program order so that each reads what the ones before it
+   wrote, where they wrote it (min µs of ``--reps`` rounds, and the speed-up), beside
+   onnxruntime's nodes from its profiler at 1 and 2 intra-op threads. Section 2 runs a
+   kernel alone, its data staying in the caches of the threads that last touched it, which
+   hides how its split between the threads fits that of its neighbours; this table found
+   the GEMM tasks' alternating row bands (``tensorize.py``, "Task order").
 
 Timing (CODEGEN_NOTES): the VM is shared and noisy; compare ratios from one run, not numbers
 across runs. Symbolic dims are bound to 1 (``--batch``).
@@ -164,10 +172,11 @@ def thread_busy(cp, arrays, dims, calls: int) -> list[tuple]:
     return rows
 
 
-def ort_node_times(model, feeds, reps: int) -> dict[str, float]:
-    """onnxruntime's profiler: min µs→ms per node over ``reps`` runs, summed by category."""
+def ort_node_mins(model, feeds, reps: int, threads: int = 1) -> dict[str, tuple[str, float]]:
+    """onnxruntime's profiler at ``threads`` intra-op threads: ``{node: (op, min ms)}`` over
+    ``reps`` runs (the first, warm-up run left out), in execution order."""
     with tempfile.TemporaryDirectory() as d:
-        s = ort_session(model, 1, profile=os.path.join(d, "ort"))
+        s = ort_session(model, threads, profile=os.path.join(d, "ort"))
         for _ in range(reps + 1):
             s.run(None, feeds)
         events = json.loads(Path(s.end_profiling()).read_text())
@@ -177,10 +186,33 @@ def ort_node_times(model, feeds, reps: int) -> dict[str, float]:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             per_node.setdefault(e["name"], []).append(e["dur"] / 1e3)
             op_of[e["name"]] = e.get("args", {}).get("op_name", "")
+    return {n: (op_of[n], min(v[1:] or v)) for n, v in per_node.items()}
+
+
+def ort_node_times(model, feeds, reps: int) -> dict[str, float]:
+    """onnxruntime's per-node mins at 1 thread (:func:`ort_node_mins`), summed by category."""
     out = {"contraction": 0.0, "rest": 0.0}
-    for n, v in per_node.items():
-        out["contraction" if op_of[n].startswith(CONTRACTION_OPS) else "rest"] += min(v[1:] or v)
+    for op, ms in ort_node_mins(model, feeds, reps).values():
+        out["contraction" if op.startswith(CONTRACTION_OPS) else "rest"] += ms
     return out
+
+
+def kernels_in_order(variants: dict, labels: tuple[str, ...], reps: int) -> dict:
+    """Section 5: ``{label: {kernel: min ms}}``, each round calling every kernel of each
+    variant in program order, so that a kernel reads what the kernels before it wrote, where
+    they wrote it: in the caches of the core (or cores) that ran them. Section 2 calls each
+    kernel alone, over and over, so its input and output stay in the caches of the threads
+    that last touched them; at 2 threads that hid how a kernel's split between the threads
+    fits the split of the kernels around it (tensorize.py, "Task order")."""
+    calls = {lb: kernel_calls(*variants[lb]) for lb in labels}
+    times = {lb: {k: [] for k in calls[lb]} for lb in labels}
+    for _ in range(reps + 1):  # the first round warms up
+        for lb in labels:
+            for k, f in calls[lb].items():
+                t = time.perf_counter()
+                f()
+                times[lb][k].append((time.perf_counter() - t) * 1e3)
+    return {lb: {k: min(v[1:]) for k, v in t.items()} for lb, t in times.items()}
 
 
 def main() -> None:
@@ -194,8 +226,11 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=0, help="list the N slowest sched-1t kernels")
     ap.add_argument("--busy", type=int, default=0, metavar="CALLS",
                     help="section 4: per-thread busy / run-queue wait of each sched-2t kernel")
+    ap.add_argument("--in-order", action="store_true",
+                    help="section 5: each kernel at 1 and 2 threads called in program order, "
+                         "beside onnxruntime's per-node profile at 1 and 2 threads")
     args = ap.parse_args()
-    rows1, rows2, rows3, top, busy = [], [], [], [], []
+    rows1, rows2, rows3, top, busy, order = [], [], [], [], [], []
     for name in args.models.split(","):
         model = pipeline.example_model(name, size=args.size)
         opts = pipeline.Options(target="llvm", threads=1, verify=False)
@@ -241,6 +276,11 @@ def main() -> None:
         rows2.append((name, ort, by_class))
         if args.busy:
             busy.append((name, thread_busy(*variants["sched-2t"], args.busy)))
+        if args.in_order:
+            kinds = {k.name: classify(k) for k in variants["sched-1t"][0].program.kernels}
+            ours = kernels_in_order(variants, ("sched-1t", "sched-2t"), args.reps)
+            theirs = [ort_node_mins(model, feeds, args.reps, t) for t in (1, 2)]
+            order.append((name, kinds, ours, theirs))
         print(f"[{name} done]", file=sys.stderr, flush=True)
     report(rows1, rows2, rows3)
     for name, kts, cp in top:
@@ -258,6 +298,32 @@ def main() -> None:
         for kname, p0, p50, p99, per in rows:
             cells = [f"{r:.0f} / {w:.0f}" for r, w in per] + ["-"] * (2 - len(per))
             print(f"| {kname} | {p0:.0f} | {p50:.0f} | {p99:.0f} | " + " | ".join(cells) + " |")
+    for name, kinds, ours, theirs in order:
+        report_in_order(name, kinds, ours, theirs)
+
+
+def report_in_order(name, kinds, ours, theirs) -> None:
+    """Section 5's two tables: eqsat's kernels and onnxruntime's nodes, each in execution
+    order, µs at 1 and 2 threads and the speed-up, with their sums."""
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    one, two = ours["sched-1t"], ours["sched-2t"]
+    print(f"\n## 5. {name}: kernels called in program order, min µs (loadavg {load})")
+    print("| kernel | class | 1t | 2t | 1t/2t |\n|---|---|---|---|---|")
+    for k in one:
+        print(f"| {k} | {kinds[k]} | {1e3 * one[k]:.0f} | {1e3 * two[k]:.0f} "
+              f"| {one[k] / two[k]:.2f} |")  # fmt: skip
+    s1, s2 = sum(one.values()), sum(two.values())
+    print(f"| sum | | {1e3 * s1:.0f} | {1e3 * s2:.0f} | {s1 / s2:.2f} |")
+    print(f"\n## 5. {name}: onnxruntime's nodes (its profiler), min µs")
+    print("| node | op | 1t | 2t | 1t/2t |\n|---|---|---|---|---|")
+    o1, o2 = theirs
+    for n, (op, ms) in o1.items():
+        ms2 = o2.get(n, (op, float("nan")))[1]
+        print(f"| {n.removesuffix('_kernel_time')} | {op} | {1e3 * ms:.0f} | {1e3 * ms2:.0f} "
+              f"| {ms / ms2:.2f} |")  # fmt: skip
+    s1, s2 = (sum(ms for _, ms in o.values()) for o in theirs)
+    print(f"| sum | | {1e3 * s1:.0f} | {1e3 * s2:.0f} | {s1 / s2:.2f} |")
 
 
 def report(rows1, rows2, rows3) -> None:

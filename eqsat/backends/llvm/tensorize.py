@@ -12,9 +12,10 @@ module:
   transformer's layers are, call the first kernel's (BERT: 105 functions became 69, and the
   module's LLVM time fell from 2.1 to 1.2 s);
 * ``<k>.tasks(ctx, lo, hi)``: runs tasks of the kernel, one task = one batch index ×
-  MC rows × one column block, until none is left: each thread's call takes the next ones from
-  a counter in ``ctx`` (an atomic add), so a slower thread takes fewer (``lo`` / ``hi`` are
-  not used). The plan makes the blocks equal and, for big kernels, their count a multiple of
+  MC rows × one column block, until none is left: its own range ``[lo, hi)`` (the pool's
+  chunk) in order, then the others' tasks from the far end, each task run by whichever call
+  wins its claim flag in ``ctx`` (see "Task order"), so a slower thread runs fewer. The plan
+  makes the blocks equal and, for big kernels, their count a multiple of
   4 (``tensorize_plan._split``). Per task: pack the A rows and the B block (skipped when the
   previous task of this thread packed the same ones, or when the operand is a constant weight
   packed once), then for each KC slice, NR panel and MR strip call the micro-kernel (the
@@ -48,6 +49,23 @@ task split was not it — per-thread CPU time of 64×56×64 was 908 + 960 µs ag
 thread, even shares — but the pool's worker sharing the caller's CPU
 (:mod:`~eqsat.backends.llvm.native_pool`, "Apart"), the workers' malloc arena (above) and,
 on the exchanged convs, every task repeating the im2col A packing (``_window_pack_a``).
+
+Task order: the tasks used to be taken one at a time from a counter shared by the threads,
+so the threads took alternate column blocks (alternate bands of image rows), and which
+thread wrote a band changed from call to call. Now each thread runs its own contiguous range
+first — the caller the first half, the worker the second: the bands the direct conv's static
+halves give its threads too. Measured (SqueezeNet, 2 threads, both orders compiled in one
+process, ``kernel_classes_bench.py``-style): each kernel called alone in a loop (its data
+stays where its threads left it; min of 100), the first conv (64 × 111 × 111, K = 27, 28
+tasks) 273 → 177 µs and 237 → 164 in a second run (1 thread: 414-435), the 1 × 1 expand
+convs 16 → 64 on 55 × 55 40-42 → 29 and 42-47 → 30, the rest within noise; the kernels
+called in program order (min of 40-60 rounds) the first run gave the conv 503 → 343 µs and
+the model's kernels 2276 → 2092 in all (loadavg 4.6-5.8), a second at loadavg 9 noise
+(2217 → 2321, the unchanged direct convs moving as much); ResNeXt in program order (min of
+15, loadavg 4.4) 8484 → 7355 µs over its kernels, its convs 0.97-1.24× alone. A call
+steals only once its own range is done, from the far end of the others' (backwards from
+``lo - 1``, wrapping round), so a thread that is late or preempted leaves its range to the
+other, as the counter did. A task's results do not depend on the thread that runs it.
 
 Why a workspace for C instead of storing into the output: the output's M and N axes may be
 any set of its axes (a convolution's channel and spatial axes, attention's head and query
@@ -484,10 +502,10 @@ def packed_copy_symbol(c: Contraction, plan: Plan, side: str) -> str:
 
 def _ctx_layout(cx: _Ctx, plan: Plan):
     """Context struct of the task function: buffers, sizes, prepacked A and B, the call's
-    workspace slots and their count (:func:`_slot_floats`), then the two counters the threads
-    share: the next workspace slot and the next task to take."""
+    workspace slots and their count (:func:`_slot_floats`), then what the threads share: the
+    next workspace slot (a counter) and the tasks' claim flags (one byte per task, zeroed)."""
     return ir.LiteralStructType(
-        [PTR] * len(cx.k.params) + [I64] * len(cx.sizes) + [PTR, PTR, PTR, I64, I64, I64])
+        [PTR] * len(cx.k.params) + [I64] * len(cx.sizes) + [PTR, PTR, PTR, I64, I64, PTR])
 
 
 CTX_TAIL = 6  # the fields after the sizes (_ctx_layout)
@@ -565,13 +583,12 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micros,
     fn = function(cx.module, f"{cx.sym}.tasks", [PTR, I64, I64], internal=True)
     em = FunctionEmitter(cx.module, fn, {})
     b = em.b
-    ctx = fn.args[0]  # the pool's (lo, hi) are not used: tasks come from the counter
+    ctx, lo, hi = fn.args  # this call's own tasks (the pool's chunk); then it steals
     st = _ctx_layout(cx, plan)
     zero32 = ir.Constant(ir.IntType(32), 0)
     fields = [b.load(b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), n)], source_etype=st),
-                     typ=t) for n, t in enumerate(st.elements[:-1])]
-    counter = b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), len(st.elements) - 1)],
-                    source_etype=st)
+                     typ=t) for n, t in enumerate(st.elements)]
+    claims = fields[-1]
     np_ = len(cx.k.params)
     tail = len(st.elements) - CTX_TAIL
     bufs, szs = fields[:np_], fields[np_:tail]
@@ -585,14 +602,14 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micros,
     # this thread's workspaces: a slot of the caller's allocation (``_emit_driver``), or its
     # own when more threads run than there are slots (a pool wider than the host's cores)
     slots = _slot_floats(b, sh, plan, direct is None)
-    own = None
+    alone = None
     if slots is not None:
         boff, coff, per = slots
         slot = b.atomic_rmw("add", slot_at, i64(1), "monotonic")
-        own = b.icmp_signed(">=", slot, nslots)
+        alone = b.icmp_signed(">=", slot, nslots)
         wsp = em.alloca(PTR)
-        with b.if_else(own) as (alone, shared_slot):
-            with alone:
+        with b.if_else(alone) as (by_itself, shared_slot):
+            with by_itself:
                 b.store(_alloc(em, per), wsp)
             with shared_slot:
                 b.store(_gep(b, ws, b.mul(slot, per)), wsp)
@@ -606,25 +623,26 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micros,
     b.store(i64(-1), cur_b)
     per_b = b.mul(sh.nib, sh.njb)
     total = b.mul(sh.nb, per_b)
-    # Tasks are taken from the shared counter (not the [lo, hi) the pool handed out): a thread
-    # that is slowed (an uneven block, another process on its core) takes fewer. A take is
-    # the tasks that share the packed operand (one column block's row blocks, or one row
-    # block's column blocks) when those units divide evenly between the threads, else 1 task.
-    inner, outer = (sh.njb, b.mul(sh.nb, sh.nib)) if plan.prepack_b else (
-        sh.nib, b.mul(sh.nb, sh.njb))
-    cores = i64(Capabilities.host().cores)
-    whole = b.or_(b.icmp_signed("==", b.srem(outer, cores), i64(0)),
-                  b.icmp_signed(">=", outer, b.mul(cores, i64(4))))
-    take = b.select(whole, inner, i64(1))
-    grab = b.append_basic_block("grab")
-    run = b.append_basic_block("run")
-    done = b.append_basic_block("done")
-    b.branch(grab)
-    b.position_at_end(grab)
-    first = b.atomic_rmw("add", counter, take, "monotonic")
-    b.cbranch(b.icmp_signed("<", first, total), run, done)
-    b.position_at_end(run)
-    with loop(b, first, smin(b, b.add(first, take), total), name="t") as t:
+    # Each call runs its own range [lo, hi) of the tasks first, in order, then steals the
+    # others' from the far end: backwards from lo - 1, wrapping round to total - 1 (see the
+    # module doc, "Task order"). A task runs where its claim flag is won (a byte per task).
+    own = b.sub(hi, lo)
+    with loop(b, 0, total, name="j") as j:
+        back = b.sub(b.sub(lo, i64(1)), b.sub(j, own))
+        back = b.select(b.icmp_signed("<", back, i64(0)), b.add(back, total), back)
+        t = b.select(b.icmp_signed("<", j, own), b.add(lo, j), back)
+        flag = b.gep(claims, [t], source_etype=ir.IntType(8))
+        seen = b.load_atomic(flag, "monotonic", 1, typ=ir.IntType(8))
+        free = b.icmp_unsigned("==", seen, ir.Constant(ir.IntType(8), 0))
+        claim = b.append_basic_block("claim")
+        run = b.append_basic_block("run")
+        skip = b.append_basic_block("skip")
+        b.cbranch(free, claim, skip)
+        b.position_at_end(claim)
+        won = b.cmpxchg(flag, ir.Constant(ir.IntType(8), 0), ir.Constant(ir.IntType(8), 1),
+                        "monotonic", "monotonic")
+        b.cbranch(b.extract_value(won, 1), run, skip)
+        b.position_at_end(run)
         bi = b.sdiv(t, per_b)
         rest = b.srem(t, per_b)
         if plan.prepack_b:  # A rows outer, column blocks inner: reuse the packed A rows
@@ -679,10 +697,10 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micros,
                     _call_by_width(b, micros, _ceil(b, nrr, plan.vw), args)
         if direct is None:
             b.call(fe, common + [bi, ic, mc, o0, nrows, w0, nw, cws])
-    b.branch(grab)
-    b.position_at_end(done)
-    if own is not None:
-        with b.if_then(own):
+        b.branch(skip)
+        b.position_at_end(skip)
+    if alone is not None:
+        with b.if_then(alone):
             _free(em, base)
     em.finish()
     return shared(cx.module, fn)
@@ -782,7 +800,8 @@ def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, 
     slots = _slot_floats(b, sh, plan, need_c)
     nslots = smin(b, ntasks, i64(max(1, Capabilities.host().cores)))
     ws = ir.Constant(PTR, None) if slots is None else _alloc(em, b.mul(nslots, slots[2]))
-    for n, v in enumerate(common + [packed["a"], packed["b"], ws, nslots, i64(0), i64(0)]):
+    claims = b.call(em.declare("calloc", PTR, [I64, I64]), [ntasks, i64(1)])
+    for n, v in enumerate(common + [packed["a"], packed["b"], ws, nslots, i64(0), claims]):
         b.store(v, b.gep(ctx, [zero32, ir.Constant(ir.IntType(32), n)], source_etype=st))
     streamed = packed_bytes(c, plan.prepack_a, plan.prepack_b)
     flops = b.mul(b.mul(b.mul(sh.nb, sh.m), b.mul(sh.no, sh.w)), b.mul(sh.k, i64(2)))
@@ -799,4 +818,5 @@ def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, 
             b.call(tasks, [ctx, i64(0), ntasks])
     if slots is not None:
         _free(em, ws)
+    _free(em, claims)
     em.finish()

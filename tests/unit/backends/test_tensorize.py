@@ -5,11 +5,15 @@ verification gate with the default schedule."""
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 
 from eqsat import pipeline
+from eqsat.backends.llvm import runtime
 from eqsat.backends.llvm.capabilities import Capabilities
+from eqsat.backends.llvm.codegen import PARALLEL_FOR
 from eqsat.backends.llvm.runtime import compile as llvm_compile
 from eqsat.backends.llvm.tensorize import PARALLEL_BYTES, PARALLEL_FLOP
 from eqsat.backends.llvm.tensorize_plan import (
@@ -139,12 +143,51 @@ def test_two_threads_equal_one_thread(case):
     t = force_tensorize(p)
     one = llvm_compile(t, threads=1, use_cache=False)
     two = llvm_compile(t, threads=2, use_cache=False)
-    for _ in range(3):  # the counter is reset per call
+    for _ in range(3):  # the claim flags are fresh per call
         feeds = _feeds(p, weights)
         want, got1, got2 = interpret(p, feeds), one.run(feeds), two.run(feeds)
         for k in want:
             np.testing.assert_array_equal(got2[k], got1[k])  # the same blocks, any thread
             np.testing.assert_allclose(got2[k], want[k], rtol=1e-4, atol=1e-3)
+
+
+class _ChunkOrder:
+    """A stand-in for the runtime's pool: runs a launch's chunk function on the calling thread
+    over the given ranges of ``[0, n)``, in that order (each ``(lo, hi)`` as fractions)."""
+
+    def __init__(self, ranges):
+        self.ranges, self.launches = ranges, 0
+
+    def parallel_for(self, fn, args, start, end):
+        self.launches += 1
+        n = end - start
+        for lo, hi in self.ranges:
+            fn(*args, start + int(lo * n), start + int(hi * n))
+
+
+@pytest.mark.parametrize("ranges", [
+    [(0.75, 1.0)],  # one chunk, the last quarter: its own tasks, then steals all the others
+    [(0.5, 1.0), (0.0, 0.5)],  # the worker's chunk runs first and steals the caller's
+    [(0.25, 0.5), (0.0, 1.0), (0.0, 0.25)],  # a late chunk finds every task taken
+])
+def test_tasks_run_once_from_any_chunks(ranges):
+    """Each call of a kernel's task function runs its own chunk's tasks, then steals the rest
+    (tensorize.py, "Task order"): whatever ranges the pool hands out, and in whatever order
+    its threads get to them, every task runs and the output equals interpret()."""
+    p, weights = matmul(200, 300, 520, epilogue="bias_relu")
+    t = force_tensorize(p)
+    compiled = llvm_compile(t, threads=1, use_cache=False)
+    pool = _ChunkOrder(ranges)
+    launcher = runtime._Launcher(pool)
+    callback = runtime._LAUNCH(launcher)
+    slot = compiled.engine.get_global_value_address(PARALLEL_FOR)
+    ctypes.c_void_p.from_address(slot).value = ctypes.cast(callback, ctypes.c_void_p).value
+    for _ in range(2):
+        feeds = _feeds(p, weights)
+        want, got = interpret(p, feeds), compiled.run(feeds)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4)
+    assert launcher.error is None and pool.launches == 2
 
 
 @pytest.mark.parametrize("n", [256, 100, 48, 512])
