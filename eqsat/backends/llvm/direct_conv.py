@@ -81,9 +81,12 @@ from eqsat.backends.llvm.emit import (
     vec,
 )
 from eqsat.backends.llvm.tensorize import (
+    F32_BYTES,
     PARALLEL_FLOP,
     HelperCtx,
     alloc_aligned,
+    arena,
+    arena_slot,
     driver_emitter,
     free_aligned,
     fused_tile_epilogue,
@@ -463,21 +466,31 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
     xt = task_fn("xtasks", xtask)
     ct = task_fn("tasks", lambda *a: ctask(*a, rows_outer=False))
     pt = task_fn("ptasks", lambda *a: ctask(*a, rows_outer=True))
-    _emit_driver(cx, fn, d, vw, st, fpack, xt, (pt, ct), ocg * nrb)
+    _emit_driver(cx, fn, d, vw, st, fpack, xt, (pt, ct), ocg * nrb, ob)
     return fn
 
 
-def _emit_driver(cx: HelperCtx, fn, d: DirectConv, vw: int, st, fpack, xt, ct, per_image: int):
+def packed_symbol(d: DirectConv, vw: int, ob: int) -> str:
+    """The name (before ``.pk.b``) of the packed weight copy: a slot of the module's arena of
+    packed weights (``tensorize.arena_slot``, on transparent huge pages from 2 MiB), keyed by
+    what ``_pack_w`` writes, so that kernels packing one weight the same way share it."""
+    key = repr(("nchwc", _pack_w(d, vw, ob, Buffer("dc.wpk", (1,), "float32", BufferKind.LOCAL))))
+    return "eqsat.w." + hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def _emit_driver(cx: HelperCtx, fn, d: DirectConv, vw: int, st, fpack, xt, ct, per_image: int,
+                 ob: int):
     k = cx.k
     em, bufs, szs = driver_emitter(cx, fn)
     b = em.b
     icb, ocb = -(-d.ic // vw), -(-d.oc // vw)
     hp, wp = d.padded_hw()
-    gptr, gsrc = packed_globals(cx.module, cx.sym, "b")
+    sym = packed_symbol(d, vw, ob)
+    gptr, gsrc = packed_globals(cx.module, sym, "b")
     src = bufs[[p.name for p in k.params].index(d.w.name)]
     with b.if_then(b.icmp_unsigned("!=", b.load(gsrc, typ=PTR), src)):
-        free_aligned(em, b.load(gptr, typ=PTR))
-        dst = alloc_aligned(em, i64(ocb * icb * d.kh * d.kw * vw * vw))
+        off = arena_slot(cx.module, sym, F32_BYTES * ocb * icb * d.kh * d.kw * vw * vw)
+        dst = b.gep(arena(em), [i64(off)], source_etype=ir.IntType(8))
         b.call(fpack, bufs + szs + [dst])
         b.store(dst, gptr)
         b.store(src, gsrc)
