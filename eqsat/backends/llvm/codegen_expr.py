@@ -96,9 +96,16 @@ class ExprEmitter:
 
     # ------------------------------------------------------------------ memory
     def address(self, buf: Buffer, index: tuple[Expr, ...]) -> ir.Value:
-        """Row-major: the flat offset by Horner's rule over the dims (size params from env)."""
+        """Row-major: the flat offset by Horner's rule over the dims (size params from env); a
+        ``blocked`` buffer's (NCHW[B]c) as the row-major one of ``[N][C/B][H][W][B]``."""
         off = ir.Constant(I64, 0)
-        for k, (e, dim) in enumerate(zip(index, buf.shape, strict=True)):
+        shape = buf.shape
+        if buf.blocked:
+            n, c, h, w = index
+            blk = Const(buf.blocked)
+            index = (n, BinOp(BinaryOp.FLOORDIV, c, blk), h, w, BinOp(BinaryOp.MOD, c, blk))
+            shape = (shape[0], shape[1] // buf.blocked, shape[2], shape[3], buf.blocked)
+        for k, (e, dim) in enumerate(zip(index, shape, strict=True)):
             i = self.expr(e)
             if k == 0:
                 off = i

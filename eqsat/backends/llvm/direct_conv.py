@@ -59,6 +59,7 @@ annotation (``tw=..,ob=..``, up to 28 accumulators, the auto-scheduler's knob) o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 from llvmlite import ir
@@ -80,6 +81,7 @@ from eqsat.backends.llvm.emit import (
     store_vec,
     vec,
 )
+from eqsat.backends.llvm.layout import blocked_epilogue
 from eqsat.backends.llvm.tensorize import (
     F32_BYTES,
     PARALLEL_FLOP,
@@ -183,14 +185,23 @@ def _pack_w(d: DirectConv, vw: int, ob: int, dst: Buffer):
 
 
 def _to_nchwc(d: DirectConv, vw: int, dst: Buffer):
-    """One (``dc.n``, ``dc.icb``) block of the input into the zero-padded blocked copy."""
+    """One (``dc.n``, ``dc.icb``) block of the input into the zero-padded blocked copy; from a
+    blocked input (``Buffer.blocked``, :mod:`~eqsat.backends.llvm.layout`) read through a flat
+    view of it, so that the copy's inner loop is a contiguous vector, not a transpose."""
     hp, wp = d.padded_hw()
     n, icb = Var("dc.n"), Var("dc.icb")
     r, q, i = Var("dc.r"), Var("dc.q"), Var("dc.i")
     ih, iw, ic = r - d.pad[0], q - d.pad[1], icb * vw + i
     ok = _and(_and(_and(ih >= 0, ih < d.h), _and(iw >= 0, iw < d.wd)), ic < d.ic)
     at = (((n * -(-d.ic // vw) + icb) * hp + r) * wp + q) * vw + i
-    store = Store(dst, (at,), Select(ok, Load(d.x, (n, ic, ih, iw)), ZERO))
+    if d.x.blocked:
+        if d.x.blocked != vw:
+            raise ValueError(f"input {d.x.name} blocked by {d.x.blocked}, the conv by {vw}")
+        flat = Buffer(d.x.name, (d.n * d.ic * d.h * d.wd,), "float32", d.x.kind)
+        src = Load(flat, (((((n * (d.ic // vw) + icb) * d.h + ih) * d.wd + iw) * vw + i),))
+    else:
+        src = Load(d.x, (n, ic, ih, iw))
+    store = Store(dst, (at,), Select(ok, src, ZERO))
     return For("dc.r", Const(hp), For("dc.q", Const(wp), For("dc.i", Const(vw), store,
                                                                  LoopKind.VECTORIZED)))
 
@@ -279,6 +290,43 @@ def _fused_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int, fe: FusedEpilogue
                     group(jb, c0, vw)
             if d.ow % vw:
                 group(jb, i64(full), d.ow % vw)
+    b.ret_void()
+    return shared(module, fn)
+
+
+def _blocked_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int,
+                 fe: FusedEpilogue) -> ir.Function:
+    """``<k>.epi`` into a blocked output (``Buffer.blocked``, :mod:`~eqsat.backends.llvm.
+    layout`): each ``B``-channel vector of the row workspace ``[OB][OW][B]`` is already the
+    output's ``[n][oc/B][oh][ow][B]`` vector, so the epilogue is applied to it as the GEMM's
+    fused epilogue applies it to a tile vector — the per-channel operands (bias, BN) are then
+    vectors of ``B`` channels, the GEMM's per-column kind (``layout.blocked_epilogue`` admits
+    only those) — and stored contiguously: no transpose. Same arguments as the loop-IR
+    epilogue."""
+    k, module = cx.k, cx.module
+    types = [PTR] * len(k.params) + [I64] * (len(cx.sizes) + 3) + [PTR]
+    fn = function(module, f"{cx.sym}.epi", types, internal=True)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    np_ = len(k.params)
+    bufs, ws = list(fn.args[:np_]), fn.args[-1]
+    n, oh, oc0 = fn.args[np_ + len(cx.sizes):np_ + len(cx.sizes) + 3]
+    pnames = [p.name for p in k.params]
+    swapped = dataclasses.replace(fe, rows=(), cols=tuple((name, buf, off)
+                                                         for name, buf, off, _ in fe.rows))
+    epi = fused_tile_epilogue(swapped, vw)
+    out = bufs[pnames.index(d.c.out.name)]
+    ocb = d.oc // vw
+    for jb in range(ob):
+        with b.if_then(b.icmp_signed("<", b.add(oc0, i64(jb * vw)), i64(d.oc))):
+            oc = b.add(oc0, i64(jb * vw))
+            extras = [gep(b, bufs[pnames.index(buf.name)], b.add(i64(off), oc))
+                      for _, buf, off in swapped.cols]
+            blk = b.add(b.mul(n, i64(ocb)), b.udiv(oc, i64(vw)))
+            row = gep(b, out, b.mul(b.add(b.mul(blk, i64(d.oh)), oh), i64(d.ow * vw)))
+            with loop(b, 0, d.ow, name=f"w{jb}") as w:
+                x = load_vec(b, gep(b, ws, b.add(i64(jb * d.ow * vw), b.mul(w, i64(vw)))), vw)
+                val = epi.tile_fn(b, x, 0, 0, None, i64(0), extras, i64(1))
+                store_vec(b, val, gep(b, row, b.mul(w, i64(vw))))
     b.ret_void()
     return shared(module, fn)
 
@@ -402,9 +450,15 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
     ws_o = Buffer("dc.ows", (1,), "float32", BufferKind.LOCAL)
     fpack = cx.helper("pack_w", [], [ws_w], _pack_w(d, vw, ob, ws_w))
     fx = cx.helper("to_nchwc", ["dc.n", "dc.icb"], [ws_x], _to_nchwc(d, vw, ws_x))
-    fused = fused_epilogue(d.c) if d.n == 1 else None
-    fe = _fused_epi(cx, d, vw, ob, fused) if fused is not None else cx.helper(
-        "epi", ["dc.n", "dc.oh", "dc.oc0"], [ws_o], _epilogue(d, vw, ob, ws_o))
+    if d.c.out.blocked:  # the layout pass chose it (layout.py), so the form is admitted
+        fb = blocked_epilogue(d)
+        if fb is None or d.c.out.blocked != vw:
+            raise ValueError(f"kernel {k.name}: a blocked output this epilogue cannot store")
+        fe = _blocked_epi(cx, d, vw, ob, fb)
+    elif (fused := fused_epilogue(d.c) if d.n == 1 else None) is not None:
+        fe = _fused_epi(cx, d, vw, ob, fused)
+    else:
+        fe = cx.helper("epi", ["dc.n", "dc.oh", "dc.oc0"], [ws_o], _epilogue(d, vw, ob, ws_o))
     micro = {}
     for t in {tw, d.ow % tw or tw}:
         for o in {ob, ocb % ob or ob}:
