@@ -14,7 +14,9 @@ width (``Capabilities.vector_width``: 16 floats on AVX-512, 8 on AVX2):
 * ``<k>.to_nchwc`` (loop IR): one (image, input-channel block) of the NCHW input into a
   zero-padded ``[N][IC/B][Hp][Wp][B]`` workspace: the padding rows / columns and the channels
   past IC are zeros, so the micro-kernel reads no guard. ``Hp`` / ``Wp`` are the rows and
-  columns the output reads (``DirectConv.padded_hw``);
+  columns the output reads (``DirectConv.padded_hw``). An input the layout pass blocked
+  (``Buffer.blocked``, :mod:`eqsat.backends.llvm.layout`) is copied in whole ``B``-float
+  vectors instead of transposed;
 * ``eqsat.dconv.*``: the micro-kernel: ``TW`` output columns of one output row × ``OB``
   output-channel blocks, ``TW·OB`` ``<B x float>`` accumulators as SSA phis over one loop of
   (input-channel block, kernel row, kernel column), the block's ``B`` input channels
@@ -24,9 +26,12 @@ width (``Capabilities.vector_width``: 16 floats on AVX-512, 8 on AVX2):
   loop, not unrolled: unrolled, a stride-1 conv reads input column ``r + kw`` for every
   ``(r, kw)``, LLVM merged those loads and kept the broadcasts live across the body, and
   spilled them (a stack store per broadcast in the 64×56×56 conv's inner loop);
-* ``<k>.epi`` (loop IR): the kernel's own epilogue (bias, BatchNorm, residual, activation:
-  whatever :class:`~eqsat.lower.contraction.Contraction` carries) from the row workspace into
-  the NCHW output, one output channel × the output row per inner (vectorized) loop;
+* ``<k>.epi``: the kernel's own epilogue (bias, BatchNorm, residual, activation: whatever
+  :class:`~eqsat.lower.contraction.Contraction` carries) from the row workspace into the
+  output: into a blocked output (``_blocked_epi``) vector by vector as it is; into an NCHW
+  output of one image, when it is the GEMM's fused-epilogue form, through an in-register
+  transpose (``_fused_epi``); else as loop IR, one output channel × the output row per inner
+  (vectorized) loop;
 * ``<k>.tasks`` / ``<k>.ptasks`` / ``<k>.xtasks``: conv tasks = (image, channel-block group,
   output-row block) — ``tasks`` runs them in that order (serial: a group's weights stay in
   cache over its rows), ``ptasks`` in (image, row block, group) order for the pool's static
@@ -46,9 +51,10 @@ serial call keeps the group-outer order.
 
 Why: the implicit GEMM packs a window of the input for every column block (``pack_window.py``);
 the direct form reads the blocked input in place with broadcasts, which is how onnxruntime's
-MLAS (NCHWc, 16-channel blocks on AVX-512) runs 3×3 convs. Here the NCHW ↔ NCHW16c transforms
-are done inside each conv kernel (the input copy, and the epilogue writing NCHW): keeping the
-blocked layout between consecutive convs is not done yet.
+MLAS (NCHWc, 16-channel blocks on AVX-512) runs 3×3 convs. The NCHW ↔ NCHW16c transforms are
+done inside the conv kernels (the input copy, the epilogue writing NCHW) at the layout
+boundaries only: between direct convs (and the pools between them) the temps stay blocked
+(:mod:`eqsat.backends.llvm.layout`).
 
 The register tile (:func:`tile`): ``OB = min(3, OC/B)`` channel blocks and ``TW`` columns so
 that ``TW·OB`` stays ≤ 24 accumulators (of 32 registers, beside the OB weight vectors): 3 × 8,

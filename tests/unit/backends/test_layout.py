@@ -18,10 +18,10 @@ from eqsat.backends.llvm.codegen import emit
 from eqsat.backends.llvm.layout import block_layouts, blocked_buffers
 from eqsat.backends.llvm.runtime import compile as llvm_compile
 from eqsat.egraph import onnx_io
-from eqsat.lower.analysis import replace_buffer
+from eqsat.lower.analysis import replace_buffer, walk
 from eqsat.lower.check import check_program
 from eqsat.lower.interpret import interpret
-from eqsat.lower.loops import LoopIRError
+from eqsat.lower.loops import Const, For, LoopIRError
 from eqsat.lower.lower import lower
 from eqsat.lower.schedule_gemm import tensorize_contractions
 
@@ -100,36 +100,50 @@ def _check(p, weights, threads):
     return q
 
 
-CHAINS = {
-    "two_convs": [("conv", 2 * VW, 3, 1, 1), ("conv", VW, 3, 1, 1)],
-    "three_convs_stride": [("conv", 2 * VW, 3, 1, 1), ("conv", 2 * VW, 3, 1, 2),
-                           ("conv", VW, 3, 0, 1)],
-    "bn_between": [("conv", VW, 3, 1, 1), ("bn",), ("conv", 3 * VW, 3, 1, 1)],
+CHAINS = {  # layers, and how many temps the pass blocks
+    "two_convs": ([("conv", 2 * VW, 3, 1, 1), ("conv", VW, 3, 1, 1)], 1),
+    "three_convs_stride": ([("conv", 2 * VW, 3, 1, 1), ("conv", 2 * VW, 3, 1, 2),
+                            ("conv", VW, 3, 0, 1)], 2),
+    "bn_between": ([("conv", VW, 3, 1, 1), ("bn",), ("conv", 3 * VW, 3, 1, 1)], 1),
+    # VGG's: the pool runs with the channel lanes innermost, reading and writing blocks
+    "pool_between": ([("conv", 2 * VW, 3, 1, 1), ("conv", 2 * VW, 3, 1, 1), ("pool",),
+                      ("conv", VW, 3, 1, 1)], 3),
 }
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("name", sorted(CHAINS))
 def test_chains_equal_interpret(name, threads):
-    """Every temp between two direct convs is blocked, and the compiled chain computes what
-    the unscheduled program does."""
-    p, weights = chain(CHAINS[name])
+    """The temps between direct convs (through pools) are blocked, and the compiled chain
+    computes what the unscheduled program does."""
+    layers, blocked = CHAINS[name]
+    p, weights = chain(layers)
     q = _check(p, weights, threads)
-    convs = sum(1 for layer in CHAINS[name] if layer[0] == "conv")
-    assert len(blocked_buffers(q)) == convs - 1
+    assert len(blocked_buffers(q)) == blocked
 
 
 @pytest.mark.parametrize("layers", [
-    [("conv", 2 * VW, 3, 1, 1), ("pool",), ("conv", VW, 3, 1, 1)],  # a pool reads it
+    [("conv", 2 * VW, 3, 1, 1), ("pool",), ("conv", VW, 1, 0, 1)],  # a 1x1 GEMM reads the pool
     [("conv", VW, 3, 1, 1), ("conv", VW, 3, 1, 1), ("res",)],  # the residual add reads it
     [("conv", VW, 3, 1, 1), ("concat", VW), ("conv", VW, 3, 1, 1)],  # a 1x1 GEMM conv reads it
     [("conv", VW + 3, 3, 1, 1), ("conv", VW, 3, 1, 1)],  # channels not whole blocks
 ])
 def test_row_major_where_another_reader(layers):
-    """A temp that a kernel other than a direct conv's input copy reads (or one whose
-    channels are not whole blocks) stays row-major, and the program is still right."""
+    """A temp that a kernel other than a direct conv's input copy or a blocked pool reads (or
+    one whose channels are not whole blocks) stays row-major, and so do the temps that would
+    leave a pool half blocked; the program is still right."""
     p, weights = chain(layers)
     assert blocked_buffers(_check(p, weights, 1)) == ()
+
+
+def test_pool_lanes_innermost():
+    """The blocked pool's every statement sits in a 16-lane (vw) loop, innermost."""
+    p, _ = chain(CHAINS["pool_between"][0])
+    q = _blocked(p)
+    (pool,) = [k for k in q.kernels if "pool" in k.name]
+    inner = [n for n in walk(pool.body) if isinstance(n, For) and n.var.startswith("i1.l")]
+    assert len(inner) == 2 and all(n.extent == Const(VW) for n in inner)
+    assert all(not isinstance(n.body, For) for n in inner)
 
 
 def test_checker_and_backend_refuse_misplaced_blocks():
