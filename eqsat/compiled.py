@@ -211,7 +211,7 @@ def build(
 
         # the temps between direct convs in blocked channels (NCHW16c), not transformed back
         if layouts:
-            program = block_layouts(program, caps.vector_width)
+            program = block_layouts(program, caps.vector_width, fixed=chosen.keys())
         from eqsat.backends.llvm.tensorize_targets import select
         from eqsat.lower.schedule_int8 import tensorize_int8
 

@@ -41,6 +41,7 @@ temps) 8.52 ms; the convs 0.05-0.15 ms each faster, the pools within noise.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 
 from eqsat.backends.llvm.tensorize_plan import FusedEpilogue, fused_epilogue
 from eqsat.lower.analysis import free_vars, loops, outer_nest, replace_buffer, substitute, walk
@@ -150,9 +151,11 @@ def _lanes_inner(k: Kernel, vw: int) -> Kernel:
     return dataclasses.replace(k, body=inner)
 
 
-def block_layouts(program: LoopProgram, vw: int) -> LoopProgram:
+def block_layouts(program: LoopProgram, vw: int, fixed: Collection[str] = ()) -> LoopProgram:
     """``program`` with the temps between direct convolutions blocked by ``vw`` (see the
-    module docstring); the same program when there are none."""
+    module docstring); the same program when there are none. ``fixed``: kernels whose schedule
+    is chosen elsewhere (a tuning log's, replayed on their loops as lowered): never rewritten,
+    so no temp they read or write is blocked unless they are direct convs."""
     direct: dict[str, DirectConv] = {}
     lane: dict[str, _LaneForm] = {}
     for k in program.kernels:
@@ -160,7 +163,7 @@ def block_layouts(program: LoopProgram, vw: int) -> LoopProgram:
             d = match_direct_conv(c)
             if d is not None:
                 direct[k.name] = d
-        elif (f := _lane_form(k, vw)) is not None:
+        elif k.name not in fixed and (f := _lane_form(k, vw)) is not None:
             lane[k.name] = f
     writers: dict[str, list[Kernel]] = {}
     readers: dict[str, list[Kernel]] = {}

@@ -163,3 +163,14 @@ def test_checker_and_backend_refuse_misplaced_blocks():
     with pytest.raises(LoopIRError, match="blocked"):
         check_program(dataclasses.replace(q, buffers=tuple(
             odd if b == q.outputs[0] else b for b in q.buffers)))
+
+
+def test_fixed_kernels_are_not_rewritten():
+    """A kernel with a schedule chosen elsewhere (a tuning log's) keeps its loops, so the
+    temps around it stay row-major; the conv→conv temp is still blocked."""
+    p, _ = chain(CHAINS["pool_between"][0])
+    q = tensorize_contractions(p, min_macs=0)
+    (pool,) = [k.name for k in q.kernels if "pool" in k.name]
+    r = block_layouts(q, VW, fixed={pool})
+    assert len(blocked_buffers(r)) == 1
+    assert [k for k in r.kernels if k.name == pool] == [k for k in q.kernels if k.name == pool]
