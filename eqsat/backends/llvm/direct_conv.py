@@ -29,7 +29,7 @@ width (``Capabilities.vector_width``: 16 floats on AVX-512, 8 on AVX2):
 * ``<k>.epi``: the kernel's own epilogue (bias, BatchNorm, residual, activation: whatever
   :class:`~eqsat.lower.contraction.Contraction` carries) from the row workspace into the
   output: into a blocked output (``_blocked_epi``) vector by vector as it is; into an NCHW
-  output of one image, when it is the GEMM's fused-epilogue form, through an in-register
+  output, when it is the GEMM's fused-epilogue form, through an in-register
   transpose (``_fused_epi``); else as loop IR, one output channel × the output row per inner
   (vectorized) loop;
 * ``<k>.tasks`` / ``<k>.ptasks`` / ``<k>.xtasks``: conv tasks = (image, channel-block group,
@@ -87,7 +87,7 @@ from eqsat.backends.llvm.emit import (
     store_vec,
     vec,
 )
-from eqsat.backends.llvm.layout import blocked_epilogue
+from eqsat.backends.llvm.layout import blocked_epilogue, epilogue_form
 from eqsat.backends.llvm.tensorize import (
     F32_BYTES,
     PARALLEL_FLOP,
@@ -101,7 +101,7 @@ from eqsat.backends.llvm.tensorize import (
     packed_globals,
     tile_operands,
 )
-from eqsat.backends.llvm.tensorize_plan import FusedEpilogue, fused_epilogue
+from eqsat.backends.llvm.tensorize_plan import FusedEpilogue
 from eqsat.lower.analysis import substitute
 from eqsat.lower.contraction import ACC
 from eqsat.lower.conv_direct import DirectConv
@@ -242,7 +242,7 @@ def transpose(b: ir.IRBuilder, rows: list, vw: int) -> list:
 def _fused_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int, fe: FusedEpilogue) -> ir.Function:
     """``<k>.epi`` when the epilogue is a :class:`~eqsat.backends.llvm.tensorize_plan.
     FusedEpilogue` (bias, BatchNorm, residual, ReLU: the GEMM micro-kernel's fused store) over
-    an NCHW output of one image: per channel block of the row workspace ``[OB][OW][B]`` and
+    an NCHW output: per channel block of the row workspace ``[OB][OW][B]`` and
     ``B`` output columns, the ``B`` column vectors (``B`` channels each) transposed in registers
     into ``B`` channel rows of ``B`` columns, the epilogue applied to each as the GEMM applies
     it to a tile row (rows = output channels, vectors along the output row) and stored into
@@ -259,7 +259,7 @@ def _fused_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int, fe: FusedEpilogue
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     np_ = len(k.params)
     bufs, ws = list(fn.args[:np_]), fn.args[-1]
-    oh, oc0 = fn.args[np_ + len(cx.sizes) + 1:np_ + len(cx.sizes) + 3]
+    n, oh, oc0 = fn.args[np_ + len(cx.sizes):np_ + len(cx.sizes) + 3]
     pnames = [p.name for p in k.params]
     intr = Intrinsics(module)
     epi = fused_tile_epilogue(fe, vw)
@@ -271,14 +271,15 @@ def _fused_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int, fe: FusedEpilogue
     def group(jb: int, c0, cols: int):
         """Columns ``[c0, c0 + cols)`` of channel block ``jb``."""
         row0 = b.add(oc0, i64(jb * vw))
-        col = b.add(b.mul(oh, i64(d.ow)), c0)  # the flat column (one image: n = 0)
+        col = b.add(b.mul(oh, i64(d.ow)), c0)  # the flat column in image n
         at = gep(b, ws, b.add(i64(jb * d.ow * vw), b.mul(c0, i64(vw))))
         rows = [load_vec(b, gep(b, at, t * vw), vw) for t in range(cols)]
         chans = transpose(b, rows + [zero] * (vw - cols), vw)
-        extras = tile_operands(b, fe, bufs, pnames, i64(0), row0, col)
+        extras = tile_operands(b, fe, bufs, pnames, n, row0, col)
         mask = None if cols == vw else lane_mask(b, 0, i64(cols), vw)
         left = b.sub(nch, i64(jb * vw))
-        dst = gep(b, out, b.add(i64(fe.out.off), b.add(b.mul(row0, ldc), col)))
+        dst = gep(b, out, b.add(b.add(i64(fe.out.off), b.mul(n, i64(fe.out.sb))),
+                                b.add(b.mul(row0, ldc), col)))
         for r in range(vw):
             val = epi.tile_fn(b, chans[r], r, 0, mask, ldc, extras, left)
             ptr = gep(b, dst, r * fe.out.ldb)
@@ -461,7 +462,7 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
         if fb is None or d.c.out.blocked != vw:
             raise ValueError(f"kernel {k.name}: a blocked output this epilogue cannot store")
         fe = _blocked_epi(cx, d, vw, ob, fb)
-    elif (fused := fused_epilogue(d.c) if d.n == 1 else None) is not None:
+    elif (fused := epilogue_form(d)) is not None:
         fe = _fused_epi(cx, d, vw, ob, fused)
     else:
         fe = cx.helper("epi", ["dc.n", "dc.oh", "dc.oc0"], [ws_o], _epilogue(d, vw, ob, ws_o))

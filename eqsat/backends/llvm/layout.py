@@ -64,11 +64,21 @@ from eqsat.lower.loops import (
 )
 
 
+def epilogue_form(d: DirectConv) -> FusedEpilogue | None:
+    """The conv's epilogue as a :class:`~eqsat.backends.llvm.tensorize_plan.FusedEpilogue`
+    with the image axis a batch axis (``out[off + n * sb + oc * ldb + oh * OW + ow]``: the
+    flat N of one image is contiguous, of several it is not), or None."""
+    c = d.c
+    img = [ax for ax in c.n if ax[0] == d.names[0]]
+    return fused_epilogue(dataclasses.replace(c, batch=c.batch + tuple(img), n=tuple(
+        ax for ax in c.n if ax[0] != d.names[0])))
+
+
 def blocked_epilogue(d: DirectConv) -> FusedEpilogue | None:
     """The conv's epilogue as the blocked store applies it (a
     :class:`~eqsat.backends.llvm.tensorize_plan.FusedEpilogue` whose operands are all
     per-channel with stride 1), or None."""
-    fe = fused_epilogue(d.c)
+    fe = epilogue_form(d)
     if fe is None or fe.cols or fe.likes or any(s != 1 for _, _, _, s in fe.rows):
         return None
     return fe

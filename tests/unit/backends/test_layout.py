@@ -122,6 +122,13 @@ def test_chains_equal_interpret(name, threads):
     assert len(blocked_buffers(q)) == blocked
 
 
+def test_batch_of_images():
+    """Several images: the blocked store and the transposing one address image ``n``."""
+    layers, blocked = CHAINS["pool_between"]
+    p, weights = chain(layers, batch=3)
+    assert len(blocked_buffers(_check(p, weights, 2))) == blocked
+
+
 @pytest.mark.parametrize("layers", [
     [("conv", 2 * VW, 3, 1, 1), ("pool",), ("conv", VW, 1, 0, 1)],  # a 1x1 GEMM reads the pool
     [("conv", VW, 3, 1, 1), ("conv", VW, 3, 1, 1), ("res",)],  # the residual add reads it
