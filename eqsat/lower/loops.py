@@ -77,9 +77,9 @@ class BufferKind(enum.Enum):
 class Buffer:
     """A named array. The loop IR indexes it by its logical ``shape`` always; ``blocked`` = B
     (a temp of rank 4, ``B`` dividing dim 1) stores it in the blocked channel layout
-    ``[N][C/B][H][W][B]`` (NCHW[B]c) instead of row-major — a schedule choice
-    (:mod:`eqsat.lower.layout`) that the interpreter ignores and a backend's addressing
-    honours (the same elements, another order)."""
+    ``[N][C/B][H][W][B]`` (NCHW[B]c) instead of row-major — a schedule choice (the LLVM
+    backend's ``layout.py`` makes it) that the interpreter ignores and that backend's
+    addressing honours (the same elements, another order)."""
 
     name: str
     shape: tuple[Dim, ...]
