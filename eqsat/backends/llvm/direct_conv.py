@@ -29,9 +29,9 @@ width (``Capabilities.vector_width``: 16 floats on AVX-512, 8 on AVX2):
 * ``<k>.epi``: the kernel's own epilogue (bias, BatchNorm, residual, activation: whatever
   :class:`~eqsat.lower.contraction.Contraction` carries) from the row workspace into the
   output: into a blocked output (``_blocked_epi``) vector by vector as it is; into an NCHW
-  output, when it is the GEMM's fused-epilogue form, through an in-register
-  transpose (``_fused_epi``); else as loop IR, one output channel × the output row per inner
-  (vectorized) loop;
+  output whose rows are whole vectors, when it is the GEMM's fused-epilogue form, through an
+  in-register transpose (``_fused_epi``); else as loop IR, one output channel × the output
+  row per inner (vectorized) loop;
 * ``<k>.tasks`` / ``<k>.ptasks`` / ``<k>.xtasks``: conv tasks = (image, channel-block group,
   output-row block) — ``tasks`` runs them in that order (serial: a group's weights stay in
   cache over its rows), ``ptasks`` in (image, row block, group) order for the pool's static
@@ -78,10 +78,8 @@ from eqsat.backends.llvm.emit import (
     Intrinsics,
     gep,
     i64,
-    lane_mask,
     load_vec,
     loop,
-    masked_store,
     smin,
     splat,
     store_vec,
@@ -242,17 +240,22 @@ def transpose(b: ir.IRBuilder, rows: list, vw: int) -> list:
 def _fused_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int, fe: FusedEpilogue) -> ir.Function:
     """``<k>.epi`` when the epilogue is a :class:`~eqsat.backends.llvm.tensorize_plan.
     FusedEpilogue` (bias, BatchNorm, residual, ReLU: the GEMM micro-kernel's fused store) over
-    an NCHW output: per channel block of the row workspace ``[OB][OW][B]`` and
-    ``B`` output columns, the ``B`` column vectors (``B`` channels each) transposed in registers
-    into ``B`` channel rows of ``B`` columns, the epilogue applied to each as the GEMM applies
-    it to a tile row (rows = output channels, vectors along the output row) and stored into
-    the output row, masked past ``OW``. Same arguments as the loop-IR epilogue.
+    an NCHW output whose rows are whole vectors (``B`` divides ``OW``): per channel block of
+    the row workspace ``[OB][OW][B]`` and ``B`` output columns, the ``B`` column vectors (``B``
+    channels each) transposed in registers into ``B`` channel rows of ``B`` columns, the
+    epilogue applied to each as the GEMM applies it to a tile row (rows = output channels,
+    vectors along the output row) and stored into the output row. Same arguments as the
+    loop-IR epilogue.
 
     Why (measured, issue 18, a conv + bias + ReLU alone, 1 thread, min of 30, loadavg 5.5):
     the loop-IR epilogue reads the workspace with stride ``B``; where ``OW`` is a constant LLVM
     unrolls fully (32), it vectorized the channel loop instead, with gathers and scatters —
     the epilogue of 64×32×32→128 took 0.51 of its 1.38 ms, of 128×32×32→128 0.52 of 2.22 ms
-    (VGG's 32×32 convs were slower direct than as the implicit GEMM)."""
+    (VGG's 32×32 convs were slower direct than as the implicit GEMM). Why only whole vectors:
+    with a masked tail group (a first version) SqueezeNet's 55/27/13-wide expand convs measured
+    the same alone (transposed / loop IR 0.97-1.01, 1 and 2 threads, min of 300) but the whole
+    model slower at 2 threads (in one process, min of 60, loadavg 2.6: 1.98 vs 1.84 ms; 1
+    thread 3.09 vs 3.03), so rows with a tail keep the loop-IR epilogue."""
     k, module = cx.k, cx.module
     types = [PTR] * len(k.params) + [I64] * (len(cx.sizes) + 3) + [PTR]
     fn = function(module, f"{cx.sym}.epi", types, internal=True)
@@ -261,42 +264,36 @@ def _fused_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int, fe: FusedEpilogue
     bufs, ws = list(fn.args[:np_]), fn.args[-1]
     n, oh, oc0 = fn.args[np_ + len(cx.sizes):np_ + len(cx.sizes) + 3]
     pnames = [p.name for p in k.params]
-    intr = Intrinsics(module)
     epi = fused_tile_epilogue(fe, vw)
     out = bufs[pnames.index(fe.out.buffer.name)]
     ldc = i64(fe.out.ldb)
     nch = smin(b, i64(ob * vw), b.sub(i64(d.oc), oc0))
-    zero = ir.Constant(vec(vw), [0.0] * vw)
 
-    def group(jb: int, c0, cols: int):
-        """Columns ``[c0, c0 + cols)`` of channel block ``jb``."""
+    def group(jb: int, c0):
+        """Columns ``[c0, c0 + B)`` of channel block ``jb``."""
         row0 = b.add(oc0, i64(jb * vw))
         col = b.add(b.mul(oh, i64(d.ow)), c0)  # the flat column in image n
         at = gep(b, ws, b.add(i64(jb * d.ow * vw), b.mul(c0, i64(vw))))
-        rows = [load_vec(b, gep(b, at, t * vw), vw) for t in range(cols)]
-        chans = transpose(b, rows + [zero] * (vw - cols), vw)
+        chans = transpose(b, [load_vec(b, gep(b, at, t * vw), vw) for t in range(vw)], vw)
         extras = tile_operands(b, fe, bufs, pnames, n, row0, col)
-        mask = None if cols == vw else lane_mask(b, 0, i64(cols), vw)
         left = b.sub(nch, i64(jb * vw))
         dst = gep(b, out, b.add(b.add(i64(fe.out.off), b.mul(n, i64(fe.out.sb))),
                                 b.add(b.mul(row0, ldc), col)))
         for r in range(vw):
-            val = epi.tile_fn(b, chans[r], r, 0, mask, ldc, extras, left)
+            val = epi.tile_fn(b, chans[r], r, 0, None, ldc, extras, left)
             ptr = gep(b, dst, r * fe.out.ldb)
             if d.oc % vw:  # the last block's channels past OC are not stored
                 with b.if_then(b.icmp_signed("<", i64(r), left)):
-                    _store(b, intr, val, ptr, mask, vw)
+                    store_vec(b, val, ptr)
             else:
-                _store(b, intr, val, ptr, mask, vw)
+                store_vec(b, val, ptr)
 
-    full = d.ow - d.ow % vw
+    if d.ow % vw:
+        raise ValueError(f"{cx.sym}: the transposing epilogue needs rows of whole vectors")
     for jb in range(ob):
         with b.if_then(b.icmp_signed("<", i64(jb * vw), nch)):
-            if full:
-                with loop(b, 0, full, vw, name=f"c{jb}") as c0:
-                    group(jb, c0, vw)
-            if d.ow % vw:
-                group(jb, i64(full), d.ow % vw)
+            with loop(b, 0, d.ow, vw, name=f"c{jb}") as c0:
+                group(jb, c0)
     b.ret_void()
     return shared(module, fn)
 
@@ -336,13 +333,6 @@ def _blocked_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int,
                 store_vec(b, val, gep(b, row, b.mul(w, i64(vw))))
     b.ret_void()
     return shared(module, fn)
-
-
-def _store(b: ir.IRBuilder, intr: Intrinsics, val, ptr, mask, vw: int) -> None:
-    if mask is None:
-        store_vec(b, val, ptr)
-    else:
-        masked_store(b, intr, val, ptr, mask, vw)
 
 
 def emit_microkernel(module: ir.Module, d: DirectConv, vw: int, tw: int, ob: int) -> ir.Function:
@@ -462,7 +452,7 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
         if fb is None or d.c.out.blocked != vw:
             raise ValueError(f"kernel {k.name}: a blocked output this epilogue cannot store")
         fe = _blocked_epi(cx, d, vw, ob, fb)
-    elif (fused := epilogue_form(d)) is not None:
+    elif d.ow % vw == 0 and (fused := epilogue_form(d)) is not None:
         fe = _fused_epi(cx, d, vw, ob, fused)
     else:
         fe = cx.helper("epi", ["dc.n", "dc.oh", "dc.oc0"], [ws_o], _epilogue(d, vw, ob, ws_o))
