@@ -16,7 +16,10 @@ accepts (``conv_direct.match_direct_conv``). Prints /proc/loadavg: the machine i
 convs ``conv_direct.prefer_direct`` picks run ``tensorize=nchwc``) against the same build with
 those convs forced back to the implicit GEMM (``gemm``, through ``build``'s tuning hook), and
 onnxruntime; ms, min of ``--reps``, interleaved in runs of 5 calls after a pause (as
-``compile_bench.bench_model``, whose doc says why).
+``compile_bench.bench_model``, whose doc says why). ``rowmajor`` is the default build with every
+temp row-major (``build(layouts=False)``: each direct conv transforms its input and output
+itself), ``direct`` keeps the temps between direct convs blocked
+(:mod:`eqsat.backends.llvm.layout`); ``row/direct`` > 1: the blocked layout is faster.
 """
 
 from __future__ import annotations
@@ -149,6 +152,7 @@ def bench_whole(name: str, reps: int, threads: list[int]) -> None:
         sess = ort_session(model, t)
         cands = {"ort": lambda f, s=sess: s.run(None, f),
                  "gemm": build(graph, threads=t, use_cache=False, tuning=_AllGemm()).run,
+                 "rowmajor": build(graph, threads=t, use_cache=False, layouts=False).run,
                  "direct": build(graph, threads=t, use_cache=False).run}
         for f in cands.values():
             f(feeds)
@@ -164,8 +168,9 @@ def bench_whole(name: str, reps: int, threads: list[int]) -> None:
                     times[n].append(time.perf_counter() - t0)
         ms = {n: min(v) * 1e3 for n, v in times.items()}
         print(f"{name:>12} {t:>3} {ndirect:>6} {ms['ort']:8.2f} {ms['gemm']:8.2f}"
-              f" {ms['direct']:8.2f} {ms['gemm'] / ms['direct']:11.2f}"
-              f" {ms['direct'] / ms['ort']:10.2f}", flush=True)
+              f" {ms['rowmajor']:8.2f} {ms['direct']:8.2f} {ms['gemm'] / ms['direct']:11.2f}"
+              f" {ms['rowmajor'] / ms['direct']:11.2f} {ms['direct'] / ms['ort']:10.2f}",
+              flush=True)
 
 
 def main() -> None:
@@ -179,8 +184,8 @@ def main() -> None:
     if args.whole:
         print("loadavg", Path("/proc/loadavg").read_text().strip())
         print(f"ms, min of {args.reps} interleaved (one process); direct convs per model")
-        print(f"{'model':>12} {'thr':>3} {'direct':>6} {'ort':>8} {'gemm':>8} {'direct':>8}"
-              f" {'gemm/direct':>11} {'direct/ort':>10}")
+        print(f"{'model':>12} {'thr':>3} {'direct':>6} {'ort':>8} {'gemm':>8} {'rowmajor':>8}"
+              f" {'direct':>8} {'gemm/direct':>11} {'row/direct':>11} {'direct/ort':>10}")
         for name in args.whole.split(","):
             bench_whole(name, args.reps, [int(t) for t in args.threads.split(",")])
         print("loadavg", Path("/proc/loadavg").read_text().strip())

@@ -57,6 +57,7 @@ from eqsat import pipeline  # noqa: E402
 from eqsat.backends.llvm import runtime  # noqa: E402
 from eqsat.backends.llvm.capabilities import Capabilities  # noqa: E402
 from eqsat.backends.llvm.codegen import kernel_sizes, kernel_symbol  # noqa: E402
+from eqsat.backends.llvm.layout import block_layouts  # noqa: E402
 from eqsat.bench import ort_session  # noqa: E402
 from eqsat.compiled import target_caps  # noqa: E402
 from eqsat.lower.default_schedule import classify, schedule_program  # noqa: E402
@@ -101,11 +102,13 @@ def build_variants(graph, feeds_by_graph, threads=(1, 2), plain=True):
     out = {}
     for label, prog in (("plain", lowered.program), ("sched", None))[0 if plain else 1 :]:
         for t in threads:
-            p = (  # sched: what compiled.build does (tensorize, then the default schedules)
+            p = (  # sched: what compiled.build does (tensorize, blocked layouts between
+                # direct convs, then the default schedules)
                 prog
                 if prog is not None
                 else schedule_program(
-                    tensorize_contractions(lowered.program), target_caps(caps, t)
+                    block_layouts(tensorize_contractions(lowered.program), caps.vector_width),
+                    target_caps(caps, t),
                 )
             )
             cp = runtime.compile(p, threads=t)

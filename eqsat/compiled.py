@@ -179,11 +179,14 @@ def build(
     use_cache: bool = True,
     precision: str = "fp32",
     tuning=None,
+    layouts: bool = True,
 ) -> CompiledModel:
     """Lower ``graph`` and compile it for ``target`` (one of :data:`BACKENDS`); ``precision``
     other than fp32 (:mod:`eqsat.verify.precision`) only for cuda (tensor cores). ``tuning``: a
     :class:`~eqsat.autoschedule.log.TuningLog` whose best schedule on this machine replaces
-    the default for each kernel it has one for (llvm only; the report counts them)."""
+    the default for each kernel it has one for (llvm only; the report counts them).
+    ``layouts=False`` keeps every temp row-major (llvm: no blocked channels between direct
+    convs, :mod:`eqsat.backends.llvm.layout`; for before/after measurements)."""
     from eqsat.lower.lower import lower
 
     if target not in BACKENDS:
@@ -204,6 +207,11 @@ def build(
         chosen = tuning.choices(program, threads or caps.cores) if tuning is not None else {}
         # schedule: contractions -> GEMM (tensorize), a logged plan where there is one
         program = tensorize_contractions(program, chosen=chosen)
+        from eqsat.backends.llvm.layout import block_layouts
+
+        # the temps between direct convs in blocked channels (NCHW16c), not transformed back
+        if layouts:
+            program = block_layouts(program, caps.vector_width, fixed=chosen.keys())
         from eqsat.backends.llvm.tensorize_targets import select
         from eqsat.lower.schedule_int8 import tensorize_int8
 

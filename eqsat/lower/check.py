@@ -97,6 +97,10 @@ def _check_buffer(b: Buffer, where: str) -> None:
     for d in b.shape:
         if not (isinstance(d, str) and d.isidentifier() or isinstance(d, int) and d > 0):
             raise LoopIRError(f"{where}: bad dim {d!r} (a positive int or a size-param name)")
+    if b.blocked and not (b.rank == 4 and isinstance(b.shape[1], int)
+                          and b.shape[1] % b.blocked == 0 and b.kind is BufferKind.TEMP):
+        raise LoopIRError(f"{where}: blocked by {b.blocked}, but not a temp of rank 4 whose dim 1"
+                          " it divides")
 
 
 class _Checker:

@@ -75,10 +75,17 @@ class BufferKind(enum.Enum):
 
 @dataclass(frozen=True)
 class Buffer:
+    """A named array. The loop IR indexes it by its logical ``shape`` always; ``blocked`` = B
+    (a temp of rank 4, ``B`` dividing dim 1) stores it in the blocked channel layout
+    ``[N][C/B][H][W][B]`` (NCHW[B]c) instead of row-major — a schedule choice (the LLVM
+    backend's ``layout.py`` makes it) that the interpreter ignores and that backend's
+    addressing honours (the same elements, another order)."""
+
     name: str
     shape: tuple[Dim, ...]
     dtype: str
     kind: BufferKind = BufferKind.TEMP
+    blocked: int = 0
 
     @property
     def rank(self) -> int:
@@ -112,7 +119,8 @@ class Buffer:
         return a
 
     def __str__(self) -> str:
-        return f"{self.name}: {self.dtype}[{', '.join(str(d) for d in self.shape)}]"
+        lay = f" nchw{self.blocked}c" if self.blocked else ""
+        return f"{self.name}: {self.dtype}[{', '.join(str(d) for d in self.shape)}]{lay}"
 
 
 # ---------------------------------------------------------------------------------- expressions

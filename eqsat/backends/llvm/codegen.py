@@ -119,6 +119,9 @@ def _emit_release(module: ir.Module) -> None:
 def _emit_kernel(module: ir.Module, k: Kernel) -> ir.Function:
     sizes = kernel_sizes(k)
     fn = function(module, kernel_symbol(k), [PTR] * len(k.params) + [I64] * len(sizes))
+    if tensorized(k) in ("gemm", "igemm") and any(p.blocked for p in k.params):
+        # their packers compute row-major addresses themselves (layout.py blocks no such temp)
+        raise ValueError(f"kernel {k.name}: tensorize={tensorized(k)} with a blocked buffer")
     if tensorized(k) == "gemm":
         c = match_contraction(k)
         if c is None:

@@ -96,9 +96,19 @@ class ExprEmitter:
 
     # ------------------------------------------------------------------ memory
     def address(self, buf: Buffer, index: tuple[Expr, ...]) -> ir.Value:
-        """Row-major: the flat offset by Horner's rule over the dims (size params from env)."""
+        """Row-major: the flat offset by Horner's rule over the dims (size params from env); a
+        ``blocked`` buffer's (NCHW[B]c) as the row-major one of ``[N][C/B][H][W][B]``."""
         off = ir.Constant(I64, 0)
-        for k, (e, dim) in enumerate(zip(index, buf.shape, strict=True)):
+        shape = buf.shape
+        if buf.blocked:
+            n, c, h, w = index
+            split = self.block_lane(c, buf.blocked)
+            if split is None:
+                blk = Const(buf.blocked)
+                split = (BinOp(BinaryOp.FLOORDIV, c, blk), BinOp(BinaryOp.MOD, c, blk))
+            index = (n, split[0], h, w, split[1])
+            shape = (shape[0], shape[1] // buf.blocked, shape[2], shape[3], buf.blocked)
+        for k, (e, dim) in enumerate(zip(index, shape, strict=True)):
             i = self.expr(e)
             if k == 0:
                 off = i
@@ -108,6 +118,18 @@ class ExprEmitter:
         return self.b.gep(
             self.bufs[buf.name], [off], inbounds=True, source_etype=mem_type(buf.dtype)
         )
+
+    def block_lane(self, c: Expr, blk: int) -> tuple[Expr, Expr] | None:
+        """``(X, l)`` when the channel index ``c`` is ``X * blk + l`` with ``l`` the variable of
+        an enclosing loop of at most ``blk`` iterations (``layout._lanes_inner`` writes it so):
+        block and lane as they are, so that the lane loop's accesses are contiguous (through
+        ``// blk`` and ``% blk`` the loop vectorizer saw gathers)."""
+        bounds = getattr(self, "bounds", {})
+        if (isinstance(c, BinOp) and c.op is BinaryOp.ADD and isinstance(c.b, Var)
+                and isinstance(c.a, BinOp) and c.a.op is BinaryOp.MUL and c.a.b == Const(blk)
+                and 0 < bounds.get(c.b.name, blk + 1) <= blk):
+            return c.a.a, c.b
+        return None
 
     def load(self, buf: Buffer, index: tuple[Expr, ...]) -> ir.Value:
         v = self.b.load(self.address(buf, index), typ=mem_type(buf.dtype))

@@ -99,6 +99,7 @@ class FunctionEmitter(ExprEmitter):
         self.env: dict[str, ir.Value] = {}
         self.in_parallel = parallel
         self.vector_depth = 0  # vectorized loops around the statement being emitted
+        self.bounds: dict[str, int] = {}  # constant iteration counts of the enclosing loops
         self.entry = fn.append_basic_block("entry")
         self.b = ir.IRBuilder(fn.append_basic_block("start"))
         self.n_outlined = 0
@@ -178,11 +179,14 @@ class FunctionEmitter(ExprEmitter):
         self.b.cbranch(self.b.icmp_signed("<", iv, hi), bb, done)
         self.b.position_at_end(bb)
         self.env[var] = iv
+        if isinstance(hi, ir.Constant) and isinstance(lo, ir.Constant) and lo.constant == 0:
+            self.bounds[var] = hi.constant  # iterations, for ExprEmitter.block_lane
         vec = kind is LoopKind.VECTORIZED
         self.vector_depth += vec
         self.stmt(body)
         self.vector_depth -= vec
         del self.env[var]
+        self.bounds.pop(var, None)
         nxt = self.b.add(iv, ir.Constant(I64, 1), flags=["nuw", "nsw"])
         back = self.b.branch(head)
         md = self.loop_metadata(kind)

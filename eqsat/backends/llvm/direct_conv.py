@@ -14,7 +14,9 @@ width (``Capabilities.vector_width``: 16 floats on AVX-512, 8 on AVX2):
 * ``<k>.to_nchwc`` (loop IR): one (image, input-channel block) of the NCHW input into a
   zero-padded ``[N][IC/B][Hp][Wp][B]`` workspace: the padding rows / columns and the channels
   past IC are zeros, so the micro-kernel reads no guard. ``Hp`` / ``Wp`` are the rows and
-  columns the output reads (``DirectConv.padded_hw``);
+  columns the output reads (``DirectConv.padded_hw``). An input the layout pass blocked
+  (``Buffer.blocked``, :mod:`eqsat.backends.llvm.layout`) is copied in whole ``B``-float
+  vectors instead of transposed;
 * ``eqsat.dconv.*``: the micro-kernel: ``TW`` output columns of one output row × ``OB``
   output-channel blocks, ``TW·OB`` ``<B x float>`` accumulators as SSA phis over one loop of
   (input-channel block, kernel row, kernel column), the block's ``B`` input channels
@@ -24,9 +26,12 @@ width (``Capabilities.vector_width``: 16 floats on AVX-512, 8 on AVX2):
   loop, not unrolled: unrolled, a stride-1 conv reads input column ``r + kw`` for every
   ``(r, kw)``, LLVM merged those loads and kept the broadcasts live across the body, and
   spilled them (a stack store per broadcast in the 64×56×56 conv's inner loop);
-* ``<k>.epi`` (loop IR): the kernel's own epilogue (bias, BatchNorm, residual, activation:
-  whatever :class:`~eqsat.lower.contraction.Contraction` carries) from the row workspace into
-  the NCHW output, one output channel × the output row per inner (vectorized) loop;
+* ``<k>.epi``: the kernel's own epilogue (bias, BatchNorm, residual, activation: whatever
+  :class:`~eqsat.lower.contraction.Contraction` carries) from the row workspace into the
+  output: into a blocked output (``_blocked_epi``) vector by vector as it is; into an NCHW
+  output whose rows are whole vectors, when it is the GEMM's fused-epilogue form, through an
+  in-register transpose (``_fused_epi``); else as loop IR, one output channel × the output
+  row per inner (vectorized) loop;
 * ``<k>.tasks`` / ``<k>.ptasks`` / ``<k>.xtasks``: conv tasks = (image, channel-block group,
   output-row block) — ``tasks`` runs them in that order (serial: a group's weights stay in
   cache over its rows), ``ptasks`` in (image, row block, group) order for the pool's static
@@ -46,9 +51,10 @@ serial call keeps the group-outer order.
 
 Why: the implicit GEMM packs a window of the input for every column block (``pack_window.py``);
 the direct form reads the blocked input in place with broadcasts, which is how onnxruntime's
-MLAS (NCHWc, 16-channel blocks on AVX-512) runs 3×3 convs. Here the NCHW ↔ NCHW16c transforms
-are done inside each conv kernel (the input copy, and the epilogue writing NCHW): keeping the
-blocked layout between consecutive convs is not done yet.
+MLAS (NCHWc, 16-channel blocks on AVX-512) runs 3×3 convs. The NCHW ↔ NCHW16c transforms are
+done inside the conv kernels (the input copy, the epilogue writing NCHW) at the layout
+boundaries only: between direct convs (and the pools between them) the temps stay blocked
+(:mod:`eqsat.backends.llvm.layout`).
 
 The register tile (:func:`tile`): ``OB = min(3, OC/B)`` channel blocks and ``TW`` columns so
 that ``TW·OB`` stays ≤ 24 accumulators (of 32 registers, beside the OB weight vectors): 3 × 8,
@@ -59,6 +65,7 @@ annotation (``tw=..,ob=..``, up to 28 accumulators, the auto-scheduler's knob) o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 from llvmlite import ir
@@ -66,15 +73,33 @@ from llvmlite import ir
 from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.codegen_expr import I64, PTR
 from eqsat.backends.llvm.codegen_stmt import PARALLEL_FOR, FunctionEmitter, function, shared
-from eqsat.backends.llvm.emit import F32, Intrinsics, gep, i64, load_vec, loop, smin, splat, vec
+from eqsat.backends.llvm.emit import (
+    F32,
+    Intrinsics,
+    gep,
+    i64,
+    load_vec,
+    loop,
+    smin,
+    splat,
+    store_vec,
+    vec,
+)
+from eqsat.backends.llvm.layout import blocked_epilogue, epilogue_form
 from eqsat.backends.llvm.tensorize import (
+    F32_BYTES,
     PARALLEL_FLOP,
     HelperCtx,
     alloc_aligned,
+    arena,
+    arena_slot,
     driver_emitter,
     free_aligned,
+    fused_tile_epilogue,
     packed_globals,
+    tile_operands,
 )
+from eqsat.backends.llvm.tensorize_plan import FusedEpilogue
 from eqsat.lower.analysis import substitute
 from eqsat.lower.contraction import ACC
 from eqsat.lower.conv_direct import DirectConv
@@ -164,14 +189,23 @@ def _pack_w(d: DirectConv, vw: int, ob: int, dst: Buffer):
 
 
 def _to_nchwc(d: DirectConv, vw: int, dst: Buffer):
-    """One (``dc.n``, ``dc.icb``) block of the input into the zero-padded blocked copy."""
+    """One (``dc.n``, ``dc.icb``) block of the input into the zero-padded blocked copy; from a
+    blocked input (``Buffer.blocked``, :mod:`~eqsat.backends.llvm.layout`) read through a flat
+    view of it, so that the copy's inner loop is a contiguous vector, not a transpose."""
     hp, wp = d.padded_hw()
     n, icb = Var("dc.n"), Var("dc.icb")
     r, q, i = Var("dc.r"), Var("dc.q"), Var("dc.i")
     ih, iw, ic = r - d.pad[0], q - d.pad[1], icb * vw + i
     ok = _and(_and(_and(ih >= 0, ih < d.h), _and(iw >= 0, iw < d.wd)), ic < d.ic)
     at = (((n * -(-d.ic // vw) + icb) * hp + r) * wp + q) * vw + i
-    store = Store(dst, (at,), Select(ok, Load(d.x, (n, ic, ih, iw)), ZERO))
+    if d.x.blocked:
+        if d.x.blocked != vw:
+            raise ValueError(f"input {d.x.name} blocked by {d.x.blocked}, the conv by {vw}")
+        flat = Buffer(d.x.name, (d.n * d.ic * d.h * d.wd,), "float32", d.x.kind)
+        src = Load(flat, (((((n * (d.ic // vw) + icb) * d.h + ih) * d.wd + iw) * vw + i),))
+    else:
+        src = Load(d.x, (n, ic, ih, iw))
+    store = Store(dst, (at,), Select(ok, src, ZERO))
     return For("dc.r", Const(hp), For("dc.q", Const(wp), For("dc.i", Const(vw), store,
                                                                  LoopKind.VECTORIZED)))
 
@@ -187,6 +221,118 @@ def _epilogue(d: DirectConv, vw: int, ob: int, ws: Buffer):
     stmt = substitute(substitute(d.c.epilogue, {ACC.name: acc}), define)
     nch = minimum(Const(ob * vw), Const(d.oc) - Var("dc.oc0"))
     return For("dc.j", nch, For("dc.ow", Const(d.ow), stmt, LoopKind.VECTORIZED))
+
+
+def transpose(b: ir.IRBuilder, rows: list, vw: int) -> list:
+    """The ``vw × vw`` transpose of ``rows`` (``vw`` vectors of ``vw`` floats, ``vw`` a power of
+    two): log2(vw) rounds of perfect shuffles — row ``2i`` / ``2i + 1`` of a round interleave
+    the low / high halves of rows ``i`` and ``i + vw/2`` of the previous one (64 two-source
+    permutes, ``vpermt2ps``, for 16 × 16)."""
+    h = vw // 2
+    i32 = ir.VectorType(ir.IntType(32), vw)
+    lo = ir.Constant(i32, [j for i in range(h) for j in (i, i + vw)])
+    hi = ir.Constant(i32, [j for i in range(h, vw) for j in (i, i + vw)])
+    for _ in range(vw.bit_length() - 1):
+        rows = [b.shuffle_vector(rows[i], rows[i + h], m) for i in range(h) for m in (lo, hi)]
+    return rows
+
+
+def _fused_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int, fe: FusedEpilogue) -> ir.Function:
+    """``<k>.epi`` when the epilogue is a :class:`~eqsat.backends.llvm.tensorize_plan.
+    FusedEpilogue` (bias, BatchNorm, residual, ReLU: the GEMM micro-kernel's fused store) over
+    an NCHW output whose rows are whole vectors (``B`` divides ``OW``): per channel block of
+    the row workspace ``[OB][OW][B]`` and ``B`` output columns, the ``B`` column vectors (``B``
+    channels each) transposed in registers into ``B`` channel rows of ``B`` columns, the
+    epilogue applied to each as the GEMM applies it to a tile row (rows = output channels,
+    vectors along the output row) and stored into the output row. Same arguments as the
+    loop-IR epilogue.
+
+    Why (measured, issue 18, a conv + bias + ReLU alone, 1 thread, min of 30, loadavg 5.5):
+    the loop-IR epilogue reads the workspace with stride ``B``; where ``OW`` is a constant LLVM
+    unrolls fully (32), it vectorized the channel loop instead, with gathers and scatters —
+    the epilogue of 64×32×32→128 took 0.51 of its 1.38 ms, of 128×32×32→128 0.52 of 2.22 ms
+    (VGG's 32×32 convs were slower direct than as the implicit GEMM). Why only whole vectors:
+    with a masked tail group (a first version) SqueezeNet's 55/27/13-wide expand convs measured
+    the same alone (transposed / loop IR 0.97-1.01, 1 and 2 threads, min of 300) but the whole
+    model slower at 2 threads (in one process, min of 60, loadavg 2.6: 1.98 vs 1.84 ms; 1
+    thread 3.09 vs 3.03), so rows with a tail keep the loop-IR epilogue."""
+    k, module = cx.k, cx.module
+    types = [PTR] * len(k.params) + [I64] * (len(cx.sizes) + 3) + [PTR]
+    fn = function(module, f"{cx.sym}.epi", types, internal=True)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    np_ = len(k.params)
+    bufs, ws = list(fn.args[:np_]), fn.args[-1]
+    n, oh, oc0 = fn.args[np_ + len(cx.sizes):np_ + len(cx.sizes) + 3]
+    pnames = [p.name for p in k.params]
+    epi = fused_tile_epilogue(fe, vw)
+    out = bufs[pnames.index(fe.out.buffer.name)]
+    ldc = i64(fe.out.ldb)
+    nch = smin(b, i64(ob * vw), b.sub(i64(d.oc), oc0))
+
+    def group(jb: int, c0):
+        """Columns ``[c0, c0 + B)`` of channel block ``jb``."""
+        row0 = b.add(oc0, i64(jb * vw))
+        col = b.add(b.mul(oh, i64(d.ow)), c0)  # the flat column in image n
+        at = gep(b, ws, b.add(i64(jb * d.ow * vw), b.mul(c0, i64(vw))))
+        chans = transpose(b, [load_vec(b, gep(b, at, t * vw), vw) for t in range(vw)], vw)
+        extras = tile_operands(b, fe, bufs, pnames, n, row0, col)
+        left = b.sub(nch, i64(jb * vw))
+        dst = gep(b, out, b.add(b.add(i64(fe.out.off), b.mul(n, i64(fe.out.sb))),
+                                b.add(b.mul(row0, ldc), col)))
+        for r in range(vw):
+            val = epi.tile_fn(b, chans[r], r, 0, None, ldc, extras, left)
+            ptr = gep(b, dst, r * fe.out.ldb)
+            if d.oc % vw:  # the last block's channels past OC are not stored
+                with b.if_then(b.icmp_signed("<", i64(r), left)):
+                    store_vec(b, val, ptr)
+            else:
+                store_vec(b, val, ptr)
+
+    if d.ow % vw:
+        raise ValueError(f"{cx.sym}: the transposing epilogue needs rows of whole vectors")
+    for jb in range(ob):
+        with b.if_then(b.icmp_signed("<", i64(jb * vw), nch)):
+            with loop(b, 0, d.ow, vw, name=f"c{jb}") as c0:
+                group(jb, c0)
+    b.ret_void()
+    return shared(module, fn)
+
+
+def _blocked_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int,
+                 fe: FusedEpilogue) -> ir.Function:
+    """``<k>.epi`` into a blocked output (``Buffer.blocked``, :mod:`~eqsat.backends.llvm.
+    layout`): each ``B``-channel vector of the row workspace ``[OB][OW][B]`` is already the
+    output's ``[n][oc/B][oh][ow][B]`` vector, so the epilogue is applied to it as the GEMM's
+    fused epilogue applies it to a tile vector — the per-channel operands (bias, BN) are then
+    vectors of ``B`` channels, the GEMM's per-column kind (``layout.blocked_epilogue`` admits
+    only those) — and stored contiguously: no transpose. Same arguments as the loop-IR
+    epilogue."""
+    k, module = cx.k, cx.module
+    types = [PTR] * len(k.params) + [I64] * (len(cx.sizes) + 3) + [PTR]
+    fn = function(module, f"{cx.sym}.epi", types, internal=True)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    np_ = len(k.params)
+    bufs, ws = list(fn.args[:np_]), fn.args[-1]
+    n, oh, oc0 = fn.args[np_ + len(cx.sizes):np_ + len(cx.sizes) + 3]
+    pnames = [p.name for p in k.params]
+    swapped = dataclasses.replace(fe, rows=(), cols=tuple((name, buf, off)
+                                                         for name, buf, off, _ in fe.rows))
+    epi = fused_tile_epilogue(swapped, vw)
+    out = bufs[pnames.index(d.c.out.name)]
+    ocb = d.oc // vw
+    for jb in range(ob):
+        with b.if_then(b.icmp_signed("<", b.add(oc0, i64(jb * vw)), i64(d.oc))):
+            oc = b.add(oc0, i64(jb * vw))
+            extras = [gep(b, bufs[pnames.index(buf.name)], b.add(i64(off), oc))
+                      for _, buf, off in swapped.cols]
+            blk = b.add(b.mul(n, i64(ocb)), b.udiv(oc, i64(vw)))
+            row = gep(b, out, b.mul(b.add(b.mul(blk, i64(d.oh)), oh), i64(d.ow * vw)))
+            with loop(b, 0, d.ow, name=f"w{jb}") as w:
+                x = load_vec(b, gep(b, ws, b.add(i64(jb * d.ow * vw), b.mul(w, i64(vw)))), vw)
+                val = epi.tile_fn(b, x, 0, 0, None, i64(0), extras, i64(1))
+                store_vec(b, val, gep(b, row, b.mul(w, i64(vw))))
+    b.ret_void()
+    return shared(module, fn)
 
 
 def emit_microkernel(module: ir.Module, d: DirectConv, vw: int, tw: int, ob: int) -> ir.Function:
@@ -301,7 +447,15 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
     ws_o = Buffer("dc.ows", (1,), "float32", BufferKind.LOCAL)
     fpack = cx.helper("pack_w", [], [ws_w], _pack_w(d, vw, ob, ws_w))
     fx = cx.helper("to_nchwc", ["dc.n", "dc.icb"], [ws_x], _to_nchwc(d, vw, ws_x))
-    fe = cx.helper("epi", ["dc.n", "dc.oh", "dc.oc0"], [ws_o], _epilogue(d, vw, ob, ws_o))
+    if d.c.out.blocked:  # the layout pass chose it (layout.py), so the form is admitted
+        fb = blocked_epilogue(d)
+        if fb is None or d.c.out.blocked != vw:
+            raise ValueError(f"kernel {k.name}: a blocked output this epilogue cannot store")
+        fe = _blocked_epi(cx, d, vw, ob, fb)
+    elif d.ow % vw == 0 and (fused := epilogue_form(d)) is not None:
+        fe = _fused_epi(cx, d, vw, ob, fused)
+    else:
+        fe = cx.helper("epi", ["dc.n", "dc.oh", "dc.oc0"], [ws_o], _epilogue(d, vw, ob, ws_o))
     micro = {}
     for t in {tw, d.ow % tw or tw}:
         for o in {ob, ocb % ob or ob}:
@@ -363,21 +517,31 @@ def emit_direct_conv(module: ir.Module, fn: ir.Function, k: Kernel, d: DirectCon
     xt = task_fn("xtasks", xtask)
     ct = task_fn("tasks", lambda *a: ctask(*a, rows_outer=False))
     pt = task_fn("ptasks", lambda *a: ctask(*a, rows_outer=True))
-    _emit_driver(cx, fn, d, vw, st, fpack, xt, (pt, ct), ocg * nrb)
+    _emit_driver(cx, fn, d, vw, st, fpack, xt, (pt, ct), ocg * nrb, ob)
     return fn
 
 
-def _emit_driver(cx: HelperCtx, fn, d: DirectConv, vw: int, st, fpack, xt, ct, per_image: int):
+def packed_symbol(d: DirectConv, vw: int, ob: int) -> str:
+    """The name (before ``.pk.b``) of the packed weight copy: a slot of the module's arena of
+    packed weights (``tensorize.arena_slot``, on transparent huge pages from 2 MiB), keyed by
+    what ``_pack_w`` writes, so that kernels packing one weight the same way share it."""
+    key = repr(("nchwc", _pack_w(d, vw, ob, Buffer("dc.wpk", (1,), "float32", BufferKind.LOCAL))))
+    return "eqsat.w." + hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def _emit_driver(cx: HelperCtx, fn, d: DirectConv, vw: int, st, fpack, xt, ct, per_image: int,
+                 ob: int):
     k = cx.k
     em, bufs, szs = driver_emitter(cx, fn)
     b = em.b
     icb, ocb = -(-d.ic // vw), -(-d.oc // vw)
     hp, wp = d.padded_hw()
-    gptr, gsrc = packed_globals(cx.module, cx.sym, "b")
+    sym = packed_symbol(d, vw, ob)
+    gptr, gsrc = packed_globals(cx.module, sym, "b")
     src = bufs[[p.name for p in k.params].index(d.w.name)]
     with b.if_then(b.icmp_unsigned("!=", b.load(gsrc, typ=PTR), src)):
-        free_aligned(em, b.load(gptr, typ=PTR))
-        dst = alloc_aligned(em, i64(ocb * icb * d.kh * d.kw * vw * vw))
+        off = arena_slot(cx.module, sym, F32_BYTES * ocb * icb * d.kh * d.kw * vw * vw)
+        dst = b.gep(arena(em), [i64(off)], source_etype=ir.IntType(8))
         b.call(fpack, bufs + szs + [dst])
         b.store(dst, gptr)
         b.store(src, gsrc)

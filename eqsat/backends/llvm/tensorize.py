@@ -377,8 +377,6 @@ def _gep(b: ir.IRBuilder, p, off):
     return b.gep(p, [off], source_etype=ir.FloatType())
 
 
-# what the direct convolution's emitter (direct_conv.py) shares with this one, by public names
-HelperCtx, alloc_aligned, free_aligned = _Ctx, _alloc, _free
 
 
 def packed_globals(module: ir.Module, sym: str, side: str):
@@ -820,3 +818,8 @@ def _emit_driver(cx: _Ctx, fn: ir.Function, c: Contraction, plan: Plan, fa, fb, 
         _free(em, ws)
     _free(em, claims)
     em.finish()
+
+
+# what the direct convolution's emitter (direct_conv.py) shares with this one, by public names
+HelperCtx, alloc_aligned, free_aligned, arena = _Ctx, _alloc, _free, _arena
+fused_tile_epilogue, tile_operands = _fused_epilogue, _tile_operands

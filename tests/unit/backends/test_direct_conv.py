@@ -75,6 +75,8 @@ CONVS = {
     "1x1": dict(kernel=1, ci=16, co=7, hw=13),
     "odd_channels_batch": dict(ci=37, co=70, hw=15, pad=1, batch=2),
     "nopad_5x5": dict(ci=20, co=40, hw=11, kernel=5),
+    # rows of whole vectors (2 on AVX-512), channels not: the transposing epilogue
+    "whole_rows_residual": dict(ci=16, co=40, hw=32, pad=1, bn=True, residual=True),
 }
 
 
@@ -83,7 +85,8 @@ def test_direct_equals_interpret(name):
     _check(*conv(**CONVS[name]))
 
 
-@pytest.mark.parametrize("name", ["pad_bn_residual", "odd_channels_batch"])
+@pytest.mark.parametrize("name", ["pad_bn_residual", "odd_channels_batch",
+                                  "whole_rows_residual"])
 def test_direct_two_threads(name):
     _check(*conv(**CONVS[name]), threads=2)
 
