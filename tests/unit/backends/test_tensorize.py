@@ -10,6 +10,7 @@ import pytest
 
 from eqsat import pipeline
 from eqsat.backends.llvm.capabilities import Capabilities
+from eqsat.backends.llvm.microkernel import CACHE_LINE_FLOATS, prefetch_lines
 from eqsat.backends.llvm.runtime import compile as llvm_compile
 from eqsat.backends.llvm.tensorize import PARALLEL_BYTES, PARALLEL_FLOP
 from eqsat.backends.llvm.tensorize_plan import (
@@ -106,12 +107,27 @@ def test_parallel_blocks_and_k_slices():
 
 
 def test_prefetch_only_for_weights_packed_once():
-    """The micro-kernel prefetches B ahead where B is a weight packed once (streamed from L3
-    or memory every call), not where B is packed per call (in L2); both stay exact."""
+    """The micro-kernel prefetches the next B panel where B is a weight packed once (streamed
+    from L3 or memory every call), not where B is packed per call (in L2); both stay exact,
+    with several strips, panels and K slices (each strip's share of the next panel)."""
     with_weight = _check(*matmul(20, 40, 300, epilogue="bias"))
     assert "llvm.prefetch" in with_weight.ir
+    many = _check(*matmul(64, 200, 600))  # M 64: 8 strips; N 200: 5 panels; K 600: 3 slices
+    assert "llvm.prefetch" in many.ir
     per_call = _check(*matmul(20, 40, 300, weight=False))
     assert "llvm.prefetch" not in per_call.ir
+
+
+@pytest.mark.parametrize("nr, unroll, strips", [
+    (48, 2, 8), (48, 2, 1), (32, 2, 12), (16, 4, 3), (48, 2, 5), (64, 1, 2), (48, 8, 16)])
+def test_prefetch_lines_cover_the_next_panel(nr, unroll, strips):
+    """The strips' shares (``lines`` per iteration of ``unroll`` k steps, over KC steps) cover
+    the next KC × NR panel, and no strip takes more than one line per iteration beyond it."""
+    lines = prefetch_lines(nr, unroll, strips)
+    kc = 256
+    panel = kc * -(-nr // CACHE_LINE_FLOATS)
+    assert strips * (kc // unroll) * lines >= panel
+    assert lines == 1 or strips * (kc // unroll) * (lines - 1) < panel
 
 
 @pytest.mark.parametrize("m, mc, no, rows, w, tasks", [
