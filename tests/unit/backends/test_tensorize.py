@@ -406,6 +406,30 @@ def test_packed_copies_in_one_huge_page_arena():
     raise AssertionError("the arena is in no mapping")
 
 
+@pytest.mark.parametrize("m, n, k", [(64, 512, 1376), (64, 1376, 512), (96, 600, 512)])
+def test_weight_row_pieces_split_rows_when_few_column_blocks(m, n, k):
+    """A weight packed once, N cut into row pieces (``split`` mode): with fewer pieces than
+    TASK_MULTIPLE (SwiGLU's down projection, 512 wide: 288 + 224 columns, a 6 : 5 share of the
+    panels at 2 threads) M is cut into row blocks too, the task count a multiple of it; with
+    enough pieces (its 1376-wide gate and up projections: 6) M stays one block. The split gives
+    the same floats at 1 and 2 threads."""
+    p, weights = matmul(m, n, k)
+    plan = choose_plan(_contraction(p), Capabilities.host())
+    assert plan.prepack_b and not plan.rows_mode
+    pieces, row_blocks = -(-n // plan.ncb), -(-m // plan.mc)
+    if pieces < TASK_MULTIPLE:
+        assert row_blocks > 1 and (pieces * row_blocks) % TASK_MULTIPLE == 0
+    else:
+        assert row_blocks == 1
+    one = llvm_compile(force_tensorize(p), threads=1, use_cache=False)
+    two = llvm_compile(force_tensorize(p), threads=2, use_cache=False)
+    feeds = _feeds(p, weights)
+    want, got1, got2 = interpret(p, feeds), one.run(feeds), two.run(feeds)
+    for name in want:
+        np.testing.assert_array_equal(got2[name], got1[name])
+        np.testing.assert_allclose(got1[name], want[name], rtol=1e-4, atol=1e-3)
+
+
 def test_tile_choice_by_padding():
     """On AVX-512 a 64-channel conv runs 8 × 48 strips (12 × 32 would compute 8 zero rows);
     132 channels are 11 strips of 12 exactly and stay 12 × 32."""
