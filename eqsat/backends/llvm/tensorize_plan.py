@@ -190,7 +190,8 @@ def _plan_for(c: Contraction, caps: Capabilities, mr: int, nr: int) -> Plan:
         # timed in sequence, min of 300, interleaved (loadavg 7.2-7.5): 363 -> 309 and 369 ->
         # 303 µs; at 1 thread 529 -> 515 and 533 -> 535 (each thread reads all of the weight
         # now, which the next-panel prefetch hides). Its 1376-wide gate / up (6 pieces) stay
-        # one row block: 2 of them measured 0.85-0.95x slower (each thread streams the weight).
+        # one row block: 2 of them ran 350 -> 405 µs (cold weights, min of 120; each thread
+        # streams all of the weight).
         mc = _split(mh, mr, mc, njb, 1, big and pb and njb < TASK_MULTIPLE)[0]
     return Plan(mr, nr, vw, unroll, KC, mc, False, nc_max, 1, pa, pb)
 
