@@ -27,14 +27,6 @@ Sections (one script; add rows to a section rather than a new script):
    scheduler slice; 2-thread figures taken with another process on a core are not the
    kernels' scaling.
 
-5. **In sequence** (``--sequence CALLS``): the kernels of ``sched-1t`` and ``sched-2t`` called
-   in program order, the two programs' sequences alternating, CALLS times: µs per kernel (min,
-   p25) at 1 and 2 threads and their ratio. Section 2 calls a kernel again and again, so a
-   weight it streams stays in L2 (at 2 threads each thread's half of SwiGLU's 2.8 MB
-   projections does); in sequence it comes from L3 as in the model, and the kernel reads what
-   the previous one wrote. Measured (SwiGLU, 2 threads, before the next-panel prefetch of
-   ``microkernel.py``): its gate projection 345 µs alone, 427-442 in sequence.
-
 Timing (CODEGEN_NOTES): the VM is shared and noisy; compare ratios from one run, not numbers
 across runs. Symbolic dims are bound to 1 (``--batch``).
 """
@@ -172,30 +164,6 @@ def thread_busy(cp, arrays, dims, calls: int) -> list[tuple]:
     return rows
 
 
-def in_sequence(variants, calls: int) -> list[tuple]:
-    """Section 5: ``(kernel, class, 1t min, 1t p25, 2t min, 2t p25)`` in µs, each program's
-    kernels called in order (``sched-1t``'s sequence, then ``sched-2t``'s, ``calls`` times)."""
-    seqs = {t: list(kernel_calls(*variants[f"sched-{t}t"]).items()) for t in (1, 2)}
-    times = {(t, k): [] for t, seq in seqs.items() for k, _ in seq}
-    for seq in seqs.values():  # warm up: page faults, the first call's weight packing
-        for _, f in seq:
-            f()
-    for _ in range(calls):
-        for t, seq in seqs.items():
-            s = time.perf_counter()
-            for k, f in seq:
-                f()
-                e = time.perf_counter()
-                times[t, k].append((e - s) * 1e6)
-                s = e
-    kinds = {k.name: classify(k) for k in variants["sched-1t"][0].program.kernels}
-    rows = []
-    for k, _ in seqs[1]:
-        a, b = sorted(times[1, k]), sorted(times[2, k])
-        rows.append((k, kinds[k], a[0], a[len(a) // 4], b[0], b[len(b) // 4]))
-    return rows
-
-
 def ort_node_times(model, feeds, reps: int) -> dict[str, float]:
     """onnxruntime's profiler: min µs→ms per node over ``reps`` runs, summed by category."""
     with tempfile.TemporaryDirectory() as d:
@@ -226,10 +194,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=0, help="list the N slowest sched-1t kernels")
     ap.add_argument("--busy", type=int, default=0, metavar="CALLS",
                     help="section 4: per-thread busy / run-queue wait of each sched-2t kernel")
-    ap.add_argument("--sequence", type=int, default=0, metavar="CALLS",
-                    help="section 5: each kernel's time in program order, 1 and 2 threads")
     args = ap.parse_args()
-    rows1, rows2, rows3, top, busy, seq = [], [], [], [], [], []
+    rows1, rows2, rows3, top, busy = [], [], [], [], []
     for name in args.models.split(","):
         model = pipeline.example_model(name, size=args.size)
         opts = pipeline.Options(target="llvm", threads=1, verify=False)
@@ -275,8 +241,6 @@ def main() -> None:
         rows2.append((name, ort, by_class))
         if args.busy:
             busy.append((name, thread_busy(*variants["sched-2t"], args.busy)))
-        if args.sequence:
-            seq.append((name, in_sequence(variants, args.sequence)))
         print(f"[{name} done]", file=sys.stderr, flush=True)
     report(rows1, rows2, rows3)
     for name, kts, cp in top:
@@ -294,18 +258,6 @@ def main() -> None:
         for kname, p0, p50, p99, per in rows:
             cells = [f"{r:.0f} / {w:.0f}" for r, w in per] + ["-"] * (2 - len(per))
             print(f"| {kname} | {p0:.0f} | {p50:.0f} | {p99:.0f} | " + " | ".join(cells) + " |")
-    for name, rows in seq:
-        with open("/proc/loadavg") as f:
-            load = f.read().split()[:3]
-        print(f"\n## 5. {name}, kernels in program order, {args.sequence} sequences, µs "
-              f"(loadavg {' '.join(load)})")
-        print("| kernel | class | 1t min | 1t p25 | 2t min | 2t p25 | 2t/1t (min) |")
-        print("|---|---|---|---|---|---|---|")
-        for kname, kind, a0, a25, b0, b25 in rows:
-            print(f"| {kname} | {kind} | {a0:.1f} | {a25:.1f} | {b0:.1f} | {b25:.1f} | "
-                  f"{b0 / a0:.2f} |")
-        print(f"| sum | | {sum(r[2] for r in rows):.0f} | {sum(r[3] for r in rows):.0f} | "
-              f"{sum(r[4] for r in rows):.0f} | {sum(r[5] for r in rows):.0f} | |")
 
 
 def report(rows1, rows2, rows3) -> None:
