@@ -43,19 +43,19 @@ from eqsat.backends.llvm.emit import (
     vec,
 )
 
-# With ``prefetch_b``, each k step of the main loop prefetches the packed B lines this many k
-# steps ahead (``llvm.prefetch``, read, to L1): a weight packed once (``Plan.prepack_b``) is
-# read from L3 or memory by the first strip of every panel (SwiGLU's 64 rows reuse each panel
-# of a 2.8 MB weight only 8 times), and the hardware prefetchers leave those loads exposed; in
-# the later strips the lines are in L1/L2 and the prefetch costs a load slot. Measured on whole
-# models, 1 thread, calling-thread CPU time, min of 60 calls, interleaved in one process,
-# loadavg 6-11, each variant compiled first and second in turn (the first model compiled in a
-# process runs 10-20 % slower): SwiGLU without / with 5.52 / 5.09 and 5.97 / 5.22 ms
-# (onnxruntime 5.03, 5.04); 8, 24 and 32 ahead within 2 % of 16. BERT 4.31 / 4.17-4.27; the
-# GEMVs of NasRNN (7.17 / 7.11-7.63) and of VGG's classifier (10.89 / 10.92, 10.10 / 9.81):
-# no change. B packed per call (an im2col) was just written by this thread and is in L2: not
-# prefetched.
-B_PREFETCH_K = 16
+# With ``prefetch_b`` (a weight packed once, ``Plan.prepack_b``, read from L3 or memory: SwiGLU's
+# 64 rows reuse each panel of a 2.8 MB weight only 8 times), the strips of a panel prefetch the
+# *next* panel into L2 between them (``llvm.prefetch``, read, locality 1: prefetcht2), each strip
+# its share: ``lines`` cache lines per main-loop iteration from the ``pf`` argument on (the
+# caller points each strip at its share, :func:`prefetch_lines`). The first strip of a panel then
+# finds it in L2 instead of waiting on L3 for ``KC × NR`` floats (48 KB: faster than L3
+# delivers them to one core), and the other strips issue no prefetches for lines they already
+# hold. Before, every strip prefetched its own panel ``B_PREFETCH_K`` = 16 k steps ahead (to
+# L1), which hid little of L3's latency at the first strip and cost the others a load slot per
+# line. Measured on this host (AVX-512, 8 × 48 tiles; the weights cold: 4 copies of each GEMM
+# called in turn, as a model's weights are; 1 thread, min of 160 calls, interleaved, loadavg
+# 4.6-4.8): 64×512×1376 789 → 732 µs, 64×1376×512 825 → 757 µs (the same panel prefetched by
+# every strip: 752-761; to L1: 795-817, no gain; no prefetch at all: 817-844).
 CACHE_LINE_FLOATS = 16
 
 
@@ -98,18 +98,20 @@ class Epilogue:
 
 def emit_microkernel(
     module: ir.Module, mr: int, nr: int, vw: int, unroll: int, epilogue: Epilogue,
-    name: str = "micro", ldb: int | None = None, prefetch_b: bool = False,
+    name: str = "micro", ldb: int | None = None, prefetch_b: int = 0,
 ) -> ir.Function:
     """The micro-kernel of an ``mr × nr`` tile; ``ldb``: floats per k step of the packed B
     panel when the panel is wider than the tile (default ``nr``) — a narrower variant for the
     last, partial panel of a wider tile reads only its first ``nr`` columns; ``prefetch_b``:
-    prefetch B ``B_PREFETCH_K`` k steps ahead (for a B packed once, see there)."""
+    cache lines to prefetch into L2 per main-loop iteration, from a last argument ``pf`` on
+    (0: none, no ``pf``; for a B packed once, see :data:`CACHE_LINE_FLOATS`'s comment)."""
     assert nr % vw == 0
     nv = nr // vw
     ldb = nr if ldb is None else ldb
     names = ["kc", "Ap", "Bp", "C", "ldc", "mr", "nr", "load_c", "last", "bias"]
-    names += [f"e{i}" for i in range(epilogue.extra)]
+    names += [f"e{i}" for i in range(epilogue.extra)] + (["pf"] if prefetch_b else [])
     types = [I64, PTR, PTR, PTR, I64, I64, I64, I64, I64, PTR] + [PTR] * epilogue.extra
+    types += [PTR] if prefetch_b else []
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), types), name=name)
     fn.linkage = "internal"
     for arg, n in zip(fn.args, names, strict=True):
@@ -117,7 +119,8 @@ def emit_microkernel(
         if arg.type == PTR:
             arg.add_attribute("noalias")
     kc, ap, bp, c, ldc, mr_rt, nr_rt, load_c, last, bias = fn.args[:10]
-    extras = fn.args[10:]
+    extras = fn.args[10:10 + epilogue.extra]
+    pf = fn.args[-1] if prefetch_b else None
     intr = Intrinsics(module)
     fma = intr.fma(vw)
     vt = vec(vw)
@@ -144,12 +147,13 @@ def emit_microkernel(
         b.cbranch(b.icmp_signed("<", k, bound), body, done)
         b.position_at_end(body)
         cur = list(accs)
+        if pf is not None and tag == "main":  # this iteration's lines of the strip's share
+            at = gep(b, pf, b.mul(k, i64(prefetch_b * CACHE_LINE_FLOATS // steps)))
+            for line in range(prefetch_b):
+                b.call(intr.prefetch(), [gep(b, at, line * CACHE_LINE_FLOATS),
+                                         ir.Constant(I32, 0), ir.Constant(I32, 1),
+                                         ir.Constant(I32, 1)])
         for u in range(steps):
-            if prefetch_b and B_PREFETCH_K and tag == "main":
-                for line in range(0, ldb, CACHE_LINE_FLOATS):
-                    b.call(intr.prefetch(), [gep(b, pb, (u + B_PREFETCH_K) * ldb + line),
-                                             ir.Constant(I32, 0), ir.Constant(I32, 3),
-                                             ir.Constant(I32, 1)])
             bv = [load_vec(b, gep(b, pb, u * ldb + v * vw), vw, align=4 * vw) for v in range(nv)]
             for r in range(mr):
                 a = splat(b, b.load(gep(b, pa, u * mr + r), typ=F32, align=4), vw)
@@ -207,3 +211,12 @@ def emit_microkernel(
                            b.and_(colmasks[v], on), r, v)
     b.ret_void()
     return fn
+
+
+def prefetch_lines(nr: int, unroll: int, strips: int) -> int:
+    """Cache lines per main-loop iteration (``unroll`` k steps) that each of ``strips`` MR strips
+    prefetches so that together they cover the next ``KC × nr`` panel (``nr / 16`` lines per k
+    step): the strips of SwiGLU's 64 rows (8 of 8 × 48, unroll 2) take 1 line per iteration;
+    a GEMV's one strip the whole panel, 6 lines."""
+    per_k = -(-nr // CACHE_LINE_FLOATS)
+    return max(1, -(-per_k * unroll // max(1, strips)))

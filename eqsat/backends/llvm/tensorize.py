@@ -93,7 +93,12 @@ from eqsat.backends.llvm.emit import (
     splat,
     vec,
 )
-from eqsat.backends.llvm.microkernel import B_PREFETCH_K, Epilogue, emit_microkernel
+from eqsat.backends.llvm.microkernel import (
+    CACHE_LINE_FLOATS,
+    Epilogue,
+    emit_microkernel,
+    prefetch_lines,
+)
 from eqsat.backends.llvm.pack import emit_pack_b, pack_panels
 from eqsat.backends.llvm.pack_window import emit_window_pack
 from eqsat.backends.llvm.plan_choice import chosen_plan
@@ -190,7 +195,8 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
     fe = cx.helper("epi", ["tz.b", "tz.ic", "tz.mc", "tz.o0", "tz.nrows", "tz.w0", "tz.nw"],
                    [wc], epilogue(c, plan, wc))
     fused = fused_epilogue(c)
-    pf = plan.prepack_b and B_PREFETCH_K > 0  # a weight streamed from L3 / memory per call
+    # a weight streamed from L3 / memory per call: the strips prefetch the next panel
+    pf = prefetch_lines(plan.nr, plan.unroll, -(-plan.mc // plan.mr)) if plan.prepack_b else 0
     if fused is not None and fused.value != ACC:  # the epilogue in the final store, shared by the
         # kernels whose epilogues have the same form (the operands come as pointer arguments)
         kinds = sorted([(n, "row", s) for n, _, _, s in fused.rows]
@@ -201,7 +207,7 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
         epi = _fused_epilogue(fused, plan.vw)
     else:
         mname = f"eqsat.micro.{plan.mr}x{plan.nr}x{plan.vw}" + (f"u{plan.unroll}" if logged else "")
-        mname += ".pf" if pf else ""
+        mname += f".pf{pf}" if pf else ""
         epi = Epilogue()
     full = plan.nr // plan.vw  # the tile's vectors; narrower kernels for the edge panels
     edges = edge_vectors(c, plan)
@@ -209,7 +215,7 @@ def emit_tensorized(module: ir.Module, fn: ir.Function, k: Kernel, c: Contractio
     micros = [(nv, module.globals.get(f"{mname}.{nv}") or emit_microkernel(
         module, plan.mr, nv * plan.vw, plan.vw, plan.unroll, epi, name=f"{mname}.{nv}",
         ldb=plan.nr, prefetch_b=pf)) for nv in widths]
-    tasks = _emit_tasks(cx, c, plan, fa, fb, fe, micros, fused)
+    tasks = _emit_tasks(cx, c, plan, fa, fb, fe, micros, fused, pf)
     _emit_driver(cx, fn, c, plan, fa, fb, tasks, need_c=fused is None)
     return fn
 
@@ -577,7 +583,7 @@ def _fused_epilogue(fe: FusedEpilogue, vw: int) -> Epilogue:
 
 
 def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micros,
-                fused: FusedEpilogue | None = None) -> ir.Function:
+                fused: FusedEpilogue | None = None, pf: int = 0) -> ir.Function:
     fn = function(cx.module, f"{cx.sym}.tasks", [PTR, I64, I64], internal=True)
     em = FunctionEmitter(cx.module, fn, {})
     b = em.b
@@ -692,6 +698,11 @@ def _emit_tasks(cx: _Ctx, c: Contraction, plan: Plan, fa, fb, fe, micros,
                         b, fused, bufs, pnames, bi, b.add(ic, ir_), b.add(col0, jr))
                     args = [kc, _gep(b, ap, b.mul(ir_, kc)), bpan, cptr, ldc_v, mrr, nrr,
                             load_c, last, ir.Constant(PTR, None), *extras]
+                    if pf:  # this strip's share of the next panel (microkernel.prefetch_lines)
+                        per_strip = b.mul(b.sdiv(kc, i64(plan.unroll)),
+                                          i64(pf * CACHE_LINE_FLOATS))
+                        share = b.mul(b.sdiv(ir_, i64(plan.mr)), per_strip)
+                        args.append(_gep(b, bpan, b.add(b.mul(kc, i64(plan.nr)), share)))
                     _call_by_width(b, micros, _ceil(b, nrr, plan.vw), args)
         if direct is None:
             b.call(fe, common + [bi, ic, mc, o0, nrows, w0, nw, cws])

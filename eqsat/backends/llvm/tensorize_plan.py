@@ -182,7 +182,17 @@ def _plan_for(c: Contraction, caps: Capabilities, mr: int, nr: int) -> Plan:
         return Plan(mr, nr, vw, unroll, KC, mc, True, rows * w, rows, pa, pb)
     if w is not None and mh is not None:  # balanced pieces of a row (the last one not tiny)
         nc_max = _round(-(-w // -(-w // nc_max)), nr)
-        mc = _split(mh, mr, mc, 1, 1, False)[0]
+        njb = -(-w // nc_max) * (const_extent(c.n[:-1]) or 1)
+        # a weight packed once with fewer row pieces than TASK_MULTIPLE: row blocks too (the
+        # tasks run row block by row block, so each of 2 threads runs one with all its
+        # pieces). SwiGLU's down projection (64 x 1376 x 512: pieces of 288 + 224 columns, a
+        # 6 : 5 share of the panels) ran as 2 row blocks x 2 pieces, in the whole model at 2
+        # threads, each kernel timed in sequence, min of 300, interleaved (loadavg 7.2-7.5):
+        # 363 -> 309 and 369 -> 303 µs; at 1 thread 529 -> 515 and 533 -> 535 (each thread
+        # reads all of the weight now, which the next-panel prefetch hides). Its 1376-wide
+        # gate / up (6 pieces) stay one row block: 2 of them ran 350 -> 405 µs (cold weights,
+        # min of 120; each thread streams all of the weight).
+        mc = _split(mh, mr, mc, njb, 1, big and pb and njb < TASK_MULTIPLE)[0]
     return Plan(mr, nr, vw, unroll, KC, mc, False, nc_max, 1, pa, pb)
 
 

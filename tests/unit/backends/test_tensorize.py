@@ -14,6 +14,7 @@ from eqsat import pipeline
 from eqsat.backends.llvm import runtime
 from eqsat.backends.llvm.capabilities import Capabilities
 from eqsat.backends.llvm.codegen import PARALLEL_FOR
+from eqsat.backends.llvm.microkernel import CACHE_LINE_FLOATS, prefetch_lines
 from eqsat.backends.llvm.runtime import compile as llvm_compile
 from eqsat.backends.llvm.tensorize import PARALLEL_BYTES, PARALLEL_FLOP
 from eqsat.backends.llvm.tensorize_plan import (
@@ -110,12 +111,27 @@ def test_parallel_blocks_and_k_slices():
 
 
 def test_prefetch_only_for_weights_packed_once():
-    """The micro-kernel prefetches B ahead where B is a weight packed once (streamed from L3
-    or memory every call), not where B is packed per call (in L2); both stay exact."""
+    """The micro-kernel prefetches the next B panel where B is a weight packed once (streamed
+    from L3 or memory every call), not where B is packed per call (in L2); both stay exact,
+    with several strips, panels and K slices (each strip's share of the next panel)."""
     with_weight = _check(*matmul(20, 40, 300, epilogue="bias"))
     assert "llvm.prefetch" in with_weight.ir
+    many = _check(*matmul(64, 200, 600))  # M 64: 8 strips; N 200: 5 panels; K 600: 3 slices
+    assert "llvm.prefetch" in many.ir
     per_call = _check(*matmul(20, 40, 300, weight=False))
     assert "llvm.prefetch" not in per_call.ir
+
+
+@pytest.mark.parametrize("nr, unroll, strips", [
+    (48, 2, 8), (48, 2, 1), (32, 2, 12), (16, 4, 3), (48, 2, 5), (64, 1, 2), (48, 8, 16)])
+def test_prefetch_lines_cover_the_next_panel(nr, unroll, strips):
+    """The strips' shares (``lines`` per iteration of ``unroll`` k steps, over KC steps) cover
+    the next KC × NR panel, and no strip takes more than one line per iteration beyond it."""
+    lines = prefetch_lines(nr, unroll, strips)
+    kc = 256
+    panel = kc * -(-nr // CACHE_LINE_FLOATS)
+    assert strips * (kc // unroll) * lines >= panel
+    assert lines == 1 or strips * (kc // unroll) * (lines - 1) < panel
 
 
 @pytest.mark.parametrize("m, mc, no, rows, w, tasks", [
@@ -431,6 +447,30 @@ def test_packed_copies_in_one_huge_page_arena():
             assert " hg" in flags
             return
     raise AssertionError("the arena is in no mapping")
+
+
+@pytest.mark.parametrize("m, n, k", [(64, 512, 1376), (64, 1376, 512), (96, 600, 512)])
+def test_weight_row_pieces_split_rows_when_few_column_blocks(m, n, k):
+    """A weight packed once, N cut into row pieces (``split`` mode): with fewer pieces than
+    TASK_MULTIPLE (SwiGLU's down projection, 512 wide: 288 + 224 columns, a 6 : 5 share of the
+    panels at 2 threads) M is cut into row blocks too, the task count a multiple of it; with
+    enough pieces (its 1376-wide gate and up projections: 6) M stays one block. The split gives
+    the same floats at 1 and 2 threads."""
+    p, weights = matmul(m, n, k)
+    plan = choose_plan(_contraction(p), Capabilities.host())
+    assert plan.prepack_b and not plan.rows_mode
+    pieces, row_blocks = -(-n // plan.ncb), -(-m // plan.mc)
+    if pieces < TASK_MULTIPLE:
+        assert row_blocks > 1 and (pieces * row_blocks) % TASK_MULTIPLE == 0
+    else:
+        assert row_blocks == 1
+    one = llvm_compile(force_tensorize(p), threads=1, use_cache=False)
+    two = llvm_compile(force_tensorize(p), threads=2, use_cache=False)
+    feeds = _feeds(p, weights)
+    want, got1, got2 = interpret(p, feeds), one.run(feeds), two.run(feeds)
+    for name in want:
+        np.testing.assert_array_equal(got2[name], got1[name])
+        np.testing.assert_allclose(got1[name], want[name], rtol=1e-4, atol=1e-3)
 
 
 def test_tile_choice_by_padding():
