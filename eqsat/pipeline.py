@@ -856,25 +856,27 @@ COST_MODELS = ("roofline", "measured", "ast-size", "compiler")
 # schedule.DEFAULT_FAMILIES, spelled out so that importing this module does not load egglog (a
 # test keeps the two equal)
 DEFAULT_RULES = ("cleanup", "algebra", "fold", "merge", "layout")
-# families added for compiled targets: `linear` (convolutions as linear maps), whose rewrites
-# the compiler cost model prices as eqsat's code runs them. Measured (benchmarks/merge_bench.py
-# --rules linear, 1 thread, min of 20, interleaved, loadavg 5-7 on 2 cores: CPU-time ratio,
-# the A/A spread of two builds of one graph beside it): Inception 1.09x and 1.21x (A/A 1.02;
-# conv1x1-avgpool-commute: the pool branch averages its 32/64 output channels, not the 192/256
-# input channels), ResNeXt 1.005x and 1.14x (A/A 1.08 and 1.03; merge-conv-add: conv3 and the
-# projection shortcut as one conv); the five other examples compile the same graph. Not for
-# the ONNX target: there the roofline prices onnxruntime's kernels, where the family was not
-# measured to pay
+# families added for compiled targets under the compiler cost model: `linear` (convolutions as
+# linear maps), whose rewrites that model prices as eqsat's code runs them. Measured
+# (benchmarks/merge_bench.py --rules linear, 1 thread, min of 20, interleaved, loadavg 5-7 on
+# 2 cores; CPU-time ratio, the A/A spread of two builds of one graph beside it): Inception 1.09x
+# and 1.21x (A/A 1.02; conv1x1-avgpool-commute: the pool branch averages its 32/64 output
+# channels, not the 192/256 input channels), ResNeXt 1.005x and 1.14x (A/A 1.08 and 1.03;
+# merge-conv-add: conv3 and the projection shortcut as one conv); the five other examples
+# compile the same graph. Not with the roofline (onnxruntime's kernels), where the family was
+# not measured to pay
 COMPILED_RULES = ("linear",)
 
 
 def rule_families(options: Options) -> tuple[str, ...]:
     """The rule families the e-graph runs: ``options.rules``, else by target
-    (:data:`DEFAULT_RULES`, plus :data:`COMPILED_RULES` for compiled targets)."""
+    (:data:`DEFAULT_RULES`, plus :data:`COMPILED_RULES` where extraction prices eqsat's own code:
+    a compiled target with the compiler cost model; with the roofline, which prices
+    onnxruntime's kernels, the roofline took conv-concat-split on SqueezeNet, 13 convs to 15)."""
     if options.rules is not None:
         return tuple(options.rules)
-    extra = COMPILED_RULES if options.target in COMPILED_TARGETS else ()
-    return DEFAULT_RULES + extra
+    own = options.target in COMPILED_TARGETS and cost_model_for(options) == "compiler"
+    return DEFAULT_RULES + (COMPILED_RULES if own else ())
 
 
 def cost_model_for(options: Options) -> str:

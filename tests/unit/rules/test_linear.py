@@ -203,7 +203,7 @@ def test_every_linear_rule_has_a_witness():
     assert set(WITNESSES) == set(RULES) == set(AFTER)
 
 
-def test_the_family_is_opt_in_for_onnx_and_on_for_compiled_targets():
+def test_the_family_is_opt_in_but_on_where_extraction_prices_the_compiled_code():
     from eqsat import pipeline
 
     assert "linear" in schedule.FAMILIES and "linear" not in schedule.DEFAULT_FAMILIES
@@ -211,6 +211,8 @@ def test_the_family_is_opt_in_for_onnx_and_on_for_compiled_targets():
     assert pipeline.rule_families(pipeline.Options()) == schedule.DEFAULT_FAMILIES
     compiled = pipeline.rule_families(pipeline.Options(target="llvm"))
     assert compiled == (*schedule.DEFAULT_FAMILIES, "linear")
+    roofline = pipeline.Options(target="llvm", cost_model="roofline")  # onnxruntime's costs
+    assert pipeline.rule_families(roofline) == schedule.DEFAULT_FAMILIES
     chosen = ("cleanup", "fold")  # an explicit choice is kept, whatever the target
     assert pipeline.rule_families(pipeline.Options(target="llvm", rules=chosen)) == chosen
 
