@@ -859,10 +859,11 @@ DEFAULT_RULES = ("cleanup", "algebra", "fold", "merge", "layout")
 # families added for compiled targets under the compiler cost model: `linear` (convolutions as
 # linear maps), whose rewrites that model prices as eqsat's code runs them. Measured
 # (benchmarks/merge_bench.py --rules linear, 1 thread, min of 20, interleaved, loadavg 5-7 on
-# 2 cores; CPU-time ratio, the A/A spread of two builds of one graph beside it): Inception 1.09x
-# and 1.21x (A/A 1.02; conv1x1-avgpool-commute: the pool branch averages its 32/64 output
-# channels, not the 192/256 input channels), ResNeXt 1.005x and 1.14x (A/A 1.08 and 1.03;
-# merge-conv-add: conv3 and the projection shortcut as one conv); the five other examples
+# 2 cores; CPU-time ratio, the A/A spread of two builds of one graph beside it): Inception
+# 1.01x-1.21x in four runs, 1.08x at min of 40 (A/A 1.00; conv1x1-avgpool-commute: the pool
+# branch averages its 32/64 output channels, not the 192/256 input channels), ResNeXt
+# 1.005x-1.22x, 1.06x at min of 40 (A/A 1.10: within the noise; merge-conv-add: conv3 and
+# the projection shortcut as one conv); the five other examples
 # compile the same graph. Not with the roofline (onnxruntime's kernels), where the family was
 # not measured to pay
 COMPILED_RULES = ("linear",)
