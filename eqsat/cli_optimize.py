@@ -51,7 +51,7 @@ def add_tolerance(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub) -> None:
-    from eqsat.pipeline import COST_MODELS, Options, cost_model_for
+    from eqsat.pipeline import COST_MODELS, Options, cost_model_for, rule_families
 
     d = Options()
     opt = sub.add_parser("optimize", help="optimize a model (verified before it is written)")
@@ -70,7 +70,7 @@ def add_parsers(sub) -> None:
     )
     opt.add_argument(
         "--rules",
-        default=",".join(d.rules),
+        default=",".join(rule_families(d)),
         help=f"rule families, comma-separated, of: {FAMILIES}",
     )
     opt.add_argument(

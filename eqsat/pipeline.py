@@ -68,9 +68,9 @@ class Options:
     seeds: tuple[int, ...] = numeric.DEFAULT_SEEDS
     fold_constants: bool = True
     egraph: bool = True  # run the e-graph stages (encode, saturate, extract)
-    # rule families: schedule.DEFAULT_FAMILIES, spelled out so that importing this module does
-    # not load egglog (a test keeps the two equal)
-    rules: tuple[str, ...] = ("cleanup", "algebra", "fold", "merge", "layout")
+    # rule families; None: by target (rule_families): DEFAULT_RULES, and for compiled targets
+    # COMPILED_RULES too
+    rules: tuple[str, ...] | None = None
     disabled_rules: tuple[str, ...] = ()
     # the `generated` family's rules file (`eqsat rules discover -o FILE`, its proofs inside it)
     # instead of the packaged one (eqsat/rules/generated/rules.json, proved in the ledger)
@@ -853,6 +853,33 @@ def _from_cache(key: str, options: Options, output, progress: Progress | None, t
 COST_MODELS = ("roofline", "measured", "ast-size", "compiler")
 
 
+# schedule.DEFAULT_FAMILIES, spelled out so that importing this module does not load egglog (a
+# test keeps the two equal)
+DEFAULT_RULES = ("cleanup", "algebra", "fold", "merge", "layout")
+# families added for compiled targets under the compiler cost model: `linear` (convolutions as
+# linear maps), whose rewrites that model prices as eqsat's code runs them. Measured
+# (benchmarks/merge_bench.py --rules linear, 1 thread, min of 20, interleaved, loadavg 5-7 on
+# 2 cores; CPU-time ratio, the A/A spread of two builds of one graph beside it): Inception
+# 1.01x-1.21x in four runs, 1.08x at min of 40 (A/A 1.00; conv1x1-avgpool-commute: the pool
+# branch averages its 32/64 output channels, not the 192/256 input channels), ResNeXt
+# 1.005x-1.22x, 1.06x at min of 40 (A/A 1.10: within the noise; merge-conv-add: conv3 and
+# the projection shortcut as one conv); the five other examples
+# compile the same graph. Not with the roofline (onnxruntime's kernels), where the family was
+# not measured to pay
+COMPILED_RULES = ("linear",)
+
+
+def rule_families(options: Options) -> tuple[str, ...]:
+    """The rule families the e-graph runs: ``options.rules``, else by target
+    (:data:`DEFAULT_RULES`, plus :data:`COMPILED_RULES` where extraction prices eqsat's own code:
+    a compiled target with the compiler cost model; with the roofline, which prices
+    onnxruntime's kernels, the roofline took conv-concat-split on SqueezeNet, 13 convs to 15)."""
+    if options.rules is not None:
+        return tuple(options.rules)
+    own = options.target in COMPILED_TARGETS and cost_model_for(options) == "compiler"
+    return DEFAULT_RULES + (COMPILED_RULES if own else ())
+
+
 def cost_model_for(options: Options) -> str:
     """The cost model extraction uses: ``options.cost_model``, else by target: ``compiler``
     (:mod:`eqsat.extract.compiler_cost`) when the result is eqsat's compiled code, ``roofline``
@@ -971,7 +998,7 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
 
     with timer.phase("rules"):  # loading egglog and building the rulesets: a fixed cost
         try:
-            families = tuple(options.rules)
+            families = rule_families(options)
             if fusion_terms(options) and "fusion" not in families:
                 families += ("fusion",)
             elif "fusion" in families and not fusion_terms(options):

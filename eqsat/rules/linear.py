@@ -29,6 +29,17 @@ them at zero and the fold pass computes them once at export, like the folded wei
   kernel size: no padding, or ``count_include_pad = 1`` (with padding and the default
   ``count_include_pad = 0`` a border window divides by what it covers: not a convolution), and
   ``ceil_mode = 0``.
+- ``conv1x1-avgpool-commute`` (Inception's pool branch)::
+
+      conv(average_pool(x), w, b)  =  average_pool(conv(x, w, b))
+
+  for a 1x1 convolution (stride 1, no padding, any group): it mixes channels at one pixel, the
+  pooling averages pixels with weights that depend on the pixel only, so the two commute; the
+  bias commutes when every window's weights sum to 1 (``count_include_pad = 0``, or no
+  padding and ``ceil_mode = 0``), so with padding and ``count_include_pad = 1`` only a
+  bias-free conv does. Both ways round: pooling after the conv averages its output channels
+  instead of its input channels (Inception: 32 of 192, 64 of 256), pooling before a strided
+  pool's conv runs the conv on fewer pixels; extraction chooses.
 - ``conv-residual-identity`` (TASO's identity kernel)::
 
       x + conv(x, w, b)  =  conv(x, w + I, b)
@@ -109,6 +120,15 @@ def rules() -> list[PyRule]:
             avgpool_as_conv,
             "average pooling is a depthwise convolution by a constant 1/(kh*kw) kernel",
             makes=("conv",),
+        ),
+        r(
+            "conv1x1-avgpool-commute",
+            "conv(average_pool(x), w, b) <=> average_pool(conv(x, w, b)) for a 1x1 conv "
+            "if no bias or each window's weights sum to 1",
+            conv1x1_avgpool_commute,
+            "a 1x1 convolution (channels at one pixel) and an average pooling (pixels, one "
+            "channel) commute",
+            makes=("average_pool", "conv"),
         ),
         r(
             "conv-residual-identity",
@@ -374,6 +394,51 @@ def avgpool_as_conv(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
             ints_vec(kernel),
         )
         unions.append((root, conv))
+    return unions
+
+
+def _pointwise(conv: View) -> bool:
+    """A 1x1 convolution with stride 1 and no padding: a map of the channels at each pixel."""
+    a = attrs(conv)
+    return all(k == 1 for k in (*a["kernel_shape"], *a["strides"])) and not any(a["pads"])
+
+
+def _commutes_with_bias(pool: View) -> bool:
+    """Whether every window of the average pooling weights its pixels by a sum of 1, so that a
+    constant (the conv's bias) averages to itself."""
+    a = attrs(pool)
+    return not a["count_include_pad"] or (not any(a["pads"]) and not a["ceil_mode"])
+
+
+def conv1x1_avgpool_commute(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    def pool_term(pool: View, x: Tensor) -> Tensor:
+        args = (prim(a.kind, val) for a, val in zip(pool.spec.attrs, pool.values, strict=True))
+        return Tensor.average_pool(x, *args)
+
+    def fits(conv: View, pool: View, x: str) -> bool:
+        tx = s.tensor_type(x)
+        ok_bias = conv.inputs[2] is None or _commutes_with_bias(pool)
+        return _pointwise(conv) and ok_bias and tx is not None and tx.dtype in FLOATS
+
+    unions = []
+    classes = dict.fromkeys(k for k, _ in s.ops("Conv"))  # in order, each once
+    for c, conv in ((k, v) for k in classes for v in _convs(s, k)):  # conv(pool(x)) => ..
+        _, w, b = conv.inputs
+        for pool in _ops_in(s, conv.inputs[0], "AveragePool"):
+            (x,) = pool.inputs
+            terms = _terms(s, c, x, w, b)
+            if terms is None or not fits(conv, pool, x):
+                continue
+            root, xt, wt, bt = terms
+            unions.append((root, pool_term(pool, conv_term(conv, xt, wt, bt))))
+    for c, pool in s.ops("AveragePool"):  # pool(conv(x)) => conv(pool(x))
+        for conv in _convs(s, pool.inputs[0]):
+            x, w, b = conv.inputs
+            terms = _terms(s, c, x, w, b)
+            if terms is None or not fits(conv, pool, x):
+                continue
+            root, xt, wt, bt = terms
+            unions.append((root, conv_term(conv, pool_term(pool, xt), wt, bt)))
     return unions
 
 

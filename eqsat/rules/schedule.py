@@ -52,7 +52,9 @@ FAMILIES = {
     "fold": fold.rules,
     "merge": merge.rules,
     "merge-conv": merge.conv_rules,  # opt-in: measured slower in onnxruntime on CPU
-    "linear": linear.rules,  # opt-in: convolutions and matmuls as linear maps (issue 19)
+    # convolutions and matmuls as linear maps (issue 19): opt-in for optimize, on for compiled
+    # targets (pipeline.COMPILED_RULES)
+    "linear": linear.rules,
     "layout": layout.rules,
     # opt-in: the rules `eqsat rules discover` wrote to eqsat/rules/generated/rules.json, each
     # guarded by the shapes it was proved for (so they need the shape analysis, on by default),

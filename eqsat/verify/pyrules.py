@@ -222,6 +222,29 @@ WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
         ],
         [1, 2, d + 1, d + 2],
     ),
+    # Inception's pool branch (pool, then a 1x1 conv with bias; count_include_pad=0, padded),
+    # the same bias-free with count_include_pad=1, and the other way round (a conv, then a
+    # strided pooling: DenseNet's transition)
+    "conv1x1-avgpool-commute": lambda d: _unary_wrap(
+        [
+            _n(
+                "AveragePool",
+                ["sx"],
+                ["p"],
+                kernel_shape=[2, 2],
+                pads=[1, 0, 0, 1],
+                count_include_pad=int(d == 2),
+            ),
+            _n("Conv", ["p", "w", "b"] if d != 2 else ["p", "w"], ["y"]),
+        ]
+        if d != 3
+        else [
+            _n("Conv", ["sx", "w", "b"], ["c"]),
+            _n("AveragePool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 1]),
+        ],
+        [1, 2, d + 1, d + 1],
+        [_w("w", [3, 2, 1, 1]), _w("b", [3])],
+    ),
     "conv-residual-identity": lambda d: _unary_wrap(
         [
             _n("Conv", ["sx", "w", "b"] if d != 2 else ["sx", "w"], ["c"], pads=[1, 0, 1, 1]),

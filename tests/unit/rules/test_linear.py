@@ -154,12 +154,31 @@ def witness_conv_add_shared_input():
     return model(nodes, [vi("x", [1, 4, 5, 5])], [vi("y", None)], inits)
 
 
+def witness_pool_conv(pads=(1, 1, 1, 1), include=0, bias=True, kernel=1, after=False):
+    """Inception's pool branch: a padded 3x3 average pooling (count_include_pad=0), then a 1x1
+    conv with bias; ``after``: the other way round (a 1x1 conv, then a 2x2/2 pooling)."""
+    pool = dict(kernel_shape=[3, 3], pads=list(pads), count_include_pad=include)
+    if after:
+        pool = dict(kernel_shape=[2, 2], strides=[2, 2], count_include_pad=include)
+    cpads, b = [kernel // 2] * 4, "b" if bias else ""
+    nodes = [helper.make_node("Relu", ["x"], ["r"])]
+    if after:
+        nodes += [_conv("r", "w", b, "c", pads=cpads),
+                  helper.make_node("AveragePool", ["c"], ["y"], **pool)]
+    else:
+        nodes += [helper.make_node("AveragePool", ["r"], ["p"], **pool),
+                  _conv("p", "w", b, "y", pads=cpads)]
+    inits = [init("w", _f(2, 3, kernel, kernel)), init("b", _f(2))]
+    return model(nodes, [vi("x", [1, 3, 6, 6])], [vi("y", None)], inits)
+
+
 WITNESSES = {
     "conv-add-shared-input": witness_conv_add_shared_input,
     "merge-grouped-conv-shared-input": witness_grouped_convs,
     "merge-conv-add": witness_merge_conv_add,
     "conv-concat-split": witness_conv_concat_split,
     "avgpool-as-conv": witness_avgpool,
+    "conv1x1-avgpool-commute": witness_pool_conv,
     "conv-residual-identity": witness_conv_residual,
     "matmul-residual-identity": witness_matmul_residual,
     "matmul-identity-elim": witness_matmul_identity,
@@ -172,6 +191,7 @@ AFTER = {
     "merge-conv-add": ["Concat", "Conv", "Relu"],
     "conv-concat-split": ["Add", "Conv", "Conv", "Relu", "Sigmoid"],
     "avgpool-as-conv": ["Conv", "Relu"],
+    "conv1x1-avgpool-commute": ["AveragePool", "Conv", "Relu"],  # in the other order
     "conv-residual-identity": ["Conv", "Relu"],
     "matmul-residual-identity": ["MatMul", "Relu"],
     "matmul-identity-elim": ["Relu", "Tanh"],
@@ -183,8 +203,33 @@ def test_every_linear_rule_has_a_witness():
     assert set(WITNESSES) == set(RULES) == set(AFTER)
 
 
-def test_the_family_is_opt_in():
+def test_the_family_is_opt_in_but_on_where_extraction_prices_the_compiled_code():
+    from eqsat import pipeline
+
     assert "linear" in schedule.FAMILIES and "linear" not in schedule.DEFAULT_FAMILIES
+    assert pipeline.DEFAULT_RULES == schedule.DEFAULT_FAMILIES  # spelled out there: no egglog
+    assert pipeline.rule_families(pipeline.Options()) == schedule.DEFAULT_FAMILIES
+    compiled = pipeline.rule_families(pipeline.Options(target="llvm"))
+    assert compiled == (*schedule.DEFAULT_FAMILIES, "linear")
+    roofline = pipeline.Options(target="llvm", cost_model="roofline")  # onnxruntime's costs
+    assert pipeline.rule_families(roofline) == schedule.DEFAULT_FAMILIES
+    chosen = ("cleanup", "fold")  # an explicit choice is kept, whatever the target
+    assert pipeline.rule_families(pipeline.Options(target="llvm", rules=chosen)) == chosen
+
+
+def test_compile_moves_inceptions_pool_after_its_1x1_conv():
+    """Under the compiler cost model extraction takes conv1x1-avgpool-commute on the small
+    Inception: the pool then averages the branch's output channels (2), not the module's input
+    channels (8); the model is checked against the original (the gate)."""
+    from eqsat import pipeline
+    from eqsat.examples import build_example
+
+    m = build_example("inception", "small")
+    res = pipeline.compile(m, pipeline.Options(target="llvm", threads=1, cache=False))
+    assert res.egraph["rewrites_fired"].get("conv1x1-avgpool-commute", 0) >= 1
+    (pool,) = [n for n in res.graph.nodes if n.op == "AveragePool"]
+    assert res.graph.types[pool.inputs[0]].shape[1] == 2  # the pool branch's conv output
+    assert res.verdict is not None and res.verdict.ok
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -199,6 +244,30 @@ def test_avgpool_with_count_include_pad_0_and_padding_is_not_a_conv():
     assert n == 0 and "AveragePool" in ops
     n, ops, _ = _run(witness_avgpool(pads=(0, 0, 0, 0), include=0), "avgpool-as-conv")
     assert n == 1 and ops == ["Conv", "Relu"]  # no padding: every window divides by 9
+
+
+def _order(m: onnx.ModelProto) -> list[str]:
+    return [n.op_type for n in m.graph.node]
+
+
+@pytest.mark.parametrize(
+    "kw, commutes",
+    [
+        ({}, True),  # count_include_pad=0: each window's weights sum to 1, the bias commutes
+        ({"include": 1}, False),  # padded, count_include_pad=1: a border window averages 0s
+        ({"include": 1, "bias": False}, True),  # ... which a bias-free conv maps to 0
+        ({"include": 1, "pads": (0, 0, 0, 0)}, True),  # no padding: full windows
+        ({"kernel": 3}, False),  # a 3x3 conv mixes pixels: it does not commute
+        ({"after": True}, True),  # conv then a strided pool: the pool moves before the conv
+        ({"after": True, "kernel": 3}, False),
+    ],
+)
+def test_a_1x1_conv_and_an_average_pooling_commute_only_where_they_may(kw, commutes):
+    m = witness_pool_conv(**kw)
+    n, ops, out = _run(m, "conv1x1-avgpool-commute")
+    assert (n >= 1) == commutes
+    assert sorted(_order(m)) == ops
+    assert (_order(out) != _order(m)) == commutes  # the two ops swapped places
 
 
 def test_residual_identity_kernels_follow_asymmetric_padding_and_skip_dilation():
