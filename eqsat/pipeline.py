@@ -1095,8 +1095,9 @@ def _egraph_work(graph: TensorGraph, options: Options, picked: tuple, timer: _Ti
         ex = extract(
             sat, cost_model, extractor=options.extractor, time_limit=options.extract_time_limit
         )
-        # with fusion terms the input graph records no kernels: priced with nothing fused
-        before = extract_cost(graph, cost_model)
+        # with fusion terms the input graph records no kernels: none fused, its element-wise
+        # values inlined or stored as lowering would (extraction.unstored_nodes)
+        before = extract_cost(graph, cost_model, fusion_terms(options))
     rewrites, analysis = rules_fired(sat.matches, rules)
     stats = {
         "rules": len(rules),
@@ -1134,12 +1135,13 @@ def _proved(rules: list, options: Options) -> tuple[list, list[str]]:
     return kept, [r.name for r in rules if not holds(r, ledger)]
 
 
-def extract_cost(graph: TensorGraph, cost_model) -> float:
+def extract_cost(graph: TensorGraph, cost_model, fusion_terms: bool | None = None) -> float:
     """The cost of a graph as it stands, priced as extraction prices it
-    (:func:`eqsat.extract.extraction.graph_cost`)."""
+    (:func:`eqsat.extract.extraction.graph_cost`; ``fusion_terms``: as in an e-graph that
+    holds them, the graph's own kernels not recorded)."""
     from eqsat.extract.extraction import graph_cost
 
-    return graph_cost(graph, cost_model)
+    return graph_cost(graph, cost_model, fusion_terms)
 
 
 def summarize(source: onnx.ModelProto, graph: TensorGraph | None) -> dict:

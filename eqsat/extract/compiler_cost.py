@@ -19,11 +19,13 @@ through the predicate fusion uses (:attr:`Kind.starts_kernel`), not a second lis
   sees one node, not its uses (a known limit, shared with TVM's per-op cost models);
 - with ``fusion_terms`` (the e-graph holds :mod:`eqsat.rules.fusion`'s terms, so the model
   no longer has to guess): an element-wise op in a kernel's epilogue pays its arithmetic
-  (:meth:`CompilerCostModel.epilogue_cost`, asked by extraction for e-nodes over a lane), and
-  one outside any epilogue is a kernel of its own, a memory pass (overhead, bytes at the
-  bandwidth). Lowering still inlines an element-wise chain that has no root into its consumer,
-  so a chain of k such ops is priced as k passes where it runs as one or none (a chain term,
-  ``kernel(e)`` over loads, is the next increment);
+  (:meth:`CompilerCostModel.epilogue_cost`, asked by extraction for e-nodes over a lane), one
+  outside any epilogue that lowering inlines into its readers pays its arithmetic too
+  (:meth:`CompilerCostModel.inlined_cost`), and one that lowering must store whatever the plan
+  (a graph output, or read only by MatMuls and Convs: :func:`eqsat.extract.extraction.
+  must_store`) is a kernel of its own, a memory pass (overhead, bytes at the bandwidth). A
+  value read at two sites is stored too, which depends on the plan: priced inlined, it is
+  underpriced (extraction's tie-break then prefers the fused kernel);
 - a **view** (INJECTIVE: Transpose, Reshape, Slice, Concat, ...) is index arithmetic: free.
 
 The constants are measured by :func:`calibrate` through the compile path itself (a few GEMM
@@ -108,9 +110,18 @@ class CompilerCostModel(CostModelBase):
         # where extraction chooses its epilogue term (epilogue_cost), else it is a pass of its own
         self.fusion_terms = fusion_terms
 
+    def arithmetic(self, op, attrs, ins, outs) -> float:
+        """An element-wise op's arithmetic at the inlined rate: no kernel, no memory traffic."""
+        return op_flops(op, attrs, ins, outs) / (self.c.elementwise_gflops * 1e3)
+
     def epilogue_cost(self, op, attrs, ins, outs) -> float:
         """An element-wise e-node in a kernel's epilogue (over a lane): its arithmetic only."""
-        return op_flops(op, attrs, ins, outs) / (self.c.elementwise_gflops * 1e3)
+        return self.arithmetic(op, attrs, ins, outs)
+
+    def inlined_cost(self, op, attrs, ins, outs) -> float:
+        """An element-wise e-node lowering inlines into its readers: its arithmetic only, as in
+        an epilogue (the value is computed where it is read, never stored)."""
+        return self.arithmetic(op, attrs, ins, outs)
 
     def node_cost(
         self,
@@ -123,9 +134,9 @@ class CompilerCostModel(CostModelBase):
         kind = record.kind if record is not None else Kind.COMPLEX  # opaque: a kernel of its own
         if kind is Kind.INJECTIVE or kind is Kind.SOURCE:
             return 0.0  # index arithmetic in its consumer
-        flops = op_flops(op, attrs, ins, outs)
         if not kind.starts_kernel and not self.fusion_terms:  # element-wise: fused, arithmetic
-            return flops / (self.c.elementwise_gflops * 1e3)
+            return self.arithmetic(op, attrs, ins, outs)
+        flops = op_flops(op, attrs, ins, outs)
         category = record.category if record is not None else ""
         rate = (
             self.c.gflops(category, flops)
