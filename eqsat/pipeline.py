@@ -884,12 +884,70 @@ def _compiler_constants():
     return CompilerConstants.load(caps_key=Capabilities.host().key())
 
 
-def _compiler_cost_model(fusion: bool = False):
+def _compiler_cost_model(fusion: bool = False, options: Options | None = None):
     """The compiler cost model with :func:`_compiler_constants`; ``fusion``: it prices the
-    fusion terms (an element-wise op outside one is a memory pass)."""
+    fusion terms (an element-wise op outside one is a memory pass); ``options``: the tuning
+    log the compile reads prices the kernels it has (:func:`tuned_lookup`)."""
     from eqsat.extract.compiler_cost import CompilerCostModel
 
-    return CompilerCostModel(_compiler_constants(), fusion_terms=fusion)
+    log = _tuning(options) if options is not None else None
+    tuned = tuned_lookup(log, options.threads) if log is not None else None
+    return CompilerCostModel(_compiler_constants(), fusion_terms=fusion, tuned=tuned)
+
+
+def tuned_lookup(log, threads: int | None):
+    """The compiler cost model's ``tuned`` (:data:`eqsat.extract.compiler_cost.TunedLookup`):
+    the microseconds of the best schedule ``log`` (a :class:`~eqsat.autoschedule.log.TuningLog`)
+    holds on this machine at ``threads`` (None: every core) for the kernel lowering makes of a
+    node alone, a one-node graph whose constant inputs are weights (packed once, as in the
+    model); None where the log has none, or the node does not lower alone (symbolic dims, an
+    op without a compute definition). Cached per node configuration (one lowering each) and
+    per kernel signature (one look in the log each); None when the log is empty."""
+    import numpy as np
+
+    from eqsat.autoschedule.signature import kernel_signature, machine_key
+    from eqsat.backends.llvm.capabilities import Capabilities
+    from eqsat.egraph.ir import Node, make_attrs
+    from eqsat.lower.lower import lower
+
+    if not log.records:
+        return None
+    machine = machine_key(threads or Capabilities.host().cores)
+    by_sig: dict[str, float | None] = {}
+    by_node: dict[tuple, float | None] = {}
+
+    def logged(sig: str) -> float | None:
+        if sig not in by_sig:
+            best = log.best(sig, machine)
+            by_sig[sig] = best.seconds * 1e6 if best is not None else None
+        return by_sig[sig]
+
+    def lookup(op, attrs, ins, outs, weight) -> float | None:
+        key = (op, tuple(sorted(attrs.items(), key=lambda a: a[0])), tuple(ins), tuple(outs),
+               tuple(weight))  # fmt: skip
+        if key in by_node:
+            return by_node[key]
+        by_node[key] = None
+        typed = [t for t in (*ins, *outs) if t is not None]
+        if not outs or any(not isinstance(d, int) for t in typed for d in t.shape):
+            return None
+        names = [f"arg{p}" if t is not None else "" for p, t in enumerate(ins)]  # no loop var name
+        types = {n: t for n, t in zip(names, ins, strict=True) if n}
+        types.update({f"res{p}": t for p, t in enumerate(outs)})
+        weights = {n: np.zeros(t.shape, t.dtype) for n, t, w in zip(names, ins, weight,
+                   strict=True) if n and w}  # fmt: skip
+        node = Node(op, tuple(names), tuple(f"res{p}" for p in range(len(outs))), make_attrs(attrs))
+        graph = TensorGraph(tuple(n for n in names if n and n not in weights),
+                            (node.outputs[0],), (node,), types, weights)  # fmt: skip
+        try:
+            kernels = lower(graph, "tuned").program.kernels
+        except ValueError:  # LoweringError, Unsupported: it does not lower alone, the model prices
+            return None
+        if kernels:
+            by_node[key] = logged(kernel_signature(kernels[0]))
+        return by_node[key]
+
+    return lookup
 
 
 def calibrate_compiler(save_to: str | os.PathLike | None = None, reps: int = 15):
@@ -927,7 +985,12 @@ def calibrate_compiler(save_to: str | os.PathLike | None = None, reps: int = 15)
     return calibrate(time_graph, machine, Path(save_to) if save_to else cache_file(caps.key()))
 
 
-def _cost_model(name: str, calibration: str | None = None, fusion: bool = False):
+def _cost_model(
+    name: str,
+    calibration: str | None = None,
+    fusion: bool = False,
+    options: Options | None = None,
+):
     from eqsat.extract.cost import AstSize
     from eqsat.extract.measured import MeasuredCostModel
     from eqsat.extract.roofline import RooflineConstants, RooflineCostModel
@@ -938,7 +1001,7 @@ def _cost_model(name: str, calibration: str | None = None, fusion: bool = False)
     if name not in models:
         raise InputError(f"unknown cost model {name!r}; known: {', '.join(models)}")
     if name == "compiler":
-        return _compiler_cost_model(fusion)
+        return _compiler_cost_model(fusion, options)
     if calibration is None or name == "ast-size":
         return models[name]()
     try:
@@ -1072,7 +1135,7 @@ def _egraph_work(graph: TensorGraph, options: Options, picked: tuple, timer: _Ti
     rules, unproved, shape_rules = picked
     with timer.phase("rules"):
         cost_model = _cost_model(
-            cost_model_for(options), options.calibration, fusion_terms(options)
+            cost_model_for(options), options.calibration, fusion_terms(options), options
         )
     with timer.phase("encode"):
         enc = encode(graph)
