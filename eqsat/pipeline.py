@@ -84,7 +84,9 @@ class Options:
     # the roofline constants (`eqsat calibrate -o FILE`) instead of this machine's calibration in
     # the user's cache folder, else the packaged default
     calibration: str | None = None
-    extractor: str = "auto"  # auto | greedy | local | ilp (see eqsat.extract.extraction)
+    # auto | greedy | local | ilp (see eqsat.extract.extraction); None: by cost model
+    # (extractor_for): local under the compiler's, auto (the ILP after the search) otherwise
+    extractor: str | None = None
     extract_time_limit: float = 10.0  # seconds for the local search and the ILP
     # run the egglog shape analysis alongside the rules and refuse the e-graph (fall back to the
     # folded graph, with the conflict in the statistics) if a rewrite merged two shapes
@@ -115,11 +117,9 @@ class Options:
     tuning_log: str | None = None
     tuned: bool = True  # False: the default schedules whatever the log holds
     # fusion decisions as e-graph terms (eqsat.rules.fusion), so that extraction picks algebra,
-    # merges and fusion jointly and lowering follows it; compiled targets with the compiler cost
-    # model only (an ONNX model holds no kernels). Off by default: on a quiet machine it ran
-    # 0.95x-1.13x of fusion left to lowering (1 thread), but NAS-RNN's e-graph doubles and under
-    # load its ILP fell back to greedy (40 MatMuls instead of 6, 0.57x); see docs/cost-models.md
-    fusion_terms: bool = False
+    # merges and fusion jointly and lowering follows it; None: by target (fusion_terms): on for
+    # the compiled targets under the compiler cost model (an ONNX model holds no kernels)
+    fusion_terms: bool | None = None
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
@@ -862,10 +862,39 @@ def cost_model_for(options: Options) -> str:
     return "compiler" if options.target in COMPILED_TARGETS else "roofline"
 
 
+def extractor_for(options: Options) -> str:
+    """The extractor (:func:`eqsat.extract.extraction.extract`): ``options.extractor``, else
+    ``local`` under the compiler cost model and ``auto`` (the local search, then the ILP's
+    solver where shrinking does not prove the plan optimal) under the others.
+
+    Why the solver only there: under the compiler's costs a view (Split, Slice) is free, and
+    the search's moves reach the plans the solver finds: measured on the 7 examples with and
+    without fusion terms (compile, load 4-7 on 2 cores), the solver improved none of the 14
+    plans (NAS-RNN with fusion terms: 2014.9056 against 2014.9081, the tie-break's noise, after
+    its 10 s limit), and it costs the scipy import (1.5-4.5 s of wall per compile on this host)
+    and up to the time limit. Under onnxruntime's costs the Split is a kernel and NAS-RNN's
+    search stays at greedy's plan (2402.3) where the solver finds 1482.6 (its merged
+    MatMuls)."""
+    if options.extractor is not None:
+        return options.extractor
+    return "local" if cost_model_for(options) == "compiler" else "auto"
+
+
 def fusion_terms(options: Options) -> bool:
-    """Whether the e-graph holds fusion terms (``options.fusion_terms``); InputError where
-    they cannot mean anything."""
+    """Whether the e-graph holds fusion terms: ``options.fusion_terms``, else wherever they can
+    mean something (a compiled target and the compiler cost model); InputError where asked
+    for and they cannot.
+
+    Why on by default: with them every example's plan has no more kernels than without
+    (BERT 24 -> 22: its Q/K/V merge, which cuts each bias Add off its GEMM, is declined; the
+    other six the same kernels), and their latency is the same within the noise (1 thread,
+    200 alternated calls, load ~7: BERT 1.011x min, 1.002x median, 0.998x CPU; NAS-RNN 0.98x);
+    the cost extraction reports is then the extracted graph's (without them the model prices
+    every element-wise op as fused, even where lowering stores it). What they cost: NAS-RNN's
+    e-graph doubles (932 to 2047 e-nodes), its extraction 0.4 -> 1.3 s."""
     on = options.fusion_terms
+    if on is None:
+        return options.target in COMPILED_TARGETS and cost_model_for(options) == "compiler"
     if on and (options.target not in COMPILED_TARGETS or cost_model_for(options) != "compiler"):
         raise InputError(
             "fusion terms need a compiled target and the compiler cost model (an ONNX model "
@@ -1042,7 +1071,7 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
             chosen = schedule.select(families, options.disabled_rules, options.rules_file)
         except ValueError as e:
             raise InputError(str(e)) from e
-        if options.extractor not in EXTRACTORS:
+        if extractor_for(options) not in EXTRACTORS:
             known = ", ".join(EXTRACTORS)
             raise InputError(f"unknown extractor {options.extractor!r}; known: {known}")
         # reads its constants: a missing file fails here, in one line
@@ -1156,7 +1185,7 @@ def _egraph_work(graph: TensorGraph, options: Options, picked: tuple, timer: _Ti
             shapes.check_shapes(enc.egraph)  # ShapeConflict: a rule is unsound
     with timer.phase("extract"):
         ex = extract(
-            sat, cost_model, extractor=options.extractor, time_limit=options.extract_time_limit
+            sat, cost_model, extractor=extractor_for(options), time_limit=options.extract_time_limit
         )
         # with fusion terms the input graph records no kernels: none fused, its element-wise
         # values inlined or stored as lowering would (extraction.unstored_nodes)

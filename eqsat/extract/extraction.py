@@ -86,13 +86,9 @@ FUSED_AFTER_CONV = ("Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "HardSigmoid
 # ``auto``: the local search, then the ILP from its plan up to this many reachable e-nodes. The
 # ILP first tries to prove the plan optimal without its solver (ilp.certify: shrinking with the
 # plan's cost as the bound leaves one node per class), which saves the scipy import (1.5-4.5 s of
-# wall per compile on this loaded host) where it succeeds; else the solver runs. It cannot be
-# left out: measured (load 4-7, 2 cores), the solver proved the search's plan optimal on 19 of
-# the 21 e-graphs of the 7 examples (compile with and without fusion terms, optimize), hit its
-# 10 s limit on NAS-RNN with fusion terms (no cheaper plan), but under onnxruntime's costs
-# (optimize) NAS-RNN's search stays at greedy's plan (2402.3: a merge pays only with the Split
-# kernels gone, a move it does not make) and the solver finds 1482.6 (compiled, that plan ran
-# 2.34 ms against 3.41 without the e-graph: compile_bench --ablation, 1 thread).
+# wall per compile on this loaded host) where it succeeds; else the solver runs. Where the search
+# alone is enough (the compiler's costs) and where it is not (onnxruntime's, NAS-RNN): measured
+# in eqsat.pipeline.extractor_for, which picks ``local`` or ``auto``.
 AUTO_ILP_MAX_ENODES = 50_000
 
 
@@ -365,9 +361,8 @@ def graph_cost(
     kernels extraction chose, the epilogues by ``epilogue_cost`` and the element-wise values
     lowering inlines by ``inlined_cost``, :func:`unstored_nodes`), so that extracting an
     unchanged graph gives it the same cost, and an extracted graph the cost extraction reported
-    (the e-graph's readers
-    of a value are a superset of the graph's: where the plan alone reads it so that it must
-    be stored, extraction priced it inlined, and this prices it higher)."""
+    (the e-graph's readers of a value are a superset of the graph's: where the plan alone reads
+    it so that it must be stored, extraction priced it inlined, and this prices it higher)."""
     constant = set(graph.weights)
     convs: set[str] = set()
     # the epilogues extraction chose (GraphMeta.fusion): priced as it priced their e-nodes

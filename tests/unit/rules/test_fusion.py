@@ -143,7 +143,10 @@ def test_a_root_read_outside_its_epilogue_is_two_kernels_or_none_fused():
 
 def test_the_onnx_path_never_sees_fusion_terms():
     assert not pipeline.fusion_terms(pipeline.Options())
-    assert not pipeline.fusion_terms(pipeline.Options(target="llvm"))  # opt-in
+    assert pipeline.fusion_terms(pipeline.Options(target="llvm"))  # on by default
+    assert not pipeline.fusion_terms(pipeline.Options(target="llvm", fusion_terms=False))
+    # by target: not for another cost model, whose kernels are onnxruntime's
+    assert not pipeline.fusion_terms(pipeline.Options(target="llvm", cost_model="roofline"))
     assert pipeline.fusion_terms(pipeline.Options(target="llvm", fusion_terms=True))
     roofline = pipeline.Options(target="llvm", cost_model="roofline", fusion_terms=True)
     for wrong in (pipeline.Options(fusion_terms=True), roofline):
@@ -172,7 +175,7 @@ def test_compile_extracts_with_fusion_terms_and_the_result_matches_onnxruntime()
     )
 
 
-def test_the_compile_command_takes_fusion_terms_on_request(tmp_path, capsys):
+def test_the_compile_command_has_fusion_terms_on_unless_asked_not_to(tmp_path, capsys):
     import json
 
     from eqsat import cli
@@ -180,11 +183,15 @@ def test_the_compile_command_takes_fusion_terms_on_request(tmp_path, capsys):
     src = tmp_path / "m.onnx"
     src.write_bytes(_conv_add_relu().SerializeToString())
     seen = {}
-    for flag in ([], ["--fusion-terms"]):
+    for flag in ([], ["--fusion-terms"], ["--no-fusion-terms"]):
         assert cli.main(["compile", str(src), "--no-cache", "--json", *flag]) == 0
         out = json.loads(capsys.readouterr().out)
         seen[tuple(flag)] = (out["egraph"]["fusion_terms"], out["verification"]["ok"])
-    assert seen == {(): (False, True), ("--fusion-terms",): (True, True)}
+    assert seen == {
+        (): (True, True),
+        ("--fusion-terms",): (True, True),
+        ("--no-fusion-terms",): (False, True),
+    }
 
 
 def _mlp_chain():
