@@ -249,3 +249,16 @@ def test_compile_extraction_reads_the_tuning_log(tmp_path):
         assert res.verdict.ok
         ops[log] = res.graph.op_histogram()["MatMul"]
     assert ops == {None: 1, str(tmp_path / "tuning.jsonl"): 2}
+
+
+def test_the_extractor_is_local_under_the_compiler_model_and_auto_otherwise():
+    """The ILP's solver after the search only where the search misses plans (onnxruntime's
+    costs, a Split a kernel of its own); the choice made is reported and an explicit one holds."""
+    assert pipeline.extractor_for(pipeline.Options(target="llvm")) == "local"
+    assert pipeline.extractor_for(pipeline.Options()) == "auto"
+    assert pipeline.extractor_for(pipeline.Options(target="llvm", cost_model="roofline")) == "auto"
+    assert pipeline.extractor_for(pipeline.Options(target="llvm", extractor="ilp")) == "ilp"
+    opts = pipeline.Options(target="llvm", cache=False, isolate=False, verify=False)
+    res = pipeline.compile(_two_heads(1, 64, 64), opts)
+    ex = res.egraph["extraction"]
+    assert ex["extractor"] in ("greedy", "local") and "ilp" not in ex
