@@ -23,7 +23,8 @@ the other two.
 ``--ablation`` compiles each model four ways (:data:`ABLATION`: no e-graph; the e-graph
 extracted with onnxruntime's costs, ``roofline``; with the compiler's, ``compiler``, fusion
 left to lowering; with the compiler's and the fusion terms of :mod:`eqsat.rules.fusion` in the
-e-graph, so that extraction chooses the kernels and lowering follows: ``--fusion-terms``),
+e-graph, so that extraction chooses the kernels and lowering follows: ``eqsat compile``'s
+default),
 prints their latency (min of ``--reps``, interleaved) beside onnxruntime's
 and the ratios no e-graph / compiler costs and compiler costs / fusion terms (> 1: the fusion
 terms are faster), then per model the modelled costs, the rewrites that fired and how the
@@ -196,7 +197,8 @@ def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: boo
 
 
 # --ablation's columns: (label, Options fields); the fourth is issue 19 item 2's fusion terms
-# (eqsat.rules.fusion; layout terms are not built yet): `eqsat compile --fusion-terms`
+# (eqsat.rules.fusion; layout terms are not built yet): `eqsat compile`'s default, the third
+# column is `eqsat compile --no-fusion-terms`
 ABLATION = (
     ("no e-graph", {"egraph": False}),
     ("ort costs", {"egraph": True, "cost_model": "roofline"}),

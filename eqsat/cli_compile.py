@@ -3,6 +3,7 @@ timed (see :mod:`eqsat.cli` for the exit codes)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -58,10 +59,11 @@ def add_parsers(sub) -> None:
     )
     comp.add_argument(
         "--fusion-terms",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="put the kernels lowering can fuse into the e-graph, so that extraction chooses "
-        "them with the algebra and merges and lowering follows (compiler cost model only; "
-        "default: fusion left to lowering)",
+        "them with the algebra and merges and lowering follows (default: on under the "
+        "compiler cost model; --no-fusion-terms leaves fusion to lowering)",
     )
     comp.add_argument(
         "--shape",

@@ -114,7 +114,8 @@ def add_parsers(sub) -> None:
         default=d.extractor,
         choices=["auto", "greedy", "local", "ilp"],
         help="greedy DAG, local (greedy then a local search), ILP (from greedy, never worse), or "
-        "auto (the local search, then the ILP from its plan unless the e-graph is huge)",
+        "auto (the local search, then the ILP from its plan unless the e-graph is huge; the "
+        "default, local under --cost-model compiler)",
     )
     opt.add_argument(
         "--extract-time-limit",

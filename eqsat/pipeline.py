@@ -84,7 +84,9 @@ class Options:
     # the roofline constants (`eqsat calibrate -o FILE`) instead of this machine's calibration in
     # the user's cache folder, else the packaged default
     calibration: str | None = None
-    extractor: str = "auto"  # auto | greedy | local | ilp (see eqsat.extract.extraction)
+    # auto | greedy | local | ilp (see eqsat.extract.extraction); None: by cost model
+    # (extractor_for): local under the compiler's, auto (the ILP after the search) otherwise
+    extractor: str | None = None
     extract_time_limit: float = 10.0  # seconds for the local search and the ILP
     # run the egglog shape analysis alongside the rules and refuse the e-graph (fall back to the
     # folded graph, with the conflict in the statistics) if a rewrite merged two shapes
@@ -115,11 +117,9 @@ class Options:
     tuning_log: str | None = None
     tuned: bool = True  # False: the default schedules whatever the log holds
     # fusion decisions as e-graph terms (eqsat.rules.fusion), so that extraction picks algebra,
-    # merges and fusion jointly and lowering follows it; compiled targets with the compiler cost
-    # model only (an ONNX model holds no kernels). Off by default: on a quiet machine it ran
-    # 0.95x-1.13x of fusion left to lowering (1 thread), but NAS-RNN's e-graph doubles and under
-    # load its ILP fell back to greedy (40 MatMuls instead of 6, 0.57x); see docs/cost-models.md
-    fusion_terms: bool = False
+    # merges and fusion jointly and lowering follows it; None: by target (fusion_terms): on for
+    # the compiled targets under the compiler cost model (an ONNX model holds no kernels)
+    fusion_terms: bool | None = None
 
 
 def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
@@ -889,10 +889,39 @@ def cost_model_for(options: Options) -> str:
     return "compiler" if options.target in COMPILED_TARGETS else "roofline"
 
 
+def extractor_for(options: Options) -> str:
+    """The extractor (:func:`eqsat.extract.extraction.extract`): ``options.extractor``, else
+    ``local`` under the compiler cost model and ``auto`` (the local search, then the ILP's
+    solver where shrinking does not prove the plan optimal) under the others.
+
+    Why the solver only there: under the compiler's costs a view (Split, Slice) is free, and
+    the search's moves reach the plans the solver finds: measured on the 7 examples with and
+    without fusion terms (compile, load 4-7 on 2 cores), the solver improved none of the 14
+    plans (NAS-RNN with fusion terms: 2014.9056 against 2014.9081, the tie-break's noise, after
+    its 10 s limit), and it costs the scipy import (1.5-4.5 s of wall per compile on this host)
+    and up to the time limit. Under onnxruntime's costs the Split is a kernel and NAS-RNN's
+    search stays at greedy's plan (2402.3) where the solver finds 1482.6 (its merged
+    MatMuls)."""
+    if options.extractor is not None:
+        return options.extractor
+    return "local" if cost_model_for(options) == "compiler" else "auto"
+
+
 def fusion_terms(options: Options) -> bool:
-    """Whether the e-graph holds fusion terms (``options.fusion_terms``); InputError where
-    they cannot mean anything."""
+    """Whether the e-graph holds fusion terms: ``options.fusion_terms``, else wherever they can
+    mean something (a compiled target and the compiler cost model); InputError where asked
+    for and they cannot.
+
+    Why on by default: with them every example's plan has no more kernels than without
+    (BERT 24 -> 22: its Q/K/V merge, which cuts each bias Add off its GEMM, is declined; the
+    other six the same kernels), and their latency is the same within the noise (1 thread,
+    200 alternated calls, load ~7: BERT 1.011x min, 1.002x median, 0.998x CPU; NAS-RNN 0.98x);
+    the cost extraction reports is then the extracted graph's (without them the model prices
+    every element-wise op as fused, even where lowering stores it). What they cost: NAS-RNN's
+    e-graph doubles (932 to 2047 e-nodes), its extraction 0.4 -> 1.3 s."""
     on = options.fusion_terms
+    if on is None:
+        return options.target in COMPILED_TARGETS and cost_model_for(options) == "compiler"
     if on and (options.target not in COMPILED_TARGETS or cost_model_for(options) != "compiler"):
         raise InputError(
             "fusion terms need a compiled target and the compiler cost model (an ONNX model "
@@ -911,12 +940,70 @@ def _compiler_constants():
     return CompilerConstants.load(caps_key=Capabilities.host().key())
 
 
-def _compiler_cost_model(fusion: bool = False):
+def _compiler_cost_model(fusion: bool = False, options: Options | None = None):
     """The compiler cost model with :func:`_compiler_constants`; ``fusion``: it prices the
-    fusion terms (an element-wise op outside one is a memory pass)."""
+    fusion terms (an element-wise op outside one is a memory pass); ``options``: the tuning
+    log the compile reads prices the kernels it has (:func:`tuned_lookup`)."""
     from eqsat.extract.compiler_cost import CompilerCostModel
 
-    return CompilerCostModel(_compiler_constants(), fusion_terms=fusion)
+    log = _tuning(options) if options is not None else None
+    tuned = tuned_lookup(log, options.threads) if log is not None else None
+    return CompilerCostModel(_compiler_constants(), fusion_terms=fusion, tuned=tuned)
+
+
+def tuned_lookup(log, threads: int | None):
+    """The compiler cost model's ``tuned`` (:data:`eqsat.extract.compiler_cost.TunedLookup`):
+    the microseconds of the best schedule ``log`` (a :class:`~eqsat.autoschedule.log.TuningLog`)
+    holds on this machine at ``threads`` (None: every core) for the kernel lowering makes of a
+    node alone, a one-node graph whose constant inputs are weights (packed once, as in the
+    model); None where the log has none, or the node does not lower alone (symbolic dims, an
+    op without a compute definition). Cached per node configuration (one lowering each) and
+    per kernel signature (one look in the log each); None when the log is empty."""
+    import numpy as np
+
+    from eqsat.autoschedule.signature import kernel_signature, machine_key
+    from eqsat.backends.llvm.capabilities import Capabilities
+    from eqsat.egraph.ir import Node, make_attrs
+    from eqsat.lower.lower import lower
+
+    if not log.records:
+        return None
+    machine = machine_key(threads or Capabilities.host().cores)
+    by_sig: dict[str, float | None] = {}
+    by_node: dict[tuple, float | None] = {}
+
+    def logged(sig: str) -> float | None:
+        if sig not in by_sig:
+            best = log.best(sig, machine)
+            by_sig[sig] = best.seconds * 1e6 if best is not None else None
+        return by_sig[sig]
+
+    def lookup(op, attrs, ins, outs, weight) -> float | None:
+        key = (op, tuple(sorted(attrs.items(), key=lambda a: a[0])), tuple(ins), tuple(outs),
+               tuple(weight))  # fmt: skip
+        if key in by_node:
+            return by_node[key]
+        by_node[key] = None
+        typed = [t for t in (*ins, *outs) if t is not None]
+        if not outs or any(not isinstance(d, int) for t in typed for d in t.shape):
+            return None
+        names = [f"arg{p}" if t is not None else "" for p, t in enumerate(ins)]  # no loop var name
+        types = {n: t for n, t in zip(names, ins, strict=True) if n}
+        types.update({f"res{p}": t for p, t in enumerate(outs)})
+        weights = {n: np.zeros(t.shape, t.dtype) for n, t, w in zip(names, ins, weight,
+                   strict=True) if n and w}  # fmt: skip
+        node = Node(op, tuple(names), tuple(f"res{p}" for p in range(len(outs))), make_attrs(attrs))
+        graph = TensorGraph(tuple(n for n in names if n and n not in weights),
+                            (node.outputs[0],), (node,), types, weights)  # fmt: skip
+        try:
+            kernels = lower(graph, "tuned").program.kernels
+        except ValueError:  # LoweringError, Unsupported: it does not lower alone, the model prices
+            return None
+        if kernels:
+            by_node[key] = logged(kernel_signature(kernels[0]))
+        return by_node[key]
+
+    return lookup
 
 
 def calibrate_compiler(save_to: str | os.PathLike | None = None, reps: int = 15):
@@ -954,7 +1041,12 @@ def calibrate_compiler(save_to: str | os.PathLike | None = None, reps: int = 15)
     return calibrate(time_graph, machine, Path(save_to) if save_to else cache_file(caps.key()))
 
 
-def _cost_model(name: str, calibration: str | None = None, fusion: bool = False):
+def _cost_model(
+    name: str,
+    calibration: str | None = None,
+    fusion: bool = False,
+    options: Options | None = None,
+):
     from eqsat.extract.cost import AstSize
     from eqsat.extract.measured import MeasuredCostModel
     from eqsat.extract.roofline import RooflineConstants, RooflineCostModel
@@ -965,7 +1057,7 @@ def _cost_model(name: str, calibration: str | None = None, fusion: bool = False)
     if name not in models:
         raise InputError(f"unknown cost model {name!r}; known: {', '.join(models)}")
     if name == "compiler":
-        return _compiler_cost_model(fusion)
+        return _compiler_cost_model(fusion, options)
     if calibration is None or name == "ast-size":
         return models[name]()
     try:
@@ -1006,7 +1098,7 @@ def _egraph_stages(graph: TensorGraph, options: Options, timer: _Timer):
             chosen = schedule.select(families, options.disabled_rules, options.rules_file)
         except ValueError as e:
             raise InputError(str(e)) from e
-        if options.extractor not in EXTRACTORS:
+        if extractor_for(options) not in EXTRACTORS:
             known = ", ".join(EXTRACTORS)
             raise InputError(f"unknown extractor {options.extractor!r}; known: {known}")
         # reads its constants: a missing file fails here, in one line
@@ -1099,7 +1191,7 @@ def _egraph_work(graph: TensorGraph, options: Options, picked: tuple, timer: _Ti
     rules, unproved, shape_rules = picked
     with timer.phase("rules"):
         cost_model = _cost_model(
-            cost_model_for(options), options.calibration, fusion_terms(options)
+            cost_model_for(options), options.calibration, fusion_terms(options), options
         )
     with timer.phase("encode"):
         enc = encode(graph)
@@ -1120,10 +1212,11 @@ def _egraph_work(graph: TensorGraph, options: Options, picked: tuple, timer: _Ti
             shapes.check_shapes(enc.egraph)  # ShapeConflict: a rule is unsound
     with timer.phase("extract"):
         ex = extract(
-            sat, cost_model, extractor=options.extractor, time_limit=options.extract_time_limit
+            sat, cost_model, extractor=extractor_for(options), time_limit=options.extract_time_limit
         )
-        # with fusion terms the input graph records no kernels: priced with nothing fused
-        before = extract_cost(graph, cost_model)
+        # with fusion terms the input graph records no kernels: none fused, its element-wise
+        # values inlined or stored as lowering would (extraction.unstored_nodes)
+        before = extract_cost(graph, cost_model, fusion_terms(options))
     rewrites, analysis = rules_fired(sat.matches, rules)
     stats = {
         "rules": len(rules),
@@ -1161,12 +1254,13 @@ def _proved(rules: list, options: Options) -> tuple[list, list[str]]:
     return kept, [r.name for r in rules if not holds(r, ledger)]
 
 
-def extract_cost(graph: TensorGraph, cost_model) -> float:
+def extract_cost(graph: TensorGraph, cost_model, fusion_terms: bool | None = None) -> float:
     """The cost of a graph as it stands, priced as extraction prices it
-    (:func:`eqsat.extract.extraction.graph_cost`)."""
+    (:func:`eqsat.extract.extraction.graph_cost`; ``fusion_terms``: as in an e-graph that
+    holds them, the graph's own kernels not recorded)."""
     from eqsat.extract.extraction import graph_cost
 
-    return graph_cost(graph, cost_model)
+    return graph_cost(graph, cost_model, fusion_terms)
 
 
 def summarize(source: onnx.ModelProto, graph: TensorGraph | None) -> dict:

@@ -19,11 +19,13 @@ through the predicate fusion uses (:attr:`Kind.starts_kernel`), not a second lis
   sees one node, not its uses (a known limit, shared with TVM's per-op cost models);
 - with ``fusion_terms`` (the e-graph holds :mod:`eqsat.rules.fusion`'s terms, so the model
   no longer has to guess): an element-wise op in a kernel's epilogue pays its arithmetic
-  (:meth:`CompilerCostModel.epilogue_cost`, asked by extraction for e-nodes over a lane), and
-  one outside any epilogue is a kernel of its own, a memory pass (overhead, bytes at the
-  bandwidth). Lowering still inlines an element-wise chain that has no root into its consumer,
-  so a chain of k such ops is priced as k passes where it runs as one or none (a chain term,
-  ``kernel(e)`` over loads, is the next increment);
+  (:meth:`CompilerCostModel.epilogue_cost`, asked by extraction for e-nodes over a lane), one
+  outside any epilogue that lowering inlines into its readers pays its arithmetic too
+  (:meth:`CompilerCostModel.inlined_cost`), and one that lowering must store whatever the plan
+  (a graph output, or read only by MatMuls and Convs: :func:`eqsat.extract.extraction.
+  must_store`) is a kernel of its own, a memory pass (overhead, bytes at the bandwidth). A
+  value read at two sites is stored too, which depends on the plan: priced inlined, it is
+  underpriced (extraction's tie-break then prefers the fused kernel);
 - a **view** (INJECTIVE: Transpose, Reshape, Slice, Concat, ...) is index arithmetic: free.
 
 The constants are measured by :func:`calibrate` through the compile path itself (a few GEMM
@@ -33,8 +35,14 @@ import the backends), and kept in JSON: a committed default (``compiler_default.
 measured on the development machine, its ``machine`` field says where) and a per-machine file
 in the user cache, keyed by the backend's ``Capabilities.key()``, that takes precedence.
 
-Not done: reading the tuning log (``eqsat tune``) for kernels logged with the signature of an
-e-node (the signature is a lowered kernel's, which an e-node does not have before lowering).
+The tuning log (``eqsat tune``): a kernel root's price is the auto-scheduler's best measured
+time on this machine where the log has the kernel lowering makes of that node alone (its
+signature, :mod:`eqsat.autoschedule.signature`), else the model's. The lookup is given by the
+caller (:func:`eqsat.pipeline.tuned_lookup`: it lowers a one-node graph, which this layer
+cannot), and cached there per node configuration and per kernel signature. A kernel tuned with
+its epilogue fused (a bias Add in the MatMul's store) has another signature than its root alone,
+so the log prices the roots that were tuned bare (or by ``eqsat tune`` on a model where they
+are); the epilogue is priced by the model as before.
 """
 
 from __future__ import annotations
@@ -97,20 +105,45 @@ class CompilerConstants:
         return float(np.interp(math.log(flops), xs, [p[1] for p in pts]))
 
 
+# ``tuned(op, attrs, ins, outs, weight)``: the microseconds the tuning log holds for the kernel
+# lowering makes of this node alone (``weight``: per input, whether it is a constant, which
+# lowering packs once), or None where it has none
+TunedLookup = Callable[
+    [str, Mapping, Sequence[TensorType | None], Sequence[TensorType], Sequence[bool]],
+    float | None,
+]
+
+
 class CompilerCostModel(CostModelBase):
     """Estimated microseconds of one node in eqsat's compiled code (see the module doc)."""
 
     name = "compiler"
 
-    def __init__(self, constants: CompilerConstants | None = None, fusion_terms: bool = False):
+    def __init__(
+        self,
+        constants: CompilerConstants | None = None,
+        fusion_terms: bool = False,
+        tuned: TunedLookup | None = None,
+    ):
         self.c = constants or CompilerConstants.load()
         # the e-graph holds fusion terms (eqsat.rules.fusion): an element-wise op is fused only
         # where extraction chooses its epilogue term (epilogue_cost), else it is a pass of its own
         self.fusion_terms = fusion_terms
+        self.tuned = tuned
+        self.needs_values = tuned is not None  # the lookup needs which inputs are weights
+
+    def arithmetic(self, op, attrs, ins, outs) -> float:
+        """An element-wise op's arithmetic at the inlined rate: no kernel, no memory traffic."""
+        return op_flops(op, attrs, ins, outs) / (self.c.elementwise_gflops * 1e3)
 
     def epilogue_cost(self, op, attrs, ins, outs) -> float:
         """An element-wise e-node in a kernel's epilogue (over a lane): its arithmetic only."""
-        return op_flops(op, attrs, ins, outs) / (self.c.elementwise_gflops * 1e3)
+        return self.arithmetic(op, attrs, ins, outs)
+
+    def inlined_cost(self, op, attrs, ins, outs) -> float:
+        """An element-wise e-node lowering inlines into its readers: its arithmetic only, as in
+        an epilogue (the value is computed where it is read, never stored)."""
+        return self.arithmetic(op, attrs, ins, outs)
 
     def node_cost(
         self,
@@ -118,14 +151,20 @@ class CompilerCostModel(CostModelBase):
         attrs: Mapping,
         ins: Sequence[TensorType | None],
         outs: Sequence[TensorType],
+        consts: Sequence | None = None,
     ) -> float:
         record = OPS.get(op)
         kind = record.kind if record is not None else Kind.COMPLEX  # opaque: a kernel of its own
         if kind is Kind.INJECTIVE or kind is Kind.SOURCE:
             return 0.0  # index arithmetic in its consumer
-        flops = op_flops(op, attrs, ins, outs)
+        if self.tuned is not None and record is not None and kind.starts_kernel:
+            weight = [c is not None for c in consts] if consts else [False] * len(ins)
+            logged = self.tuned(op, attrs, ins, outs, weight)
+            if logged is not None:
+                return logged
         if not kind.starts_kernel and not self.fusion_terms:  # element-wise: fused, arithmetic
-            return flops / (self.c.elementwise_gflops * 1e3)
+            return self.arithmetic(op, attrs, ins, outs)
+        flops = op_flops(op, attrs, ins, outs)
         category = record.category if record is not None else ""
         rate = (
             self.c.gflops(category, flops)

@@ -19,8 +19,10 @@ The protocol states every ability extraction reads, so that none is discovered w
 values of constant inputs), ``noise`` (its relative error: a rewrite must beat the original by
 more than this), ``runtime_fusions`` (it prices the kernels onnxruntime runs, so activations
 fused into a Conv are free), ``save`` (persist what it learned, called once after
-extraction) and ``epilogue_cost`` (the price of an element-wise e-node inside a fused kernel's
-epilogue, :mod:`eqsat.rules.fusion`). :class:`CostModelBase` gives each its neutral default,
+extraction), ``epilogue_cost`` (the price of an element-wise e-node inside a fused kernel's
+epilogue, :mod:`eqsat.rules.fusion`) and ``inlined_cost`` (one outside any kernel that lowering
+inlines into its readers, in an e-graph with those terms). :class:`CostModelBase` gives each
+its neutral default,
 so a model declares only what it has; a model may also satisfy the protocol without it (it is
 structural), but it must then spell every ability out, and
 :func:`eqsat.extract.extraction.extract` refuses one that does not (:func:`missing_abilities`)
@@ -78,6 +80,18 @@ class CostModel(Protocol):
         :mod:`eqsat.rules.fusion`); e-graphs without fusion terms never ask it."""
         ...
 
+    def inlined_cost(
+        self,
+        op: str,
+        attrs: Mapping[str, AttrValue],
+        ins: Sequence[TensorType | None],
+        outs: Sequence[TensorType | None],
+    ) -> float:
+        """An element-wise e-node outside any fused kernel whose value lowering need not store
+        (:func:`eqsat.extract.extraction.unstored_nodes`); e-graphs without fusion terms never
+        ask it."""
+        ...
+
 
 ABILITIES = (
     "name",
@@ -87,6 +101,7 @@ ABILITIES = (
     "node_cost",
     "save",
     "epilogue_cost",
+    "inlined_cost",
 )
 
 
@@ -110,6 +125,10 @@ class CostModelBase:
 
     def epilogue_cost(self, op, attrs, ins, outs) -> float:
         """A model that knows no fusion prices an epilogue e-node as any other."""
+        return self.node_cost(op, attrs, ins, outs)
+
+    def inlined_cost(self, op, attrs, ins, outs) -> float:
+        """A model that knows no fusion prices an inlined e-node as any other."""
         return self.node_cost(op, attrs, ins, outs)
 
 
@@ -162,12 +181,15 @@ def op_flops(op: str, attrs, ins, outs) -> int:
     return node_flops(node, ins, outs)
 
 
-def checked_cost(model: CostModel, op, attrs, ins, outs, consts=None, epilogue=False) -> float:
+def checked_cost(model: CostModel, op, attrs, ins, outs, consts=None, unstored="") -> float:
     """``model.node_cost`` with its contract enforced: NaN or negative costs raise. A model
     with ``needs_values`` also gets ``consts`` (see :class:`CostModel` and
-    :mod:`eqsat.extract.measured`). ``epilogue``: ``model.epilogue_cost`` instead."""
-    if epilogue:
+    :mod:`eqsat.extract.measured`). ``unstored``: ``"epilogue"`` or ``"inlined"``, the model's
+    ``epilogue_cost`` or ``inlined_cost`` instead."""
+    if unstored == "epilogue":
         c = float(model.epilogue_cost(op, attrs, ins, outs))
+    elif unstored == "inlined":
+        c = float(model.inlined_cost(op, attrs, ins, outs))
     elif model.needs_values:
         c = float(model.node_cost(op, attrs, ins, outs, consts=consts))
     else:

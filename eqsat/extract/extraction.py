@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from eqsat.egraph.classes import class_types, constant_classes, leaf_value, none_classes, view
@@ -30,7 +31,7 @@ from eqsat.egraph.serialized import SerializedEGraph, serialize
 from eqsat.extract.cost import AstSize, CostModel, checked_cost, missing_abilities
 from eqsat.extract.decode import decode
 from eqsat.extract.greedy import greedy_dag, reachable
-from eqsat.extract.ilp import ilp_dag
+from eqsat.extract.ilp import certify, ilp_dag
 from eqsat.extract.local import local_search
 from eqsat.extract.measured import CONST
 
@@ -69,6 +70,12 @@ EXTRACTORS = ("auto", "greedy", "local", "ilp")
 TIE_BREAK = 1e-6
 # A cost model whose ``noise`` (its relative measurement error) is larger gets that margin
 # instead: an alternative must beat the original by more than the model can tell apart.
+# The other way for the e-nodes of a fused kernel (in a lane, eqsat.rules.fusion): they cost
+# TIE_BREAK less than priced, so that where the model sees a tie the kernel wins. A kernel costs
+# no more than its ops unfused (lowering stores one value, not the root's and the epilogue's),
+# but the model prices an unfused value read at two sites as inlined (must_store): ResNeXt's
+# residual Add and Relu stayed out of their Conv's store where the Relu's value is read by the
+# next Conv and the next residual Add (12 kernels, not 10).
 
 # onnxruntime fuses these activations into the Conv that produces their operand
 # (ConvActivationFusion): a cost model that prices the kernels onnxruntime runs
@@ -76,7 +83,13 @@ TIE_BREAK = 1e-6
 # out of SqueezeNet's concatenations (13 Relu -> 9, each now after a Concat, not a Conv) ran
 # 0.976x when the Relu after a Conv was priced as a kernel.
 FUSED_AFTER_CONV = ("Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "HardSigmoid")
-AUTO_ILP_MAX_ENODES = 50_000  # auto: above this many reachable e-nodes, greedy alone
+# ``auto``: the local search, then the ILP from its plan up to this many reachable e-nodes. The
+# ILP first tries to prove the plan optimal without its solver (ilp.certify: shrinking with the
+# plan's cost as the bound leaves one node per class), which saves the scipy import (1.5-4.5 s of
+# wall per compile on this loaded host) where it succeeds; else the solver runs. Where the search
+# alone is enough (the compiler's costs) and where it is not (onnxruntime's, NAS-RNN): measured
+# in eqsat.pipeline.extractor_for, which picks ``local`` or ``auto``.
+AUTO_ILP_MAX_ENODES = 50_000
 
 
 def extract(
@@ -90,8 +103,9 @@ def extract(
     """The cheapest graph the e-graph holds under ``cost_model`` (AST size by default).
     ``extractor``: ``greedy`` (greedy DAG), ``local`` (greedy, then the local search),
     ``ilp`` (the ILP, started from greedy's choice and never worse than it) or ``auto`` (the
-    local search, then the ILP from its choice up to :data:`AUTO_ILP_MAX_ENODES` reachable
-    e-nodes). ``time_limit`` bounds the local search and the ILP together.
+    local search, then the ILP from its plan up to :data:`AUTO_ILP_MAX_ENODES` reachable e-nodes,
+    its solver only where shrinking does not prove the plan optimal).
+    ``time_limit`` bounds the local search and the ILP together.
     ``serialized`` reuses an earlier serialization.
     ``prefer_rewrites`` cuts to a tenth the cost of every e-node the input graph did not have,
     so that the extracted graph shows what the rules did (rule verification; never optimizing)."""
@@ -133,12 +147,18 @@ def extract(
         convs = {eg.nodes[n].eclass for n, v in views.items() if v.kind == "op" and v.op == "Conv"}
 
     priced: dict[str, float] = {}  # greedy, the search and the ILP each price the nodes
-    epilogue = epilogue_nodes(eg, views, classes)
+    lanes = lane_classes(eg, views)
+    unstored = unstored_nodes(eg, views, lanes, roots)
 
     def cost(nid: str) -> float:
         if nid not in priced:
             c = base_cost(nid)
-            priced[nid] = c if nid in original else c * (1.0 + margin)
+            if nid in original:
+                priced[nid] = c
+            elif eg.nodes[nid].eclass in lanes:  # a fused kernel's root or epilogue
+                priced[nid] = c * (1.0 - TIE_BREAK)
+            else:
+                priced[nid] = c * (1.0 + margin)
         return priced[nid]
 
     def base_cost(nid: str) -> float:
@@ -158,25 +178,45 @@ def extract(
         consts = [
             None if i is None or i not in constant else values.get(i, CONST) for i in v.inputs
         ]
-        return checked_cost(model, v.op, v.attrs(enc), ins, outs, consts, nid in epilogue)
+        return checked_cost(model, v.op, v.attrs(enc), ins, outs, consts, unstored.get(nid, ""))
 
     chosen = greedy_dag(eg, roots, cost)
     used, ilp_info, local_info = "greedy", {}, {}
     t_greedy = time.perf_counter()
     times["greedy"] = t_greedy - t2
     if extractor in ("auto", "local"):
-        found = local_search(eg, roots, cost, chosen, time_limit=time_limit)
-        local_info = {
-            "start_cost": found.start_cost,
-            "moves": found.moves,
-            "tries": found.tries,
-            "time_s": round(found.time, 4),
-        }
-        if found.choice.cost < chosen.cost - 1e-9 * abs(chosen.cost):
-            chosen, used = found.choice, "local"
+        # With fusion terms a second search, from greedy's plan without any ``kernel`` e-node,
+        # first without them, then with them; the cheaper result is kept. From greedy's plan,
+        # where each MatMul's bias Add is its kernel's epilogue, a merge is a move of two levels
+        # (every user drops its kernel *and* takes its slice of the merged MatMul) that no move
+        # of the search makes: on NAS-RNN it made 0 moves (3341; the ILP then took 8.5 s to
+        # 2189). With the kernels allowed from the plain plan, its first moves take kernels
+        # again and it stops at 3341; without them it finds the merges (2014.9, 4 moves) as it
+        # does without fusion terms, and the kernels that pay are then single moves.
+        kernels = {n for n, v in views.items() if v.kind == "kernel"}
+        runs = [(chosen, [cost])]
+        if kernels:
+            plain = lambda n: math.inf if n in kernels else cost(n)  # noqa: E731
+            runs.append((greedy_dag(eg, roots, plain), [plain, cost]))
+        for start, costs in runs:
+            found = None
+            for c in costs:
+                left = max(0.0, time_limit - (time.perf_counter() - t_greedy))
+                found = local_search(eg, roots, c, found.choice if found else start,
+                                     time_limit=left)  # fmt: skip
+                local_info["moves"] = local_info.get("moves", 0) + found.moves
+                local_info["tries"] = local_info.get("tries", 0) + found.tries
+                local_info["time_s"] = round(local_info.get("time_s", 0.0) + found.time, 4)
+            local_info.setdefault("start_cost", start.cost)
+            if better(found.choice.cost, chosen.cost):
+                chosen, used = found.choice, "local"
+    res = None
     if extractor == "ilp" or (extractor == "auto" and len(views) <= AUTO_ILP_MAX_ENODES):
-        left = max(0.0, time_limit - (time.perf_counter() - t_greedy))
-        res = ilp_dag(eg, roots, cost, time_limit=left, incumbent=chosen)
+        res = certify(eg, roots, cost, chosen) if extractor == "auto" else None
+        if res is None:
+            left = max(0.0, time_limit - (time.perf_counter() - t_greedy))
+            res = ilp_dag(eg, roots, cost, time_limit=left, incumbent=chosen)
+    if res is not None:
         ilp_info = {
             "status": res.status,
             "objective": res.objective,
@@ -187,7 +227,7 @@ def extract(
             "time_s": round(res.time, 4),
             "greedy_cost": local_info.get("start_cost", chosen.cost),
         }
-        if res.choice is not None and res.choice.cost < chosen.cost - 1e-9 * abs(chosen.cost):
+        if res.choice is not None and better(res.choice.cost, chosen.cost):
             chosen, used = res.choice, "ilp"
     t3 = time.perf_counter()
     times["choose"] = t3 - t2
@@ -208,16 +248,86 @@ def extract(
     )
 
 
-def epilogue_nodes(eg: SerializedEGraph, views: dict, classes) -> set[str]:
-    """The element-wise e-nodes over a lane (:mod:`eqsat.rules.fusion`): a kernel's epilogue,
-    priced by the model's ``epilogue_cost``. A class is in a lane when it holds ``lane(x)`` or
-    a typed op over a class in a lane (a least fixpoint); a class in a lane is only ever read
-    by ops in it and by ``kernel``, so the set is the same whatever extraction chooses."""
-    lanes = {eg.nodes[n].eclass for n, v in views.items() if v.kind == "lane"}
+def better(cost: float, than: float) -> bool:
+    """Whether an extractor's plan is cheaper than the one in hand by more than float noise
+    (two sums of the same plan in another order), so that it replaces it."""
+    return cost < than - 1e-9 * abs(than)
+
+
+def unstored_nodes(
+    eg: SerializedEGraph, views: dict, lanes: set[str], roots
+) -> dict[str, str]:
+    """The element-wise e-nodes that lowering does not store, in an e-graph that holds fusion
+    terms (:mod:`eqsat.rules.fusion`; none otherwise), each with where it runs: ``epilogue``
+    (over a lane: priced by the model's ``epilogue_cost``) or ``inlined`` (outside any lane,
+    a value that lowering need not store whatever the plan, :func:`must_store`, so it inlines
+    it into its readers: ``inlined_cost``). The others are stored by a kernel of their own, a
+    memory pass (the model's ``node_cost``).
+
+    Why not every element-wise e-node outside a lane as a pass: lowering inlines one read once
+    into its consumer. Priced as a pass, NAS-RNN's plan moved its Adds and activations above
+    the Slices of the merged MatMuls (one pass over the wide value instead of one per slice),
+    where lowering must store each (read by several Slices): 21 kernels, not 11, 0.88x (1
+    thread, min of 15, load 5-6). ``lanes``: :func:`lane_classes`."""
     if not lanes:
-        return set()
+        return {}
+    epilogue = {
+        n: "epilogue"
+        for n, v in views.items()
+        if v.kind == "op"
+        and OPS[v.op].kind is Kind.ELEMENTWISE
+        and any(i in lanes for i in v.inputs if i)
+    }
+    readers: dict[str, list[tuple[Kind | None, str]]] = {}
+    for n, v in views.items():
+        if v.kind in ("op", "generic", "lane", "kernel", "output"):
+            how = OPS[v.op].kind if v.kind == "op" else None
+            how = Kind.INJECTIVE if v.kind in ("lane", "output") else how  # read as its operand
+            for i in v.inputs:
+                if i is not None:
+                    readers.setdefault(i, []).append((how, eg.nodes[n].eclass))
+    stored = must_store(lambda c: readers.get(c, ()), set(roots))
+    inlined = {
+        n: "inlined"
+        for n, v in views.items()
+        if v.kind == "op"
+        and OPS[v.op].kind is Kind.ELEMENTWISE
+        and eg.nodes[n].eclass not in lanes
+        and not stored(eg.nodes[n].eclass)
+    }
+    return epilogue | inlined
+
+
+def must_store(reads, outputs) -> Callable[[str], bool]:
+    """Whether lowering stores an element-wise value whatever else the plan holds, the part of
+    :mod:`eqsat.lower.fuse`'s rule 3 that one value decides: it is a graph output, or every site
+    that reads it re-reads its inputs (:attr:`Kind.rereads_inputs`: a MatMul or Conv operand),
+    views followed to their own readers. ``reads(v)``: per reader of ``v``, its kind (None: not
+    an op of the table) and the value it makes; in an e-graph the readers are every e-node over
+    the class, so where the plan reads it, it reads it so. What it leaves out: a value read at
+    two sites is stored too, which depends on the plan; priced inlined, it is underpriced."""
+    memo: dict[str, bool] = {}
+
+    def stored(v: str) -> bool:
+        if v not in memo:
+            memo[v] = True  # a cycle of views: neutral in the all() below
+            memo[v] = v in outputs or all(
+                stored(out) if how is Kind.INJECTIVE else how is not None and how.rereads_inputs
+                for how, out in reads(v)
+            )
+        return memo[v]
+
+    return stored
+
+
+def lane_classes(eg: SerializedEGraph, views: dict) -> set[str]:
+    """The classes in a lane (:mod:`eqsat.rules.fusion`): those that hold ``lane(x)`` or a
+    typed op over a class in a lane (a least fixpoint). A class in a lane is only ever read by
+    ops in it and by ``kernel``, so the set is the same whatever extraction chooses; empty in
+    an e-graph without fusion terms."""
+    lanes = {eg.nodes[n].eclass for n, v in views.items() if v.kind == "lane"}
     ops = [(n, v) for n, v in views.items() if v.kind == "op"]
-    changed = True
+    changed = bool(lanes)
     while changed:
         changed = False
         for n, v in ops:
@@ -225,11 +335,7 @@ def epilogue_nodes(eg: SerializedEGraph, views: dict, classes) -> set[str]:
             if c not in lanes and any(i in lanes for i in v.inputs if i is not None):
                 lanes.add(c)
                 changed = True
-    return {
-        n
-        for n, v in ops
-        if OPS[v.op].kind is Kind.ELEMENTWISE and any(i in lanes for i in v.inputs if i)
-    }
+    return lanes
 
 
 def free(model: CostModel, table_op: bool, op: str, constant: list[bool], after_conv: bool):
@@ -246,16 +352,39 @@ def free(model: CostModel, table_op: bool, op: str, constant: list[bool], after_
     return model.runtime_fusions and op in FUSED_AFTER_CONV and after_conv
 
 
-def graph_cost(graph: TensorGraph, cost_model: CostModel) -> float:
+def graph_cost(
+    graph: TensorGraph, cost_model: CostModel, fusion_terms: bool | None = None
+) -> float:
     """The cost of a graph as it stands, priced node by node exactly as extraction prices the
     e-nodes it chooses (:func:`free`, then the model; constant inputs passed as extraction
-    passes them; the epilogues of ``graph.meta.fusion`` by ``epilogue_cost``), so that
-    extracting an unchanged graph gives it the same cost, and an extracted graph the cost
-    extraction reported."""
+    passes them; with ``fusion_terms``, by default where ``graph.meta.fusion`` records the
+    kernels extraction chose, the epilogues by ``epilogue_cost`` and the element-wise values
+    lowering inlines by ``inlined_cost``, :func:`unstored_nodes`), so that extracting an
+    unchanged graph gives it the same cost, and an extracted graph the cost extraction reported
+    (the e-graph's readers of a value are a superset of the graph's: where the plan alone reads
+    it so that it must be stored, extraction priced it inlined, and this prices it higher)."""
     constant = set(graph.weights)
     convs: set[str] = set()
     # the epilogues extraction chose (GraphMeta.fusion): priced as it priced their e-nodes
-    epilogue = {v for group in graph.meta.fusion or () for v in group[1:]}
+    unstored = {v: "epilogue" for group in graph.meta.fusion or () for v in group[1:]}
+    if graph.meta.fusion is not None if fusion_terms is None else fusion_terms:
+        readers: dict[str, list[tuple[Kind | None, str]]] = {}
+        for n in graph.nodes:
+            how = OPS[n.op].kind if n.opaque is None and n.op in OPS else None
+            for i in n.inputs:
+                for o in n.outputs if i else ():
+                    if o:
+                        readers.setdefault(i, []).append((how, o))
+        stored = must_store(lambda v: readers.get(v, ()), set(graph.outputs))
+        unstored |= {
+            n.outputs[0]: "inlined"
+            for n in graph.nodes
+            if n.opaque is None
+            and n.op in OPS
+            and OPS[n.op].kind is Kind.ELEMENTWISE
+            and n.outputs[0] not in unstored
+            and not stored(n.outputs[0])
+        }
     total = 0.0
     for n in graph.nodes:
         table_op = n.opaque is None
@@ -272,8 +401,8 @@ def graph_cost(graph: TensorGraph, cost_model: CostModel) -> float:
         consts = [
             None if not i or i not in constant else graph.weights.get(i, CONST) for i in n.inputs
         ]
-        fused = bool(n.outputs) and n.outputs[0] in epilogue
-        total += checked_cost(cost_model, n.op, n.attr, ins, outs, consts, fused)
+        where = unstored.get(n.outputs[0], "") if n.outputs else ""
+        total += checked_cost(cost_model, n.op, n.attr, ins, outs, consts, where)
     return total
 
 

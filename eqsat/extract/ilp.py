@@ -146,11 +146,9 @@ def ilp_dag(
     start = time.perf_counter()
     roots = list(dict.fromkeys(roots))
     upper = incumbent.cost if incumbent is not None else None
-    m = shrink(eg, roots, cost, upper)
-    if all(len(ns) == 1 for ns in m.cands.values()):
-        forced = _forced(m, roots, incumbent, start)
-        if forced is not None:
-            return forced
+    m, forced = _shrunk(eg, roots, cost, incumbent, start)
+    if forced is not None:
+        return forced
     p = _Program(m, roots, upper)
     ordered = not p.order_rows  # no class cycle in the model: one plain solve
     lazy_end = start + (time_limit if ordered else LAZY_SHARE * time_limit)
@@ -218,6 +216,24 @@ def ilp_dag(
         constraints=p.base.shape[0] + len(p.cut_ub) + (len(p.order_rows) if solved_ordered else 0),
         **m.counts,
     )
+
+
+def certify(
+    eg: SerializedEGraph, roots: Iterable[str], cost: Callable[[str], float], incumbent: Choice
+) -> IlpResult | None:
+    """The ILP's result without its solver (nor scipy): shrinking the model with ``incumbent``'s
+    cost as the bound (see the module doc) leaves one node per class, so the plan is proved
+    optimal (status ``optimal`` or ``incumbent``, gap 0); None where it leaves a choice."""
+    start = time.perf_counter()
+    return _shrunk(eg, list(dict.fromkeys(roots)), cost, incumbent, start)[1]
+
+
+def _shrunk(eg, roots: list[str], cost, incumbent: Choice | None, start: float):
+    """The shrunk model, and :func:`_forced`'s result where it leaves one node per class."""
+    m = shrink(eg, roots, cost, incumbent.cost if incumbent is not None else None)
+    if all(len(ns) == 1 for ns in m.cands.values()):
+        return m, _forced(m, roots, incumbent, start)
+    return m, None
 
 
 def _forced(

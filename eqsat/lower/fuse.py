@@ -122,7 +122,7 @@ def plan(
             s = MANY if v in outs else 0
             for c in uses.get(v, ()):
                 if is_root[id(c)]:
-                    s += MANY if kind(c) is Kind.COMPLEX else 1
+                    s += MANY if kind(c).rereads_inputs else 1
                 elif kind(c) is Kind.INJECTIVE and id(c) not in absorbed:
                     s += sum(sites.get(o, 0) for o in c.outputs if o and o not in materialized)
                     s += sum(1 for o in c.outputs if o in materialized)

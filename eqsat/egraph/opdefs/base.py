@@ -98,6 +98,14 @@ class Kind(Enum):
         fused into an epilogue or inlined into their consumers."""
         return self in (Kind.REDUCTION, Kind.COMPLEX)
 
+    @property
+    def rereads_inputs(self) -> bool:
+        """Whether a node of this kind reads each input element many times (a contraction or
+        window): an element-wise producer inlined into it would be recomputed per reuse, so
+        lowering stores it (:mod:`eqsat.lower.fuse`, rule 3; the compiler cost model's fusion
+        terms price that store by the same test, :func:`eqsat.extract.extraction.must_store`)."""
+        return self is Kind.COMPLEX
+
 
 # The kind an op of each cost category has unless its record says otherwise.
 _KIND_OF_CATEGORY = {

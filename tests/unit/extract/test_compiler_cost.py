@@ -195,3 +195,70 @@ def test_the_compile_command_takes_the_cost_model_flag(tmp_path, capsys):
         out = json.loads(capsys.readouterr().out)
         seen[tuple(flag)] = (out["egraph"]["cost_model"], out["verification"]["ok"])
     assert seen == {(): ("compiler", True), ("--cost-model", "roofline"): ("roofline", True)}
+
+
+def _logged_matmul(tmp_path, us: float, machine: str | None = None):
+    """A tuning log (written here) holding one record: the kernel of a 1x64 @ 64x64 MatMul
+    with a weight operand, lowered alone, at ``us`` microseconds on ``machine`` (this one at
+    one thread by default)."""
+    from eqsat.autoschedule.log import Record, TuningLog, append
+    from eqsat.autoschedule.signature import kernel_signature, machine_key
+    from eqsat.egraph.onnx_io import import_onnx
+    from eqsat.lower.lower import lower
+
+    rng = np.random.default_rng(0)
+    w = init("w", rng.standard_normal((64, 64)).astype(np.float32))
+    one = model([helper.make_node("MatMul", ["x", "w"], ["y"])], [vi("x", [1, 64])],
+                [vi("y", [1, 64])], [w])  # fmt: skip
+    (kernel,) = lower(import_onnx(one)).program.kernels
+    path = tmp_path / "tuning.jsonl"
+    rec = Record(kernel_signature(kernel), machine or machine_key(1), "{}", us * 1e-6)
+    append(path, [rec])
+    return TuningLog.load(path)
+
+
+def test_a_kernel_the_tuning_log_has_is_priced_at_its_logged_time(tmp_path):
+    log = _logged_matmul(tmp_path, 0.25)
+    lookup = pipeline.tuned_lookup(log, 1)
+    mm = ("MatMul", {}, [t(1, 64), t(64, 64)], [t(1, 64)])
+    assert lookup(*mm, [False, True]) == pytest.approx(0.25)
+    assert lookup(*mm, [False, False]) is None  # an activation operand: another kernel
+    wide = ("MatMul", {}, [t(1, 64), t(64, 128)], [t(1, 128)])
+    assert lookup(*wide, [False, True]) is None  # not logged
+    consts = CompilerConstants.load(DEFAULT_FILE)
+    priced = CompilerCostModel(consts, tuned=lookup)
+    assert priced.needs_values
+    w = np.zeros((64, 64), np.float32)
+    assert priced.node_cost(*mm, consts=[None, w]) == pytest.approx(0.25)
+    assert priced.node_cost(*wide, consts=[None, w]) == CompilerCostModel(consts).node_cost(*wide)
+    # logged on another machine (or thread count): not this one's
+    other = _logged_matmul(tmp_path / "other", 0.25, machine="another-cpu-t1")
+    assert pipeline.tuned_lookup(other, 1)(*mm, [False, True]) is None
+
+
+def test_compile_extraction_reads_the_tuning_log(tmp_path):
+    """Logged as nearly free, the two MatMuls of ``_two_heads`` stay apart: the merge the
+    model takes (test above) no longer pays."""
+    _logged_matmul(tmp_path, 0.01)
+    src = _two_heads(1, 64, 64)
+    ops = {}
+    for log in (None, str(tmp_path / "tuning.jsonl")):
+        opts = pipeline.Options(target="llvm", cache=False, isolate=False, threads=1,
+                                tuning_log=log or str(tmp_path / "none.jsonl"))  # fmt: skip
+        res = pipeline.compile(src, opts)
+        assert res.verdict.ok
+        ops[log] = res.graph.op_histogram()["MatMul"]
+    assert ops == {None: 1, str(tmp_path / "tuning.jsonl"): 2}
+
+
+def test_the_extractor_is_local_under_the_compiler_model_and_auto_otherwise():
+    """The ILP's solver after the search only where the search misses plans (onnxruntime's
+    costs, a Split a kernel of its own); the choice made is reported and an explicit one holds."""
+    assert pipeline.extractor_for(pipeline.Options(target="llvm")) == "local"
+    assert pipeline.extractor_for(pipeline.Options()) == "auto"
+    assert pipeline.extractor_for(pipeline.Options(target="llvm", cost_model="roofline")) == "auto"
+    assert pipeline.extractor_for(pipeline.Options(target="llvm", extractor="ilp")) == "ilp"
+    opts = pipeline.Options(target="llvm", cache=False, isolate=False, verify=False)
+    res = pipeline.compile(_two_heads(1, 64, 64), opts)
+    ex = res.egraph["extraction"]
+    assert ex["extractor"] in ("greedy", "local") and "ilp" not in ex

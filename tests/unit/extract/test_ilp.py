@@ -274,3 +274,21 @@ def test_a_model_with_a_choice_still_runs_the_solver(monkeypatch):
     eg, roots, cost = _eg(SHARED), ["R1", "R2"], SHARED_COSTS.__getitem__
     got = ilp_dag(eg, roots, cost)
     assert calls and got.choice.cost == 17.0  # both slices of the shared class: 1 + 1 + 15
+
+
+def test_certify_proves_a_plan_the_bound_leaves_alone_and_declines_otherwise():
+    """Without the solver: a node whose every plan costs more than the incumbent goes; where one
+    plan is left it is proved optimal. In SHARED, a plan with a private node costs at least 10
+    (the bound counts the node's own sub-DAG, not the other root's), under the shared plan's 17:
+    both ways stay, no proof (the solver is needed)."""
+    eg, cost = (
+        _eg({"R": [("a", ("L",)), ("b", ())], "L": [("l", ())]}),
+        {"R0": 1.0, "R1": 5.0, "L0": 2.0}.__getitem__,
+    )
+    plan = greedy_dag(eg, ["R"], cost)
+    res = ilp.certify(eg, ["R"], cost, plan)
+    assert res is not None and res.status == "optimal" and res.gap == 0.0
+    assert res.choice.choice == {"R": "R0", "L": "L0"} and res.choice.cost == 3.0
+    eg, roots, cost = _eg(SHARED), ["R1", "R2"], SHARED_COSTS.__getitem__
+    shared = Choice({"M": "M0", "R1": "R11", "R2": "R21"}, 17.0, ["M", "R1", "R2"])
+    assert ilp.certify(eg, roots, cost, shared) is None

@@ -143,7 +143,10 @@ def test_a_root_read_outside_its_epilogue_is_two_kernels_or_none_fused():
 
 def test_the_onnx_path_never_sees_fusion_terms():
     assert not pipeline.fusion_terms(pipeline.Options())
-    assert not pipeline.fusion_terms(pipeline.Options(target="llvm"))  # opt-in
+    assert pipeline.fusion_terms(pipeline.Options(target="llvm"))  # on by default
+    assert not pipeline.fusion_terms(pipeline.Options(target="llvm", fusion_terms=False))
+    # by target: not for another cost model, whose kernels are onnxruntime's
+    assert not pipeline.fusion_terms(pipeline.Options(target="llvm", cost_model="roofline"))
     assert pipeline.fusion_terms(pipeline.Options(target="llvm", fusion_terms=True))
     roofline = pipeline.Options(target="llvm", cost_model="roofline", fusion_terms=True)
     for wrong in (pipeline.Options(fusion_terms=True), roofline):
@@ -172,7 +175,7 @@ def test_compile_extracts_with_fusion_terms_and_the_result_matches_onnxruntime()
     )
 
 
-def test_the_compile_command_takes_fusion_terms_on_request(tmp_path, capsys):
+def test_the_compile_command_has_fusion_terms_on_unless_asked_not_to(tmp_path, capsys):
     import json
 
     from eqsat import cli
@@ -180,8 +183,80 @@ def test_the_compile_command_takes_fusion_terms_on_request(tmp_path, capsys):
     src = tmp_path / "m.onnx"
     src.write_bytes(_conv_add_relu().SerializeToString())
     seen = {}
-    for flag in ([], ["--fusion-terms"]):
+    for flag in ([], ["--fusion-terms"], ["--no-fusion-terms"]):
         assert cli.main(["compile", str(src), "--no-cache", "--json", *flag]) == 0
         out = json.loads(capsys.readouterr().out)
         seen[tuple(flag)] = (out["egraph"]["fusion_terms"], out["verification"]["ok"])
-    assert seen == {(): (False, True), ("--fusion-terms",): (True, True)}
+    assert seen == {
+        (): (True, True),
+        ("--fusion-terms",): (True, True),
+        ("--no-fusion-terms",): (False, True),
+    }
+
+
+def _mlp_chain():
+    """relu(x @ w0 + b) @ w1: the Add is read once, by the Relu (inlined there); the Relu is read
+    by a MatMul, which reads each element many times, so lowering stores it."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "w0"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("MatMul", ["r", "w1"], ["y"]),
+    ]
+    weights = [_w("w0", 16, 32), _w("b", 32), _w("w1", 32, 8)]
+    return model(nodes, [vi("x", [4, 16])], [vi("y", [4, 8])], weights)
+
+
+def test_an_unfused_element_wise_op_is_a_pass_only_where_lowering_must_store_it():
+    m = CompilerCostModel(CompilerConstants.load(DEFAULT_FILE), fusion_terms=True)
+    g = passes.eliminate_dead_code(passes.fold_constants(import_onnx(_mlp_chain())))
+    prod = g.producers()
+
+    def price(v, how=""):
+        n = prod[v]
+        ins = [g.types.get(i) for i in n.inputs]
+        return {"": m.node_cost, "arith": m.inlined_cost}[how](n.op, {}, ins, [g.types[v]])
+
+    want = price("m") + price("a", "arith") + price("r") + price("y")
+    assert graph_cost(g, m, fusion_terms=True) == pytest.approx(want, rel=1e-12)
+    assert price("r") >= m.c.overhead_us > price("r", "arith")  # the Relu's pass: a kernel
+    # as lowering runs the unfused graph: the MatMuls, and the Relu stored with the Add inlined
+    greedy = g.replace(meta=g.meta.__class__(fusion=()))
+    assert _kernels(greedy) == [("MatMul",), ("Relu",), ("MatMul",)]
+    assert ("Add",) not in _kernels(greedy)
+
+
+def _residual_read_twice():
+    """r = relu(conv(x) + x), read by the next Conv *and* the next residual Add: unfused,
+    lowering stores r by a pass of its own (two read sites), which the model prices as inlined
+    (it depends on the plan); extraction's tie-break still fuses Add and Relu into the Conv."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c0", "x"], ["a0"]),
+        helper.make_node("Relu", ["a0"], ["r"]),
+        helper.make_node("Conv", ["r", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c1", "r"], ["y"]),
+    ]
+    weights = [_w("w0", 8, 8, 3, 3), _w("b0", 8), _w("w1", 8, 8, 3, 3), _w("b1", 8)]
+    return model(nodes, [vi("x", [1, 8, 8, 8])], [vi("y", [1, 8, 8, 8])], weights)
+
+
+def test_a_value_read_at_two_sites_is_fused_into_its_kernel():
+    _, _, ex = _extract(_residual_read_twice())
+    assert sorted(_kernels(ex.graph)) == [("Conv", "Add"), ("Conv", "Add", "Relu")]
+
+
+@pytest.mark.slow
+def test_nasrnn_keeps_its_merges_and_no_more_kernels_with_fusion_terms():
+    """NAS-RNN's plan with fusion terms: the merged MatMuls as without them (6, not 40), the
+    activations after the Slices inlined, not moved above them onto the wide values (which
+    lowering must store: 21 kernels once), and no more kernels than without fusion terms."""
+    src = pipeline.example_model("nasrnn", "default")
+    got = {}
+    for terms in (False, True):
+        opts = pipeline.Options(target="llvm", cache=False, isolate=False, verify=False,
+                                fusion_terms=terms)  # fmt: skip
+        res = pipeline.compile(src, opts)
+        got[terms] = (res.graph.op_histogram()["MatMul"], res.compiled.report["kernels"])
+    assert got[True][0] == got[False][0] == 6
+    assert got[True][1] <= got[False][1]
