@@ -34,7 +34,6 @@ across runs. Symbolic dims are bound to 1 (``--batch``).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
@@ -48,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eqsat import pipeline  # noqa: E402
 from eqsat.backends.llvm import runtime  # noqa: E402
 from eqsat.backends.llvm.capabilities import Capabilities  # noqa: E402
-from eqsat.backends.llvm.codegen import kernel_sizes, kernel_symbol  # noqa: E402
 from eqsat.bench import ort_session  # noqa: E402
 from eqsat.compiled import target_caps  # noqa: E402
 from eqsat.lower.default_schedule import classify, schedule_program  # noqa: E402
@@ -106,25 +104,9 @@ def build_variants(graph, feeds_by_graph, threads=(1, 2), plain=True):
     return out
 
 
-def kernel_calls(cp, arrays, dims) -> dict[str, object]:
-    """``{kernel name: a no-argument call of its native function on the bound arrays}``."""
-    p = cp.program
-    env = dict(zip(p.sizes, dims, strict=True))
-    calls = {}
-    for k in p.kernels:
-        addr = cp.engine.get_function_address(kernel_symbol(k))
-        sizes = kernel_sizes(k)
-        proto = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * len(k.params)),
-                                 *([ctypes.c_int64] * len(sizes)))  # fmt: skip
-        fn = proto(addr)
-        args = [arrays[b.name].ctypes.data for b in k.params] + [env[s] for s in sizes]
-        calls[k.name] = lambda fn=fn, args=args: fn(*args)
-    return calls
-
-
 def kernel_times(cp, arrays, dims, reps: int) -> dict[str, float]:
     """Min ms of each kernel of a compiled program, run alone on the bound arrays."""
-    return {k: v[0] for k, v in interleaved(kernel_calls(cp, arrays, dims), reps).items()}
+    return {k: v[0] for k, v in interleaved(cp.kernel_calls(arrays, dims), reps).items()}
 
 
 def _schedstat() -> dict[str, tuple[int, int]]:
@@ -147,7 +129,7 @@ def thread_busy(cp, arrays, dims, calls: int) -> list[tuple]:
     ``run`` is an upper bound of the work; ``wait`` is time a thread (the pool's worker) had
     work or a spin to do and no CPU — another process on its core, or the caller on it."""
     rows = []
-    for name, f in kernel_calls(cp, arrays, dims).items():
+    for name, f in cp.kernel_calls(arrays, dims).items():
         for _ in range(max(3, calls // 10)):
             f()
         s0, ts = _schedstat(), []
