@@ -17,8 +17,10 @@ verification gate is skipped here; the tests run it. ``/proc/loadavg`` is printe
 numbers.
 
 ``--tuned N`` adds a column: the model tuned first (``pipeline.tune``, N trials, a fresh log in
-a temporary folder; the tuning time is printed) and compiled with that log, interleaved with
-the other two.
+a temporary folder, as ``eqsat tune`` does: candidates timed in the model, each best confirmed
+against its default, the whole-model check that logs the defaults back when the tuned model is
+slower) and compiled with that log, interleaved with the other two. ``tune s`` is the whole
+of it, the e-graph (with ``--egraph``), the trials, the confirmations and the check.
 
 ``--ablation`` compiles each model four ways (:data:`ABLATION`: no e-graph; the e-graph
 extracted with onnxruntime's costs, ``roofline``; with the compiler's, ``compiler``, fusion

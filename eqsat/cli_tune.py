@@ -89,6 +89,7 @@ def cmd_tune(args) -> int:
                       r["unit"], "not tried" if not r["default_rate"] else  # out of trials
                       "default" if r["best_is_default"] and r["confirmed"] is None else
                       f"{up:.2f}x, lost in the model" if r["confirmed"] is False else
+                      f"{up:.2f}x, not confirmed" if r["confirmed"] is None else  # time limit
                       f"{up:.2f}x")  # fmt: skip
     out.print(f"{label}: {report.trials} trials on {len(report.tasks)} distinct kernels in "
               f"{report.seconds:.1f} s; log {report.log}")  # fmt: skip

@@ -14,10 +14,11 @@ whether it is the default, the seconds (min of the repetitions, timed in the mod
 display. A record marked ``verdict`` is a confirmation's decision
 (:mod:`eqsat.autoschedule.search`: the best re-timed against the default, and the whole model
 with the log against the default schedules): the latest verdict of a kernel is the log's
-answer for it, whatever the fastest record says, so a best that does not beat the default
-where the model runs it is not used. Why one line per *trial*, not only the best: a run that is
-killed keeps every measurement made so far, a later run resumes (it skips candidates already
-measured, and its cost model learns from them), and the best is a max over lines.
+answer for it (:meth:`TuningLog.chosen`), whatever the fastest record says, so a best that
+does not beat the default where the model runs it is not used, nor one never confirmed. Why
+one line per *trial*, not only the best: a run that is killed keeps every measurement made so
+far, a later run resumes (it skips candidates already measured, and its cost model learns from
+them), and the best is a max over lines.
 
 Appending: each record is one ``write`` of one line on a file opened for appending, flushed, so
 a killed run leaves whole lines (at worst a torn last line, which the reader skips). A line
@@ -135,21 +136,25 @@ class TuningLog:
         return cls(read(p), p)
 
     def best(self, sig: str, machine: str) -> Record | None:
-        """The latest verdict of a kernel on a machine, else its fastest successful record."""
-        mine = [r for r in self.records if r.sig == sig and r.machine == machine]
-        verdicts = [r for r in mine if r.verdict]
-        if verdicts:
-            return max(verdicts, key=lambda r: r.time)
-        ok = [r for r in mine if r.ok]
+        """The fastest successful record of a kernel on a machine (confirmed or not)."""
+        ok = [r for r in self.records if r.sig == sig and r.machine == machine and r.ok]
         return min(ok, key=lambda r: r.seconds) if ok else None
+
+    def chosen(self, sig: str, machine: str) -> Record | None:
+        """The latest verdict of a kernel on a machine: what compile uses. None (the default
+        schedule) where there is none — a best that no confirmation has timed against its
+        default (a run stopped by its time limit or killed first) is not used."""
+        verdicts = [r for r in self.records if r.sig == sig and r.machine == machine
+                    and r.verdict]  # fmt: skip
+        return max(verdicts, key=lambda r: r.time) if verdicts else None
 
     def measured(self, sig: str, machine: str) -> list[Record]:
         return [r for r in self.records if r.sig == sig and r.machine == machine]
 
     def choices(self, program: LoopProgram, threads: int) -> dict[str, Schedule]:
         """``{kernel name: schedule}`` for the kernels of ``program`` (unscheduled, as lowered)
-        whose best logged record on this machine is not the default schedule; a record whose
-        schedule no longer replays on the kernel is skipped (eqsat's code changed)."""
+        whose verdict on this machine (:meth:`chosen`) is not the default schedule; a record
+        whose schedule no longer replays on the kernel is skipped (eqsat's code changed)."""
         from eqsat.autoschedule.signature import kernel_signature, machine_key
         from eqsat.autoschedule.space import valid
 
@@ -158,7 +163,7 @@ class TuningLog:
         machine = machine_key(threads)
         out: dict[str, Schedule] = {}
         for k in program.kernels:
-            best = self.best(kernel_signature(k), machine)
+            best = self.chosen(kernel_signature(k), machine)
             if best is None or best.default:
                 continue
             try:

@@ -81,15 +81,17 @@ def test_hang_times_out(program):
         assert w.measure(Job(program.kernels[1], None, 1, 1))[0] > 0 and w.started == 2
 
 
-def _log_plan(path, kernel, knobs_change):
-    """A log holding one non-default plan of ``kernel`` (as fastest) and its default."""
+def _log_plan(path, kernel, knobs_change, verdict=True):
+    """A log holding one non-default plan of ``kernel`` (as fastest, and as the verdict of a
+    confirmation unless ``verdict`` is false) and its default."""
     space = space_for(kernel, Capabilities.host(), 1)
     cand = space.candidate(dict(space.default.knobs) | knobs_change)
     assert cand is not None
     sig, m = kernel_signature(kernel), machine_key(1)
     tlog.append(path, [
         tlog.Record(sig, m, space.default.key, 2e-3, True, knobs=dict(space.default.knobs)),
-        tlog.Record(sig, m, cand.key, 1e-3, False, knobs=dict(cand.knobs)),
+        tlog.Record(sig, m, cand.key, 1e-3, False, knobs=dict(cand.knobs), confirm=verdict,
+                    verdict=verdict),
     ])  # fmt: skip
     return cand
 
@@ -107,6 +109,17 @@ def test_compile_applies_the_logged_plan(program, tmp_path):
     x = np.random.default_rng(0).standard_normal((1, 8, 10, 10)).astype(np.float32)
     (want,) = run_ort(conv_mlp(), {"x": x})
     np.testing.assert_allclose(result.compiled.run({"x": x})[0], want, rtol=1e-4, atol=1e-4)
+
+
+def test_an_unconfirmed_best_is_not_used(program, tmp_path):
+    """The fastest record that no confirmation has timed against the default (a run stopped
+    by its time limit, or killed, before confirming) leaves the kernel on its default."""
+    path = tmp_path / "t.jsonl"
+    cand = _log_plan(path, program.kernels[0], {"kc": 64, "unroll": 1}, verdict=False)
+    log = tlog.TuningLog.load(path)
+    sig, m = kernel_signature(program.kernels[0]), machine_key(1)
+    assert log.best(sig, m).schedule == cand.key and log.chosen(sig, m) is None
+    assert log.choices(program, 1) == {}
 
 
 def test_no_log_is_the_default(tmp_path):
@@ -216,7 +229,7 @@ def test_a_best_that_is_not_the_default_is_confirmed_in_the_model(program, tmp_p
     """A best logged as faster than the default is timed again against it, in the model, and
     the winner's record is the verdict the log answers with from then on."""
     path = tmp_path / "t.jsonl"
-    cand = _log_plan(path, program.kernels[0], {"kc": 64})  # logged as faster than the default
+    cand = _log_plan(path, program.kernels[0], {"kc": 64}, verdict=False)  # fastest, unconfirmed
     tuner = Tuner(program, 1, path)
     report = tuner.run(len(program.kernels) - 1)  # the other baselines
     assert report.trials == 2 and report.confirmed == 2
