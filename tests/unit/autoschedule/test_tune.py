@@ -301,9 +301,10 @@ def test_a_verdict_overrides_the_fastest_record_and_revert_logs_the_default(prog
 
 
 def test_a_kernel_is_timed_in_the_model(program):
-    """In the model, a memory-bound kernel finds its weights evicted by the others' (an
-    activation written by the previous kernel): it takes longer than called back to back on
-    its own buffers; and the default and a candidate can be timed alternately."""
+    """A worker given the model (sent once) times a kernel inside runs of it, alone or
+    alternately with its default (a list of runs each), and refuses a job naming a model it
+    was not given. (How much the timings differ from the kernel's alone is a measurement, in
+    measure.py's doc, not a test.)"""
     k = program.kernels[-1]
     ctx = Context(program, {}, 1, "m")
     with Worker(timeout=60, context=ctx) as w:
