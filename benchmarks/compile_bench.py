@@ -17,8 +17,12 @@ verification gate is skipped here; the tests run it. ``/proc/loadavg`` is printe
 numbers.
 
 ``--tuned N`` adds a column: the model tuned first (``pipeline.tune``, N trials, a fresh log in
-a temporary folder; the tuning time is printed) and compiled with that log, interleaved with
-the other two.
+a temporary folder, as ``eqsat tune`` does: candidates timed in the model, each best confirmed
+against its default, the whole-model check that logs the defaults back when the tuned model is
+slower) and compiled with that log, interleaved with the other two. ``tune s`` is the whole
+of it, the e-graph (with ``--egraph``), the trials, the confirmations and the check;
+``kernels`` how many kernels of the model the log gave a tuned schedule (0: the tuned column
+is the default model again, compiled apart: its difference is the run's noise).
 
 ``--ablation`` compiles each model four ways (:data:`ABLATION`: no e-graph; the e-graph
 extracted with onnxruntime's costs, ``roofline``; with the compiler's, ``compiler``, fusion
@@ -159,7 +163,7 @@ def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: boo
         opts = pipeline.Options(target="llvm", verify=False, egraph=egraph, threads=t,
                                 shapes=_symbols(model))
         compiled = pipeline.compile(model, opts).compiled
-        extra, tune_s = [], None
+        extra, tune_s, n_tuned = [], None, 0
         if tuned:
             import tempfile
 
@@ -168,7 +172,8 @@ def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: boo
                 t0 = time.perf_counter()
                 pipeline.tune(model, opts, trials=tuned)
                 tune_s = time.perf_counter() - t0
-                extra = [pipeline.compile(model, opts).compiled.run]
+                tuned_model = pipeline.compile(model, opts).compiled
+                extra, n_tuned = [tuned_model.run], tuned_model.report["tuned_kernels"]
         sess = ort_session(model, t)
         ov_run = _openvino(model, feeds, t)
         if not isinstance(ov_run, str):  # a row of numbers only for the same answers
@@ -189,7 +194,7 @@ def bench_model(name: str, size: str, reps: int, threads: list[int], egraph: boo
         cpu = cpus[:2]  # ort, eqsat
         rows.append((name, t, min(e) * 1e3, statistics.median(e) * 1e3, min(o) * 1e3,
                      statistics.median(o) * 1e3, min(e) / min(o),
-                     (min(tu) * 1e3, statistics.median(tu) * 1e3, tune_s) if tu else None,
+                     (min(tu) * 1e3, statistics.median(tu) * 1e3, tune_s, n_tuned) if tu else None,
                      min(cpu[1]) / min(cpu[0]) if t == 1 else None,
                      min(ov) * 1e3 if ov else None))
         del sess, compiled, runners
@@ -386,11 +391,12 @@ def main() -> None:
         print(f"loadavg: {f.read().strip()}")
     print(f"{'model':<12}{'thr':>4}{'eqsat min':>11}{'med':>9}{'ort min':>10}{'med':>9}"
           f"{'ratio':>8}{'cpu ratio':>10}{'ov min':>9}{'ov/ort':>8}" + (
-              f"{'tuned min':>11}{'med':>9}{'ratio':>8}{'tune s':>8}" if args.tuned else ""))
+              f"{'tuned min':>11}{'med':>9}{'ratio':>8}{'tune s':>8}{'kernels':>8}" if args.tuned
+              else ""))
     for name in args.models.split(","):
         for row in bench_model(name, args.size, args.reps, threads, args.egraph, args.tuned):
             n, t, emin, emed, omin, omed, r, tu, rc, vmin = row
-            more = (f"{tu[0]:>10.3f} {tu[1]:>8.3f}{tu[0] / omin:>7.2f}x{tu[2]:>8.1f}"
+            more = (f"{tu[0]:>10.3f} {tu[1]:>8.3f}{tu[0] / omin:>7.2f}x{tu[2]:>8.1f}{tu[3]:>8}"
                     if tu else "")
             cpu = f"{rc:>9.2f}x" if rc is not None else f"{'-':>10}"
             ov_cols = f"{vmin:>9.3f}{vmin / omin:>7.2f}x" if vmin else f"{'n/a':>9}{'':>8}"

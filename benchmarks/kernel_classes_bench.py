@@ -42,7 +42,6 @@ across runs. Symbolic dims are bound to 1 (``--batch``).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
@@ -55,14 +54,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eqsat import pipeline  # noqa: E402
 from eqsat.backends.llvm import runtime  # noqa: E402
-from eqsat.backends.llvm.capabilities import Capabilities  # noqa: E402
-from eqsat.backends.llvm.codegen import kernel_sizes, kernel_symbol  # noqa: E402
-from eqsat.backends.llvm.layout import block_layouts  # noqa: E402
 from eqsat.bench import ort_session  # noqa: E402
-from eqsat.compiled import target_caps  # noqa: E402
-from eqsat.lower.default_schedule import classify, schedule_program  # noqa: E402
+from eqsat.compiled import schedule_llvm  # noqa: E402
+from eqsat.lower.default_schedule import classify  # noqa: E402
 from eqsat.lower.lower import lower  # noqa: E402
-from eqsat.lower.schedule_gemm import tensorize_contractions  # noqa: E402
 from eqsat.verify import numeric  # noqa: E402
 
 MODELS = ("bert", "squeezenet", "resnext", "inception", "vgg", "nasrnn", "swiglu")
@@ -98,44 +93,21 @@ def build_variants(graph, feeds_by_graph, threads=(1, 2), plain=True):
     from eqsat.lower.indexing import size_values
 
     env.update(size_values(lowered.products, env))
-    caps = Capabilities.host()
     out = {}
     for label, prog in (("plain", lowered.program), ("sched", None))[0 if plain else 1 :]:
         for t in threads:
-            p = (  # sched: what compiled.build does (tensorize, blocked layouts between
-                # direct convs, then the default schedules)
-                prog
-                if prog is not None
-                else schedule_program(
-                    block_layouts(tensorize_contractions(lowered.program), caps.vector_width),
-                    target_caps(caps, t),
-                )
-            )
+            # sched: what compiled.build does (tensorize, blocked layouts between direct
+            # convs, then the default schedules)
+            p = prog if prog is not None else schedule_llvm(lowered.program, t)
             cp = runtime.compile(p, threads=t)
             arrays, dims = cp.bind(feeds, env)
             out[f"{label}-{t}t"] = (cp, arrays, dims)
     return out
 
 
-def kernel_calls(cp, arrays, dims) -> dict[str, object]:
-    """``{kernel name: a no-argument call of its native function on the bound arrays}``."""
-    p = cp.program
-    env = dict(zip(p.sizes, dims, strict=True))
-    calls = {}
-    for k in p.kernels:
-        addr = cp.engine.get_function_address(kernel_symbol(k))
-        sizes = kernel_sizes(k)
-        proto = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * len(k.params)),
-                                 *([ctypes.c_int64] * len(sizes)))  # fmt: skip
-        fn = proto(addr)
-        args = [arrays[b.name].ctypes.data for b in k.params] + [env[s] for s in sizes]
-        calls[k.name] = lambda fn=fn, args=args: fn(*args)
-    return calls
-
-
 def kernel_times(cp, arrays, dims, reps: int) -> dict[str, float]:
     """Min ms of each kernel of a compiled program, run alone on the bound arrays."""
-    return {k: v[0] for k, v in interleaved(kernel_calls(cp, arrays, dims), reps).items()}
+    return {k: v[0] for k, v in interleaved(cp.kernel_calls(arrays, dims), reps).items()}
 
 
 def _schedstat() -> dict[str, tuple[int, int]]:
@@ -158,7 +130,7 @@ def thread_busy(cp, arrays, dims, calls: int) -> list[tuple]:
     ``run`` is an upper bound of the work; ``wait`` is time a thread (the pool's worker) had
     work or a spin to do and no CPU — another process on its core, or the caller on it."""
     rows = []
-    for name, f in kernel_calls(cp, arrays, dims).items():
+    for name, f in cp.kernel_calls(arrays, dims).items():
         for _ in range(max(3, calls // 10)):
             f()
         s0, ts = _schedstat(), []
@@ -207,7 +179,7 @@ def kernels_in_order(variants: dict, labels: tuple[str, ...], reps: int) -> dict
     kernel alone, over and over, so its input and output stay in the caches of the threads
     that last touched them; at 2 threads that hid how a kernel's split between the threads
     fits the split of the kernels around it (tensorize.py, "Task order")."""
-    calls = {lb: kernel_calls(*variants[lb]) for lb in labels}
+    calls = {lb: variants[lb][0].kernel_calls(*variants[lb][1:]) for lb in labels}
     times = {lb: {k: [] for k in calls[lb]} for lb in labels}
     for _ in range(reps + 1):  # the first round warms up
         for lb in labels:

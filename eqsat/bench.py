@@ -13,13 +13,11 @@ sessions and the compiled model use ``threads`` threads.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 
 import onnx
 
 from eqsat.verify.numeric import input_specs, random_feeds
-from eqsat.verify.timing import speedup, spread
+from eqsat.verify.timing import interleaved_calls
 
 
 def ort_session(model: onnx.ModelProto, threads: int, profile: str | None = None):
@@ -41,26 +39,6 @@ def _ort(model: onnx.ModelProto, threads: int):
     return lambda feeds: sess.run(None, feeds)
 
 
-def interleaved(runners: dict[str, Callable], feeds: dict, reps: int) -> list[dict]:
-    """Time each runner ``reps`` times, interleaved, after one warm-up call each."""
-    for run in runners.values():
-        run(feeds)
-    times: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(reps):
-        for name, run in runners.items():
-            t0 = time.perf_counter()
-            run(feeds)
-            times[name].append(time.perf_counter() - t0)
-    rows = []
-    for name, ts in times.items():
-        s = spread(ts)  # min, median, upper quartile, max (ms)
-        rows.append({"what": name, **s, "spread": (s["median_ms"] - s["min_ms"]) / s["min_ms"]})
-    base = rows[0]
-    for r in rows[1:]:  # against the first runner, with the report's noise rule
-        r["vs_first"] = speedup(base, r)
-    return rows
-
-
 def compare(model: onnx.ModelProto | str | os.PathLike, threads: int = 1, reps: int = 15):
     """The table of ``eqsat bench``: onnxruntime (original), onnxruntime (optimized by eqsat),
     eqsat compiled; each optimized and compiled model went through its verification gate."""
@@ -78,26 +56,4 @@ def compare(model: onnx.ModelProto | str | os.PathLike, threads: int = 1, reps: 
         "onnxruntime, optimized by eqsat": _ort(optimized.model, threads),
         "eqsat compiled (llvm)": compiled.run,
     }
-    return interleaved(runners, feeds, reps)
-
-
-def tuned_vs_default(model, options, log, reps: int = 15) -> list[dict]:
-    """The whole model compiled with the default schedules and with the tuning log ``log``
-    (``options`` as ``eqsat tune`` used them), timed interleaved: rows as :func:`interleaved`,
-    the tuned one with its ratio to the default. Why ``eqsat tune`` runs it: the tuner
-    measures each kernel alone, in its own buffers, and a choice that wins there can lose in
-    the model (measured, 300 trials, 1 thread: SqueezeNet 1.25x -> 1.11x of onnxruntime, but
-    VGG 1.17x -> 1.30x and Inception 1.07x -> 1.21x) — the user is told, not left to find out."""
-    import dataclasses
-
-    import numpy as np
-
-    from eqsat import pipeline
-
-    base = dataclasses.replace(options, verify=False, tuning_log=str(log))
-    default = pipeline.compile(model, dataclasses.replace(base, tuned=False)).compiled
-    tuned = pipeline.compile(model, base).compiled
-    rng = np.random.default_rng(0)
-    feeds = {p.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in p.shape])
-             .astype(p.dtype) for p in default.inputs}  # fmt: skip
-    return interleaved({"default schedules": default.run, "tuned": tuned.run}, feeds, reps)
+    return interleaved_calls(runners, feeds, reps)

@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
                            "install 'eqsat[ray]'); nodes: the machine compiled for")  # fmt: skip
     tune.add_argument("--no-check", action="store_true",
                       help="skip the last step: the whole model compiled with the default "
-                           "schedules and with the log, timed against each other")  # fmt: skip
+                           "schedules and with the log, timed against each other (the defaults "
+                           "logged when the tuned one is slower)")  # fmt: skip
     tune.add_argument("--json", action="store_true", help="machine-readable summary")
 
 
@@ -70,25 +71,12 @@ def cmd_tune(args) -> int:
         bar = on_trial = phase = None
     try:
         report = pipeline.tune(src, opts, args.trials, args.time_limit, args.log, phase, on_trial,
-                               args.ray)
+                               args.ray, check=not args.no_check)  # fmt: skip
     finally:
         if bar is not None:
             bar.stop()
     summary = {"model": label} | report_json(report)
-    check = None
-    if not args.no_check and report.trials:
-        from eqsat.bench import tuned_vs_default
-        from eqsat.verify.timing import describe
-
-        if show:
-            err.print(f"{label}: timing the whole model, default schedules against tuned")
-        rows = tuned_vs_default(src, opts, report.log)
-        verdict = rows[1]["vs_first"]
-        slower = verdict["speedup"] < 1.0 and not verdict["within_noise"]
-        check = {"default_ms": rows[0]["min_ms"], "tuned_ms": rows[1]["min_ms"],
-                 "speedup": verdict["speedup"], "within_noise": verdict["within_noise"],
-                 "slower": slower, "text": describe(rows[0], rows[1])}  # fmt: skip
-        summary["whole_model"] = check
+    check = report.whole_model
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -99,17 +87,25 @@ def cmd_tune(args) -> int:
         table.add_row(r["kernel"], r["kind"], str(r["count"]), str(r["trials"]),
                       str(r["failed"]), f"{r['default_rate']:.1f}", f"{r['best_rate']:.1f}",
                       r["unit"], "not tried" if not r["default_rate"] else  # out of trials
-                      "default" if r["best_is_default"] else f"{up:.2f}x")  # fmt: skip
+                      "default" if r["best_is_default"] and r["confirmed"] is None else
+                      f"{up:.2f}x, lost in the model" if r["confirmed"] is False else
+                      f"{up:.2f}x, not confirmed" if r["confirmed"] is None else  # time limit
+                      f"{up:.2f}x")  # fmt: skip
     out.print(f"{label}: {report.trials} trials on {len(report.tasks)} distinct kernels in "
               f"{report.seconds:.1f} s; log {report.log}")  # fmt: skip
     out.print(table)
     for s in report.skipped:
         out.print(f"not tuned: {s}", markup=False)
-    if check is not None:
-        out.print(f"whole model, tuned against the default schedules: {check['text']}",
+    if check is not None and check["tuned_ms"] is not None:
+        text = (f"{check['speedup']:.2f}x" + (" (within noise)" if check["within_noise"] else "")
+                + f": default schedules {check['default_ms']:.3f} ms, tuned "
+                f"{check['tuned_ms']:.3f} ms (min of 15 interleaved runs)")  # fmt: skip
+        out.print(f"whole model, tuned against the default schedules: {text}", markup=False)
+        if check["reverted"]:
+            out.print(f"the tuned model ran slower: the default schedules are logged for "
+                      f"{len(check['reverted'])} kernel(s) ({', '.join(check['reverted'])})",
+                      markup=False)  # fmt: skip
+    elif check is not None:
+        out.print("whole model: no kernel uses a tuned schedule (the defaults won in the model)",
                   markup=False)
-        if check["slower"]:
-            out.print("warning: the tuned model runs slower than the default schedules (each "
-                      "kernel was measured alone); compile with --no-tuning to use the "
-                      "defaults", markup=False)  # fmt: skip
     return 0

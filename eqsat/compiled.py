@@ -200,25 +200,10 @@ def build(
     if target == "llvm":
         from eqsat.backends.llvm.capabilities import Capabilities
         from eqsat.backends.llvm.runtime import compile as llvm_compile
-        from eqsat.lower.default_schedule import schedule_program
-        from eqsat.lower.schedule_gemm import tensorize_contractions
 
         caps = Capabilities.host()
         chosen = tuning.choices(program, threads or caps.cores) if tuning is not None else {}
-        # schedule: contractions -> GEMM (tensorize), a logged plan where there is one
-        program = tensorize_contractions(program, chosen=chosen)
-        from eqsat.backends.llvm.layout import block_layouts
-
-        # the temps between direct convs in blocked channels (NCHW16c), not transformed back
-        if layouts:
-            program = block_layouts(program, caps.vector_width, fixed=chosen.keys())
-        from eqsat.backends.llvm.tensorize_targets import select
-        from eqsat.lower.schedule_int8 import tensorize_int8
-
-        # int8 GEMMs -> the VNNI micro-kernel where the host has one
-        program = tensorize_int8(program, select(caps, ("uint8", "int8")) is not None)
-        # default heuristic schedules for the kernels not scheduled yet (lower/default_schedule)
-        program = schedule_program(program, target_caps(caps, threads), chosen)
+        program = schedule_llvm(program, threads, chosen, layouts=layouts)
         executable = llvm_compile(program, threads=threads, use_cache=use_cache)
         cpu, features = caps.cpu_name, caps.features
     elif target == "cuda":
@@ -247,6 +232,30 @@ def build(
         program, executable, lowered.weights, inputs, outputs, target, report, features,
         cpu, lowered.products,
     )  # fmt: skip
+
+
+def schedule_llvm(program: LoopProgram, threads: int | None = None,
+                  chosen: Mapping | None = None, layouts: bool = True) -> LoopProgram:
+    """``program`` (as lowered) scheduled for the LLVM backend on this host: contractions
+    tensorized to the GEMM or direct-conv drivers (``chosen``: ``{kernel name: schedule}``, a
+    tuning log's, replayed instead of the default), the temps between direct convs kept in
+    blocked channels (NCHW16c; ``layouts=False``: all row-major; kernels with a logged schedule
+    are left as logged), int8 GEMMs to the VNNI micro-kernel where the host has one, the
+    default heuristic schedules for the other kernels. One function for
+    :func:`build` and the auto-scheduler's measurements, so a kernel is timed as it is built."""
+    from eqsat.backends.llvm.capabilities import Capabilities
+    from eqsat.backends.llvm.layout import block_layouts
+    from eqsat.backends.llvm.tensorize_targets import select
+    from eqsat.lower.default_schedule import schedule_program
+    from eqsat.lower.schedule_gemm import tensorize_contractions
+    from eqsat.lower.schedule_int8 import tensorize_int8
+
+    caps, chosen = Capabilities.host(), dict(chosen or {})
+    program = tensorize_contractions(program, chosen=chosen)
+    if layouts:
+        program = block_layouts(program, caps.vector_width, fixed=chosen.keys())
+    program = tensorize_int8(program, select(caps, ("uint8", "int8")) is not None)
+    return schedule_program(program, target_caps(caps, threads), chosen)
 
 
 def target_caps(caps, threads: int | None = None) -> ScheduleTarget:

@@ -763,13 +763,17 @@ def tune(
     progress: Progress | None = None,
     on_trial=None,
     ray_address: str | None = None,
+    check: bool = True,
 ):
     """Tune the kernels of ``model`` as ``compile`` with ``options`` would build them: the
     graph passes (import, fold, e-graph) run as for a compile, the graph is lowered, and
     :class:`eqsat.autoschedule.search.Tuner` measures up to ``trials`` candidates (within
-    ``time_limit`` seconds), appending each to the tuning log (``log``, else
+    ``time_limit`` seconds) in the model, appending each to the tuning log (``log``, else
     ``options.tuning_log``, else the default one), which a later ``compile`` reads.
-    ``on_trial(task, trials)`` is called after each measurement. Returns the TuneReport."""
+    ``on_trial(task, trials)`` is called after each measurement. ``check``: then the whole
+    model with the log is timed against the default schedules (:func:`tune_check`), and where
+    it is slower beyond noise the defaults are logged as the verdicts. Returns the TuneReport
+    (``whole_model``: the check's figures, None without one)."""
     from eqsat.autoschedule.log import default_log
     from eqsat.autoschedule.search import Tuner
     from eqsat.backends.llvm.capabilities import Capabilities
@@ -781,15 +785,58 @@ def tune(
     with state.resources:
         state = run_passes(front, state)
     try:
-        program = lower(state.graph).program
+        lowered = lower(state.graph)
     except LoweringError as e:
         raise InputError(f"cannot compile this model: {e}") from e
     path = Path(log or options.tuning_log or default_log())
     threads = options.threads or Capabilities.host().cores
-    tuner = Tuner(program, threads, path, progress=on_trial, ray_address=ray_address)
+    tuner = Tuner(lowered.program, threads, path, progress=on_trial, ray_address=ray_address,
+                  weights=lowered.weights)  # fmt: skip
     if progress:
         progress("tune")
-    return tuner.run(trials, time_limit)
+    report = tuner.run(trials, time_limit)
+    if check and report.trials:
+        if progress:
+            progress("whole model, default schedules against tuned")
+        report.whole_model = tune_check(state.graph, lowered.program, threads, path)
+    return report
+
+
+def tune_check(graph: TensorGraph, program, threads: int, log: Path, reps: int = 15) -> dict:
+    """The whole model (``graph``, lowered to ``program``) built with the default schedules
+    and with the tuning log, timed interleaved (:func:`eqsat.verify.timing.interleaved_calls`);
+    when the tuned one is slower beyond noise, every kernel's default is logged as its verdict
+    (:func:`eqsat.autoschedule.search.revert`): tuning never leaves a model slower. Why, though
+    the kernels were timed in the model: the kernels are confirmed one at a time, and a kernel
+    changes the caches its successors find. Returns the figures (``reverted``: the kernels
+    sent back to their default)."""
+    import numpy as np
+
+    from eqsat import compiled as compiled_module
+    from eqsat.autoschedule.log import TuningLog
+    from eqsat.autoschedule.search import revert
+    from eqsat.verify.timing import interleaved_calls
+
+    tuning = TuningLog.load(log)
+    tuned = compiled_module.build(graph, "llvm", threads, tuning=tuning)
+    row = {"tuned_kernels": tuned.report["tuned_kernels"], "reverted": []}
+    if not row["tuned_kernels"]:
+        return row | {"default_ms": None, "tuned_ms": None, "speedup": 1.0,
+                      "within_noise": True, "slower": False}  # fmt: skip
+    default = compiled_module.build(graph, "llvm", threads)
+    rng = np.random.default_rng(0)
+    feeds = {p.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in p.shape])
+             .astype(p.dtype) for p in default.inputs}  # fmt: skip
+    rows = interleaved_calls({"default schedules": default.run, "tuned": tuned.run}, feeds, reps)
+    verdict = rows[1]["vs_first"]
+    slower = verdict["speedup"] < 1.0 and not verdict["within_noise"]
+    row |= {"default_ms": rows[0]["min_ms"], "tuned_ms": rows[1]["min_ms"],
+            "default_q3_ms": rows[0]["q3_ms"], "tuned_q3_ms": rows[1]["q3_ms"],
+            "speedup": verdict["speedup"], "within_noise": verdict["within_noise"],
+            "slower": slower}  # fmt: skip
+    if slower:
+        row["reverted"] = revert(log, program, threads)
+    return row
 
 
 # the settings that change what compile produces (threads too: the default schedules read it)

@@ -9,14 +9,22 @@ needs no flag.
 A record is keyed by the kernel's signature and the machine
 (:mod:`eqsat.autoschedule.signature`) and holds the schedule measured (its replayable JSON,
 :func:`eqsat.lower.schedule.to_json`; a contraction's carries the ``gemm.plan`` annotation),
-whether it is the default, the seconds (min of the repetitions) or the error, and the work
-(FLOP or bytes) for the progress display. Why one line per *trial*, not only the best: a run
-that is killed keeps every measurement made so far, a later run resumes (it skips candidates
-already measured, and its cost model learns from them), and the best is a max over lines.
+whether it is the default, the seconds (min of the repetitions, timed in the model:
+:mod:`eqsat.autoschedule.measure`) or the error, and the work (FLOP or bytes) for the progress
+display. A record marked ``verdict`` is a confirmation's decision
+(:mod:`eqsat.autoschedule.search`: the best re-timed against the default, and the whole model
+with the log against the default schedules): the latest verdict of a kernel is the log's
+answer for it (:meth:`TuningLog.chosen`), whatever the fastest record says, so a best that
+does not beat the default where the model runs it is not used, nor one never confirmed. Why
+one line per *trial*, not only the best: a run that is killed keeps every measurement made so
+far, a later run resumes (it skips candidates already measured, and its cost model learns from
+them), and the best is a max over lines.
 
 Appending: each record is one ``write`` of one line on a file opened for appending, flushed, so
 a killed run leaves whole lines (at worst a torn last line, which the reader skips). A line
-that is not a record is skipped with a warning, never an error.
+that is not a record is skipped with a warning, never an error; so are the records of version 1
+(eqsat before the in-model timing: kernels timed alone, hot, which did not predict the model),
+with a warning of their own.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from eqsat.lower.loops import LoopProgram
 from eqsat.lower.schedule import Schedule, ScheduleError, from_json
 
 LOG_NAME = "tuning.jsonl"
-VERSION = 1
+VERSION = 2  # 2: timed in the model, verdicts (1: timed alone, hot; ignored)
 
 
 def default_log() -> Path:
@@ -54,7 +62,8 @@ class Record:
     unit: str = "GFLOP/s"
     knobs: dict = field(default_factory=dict)  # the candidate's knobs (the cost model's input)
     kernel: str = ""  # the kernel's name in the model it was tuned on (for people only)
-    confirm: bool = False  # a confirmation run (search.CONFIRM), not a new trial
+    confirm: bool = False  # a confirmation run (search.Tuner.confirm), not a new trial
+    verdict: bool = False  # the confirmation's choice for this kernel (the module doc)
     time: float = field(default_factory=time.time)
     version: int = VERSION
 
@@ -74,13 +83,16 @@ def read(path: str | os.PathLike) -> list[Record]:
     p = Path(path)
     if not p.exists():
         return []
-    out, bad = [], 0
+    out, bad, old = [], 0, 0
     with p.open(encoding="utf-8", errors="replace") as f:
         for line in f:
             if not line.strip():
                 continue
             try:
                 d = json.loads(line)
+                if d.get("version") == 1:
+                    old += 1
+                    continue
                 if d.get("version") != VERSION:
                     raise ValueError("version")
                 out.append(Record(**d))
@@ -88,6 +100,9 @@ def read(path: str | os.PathLike) -> list[Record]:
                 bad += 1
     if bad:
         warnings.warn(f"{p}: skipped {bad} line(s) that are not tuning records", stacklevel=2)
+    if old:
+        warnings.warn(f"{p}: ignored {old} record(s) of kernels timed alone by an older eqsat "
+                      "(run eqsat tune again)", stacklevel=2)  # fmt: skip
     return out
 
 
@@ -121,17 +136,25 @@ class TuningLog:
         return cls(read(p), p)
 
     def best(self, sig: str, machine: str) -> Record | None:
-        """The fastest successful record of a kernel on a machine."""
+        """The fastest successful record of a kernel on a machine (confirmed or not)."""
         ok = [r for r in self.records if r.sig == sig and r.machine == machine and r.ok]
         return min(ok, key=lambda r: r.seconds) if ok else None
+
+    def chosen(self, sig: str, machine: str) -> Record | None:
+        """The latest verdict of a kernel on a machine: what compile uses. None (the default
+        schedule) where there is none — a best that no confirmation has timed against its
+        default (a run stopped by its time limit or killed first) is not used."""
+        verdicts = [r for r in self.records if r.sig == sig and r.machine == machine
+                    and r.verdict]  # fmt: skip
+        return max(verdicts, key=lambda r: r.time) if verdicts else None
 
     def measured(self, sig: str, machine: str) -> list[Record]:
         return [r for r in self.records if r.sig == sig and r.machine == machine]
 
     def choices(self, program: LoopProgram, threads: int) -> dict[str, Schedule]:
         """``{kernel name: schedule}`` for the kernels of ``program`` (unscheduled, as lowered)
-        whose best logged record on this machine is not the default schedule; a record whose
-        schedule no longer replays on the kernel is skipped (eqsat's code changed)."""
+        whose verdict on this machine (:meth:`chosen`) is not the default schedule; a record
+        whose schedule no longer replays on the kernel is skipped (eqsat's code changed)."""
         from eqsat.autoschedule.signature import kernel_signature, machine_key
         from eqsat.autoschedule.space import valid
 
@@ -140,7 +163,7 @@ class TuningLog:
         machine = machine_key(threads)
         out: dict[str, Schedule] = {}
         for k in program.kernels:
-            best = self.best(kernel_signature(k), machine)
+            best = self.chosen(kernel_signature(k), machine)
             if best is None or best.default:
                 continue
             try:

@@ -54,6 +54,28 @@ def interleaved(models: list, feeds: dict, threads: int, reps: int) -> list[list
     return times
 
 
+def interleaved_calls(runners: dict, feeds: dict, reps: int) -> list[dict]:
+    """Time each runner (a callable taking ``feeds``) ``reps`` times, interleaved, after one
+    warm-up call each: a row per runner, :func:`spread` and ``spread`` ((median - min) / min),
+    and against the first runner ``vs_first`` (:func:`speedup`). For ``eqsat bench`` and the
+    whole-model check of ``eqsat tune``."""
+    for run in runners.values():
+        run(feeds)
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(reps):
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            run(feeds)
+            times[name].append(time.perf_counter() - t0)
+    rows = []
+    for name, ts in times.items():
+        s = spread(ts)  # min, median, upper quartile, max (ms)
+        rows.append({"what": name, **s, "spread": (s["median_ms"] - s["min_ms"]) / s["min_ms"]})
+    for r in rows[1:]:  # against the first runner, with the report's noise rule
+        r["vs_first"] = speedup(rows[0], r)
+    return rows
+
+
 def spread(seconds: list[float]) -> dict:
     """One model's repetitions in milliseconds: the minimum (the figure eqsat quotes), the
     median, the upper quartile and the maximum, and how many there were."""

@@ -27,7 +27,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from eqsat.backends.llvm.capabilities import Capabilities
-from eqsat.backends.llvm.codegen import ENTRY, PARALLEL_FOR, RELEASE, emit
+from eqsat.backends.llvm.codegen import (
+    ENTRY,
+    PARALLEL_FOR,
+    RELEASE,
+    emit,
+    kernel_sizes,
+    kernel_symbol,
+)
 from eqsat.backends.llvm.jit import compile_ir, load_object
 from eqsat.backends.llvm.native_pool import native_pool
 from eqsat.backends.llvm.threads import ThreadPool, shared_pool
@@ -191,6 +198,23 @@ class CompiledProgram:
         if error is not None:
             raise RuntimeError(f"program {p.name}: a parallel loop failed") from error
         return outputs
+
+    def kernel_calls(self, arrays: Mapping[str, np.ndarray], dims) -> dict[str, object]:
+        """``{kernel name: a no-argument call of its native function on the bound arrays}``
+        (what ``bind`` returns), in the program's order: ``run`` is these calls one after the
+        other. For timing a kernel where the model runs it (the auto-scheduler, the
+        benchmarks); the calls bypass ``call``'s check of a failed parallel loop."""
+        env = dict(zip(self.program.sizes, dims, strict=True))
+        calls = {}
+        for k in self.program.kernels:
+            sizes = kernel_sizes(k)
+            proto = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * len(k.params)),
+                                     *([ctypes.c_int64] * len(sizes)))  # fmt: skip
+            fn = proto(self.engine.get_function_address(kernel_symbol(k)))
+            args = [arrays[b.name].ctypes.data for b in k.params] + [env[s] for s in sizes]
+            # each call holds this program: its engine (the code) lives as long as the call
+            calls[k.name] = lambda fn=fn, args=args, program=self: fn(*args)
+        return calls
 
     def pointers(self, arrays: Mapping[str, np.ndarray]) -> ctypes.Array:
         ptrs = [arrays[b.name].ctypes.data for b in self.program.buffers]

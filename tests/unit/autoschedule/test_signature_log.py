@@ -90,6 +90,15 @@ def test_log_round_trip_and_best(tmp_path):
     assert not back[1].ok and back[1].rate == 0.0
 
 
+def test_log_ignores_records_of_kernels_timed_alone(tmp_path):
+    """Version 1 records (an older eqsat timed kernels alone, hot) are ignored, with a warning
+    of their own."""
+    path = tmp_path / "t.jsonl"
+    tlog.append(path, [_rec(), dataclasses.replace(_rec(), version=1)])
+    with pytest.warns(UserWarning, match="ignored 1 record"):
+        assert len(tlog.read(path)) == 1
+
+
 def test_log_skips_corrupt_and_torn_lines(tmp_path):
     path = tmp_path / "t.jsonl"
     tlog.append(path, [_rec()])
