@@ -144,6 +144,7 @@ def rules() -> list[PyRule]:
             "a convolution by the identity kernel is its input",
             exact=True,
         ),
+        *input_linear_rules(r),
     ]
 
 
@@ -534,4 +535,163 @@ def merge_grouped_convs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
             if root is not None:
                 unions.append((root, _reshape(piece, [0, g * m, *tout.shape[2:]])))
             off += m
+    return unions
+
+
+# ---------------------------------------------------------------------------- linear in the input
+# TASO's axioms "conv is bilinear" and "matmul is linear" read on the *input* side, and Tensat's
+# kernel enlargement (issue 19: the substitutions docs/rules.md lists with no rule before these).
+
+
+def input_linear_rules(r) -> list[PyRule]:
+    """The rules of this section, built with :func:`rules`'s constructor ``r``."""
+    return [
+        r(
+            "conv-add-shared-weight",
+            "conv(x1, w, b1) + conv(x2, w, b2) => conv(x1 + x2, w, b1 + b2) if type(x1) = type(x2)",
+            conv_add_shared_weight,
+            "two convolutions by one kernel, added, are one convolution of the sum of their "
+            "inputs (a convolution is linear in its input; with avgpool-as-conv, so is a pooling)",
+        ),
+        r(
+            "conv-enlarge-kernel",
+            "conv(x, w, pads p) => conv(x, pad(w, K - k), pads p + (K - k)/2) for each larger "
+            "kernel K of a conv in the graph, dilation 1",
+            conv_enlarge_kernel,
+            "a kernel padded with zeros to a larger window, the input padded as much more, "
+            "computes the same convolution (Tensat's enlarge: 1x3 -> 3x3 so convs can merge)",
+            exact=True,
+        ),
+        r(
+            "matmul-add-shared-rhs",
+            "matmul(a, w) + matmul(b, w) => matmul(a + b, w) for rank-2 a, b of one type",
+            matmul_add_shared_rhs,
+            "a matmul is linear in its left operand",
+        ),
+        r(
+            "matmul-add-shared-lhs",
+            "matmul(w, a) + matmul(w, b) => matmul(w, a + b) for rank-2 a, b of one type",
+            matmul_add_shared_lhs,
+            "a matmul is linear in its right operand",
+        ),
+        r(
+            "matmul-associative-2d",
+            "matmul(matmul(a, b), c) => matmul(a, matmul(b, c)) for rank-2 a, b, c",
+            matmul_associative_2d,
+            "(AB)C = A(BC) for matrices (each product once: not a rule egglog would iterate "
+            "over every bracketing)",
+        ),
+    ]
+
+
+def conv_add_shared_weight(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, v1, v2 in _conv_sums(s):
+        (x1, w, b1), (x2, w2, b2) = v1.inputs, v2.inputs
+        tx = s.tensor_type(x1)
+        if w != w2 or x1 == x2 or tx is None or tx != s.tensor_type(x2):
+            continue  # inputs of different types: their sum would broadcast
+        terms = _terms(s, c, x1, x2, w, b1, b2)
+        if terms is None:
+            continue
+        root, tx1, tx2, wt, tb1, tb2 = terms
+        unions.append((root, conv_term(v1, Tensor.add(tx1, tx2), wt, _bias_sum(b1, b2, tb1, tb2))))
+    return unions
+
+
+def conv_enlarge_kernel(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    convs = [(c, v, attrs(v)) for c, v in s.ops("Conv")]
+    sizes = {tuple(a["kernel_shape"]) for _, _, a in convs}
+    unions = []
+    for c, v, a in convs:
+        x, w, b = v.inputs
+        kernel, nd = tuple(a["kernel_shape"]), len(a["kernel_shape"])
+        if w not in s.constant or any(d != 1 for d in a["dilations"]):
+            continue
+        for big in sorted(sizes):
+            if len(big) != nd or big == kernel:
+                continue
+            if any(K < k for K, k in zip(big, kernel, strict=True)):
+                continue
+            terms = _terms(s, c, x, w, b)
+            if terms is None:
+                break
+            root, xt, wt, bt = terms
+            before = [(K - k) // 2 for K, k in zip(big, kernel, strict=True)]
+            after = [K - k - t for K, k, t in zip(big, kernel, before, strict=True)]
+            wide = _pad(wt, [0, 0, *before, 0, 0, *after], Tensor.none())
+            pads = list(a["pads"])
+            grown = [p + t for p, t in zip(pads, [*before, *after], strict=True)]
+            conv = Tensor.conv(
+                xt,
+                wide,
+                bt,
+                i64(a["group"]),
+                ints_vec(a["strides"]),
+                ints_vec(grown),
+                ints_vec(a["dilations"]),
+                ints_vec(list(big)),
+            )
+            unions.append((root, conv))
+    return unions
+
+
+def _matmul_sums(s: Snapshot, shared: int):
+    """(add class, other operand classes, shared operand class) for every Add of two rank-2
+    MatMuls of one type that share operand ``shared`` (0: left, 1: right) and whose other
+    operands have one type (so their sum does not broadcast)."""
+    for c, add in s.ops("Add"):
+        p, q = add.inputs
+        if p == q or s.tensor_type(p) is None or s.tensor_type(p) != s.tensor_type(q):
+            continue
+        for m1 in _ops_in(s, p, "MatMul"):
+            for m2 in _ops_in(s, q, "MatMul"):
+                if m1.inputs[shared] != m2.inputs[shared]:
+                    continue
+                a, b = m1.inputs[1 - shared], m2.inputs[1 - shared]
+                ta, tw = s.tensor_type(a), s.tensor_type(m1.inputs[shared])
+                if a == b or ta is None or ta != s.tensor_type(b) or ta.rank != 2:
+                    continue
+                if tw is None or tw.rank != 2:
+                    continue
+                yield c, a, b, m1.inputs[shared]
+                break
+            else:
+                continue
+            break
+
+
+def _matmul_add(s: Snapshot, shared: int) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, a, b, w in _matmul_sums(s, shared):
+        terms = _terms(s, c, a, b, w)
+        if terms is None:
+            continue
+        root, ta, tb, tw = terms
+        total = Tensor.add(ta, tb)
+        unions.append((root, Tensor.matmul(total, tw) if shared else Tensor.matmul(tw, total)))
+    return unions
+
+
+def matmul_add_shared_rhs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    return _matmul_add(s, 1)
+
+
+def matmul_add_shared_lhs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    return _matmul_add(s, 0)
+
+
+def matmul_associative_2d(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, outer in s.ops("MatMul"):
+        ab, cc = outer.inputs
+        for inner in _ops_in(s, ab, "MatMul"):
+            a, b = inner.inputs
+            if any(getattr(s.tensor_type(k), "rank", 0) != 2 for k in (a, b, cc)):
+                continue
+            terms = _terms(s, c, a, b, cc)
+            if terms is None:
+                continue
+            root, ta, tb, tc = terms
+            unions.append((root, Tensor.matmul(ta, Tensor.matmul(tb, tc))))
     return unions

@@ -257,6 +257,59 @@ WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
         [1, 2, d + 1, d],
         [_lit("eye", _eye_kernel(2, [3, 1], [1, 0]))],
     ),
+    # linear in the input (eqsat/rules/linear.py's last section)
+    "conv-add-shared-weight": lambda d: _unary_wrap(
+        [
+            _n("Conv", ["sx", "w", "b"], ["p"], pads=[1, 0, 1, 1], group=1 + d % 2),
+            _n("Conv", ["rx", "w"], ["q"], pads=[1, 0, 1, 1], group=1 + d % 2),
+            _n("Add", ["p", "q"] if d != 2 else ["q", "p"], ["y"]),
+        ],
+        [1, 2, d + 1, d],
+        [_w("w", [2, 2 - d % 2, 3, 2]), _w("b", [2])],
+    ),
+    "conv-enlarge-kernel": lambda d: _unary_wrap(
+        [
+            _n(
+                "Conv",
+                ["sx", "w", "b"] if d != 2 else ["sx", "w"],
+                ["p"],
+                pads=[0, 1, 0, 1],
+                strides=[1, 1 + d % 2],
+            ),
+            _n("Conv", ["rx", "k"], ["q"], pads=[1, 1, 1, 1], strides=[1, 1 + d % 2]),
+            _n("Add", ["p", "q"], ["y"]),
+        ],
+        [1, 2, d + 1, d + 1],
+        [_w("w", [2, 2, 1, 3]), _w("b", [2]), _w("k", [2, 2, 3, 3])],
+    ),
+    "matmul-add-shared-rhs": lambda d: _unary_wrap(
+        [
+            _n("MatMul", ["sx", "w"], ["p"]),
+            _n("MatMul", ["rx", "w"], ["q"]),
+            _n("Add", ["p", "q"], ["y"]),
+        ],
+        [d, 3],
+        [_w("w", [3, 2])],
+    ),
+    "matmul-add-shared-lhs": lambda d: _unary_wrap(
+        [
+            _n("MatMul", ["w", "sx"], ["p"]),
+            _n("MatMul", ["w", "rx"], ["q"]),
+            _n("Add", ["q", "p"], ["y"]),
+        ],
+        [3, d],
+        [_w("w", [2, 3])],
+    ),
+    "matmul-associative-2d": lambda d: _model(
+        [
+            _n("MatMul", ["x", "a"], ["p"]),
+            _n("Relu", ["z"], ["rz"]),
+            _n("MatMul", ["p", "rz"], ["y"]),
+        ],
+        [("x", [d, 3]), ("z", [2, d + 1])],
+        ["y"],
+        [_w("a", [3, 2])],
+    ),
     "transpose-compose": lambda d: _unary_wrap(
         [
             _n("Transpose", ["sx"], ["t"], perm=[2, 0, 1]),

@@ -154,7 +154,62 @@ def witness_conv_add_shared_input():
     return model(nodes, [vi("x", [1, 4, 5, 5])], [vi("y", None)], inits)
 
 
+def witness_conv_add_shared_weight():
+    """One 3x3 kernel on two inputs of one type, added (one conv with bias)."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        _conv("r", "w", "b", "p", pads=[1, 1, 1, 1]),
+        _conv("s", "w", "", "q", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["p", "q"], ["y"]),
+    ]
+    inits = [init("w", _f(4, 3, 3, 3)), init("b", _f(4))]
+    return model(nodes, [vi("x", [1, 3, 5, 5])], [vi("y", None)], inits)
+
+
+def witness_conv_enlarge():
+    """A 1x3 and a 3x3 conv of one input (Inception's factorized convs beside a 3x3)."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        _conv("r", "w13", "b", "p", pads=[0, 1, 0, 1]),
+        _conv("r", "w33", "", "q", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["p", "q"], ["y"]),
+    ]
+    inits = [init("w13", _f(4, 3, 1, 3)), init("b", _f(4)), init("w33", _f(4, 3, 3, 3))]
+    return model(nodes, [vi("x", [1, 3, 5, 5])], [vi("y", None)], inits)
+
+
+def witness_matmul_add(shared: int):
+    """x·W + y·W (shared right operand, 1) or W·x + W·y (shared left operand, 0)."""
+    ins = (["r", "w"], ["s", "w"]) if shared else (["w", "r"], ["w", "s"])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("MatMul", ins[0], ["p"]),
+        helper.make_node("MatMul", ins[1], ["q"]),
+        helper.make_node("Add", ["p", "q"], ["y"]),
+    ]
+    return model(nodes, [vi("x", [3, 3])], [vi("y", None)], [init("w", _f(3, 3))])
+
+
+def witness_matmul_chain():
+    """(x·A)·B, A and B constant: A·B folds into one weight."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("MatMul", ["r", "a"], ["p"]),
+        helper.make_node("MatMul", ["p", "b"], ["y"]),
+    ]
+    return model(
+        nodes, [vi("x", [2, 4])], [vi("y", None)], [init("a", _f(4, 8)), init("b", _f(8, 3))]
+    )
+
+
 WITNESSES = {
+    "conv-add-shared-weight": witness_conv_add_shared_weight,
+    "conv-enlarge-kernel": witness_conv_enlarge,
+    "matmul-add-shared-rhs": lambda: witness_matmul_add(1),
+    "matmul-add-shared-lhs": lambda: witness_matmul_add(0),
+    "matmul-associative-2d": witness_matmul_chain,
     "conv-add-shared-input": witness_conv_add_shared_input,
     "merge-grouped-conv-shared-input": witness_grouped_convs,
     "merge-conv-add": witness_merge_conv_add,
@@ -167,6 +222,11 @@ WITNESSES = {
 }
 # what the right-hand side leaves in the exported graph (its constants folded)
 AFTER = {
+    "conv-add-shared-weight": ["Add", "Conv", "Relu", "Sigmoid"],
+    "conv-enlarge-kernel": ["Add", "Conv", "Conv", "Relu"],
+    "matmul-add-shared-rhs": ["Add", "MatMul", "Relu", "Sigmoid"],
+    "matmul-add-shared-lhs": ["Add", "MatMul", "Relu", "Sigmoid"],
+    "matmul-associative-2d": ["MatMul", "Relu"],
     "conv-add-shared-input": ["Conv", "Relu"],
     "merge-grouped-conv-shared-input": ["Concat", "Conv", "Relu"] + ["Reshape"] * 3 + ["Slice"] * 2,
     "merge-conv-add": ["Concat", "Conv", "Relu"],
