@@ -563,6 +563,21 @@ def input_linear_rules(r) -> list[PyRule]:
             exact=True,
         ),
         r(
+            "matmul-associative-2d",
+            "matmul(..matmul(f1, f2).., fn) => matmul(f1, matmul(f2, .. fn)) for rank-2 factors",
+            matmul_associative_2d,
+            "(AB)C = A(BC) for matrices: every bracketing of a chain of products is united "
+            "with the right-nested one (one pass, not egglog iterating over bracketings)",
+        ),
+        r(
+            "scalar-mul-through-linear",
+            "op(x, ..) * s => op(x * s, ..) (and op(x, w * s) for matmul and conv) for 0-d s, "
+            "op one of matmul, bias-free conv, average pooling, concat",
+            scalar_mul_through_linear,
+            "multiplying by a scalar commutes with every linear op (TASO's smul axioms)",
+            makes=("average_pool", "concat", "conv"),
+        ),
+        r(
             "matmul-add-shared-rhs",
             "matmul(a, w) + matmul(b, w) => matmul(a + b, w) for rank-2 a, b of one type",
             matmul_add_shared_rhs,
@@ -573,13 +588,6 @@ def input_linear_rules(r) -> list[PyRule]:
             "matmul(w, a) + matmul(w, b) => matmul(w, a + b) for rank-2 a, b of one type",
             matmul_add_shared_lhs,
             "a matmul is linear in its right operand",
-        ),
-        r(
-            "matmul-associative-2d",
-            "matmul(matmul(a, b), c) => matmul(a, matmul(b, c)) for rank-2 a, b, c",
-            matmul_associative_2d,
-            "(AB)C = A(BC) for matrices (each product once: not a rule egglog would iterate "
-            "over every bracketing)",
         ),
     ]
 
@@ -681,17 +689,80 @@ def matmul_add_shared_lhs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     return _matmul_add(s, 0)
 
 
+MAX_CHAIN = 8  # factors of a matmul chain read through nested e-classes
+
+
+def _factors(s: Snapshot, c: str, left: int) -> list[str]:
+    """The classes whose product class ``c`` is, read through one rank-2 MatMul e-node of each
+    class (any one: every bracketing of the same factors is given the same form), at most
+    ``left`` of them."""
+    if left > 1:
+        for v in _ops_in(s, c, "MatMul"):
+            a, b = v.inputs
+            if all(getattr(s.tensor_type(k), "rank", 0) == 2 for k in (a, b)):
+                head = _factors(s, a, left - 1)
+                return head + _factors(s, b, left - len(head))
+    return [c]
+
+
 def matmul_associative_2d(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    """Each product of three or more rank-2 factors, united with its right-nested form
+    ``f1 (f2 (.. fn))``: two bracketings of the same factors meet there in one pass."""
     unions = []
-    for c, outer in s.ops("MatMul"):
-        ab, cc = outer.inputs
-        for inner in _ops_in(s, ab, "MatMul"):
-            a, b = inner.inputs
-            if any(getattr(s.tensor_type(k), "rank", 0) != 2 for k in (a, b, cc)):
-                continue
-            terms = _terms(s, c, a, b, cc)
-            if terms is None:
-                continue
-            root, ta, tb, tc = terms
-            unions.append((root, Tensor.matmul(ta, Tensor.matmul(tb, tc))))
+    for c, _ in s.ops("MatMul"):
+        if getattr(s.tensor_type(c), "rank", 0) != 2:
+            continue
+        factors = _factors(s, c, MAX_CHAIN)
+        if len(factors) < 3:
+            continue
+        terms = _terms(s, c, *factors)
+        if terms is None:
+            continue
+        root, *ts = terms
+        nested = ts[-1]
+        for t in reversed(ts[:-1]):
+            nested = Tensor.matmul(t, nested)
+        unions.append((root, nested))
     return unions
+
+
+# the linear ops a 0-d factor moves through, and which of their inputs it may scale
+SCALED_INPUTS = {"MatMul": (0, 1), "Conv": (0, 1), "AveragePool": (0,), "Concat": None}
+
+
+def scalar_mul_through_linear(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, mul in s.ops("Mul"):
+        for y, k in (mul.inputs, mul.inputs[::-1]):
+            tk, ty = s.tensor_type(k), s.tensor_type(y)
+            if tk is None or ty is None or tk.rank != 0 or tk.dtype != ty.dtype or y == k:
+                continue
+            if ty.dtype not in FLOATS:
+                continue
+            for _, v in s.nodes(y):
+                if v.kind != "op" or v.op not in SCALED_INPUTS:
+                    continue
+                if v.op == "Conv" and v.inputs[2] is not None:
+                    continue  # the bias would need scaling too
+                terms = _terms(s, c, k, *v.inputs)
+                if terms is None:
+                    continue
+                root, kt, *ins = terms
+                if v.op == "Concat":  # every part scaled
+                    parts = Vec[Tensor](*(Tensor.mul(t, kt) for t in ins))
+                    unions.append((root, Tensor.concat(parts, i64(v.values[0]))))
+                    continue
+                for j in SCALED_INPUTS[v.op]:
+                    args = [Tensor.mul(t, kt) if i == j else t for i, t in enumerate(ins)]
+                    unions.append((root, _rebuild(v, args)))
+    return unions
+
+
+def _rebuild(v: View, args: list[Tensor]) -> Tensor:
+    """``v``'s op with its attributes over new operands (``args`` in ``v.inputs`` order)."""
+    if v.op == "MatMul":
+        return Tensor.matmul(*args)
+    if v.op == "Conv":
+        return conv_term(v, *args)
+    prims = (prim(a.kind, val) for a, val in zip(v.spec.attrs, v.values, strict=True))
+    return Tensor.average_pool(*args, *prims)

@@ -282,6 +282,23 @@ WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
         [1, 2, d + 1, d + 1],
         [_w("w", [2, 2, 1, 3]), _w("b", [2]), _w("k", [2, 2, 3, 3])],
     ),
+    "scalar-mul-through-linear": lambda d: _model(
+        [
+            _n("Sigmoid", ["x"], ["sx"]),
+            _n("MatMul", ["sx", "w"], ["m"]),
+            _n("Mul", ["m", "s"] if d != 2 else ["s", "m"], ["y1"]),
+            _n("Reshape", ["sx", "r4"], ["x4"]),
+            _n("Conv", ["x4", "k"], ["c"], pads=[1, 0, 1, 0]),
+            _n("Mul", ["c", "s"], ["y2"]),
+            _n("AveragePool", ["x4"], ["p"], kernel_shape=[1, 2], strides=[1, 1]),
+            _n("Mul", ["s", "p"], ["y3"]),
+            _n("Concat", ["sx", "x"], ["cat"], axis=d % 2),
+            _n("Mul", ["cat", "s"], ["y4"]),
+        ],
+        [("x", [d, 3]), ("s", [])],
+        ["y1", "y2", "y3", "y4"],
+        [_w("w", [3, 2]), _i("r4", [1, 1, d, 3]), _w("k", [2, 1, 3, 1])],
+    ),
     "matmul-add-shared-rhs": lambda d: _unary_wrap(
         [
             _n("MatMul", ["sx", "w"], ["p"]),

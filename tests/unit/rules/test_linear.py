@@ -204,7 +204,18 @@ def witness_matmul_chain():
     )
 
 
+def witness_scalar_mul():
+    """A matmul scaled by a 0-d input (attention's 1/sqrt(d) is one when it is not a literal)."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("MatMul", ["r", "w"], ["m"]),
+        helper.make_node("Mul", ["m", "s"], ["y"]),
+    ]
+    return model(nodes, [vi("x", [2, 4]), vi("s", [])], [vi("y", None)], [init("w", _f(4, 3))])
+
+
 WITNESSES = {
+    "scalar-mul-through-linear": witness_scalar_mul,
     "conv-add-shared-weight": witness_conv_add_shared_weight,
     "conv-enlarge-kernel": witness_conv_enlarge,
     "matmul-add-shared-rhs": lambda: witness_matmul_add(1),
@@ -222,6 +233,7 @@ WITNESSES = {
 }
 # what the right-hand side leaves in the exported graph (its constants folded)
 AFTER = {
+    "scalar-mul-through-linear": ["MatMul", "Mul", "Relu"],
     "conv-add-shared-weight": ["Add", "Conv", "Relu", "Sigmoid"],
     "conv-enlarge-kernel": ["Add", "Conv", "Conv", "Relu"],
     "matmul-add-shared-rhs": ["Add", "MatMul", "Relu", "Sigmoid"],
