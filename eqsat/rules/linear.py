@@ -572,10 +572,20 @@ def input_linear_rules(r) -> list[PyRule]:
         r(
             "scalar-mul-through-linear",
             "op(x, ..) * s => op(x * s, ..) (and op(x, w * s) for matmul and conv) for 0-d s, "
-            "op one of matmul, bias-free conv, average pooling, concat",
+            "op one of matmul, bias-free conv, average pooling, transpose, concat (every part), "
+            "pushed on through up to 4 ops",
             scalar_mul_through_linear,
             "multiplying by a scalar commutes with every linear op (TASO's smul axioms)",
-            makes=("average_pool", "concat", "conv"),
+            makes=("average_pool", "concat", "conv", "transpose"),
+        ),
+        r(
+            "pool-concat-distribute",
+            "pool(concat(x_1..x_n, axis)) => concat(pool(x_1)..pool(x_n), axis) for axis 0 or 1",
+            pool_concat_distribute,
+            "a pooling works on each (batch, channel) plane alone, so it distributes over a "
+            "concatenation along either (TASO's concatenation-and-pooling axioms)",
+            exact=True,
+            makes=("average_pool", "max_pool", "concat"),
         ),
         r(
             "matmul-add-shared-rhs",
@@ -727,42 +737,73 @@ def matmul_associative_2d(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
 
 
 # the linear ops a 0-d factor moves through, and which of their inputs it may scale
-SCALED_INPUTS = {"MatMul": (0, 1), "Conv": (0, 1), "AveragePool": (0,), "Concat": None}
+SCALED_INPUTS = {"MatMul": (0, 1), "Conv": (0, 1), "AveragePool": (0,), "Transpose": (0,)}
+SCALAR_DEPTH = 4  # ops a factor is pushed through in one pass (concat(x, conv(x, w)) * s: 2)
 
 
 def scalar_mul_through_linear(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
-    unions = []
+    unions: list[tuple[Tensor, Tensor]] = []
     for c, mul in s.ops("Mul"):
         for y, k in (mul.inputs, mul.inputs[::-1]):
             tk, ty = s.tensor_type(k), s.tensor_type(y)
             if tk is None or ty is None or tk.rank != 0 or tk.dtype != ty.dtype or y == k:
                 continue
-            if ty.dtype not in FLOATS:
-                continue
-            for _, v in s.nodes(y):
-                if v.kind != "op" or v.op not in SCALED_INPUTS:
-                    continue
-                if v.op == "Conv" and v.inputs[2] is not None:
-                    continue  # the bias would need scaling too
-                terms = _terms(s, c, k, *v.inputs)
-                if terms is None:
-                    continue
-                root, kt, *ins = terms
-                if v.op == "Concat":  # every part scaled
-                    parts = Vec[Tensor](*(Tensor.mul(t, kt) for t in ins))
-                    unions.append((root, Tensor.concat(parts, i64(v.values[0]))))
-                    continue
-                for j in SCALED_INPUTS[v.op]:
-                    args = [Tensor.mul(t, kt) if i == j else t for i, t in enumerate(ins)]
-                    unions.append((root, _rebuild(v, args)))
+            terms = _terms(s, c, k)
+            if ty.dtype in FLOATS and terms is not None:
+                _push_scalar(s, y, terms[1], terms[0], SCALAR_DEPTH, unions)
     return unions
+
+
+def _push_scalar(s: Snapshot, y: str, kt: Tensor, root: Tensor, depth: int, unions) -> None:
+    """Unions of ``root`` (the term ``y * k``) with ``k`` moved into each linear op of class
+    ``y``, and on into the class it scaled (the new products are not in the snapshot)."""
+    for _, v in s.nodes(y):
+        if v.kind != "op" or (v.op not in SCALED_INPUTS and v.op != "Concat"):
+            continue
+        if v.op == "Conv" and v.inputs[2] is not None:
+            continue  # the bias would need scaling too
+        terms = _terms(s, *v.inputs)
+        if terms is None:
+            continue
+        if v.op == "Concat":  # every part scaled
+            parts = [Tensor.mul(t, kt) for t in terms]
+            unions.append((root, Tensor.concat(Vec[Tensor](*parts), i64(v.values[0]))))
+            scaled = list(zip(v.inputs, parts, strict=True))
+        else:
+            scaled = []
+            for j in SCALED_INPUTS[v.op]:
+                part = Tensor.mul(terms[j], kt)
+                args = [part if i == j else t for i, t in enumerate(terms)]
+                unions.append((root, _rebuild(v, args)))
+                scaled.append((v.inputs[j], part))
+        if depth > 1:
+            for inner, part in scaled:
+                _push_scalar(s, inner, kt, part, depth - 1, unions)
 
 
 def _rebuild(v: View, args: list[Tensor]) -> Tensor:
     """``v``'s op with its attributes over new operands (``args`` in ``v.inputs`` order)."""
     if v.op == "MatMul":
         return Tensor.matmul(*args)
-    if v.op == "Conv":
-        return conv_term(v, *args)
-    prims = (prim(a.kind, val) for a, val in zip(v.spec.attrs, v.values, strict=True))
-    return Tensor.average_pool(*args, *prims)
+    prims = [prim(a.kind, val) for a, val in zip(v.spec.attrs, v.values, strict=True)]
+    return getattr(Tensor, v.spec.ctor)(*args, *prims)
+
+
+def pool_concat_distribute(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for op in ("MaxPool", "AveragePool"):
+        for c, pool in s.ops(op):
+            (x,) = pool.inputs[:1]
+            tx = s.tensor_type(x)
+            if tx is None or tx.rank < 3 or len(pool.inputs) != 1:
+                continue
+            for cat in _ops_in(s, x, "Concat"):
+                if cat.values[0] % tx.rank not in (0, 1):
+                    continue
+                terms = _terms(s, c, *cat.inputs)
+                if terms is None:
+                    continue
+                root, *parts = terms
+                pooled = Vec[Tensor](*(_rebuild(pool, [t]) for t in parts))
+                unions.append((root, Tensor.concat(pooled, i64(cat.values[0]))))
+    return unions

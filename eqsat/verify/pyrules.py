@@ -294,10 +294,25 @@ WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
             _n("Mul", ["s", "p"], ["y3"]),
             _n("Concat", ["sx", "x"], ["cat"], axis=d % 2),
             _n("Mul", ["cat", "s"], ["y4"]),
+            _n("Transpose", ["sx"], ["t"], perm=[1, 0]),
+            _n("Mul", ["t", "s"], ["y5"]),
+            _n("MatMul", ["sx", "w2"], ["m2"]),
+            _n("Concat", ["x", "m2"], ["cat2"], axis=1),
+            _n("Mul", ["s", "cat2"], ["y6"]),
         ],
         [("x", [d, 3]), ("s", [])],
-        ["y1", "y2", "y3", "y4"],
-        [_w("w", [3, 2]), _i("r4", [1, 1, d, 3]), _w("k", [2, 1, 3, 1])],
+        ["y1", "y2", "y3", "y4", "y5", "y6"],
+        [_w("w", [3, 2]), _i("r4", [1, 1, d, 3]), _w("k", [2, 1, 3, 1]), _w("w2", [3, 3])],
+    ),
+    "pool-concat-distribute": lambda d: _model(
+        [
+            _n("Sigmoid", ["x"], ["sx"]),
+            _n("Concat", ["sx", "x"], ["c"], axis=d % 2),
+            _n("MaxPool", ["c"], ["y"], kernel_shape=[2, 2], pads=[1, 0, 0, 1]),
+            _n("AveragePool", ["c"], ["z"], kernel_shape=[1, 2], strides=[1, 2]),
+        ],
+        [("x", [1, 2, d + 1, d + 1])],
+        ["y", "z"],
     ),
     "matmul-add-shared-rhs": lambda d: _unary_wrap(
         [

@@ -214,7 +214,19 @@ def witness_scalar_mul():
     return model(nodes, [vi("x", [2, 4]), vi("s", [])], [vi("y", None)], [init("w", _f(4, 3))])
 
 
+def witness_pool_concat():
+    """A max pooling of a channel concatenation (Inception's pooling branch after a concat)."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("Concat", ["r", "s"], ["c"], axis=1),
+        helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    ]
+    return model(nodes, [vi("x", [1, 3, 5, 5])], [vi("y", None)])
+
+
 WITNESSES = {
+    "pool-concat-distribute": witness_pool_concat,
     "scalar-mul-through-linear": witness_scalar_mul,
     "conv-add-shared-weight": witness_conv_add_shared_weight,
     "conv-enlarge-kernel": witness_conv_enlarge,
@@ -233,6 +245,7 @@ WITNESSES = {
 }
 # what the right-hand side leaves in the exported graph (its constants folded)
 AFTER = {
+    "pool-concat-distribute": ["Concat", "MaxPool", "MaxPool", "Relu", "Sigmoid"],
     "scalar-mul-through-linear": ["MatMul", "Mul", "Relu"],
     "conv-add-shared-weight": ["Add", "Conv", "Relu", "Sigmoid"],
     "conv-enlarge-kernel": ["Add", "Conv", "Conv", "Relu"],
