@@ -588,6 +588,38 @@ def input_linear_rules(r) -> list[PyRule]:
             makes=("average_pool", "max_pool", "concat"),
         ),
         r(
+            "conv-concat-batch",
+            "conv(concat(x_1..x_n, 0), w, b) => concat(conv(x_1, w, b)..conv(x_n, w, b), 0)",
+            conv_concat_batch,
+            "a convolution works on each image of a batch alone (TASO's concatenation-and-conv "
+            "along the batch axis)",
+            exact=True,
+        ),
+        r(
+            "binary-concat-distribute",
+            "concat(a_1 op b_1, .., a_n op b_n) => concat(a_1..a_n) op concat(b_1..b_n) for op "
+            "Add or Mul, each a_i, b_i of its part's type",
+            binary_concat_distribute,
+            "an element-wise op of concatenations is the concatenation of the element-wise ops "
+            "(TASO's operator-commutativity with concat)",
+            exact=True,
+        ),
+        r(
+            "transpose-concat-distribute",
+            "transpose(concat(x_1..x_n, a), p) => concat(transpose(x_i, p).., p.index(a))",
+            transpose_concat_distribute,
+            "a transpose of a concatenation is the concatenation of the transposes along the "
+            "axis the concatenation's axis moved to (TASO's concatenation-and-transpose)",
+            exact=True,
+        ),
+        r(
+            "mul-ones-elim",
+            "x * ones => x for a literal tensor of ones if type(result) = type(x)",
+            mul_ones_elim,
+            "multiplying by a tensor of ones that does not broadcast x is x (TASO's Iewmul)",
+            exact=True,
+        ),
+        r(
             "matmul-add-shared-rhs",
             "matmul(a, w) + matmul(b, w) => matmul(a + b, w) for rank-2 a, b of one type",
             matmul_add_shared_rhs,
@@ -741,16 +773,38 @@ SCALED_INPUTS = {"MatMul": (0, 1), "Conv": (0, 1), "AveragePool": (0,), "Transpo
 SCALAR_DEPTH = 4  # ops a factor is pushed through in one pass (concat(x, conv(x, w)) * s: 2)
 
 
+def _scaled(s: Snapshot, mul: View):
+    """(scaled class, 0-d factor class) of a Mul e-node by a 0-d float of its own dtype."""
+    for y, k in (mul.inputs, mul.inputs[::-1]):
+        tk, ty = s.tensor_type(k), s.tensor_type(y)
+        if tk is None or ty is None or tk.rank != 0 or tk.dtype != ty.dtype or y == k:
+            continue
+        if ty.dtype in FLOATS:
+            yield y, k
+
+
 def scalar_mul_through_linear(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    """Pushed in from ``op(..) * s``; and pulled out of ``op(.., x * s, ..)`` (the other
+    direction: ``conv(x * s, w)`` and ``conv(x, w * s)`` then meet at ``conv(x, w) * s``)."""
     unions: list[tuple[Tensor, Tensor]] = []
     for c, mul in s.ops("Mul"):
-        for y, k in (mul.inputs, mul.inputs[::-1]):
-            tk, ty = s.tensor_type(k), s.tensor_type(y)
-            if tk is None or ty is None or tk.rank != 0 or tk.dtype != ty.dtype or y == k:
-                continue
+        for y, k in _scaled(s, mul):
             terms = _terms(s, c, k)
-            if ty.dtype in FLOATS and terms is not None:
+            if terms is not None:
                 _push_scalar(s, y, terms[1], terms[0], SCALAR_DEPTH, unions)
+    for op, inputs in SCALED_INPUTS.items():
+        for c, v in s.ops(op):
+            if op == "Conv" and v.inputs[2] is not None:
+                continue
+            for j in inputs:
+                for mul in _ops_in(s, v.inputs[j], "Mul"):
+                    for y, k in _scaled(s, mul):
+                        terms = _terms(s, c, k, y, *v.inputs)
+                        if terms is None:
+                            continue
+                        root, kt, yt, *args = terms
+                        args[j] = yt
+                        unions.append((root, Tensor.mul(_rebuild(v, args), kt)))
     return unions
 
 
@@ -806,4 +860,87 @@ def pool_concat_distribute(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
                 root, *parts = terms
                 pooled = Vec[Tensor](*(_rebuild(pool, [t]) for t in parts))
                 unions.append((root, Tensor.concat(pooled, i64(cat.values[0]))))
+    return unions
+
+
+def conv_concat_batch(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, conv in s.ops("Conv"):
+        x, w, b = conv.inputs
+        for cat in _ops_in(s, x, "Concat"):
+            tx = s.tensor_type(x)
+            if tx is None or cat.values[0] % tx.rank != 0:
+                continue
+            terms = _terms(s, c, w, b, *cat.inputs)
+            if terms is None:
+                continue
+            root, wt, bt, *parts = terms
+            convs = Vec[Tensor](*(conv_term(conv, t, wt, bt) for t in parts))
+            unions.append((root, Tensor.concat(convs, i64(cat.values[0]))))
+    return unions
+
+
+def binary_concat_distribute(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, cat in s.ops("Concat"):
+        for op in ("Add", "Mul"):
+            pairs = []
+            for part in cat.inputs:
+                t = s.tensor_type(part)
+                found = next(
+                    (
+                        v.inputs
+                        for v in _ops_in(s, part, op)
+                        if t is not None and all(s.tensor_type(k) == t for k in v.inputs)
+                    ),
+                    None,
+                )
+                if found is None:
+                    break
+                pairs.append(found)
+            else:
+                terms = _terms(s, c, *(k for pair in pairs for k in pair))
+                if terms is None:
+                    continue
+                root, *ts = terms
+                axis = i64(cat.values[0])
+                left = Tensor.concat(Vec[Tensor](*ts[0::2]), axis)
+                right = Tensor.concat(Vec[Tensor](*ts[1::2]), axis)
+                f = Tensor.add if op == "Add" else Tensor.mul
+                unions.append((root, f(left, right)))
+    return unions
+
+
+def mul_ones_elim(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, mul in s.ops("Mul"):
+        for x, k in (mul.inputs, mul.inputs[::-1]):
+            tx = s.tensor_type(x)
+            if tx is None or tx != s.tensor_type(c) or tx.dtype not in FLOATS:
+                continue
+            val = _literal(s, k)
+            if val is None or val.dtype.kind != "f" or val.size == 0 or not np.all(val == 1):
+                continue
+            terms = _terms(s, c, x)
+            if terms is not None:
+                unions.append((terms[0], terms[1]))
+                break
+    return unions
+
+
+def transpose_concat_distribute(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, tr in s.ops("Transpose"):
+        (x,) = tr.inputs
+        tx = s.tensor_type(x)
+        perm = list(tr.values[0])
+        if tx is None or sorted(perm) != list(range(tx.rank)):
+            continue
+        for cat in _ops_in(s, x, "Concat"):
+            terms = _terms(s, c, *cat.inputs)
+            if terms is None:
+                continue
+            root, *parts = terms
+            moved = Vec[Tensor](*(Tensor.transpose(t, ints_vec(perm)) for t in parts))
+            unions.append((root, Tensor.concat(moved, i64(perm.index(cat.values[0] % tx.rank)))))
     return unions

@@ -299,9 +299,11 @@ WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
             _n("MatMul", ["sx", "w2"], ["m2"]),
             _n("Concat", ["x", "m2"], ["cat2"], axis=1),
             _n("Mul", ["s", "cat2"], ["y6"]),
+            _n("Mul", ["x4", "s"], ["xs"]),
+            _n("Conv", ["xs", "k"], ["y7"], pads=[1, 0, 1, 0]),
         ],
         [("x", [d, 3]), ("s", [])],
-        ["y1", "y2", "y3", "y4", "y5", "y6"],
+        ["y1", "y2", "y3", "y4", "y5", "y6", "y7"],
         [_w("w", [3, 2]), _i("r4", [1, 1, d, 3]), _w("k", [2, 1, 3, 1]), _w("w2", [3, 3])],
     ),
     "pool-concat-distribute": lambda d: _model(
@@ -313,6 +315,40 @@ WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
         ],
         [("x", [1, 2, d + 1, d + 1])],
         ["y", "z"],
+    ),
+    "conv-concat-batch": lambda d: _unary_wrap(
+        [
+            _n("Concat", ["sx", "rx"], ["c"], axis=0),
+            _n("Conv", ["c", "w", "b"] if d != 2 else ["c", "w"], ["y"], pads=[1, 0, 1, 1]),
+        ],
+        [d, 2, 3, d + 1],
+        [_w("w", [2, 2, 3, 2]), _w("b", [2])],
+    ),
+    "binary-concat-distribute": lambda d: _model(
+        [
+            _n("Sigmoid", ["x"], ["sx"]),
+            _n("Relu", ["x"], ["rx"]),
+            _n("Add", ["sx", "rx"], ["p"]),
+            _n("Add", ["x", "sx"], ["q"]),
+            _n("Concat", ["p", "q"], ["y"], axis=d % 2),
+            _n("Mul", ["rx", "x"], ["m"]),
+            _n("Mul", ["sx", "sx"], ["n"]),
+            _n("Concat", ["m", "n", "m"], ["z"], axis=-1),
+        ],
+        [("x", [d, 2])],
+        ["y", "z"],
+    ),
+    "transpose-concat-distribute": lambda d: _unary_wrap(
+        [
+            _n("Concat", ["sx", "rx"], ["c"], axis=-1 if d != 2 else 0),
+            _n("Transpose", ["c"], ["y"], perm=[1, 2, 0]),
+        ],
+        [d, 2, 3],
+    ),
+    "mul-ones-elim": lambda d: _unary_wrap(
+        [_n("Mul", ["sx", "ones"] if d != 2 else ["ones", "sx"], ["m"]), _n("Relu", ["m"], ["y"])],
+        [d, 3],
+        [_lit("ones", np.ones([3] if d == 3 else [d, 3]))],
     ),
     "matmul-add-shared-rhs": lambda d: _unary_wrap(
         [
@@ -413,6 +449,7 @@ WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
 # float weights that keep their value in a proof: the rules that recognise a literal (an
 # identity matrix or kernel) hold for that value only; every other float weight is a symbol
 KEEP_VALUES: dict[str, frozenset[str]] = {
+    "mul-ones-elim": frozenset({"ones"}),
     "matmul-identity-elim": frozenset({"eye"}),
     "conv-identity-elim": frozenset({"eye"}),
 }

@@ -225,7 +225,54 @@ def witness_pool_concat():
     return model(nodes, [vi("x", [1, 3, 5, 5])], [vi("y", None)])
 
 
+def witness_conv_batch():
+    """A conv of two images concatenated along the batch."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("Concat", ["r", "s"], ["c"], axis=0),
+        _conv("c", "w", "b", "y", pads=[1, 1, 1, 1]),
+    ]
+    inits = [init("w", _f(4, 3, 3, 3)), init("b", _f(4))]
+    return model(nodes, [vi("x", [1, 3, 5, 5])], [vi("y", None)], inits)
+
+
+def witness_binary_concat():
+    """concat(r + s, s + x): one add of two concatenations."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("Add", ["r", "s"], ["p"]),
+        helper.make_node("Add", ["s", "x"], ["q"]),
+        helper.make_node("Concat", ["p", "q"], ["y"], axis=1),
+    ]
+    return model(nodes, [vi("x", [2, 3])], [vi("y", None)])
+
+
+def witness_mul_ones():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Mul", ["r", "ones"], ["m"]),
+        helper.make_node("Tanh", ["m"], ["y"]),
+    ]
+    return model(nodes, [vi("x", [2, 3])], [vi("y", None)], [init("ones", np.ones(3, np.float32))])
+
+
+def witness_transpose_concat():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("Concat", ["r", "s"], ["c"], axis=0),
+        helper.make_node("Transpose", ["c"], ["y"], perm=[1, 0]),
+    ]
+    return model(nodes, [vi("x", [2, 3])], [vi("y", None)])
+
+
 WITNESSES = {
+    "transpose-concat-distribute": witness_transpose_concat,
+    "conv-concat-batch": witness_conv_batch,
+    "binary-concat-distribute": witness_binary_concat,
+    "mul-ones-elim": witness_mul_ones,
     "pool-concat-distribute": witness_pool_concat,
     "scalar-mul-through-linear": witness_scalar_mul,
     "conv-add-shared-weight": witness_conv_add_shared_weight,
@@ -245,6 +292,10 @@ WITNESSES = {
 }
 # what the right-hand side leaves in the exported graph (its constants folded)
 AFTER = {
+    "transpose-concat-distribute": ["Concat", "Relu", "Sigmoid", "Transpose", "Transpose"],
+    "conv-concat-batch": ["Concat", "Conv", "Conv", "Relu", "Sigmoid"],
+    "binary-concat-distribute": ["Add", "Concat", "Concat", "Relu", "Sigmoid"],
+    "mul-ones-elim": ["Relu", "Tanh"],
     "pool-concat-distribute": ["Concat", "MaxPool", "MaxPool", "Relu", "Sigmoid"],
     "scalar-mul-through-linear": ["MatMul", "Mul", "Relu"],
     "conv-add-shared-weight": ["Add", "Conv", "Relu", "Sigmoid"],
