@@ -52,9 +52,24 @@ them at zero and the fold pass computes them once at export, like the folded wei
   (either side), a convolution by a literal identity kernel without bias whose result has its
   input's type, is its input (``X·I = X``).
 
-Every rule here but the two ``-elim`` ones reorders or regroups sums (or divides by the count
-in the kernel rather than after the sum): ``fp_exact=False``. The two ``-elim`` rules multiply by
-1 and add 0: exact.
+The module's last section holds the rest of TASO's axioms and Tensat's substitutions that no
+family had (docs/rules.md, "Coverage of TASO's and Tensat's substitutions", counts what each
+closes): a convolution and a matmul linear in the *input* (``conv-add-shared-weight``,
+``matmul-add-shared-rhs`` / ``-lhs``), ``matmul-associative-2d`` (every bracketing of a chain
+of rank-2 products united with the right-nested one in one pass), a 0-d factor moved into and
+out of matmul, bias-free conv, average pooling, transpose and concat
+(``scalar-mul-through-linear``), Tensat's kernel enlargement (``conv-enlarge-kernel``: a kernel
+padded to the window of another conv of the graph, the padding grown to match), pooling and
+convolution over a batch or channel concatenation (``pool-concat-distribute``,
+``conv-concat-batch``), element-wise ops and transposes through concatenations
+(``binary-concat-distribute``, ``transpose-concat-distribute``) and ``x * ones = x``
+(``mul-ones-elim``, TASO's ``Iewmul``). Each runs once, like the rest of the family.
+
+Every rule here that reorders or regroups sums (or divides by the count in the kernel rather
+than after the sum) says ``fp_exact=False``, and so do the kernel enlargement (its zero taps
+turn an infinite input into NaN) and a conv over a batch concat (a kernel may block a larger
+batch differently); the ``-elim`` rules multiply by 1 and add 0, and the concatenation and
+pooling rules move values without arithmetic: exact.
 """
 
 from __future__ import annotations
@@ -560,7 +575,6 @@ def input_linear_rules(r) -> list[PyRule]:
             conv_enlarge_kernel,
             "a kernel padded with zeros to a larger window, the input padded as much more, "
             "computes the same convolution (Tensat's enlarge: 1x3 -> 3x3 so convs can merge)",
-            exact=True,
         ),
         r(
             "matmul-associative-2d",
@@ -593,7 +607,6 @@ def input_linear_rules(r) -> list[PyRule]:
             conv_concat_batch,
             "a convolution works on each image of a batch alone (TASO's concatenation-and-conv "
             "along the batch axis)",
-            exact=True,
         ),
         r(
             "binary-concat-distribute",
