@@ -74,6 +74,8 @@ pooling rules move values without arithmetic: exact.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from egglog import String, Vec, f64, i64
 
@@ -893,25 +895,24 @@ def conv_concat_batch(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     return unions
 
 
+MAX_ORIENTATIONS = 16  # operand orders tried per concatenation (a + b and b + a are both there)
+
+
 def binary_concat_distribute(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     unions = []
     for c, cat in s.ops("Concat"):
         for op in ("Add", "Mul"):
-            pairs = []
+            choices = []  # per part: the operand pairs of its non-broadcasting ``op`` e-nodes
             for part in cat.inputs:
                 t = s.tensor_type(part)
-                found = next(
-                    (
-                        v.inputs
-                        for v in _ops_in(s, part, op)
-                        if t is not None and all(s.tensor_type(k) == t for k in v.inputs)
-                    ),
-                    None,
+                views = _ops_in(s, part, op) if t is not None else []
+                choices.append(
+                    [v.inputs for v in views if all(s.tensor_type(k) == t for k in v.inputs)]
                 )
-                if found is None:
-                    break
-                pairs.append(found)
-            else:
+            if not all(choices):
+                continue
+            f = Tensor.add if op == "Add" else Tensor.mul
+            for pairs in itertools.islice(itertools.product(*choices), MAX_ORIENTATIONS):
                 terms = _terms(s, c, *(k for pair in pairs for k in pair))
                 if terms is None:
                     continue
@@ -919,7 +920,6 @@ def binary_concat_distribute(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
                 axis = i64(cat.values[0])
                 left = Tensor.concat(Vec[Tensor](*ts[0::2]), axis)
                 right = Tensor.concat(Vec[Tensor](*ts[1::2]), axis)
-                f = Tensor.add if op == "Add" else Tensor.mul
                 unions.append((root, f(left, right)))
     return unions
 
