@@ -10,7 +10,9 @@ single-pattern substitutions; ``multi_rules.txt``: its multi-pattern ones); they
 this repository, so the default tests never read them: they check one representative of each
 class (tests/unit/rules/test_substitutions.py), and docs/rules.md gives the counts this script
 printed. Both of TASO's spellings are read: ``lhs==rhs`` back to back (no separator between
-rules) and Tensat's s-expressions ``(op a b)=>(op ...)``, one a line.
+rules) and Tensat's s-expressions ``(op a b)=>(op ...)``, one a line. In a file whose name has
+``multi`` in it, two rules make one multi-pattern rule (as Tensat's ``main.rs`` reads them): its
+sides are ``("&", t1, t2)`` and each pair must meet. Bad input: one line on stderr, exit 2.
 
 Consumes a rule (two terms over TASO's operators); produces
 
@@ -112,11 +114,19 @@ def parse(text: str) -> Term:
     text = text.strip()
     if text.startswith("("):
         tokens = text.replace("(", " ( ").replace(")", " ) ").split()
-        term, rest = _sexp(tokens, 0)
-        assert rest == len(tokens), text
+        try:
+            term, rest = _sexp(tokens, 0)
+        except IndexError:
+            rest = -1
+        if rest != len(tokens):
+            raise ValueError(f"not a term: {text!r}")
     else:
-        term, rest = _call(text, 0)
-        assert rest == len(text), text
+        try:
+            term, rest = _call(text, 0)
+        except (IndexError, ValueError):
+            rest = -1
+        if rest != len(text):
+            raise ValueError(f"not a term: {text!r}")
     return _normalize(term)
 
 
@@ -213,6 +223,12 @@ def _conv_linear(lhs, rhs, ops) -> bool:
 
 
 CLASSES = (
+    Class(
+        "same",
+        "both sides alike as the file writes them (TASO's transposes that differ only in the "
+        "output-shuffle flag the file does not record)",
+        lambda lhs, rhs, ops: lhs == rhs,
+    ),
     Class(
         "split",
         "split of a merged op (multi-pattern: two ops merged by concat, then split)",
@@ -370,6 +386,8 @@ class _Builder:
     def _emit(self, t):
         op, args = t[0], t[1:]
         if len(t) == 1 and op.startswith("input_"):
+            if op not in SHAPES:
+                raise ValueError(f"no shape for {op} in TASO's generator")
             shape = SHAPES[op]
             if op in WEIGHTS:
                 rng = np.random.default_rng(int(op[6:]))
@@ -631,7 +649,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for a, b in zip(pairs[0::2], pairs[1::2], strict=True)
             ]
         for k, (lt, rt) in enumerate(pairs):
-            lhs, rhs = parse(lt), parse(rt)
+            try:
+                lhs, rhs = parse(lt), parse(rt)
+            except ValueError as e:
+                print(f"error: {f}: rule {k}: {e}", file=sys.stderr)
+                return 2
             cls, verdict = classify(lhs, rhs), ""
             if a.check:
                 try:
