@@ -161,7 +161,7 @@ def rules() -> list[PyRule]:
             "a convolution by the identity kernel is its input",
             exact=True,
         ),
-        *input_linear_rules(r),
+        *substitution_rules(r),
     ]
 
 
@@ -555,12 +555,13 @@ def merge_grouped_convs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
     return unions
 
 
-# ---------------------------------------------------------------------------- linear in the input
-# TASO's axioms "conv is bilinear" and "matmul is linear" read on the *input* side, and Tensat's
-# kernel enlargement (issue 19: the substitutions docs/rules.md lists with no rule before these).
+# ---------------------------------------------------------------------------- TASO's axioms
+# The rest of TASO's axioms and Tensat's substitutions, which no family had (issue 19): linearity
+# on the input side, matmul associativity, a scalar through linear ops, kernel enlargement, and
+# ops through concatenations. docs/rules.md's coverage section counts what each closes.
 
 
-def input_linear_rules(r) -> list[PyRule]:
+def substitution_rules(r) -> list[PyRule]:
     """The rules of this section, built with :func:`rules`'s constructor ``r``."""
     return [
         r(
@@ -589,7 +590,7 @@ def input_linear_rules(r) -> list[PyRule]:
             "scalar-mul-through-linear",
             "op(x, ..) * s => op(x * s, ..) (and op(x, w * s) for matmul and conv) for 0-d s, "
             "op one of matmul, bias-free conv, average pooling, transpose, concat (every part), "
-            "pushed on through up to 4 ops",
+            "pushed on through up to 4 ops; and op(.., x * s, ..) => op(.., x, ..) * s",
             scalar_mul_through_linear,
             "multiplying by a scalar commutes with every linear op (TASO's smul axioms)",
             makes=("average_pool", "concat", "conv", "transpose"),
