@@ -63,12 +63,29 @@ them at zero and the fold pass computes them once at export, like the folded wei
   (either side), a convolution by a literal identity kernel without bias whose result has its
   input's type, is its input (``X·I = X``).
 
-Every rule here but the two ``-elim`` ones reorders or regroups sums (or divides by the count
-in the kernel rather than after the sum): ``fp_exact=False``. The two ``-elim`` rules multiply by
-1 and add 0: exact.
+The module's last section holds the rest of TASO's axioms and Tensat's substitutions that no
+family had (docs/rules.md, "Coverage of TASO's and Tensat's substitutions", counts what each
+closes): a convolution and a matmul linear in the *input* (``conv-add-shared-weight``,
+``matmul-add-shared-rhs`` / ``-lhs``), ``matmul-associative-2d`` (every bracketing of a chain
+of rank-2 products united with the right-nested one in one pass), a 0-d factor moved into and
+out of matmul, bias-free conv, average pooling, transpose and concat
+(``scalar-mul-through-linear``), Tensat's kernel enlargement (``conv-enlarge-kernel``: a kernel
+padded to the window of another conv of the graph, the padding grown to match), pooling and
+convolution over a batch or channel concatenation (``pool-concat-distribute``,
+``conv-concat-batch``), element-wise ops and transposes through concatenations
+(``binary-concat-distribute``, ``transpose-concat-distribute``) and ``x * ones = x``
+(``mul-ones-elim``, TASO's ``Iewmul``). Each runs once, like the rest of the family.
+
+Every rule here that reorders or regroups sums (or divides by the count in the kernel rather
+than after the sum) says ``fp_exact=False``, and so do the kernel enlargement (its zero taps
+turn an infinite input into NaN) and a conv over a batch concat (a kernel may block a larger
+batch differently); the ``-elim`` rules multiply by 1 and add 0, and the concatenation and
+pooling rules move values without arithmetic: exact.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 from egglog import String, Vec, f64, i64
@@ -164,6 +181,7 @@ def rules() -> list[PyRule]:
             "a convolution by the identity kernel is its input",
             exact=True,
         ),
+        *substitution_rules(r),
     ]
 
 
@@ -599,4 +617,409 @@ def merge_grouped_convs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
             if root is not None:
                 unions.append((root, _reshape(piece, [0, g * m, *tout.shape[2:]])))
             off += m
+    return unions
+
+
+# ---------------------------------------------------------------------------- TASO's axioms
+# The rest of TASO's axioms and Tensat's substitutions, which no family had (issue 19): linearity
+# on the input side, matmul associativity, a scalar through linear ops, kernel enlargement, and
+# ops through concatenations. docs/rules.md's coverage section counts what each closes.
+
+
+def substitution_rules(r) -> list[PyRule]:
+    """The rules of this section, built with :func:`rules`'s constructor ``r``."""
+    return [
+        r(
+            "conv-add-shared-weight",
+            "conv(x1, w, b1) + conv(x2, w, b2) => conv(x1 + x2, w, b1 + b2) if type(x1) = type(x2)",
+            conv_add_shared_weight,
+            "two convolutions by one kernel, added, are one convolution of the sum of their "
+            "inputs (a convolution is linear in its input; with avgpool-as-conv, so is a pooling)",
+        ),
+        r(
+            "conv-enlarge-kernel",
+            "conv(x, w, pads p) => conv(x, pad(w, K - k), pads p + (K - k)/2) for each larger "
+            "kernel K of a conv in the graph, dilation 1",
+            conv_enlarge_kernel,
+            "a kernel padded with zeros to a larger window, the input padded as much more, "
+            "computes the same convolution (Tensat's enlarge: 1x3 -> 3x3 so convs can merge)",
+        ),
+        r(
+            "matmul-associative-2d",
+            "matmul(..matmul(f1, f2).., fn) => matmul(f1, matmul(f2, .. fn)) for rank-2 factors",
+            matmul_associative_2d,
+            "(AB)C = A(BC) for matrices: every bracketing of a chain of products is united "
+            "with the right-nested one (one pass, not egglog iterating over bracketings)",
+        ),
+        r(
+            "scalar-mul-through-linear",
+            "op(x, ..) * s => op(x * s, ..) (and op(x, w * s) for matmul and conv) for 0-d s, "
+            "op one of matmul, bias-free conv, average pooling, transpose, concat (every part), "
+            "pushed on through up to 4 ops; and op(.., x * s, ..) => op(.., x, ..) * s",
+            scalar_mul_through_linear,
+            "multiplying by a scalar commutes with every linear op (TASO's smul axioms)",
+            makes=("average_pool", "concat", "conv", "transpose"),
+        ),
+        r(
+            "pool-concat-distribute",
+            "pool(concat(x_1..x_n, axis)) => concat(pool(x_1)..pool(x_n), axis) for axis 0 or 1",
+            pool_concat_distribute,
+            "a pooling works on each (batch, channel) plane alone, so it distributes over a "
+            "concatenation along either (TASO's concatenation-and-pooling axioms)",
+            exact=True,
+            makes=("average_pool", "max_pool", "concat"),
+        ),
+        r(
+            "conv-concat-batch",
+            "conv(concat(x_1..x_n, 0), w, b) => concat(conv(x_1, w, b)..conv(x_n, w, b), 0)",
+            conv_concat_batch,
+            "a convolution works on each image of a batch alone (TASO's concatenation-and-conv "
+            "along the batch axis)",
+        ),
+        r(
+            "binary-concat-distribute",
+            "concat(a_1 op b_1, .., a_n op b_n) => concat(a_1..a_n) op concat(b_1..b_n) for op "
+            "Add or Mul, each a_i, b_i of its part's type",
+            binary_concat_distribute,
+            "an element-wise op of concatenations is the concatenation of the element-wise ops "
+            "(TASO's operator-commutativity with concat)",
+            exact=True,
+        ),
+        r(
+            "transpose-concat-distribute",
+            "transpose(concat(x_1..x_n, a), p) => concat(transpose(x_i, p).., p.index(a))",
+            transpose_concat_distribute,
+            "a transpose of a concatenation is the concatenation of the transposes along the "
+            "axis the concatenation's axis moved to (TASO's concatenation-and-transpose)",
+            exact=True,
+        ),
+        r(
+            "mul-ones-elim",
+            "x * ones => x for a literal tensor of ones if type(result) = type(x)",
+            mul_ones_elim,
+            "multiplying by a tensor of ones that does not broadcast x is x (TASO's Iewmul)",
+            exact=True,
+        ),
+        r(
+            "matmul-add-shared-rhs",
+            "matmul(a, w) + matmul(b, w) => matmul(a + b, w) for rank-2 a, b of one type",
+            matmul_add_shared_rhs,
+            "a matmul is linear in its left operand",
+        ),
+        r(
+            "matmul-add-shared-lhs",
+            "matmul(w, a) + matmul(w, b) => matmul(w, a + b) for rank-2 a, b of one type",
+            matmul_add_shared_lhs,
+            "a matmul is linear in its right operand",
+        ),
+    ]
+
+
+def conv_add_shared_weight(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, v1, v2 in _conv_sums(s):
+        (x1, w, b1), (x2, w2, b2) = v1.inputs, v2.inputs
+        tx = s.tensor_type(x1)
+        if w != w2 or x1 == x2 or tx is None or tx != s.tensor_type(x2):
+            continue  # inputs of different types: their sum would broadcast
+        terms = _terms(s, c, x1, x2, w, b1, b2)
+        if terms is None:
+            continue
+        root, tx1, tx2, wt, tb1, tb2 = terms
+        unions.append((root, conv_term(v1, Tensor.add(tx1, tx2), wt, _bias_sum(b1, b2, tb1, tb2))))
+    return unions
+
+
+def conv_enlarge_kernel(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    convs = [(c, v, attrs(v)) for c, v in s.ops("Conv")]
+    sizes = {tuple(a["kernel_shape"]) for _, _, a in convs}
+    unions = []
+    for c, v, a in convs:
+        x, w, b = v.inputs
+        kernel, nd = tuple(a["kernel_shape"]), len(a["kernel_shape"])
+        if w not in s.constant or any(d != 1 for d in a["dilations"]):
+            continue
+        for big in sorted(sizes):
+            if len(big) != nd or big == kernel:
+                continue
+            if any(K < k for K, k in zip(big, kernel, strict=True)):
+                continue
+            terms = _terms(s, c, x, w, b)
+            if terms is None:
+                break
+            root, xt, wt, bt = terms
+            before = [(K - k) // 2 for K, k in zip(big, kernel, strict=True)]
+            after = [K - k - t for K, k, t in zip(big, kernel, before, strict=True)]
+            wide = _pad(wt, [0, 0, *before, 0, 0, *after], Tensor.none())
+            pads = list(a["pads"])
+            grown = [p + t for p, t in zip(pads, [*before, *after], strict=True)]
+            conv = Tensor.conv(
+                xt,
+                wide,
+                bt,
+                i64(a["group"]),
+                ints_vec(a["strides"]),
+                ints_vec(grown),
+                ints_vec(a["dilations"]),
+                ints_vec(list(big)),
+            )
+            unions.append((root, conv))
+    return unions
+
+
+def _matmul_sums(s: Snapshot, shared: int):
+    """(add class, other operand classes, shared operand class) for every Add of two rank-2
+    MatMuls of one type that share operand ``shared`` (0: left, 1: right) and whose other
+    operands have one type (so their sum does not broadcast)."""
+    for c, add in s.ops("Add"):
+        p, q = add.inputs
+        if p == q or s.tensor_type(p) is None or s.tensor_type(p) != s.tensor_type(q):
+            continue
+        for m1 in _ops_in(s, p, "MatMul"):
+            for m2 in _ops_in(s, q, "MatMul"):
+                if m1.inputs[shared] != m2.inputs[shared]:
+                    continue
+                a, b = m1.inputs[1 - shared], m2.inputs[1 - shared]
+                ta, tw = s.tensor_type(a), s.tensor_type(m1.inputs[shared])
+                if a == b or ta is None or ta != s.tensor_type(b) or ta.rank != 2:
+                    continue
+                if tw is None or tw.rank != 2:
+                    continue
+                yield c, a, b, m1.inputs[shared]
+                break
+            else:
+                continue
+            break
+
+
+def _matmul_add(s: Snapshot, shared: int) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, a, b, w in _matmul_sums(s, shared):
+        terms = _terms(s, c, a, b, w)
+        if terms is None:
+            continue
+        root, ta, tb, tw = terms
+        total = Tensor.add(ta, tb)
+        unions.append((root, Tensor.matmul(total, tw) if shared else Tensor.matmul(tw, total)))
+    return unions
+
+
+def matmul_add_shared_rhs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    return _matmul_add(s, 1)
+
+
+def matmul_add_shared_lhs(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    return _matmul_add(s, 0)
+
+
+MAX_CHAIN = 8  # factors of a matmul chain read through nested e-classes
+
+
+def _factors(s: Snapshot, c: str, left: int) -> list[str]:
+    """The classes whose product class ``c`` is, read through one rank-2 MatMul e-node of each
+    class (any one: every bracketing of the same factors is given the same form), at most
+    ``left`` of them."""
+    if left > 1:
+        for v in _ops_in(s, c, "MatMul"):
+            a, b = v.inputs
+            if all(getattr(s.tensor_type(k), "rank", 0) == 2 for k in (a, b)):
+                head = _factors(s, a, left - 1)
+                return head + _factors(s, b, left - len(head))
+    return [c]
+
+
+def matmul_associative_2d(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    """Each product of three or more rank-2 factors, united with its right-nested form
+    ``f1 (f2 (.. fn))``: two bracketings of the same factors meet there in one pass."""
+    unions = []
+    for c, _ in s.ops("MatMul"):
+        if getattr(s.tensor_type(c), "rank", 0) != 2:
+            continue
+        factors = _factors(s, c, MAX_CHAIN)
+        if len(factors) < 3:
+            continue
+        terms = _terms(s, c, *factors)
+        if terms is None:
+            continue
+        root, *ts = terms
+        nested = ts[-1]
+        for t in reversed(ts[:-1]):
+            nested = Tensor.matmul(t, nested)
+        unions.append((root, nested))
+    return unions
+
+
+# the linear ops a 0-d factor moves through, and which of their inputs it may scale
+SCALED_INPUTS = {"MatMul": (0, 1), "Conv": (0, 1), "AveragePool": (0,), "Transpose": (0,)}
+SCALAR_DEPTH = 4  # ops a factor is pushed through in one pass (concat(x, conv(x, w)) * s: 2)
+
+
+def _scaled(s: Snapshot, mul: View):
+    """(scaled class, 0-d factor class) of a Mul e-node by a 0-d float of its own dtype."""
+    for y, k in (mul.inputs, mul.inputs[::-1]):
+        tk, ty = s.tensor_type(k), s.tensor_type(y)
+        if tk is None or ty is None or tk.rank != 0 or tk.dtype != ty.dtype or y == k:
+            continue
+        if ty.dtype in FLOATS:
+            yield y, k
+
+
+def scalar_mul_through_linear(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    """Pushed in from ``op(..) * s``; and pulled out of ``op(.., x * s, ..)`` (the other
+    direction: ``conv(x * s, w)`` and ``conv(x, w * s)`` then meet at ``conv(x, w) * s``)."""
+    unions: list[tuple[Tensor, Tensor]] = []
+    for c, mul in s.ops("Mul"):
+        for y, k in _scaled(s, mul):
+            terms = _terms(s, c, k)
+            if terms is not None:
+                _push_scalar(s, y, terms[1], terms[0], SCALAR_DEPTH, unions)
+    for op, inputs in SCALED_INPUTS.items():
+        for c, v in s.ops(op):
+            if op == "Conv" and v.inputs[2] is not None:
+                continue
+            for j in inputs:
+                for mul in _ops_in(s, v.inputs[j], "Mul"):
+                    for y, k in _scaled(s, mul):
+                        terms = _terms(s, c, k, y, *v.inputs)
+                        if terms is None:
+                            continue
+                        root, kt, yt, *args = terms
+                        args[j] = yt
+                        unions.append((root, Tensor.mul(_rebuild(v, args), kt)))
+    return unions
+
+
+def _push_scalar(s: Snapshot, y: str, kt: Tensor, root: Tensor, depth: int, unions) -> None:
+    """Unions of ``root`` (the term ``y * k``) with ``k`` moved into each linear op of class
+    ``y``, and on into the class it scaled (the new products are not in the snapshot)."""
+    for _, v in s.nodes(y):
+        if v.kind != "op" or (v.op not in SCALED_INPUTS and v.op != "Concat"):
+            continue
+        if v.op == "Conv" and v.inputs[2] is not None:
+            continue  # the bias would need scaling too
+        terms = _terms(s, *v.inputs)
+        if terms is None:
+            continue
+        if v.op == "Concat":  # every part scaled
+            parts = [Tensor.mul(t, kt) for t in terms]
+            unions.append((root, Tensor.concat(Vec[Tensor](*parts), i64(v.values[0]))))
+            scaled = list(zip(v.inputs, parts, strict=True))
+        else:
+            scaled = []
+            for j in SCALED_INPUTS[v.op]:
+                part = Tensor.mul(terms[j], kt)
+                args = [part if i == j else t for i, t in enumerate(terms)]
+                unions.append((root, _rebuild(v, args)))
+                scaled.append((v.inputs[j], part))
+        if depth > 1:
+            for inner, part in scaled:
+                _push_scalar(s, inner, kt, part, depth - 1, unions)
+
+
+def _rebuild(v: View, args: list[Tensor]) -> Tensor:
+    """``v``'s op with its attributes over new operands (``args`` in ``v.inputs`` order)."""
+    if v.op == "MatMul":
+        return Tensor.matmul(*args)
+    prims = [prim(a.kind, val) for a, val in zip(v.spec.attrs, v.values, strict=True)]
+    return getattr(Tensor, v.spec.ctor)(*args, *prims)
+
+
+def pool_concat_distribute(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for op in ("MaxPool", "AveragePool"):
+        for c, pool in s.ops(op):
+            (x,) = pool.inputs[:1]
+            tx = s.tensor_type(x)
+            if tx is None or tx.rank < 3 or len(pool.inputs) != 1:
+                continue
+            for cat in _ops_in(s, x, "Concat"):
+                if cat.values[0] % tx.rank not in (0, 1):
+                    continue
+                terms = _terms(s, c, *cat.inputs)
+                if terms is None:
+                    continue
+                root, *parts = terms
+                pooled = Vec[Tensor](*(_rebuild(pool, [t]) for t in parts))
+                unions.append((root, Tensor.concat(pooled, i64(cat.values[0]))))
+    return unions
+
+
+def conv_concat_batch(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, conv in s.ops("Conv"):
+        x, w, b = conv.inputs
+        for cat in _ops_in(s, x, "Concat"):
+            tx = s.tensor_type(x)
+            if tx is None or cat.values[0] % tx.rank != 0:
+                continue
+            terms = _terms(s, c, w, b, *cat.inputs)
+            if terms is None:
+                continue
+            root, wt, bt, *parts = terms
+            convs = Vec[Tensor](*(conv_term(conv, t, wt, bt) for t in parts))
+            unions.append((root, Tensor.concat(convs, i64(cat.values[0]))))
+    return unions
+
+
+MAX_ORIENTATIONS = 16  # operand orders tried per concatenation (a + b and b + a are both there)
+
+
+def binary_concat_distribute(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, cat in s.ops("Concat"):
+        for op in ("Add", "Mul"):
+            choices = []  # per part: the operand pairs of its non-broadcasting ``op`` e-nodes
+            for part in cat.inputs:
+                t = s.tensor_type(part)
+                views = _ops_in(s, part, op) if t is not None else []
+                choices.append(
+                    [v.inputs for v in views if all(s.tensor_type(k) == t for k in v.inputs)]
+                )
+            if not all(choices):
+                continue
+            f = Tensor.add if op == "Add" else Tensor.mul
+            for pairs in itertools.islice(itertools.product(*choices), MAX_ORIENTATIONS):
+                terms = _terms(s, c, *(k for pair in pairs for k in pair))
+                if terms is None:
+                    continue
+                root, *ts = terms
+                axis = i64(cat.values[0])
+                left = Tensor.concat(Vec[Tensor](*ts[0::2]), axis)
+                right = Tensor.concat(Vec[Tensor](*ts[1::2]), axis)
+                unions.append((root, f(left, right)))
+    return unions
+
+
+def mul_ones_elim(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, mul in s.ops("Mul"):
+        for x, k in (mul.inputs, mul.inputs[::-1]):
+            tx = s.tensor_type(x)
+            if tx is None or tx != s.tensor_type(c) or tx.dtype not in FLOATS:
+                continue
+            val = _literal(s, k)
+            if val is None or val.dtype.kind != "f" or val.size == 0 or not np.all(val == 1):
+                continue
+            terms = _terms(s, c, x)
+            if terms is not None:
+                unions.append((terms[0], terms[1]))
+                break
+    return unions
+
+
+def transpose_concat_distribute(s: Snapshot) -> list[tuple[Tensor, Tensor]]:
+    unions = []
+    for c, tr in s.ops("Transpose"):
+        (x,) = tr.inputs
+        tx = s.tensor_type(x)
+        perm = list(tr.values[0])
+        if tx is None or sorted(perm) != list(range(tx.rank)):
+            continue
+        for cat in _ops_in(s, x, "Concat"):
+            terms = _terms(s, c, *cat.inputs)
+            if terms is None:
+                continue
+            root, *parts = terms
+            moved = Vec[Tensor](*(Tensor.transpose(t, ints_vec(perm)) for t in parts))
+            unions.append((root, Tensor.concat(moved, i64(perm.index(cat.values[0] % tx.rank)))))
     return unions

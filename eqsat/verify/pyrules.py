@@ -280,6 +280,127 @@ WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
         [1, 2, d + 1, d],
         [_lit("eye", _eye_kernel(2, [3, 1], [1, 0]))],
     ),
+    # linear in the input (eqsat/rules/linear.py's last section)
+    "conv-add-shared-weight": lambda d: _unary_wrap(
+        [
+            _n("Conv", ["sx", "w", "b"], ["p"], pads=[1, 0, 1, 1], group=1 + d % 2),
+            _n("Conv", ["rx", "w"], ["q"], pads=[1, 0, 1, 1], group=1 + d % 2),
+            _n("Add", ["p", "q"] if d != 2 else ["q", "p"], ["y"]),
+        ],
+        [1, 2, d + 1, d],
+        [_w("w", [2, 2 - d % 2, 3, 2]), _w("b", [2])],
+    ),
+    "conv-enlarge-kernel": lambda d: _unary_wrap(
+        [
+            _n(
+                "Conv",
+                ["sx", "w", "b"] if d != 2 else ["sx", "w"],
+                ["p"],
+                pads=[0, 1, 0, 1],
+                strides=[1, 1 + d % 2],
+            ),
+            _n("Conv", ["rx", "k"], ["q"], pads=[1, 1, 1, 1], strides=[1, 1 + d % 2]),
+            _n("Add", ["p", "q"], ["y"]),
+        ],
+        [1, 2, d + 1, d + 1],
+        [_w("w", [2, 2, 1, 3]), _w("b", [2]), _w("k", [2, 2, 3, 3])],
+    ),
+    "scalar-mul-through-linear": lambda d: _model(
+        [
+            _n("Sigmoid", ["x"], ["sx"]),
+            _n("MatMul", ["sx", "w"], ["m"]),
+            _n("Mul", ["m", "s"] if d != 2 else ["s", "m"], ["y1"]),
+            _n("Reshape", ["sx", "r4"], ["x4"]),
+            _n("Conv", ["x4", "k"], ["c"], pads=[1, 0, 1, 0]),
+            _n("Mul", ["c", "s"], ["y2"]),
+            _n("AveragePool", ["x4"], ["p"], kernel_shape=[1, 2], strides=[1, 1]),
+            _n("Mul", ["s", "p"], ["y3"]),
+            _n("Concat", ["sx", "x"], ["cat"], axis=d % 2),
+            _n("Mul", ["cat", "s"], ["y4"]),
+            _n("Transpose", ["sx"], ["t"], perm=[1, 0]),
+            _n("Mul", ["t", "s"], ["y5"]),
+            _n("MatMul", ["sx", "w2"], ["m2"]),
+            _n("Concat", ["x", "m2"], ["cat2"], axis=1),
+            _n("Mul", ["s", "cat2"], ["y6"]),
+            _n("Mul", ["x4", "s"], ["xs"]),
+            _n("Conv", ["xs", "k"], ["y7"], pads=[1, 0, 1, 0]),
+        ],
+        [("x", [d, 3]), ("s", [])],
+        ["y1", "y2", "y3", "y4", "y5", "y6", "y7"],
+        [_w("w", [3, 2]), _i("r4", [1, 1, d, 3]), _w("k", [2, 1, 3, 1]), _w("w2", [3, 3])],
+    ),
+    "pool-concat-distribute": lambda d: _model(
+        [
+            _n("Sigmoid", ["x"], ["sx"]),
+            _n("Concat", ["sx", "x"], ["c"], axis=d % 2),
+            _n("MaxPool", ["c"], ["y"], kernel_shape=[2, 2], pads=[1, 0, 0, 1]),
+            _n("AveragePool", ["c"], ["z"], kernel_shape=[1, 2], strides=[1, 2]),
+        ],
+        [("x", [1, 2, d + 1, d + 1])],
+        ["y", "z"],
+    ),
+    "conv-concat-batch": lambda d: _unary_wrap(
+        [
+            _n("Concat", ["sx", "rx"], ["c"], axis=0),
+            _n("Conv", ["c", "w", "b"] if d != 2 else ["c", "w"], ["y"], pads=[1, 0, 1, 1]),
+        ],
+        [d, 2, 3, d + 1],
+        [_w("w", [2, 2, 3, 2]), _w("b", [2])],
+    ),
+    "binary-concat-distribute": lambda d: _model(
+        [
+            _n("Sigmoid", ["x"], ["sx"]),
+            _n("Relu", ["x"], ["rx"]),
+            _n("Add", ["sx", "rx"], ["p"]),
+            _n("Add", ["x", "sx"], ["q"]),
+            _n("Concat", ["p", "q"], ["y"], axis=d % 2),
+            _n("Mul", ["rx", "x"], ["m"]),
+            _n("Mul", ["sx", "sx"], ["n"]),
+            _n("Concat", ["m", "n", "m"], ["z"], axis=-1),
+        ],
+        [("x", [d, 2])],
+        ["y", "z"],
+    ),
+    "transpose-concat-distribute": lambda d: _unary_wrap(
+        [
+            _n("Concat", ["sx", "rx"], ["c"], axis=-1 if d != 2 else 0),
+            _n("Transpose", ["c"], ["y"], perm=[1, 2, 0]),
+        ],
+        [d, 2, 3],
+    ),
+    "mul-ones-elim": lambda d: _unary_wrap(
+        [_n("Mul", ["sx", "ones"] if d != 2 else ["ones", "sx"], ["m"]), _n("Relu", ["m"], ["y"])],
+        [d, 3],
+        [_lit("ones", np.ones([3] if d == 3 else [d, 3]))],
+    ),
+    "matmul-add-shared-rhs": lambda d: _unary_wrap(
+        [
+            _n("MatMul", ["sx", "w"], ["p"]),
+            _n("MatMul", ["rx", "w"], ["q"]),
+            _n("Add", ["p", "q"], ["y"]),
+        ],
+        [d, 3],
+        [_w("w", [3, 2])],
+    ),
+    "matmul-add-shared-lhs": lambda d: _unary_wrap(
+        [
+            _n("MatMul", ["w", "sx"], ["p"]),
+            _n("MatMul", ["w", "rx"], ["q"]),
+            _n("Add", ["q", "p"], ["y"]),
+        ],
+        [3, d],
+        [_w("w", [2, 3])],
+    ),
+    "matmul-associative-2d": lambda d: _model(
+        [
+            _n("MatMul", ["x", "a"], ["p"]),
+            _n("Relu", ["z"], ["rz"]),
+            _n("MatMul", ["p", "rz"], ["y"]),
+        ],
+        [("x", [d, 3]), ("z", [2, d + 1])],
+        ["y"],
+        [_w("a", [3, 2])],
+    ),
     "transpose-compose": lambda d: _unary_wrap(
         [
             _n("Transpose", ["sx"], ["t"], perm=[2, 0, 1]),
@@ -351,6 +472,7 @@ WITNESSES: dict[str, Callable[[int], onnx.ModelProto]] = {
 # float weights that keep their value in a proof: the rules that recognise a literal (an
 # identity matrix or kernel) hold for that value only; every other float weight is a symbol
 KEEP_VALUES: dict[str, frozenset[str]] = {
+    "mul-ones-elim": frozenset({"ones"}),
     "matmul-identity-elim": frozenset({"eye"}),
     "conv-identity-elim": frozenset({"eye"}),
 }

@@ -172,7 +172,132 @@ def witness_pool_conv(pads=(1, 1, 1, 1), include=0, bias=True, kernel=1, after=F
     return model(nodes, [vi("x", [1, 3, 6, 6])], [vi("y", None)], inits)
 
 
+def witness_conv_add_shared_weight():
+    """One 3x3 kernel on two inputs of one type, added (one conv with bias)."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        _conv("r", "w", "b", "p", pads=[1, 1, 1, 1]),
+        _conv("s", "w", "", "q", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["p", "q"], ["y"]),
+    ]
+    inits = [init("w", _f(4, 3, 3, 3)), init("b", _f(4))]
+    return model(nodes, [vi("x", [1, 3, 5, 5])], [vi("y", None)], inits)
+
+
+def witness_conv_enlarge():
+    """A 1x3 and a 3x3 conv of one input (Inception's factorized convs beside a 3x3)."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        _conv("r", "w13", "b", "p", pads=[0, 1, 0, 1]),
+        _conv("r", "w33", "", "q", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["p", "q"], ["y"]),
+    ]
+    inits = [init("w13", _f(4, 3, 1, 3)), init("b", _f(4)), init("w33", _f(4, 3, 3, 3))]
+    return model(nodes, [vi("x", [1, 3, 5, 5])], [vi("y", None)], inits)
+
+
+def witness_matmul_add(shared: int):
+    """x·W + y·W (shared right operand, 1) or W·x + W·y (shared left operand, 0)."""
+    ins = (["r", "w"], ["s", "w"]) if shared else (["w", "r"], ["w", "s"])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("MatMul", ins[0], ["p"]),
+        helper.make_node("MatMul", ins[1], ["q"]),
+        helper.make_node("Add", ["p", "q"], ["y"]),
+    ]
+    return model(nodes, [vi("x", [3, 3])], [vi("y", None)], [init("w", _f(3, 3))])
+
+
+def witness_matmul_chain():
+    """(x·A)·B, A and B constant: A·B folds into one weight."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("MatMul", ["r", "a"], ["p"]),
+        helper.make_node("MatMul", ["p", "b"], ["y"]),
+    ]
+    return model(
+        nodes, [vi("x", [2, 4])], [vi("y", None)], [init("a", _f(4, 8)), init("b", _f(8, 3))]
+    )
+
+
+def witness_scalar_mul():
+    """A matmul scaled by a 0-d input (attention's 1/sqrt(d) is one when it is not a literal)."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("MatMul", ["r", "w"], ["m"]),
+        helper.make_node("Mul", ["m", "s"], ["y"]),
+    ]
+    return model(nodes, [vi("x", [2, 4]), vi("s", [])], [vi("y", None)], [init("w", _f(4, 3))])
+
+
+def witness_pool_concat():
+    """A max pooling of a channel concatenation (Inception's pooling branch after a concat)."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("Concat", ["r", "s"], ["c"], axis=1),
+        helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    ]
+    return model(nodes, [vi("x", [1, 3, 5, 5])], [vi("y", None)])
+
+
+def witness_conv_batch():
+    """A conv of two images concatenated along the batch."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("Concat", ["r", "s"], ["c"], axis=0),
+        _conv("c", "w", "b", "y", pads=[1, 1, 1, 1]),
+    ]
+    inits = [init("w", _f(4, 3, 3, 3)), init("b", _f(4))]
+    return model(nodes, [vi("x", [1, 3, 5, 5])], [vi("y", None)], inits)
+
+
+def witness_binary_concat():
+    """concat(r + s, s + x): one add of two concatenations."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("Add", ["r", "s"], ["p"]),
+        helper.make_node("Add", ["s", "x"], ["q"]),
+        helper.make_node("Concat", ["p", "q"], ["y"], axis=1),
+    ]
+    return model(nodes, [vi("x", [2, 3])], [vi("y", None)])
+
+
+def witness_mul_ones():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Mul", ["r", "ones"], ["m"]),
+        helper.make_node("Tanh", ["m"], ["y"]),
+    ]
+    return model(nodes, [vi("x", [2, 3])], [vi("y", None)], [init("ones", np.ones(3, np.float32))])
+
+
+def witness_transpose_concat():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("Concat", ["r", "s"], ["c"], axis=0),
+        helper.make_node("Transpose", ["c"], ["y"], perm=[1, 0]),
+    ]
+    return model(nodes, [vi("x", [2, 3])], [vi("y", None)])
+
+
 WITNESSES = {
+    "transpose-concat-distribute": witness_transpose_concat,
+    "conv-concat-batch": witness_conv_batch,
+    "binary-concat-distribute": witness_binary_concat,
+    "mul-ones-elim": witness_mul_ones,
+    "pool-concat-distribute": witness_pool_concat,
+    "scalar-mul-through-linear": witness_scalar_mul,
+    "conv-add-shared-weight": witness_conv_add_shared_weight,
+    "conv-enlarge-kernel": witness_conv_enlarge,
+    "matmul-add-shared-rhs": lambda: witness_matmul_add(1),
+    "matmul-add-shared-lhs": lambda: witness_matmul_add(0),
+    "matmul-associative-2d": witness_matmul_chain,
     "conv-add-shared-input": witness_conv_add_shared_input,
     "merge-grouped-conv-shared-input": witness_grouped_convs,
     "merge-conv-add": witness_merge_conv_add,
@@ -186,6 +311,17 @@ WITNESSES = {
 }
 # what the right-hand side leaves in the exported graph (its constants folded)
 AFTER = {
+    "transpose-concat-distribute": ["Concat", "Relu", "Sigmoid", "Transpose", "Transpose"],
+    "conv-concat-batch": ["Concat", "Conv", "Conv", "Relu", "Sigmoid"],
+    "binary-concat-distribute": ["Add", "Concat", "Concat", "Relu", "Sigmoid"],
+    "mul-ones-elim": ["Relu", "Tanh"],
+    "pool-concat-distribute": ["Concat", "MaxPool", "MaxPool", "Relu", "Sigmoid"],
+    "scalar-mul-through-linear": ["MatMul", "Mul", "Relu"],
+    "conv-add-shared-weight": ["Add", "Conv", "Relu", "Sigmoid"],
+    "conv-enlarge-kernel": ["Add", "Conv", "Conv", "Relu"],
+    "matmul-add-shared-rhs": ["Add", "MatMul", "Relu", "Sigmoid"],
+    "matmul-add-shared-lhs": ["Add", "MatMul", "Relu", "Sigmoid"],
+    "matmul-associative-2d": ["MatMul", "Relu"],
     "conv-add-shared-input": ["Conv", "Relu"],
     "merge-grouped-conv-shared-input": ["Concat", "Conv", "Relu"] + ["Reshape"] * 3 + ["Slice"] * 2,
     "merge-conv-add": ["Concat", "Conv", "Relu"],
