@@ -3,7 +3,8 @@ picks algebra, merges and fusion jointly (issue 19, item 2: a first increment, e
 
 Consumes a :class:`~eqsat.egraph.classes.Snapshot`; produces unions as one
 :class:`~eqsat.rules.base.PyRule` (``fuse-epilogue``), for the compiled targets only (the
-pipeline adds the family on ``eqsat compile --fusion-terms``; ``eqsat optimize`` never runs it,
+pipeline adds the family to ``eqsat compile`` under the compiler cost model, unless
+``--no-fusion-terms``; ``eqsat optimize`` never runs it,
 and the decoder unfolds the terms anyway, so an ONNX model never holds one).
 
 The terms (:mod:`eqsat.egraph.lang`): ``lane(x, k)`` is ``x`` read by kernel ``k`` (the id of
