@@ -237,6 +237,20 @@ def transpose(b: ir.IRBuilder, rows: list, vw: int) -> list:
     return rows
 
 
+def _epi_function(cx: HelperCtx):
+    """The ``<k>.epi`` function both native epilogues define (the loop-IR epilogue's
+    arguments: the kernel's buffers, its sizes, ``n, oh, oc0``, the row workspace): ``(fn, an
+    IR builder at its entry, the buffer arguments, the workspace, (n, oh, oc0), the buffers'
+    names)``."""
+    k = cx.k
+    types = [PTR] * len(k.params) + [I64] * (len(cx.sizes) + 3) + [PTR]
+    fn = function(cx.module, f"{cx.sym}.epi", types, internal=True)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    np_ = len(k.params)
+    nums = fn.args[np_ + len(cx.sizes):np_ + len(cx.sizes) + 3]
+    return fn, b, list(fn.args[:np_]), fn.args[-1], tuple(nums), [p.name for p in k.params]
+
+
 def _fused_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int, fe: FusedEpilogue) -> ir.Function:
     """``<k>.epi`` when the epilogue is a :class:`~eqsat.backends.llvm.tensorize_plan.
     FusedEpilogue` (bias, BatchNorm, residual, ReLU: the GEMM micro-kernel's fused store) over
@@ -256,14 +270,7 @@ def _fused_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int, fe: FusedEpilogue
     the same alone (transposed / loop IR 0.97-1.01, 1 and 2 threads, min of 300) but the whole
     model slower at 2 threads (in one process, min of 60, loadavg 2.6: 1.98 vs 1.84 ms; 1
     thread 3.09 vs 3.03), so rows with a tail keep the loop-IR epilogue."""
-    k, module = cx.k, cx.module
-    types = [PTR] * len(k.params) + [I64] * (len(cx.sizes) + 3) + [PTR]
-    fn = function(module, f"{cx.sym}.epi", types, internal=True)
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    np_ = len(k.params)
-    bufs, ws = list(fn.args[:np_]), fn.args[-1]
-    n, oh, oc0 = fn.args[np_ + len(cx.sizes):np_ + len(cx.sizes) + 3]
-    pnames = [p.name for p in k.params]
+    fn, b, bufs, ws, (n, oh, oc0), pnames = _epi_function(cx)
     epi = fused_tile_epilogue(fe, vw)
     out = bufs[pnames.index(fe.out.buffer.name)]
     ldc = i64(fe.out.ldb)
@@ -295,7 +302,7 @@ def _fused_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int, fe: FusedEpilogue
             with loop(b, 0, d.ow, vw, name=f"c{jb}") as c0:
                 group(jb, c0)
     b.ret_void()
-    return shared(module, fn)
+    return shared(cx.module, fn)
 
 
 def _blocked_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int,
@@ -307,14 +314,7 @@ def _blocked_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int,
     vectors of ``B`` channels, the GEMM's per-column kind (``layout.blocked_epilogue`` admits
     only those) — and stored contiguously: no transpose. Same arguments as the loop-IR
     epilogue."""
-    k, module = cx.k, cx.module
-    types = [PTR] * len(k.params) + [I64] * (len(cx.sizes) + 3) + [PTR]
-    fn = function(module, f"{cx.sym}.epi", types, internal=True)
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    np_ = len(k.params)
-    bufs, ws = list(fn.args[:np_]), fn.args[-1]
-    n, oh, oc0 = fn.args[np_ + len(cx.sizes):np_ + len(cx.sizes) + 3]
-    pnames = [p.name for p in k.params]
+    fn, b, bufs, ws, (n, oh, oc0), pnames = _epi_function(cx)
     swapped = dataclasses.replace(fe, rows=(), cols=tuple((name, buf, off)
                                                          for name, buf, off, _ in fe.rows))
     epi = fused_tile_epilogue(swapped, vw)
@@ -332,7 +332,7 @@ def _blocked_epi(cx: HelperCtx, d: DirectConv, vw: int, ob: int,
                 val = epi.tile_fn(b, x, 0, 0, None, i64(0), extras, i64(1))
                 store_vec(b, val, gep(b, row, b.mul(w, i64(vw))))
     b.ret_void()
-    return shared(module, fn)
+    return shared(cx.module, fn)
 
 
 def emit_microkernel(module: ir.Module, d: DirectConv, vw: int, tw: int, ob: int) -> ir.Function:
