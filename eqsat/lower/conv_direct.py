@@ -45,14 +45,19 @@ def prefer_direct(d: DirectConv) -> bool:
     least ``MIN_CHANNELS`` input and output channels (a whole 16-channel block on AVX-512); the
     implicit GEMM otherwise.
 
-    Measured (``benchmarks/conv_direct_bench.py --models squeezenet,vgg``, Conv + bias + Relu
-    alone, GFLOP/s min of 15 interleaved rounds, AVX-512 host, 2 cores shared, loadavg 9-10;
-    direct / implicit GEMM at 1 thread; the 2-thread figures are too noisy here to rank):
-    3×3 pad 1 64×56×56→64 1.13, 128×28→128 1.29, 256×14→256 1.31, 512×7→512 1.42,
-    64×64→64 1.11, 64×32→128 1.14, 128×32→128 1.13, 128×16→256 1.04, 256×16→256 1.08;
-    SqueezeNet's 3×3 expand convs 16×55→64 1.19 and 32×27→128 1.05. Not taken: 3 input
-    channels (the stems: 13 of 16 block lanes are zero) 0.29-0.36; 1×1 convs (a plain GEMM, no
-    window to reuse) 0.84-0.88."""
+    Measured (``benchmarks/conv_direct_bench.py --models squeezenet,vgg --threads 1,2``, Conv +
+    bias + Relu alone, GFLOP/s min of 15 interleaved rounds, AVX-512 host, 2 cores, quiet:
+    loadavg 0.4-0.6, at 00e6ec9, after the transposing epilogue of
+    :mod:`eqsat.backends.llvm.direct_conv`; direct / implicit GEMM, 1 thread then 2 threads):
+    3×3 pad 1 64×56×56→64 1.10 / 1.08, 128×28→128 1.25 / 1.26, 256×14→256 1.07 / 1.11,
+    512×7→512 0.89 / 1.07, 64×64→64 1.05 / 1.33, 64×32→128 1.08 / 1.26, 128×32→128
+    1.15 / 1.13, 128×16→256 1.03 / 1.23, 256×16→256 1.07 / 1.15; SqueezeNet's 3×3 expand
+    convs 16×55→64 1.14 / 1.38 and 32×27→128 1.08 / 1.18. Only 512×7→512 at 1 thread loses,
+    and it still takes the direct path (one rule, no per-shape table: the auto-scheduler
+    chooses per kernel). Not taken: 3 input channels (the stems: 13 of 16 block lanes are
+    zero) 0.28-0.57; 1×1 convs (a plain GEMM, no window to reuse) 0.68-1.18, mostly below 1.
+    (An earlier table here, taken at loadavg 9-10 before that epilogue, claimed 1.13-1.14 for
+    VGG's 32-wide shapes 64→128 and 128→128; alone they then measured 0.75 and 0.92.)"""
     return d.kh * d.kw > 1 and min(d.ic, d.oc) >= MIN_CHANNELS
 
 
