@@ -64,6 +64,21 @@ def _check(p, weights, threads=1, runs=1):
     return compiled
 
 
+def _same_at_one_and_two_threads(p, weights, runs=1):
+    """``p`` tensorized and compiled at 1 and at 2 threads: the same floats bit for bit (the
+    same blocks, whichever thread runs them), and near :func:`interpret`'s, over ``runs`` calls
+    on fresh inputs (the claim flags are fresh per call)."""
+    t = force_tensorize(p)
+    one = llvm_compile(t, threads=1, use_cache=False)
+    two = llvm_compile(t, threads=2, use_cache=False)
+    for _ in range(runs):
+        feeds = _feeds(p, weights)
+        want, got1, got2 = interpret(p, feeds), one.run(feeds), two.run(feeds)
+        for name in want:
+            np.testing.assert_array_equal(got2[name], got1[name])
+            np.testing.assert_allclose(got1[name], want[name], rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_forms(name):
     _check(*CASES[name]())
@@ -155,16 +170,7 @@ def test_split_balanced_blocks(m, mc, no, rows, w, tasks):
     lambda: matmul(250, 77, 300, weight=False),  # above the threshold, below the split
 ])
 def test_two_threads_equal_one_thread(case):
-    p, weights = case()
-    t = force_tensorize(p)
-    one = llvm_compile(t, threads=1, use_cache=False)
-    two = llvm_compile(t, threads=2, use_cache=False)
-    for _ in range(3):  # the claim flags are fresh per call
-        feeds = _feeds(p, weights)
-        want, got1, got2 = interpret(p, feeds), one.run(feeds), two.run(feeds)
-        for k in want:
-            np.testing.assert_array_equal(got2[k], got1[k])  # the same blocks, any thread
-            np.testing.assert_allclose(got2[k], want[k], rtol=1e-4, atol=1e-3)
+    _same_at_one_and_two_threads(*case(), runs=3)
 
 
 class _ChunkOrder:
@@ -220,13 +226,7 @@ def test_gemv_weight_split_for_threads(n):
         assert plan.rows_mode == (pieces == 1) and -(-n // plan.ncb) == pieces
     else:
         assert 4 * n * k >= PARALLEL_BYTES and 2 * n * k < PARALLEL_FLOP and -(-n // plan.ncb) > 1
-    one = llvm_compile(force_tensorize(p), threads=1, use_cache=False)
-    two = llvm_compile(force_tensorize(p), threads=2, use_cache=False)
-    feeds = _feeds(p, weights)
-    want, got1, got2 = interpret(p, feeds), one.run(feeds), two.run(feeds)
-    for name in want:
-        np.testing.assert_array_equal(got2[name], got1[name])
-        np.testing.assert_allclose(got1[name], want[name], rtol=1e-4, atol=1e-3)
+    _same_at_one_and_two_threads(p, weights)
 
 
 def test_weights_repacked_when_they_change():
@@ -464,13 +464,7 @@ def test_weight_row_pieces_split_rows_when_few_column_blocks(m, n, k):
         assert row_blocks > 1 and (pieces * row_blocks) % TASK_MULTIPLE == 0
     else:
         assert row_blocks == 1
-    one = llvm_compile(force_tensorize(p), threads=1, use_cache=False)
-    two = llvm_compile(force_tensorize(p), threads=2, use_cache=False)
-    feeds = _feeds(p, weights)
-    want, got1, got2 = interpret(p, feeds), one.run(feeds), two.run(feeds)
-    for name in want:
-        np.testing.assert_array_equal(got2[name], got1[name])
-        np.testing.assert_allclose(got1[name], want[name], rtol=1e-4, atol=1e-3)
+    _same_at_one_and_two_threads(p, weights)
 
 
 def test_tile_choice_by_padding():
