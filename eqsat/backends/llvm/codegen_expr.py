@@ -87,12 +87,15 @@ def loads_in(e: Expr) -> set[Load]:
 
 class ExprEmitter:
     """Mixin of the function emitter: needs ``self.b`` (builder), ``self.module``, ``self.env``
-    (var name -> value), ``self.bufs`` (buffer name -> base pointer) and ``self.new_block``."""
+    (var name -> value), ``self.bufs`` (buffer name -> base pointer), ``self.bounds`` (var name
+    -> the constant iteration count of its enclosing loop, where it has one) and
+    ``self.new_block``."""
 
     b: ir.IRBuilder
     module: ir.Module
     env: dict[str, ir.Value]
     bufs: dict[str, ir.Value]
+    bounds: dict[str, int]
 
     # ------------------------------------------------------------------ memory
     def address(self, buf: Buffer, index: tuple[Expr, ...]) -> ir.Value:
@@ -124,7 +127,7 @@ class ExprEmitter:
         an enclosing loop of at most ``blk`` iterations (``layout._lanes_inner`` writes it so):
         block and lane as they are, so that the lane loop's accesses are contiguous (through
         ``// blk`` and ``% blk`` the loop vectorizer saw gathers)."""
-        bounds = getattr(self, "bounds", {})
+        bounds = self.bounds
         if (isinstance(c, BinOp) and c.op is BinaryOp.ADD and isinstance(c.b, Var)
                 and isinstance(c.a, BinOp) and c.a.op is BinaryOp.MUL and c.a.b == Const(blk)
                 and 0 < bounds.get(c.b.name, blk + 1) <= blk):
